@@ -1,0 +1,532 @@
+"""THE registry of op kinds.
+
+An *op kind* is a family of kernels that share a table key layout, a feature function, and a
+FLOPs/bytes model. A *config* is one concrete kernel: ``(kind, params, precision, sparsity)``.
+``params`` is a small JSON-able dict (ints, strings, lists of ints) whose layout each kind
+declares. The same config is produced by the profiler (which builds and times it) and by the
+estimator (which derives it from a model's fused kernels), so a table lookup is an exact match
+of :func:`config_key`.
+
+Nothing here imports onnx or onnxruntime: the registry is pure Python + math.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import UnknownOpKind
+
+FEATURE_SCHEMA_VERSION = 1
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
+SPARSITIES = ("0", "50", "75", "90", "95", "2:4")
+
+#: bytes per element of activations / weights for each precision
+_ACT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int8_dynamic": 4}
+_W_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int8_dynamic": 1}
+
+ACTIVATIONS = ("Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish",
+               "Gelu", "Erf", "Swish", "Elu", "Selu", "Softplus", "Softsign", "PRelu", "Mish",
+               "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Cast", "Floor", "Ceil", "Round",
+               "Sin", "Cos", "Not", "Sign", "QuickGelu", "FastGelu", "BiasGelu", "IsNaN")
+#: the activations the runtime can fuse into a Conv or Gemm kernel
+FUSABLE_ACTS = ("Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")
+ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where",
+               "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
+               "Mod", "BitShift")
+POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool")
+REDUCES = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2",
+           "ReduceL1", "ReduceSumSquare", "ReduceLogSumExp", "ArgMax", "ArgMin")
+NORMS = ("BatchNormalization", "InstanceNormalization", "LRN", "GroupNormalization",
+         "LpNormalization", "MeanVarianceNormalization")
+COPIES = ("Expand", "Tile", "DepthToSpace", "SpaceToDepth", "ScatterND", "ScatterElements",
+          "GatherElements", "GatherND", "Trilu", "CumSum", "NonZero", "Range", "OneHot", "TopK")
+QUANTS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+REORDERS = ("ReorderInput", "ReorderOutput")
+#: ops the runtime executes without doing work proportional to data (metadata / aliasing)
+FREE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape",
+            "Size", "Constant", "ConstantOfShape", "EyeLike")
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def _conv_out(size, k, s, d, p0, p1):
+    return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def conv_out_shape(p: dict) -> list[int]:
+    x = p["x"]
+    nsp = len(x) - 2
+    pads = p["pads"]
+    sp = [_conv_out(x[2 + i], p["kernel"][i], p["strides"][i], p["dilations"][i], pads[i], pads[i + nsp])
+          for i in range(nsp)]
+    return [x[0], p["cout"]] + sp
+
+
+def convt_out_shape(p: dict) -> list[int]:
+    x = p["x"]
+    nsp = len(x) - 2
+    pads = p["pads"]
+    sp = [p["strides"][i] * (x[2 + i] - 1) + p["output_padding"][i] + (p["kernel"][i] - 1) * p["dilations"][i] + 1
+          - pads[i] - pads[i + nsp] for i in range(nsp)]
+    return [x[0], p["cout"]] + sp
+
+
+def pool_out_shape(p: dict) -> list[int]:
+    x = p["x"]
+    if p["op"].startswith("Global"):
+        return x[:2] + [1] * (len(x) - 2)
+    nsp = len(x) - 2
+    out = []
+    for i in range(nsp):
+        num = x[2 + i] + p["pads"][i] + p["pads"][i + nsp] - p["kernel"][i]
+        o = (math.ceil(num / p["strides"][i]) if p.get("ceil") else num // p["strides"][i]) + 1
+        out.append(o)
+    return x[:2] + out
+
+
+def broadcast(*shapes) -> list[int]:
+    n = max(len(s) for s in shapes)
+    out = []
+    for i in range(n):
+        dims = [s[i - n + len(s)] for s in shapes if i - n + len(s) >= 0]
+        big = [d for d in dims if d != 1]
+        out.append(max(big) if big else 1)
+    return out
+
+
+def matmul_dims(p: dict) -> tuple[int, int, int, int]:
+    """(batch, M, K, N) of a MatMul/Gemm config, batch = product of broadcast batch dims."""
+    a, b = list(p["a"]), list(p["b"])
+    if p.get("trans_b"):
+        b = b[:-2] + [b[-1], b[-2]] if len(b) >= 2 else b
+    if len(a) == 1:
+        a = [1] + a
+    if len(b) == 1:
+        b = b + [1]
+    batch = _prod(broadcast(a[:-2], b[:-2])) if (len(a) > 2 or len(b) > 2) else 1
+    return batch, a[-2], a[-1], b[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# per-kind math: FLOPs (multiply-add = 2), output elements, the "work" features
+
+
+def _f_conv(p):
+    out = conv_out_shape(p)
+    cin = p["x"][1]
+    k = _prod(p["kernel"])
+    macs = _prod(out) * (cin // p["group"]) * k
+    return {
+        "flops": 2.0 * macs,
+        "in_elems": float(_prod(p["x"])),
+        "w_elems": float(p["cout"] * (cin // p["group"]) * k),
+        "out_elems": float(_prod(out)),
+    }
+
+
+def _f_convt(p):
+    out = convt_out_shape(p)
+    cin = p["x"][1]
+    k = _prod(p["kernel"])
+    macs = _prod(p["x"]) * (p["cout"] // p["group"]) * k
+    return {"flops": 2.0 * macs, "in_elems": float(_prod(p["x"])),
+            "w_elems": float(cin * (p["cout"] // p["group"]) * k), "out_elems": float(_prod(out))}
+
+
+def _f_matmul(p):
+    bt, m, k, n = matmul_dims(p)
+    return {"flops": 2.0 * bt * m * k * n, "in_elems": float(_prod(p["a"])),
+            "w_elems": float(_prod(p["b"])), "out_elems": float(bt * m * n)}
+
+
+def _f_pool(p):
+    out = pool_out_shape(p)
+    k = _prod(p["x"][2:]) if p["op"].startswith("Global") else _prod(p["kernel"])
+    return {"flops": float(_prod(out) * k), "in_elems": float(_prod(p["x"])), "w_elems": 0.0,
+            "out_elems": float(_prod(out))}
+
+
+def _f_elementwise(p):
+    out = broadcast(*p["inputs"])
+    return {"flops": float(_prod(out) * max(1, len(p["inputs"]) - 1)),
+            "in_elems": float(sum(_prod(s) for s in p["inputs"])), "w_elems": 0.0,
+            "out_elems": float(_prod(out))}
+
+
+def _f_unary(p):
+    n = float(_prod(p["x"]))
+    return {"flops": n, "in_elems": n, "w_elems": 0.0, "out_elems": n}
+
+
+def _f_softmax(p):
+    n = float(_prod(p["x"]))
+    return {"flops": 5.0 * n, "in_elems": n, "w_elems": 0.0, "out_elems": n}
+
+
+def _f_layernorm(p):
+    n = float(_prod(p["x"]))
+    return {"flops": 8.0 * n, "in_elems": n * (2 if p.get("skip") else 1), "w_elems": 2.0 * p["x"][-1],
+            "out_elems": n}
+
+
+def _f_norm(p):
+    n = float(_prod(p["x"]))
+    return {"flops": 4.0 * n, "in_elems": n, "w_elems": float(p["x"][1] if len(p["x"]) > 1 else 1),
+            "out_elems": n}
+
+
+def _f_concat(p):
+    n = float(sum(_prod(s) for s in p["inputs"]))
+    return {"flops": 0.0, "in_elems": n, "w_elems": 0.0, "out_elems": n}
+
+
+def _f_inout(p):
+    i, o = float(_prod(p["x"])), float(_prod(p["y"]))
+    return {"flops": 0.0, "in_elems": i, "w_elems": 0.0, "out_elems": o}
+
+
+def _f_transpose(p):
+    n = float(_prod(p["x"]))
+    return {"flops": 0.0, "in_elems": n, "w_elems": 0.0, "out_elems": n}
+
+
+def _f_reduce(p):
+    n = float(_prod(p["x"]))
+    out = n / max(1, _prod(p["x"][a] for a in p["axes"]))
+    return {"flops": n, "in_elems": n, "w_elems": 0.0, "out_elems": out}
+
+
+def _f_gather(p):
+    out = _prod(p["data"][:p["axis"]]) * _prod(p["indices"]) * _prod(p["data"][p["axis"] + 1:])
+    return {"flops": 0.0, "in_elems": float(_prod(p["indices"])), "w_elems": float(_prod(p["data"])),
+            "out_elems": float(out)}
+
+
+def _f_free(p):
+    return {"flops": 0.0, "in_elems": 0.0, "w_elems": 0.0, "out_elems": 0.0}
+
+
+# --------------------------------------------------------------------------------------------
+# per-kind extra features (beyond the work features), all numeric
+
+
+def _x_conv(p):
+    out = conv_out_shape(p)
+    cin, g = p["x"][1], p["group"]
+    return {"n": p["x"][0], "cin": cin, "cout": p["cout"], "h": p["x"][2], "w": p["x"][-1],
+            "oh": out[2], "ow": out[-1], "kh": p["kernel"][0], "kw": p["kernel"][-1],
+            "stride": p["strides"][0], "dilation": p["dilations"][0], "group": g,
+            "cin_per_group": cin // g, "depthwise": float(g == cin and g > 1),
+            "act": float(p["act"] != "none"), "act_id": float(_ACT_ID.get(p["act"], 0)),
+            "sum": float(p["sum"]), "cin_mod8": cin % 8, "cout_mod8": p["cout"] % 8,
+            "cin_mod16": cin % 16, "cout_mod16": p["cout"] % 16}
+
+
+def _x_convt(p):
+    return {"n": p["x"][0], "cin": p["x"][1], "cout": p["cout"], "h": p["x"][2], "w": p["x"][-1],
+            "kh": p["kernel"][0], "stride": p["strides"][0], "group": p["group"]}
+
+
+def _x_matmul(p):
+    bt, m, k, n = matmul_dims(p)
+    return {"batch": bt, "m": m, "k": k, "n": n, "const_b": p["const_b"], "bias": p["bias"],
+            "scale": p["scale"], "trans_b": p["trans_b"], "act": float(p.get("act", "none") != "none"),
+            "k_mod16": k % 16, "n_mod16": n % 16}
+
+
+def _x_pool(p):
+    x = p["x"]
+    glob = p["op"].startswith("Global")
+    return {"op_id": float(POOLS.index(p["op"])), "n": x[0], "c": x[1], "h": x[2], "w": x[-1],
+            "k": 0 if glob else p["kernel"][0], "stride": 0 if glob else p["strides"][0]}
+
+
+def _x_shape(x):
+    x = list(x) or [1]
+    return {"rank": len(x), "last": x[-1], "first": x[0], "outer": _prod(x[:-1])}
+
+
+def _x_elementwise(p):
+    out = broadcast(*p["inputs"])
+    bcast = float(any(_prod(s) != _prod(out) for s in p["inputs"]))
+    smallest = min(_prod(s) for s in p["inputs"])
+    d = {"op_id": float(ELEMENTWISE.index(p["op"])), "n_inputs": len(p["inputs"]), "bcast": bcast,
+         "smallest": smallest, "const_b": p.get("const_b", 0)}
+    d.update(_x_shape(out))
+    return d
+
+
+def _x_unary(p):
+    d = {"op_id": float(ACTIVATIONS.index(p["op"]))}
+    d.update(_x_shape(p["x"]))
+    return d
+
+
+def _x_softmax(p):
+    x = p["x"]
+    d = {"axis_len": x[p["axis"]], "log": float(p["op"] == "LogSoftmax"),
+         "axis_last": float(p["axis"] == len(x) - 1)}
+    d.update(_x_shape(x))
+    return d
+
+
+def _x_layernorm(p):
+    d = {"skip": p.get("skip", 0)}
+    d.update(_x_shape(p["x"]))
+    return d
+
+
+def _x_norm(p):
+    d = {"op_id": float(NORMS.index(p["op"]))}
+    d.update(_x_shape(p["x"]))
+    d["c"] = p["x"][1] if len(p["x"]) > 1 else 1
+    return d
+
+
+def _x_concat(p):
+    d = {"n_inputs": len(p["inputs"]), "axis": p["axis"],
+         "inner": _prod(p["inputs"][0][p["axis"]:])}
+    d.update(_x_shape(p["inputs"][0]))
+    return d
+
+
+def _x_inout(p):
+    d = {"op_id": float(_OPS_INOUT.index(p["op"])) if p.get("op") in _OPS_INOUT else 0.0}
+    d.update(_x_shape(p["x"]))
+    d["y_last"] = p["y"][-1] if p["y"] else 1
+    return d
+
+
+def _x_split(p):
+    d = {"axis": p["axis"], "n_out": len(p["splits"]), "inner": _prod(p["x"][p["axis"]:])}
+    d.update(_x_shape(p["x"]))
+    return d
+
+
+def _x_transpose(p):
+    perm = p["perm"]
+    moved = sum(1 for i, q in enumerate(perm) if i != q)
+    d = {"moved": moved, "last_moved": float(perm[-1] != len(perm) - 1),
+         "inner": p["x"][perm[-1]]}
+    d.update(_x_shape(p["x"]))
+    return d
+
+
+def _x_reduce(p):
+    d = {"op_id": float(REDUCES.index(p["op"])), "n_axes": len(p["axes"]),
+         "last_axis": float((len(p["x"]) - 1) in p["axes"]), "keepdims": p.get("keepdims", 1)}
+    d.update(_x_shape(p["x"]))
+    return d
+
+
+def _x_gather(p):
+    return {"axis": p["axis"], "rows": p["data"][p["axis"]], "row_elems": _prod(p["data"][p["axis"] + 1:]),
+            "n_idx": _prod(p["indices"])}
+
+
+def _x_quant(p):
+    d = {"op_id": float(QUANTS.index(p["op"]))}
+    d.update(_x_shape(p["x"]))
+    return d
+
+
+def _x_reorder(p):
+    x = p["x"]
+    return {"dir": float(p["op"] == "ReorderOutput"), "n": x[0], "c": x[1], "hw": _prod(x[2:])}
+
+
+_ACT_ID = {a: i + 1 for i, a in enumerate(FUSABLE_ACTS)}
+_OPS_INOUT = ("Slice", "Resize", "Pad") + COPIES
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpKind:
+    """One entry of the registry.
+
+    ``onnx_ops``: the ONNX op types (default domain unless qualified) this kind prices.
+    ``work``: params -> {flops, in_elems, w_elems, out_elems}.
+    ``extra``: params -> further numeric features.
+    ``has_weights``: whether sparsity applies (a constant weight operand exists).
+    ``free``: kernels of this kind cost no time proportional to data (Reshape & co).
+    """
+
+    name: str
+    onnx_ops: tuple
+    work: Callable[[dict], dict]
+    extra: Callable[[dict], dict]
+    has_weights: bool = False
+    free: bool = False
+    doc: str = ""
+    precisions: tuple = ("fp32", "fp16", "int8")
+    fields: tuple = field(default_factory=tuple)
+
+    def features(self, params: dict, precision: str = "fp32", sparsity: str = "0") -> dict:
+        """Numeric features of one config (pure; schema FEATURE_SCHEMA_VERSION)."""
+        w = self.work(params)
+        f = dict(w)
+        f.update({k: float(v) for k, v in self.extra(params).items()})
+        f["bytes"] = bytes_moved(self, params, precision)
+        f["log_flops"] = math.log1p(w["flops"])
+        f["log_bytes"] = math.log1p(f["bytes"])
+        f["intensity"] = w["flops"] / max(1.0, f["bytes"])
+        f["precision_id"] = float(PRECISIONS.index(precision))
+        f["sparsity"] = sparsity_fraction(sparsity)
+        f["structured"] = float(sparsity == "2:4")
+        return f
+
+
+def sparsity_fraction(s: str) -> float:
+    return 0.5 if s == "2:4" else float(s) / 100.0
+
+
+def bytes_moved(kind: OpKind, params: dict, precision: str = "fp32") -> float:
+    """Bytes read + written by one kernel, assuming each tensor is touched once."""
+    w = kind.work(params)
+    ab, wb = _ACT_BYTES.get(precision, 4), _W_BYTES.get(precision, 4)
+    return float((w["in_elems"] + w["out_elems"]) * ab + w["w_elems"] * wb)
+
+
+_KINDS: dict[str, OpKind] = {}
+
+
+def _register(k: OpKind):
+    _KINDS[k.name] = k
+
+
+_register(OpKind("Conv", ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcFusedConv"),
+                 _f_conv, _x_conv, has_weights=True,
+                 precisions=("fp32", "fp16", "int8", "int8_dynamic"),
+                 doc="Conv (dense/grouped/depthwise/dilated) with fused bias, activation, residual sum",
+                 fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "act", "sum")))
+_register(OpKind("ConvTranspose", ("ConvTranspose",), _f_convt, _x_convt, has_weights=True,
+                 doc="transposed convolution",
+                 fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "output_padding")))
+_register(OpKind("MatMul", ("MatMul", "Gemm", "FusedMatMul", "FusedGemm", "QLinearMatMul", "MatMulInteger",
+                            "DynamicQuantizeMatMul"), _f_matmul, _x_matmul, has_weights=True,
+                 precisions=("fp32", "fp16", "int8", "int8_dynamic"),
+                 doc="MatMul/Gemm, 2-D and batched, with fused bias, scale, activation",
+                 fields=("a", "b", "const_b", "bias", "scale", "trans_b", "act")))
+_register(OpKind("Pool", POOLS, _f_pool, _x_pool, doc="max/average/global pooling",
+                 fields=("op", "x", "kernel", "strides", "pads", "ceil")))
+_register(OpKind("Elementwise", ELEMENTWISE, _f_elementwise, _x_elementwise,
+                 doc="elementwise n-ary ops with broadcasting", fields=("op", "inputs", "const_b")))
+_register(OpKind("Activation", ACTIVATIONS, _f_unary, _x_unary, doc="unary activations and math",
+                 fields=("op", "x")))
+_register(OpKind("Softmax", ("Softmax", "LogSoftmax"), _f_softmax, _x_softmax, doc="softmax along one axis",
+                 fields=("op", "x", "axis")))
+_register(OpKind("LayerNorm", ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
+                               "SkipSimplifiedLayerNormalization"), _f_layernorm, _x_layernorm,
+                 doc="LayerNormalization over the last axis; skip=1 fuses the residual add",
+                 fields=("x", "skip")))
+_register(OpKind("Norm", NORMS, _f_norm, _x_norm, doc="BatchNormalization (when not folded) and other norms",
+                 fields=("op", "x")))
+_register(OpKind("Concat", ("Concat",), _f_concat, _x_concat, fields=("inputs", "axis")))
+_register(OpKind("Split", ("Split",), lambda p: _f_transpose(p), _x_split, fields=("x", "axis", "splits")))
+_register(OpKind("Slice", ("Slice",), _f_inout, _x_inout, fields=("op", "x", "y")))
+_register(OpKind("Transpose", ("Transpose",), _f_transpose, _x_transpose, fields=("x", "perm")))
+_register(OpKind("Resize", ("Resize", "Upsample"), _f_inout, _x_inout, fields=("op", "x", "y", "mode")))
+_register(OpKind("Pad", ("Pad",), _f_inout, _x_inout, fields=("op", "x", "y", "mode")))
+_register(OpKind("Copy", COPIES, _f_inout, _x_inout, doc="other data-movement ops", fields=("op", "x", "y")))
+_register(OpKind("Reduce", REDUCES, _f_reduce, _x_reduce, fields=("op", "x", "axes", "keepdims")))
+_register(OpKind("Gather", ("Gather",), _f_gather, _x_gather, fields=("data", "indices", "axis")))
+_register(OpKind("Quant", QUANTS, _f_unary, _x_quant, precisions=("int8",),
+                 doc="standalone (de)quantization at int8 region edges", fields=("op", "x")))
+_register(OpKind("Reorder", REORDERS, _f_unary, _x_reorder, precisions=("fp32",),
+                 doc="blocked-layout (NCHWc) reorders the runtime inserts", fields=("op", "x")))
+_register(OpKind("Free", FREE_OPS, _f_free, lambda p: {}, free=True, precisions=PRECISIONS,
+                 doc="metadata-only ops (Reshape & co): known to cost no data-proportional time",
+                 fields=("op",)))
+
+
+def kinds() -> dict[str, OpKind]:
+    """All registered op kinds by name."""
+    return dict(_KINDS)
+
+
+def get_kind(name: str) -> OpKind:
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise UnknownOpKind(name, _KINDS) from None
+
+
+_OP_TO_KIND = {op: k.name for k in _KINDS.values() for op in k.onnx_ops}
+
+
+def kind_of_op(op_type: str) -> str | None:
+    """The op kind that prices an ONNX op type, or None when no kind does."""
+    return _OP_TO_KIND.get(op_type)
+
+
+def _canon(v):
+    if isinstance(v, (list, tuple)):
+        return [_canon(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _canon(v[k]) for k in sorted(v)}
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def canonical_params(kind: str, params: dict) -> dict:
+    """The params restricted to the kind's declared fields, canonically typed."""
+    k = get_kind(kind)
+    return {f: _canon(params[f]) for f in k.fields if f in params}
+
+
+def config_key(kind: str, params: dict, precision: str = "fp32", sparsity: str = "0") -> str:
+    """Canonical JSON text of a config: the exact table key."""
+    return json.dumps({"kind": kind, "params": canonical_params(kind, params), "precision": precision,
+                       "sparsity": str(sparsity)}, sort_keys=True, separators=(",", ":"))
+
+
+def key_hash(key: str) -> str:
+    """Short stable hash of a config key (the database's upsert key)."""
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One concrete kernel configuration to measure or price."""
+
+    kind: str
+    params: dict = field(hash=False, compare=False)
+    precision: str = "fp32"
+    sparsity: str = "0"
+
+    @property
+    def key(self) -> str:
+        return config_key(self.kind, self.params, self.precision, self.sparsity)
+
+    @property
+    def hash(self) -> str:
+        return key_hash(self.key)
+
+    def features(self) -> dict:
+        return get_kind(self.kind).features(self.params, self.precision, self.sparsity)
+
+    def flops(self) -> float:
+        return get_kind(self.kind).work(self.params)["flops"]
+
+    def bytes(self) -> float:
+        return bytes_moved(get_kind(self.kind), self.params, self.precision)
+
+    @staticmethod
+    def from_key(key: str) -> "Config":
+        d = json.loads(key)
+        return Config(d["kind"], d["params"], d["precision"], d["sparsity"])
