@@ -442,7 +442,7 @@ _register(OpKind("Pad", ("Pad",), _f_inout, _x_inout, fields=("op", "x", "y", "m
 _register(OpKind("Copy", COPIES, _f_inout, _x_inout, doc="other data-movement ops", fields=("op", "x", "y")))
 _register(OpKind("Reduce", REDUCES, _f_reduce, _x_reduce, fields=("op", "x", "axes", "keepdims")))
 _register(OpKind("Gather", ("Gather",), _f_gather, _x_gather, fields=("data", "indices", "axis")))
-_register(OpKind("Quant", QUANTS, _f_unary, _x_quant, precisions=("int8",),
+_register(OpKind("Quant", QUANTS, _f_unary, _x_quant, precisions=("int8",),  # the op itself is the int8 edge
                  doc="standalone (de)quantization at int8 region edges", fields=("op", "x")))
 _register(OpKind("Reorder", REORDERS, _f_unary, _x_reorder, precisions=("fp32",),
                  doc="blocked-layout (NCHWc) reorders the runtime inserts", fields=("op", "x")))

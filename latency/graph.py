@@ -1,0 +1,823 @@
+"""ONNX file -> shape-inferred, topologically ordered op records.
+
+:func:`load_graph` reads a model (path, bytes or ``ModelProto``), fixes the dimensions of its
+inputs (from ``shapes`` / ``batch``), runs ONNX shape inference (with data propagation) and, when
+some tensors that priced ops touch still have no static shape (exporter graphs that compute
+shapes with Shape -> Gather -> Concat -> Reshape), runs the model once in onnxruntime
+(CPU, no optimization, 1 thread) with those tensors added as outputs to read their shapes.
+
+The result is a :class:`Graph` of :class:`OpRecord` s in topological order. Constant nodes,
+initializers and the outputs of constant-foldable nodes are constants; foldable nodes
+(every input constant, or Shape/Size of a tensor with a static shape) carry ``foldable=True``:
+the runtime folds them at session creation, so they cost nothing per run.
+
+Errors are :class:`~latency.errors.ModelError` / :class:`~latency.errors.DynamicShapeError`
+with one-line messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import ops
+from .errors import DynamicShapeError, ModelError
+
+__all__ = ["Tensor", "OpRecord", "Graph", "ConstValues", "load_graph", "weight_sparsity",
+           "CONTROL_FLOW", "dtype_name"]
+
+#: op types that carry subgraphs; kept as one record each
+CONTROL_FLOW = ("If", "Loop", "Scan", "SequenceMap")
+
+#: never folded even when every input is constant (random, or kept by ORT for QDQ fusion)
+_NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                 "Multinomial", "Bernoulli", "DequantizeLinear", "If", "Loop", "Scan", "SequenceMap"}
+
+_DTYPES = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+    8: "string", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64",
+    14: "complex64", 15: "complex128", 16: "bfloat16", 17: "float8e4m3fn", 18: "float8e4m3fnuz",
+    19: "float8e5m2", 20: "float8e5m2fnuz", 21: "uint4", 22: "int4", 23: "float4e2m1",
+}
+
+
+def dtype_name(elem_type: int) -> str:
+    """'float32', 'float16', 'int8', ... for an ONNX TensorProto data type."""
+    if elem_type in _DTYPES:
+        return _DTYPES[elem_type]
+    try:
+        import onnx
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except Exception:  # pragma: no cover - unknown enum value
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A value in the graph. ``shape`` is None unless every dimension has a value.
+
+    An omitted optional input is represented by ``Tensor("", None, "", False)`` so that input
+    positions are kept.
+    """
+
+    name: str
+    shape: tuple | None
+    dtype: str
+    const: bool = False
+
+    @property
+    def present(self) -> bool:
+        return bool(self.name)
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """One ONNX node. ``attrs`` maps attribute names to Python values (ints, floats, strings,
+    lists, numpy arrays for tensors, GraphProto for subgraphs)."""
+
+    name: str
+    op_type: str
+    domain: str
+    inputs: tuple
+    outputs: tuple
+    attrs: dict = field(default_factory=dict, hash=False, compare=False)
+    foldable: bool = False
+    index: int = 0
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.domain or 'ai.onnx'}:{self.op_type}"
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+
+class ConstValues(Mapping):
+    """Lazy ``name -> numpy array`` access to initializers and Constant-node values.
+
+    Arrays are converted (and external data read) on first access and cached.
+    """
+
+    def __init__(self, protos: dict, base_dir: str | None):
+        self._protos = protos
+        self._base = base_dir
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._cache:
+            return self._cache[name]
+        p = self._protos[name]
+        if isinstance(p, np.ndarray):
+            arr = p
+        else:
+            from onnx import numpy_helper
+            try:
+                arr = numpy_helper.to_array(p, self._base or "")
+            except Exception as e:  # noqa: BLE001
+                raise ModelError(f"cannot read the value of constant {name!r}: {_one_line(e)}") from None
+        self._cache[name] = arr
+        return arr
+
+    def __contains__(self, name) -> bool:
+        return name in self._protos
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._protos)
+
+    def __len__(self) -> int:
+        return len(self._protos)
+
+
+@dataclass
+class Graph:
+    """A loaded model: op records in topological order plus lookup tables."""
+
+    ops: list
+    inputs: list
+    outputs: list
+    opset: int
+    producers: dict
+    consumers: dict
+    const_values: ConstValues
+    path: str | None = None
+    shape_source: str = "inferred"
+    tensors: dict = field(default_factory=dict)
+    opsets: dict = field(default_factory=dict)
+
+    def tensor(self, name: str) -> Tensor:
+        return self.tensors.get(name) or Tensor(name, None, "unknown", False)
+
+    def producer(self, name: str) -> OpRecord | None:
+        i = self.producers.get(name)
+        return None if i is None else self.ops[i]
+
+    def consumer_ops(self, name: str) -> list:
+        return [self.ops[i] for i in self.consumers.get(name, [])]
+
+    @property
+    def output_names(self) -> set:
+        return {t.name for t in self.outputs}
+
+    def unknown_shapes(self) -> list:
+        """Names of tensors touched by non-foldable ops whose shape is still unknown."""
+        return _needed_unknown(self.ops, self.tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip() or type(e).__name__
+    line = s.splitlines()[0].strip()
+    return line[:300]
+
+
+def _read_model(src):
+    """-> (ModelProto, path or None, base_dir or None, label)"""
+    import onnx
+
+    if isinstance(src, onnx.ModelProto):
+        return copy.deepcopy(src), None, None, "<model>"
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        path, base, label = None, None, "<bytes>"
+    else:
+        path = os.fspath(src)
+        label = path
+        if not os.path.exists(path):
+            raise ModelError(f"model file not found: {path}")
+        if os.path.isdir(path):
+            raise ModelError(f"model path is a directory, not an ONNX file: {path}")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ModelError(f"cannot read model file {path}: {_one_line(e)}") from None
+        base = os.path.dirname(os.path.abspath(path))
+    if not data:
+        raise ModelError(f"{label}: not an ONNX model (empty file)")
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
+        raise ModelError(f"{label}: not a valid ONNX model (truncated or corrupt?): {_one_line(e)}") from None
+    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import) or \
+            (not model.graph.node and not model.graph.output):
+        raise ModelError(f"{label}: not an ONNX model (no graph found in the file)")
+    return model, path, base, label
+
+
+def _iter_tensor_protos(graph):
+    """Initializers and Constant-node tensors of a graph and all its subgraphs."""
+    import onnx
+
+    for t in graph.initializer:
+        yield t
+    for n in graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                yield a.t
+            elif a.type == onnx.AttributeProto.GRAPH:
+                yield from _iter_tensor_protos(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from _iter_tensor_protos(g)
+
+
+def _check_external_data(model, base, label):
+    import onnx
+
+    checked = {}
+    for t in _iter_tensor_protos(model.graph):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        if base is None:
+            raise ModelError(f"{label}: tensor {t.name!r} keeps its data in external file {loc!r}; "
+                             "load the model from its path so the file can be found")
+        fpath = os.path.join(base, loc)
+        if fpath not in checked:
+            checked[fpath] = os.path.getsize(fpath) if os.path.isfile(fpath) else None
+        size = checked[fpath]
+        if size is None:
+            raise ModelError(f"{label}: external data file {loc!r} (tensor {t.name!r}) not found in {base}")
+        end = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
+        if end > size:
+            raise ModelError(f"{label}: external data file {loc!r} is truncated ({size} bytes, tensor "
+                             f"{t.name!r} needs {end})")
+
+
+def _dims(vi):
+    """ValueInfo -> list of (value or None, param) or None when no shape."""
+    tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+    if tt is None or not tt.HasField("shape"):
+        return None
+    out = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            out.append((d.dim_value, d.dim_param))
+        elif d.HasField("dim_value") and d.dim_value == 0 and not d.dim_param:
+            out.append((None, ""))
+        else:
+            out.append((None, d.dim_param))
+    return out
+
+
+def _shape_str(dims):
+    return "x".join(str(v) if v is not None else f"<{p or '?'}>" for v, p in dims)
+
+
+def _fix_inputs(model, shapes, batch, label):
+    """Set the dims of the user inputs; raise DynamicShapeError naming the ones without value."""
+    g = model.graph
+    init = {t.name for t in g.initializer}
+    user = [vi for vi in g.input if vi.name not in init]
+    names = [vi.name for vi in user]
+    shapes = dict(shapes or {})
+    bad = [n for n in shapes if n not in names]
+    if bad:
+        raise ModelError(f"{label}: --shape names {', '.join(repr(b) for b in bad)} which "
+                         f"{'is' if len(bad) == 1 else 'are'} not graph inputs; valid inputs: "
+                         f"{', '.join(names) if names else '(none)'}")
+    if batch is not None and int(batch) <= 0:
+        raise ModelError(f"batch must be a positive integer, got {batch}")
+    problems = []
+    for vi in user:
+        if not vi.type.HasField("tensor_type"):
+            continue  # sequences / optionals: cannot be fixed here
+        tt = vi.type.tensor_type
+        if vi.name in shapes:
+            want = [int(v) for v in shapes[vi.name]]
+            if any(v <= 0 for v in want):
+                raise ModelError(f"{label}: --shape {vi.name}={'x'.join(map(str, want))}: every dim must be > 0")
+            dims = _dims(vi)
+            if dims is not None and len(dims) != len(want):
+                raise ModelError(f"{label}: input {vi.name!r} has rank {len(dims)} "
+                                 f"({_shape_str(dims)}) but --shape gives {len(want)} dims")
+            tt.shape.Clear()
+            for v in want:
+                tt.shape.dim.add().dim_value = v
+            continue
+        dims = _dims(vi)
+        if dims is None:
+            problems.append(f"input {vi.name!r} has no shape; pass --shape {vi.name}=<dims, e.g. 1x3x224x224>")
+            continue
+        if batch is not None and dims and dims[0][0] is None:
+            dims[0] = (int(batch), dims[0][1])
+        missing = [(i, p) for i, (v, p) in enumerate(dims) if v is None]
+        if missing:
+            what = ", ".join(f"dim {i}" + (f" ({p!r})" if p else "") for i, p in missing)
+            verb = "has" if len(missing) == 1 else "have"
+            hint = f"pass --shape {vi.name}={_shape_str(dims)}"
+            if any(i == 0 for i, _ in missing):
+                hint += " (or --batch N for dim 0)"
+            problems.append(f"input {vi.name!r} {what} {verb} no value; {hint}")
+            continue
+        tt.shape.Clear()
+        for v, _ in dims:
+            tt.shape.dim.add().dim_value = v
+    if problems:
+        raise DynamicShapeError(f"{label}: " + "; ".join(problems))
+    return user
+
+
+def _static(vi):
+    d = _dims(vi)
+    return d is not None and all(v is not None for v, _ in d)
+
+
+def _infer(model):
+    import onnx
+
+    # drop non-static value_info hints: they may contradict the dims we just fixed
+    keep = [vi for vi in model.graph.value_info if _static(vi)]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+    for kw in ({"data_prop": True}, {"data_prop": False}):
+        try:
+            return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, **kw)
+        except Exception:  # noqa: BLE001 - fall back to a less ambitious inference
+            continue
+    return model
+
+
+def _attr_value(a):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if a.type == onnx.AttributeProto.TENSOR:
+        try:
+            return numpy_helper.to_array(a.t)
+        except Exception:  # noqa: BLE001 - external data in an attribute: keep the proto
+            return a.t
+    if a.type == onnx.AttributeProto.GRAPH:
+        return a.g
+    if a.type == onnx.AttributeProto.GRAPHS:
+        return list(a.graphs)
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, list) and v and isinstance(v[0], bytes):
+        return [x.decode("utf-8", "replace") for x in v]
+    return v
+
+
+def _constant_node_value(node):
+    """numpy value of a Constant node (or None)."""
+    from onnx import numpy_helper
+
+    for a in node.attribute:
+        if a.name == "value":
+            return a.t if a.t.data_location == 1 else numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+        if a.name == "value_string":
+            return np.array(a.s.decode("utf-8", "replace"))
+        if a.name == "value_strings":
+            return np.array([s.decode("utf-8", "replace") for s in a.strings])
+        if a.name == "sparse_value":
+            try:
+                return _sparse_to_dense(a.sparse_tensor)
+            except Exception:  # noqa: BLE001
+                return None
+    return None
+
+
+def _sparse_to_dense(sp):
+    from onnx import numpy_helper
+
+    vals = numpy_helper.to_array(sp.values)
+    idx = numpy_helper.to_array(sp.indices)
+    dims = list(sp.dims)
+    out = np.zeros(int(np.prod(dims)), dtype=vals.dtype)
+    if idx.ndim == 1:
+        out[idx] = vals
+    else:
+        out[np.ravel_multi_index(idx.T, dims)] = vals
+    return out.reshape(dims)
+
+
+def _subgraph_outer_inputs(g, defined=None) -> set:
+    """Names a subgraph reads from its enclosing scope."""
+    defined = set(defined or ())
+    defined |= {i.name for i in g.input} | {t.name for t in g.initializer}
+    outer = set()
+    for n in g.node:
+        for i in n.input:
+            if i and i not in defined:
+                outer.add(i)
+        for a in n.attribute:
+            subs = [a.g] if a.type == 5 else list(a.graphs) if a.type == 10 else []
+            for sg in subs:
+                outer |= {x for x in _subgraph_outer_inputs(sg, defined | set(n.output)) if x not in defined}
+        defined |= set(n.output)
+    return outer
+
+
+def _toposort(nodes, available: set, label) -> list:
+    """Stable topological order (original order where the graph allows)."""
+    producers = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                producers.setdefault(o, i)
+    deps = [set() for _ in nodes]
+    users = [[] for _ in nodes]
+    for i, n in enumerate(nodes):
+        needed = [x for x in n.input if x]
+        for a in n.attribute:
+            if a.type in (5, 10):
+                subs = [a.g] if a.type == 5 else list(a.graphs)
+                for sg in subs:
+                    needed += list(_subgraph_outer_inputs(sg))
+        for x in needed:
+            j = producers.get(x)
+            if j is not None and j != i and x not in available:
+                deps[i].add(j)
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    indeg = [len(d) for d in deps]
+    heap = [i for i, k in enumerate(indeg) if k == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        i = heapq.heappop(heap)
+        order.append(i)
+        for u in users[i]:
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                heapq.heappush(heap, u)
+    if len(order) != len(nodes):
+        stuck = next(i for i, k in enumerate(indeg) if k > 0)
+        n = nodes[stuck]
+        raise ModelError(f"{label}: the graph has a cycle (node {n.name or n.op_type!r} never becomes ready)")
+    return order
+
+
+def _vi_table(model) -> dict:
+    """name -> (shape tuple or None, dtype)"""
+    table = {}
+    g = model.graph
+
+    def put(vi):
+        if not vi.type.HasField("tensor_type"):
+            kind = vi.type.WhichOneof("value")
+            table[vi.name] = (None, kind or "unknown")
+            return
+        tt = vi.type.tensor_type
+        d = _dims(vi)
+        shape = tuple(int(v) for v, _ in d) if d is not None and all(v is not None for v, _ in d) else None
+        if shape is None and d is not None:
+            # a genuinely zero-sized dim has dim_value 0; keep it when everything else is known
+            if tt.HasField("shape") and all(x.HasField("dim_value") for x in tt.shape.dim):
+                shape = tuple(int(x.dim_value) for x in tt.shape.dim)
+        table[vi.name] = (shape, dtype_name(tt.elem_type))
+
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.name in table and table[vi.name][0] is not None:
+            continue
+        put(vi)
+    for t in g.initializer:
+        table[t.name] = (tuple(int(x) for x in t.dims), dtype_name(t.data_type))
+    return table
+
+
+def _needed_unknown(records, tensors) -> list:
+    seen, out = set(), []
+    for r in records:
+        if r.foldable or r.op_type in CONTROL_FLOW:
+            continue
+        for t in list(r.inputs) + list(r.outputs):
+            if t.name and t.name not in seen:
+                seen.add(t.name)
+                cur = tensors.get(t.name)
+                if cur is None or (cur.shape is None and cur.dtype not in ("sequence_type", "map_type",
+                                                                          "optional_type", "sparse_tensor_type")):
+                    out.append(t.name)
+    return out
+
+
+def _dummy(dtype: str, shape):
+    if dtype in ("float32", "float16", "float64", "bfloat16"):
+        return np.ones(shape, dtype=np.float32 if dtype == "bfloat16" else dtype)
+    if dtype == "bool":
+        return np.zeros(shape, dtype=bool)
+    if dtype == "string":
+        return np.full(shape, "", dtype=object)
+    try:
+        return np.zeros(shape, dtype=np.dtype(dtype))
+    except TypeError:
+        return np.zeros(shape, dtype=np.float32)
+
+
+def _runtime_shapes(model, names, user_inputs, tensors, base):
+    """Run onnxruntime once (no optimization, 1 thread) to read the shapes of ``names``."""
+    import onnx
+    import onnxruntime as ort
+
+    m = copy.deepcopy(model)
+    existing = {o.name for o in m.graph.output}
+    produced = {o for n in m.graph.node for o in n.output}
+    extra = [n for n in names if n in produced and n not in existing]
+    if not extra:
+        return {}
+    for n in extra:
+        vi = onnx.ValueInfoProto()
+        vi.name = n
+        t = tensors.get(n)
+        if t is not None and t.dtype in _DTYPES.values():
+            elem = next(k for k, v in _DTYPES.items() if v == t.dtype)
+            vi.type.tensor_type.elem_type = elem
+        m.graph.output.append(vi)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 4
+    if base:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", base)
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feeds = {}
+    for vi in user_inputs:
+        t = tensors.get(vi.name)
+        if t is None or t.shape is None:
+            return {}
+        feeds[vi.name] = _dummy(t.dtype, t.shape)
+    outs = [o.name for o in sess.get_outputs()]
+    want = [o for o in outs if o in set(extra)]
+    vals = sess.run(want, feeds)
+    result = {}
+    for n, v in zip(want, vals):
+        if isinstance(v, np.ndarray):
+            dt = "float32" if v.dtype == np.float32 else str(v.dtype) if v.dtype != object else "string"
+            result[n] = (tuple(int(x) for x in v.shape), dt)
+    return result
+
+
+def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> Graph:
+    """Load an ONNX model (path, bytes or ModelProto) into a shape-inferred :class:`Graph`.
+
+    ``shapes`` gives full input shapes by input name; ``batch`` fills a leading input dim that
+    is symbolic or unset. Raises ModelError / DynamicShapeError (one-line messages).
+    """
+    import onnx
+
+    model, path, base, label = _read_model(model)
+    _check_external_data(model, base, label)
+    user_inputs = _fix_inputs(model, shapes, batch, label)
+
+    opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
+    opset = opsets.get("ai.onnx", 0)
+
+    inferred = _infer(model)
+    table = _vi_table(inferred)
+    g = model.graph
+
+    # constants: initializers + Constant nodes
+    const_protos: dict = {t.name: t for t in g.initializer}
+    init_names = set(const_protos)
+    available = set(init_names) | {vi.name for vi in g.input}
+    order = _toposort(list(g.node), available, label)
+
+    nodes = [g.node[i] for i in order]
+    names_used: dict[str, int] = {}
+    const_names = set(init_names)
+    records: list[OpRecord] = []
+    tensors: dict[str, Tensor] = {}
+
+    def tensor(name, const=False):
+        if not name:
+            return Tensor("", None, "", False)
+        shape, dt = table.get(name, (None, "unknown"))
+        t = Tensor(name, shape, dt, const)
+        tensors[name] = t
+        return t
+
+    for name in init_names:
+        tensor(name, True)
+
+    for idx, n in enumerate(nodes):
+        base_name = n.name or f"{n.op_type}_{order[idx]}"
+        nm = base_name
+        if nm in names_used:
+            k = names_used[nm]
+            while f"{base_name}_{k}" in names_used:
+                k += 1
+            names_used[base_name] = k + 1
+            nm = f"{base_name}_{k}"
+        names_used[nm] = 1
+        domain = n.domain if n.domain not in ("ai.onnx",) else ""
+        attrs = {a.name: _attr_value(a) for a in n.attribute}
+        ins = tuple(tensors.get(i) or tensor(i, i in const_names) if i else Tensor("", None, "", False)
+                    for i in n.input)
+        has_sub = any(a.type in (5, 10) for a in n.attribute)
+        if n.op_type == "Constant" and domain == "":
+            foldable = True
+            val = _constant_node_value(n)
+            if val is not None and n.output:
+                const_protos[n.output[0]] = val
+                if n.output[0] not in table:
+                    shp = tuple(int(x) for x in (val.dims if hasattr(val, "dims") else np.shape(val)))
+                    dt = (dtype_name(val.data_type) if hasattr(val, "data_type")
+                          else ("float32" if val.dtype == np.float32 else str(val.dtype)))
+                    table[n.output[0]] = (shp, dt)
+        elif has_sub or n.op_type in _NOT_FOLDABLE:
+            foldable = False
+        elif n.op_type in ("Shape", "Size") and domain == "" and ins and ins[0].shape is not None:
+            foldable = True
+        else:
+            present = [t for t in ins if t.name]
+            foldable = bool(present) and all(t.name in const_names for t in present)
+        if foldable:
+            const_names.update(o for o in n.output if o)
+        outs = tuple(tensor(o, foldable) for o in n.output)
+        records.append(OpRecord(nm, n.op_type, domain, ins, outs, attrs, foldable, idx))
+
+    producers: dict[str, int] = {}
+    consumers: dict[str, list] = {}
+    for i, r in enumerate(records):
+        for t in r.outputs:
+            if t.name:
+                producers[t.name] = i
+        seen = []
+        for t in r.inputs:
+            if t.name:
+                seen.append(t.name)
+        if r.op_type in CONTROL_FLOW or any(isinstance(v, onnx.GraphProto) for v in r.attrs.values()):
+            for v in r.attrs.values():
+                subs = [v] if isinstance(v, onnx.GraphProto) else [x for x in v if isinstance(x, onnx.GraphProto)] \
+                    if isinstance(v, list) else []
+                for sg in subs:
+                    seen += sorted(_subgraph_outer_inputs(sg))
+        for nm_ in seen:
+            consumers.setdefault(nm_, []).append(i)
+
+    shape_source = "inferred"
+    unknown = _needed_unknown(records, tensors)
+    if unknown:
+        try:
+            got = _runtime_shapes(model, unknown, user_inputs, tensors, base)
+        except Exception:  # noqa: BLE001 - the runtime cannot run it: keep the unknowns
+            got = {}
+        if got:
+            shape_source = "runtime"
+            for nm_, (shp, dt) in got.items():
+                old = tensors.get(nm_)
+                dtype = old.dtype if old is not None and old.dtype not in ("unknown", "") else dt
+                tensors[nm_] = Tensor(nm_, shp, dtype, old.const if old is not None else False)
+
+            def upd(t):
+                return tensors.get(t.name, t) if t.name else t
+
+            records = [OpRecord(r.name, r.op_type, r.domain, tuple(upd(t) for t in r.inputs),
+                                tuple(upd(t) for t in r.outputs), r.attrs, r.foldable, r.index)
+                       for r in records]
+
+    g_inputs = [tensors.get(vi.name) or Tensor(vi.name, table.get(vi.name, (None, ""))[0],
+                                               table.get(vi.name, (None, "unknown"))[1], False)
+                for vi in user_inputs]
+    g_outputs = [tensors.get(vi.name) or Tensor(vi.name, table.get(vi.name, (None, ""))[0],
+                                                table.get(vi.name, (None, "unknown"))[1],
+                                                vi.name in const_names)
+                 for vi in g.output]
+    return Graph(ops=records, inputs=g_inputs, outputs=g_outputs, opset=opset, producers=producers,
+                 consumers=consumers, const_values=ConstValues(const_protos, base), path=path,
+                 shape_source=shape_source, tensors=tensors, opsets=opsets)
+
+
+# --------------------------------------------------------------------------------------------
+# weight sparsity
+
+_PASS_THROUGH = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+                 "DequantizeLinear")
+
+
+def _value_of(graph: Graph, name: str, depth: int = 0):
+    """numpy value of a constant tensor, following simple unary ops on constants."""
+    if name in graph.const_values:
+        try:
+            v = graph.const_values[name]
+        except ModelError:
+            return None
+        return v if isinstance(v, np.ndarray) else None
+    if depth > 8:
+        return None
+    r = graph.producer(name)
+    if r is None or r.op_type not in _PASS_THROUGH or not r.inputs:
+        return None
+    x = _value_of(graph, r.inputs[0].name, depth + 1)
+    if x is None:
+        return None
+    try:
+        if r.op_type == "DequantizeLinear":
+            zp = _value_of(graph, r.inputs[2].name, depth + 1) if len(r.inputs) > 2 and r.inputs[2].name else None
+            q = x.astype(np.float64)
+            if zp is not None:
+                zp = zp.astype(np.float64)
+                if zp.ndim == 1 and zp.size > 1 and q.ndim > 1:
+                    axis = int(r.attr("axis", 1)) % q.ndim
+                    shp = [1] * q.ndim
+                    shp[axis] = zp.size
+                    zp = zp.reshape(shp)
+                q = q - zp
+            return q  # the scale is non-zero: zeros of (q - zp) are the zeros of the weight
+        if r.op_type == "Transpose":
+            perm = r.attr("perm")
+            return np.transpose(x, perm) if perm is not None else x.T
+        if r.op_type in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+            out = r.outputs[0].shape
+            return x.reshape(out) if out is not None else None
+        return x
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _is_2_4(w: np.ndarray, axis: int) -> bool:
+    """Every group of 4 consecutive elements along ``axis`` has >= 2 zeros."""
+    if w.ndim == 0:
+        return False
+    a = np.moveaxis(w, axis, -1)
+    if a.shape[-1] % 4 != 0 or a.size == 0:
+        return False
+    z = (a.reshape(-1, 4) == 0).sum(axis=1)
+    return bool(np.all(z >= 2))
+
+
+_BINS = ((0.25, "0"), (0.625, "50"), (0.825, "75"), (0.925, "90"))
+
+
+def weight_sparsity(graph: Graph, tensor_name: str, axis: int | None = None) -> str:
+    """Fraction of zeros of a constant weight, binned to one of ops.SPARSITIES.
+
+    "2:4" when every group of 4 consecutive elements along the reduction axis holds >= 2 zeros
+    (and the zero fraction is not above the 50% bin); the reduction axis comes from the
+    consumer: Conv weight [O, I, kh, kw] -> input channels (per output channel, either along I
+    or along the flattened I*kh*kw row), MatMul B [..., K, N] -> K, Gemm B -> K (axis 1 when
+    transB=1), ConvTranspose [I, O, ...] -> I. Otherwise the nearest of 0/50/75/90/95 (< 25% ->
+    "0"). A tensor whose value cannot be read gives "0".
+    """
+    w = _value_of(graph, tensor_name)
+    if w is None or w.size == 0 or w.dtype == object:
+        return "0"
+    zero = float(np.count_nonzero(w == 0)) / w.size
+    structured = False
+    if zero > 0.3:
+        if axis is not None:
+            structured = _is_2_4(w, axis)
+        else:
+            cons = _weight_consumer(graph, tensor_name)
+            if cons is not None and cons[0] == "Conv" and w.ndim >= 3:
+                flat = w.reshape(w.shape[0], -1)
+                structured = _is_2_4(w, 1) or _is_2_4(flat, 1)
+            elif cons is not None and cons[0] == "ConvTranspose":
+                structured = _is_2_4(w, 0)
+            elif cons is not None and cons[0] == "Gemm":
+                structured = _is_2_4(w, 1 if cons[1].attr("transB", 0) else 0) if w.ndim == 2 else False
+            elif cons is not None and w.ndim >= 2:  # MatMul-like B [.., K, N]
+                structured = _is_2_4(w, w.ndim - 2)
+            else:
+                structured = _is_2_4(w.reshape(-1) if w.ndim != 1 else w, 0) if w.size % 4 == 0 else False
+    if structured and zero < 0.625:
+        return "2:4"
+    for hi, name in _BINS:
+        if zero < hi:
+            return name
+    return "95"
+
+
+def _weight_consumer(graph: Graph, name: str, depth: int = 0):
+    """(op_type, record) of the op that uses ``name`` as a weight, skipping pass-through ops."""
+    for r in graph.consumer_ops(name):
+        if r.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "ConvInteger",
+                         "MatMulInteger", "QLinearMatMul", "FusedConv", "FusedMatMul", "FusedGemm"):
+            kind = {"QLinearConv": "Conv", "ConvInteger": "Conv", "FusedConv": "Conv",
+                    "FusedGemm": "Gemm"}.get(r.op_type, r.op_type)
+            return kind, r
+        if r.op_type in _PASS_THROUGH and depth < 8 and r.outputs:
+            got = _weight_consumer(graph, r.outputs[0].name, depth + 1)
+            if got is not None:
+                return got
+    return None
+
+
+def kind_of_record(r: OpRecord) -> str | None:
+    """The op kind that prices a record on its own (None: no kind)."""
+    return ops.kind_of_op(r.op_type)

@@ -1,0 +1,375 @@
+"""The profile database: the only module that speaks SQL.
+
+One SQLite file (WAL mode) holds targets, measuring protocols, profiling runs and one row per
+measured kernel configuration. All latencies are in microseconds (``*_us`` columns). Every write
+is one ``BEGIN IMMEDIATE`` transaction, so a killed profiler never leaves a half-written batch and
+concurrent writers queue on ``busy_timeout`` instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import urllib.parse
+import uuid
+from datetime import datetime, timezone
+
+import sqlite_utils
+
+from .errors import SchemaError, StoreError
+from .ops import key_hash as _key_hash
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("running", "done", "interrupted", "budget")
+EXPORT_FORMATS = ("csv", "jsonl")
+
+_TARGET_COLS = ("cpu_model", "cpu_flags", "gpu_name", "runtime", "runtime_version", "provider", "threads")
+MEASUREMENT_COLS = ("target_id", "key_hash", "kind", "key", "precision", "sparsity", "latency_us", "median_us",
+                    "spread", "n_rounds", "n_runs", "rounds_us", "canary_us", "unstable", "remeasured",
+                    "kernel_ops", "source", "error", "run_id", "measured_at", "extra")
+_JSON_COLS = ("rounds_us", "canary_us", "kernel_ops", "extra")
+_DEFAULTS = {"unstable": 0, "remeasured": 0, "source": "measured"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _canon(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _hash16(obj) -> str:
+    return hashlib.sha1(_canon(obj).encode()).hexdigest()[:16]
+
+
+def _enc(v):
+    return json.dumps(v, separators=(",", ":"), default=str) if isinstance(v, (dict, list, tuple)) else v
+
+
+def _dec(v):
+    return json.loads(v) if isinstance(v, str) and v[:1] in ("[", "{") else v
+
+
+def _migrate_0(db: sqlite_utils.Database) -> None:
+    """v0 -> v1: create the schema from an empty database."""
+    for sql in (
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+        """CREATE TABLE targets (target_id TEXT PRIMARY KEY, name TEXT NOT NULL, fingerprint TEXT NOT NULL,
+           cpu_model TEXT, cpu_flags TEXT, gpu_name TEXT, runtime TEXT, runtime_version TEXT, provider TEXT,
+           threads INTEGER, created_at TEXT)""",
+        "CREATE TABLE protocols (protocol_id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL)",
+        """CREATE TABLE runs (run_id TEXT PRIMARY KEY, target_id TEXT NOT NULL REFERENCES targets(target_id),
+           protocol_id TEXT REFERENCES protocols(protocol_id), plan TEXT, ops TEXT, argv TEXT, host TEXT,
+           started_at TEXT, finished_at TEXT, status TEXT NOT NULL, n_measured INTEGER, n_failed INTEGER)""",
+        """CREATE TABLE measurements (target_id TEXT NOT NULL REFERENCES targets(target_id),
+           key_hash TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, precision TEXT, sparsity TEXT,
+           latency_us REAL, median_us REAL, spread REAL, n_rounds INTEGER, n_runs INTEGER, rounds_us TEXT,
+           canary_us TEXT, unstable INTEGER NOT NULL DEFAULT 0, remeasured INTEGER NOT NULL DEFAULT 0,
+           kernel_ops TEXT, source TEXT NOT NULL DEFAULT 'measured', error TEXT,
+           run_id TEXT REFERENCES runs(run_id), measured_at TEXT, extra TEXT,
+           PRIMARY KEY (target_id, key_hash))""",
+        "CREATE INDEX idx_measurements_target_kind ON measurements(target_id, kind)",
+    ):
+        db.conn.execute(sql)
+
+
+#: MIGRATIONS[i] migrates schema version i to i + 1 (migration 0 creates the schema).
+MIGRATIONS = [_migrate_0]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+class Store:
+    """A latency profile database at ``path`` (``":memory:"`` for tests)."""
+
+    def __init__(self, path, readonly: bool = False):
+        self.path = str(path)
+        self.readonly = readonly and self.path != ":memory:"
+        conn = None
+        try:
+            if self.readonly:
+                if not os.path.isfile(self.path):
+                    raise StoreError(f"profile database {self.path} does not exist")
+                uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=60)
+            else:
+                conn = sqlite3.connect(self.path, timeout=60)
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails on a non-database
+            if not self.readonly and self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against kills
+            self._open_schema()
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"cannot open profile database {self.path}: {e}") from None
+        except StoreError:
+            if conn is not None:
+                conn.close()
+            raise
+
+    def _version(self) -> int | None:
+        names = {r[0] for r in self.db.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not names:
+            return None
+        if "meta" not in names:
+            raise SchemaError(f"{self.path} is not a latency profile database (no meta table)")
+        row = self.db.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            raise SchemaError(f"{self.path} is not a latency profile database (no schema_version)")
+        return int(row[0])
+
+    def _open_schema(self) -> None:
+        v = self._version()
+        if v is not None and v > SCHEMA_VERSION:
+            raise SchemaError(f"{self.path}: database schema v{v} is newer than this latency "
+                              f"(v{SCHEMA_VERSION}); upgrade latency")
+        if v == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise SchemaError(f"{self.path} is not a latency profile database" if v is None else
+                              f"{self.path}: database schema v{v} is older than v{SCHEMA_VERSION}; "
+                              "open it writable once to migrate")
+        with self._tx():  # re-read inside the write lock: another process may have migrated it
+            v = self._version() or 0
+            for i in range(v, SCHEMA_VERSION):
+                MIGRATIONS[i](self.db)
+                self.db.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(i + 1),))
+
+    @contextlib.contextmanager
+    def _tx(self):
+        """One write transaction; sqlite errors become a one-line StoreError."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.rollback()
+            raise StoreError(f"profile database {self.path}: {e}") from None
+
+    def _rows(self, sql: str, params=()) -> list[dict]:
+        try:
+            cur = self.db.conn.execute(sql, params)
+            keys = [d[0] for d in cur.description]
+            return [dict(zip(keys, row)) for row in cur]
+        except sqlite3.Error as e:
+            raise StoreError(f"profile database {self.path}: {e}") from None
+
+    # ---- targets, protocols, runs -----------------------------------------------------------
+
+    def ensure_target(self, name: str, fingerprint: dict) -> str:
+        """Register a target (idempotent); its id is the first 16 hex of sha1(canonical fingerprint)."""
+        tid = _hash16(fingerprint)
+        row = {"target_id": tid, "name": name, "fingerprint": _canon(fingerprint), "created_at": _now()}
+        row.update({c: _enc(fingerprint.get(c)) for c in _TARGET_COLS})
+        with self._tx():
+            self.db["targets"].insert(row, ignore=True)
+        return tid
+
+    def ensure_protocol(self, name: str, spec: dict) -> str:
+        """Register a measuring protocol (idempotent); its id is a hash of the canonical spec."""
+        pid = _hash16(spec)
+        with self._tx():
+            self.db["protocols"].insert({"protocol_id": pid, "name": name, "spec": _canon(spec)}, ignore=True)
+        return pid
+
+    def start_run(self, target_id: str, protocol_id: str | None, plan: str, ops, argv) -> str:
+        """Record a profiling run in status 'running'; returns its run_id (uuid4 hex)."""
+        run_id = uuid.uuid4().hex
+        with self._tx():
+            self.db["runs"].insert({"run_id": run_id, "target_id": target_id, "protocol_id": protocol_id,
+                                    "plan": plan, "ops": _enc(list(ops)) if ops is not None else None,
+                                    "argv": _enc(list(argv)) if argv is not None else None,
+                                    "host": socket.gethostname(), "started_at": _now(), "finished_at": None,
+                                    "status": "running", "n_measured": 0, "n_failed": 0})
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, n_measured: int, n_failed: int) -> None:
+        if status not in RUN_STATUSES:
+            raise StoreError(f"unknown run status {status!r}; valid statuses: {', '.join(RUN_STATUSES)}")
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE runs SET status=?, n_measured=?, n_failed=?, finished_at=? WHERE run_id=?",
+                               (status, int(n_measured), int(n_failed), _now(), run_id))
+            if cur.rowcount != 1:
+                raise StoreError(f"unknown run {run_id!r} in {self.path}")
+
+    def _target_row(self, r: dict) -> dict:
+        r["fingerprint"] = json.loads(r["fingerprint"])
+        r["cpu_flags"] = _dec(r["cpu_flags"])
+        return r
+
+    def targets(self) -> list[dict]:
+        """All targets, oldest first (fingerprint decoded to a dict)."""
+        return [self._target_row(r) for r in self._rows("SELECT * FROM targets ORDER BY created_at, target_id")]
+
+    def target(self, target_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM targets WHERE target_id=?", (target_id,))
+        return self._target_row(rows[0]) if rows else None
+
+    def find_target(self, name: str) -> str | None:
+        """The target_id of the most recently registered target called ``name``, or None."""
+        rows = self._rows("SELECT target_id FROM targets WHERE name=? ORDER BY created_at DESC LIMIT 1", (name,))
+        return rows[0]["target_id"] if rows else None
+
+    # ---- measurements -----------------------------------------------------------------------
+
+    def done_hashes(self, target_id: str, include_failed: bool = True) -> set[str]:
+        """key_hashes already stored for a target (without failed rows when include_failed=False)."""
+        sql = "SELECT key_hash FROM measurements WHERE target_id=?" + ("" if include_failed else " AND error IS NULL")
+        return {r[0] for r in self.db.conn.execute(sql, (target_id,))}
+
+    def _norm(self, row: dict) -> tuple:
+        bad = set(row) - set(MEASUREMENT_COLS)
+        if bad:
+            raise StoreError(f"unknown measurement column(s) {', '.join(sorted(bad))}; "
+                             f"valid: {', '.join(MEASUREMENT_COLS)}")
+        r = {**_DEFAULTS, "measured_at": _now(), **row}
+        if "key" not in r or "target_id" not in r:
+            raise StoreError("a measurement row needs at least target_id and key")
+        if r.get("key_hash") is None:
+            r["key_hash"] = _key_hash(r["key"])
+        if r.get("kind") is None or "precision" not in r or "sparsity" not in r:
+            k = json.loads(r["key"])
+            r.setdefault("precision", k.get("precision"))
+            r.setdefault("sparsity", k.get("sparsity"))
+            r["kind"] = r.get("kind") or k.get("kind")
+        r["unstable"] = int(bool(r["unstable"]))
+        return tuple(_enc(r.get(c)) for c in MEASUREMENT_COLS)
+
+    def _upsert(self, conn, rows: list[dict], when: str) -> int:
+        cols = ", ".join(MEASUREMENT_COLS)
+        sets = ", ".join(f"{c}=excluded.{c}" for c in MEASUREMENT_COLS[2:])
+        sql = (f"INSERT INTO measurements ({cols}) VALUES ({', '.join('?' * len(MEASUREMENT_COLS))}) "
+               f"ON CONFLICT(target_id, key_hash) DO UPDATE SET {sets} WHERE {when}")
+        before = conn.total_changes
+        conn.executemany(sql, [self._norm(r) for r in rows])
+        return conn.total_changes - before
+
+    def upsert_measurements(self, rows: list[dict]) -> int:
+        """Insert or replace measurement rows (one transaction), keyed by (target_id, key_hash).
+
+        Latencies are microseconds. dict/list values are stored as JSON. A later row replaces an
+        earlier one, except that a failed row (``error`` set) never replaces a successful one.
+        Returns the number of rows written.
+        """
+        if not rows:
+            return 0
+        with self._tx() as conn:
+            return self._upsert(conn, rows, "excluded.error IS NULL OR measurements.error IS NOT NULL")
+
+    def measurements(self, target_id: str | None = None, kind: str | None = None, ok_only: bool = False):
+        """Measurement rows as a pandas DataFrame (JSON columns decoded; latencies in microseconds)."""
+        import pandas as pd
+
+        where, params = ["1=1"], []
+        if target_id is not None:
+            where.append("target_id=?")
+            params.append(target_id)
+        if kind is not None:
+            where.append("kind=?")
+            params.append(kind)
+        if ok_only:
+            where.append("error IS NULL")
+        rows = self._rows(f"SELECT * FROM measurements WHERE {' AND '.join(where)} "
+                          "ORDER BY target_id, kind, key_hash", params)
+        for r in rows:
+            for c in _JSON_COLS:
+                r[c] = _dec(r[c])
+        return pd.DataFrame(rows, columns=list(MEASUREMENT_COLS))
+
+    def latency_table(self, target_id: str) -> dict[str, float]:
+        """{key_hash: latency_us} of a target's successful measurements (one SELECT)."""
+        return dict(self.db.conn.execute(
+            "SELECT key_hash, latency_us FROM measurements WHERE target_id=? AND error IS NULL "
+            "AND latency_us IS NOT NULL", (target_id,)))
+
+    def stats(self, target_id: str | None = None):
+        """Coverage per (target, kind, precision, sparsity): n_ok, n_failed, n_unstable, median_latency_us."""
+        import pandas as pd
+
+        sql = ("SELECT t.name AS target, m.kind, m.precision, m.sparsity, m.latency_us, m.unstable, "
+               "m.error IS NULL AS ok FROM measurements m JOIN targets t ON t.target_id = m.target_id")
+        rows = self._rows(sql + (" WHERE m.target_id=?" if target_id else ""), (target_id,) if target_id else ())
+        cols = ["target", "kind", "precision", "sparsity", "n_ok", "n_failed", "n_unstable", "median_latency_us"]
+        if not rows:
+            return pd.DataFrame(columns=cols)
+        df = pd.DataFrame(rows)
+        df["failed"] = 1 - df["ok"]
+        df["unstable"] = df["unstable"] * df["ok"]
+        df["lat_ok"] = df["latency_us"].where(df["ok"] == 1)
+        g = df.groupby(["target", "kind", "precision", "sparsity"], dropna=False)
+        out = g.agg(n_ok=("ok", "sum"), n_failed=("failed", "sum"), n_unstable=("unstable", "sum"),
+                    median_latency_us=("lat_ok", "median")).reset_index()
+        return out[cols]
+
+    # ---- whole-database operations ----------------------------------------------------------
+
+    def export(self, out_path, fmt: str) -> int:
+        """Write every measurement with its target name and run's protocol_id as csv or jsonl; returns rows."""
+        if fmt not in EXPORT_FORMATS:
+            raise StoreError(f"unknown export format {fmt!r}; valid formats: {', '.join(EXPORT_FORMATS)}")
+        rows = self._rows("SELECT t.name AS target_name, r.protocol_id, m.* FROM measurements m "
+                          "JOIN targets t ON t.target_id = m.target_id LEFT JOIN runs r ON r.run_id = m.run_id "
+                          "ORDER BY m.target_id, m.kind, m.key_hash")
+        cols = ["target_name", "protocol_id", *MEASUREMENT_COLS]
+        try:
+            with open(out_path, "w", newline="") as f:
+                if fmt == "csv":
+                    w = csv.DictWriter(f, fieldnames=cols)
+                    w.writeheader()
+                    w.writerows(rows)
+                else:
+                    for r in rows:
+                        f.write(json.dumps({c: _dec(r[c]) if c in _JSON_COLS else r[c] for c in cols}) + "\n")
+        except OSError as e:
+            raise StoreError(f"cannot write export {out_path}: {e.strerror or e}") from None
+        return len(rows)
+
+    def merge_from(self, other_path) -> tuple[int, int]:
+        """Copy another profile's targets, protocols, runs and measurements into this one.
+
+        Provenance (target_id, run_id, protocol_id) is kept. On a (target_id, key_hash) conflict the
+        successful row wins over a failed one and, between two successful rows, the lower spread.
+        Returns (targets added, measurement rows written).
+        """
+        with Store(other_path, readonly=True) as other:
+            tables = {t: other._rows(f"SELECT * FROM {t}") for t in ("targets", "protocols", "runs", "measurements")}
+        with self._tx() as conn:
+            before = conn.execute("SELECT count(*) FROM targets").fetchone()[0]
+            for t in ("targets", "protocols", "runs"):
+                if tables[t]:
+                    self.db[t].insert_all(tables[t], ignore=True)
+            n_targets = conn.execute("SELECT count(*) FROM targets").fetchone()[0] - before
+            n_rows = self._upsert(conn, tables["measurements"],
+                                  "(measurements.latency_us IS NULL AND excluded.latency_us IS NOT NULL) OR "
+                                  "(measurements.latency_us IS NOT NULL AND excluded.latency_us IS NOT NULL AND "
+                                  "COALESCE(excluded.spread, 1e308) < COALESCE(measurements.spread, 1e308))")
+        return n_targets, n_rows
+
+    def integrity_check(self) -> str:
+        """'ok', or SQLite's integrity_check messages joined by '; '."""
+        msgs = [r[0] for r in self.db.conn.execute("PRAGMA integrity_check")]
+        return "ok" if msgs == ["ok"] else "; ".join(msgs)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

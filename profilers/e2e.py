@@ -1,0 +1,304 @@
+"""Whole-model ground truth: end-to-end latency and per-kernel profiles with onnxruntime (CPU).
+
+``measure_models`` times many models together with the protocol that is stable on a shared VM:
+several phases, fresh sessions for every model in each phase, round-robin rounds over all models,
+a median per round, and the minimum over rounds as the estimate. ``kernel_profile`` runs one model
+with the onnxruntime profiler and returns its per-kernel durations so the kernel sum can be
+compared with the run.
+
+The caller pins the process (e.g. ``taskset -c 0``); nothing here changes affinity.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+#: graph optimization levels accepted by ``level``
+LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+WARMUP_RUNS = 3
+TARGET_MS_PER_ROUND = 25.0  # runs per round aim at this much time: n = 25 ms / L, within [5, 50]
+MIN_RUNS, MAX_RUNS, FLOOR_RUNS = 5, 50, 3
+TOKEN_ID_HIGH = 100  # token ids are drawn from [0, min(100, vocabulary size))
+DYNAMIC_DIM = 64  # value used for a symbolic dimension other than the first (which gets 1)
+
+_NP_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def session_options(threads=1, level="all", profile_prefix=None):
+    """SessionOptions: ``threads`` intra-op threads, 1 inter-op thread, sequential execution."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown optimization level {level!r}; valid levels: {', '.join(LEVELS)}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = LEVELS[level]
+    so.log_severity_level = 3
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+def _source(model):
+    """What InferenceSession accepts: bytes or a path; a ModelProto is serialized."""
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    return os.fspath(model)
+
+
+def _session(model, threads, level, profile_prefix=None):
+    return ort.InferenceSession(_source(model), session_options(threads, level, profile_prefix),
+                                providers=["CPUExecutionProvider"])
+
+
+def _token_bounds(model):
+    """Input name -> the smallest first-axis size of an initializer it indexes via Gather."""
+    try:
+        if isinstance(model, onnx.ModelProto):
+            proto = model
+        elif isinstance(model, (bytes, bytearray)):
+            proto = onnx.load_model_from_string(bytes(model))
+        else:
+            proto = onnx.load(os.fspath(model), load_external_data=False)
+    except Exception:  # noqa: BLE001 - bounds are a refinement; fall back to the default
+        return {}
+    dims = {t.name: list(t.dims) for t in proto.graph.initializer}
+    bounds = {}
+    for node in proto.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in dims:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            shape = dims[node.input[0]]
+            if shape:
+                size = shape[axis % len(shape)]
+                bounds[node.input[1]] = min(bounds.get(node.input[1], size), size)
+    return bounds
+
+
+def make_inputs(session, model=None, seed=0):
+    """Random feeds for ``session``: float inputs ~N(0, 1); integer inputs are token ids in
+    [0, min(100, vocabulary)) when they index an embedding, ones when named like a mask,
+    zeros otherwise. Symbolic dimensions become 1 (first axis) or ``DYNAMIC_DIM``."""
+    rng = np.random.default_rng(seed)
+    inputs = session.get_inputs()
+    needs_bounds = any(i.type not in ("tensor(float)", "tensor(float16)", "tensor(double)")
+                       for i in inputs)
+    bounds = _token_bounds(model) if (needs_bounds and model is not None) else {}
+    feed = {}
+    for inp in inputs:
+        shape = [d if isinstance(d, int) and d > 0 else (1 if k == 0 else DYNAMIC_DIM)
+                 for k, d in enumerate(inp.shape)]
+        dtype = _NP_TYPES.get(inp.type)
+        if dtype is None:
+            raise TypeError(f"input {inp.name!r} has unsupported type {inp.type}")
+        if np.issubdtype(dtype, np.floating):
+            feed[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype is np.bool_ or "mask" in inp.name.lower():
+            feed[inp.name] = np.ones(shape, dtype)
+        elif inp.name in bounds:
+            high = max(1, min(TOKEN_ID_HIGH, bounds[inp.name]))
+            feed[inp.name] = rng.integers(0, high, size=shape).astype(dtype)
+        else:
+            feed[inp.name] = np.zeros(shape, dtype)
+    return feed
+
+
+def _runs_per_round(latency_ms, budget_ms):
+    n = max(MIN_RUNS, min(MAX_RUNS, int(TARGET_MS_PER_ROUND / max(latency_ms, 1e-6))))
+    return max(FLOOR_RUNS, min(n, int(budget_ms / max(latency_ms, 1e-6))))
+
+
+def _rounds_in_phase(rounds, phases, p):
+    return rounds // phases + (1 if p < rounds % phases else 0)
+
+
+def measure_models(models, rounds=9, phases=3, threads=1, level="all", budget_ms_per_round=20.0,
+                   progress=None, feeds=None):
+    """End-to-end latency of every model in ``models`` (name -> ONNX bytes, path or ModelProto).
+
+    In each of ``phases`` phases, fresh sessions are created for all models and warmed up
+    (3 runs); then ``rounds / phases`` round-robin rounds run each model n times and keep the
+    median wall time of ``sess.run``. n = clamp(25 ms / L, 5, 50), capped so that one model takes
+    at most ``budget_ms_per_round`` ms per round but never below 3 runs; L is the fastest warm-up
+    run of the first phase. ``feeds`` optionally maps a name to its input dict; otherwise random
+    inputs are made (see :func:`make_inputs`). ``progress`` is called with one-line strings.
+
+    Returns name -> dict with ``latency_ms`` (min over rounds of the round medians, ms),
+    ``median_ms`` (median of the round medians, ms), ``rounds_ms`` (every round median, ms, in
+    order), ``n_runs`` (timed runs in total), ``runs_per_round``, ``spread`` (second-lowest /
+    lowest round median - 1; None with fewer than 2 rounds), ``first_run_ms`` (first warm-up run
+    of the first phase, ms), ``session_s`` (session creation in the first phase, s) and
+    ``error`` (None, or why the model failed; then ``latency_ms`` and ``median_ms`` are None).
+    """
+    if phases < 1 or rounds < phases:
+        raise ValueError(f"need phases >= 1 and rounds >= phases, got rounds={rounds}, "
+                         f"phases={phases}")
+    say = progress or (lambda msg: None)
+    feeds = dict(feeds or {})
+    res = {name: {"latency_ms": None, "median_ms": None, "rounds_ms": [], "n_runs": 0,
+                  "runs_per_round": None, "spread": None, "first_run_ms": None,
+                  "session_s": None, "error": None} for name in models}
+    for p in range(phases):
+        n_rounds = _rounds_in_phase(rounds, phases, p)
+        live = {}
+        for name, model in models.items():
+            r = res[name]
+            if r["error"] is not None:
+                continue
+            try:
+                t0 = time.perf_counter()
+                sess = _session(model, threads, level)
+                created = time.perf_counter() - t0
+                if name not in feeds:
+                    feeds[name] = make_inputs(sess, model)
+                feed = feeds[name]
+                warm = []
+                for _ in range(WARMUP_RUNS):
+                    t0 = time.perf_counter_ns()
+                    sess.run(None, feed)
+                    warm.append((time.perf_counter_ns() - t0) / 1e6)
+            except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
+                r["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                continue
+            if r["runs_per_round"] is None:
+                r["runs_per_round"] = _runs_per_round(min(warm), budget_ms_per_round)
+                r["first_run_ms"] = warm[0]
+                r["session_s"] = created
+            live[name] = (sess, feed)
+        say(f"phase {p + 1}/{phases}: {len(live)} sessions, {n_rounds} rounds")
+        for k in range(n_rounds):
+            t_round = time.perf_counter()
+            for name, (sess, feed) in list(live.items()):
+                r = res[name]
+                times = []
+                try:
+                    for _ in range(r["runs_per_round"]):
+                        t0 = time.perf_counter_ns()
+                        sess.run(None, feed)
+                        times.append(time.perf_counter_ns() - t0)
+                except Exception as exc:  # noqa: BLE001
+                    r["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                    del live[name]
+                    continue
+                r["rounds_ms"].append(statistics.median(times) / 1e6)
+                r["n_runs"] += len(times)
+            say(f"phase {p + 1}/{phases} round {k + 1}/{n_rounds}: "
+                f"{time.perf_counter() - t_round:.2f} s")
+        live.clear()
+        gc.collect()
+    for r in res.values():
+        if r["error"] is None and r["rounds_ms"]:
+            ordered = sorted(r["rounds_ms"])
+            r["latency_ms"] = ordered[0]
+            r["median_ms"] = statistics.median(ordered)
+            if len(ordered) > 1 and ordered[0] > 0:
+                r["spread"] = ordered[1] / ordered[0] - 1.0
+    return res
+
+
+def _top_level_kernels(kernels):
+    """Drop kernels nested inside another kernel's span (If/Loop/Scan subgraph nodes)."""
+    kept, end = [], None
+    for ev in sorted(kernels, key=lambda e: (e["ts"], -e["dur"])):
+        if end is not None and ev["ts"] < end:
+            continue
+        kept.append(ev)
+        end = ev["ts"] + ev["dur"]
+    return kept
+
+
+def parse_profile(events, skip_runs=0):
+    """Per-run kernel lists from onnxruntime profile ``events`` (a Chrome-trace list).
+
+    Returns a list (one per ``model_run`` after the first ``skip_runs``) of
+    ``(run_us, [kernel event, ...])``; kernel events are ``cat == "Node"`` events whose name ends
+    with ``_kernel_time`` and whose start lies inside the run; nested subgraph kernels are dropped.
+    """
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])[skip_runs:]
+    nodes = sorted((e for e in events if e.get("cat") == "Node"
+                    and str(e.get("name", "")).endswith("_kernel_time")), key=lambda e: e["ts"])
+    out, i = [], 0
+    for run in runs:
+        start, stop = run["ts"], run["ts"] + run["dur"]
+        while i < len(nodes) and nodes[i]["ts"] < start:
+            i += 1
+        inside = []
+        while i < len(nodes) and nodes[i]["ts"] <= stop:
+            inside.append(nodes[i])
+            i += 1
+        out.append((run["dur"], _top_level_kernels(inside)))
+    return out
+
+
+def kernel_profile(model, runs=10, threads=1, level="all", warmup=WARMUP_RUNS, feed=None):
+    """Profile ``model`` (bytes, path or ModelProto) with onnxruntime's profiler.
+
+    Runs ``warmup`` untimed then ``runs`` profiled runs. Returns ``model_run_us`` (median run,
+    us), ``kernel_sum_us`` (median over runs of the sum of top-level kernel durations, us),
+    ``n_kernels`` (kernels per run, median), ``explained`` (kernel_sum_us / model_run_us),
+    ``runs`` and ``kernels``: one dict per kernel in execution order with ``name`` (node name),
+    ``op_name``, ``dur_us`` (median over runs, us).
+    """
+    tmp = tempfile.mkdtemp(prefix="latency-prof-")
+    try:
+        sess = _session(model, threads, level, profile_prefix=os.path.join(tmp, "prof"))
+        feed = feed if feed is not None else make_inputs(sess, model)
+        for _ in range(warmup + runs):
+            sess.run(None, feed)
+        path = sess.end_profiling()
+        with open(path) as fh:
+            events = json.load(fh)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    per_run = parse_profile(events, skip_runs=warmup)
+    if not per_run:
+        raise RuntimeError("the profile has no model_run events")
+    table = {}
+    order = []
+    for _, kernels in per_run:
+        seen = {}
+        for ev in kernels:
+            name = ev["name"][: -len("_kernel_time")]
+            occ = seen.get(name, 0)
+            seen[name] = occ + 1
+            key = (name, occ)
+            if key not in table:
+                table[key] = {"name": name, "op_name": ev.get("args", {}).get("op_name", ""),
+                              "durs": []}
+                order.append(key)
+            table[key]["durs"].append(ev["dur"])
+    kernels = [{"name": table[k]["name"], "op_name": table[k]["op_name"],
+                "dur_us": float(statistics.median(table[k]["durs"]))} for k in order]
+    run_us = float(statistics.median(d for d, _ in per_run))
+    sum_us = float(statistics.median(sum(e["dur"] for e in ks) for _, ks in per_run))
+    return {
+        "model_run_us": run_us,
+        "kernel_sum_us": sum_us,
+        "n_kernels": int(statistics.median(len(ks) for _, ks in per_run)),
+        "explained": sum_us / run_us if run_us else None,
+        "runs": len(per_run),
+        "kernels": kernels,
+    }

@@ -1,0 +1,402 @@
+"""Sweep plans: which configs to measure, in priority order.
+
+Shapes are drawn from the layer tables of real architectures (ResNet/VGG/MobileNet/EfficientNet/
+RegNet/ShuffleNet-style CNN stages at several input resolutions; BERT/GPT/ViT-style encoders at
+several widths and sequence lengths) plus log-spaced grid points and seeded random samples. Every
+kind is covered in fp32 and int8 (static QDQ); Conv and MatMul also in dynamic int8; fp16 and every
+sparsity level are spot checks (a few dozen configs per kind), because on x86 CPUs the runtime has
+no fp16 or sparse kernels to gain from, and the table has to show that by measurement.
+
+Plans: ``quick`` (a few hundred configs: every kind and precision once or more), ``standard``
+(tens of thousands, the shipped profile), ``full`` (standard plus a denser random sample).
+"""
+
+from __future__ import annotations
+
+import random
+
+from latency.errors import EmptyPlan, UnknownPlan
+from latency.ops import Config, conv_out_shape, get_kind
+
+# ------------------------------------------------------------------------------------------------
+# real-architecture layer tables
+
+
+def _conv(x, cout, k, s=1, g=1, act="none", sm=0, d=1, pad=None):
+    pad = (d * (k - 1)) // 2 if pad is None else pad
+    return {"x": list(x), "cout": cout, "kernel": [k, k], "strides": [s, s], "pads": [pad] * 4,
+            "dilations": [d, d], "group": g, "act": act, "sum": sm}
+
+
+def _resnet_convs(res: int, widths=(64, 128, 256, 512), bottleneck=True):
+    out = []
+    h = res // 4
+    out.append(_conv([1, 3, res, res], widths[0], 7, 2, act="Relu"))
+    cin = widths[0]
+    for i, w in enumerate(widths):
+        s = 1 if i == 0 else 2
+        hs = h if i == 0 else h * 2
+        if bottleneck:
+            e = w * 4
+            out += [_conv([1, cin, hs, hs], w, 1, act="Relu"), _conv([1, w, hs, hs], w, 3, s, act="Relu"),
+                    _conv([1, w, h, h], e, 1, sm=1, act="Relu"), _conv([1, w, h, h], e, 1),
+                    _conv([1, cin, hs, hs], e, 1, s), _conv([1, e, h, h], w, 1, act="Relu"),
+                    _conv([1, w, h, h], w, 3, act="Relu")]
+            cin = e
+        else:
+            out += [_conv([1, cin, hs, hs], w, 3, s, act="Relu"), _conv([1, w, h, h], w, 3, sm=1, act="Relu"),
+                    _conv([1, w, h, h], w, 3, act="Relu"), _conv([1, cin, hs, hs], w, 1, s),
+                    _conv([1, w, h, h], w, 3)]
+            cin = w
+        h //= 2 if i < len(widths) - 1 else 1
+    return out
+
+
+def _mbconv(res, chans, act="Clip", ks=(3,), expand=6):
+    out = []
+    h = res // 2
+    out.append(_conv([1, 3, res, res], chans[0], 3, 2, act=act))
+    cin = chans[0]
+    for i, c in enumerate(chans[1:]):
+        s = 2 if i % 2 == 0 else 1
+        e = cin * expand
+        for k in ks:
+            out += [_conv([1, cin, h, h], e, 1, act=act), _conv([1, e, h, h], e, k, s, g=e, act=act),
+                    _conv([1, e, h, h], e, k, 1, g=e, act=act)]
+            ho = conv_out_shape(_conv([1, e, h, h], e, k, s, g=e))[2]
+            out += [_conv([1, e, ho, ho], c, 1), _conv([1, c, ho, ho], c * expand, 1, act=act),
+                    _conv([1, c * expand, ho, ho], c, 1)]
+            h2 = ho
+        # squeeze-excite convs on 1x1 maps
+        out += [_conv([1, e, 1, 1], max(8, cin // 4), 1, act="Relu"), _conv([1, max(8, cin // 4), 1, 1], e, 1,
+                                                                               act="HardSigmoid")]
+        cin, h = c, h2
+    return out
+
+
+def _cnn_convs():
+    out = []
+    for res in (224, 192, 160, 128, 256, 96):
+        out += _resnet_convs(res, bottleneck=True)
+        out += _resnet_convs(res, bottleneck=False)
+        out += _resnet_convs(res, widths=(32, 64, 128, 256), bottleneck=False)
+        out += _mbconv(res, [32, 16, 24, 32, 64, 96, 160, 320])
+        out += _mbconv(res, [16, 16, 24, 40, 48, 96], act="Relu", ks=(3, 5))
+        out += _mbconv(res, [32, 16, 24, 40, 80, 112, 192, 320], act="none", ks=(3, 5))
+        out += _mbconv(res, [16, 8, 16, 24, 32, 56, 80, 160], act="Clip")
+    # VGG / AlexNet style
+    for res in (224, 160, 112):
+        h = res
+        cin = 3
+        for c in (64, 128, 256, 512, 512):
+            out += [_conv([1, cin, h, h], c, 3, act="Relu"), _conv([1, c, h, h], c, 3, act="Relu")]
+            cin, h = c, h // 2
+        out.append(_conv([1, 3, res, res], 64, 11, 4, act="Relu", pad=2))
+    # grouped (RegNet / ResNeXt / ShuffleNet)
+    for h, c in ((56, 64), (28, 128), (14, 256), (7, 512), (56, 96), (28, 192), (14, 432), (7, 1008)):
+        for g in (c // 8, c // 16, c // 32, 2, 4, 8):
+            if g >= 1 and c % g == 0:
+                out += [_conv([1, c, h, h], c, 3, 1, g=g, act="Relu"), _conv([1, c, h * 2, h * 2], c, 3, 2, g=g,
+                                                                              act="Relu")]
+    # dilated (segmentation heads)
+    for h, c in ((28, 256), (28, 512), (14, 512), (56, 64)):
+        for d in (2, 4):
+            out.append(_conv([1, c, h, h], c, 3, d=d, act="Relu"))
+    # ConvNeXt depthwise 7x7
+    for h, c in ((56, 96), (28, 192), (14, 384), (7, 768), (56, 64), (28, 128)):
+        out.append(_conv([1, c, h, h], c, 7, g=c))
+    return out
+
+
+_NICE_C = (3, 8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 144, 160, 192, 240, 256, 320, 384, 480, 512, 576,
+           640, 768, 960, 1024, 1280, 2048)
+_NICE_H = (7, 8, 14, 16, 28, 32, 56, 64, 112, 128, 224)
+
+
+def _random_convs(rng: random.Random, n: int):
+    out = []
+    while len(out) < n:
+        cin, cout = rng.choice(_NICE_C[1:]), rng.choice(_NICE_C[1:])
+        h = rng.choice(_NICE_H)
+        k = rng.choice((1, 1, 3, 3, 3, 5, 7))
+        s = rng.choice((1, 1, 1, 2))
+        dw = rng.random() < 0.25
+        g = cin if dw else rng.choice((1, 1, 1, 1, 2, 4, 8)) if cin % 8 == 0 and cout % 8 == 0 else 1
+        if dw:
+            cout = cin
+        act = rng.choice(("none", "Relu", "Relu", "Clip", "HardSigmoid", "Sigmoid", "LeakyRelu"))
+        p = _conv([1, cin, h, h], cout, k, s, g=g, act=act, sm=int(rng.random() < 0.15 and s == 1 and not dw))
+        macs = cin // g * cout * h * h * k * k / (s * s)
+        if h >= k and macs < 4e8:
+            out.append(p)
+    return out
+
+
+def _mm(a, b, const_b=1, bias=0, scale=0, trans_b=0, act="none"):
+    return {"a": list(a), "b": list(b), "const_b": const_b, "bias": bias, "scale": scale, "trans_b": trans_b,
+            "act": act}
+
+
+_HIDDEN = ((128, 2), (256, 4), (384, 6), (512, 8), (768, 12), (1024, 16))
+
+
+def _transformer_matmuls():
+    out = []
+    for hdim, heads in _HIDDEN:
+        ff = 4 * hdim
+        d = hdim // heads
+        for s in (1, 16, 32, 50, 64, 128, 197, 256, 384, 512):
+            out += [_mm([1, s, hdim], [hdim, hdim], bias=1), _mm([1, s, hdim], [hdim, ff], bias=1),
+                    _mm([1, s, ff], [ff, hdim], bias=1), _mm([1, s, hdim], [hdim, 3 * hdim], bias=1),
+                    _mm([s, hdim], [hdim, hdim], bias=1), _mm([s, hdim], [hdim, ff], bias=1),
+                    _mm([s, ff], [ff, hdim], bias=1),
+                    _mm([s, hdim], [hdim, hdim], bias=1, trans_b=1), _mm([s, hdim], [ff, hdim], bias=1, trans_b=1),
+                    _mm([s, ff], [hdim, ff], bias=1, trans_b=1),
+                    _mm([1, heads, s, d], [1, heads, d, s], const_b=0, scale=1),
+                    _mm([1, heads, s, d], [1, heads, d, s], const_b=0),
+                    _mm([1, heads, s, s], [1, heads, s, d], const_b=0)]
+    # classifier heads and MLPs
+    for k in (256, 512, 768, 1024, 1280, 1536, 2048, 4096):
+        for n in (10, 100, 1000, 1024, 4096):
+            out += [_mm([1, k], [n, k], bias=1, trans_b=1), _mm([1, k], [k, n], bias=1),
+                    _mm([1, k], [n, k], bias=1, trans_b=1, act="Relu")]
+    return out
+
+
+def _random_matmuls(rng: random.Random, n: int):
+    out = []
+    dims = (16, 32, 64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 3072, 4096)
+    while len(out) < n:
+        m = rng.choice((1, 1, 4, 8, 16, 32, 49, 64, 96, 128, 196, 256, 384, 512))
+        k, nn = rng.choice(dims), rng.choice(dims)
+        if m * k * nn > 3e8 or k * nn > 8e6:
+            continue
+        r = rng.random()
+        if r < 0.25:
+            out.append(_mm([m, k], [nn, k], bias=1, trans_b=1, act=rng.choice(("none", "none", "Relu"))))
+        elif r < 0.55:
+            out.append(_mm([1, m, k], [k, nn], bias=int(rng.random() < 0.8)))
+        elif r < 0.75:
+            out.append(_mm([m, k], [k, nn], bias=int(rng.random() < 0.5)))
+        else:
+            h = rng.choice((1, 2, 4, 8, 12, 16))
+            dd = rng.choice((16, 32, 64, 128))
+            s = rng.choice((8, 16, 32, 64, 128, 256))
+            out.append(_mm([1, h, s, dd], [1, h, dd, s], const_b=0, scale=int(rng.random() < 0.5)))
+    return out
+
+
+def _act_shapes():
+    cnn = [[1, c, h, h] for c, h in ((64, 112), (64, 56), (128, 28), (256, 14), (512, 7), (16, 112), (32, 112),
+                                     (24, 56), (96, 112), (144, 56), (240, 28), (480, 14), (672, 14), (960, 7),
+                                     (1024, 14), (2048, 7), (256, 56), (512, 28), (32, 56), (40, 28), (576, 14))]
+    seq = [[1, s, h] for h, _ in _HIDDEN for s in (16, 50, 128, 197, 256, 512)]
+    ffn = [[1, s, 4 * h] for h, _ in _HIDDEN for s in (50, 128, 197, 256)]
+    return cnn, seq, ffn
+
+
+def _simple_kinds(rng: random.Random):
+    """Elementwise, activation, pooling, softmax, norms, data movement: (tier, kind, params)."""
+    cnn, seq, ffn = _act_shapes()
+    out = []
+    shapes = cnn + seq + ffn
+    for s in shapes:
+        for op in ("Add", "Mul", "Sub", "Div"):
+            out.append((1, "Elementwise", {"op": op, "inputs": [s, s], "const_b": 0}))
+        if len(s) == 4:
+            out.append((1, "Elementwise", {"op": "Mul", "inputs": [s, [1, s[1], 1, 1]], "const_b": 0}))
+            out.append((1, "Elementwise", {"op": "Add", "inputs": [s, [1, s[1], 1, 1]], "const_b": 1}))
+        else:
+            out.append((1, "Elementwise", {"op": "Add", "inputs": [s, [s[-1]]], "const_b": 1}))
+            out.append((1, "Elementwise", {"op": "Mul", "inputs": [s, [s[-1]]], "const_b": 1}))
+            out.append((1, "Elementwise", {"op": "Pow", "inputs": [s, []], "const_b": 1}))
+        for op in ("Relu", "Sigmoid", "Clip", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Erf", "Gelu",
+                   "Swish", "Sqrt", "Exp", "Neg", "Reciprocal", "Abs", "Cast"):
+            out.append((1, "Activation", {"op": op, "x": s}))
+    for s in seq:
+        b, sl, h = s
+        for heads in (2, 4, 8, 12, 16):
+            att = [1, heads, sl, sl]
+            out.append((1, "Softmax", {"op": "Softmax", "x": att, "axis": 3}))
+            out.append((1, "Elementwise", {"op": "Add", "inputs": [att, [1, 1, 1, sl]], "const_b": 0}))
+            out.append((1, "Elementwise", {"op": "Div", "inputs": [att, []], "const_b": 1}))
+            if h % heads == 0:
+                out.append((1, "Transpose", {"x": [1, sl, heads, h // heads], "perm": [0, 2, 1, 3]}))
+                out.append((1, "Transpose", {"x": [1, heads, sl, h // heads], "perm": [0, 2, 1, 3]}))
+                out.append((1, "Transpose", {"x": [1, sl, heads, h // heads], "perm": [0, 2, 3, 1]}))
+        out.append((1, "LayerNorm", {"x": s, "skip": 0}))
+        out.append((1, "LayerNorm", {"x": s, "skip": 1}))
+        out.append((1, "Reduce", {"op": "ReduceMean", "x": s, "axes": [2], "keepdims": 1}))
+        out.append((1, "Gather", {"data": [30522, h], "indices": [1, sl], "axis": 0}))
+        out.append((1, "Gather", {"data": [512, h], "indices": [1, sl], "axis": 0}))
+        out.append((2, "Slice", {"op": "Slice", "x": s, "y": [1, 1, h]}))
+        out.append((2, "Concat", {"inputs": [[1, 1, h], [1, sl, h]], "axis": 1}))
+        out.append((2, "Split", {"x": [1, sl, 3 * h], "axis": 2, "splits": [h, h, h]}))
+        out.append((2, "Softmax", {"op": "Softmax", "x": [sl, h], "axis": 1}))
+    for s in cnn:
+        n, c, h, w = s
+        for op, k, st, pad in (("MaxPool", 3, 2, 1), ("MaxPool", 2, 2, 0), ("AveragePool", 2, 2, 0),
+                               ("AveragePool", 3, 1, 1), ("MaxPool", 3, 1, 1)):
+            out.append((1, "Pool", {"op": op, "x": s, "kernel": [k, k], "strides": [st, st], "pads": [pad] * 4,
+                                    "ceil": 0}))
+        out.append((1, "Pool", {"op": "MaxPool", "x": s, "kernel": [3, 3], "strides": [2, 2], "pads": [0] * 4,
+                                "ceil": 1}))
+        for op in ("GlobalAveragePool", "GlobalMaxPool"):
+            out.append((1, "Pool", {"op": op, "x": s}))
+        out.append((1, "Reduce", {"op": "ReduceMean", "x": s, "axes": [2, 3], "keepdims": 1}))
+        out.append((1, "Norm", {"op": "BatchNormalization", "x": s}))
+        out.append((2, "Norm", {"op": "InstanceNormalization", "x": s}))
+        out.append((2, "Norm", {"op": "LRN", "x": s}))
+        out.append((1, "Concat", {"inputs": [s, s], "axis": 1}))
+        out.append((1, "Concat", {"inputs": [s, [n, 32, h, w]], "axis": 1}))
+        out.append((1, "Concat", {"inputs": [s, s, s, s], "axis": 1}))
+        if c % 2 == 0:
+            out.append((1, "Split", {"x": s, "axis": 1, "splits": [c // 2, c // 2]}))
+            out.append((1, "Transpose", {"x": [n, 2, c // 2, h, w], "perm": [0, 2, 1, 3, 4]}))
+        out.append((1, "Transpose", {"x": s, "perm": [0, 2, 3, 1]}))
+        out.append((1, "Transpose", {"x": [n, h, w, c], "perm": [0, 3, 1, 2]}))
+        out.append((1, "Resize", {"op": "Resize", "x": s, "y": [n, c, 2 * h, 2 * w], "mode": "nearest"}))
+        out.append((1, "Resize", {"op": "Resize", "x": s, "y": [n, c, 2 * h, 2 * w], "mode": "linear"}))
+        out.append((1, "Pad", {"op": "Pad", "x": s, "y": [n, c, h + 2, w + 2], "mode": "constant"}))
+        out.append((2, "Pad", {"op": "Pad", "x": s, "y": [n, c, h + 2, w + 2], "mode": "reflect"}))
+        out.append((1, "Slice", {"op": "Slice", "x": s, "y": [n, c // 2 or 1, h, w]}))
+        out.append((2, "Copy", {"op": "Expand", "x": [n, c, 1, 1], "y": s}))
+        if h % 2 == 0:
+            out.append((2, "Copy", {"op": "DepthToSpace", "x": [n, c * 4, h // 2, w // 2], "y": [n, c, h, w]}))
+            out.append((2, "Copy", {"op": "SpaceToDepth", "x": s, "y": [n, c * 4, h // 2, w // 2]}))
+        out.append((1, "Reorder", {"op": "ReorderInput", "x": s}))
+        out.append((1, "Reorder", {"op": "ReorderOutput", "x": s}))
+        out.append((2, "Quant", {"op": "QuantizeLinear", "x": s}))
+        out.append((2, "Quant", {"op": "DequantizeLinear", "x": s}))
+        out.append((2, "Quant", {"op": "DynamicQuantizeLinear", "x": s}))
+        out.append((2, "Reduce", {"op": "ReduceMax", "x": s, "axes": [1], "keepdims": 1}))
+        out.append((2, "Reduce", {"op": "ArgMax", "x": [n, c * h * w // 1000 or 1, 1000], "axes": [2],
+                                  "keepdims": 1}))
+    # ConvTranspose (decoders, UNet up-sampling)
+    for h, c in ((7, 512), (14, 256), (28, 128), (56, 64), (14, 512), (28, 256), (8, 256), (16, 128), (32, 64)):
+        for k, s in ((2, 2), (4, 2), (3, 2)):
+            pad = 1 if k == 4 else 0
+            outp = 1 if k == 3 else 0
+            out.append((1, "ConvTranspose", {"x": [1, c, h, h], "cout": c // 2, "kernel": [k, k],
+                                             "strides": [s, s], "pads": [pad] * 4, "dilations": [1, 1],
+                                             "group": 1, "output_padding": [outp, outp]}))
+    return out
+
+
+def _random_simple(rng: random.Random, n: int):
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            s = [1, rng.choice(_NICE_C[1:]), *([rng.choice(_NICE_H)] * 2)]
+        else:
+            s = [1, rng.choice((8, 16, 32, 64, 100, 128, 196, 256, 384, 512)), rng.choice((64, 128, 256, 384, 512,
+                                                                                            768, 1024, 2048, 3072))]
+        r = rng.random()
+        if r < 0.35:
+            out.append((3, "Elementwise", {"op": rng.choice(("Add", "Mul", "Sub", "Div")), "inputs": [s, s],
+                                           "const_b": 0}))
+        elif r < 0.7:
+            out.append((3, "Activation", {"op": rng.choice(("Relu", "Sigmoid", "Clip", "HardSwish", "Gelu", "Erf",
+                                                            "Tanh", "Swish", "HardSigmoid")), "x": s}))
+        elif r < 0.8:
+            out.append((3, "Softmax", {"op": "Softmax", "x": s, "axis": len(s) - 1}))
+        elif r < 0.9:
+            out.append((3, "Transpose", {"x": s, "perm": [0, 2, 1] if len(s) == 3 else [0, 2, 3, 1]}))
+        elif len(s) == 3:
+            out.append((3, "LayerNorm", {"x": s, "skip": int(rng.random() < 0.5)}))
+        else:
+            out.append((3, "Concat", {"inputs": [s, s], "axis": 1}))
+    return out
+
+
+def _cfgs(tier_kind_params, precision="fp32", sparsity="0"):
+    return [(t, Config(k, p, precision, sparsity)) for t, k, p in tier_kind_params]
+
+
+def _plan_items(name: str) -> list[tuple[int, Config]]:
+    rng = random.Random(1234)
+    convs = _cnn_convs()
+    mms = _transformer_matmuls()
+    simple = _simple_kinds(rng)
+    if name == "quick":
+        rq = random.Random(7)
+        convs = rq.sample(convs, 24)
+        mms = rq.sample(mms, 16)
+        by_kind: dict = {}
+        for t, k, p in simple:
+            by_kind.setdefault(k, []).append((t, k, p))
+        simple = [x for v in by_kind.values() for x in rq.sample(v, min(4, len(v)))]
+        rand_convs, rand_mms, rand_simple = [], [], []
+    else:
+        n_mult = 1 if name == "standard" else 3
+        rand_convs = _random_convs(rng, 4000 * n_mult)
+        rand_mms = _random_matmuls(rng, 2500 * n_mult)
+        rand_simple = _random_simple(rng, 2000 * n_mult)
+    items = _cfgs([(0, "Conv", p) for p in convs]) + _cfgs([(0, "MatMul", p) for p in mms])
+    items += _cfgs([x for x in simple if x[1] != "Quant"])
+    items += _cfgs([x for x in simple if x[1] == "Quant"], "int8")
+    items += _cfgs([(2, "Conv", p) for p in rand_convs]) + _cfgs([(2, "MatMul", p) for p in rand_mms])
+    items += _cfgs(rand_simple)
+    # int8 static QDQ: every kind; Conv/MatMul widely, others as the same shapes
+    items += _cfgs([(1, "Conv", p) for p in convs], "int8") + _cfgs([(1, "MatMul", p) for p in mms if p["const_b"]],
+                                                                    "int8")
+    q_simple = [(t + 1, k, p) for t, k, p in simple if k not in ("Reorder", "Quant")]
+    items += _cfgs(q_simple[:: (1 if name != "standard" else 2)], "int8")
+    items += _cfgs([(4, "Conv", p) for p in rand_convs[::3]], "int8")
+    items += _cfgs([(4, "MatMul", p) for p in rand_mms[::3] if p["const_b"]], "int8")
+    # dynamic int8: MatMul with constant untransposed B, and some Conv
+    items += _cfgs([(2, "MatMul", p) for p in mms if p["const_b"] and not p["trans_b"]], "int8_dynamic")
+    items += _cfgs([(3, "Conv", p) for p in convs[::6]], "int8_dynamic")
+    # fp16 and sparsity: spot checks measured, never assumed
+    spot = random.Random(99)
+    by_kind = {}
+    for t, k, p in simple:
+        by_kind.setdefault(k, []).append(p)
+    n_spot = 3 if name == "quick" else 12
+    for k, ps in by_kind.items():
+        if k in ("Reorder", "Quant"):
+            continue
+        items += _cfgs([(2, k, p) for p in spot.sample(ps, min(n_spot, len(ps)))], "fp16")
+    items += _cfgs([(2, "Conv", p) for p in spot.sample(convs, 3 if name == "quick" else 40)], "fp16")
+    items += _cfgs([(2, "MatMul", p) for p in spot.sample(mms, 3 if name == "quick" else 30)], "fp16")
+    sp_convs = spot.sample(convs, 2 if name == "quick" else 30)
+    sp_mms = spot.sample([p for p in mms if p["const_b"]], 2 if name == "quick" else 25)
+    for sp in ("50", "75", "90", "95", "2:4"):
+        items += _cfgs([(1, "Conv", p) for p in sp_convs], "fp32", sp)
+        items += _cfgs([(1, "MatMul", p) for p in sp_mms], "fp32", sp)
+        items += _cfgs([(2, "Conv", p) for p in sp_convs[:8]], "int8", sp)
+        items += _cfgs([(2, "MatMul", p) for p in sp_mms[:8]], "int8", sp)
+    return items
+
+
+PLANS = ("quick", "standard", "full")
+
+
+def plan(name: str, ops: list[str] | None = None, precisions: list[str] | None = None) -> list[Config]:
+    """The plan's configs, deduplicated, in measuring order (highest priority first).
+
+    ``ops`` restricts to op kinds (validated against the registry); ``precisions`` likewise.
+    """
+    if name not in PLANS:
+        raise UnknownPlan(name, PLANS)
+    if ops:
+        for k in ops:
+            get_kind(k)
+    items = _plan_items(name)
+    seen, out = set(), []
+    rng = random.Random(5)
+    rng.shuffle(items)
+    items.sort(key=lambda t: t[0])
+    for _, c in items:
+        if ops and c.kind not in ops:
+            continue
+        if precisions and c.precision not in precisions:
+            continue
+        h = c.hash
+        if h in seen:
+            continue
+        seen.add(h)
+        out.append(c)
+    if not out:
+        raise EmptyPlan(f"plan {name!r} with ops={ops or 'all'} precisions={precisions or 'all'} names no config")
+    return out
