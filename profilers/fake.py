@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 
 from latency.ops import Config
 
@@ -16,6 +18,8 @@ def fake_latency_us(cfg: Config) -> float:
 
 def measure_chunk(configs: list[Config], protocol=None) -> list[dict]:
     rows = []
+    # test hook: slow the stand-in down so a test can kill a sweep in the middle of it
+    time.sleep(float(os.environ.get("LATENCY_FAKE_DELAY_S", "0")))
     for c in configs:
         if c.params.get("fail"):
             rows.append({"latency_us": None, "error": "fake failure", "n_rounds": 0, "n_runs": 0})

@@ -979,7 +979,7 @@ def _weight_role(model):
     return role
 
 
-def _random_weight(rng, block, shape, consumer, out_name, consumers_of):
+def _random_weight(rng, block, shape, consumer, consumers_of):
     n = int(np.prod(shape)) if len(shape) else 1
     z = np.resize(np.roll(block, int(rng.integers(_BLOCK))), n).reshape(shape)
     op, idx, node = consumer if consumer else (None, None, None)
@@ -1023,7 +1023,7 @@ def convert_light(model, seed=0):
         if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
             shape = [int(v) for v in numpy_helper.to_array(inits[node.input[0]]).ravel()]
             out = node.output[0]
-            arr = _random_weight(rng, block, shape, consumers.get(out), out, consumers)
+            arr = _random_weight(rng, block, shape, consumers.get(out), consumers)
             new_inits.append(numpy_helper.from_array(arr, out))
         else:
             keep_nodes.append(node)

@@ -1,0 +1,235 @@
+"""The `latency` command: thin wrappers that call one library function each and format the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import click
+
+from .errors import LatencyError
+
+_DEBUG = os.environ.get("LATENCY_DEBUG") == "1"
+
+
+class _Group(click.Group):
+    """Turns library errors into one line and a non-zero exit (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LatencyError as e:
+            if _DEBUG:
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as e:  # last resort: still one line
+            if _DEBUG:
+                raise
+            msg = str(e).splitlines()[0] if str(e) else ""
+            click.echo(f"error: {type(e).__name__}: {msg} (set LATENCY_DEBUG=1 for details)", err=True)
+            sys.exit(1)
+
+
+def _parse_duration(s: str | None) -> float | None:
+    if s is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", s)
+    if not m:
+        raise LatencyError(f"bad duration {s!r}; use e.g. 90s, 30m, 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _parse_shapes(items) -> dict:
+    out = {}
+    for it in items:
+        name, eq, dims = it.rpartition("=")
+        if not eq or not name or not re.fullmatch(r"\d+(x\d+)*", dims):
+            raise LatencyError(f"bad --shape {it!r}; use NAME=1x3x224x224")
+        out[name] = [int(d) for d in dims.split("x")]
+    return out
+
+
+def _csv(s):
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="latency")
+def main():
+    """Latency predictor and profiling database for ONNX models."""
+
+
+@main.command()
+def targets():
+    """List the targets that can be named, with their shipped profiles."""
+    from .targets import host_target, targets as all_targets, tables_dir
+
+    host = host_target().name
+    for t in all_targets().values():
+        prof = t.profile if t.profile and (tables_dir() / t.profile).exists() else "-"
+        mark = " (this host)" if t.name == host else ""
+        click.echo(f"{t.name:16s} profile={prof:20s} {t.description}{mark}")
+
+
+@main.command()
+def ops():
+    """List the op kinds of the registry and the ONNX ops each prices."""
+    from .ops import kinds
+
+    for k in kinds().values():
+        click.echo(f"{k.name:14s} {', '.join(k.onnx_ops)}")
+
+
+@main.command()
+@click.option("--target", "target_name", required=True, help="target to measure (see `latency targets`)")
+@click.option("--db", required=True, type=click.Path(dir_okay=False), help="profiling database (SQLite) to write")
+@click.option("--plan", default="quick", show_default=True, help="quick | standard | full")
+@click.option("--ops", "ops_", default=None, help="comma-separated op kinds to restrict to")
+@click.option("--precision", default=None, help="comma-separated precisions to restrict to")
+@click.option("--budget", default=None, help="stop starting new chunks after this long (e.g. 30m)")
+@click.option("--workers", default=1, show_default=True, help="pinned single-thread worker processes")
+@click.option("--retry-failed", is_flag=True, help="re-measure rows stored with an error")
+@click.option("--chunk", default=100, show_default=True, help="configs per chunk (unit of work and of writing)")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def profile(target_name, db, plan, ops_, precision, budget, workers, retry_failed, chunk, no_progress):
+    """Measure a sweep plan on a target into a profiling database (resumable)."""
+    from profilers.sweep import run_sweep
+
+    from .store import Store
+    from .targets import get_target
+
+    target = get_target(target_name)
+    ok, why = target.host_supported()
+    if not ok:
+        raise LatencyError(why)
+    with Store(db) as st:
+        r = run_sweep(st, target, plan, ops=_csv(ops_), precisions=_csv(precision), budget_s=_parse_duration(budget),
+                      workers=workers, retry_failed=retry_failed, chunk_size=chunk, progress=not no_progress,
+                      argv=" ".join(sys.argv))
+    click.echo(f"run {r.run_id}: {r.status}; planned {r.planned}, already stored {r.skipped}, measured {r.measured} "
+               f"({r.failed} failed) in {r.seconds:.0f}s")
+
+
+@main.group()
+def db():
+    """Inspect, export and merge profiling databases."""
+
+
+@db.command()
+@click.option("--db", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", default=None)
+def stats(path, target_name):
+    """Coverage per op kind, precision and sparsity."""
+    from .store import Store
+
+    with Store(path, readonly=True) as st:
+        tid = st.find_target(target_name) if target_name else None
+        if target_name and tid is None:
+            raise LatencyError(f"{path} has no target {target_name!r}; it has: "
+                               + ", ".join(sorted({t['name'] for t in st.targets()})))
+        df = st.stats(tid)
+        click.echo(df.to_string(index=False) if not df.empty else "no measurements")
+        click.echo(f"integrity: {st.integrity_check()}")
+
+
+@db.command()
+@click.option("--db", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", default="csv", show_default=True, help="csv | jsonl")
+def export(path, out, fmt):
+    """Export every measurement with its provenance."""
+    from .store import Store
+
+    with Store(path, readonly=True) as st:
+        n = st.export(out, fmt)
+    click.echo(f"wrote {n} rows to {out}")
+
+
+@db.command()
+@click.option("--db", "path", required=True, type=click.Path(dir_okay=False), help="database to merge into")
+@click.argument("others", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def merge(path, others):
+    """Merge profiles from other machines into one file, keeping provenance."""
+    from .store import Store
+
+    with Store(path) as st:
+        for o in others:
+            nt, nr = st.merge_from(o)
+            click.echo(f"{o}: {nt} target(s), {nr} row(s) merged")
+
+
+@main.command()
+@click.option("--target", "target_name", required=True)
+@click.option("--db", "path", default=None, type=click.Path(dir_okay=False), help="default: the shipped profile")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="default: <profile>.regressors/")
+def train(target_name, path, out):
+    """Train the per-op-kind XGBoost regressors from a profile."""
+    from pathlib import Path
+
+    from .regressor import train_all
+    from .store import Store
+    from .targets import get_target
+
+    t = get_target(target_name)
+    p = Path(path) if path else t.profile_path()
+    out = out or str(p.with_name(p.stem + ".regressors"))
+    with Store(p, readonly=True) as st:
+        tid = st.find_target(t.name)
+        if tid is None:
+            raise LatencyError(f"{p} has no rows for target {t.name}")
+        rep = train_all(st, tid, out)
+    click.echo(rep.to_string(index=False))
+    click.echo(f"saved to {out}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", default=None, help="default: the profile matching this host")
+@click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False))
+@click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
+@click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
+@click.option("--top", default=15, show_default=True, help="kernels to list (0: all)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--strict", is_flag=True, help="fail when any node is uncovered")
+def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict):
+    """Estimate a model's latency on a target, with a per-kernel breakdown."""
+    from .estimator import Estimator
+    from .targets import host_target
+
+    tname = target_name or host_target().name
+    est = Estimator(tname, profile=profile_path).estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch,
+                                                         strict=strict)
+    if as_json:
+        click.echo(json.dumps(est.to_dict(), indent=1))
+        return
+    for w in est.warnings:
+        click.echo(f"warning: {w}", err=True)
+    how = "" if target_name else " (this host's profile)"
+    click.echo(f"model    {model}\ntarget   {est.target}{how}\nprofile  {est.profile or '-'}")
+    click.echo(f"total    {est.total_ms:.3f} ms  = kernels {est.kernel_sum_us / 1000:.3f} ms + overhead "
+               f"{est.overhead_us / 1000:.3f} ms [{est.overhead_source}]")
+    click.echo("sources  " + ", ".join(f"{k}: {v}" for k, v in sorted(est.sources.items())))
+    ks = sorted(est.kernels, key=lambda k: -k.latency_us)
+    if top:
+        ks = ks[:top]
+    click.echo(f"\n{'latency_us':>11} {'share':>6}  {'source':24s} {'kind':12s} {'prec':5s} kernel (nodes)")
+    for k in ks:
+        nodes = ",".join(k.nodes[:4]) + ("..." if len(k.nodes) > 4 else "")
+        click.echo(f"{k.latency_us:11.1f} {100 * k.share:5.1f}%  {k.source:24s} {k.kind:12s} {k.precision:5s} "
+                   f"{k.name} ({nodes})")
+    if est.uncovered:
+        click.echo(f"\nuncovered ({len(est.uncovered)}, not in the total):")
+        for u in est.uncovered[:50]:
+            click.echo(f"  {u.node} [{u.op_type}]: {u.reason}")
+
+
+if __name__ == "__main__":
+    main()

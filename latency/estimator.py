@@ -1,0 +1,353 @@
+"""Kernels -> table hit / regressor / analytic prior -> total + per-kernel breakdown + coverage.
+
+Prepare once, estimate many: an :class:`Estimator` loads its target's profile table, regressors,
+prior and overhead model once; each :meth:`Estimator.estimate` call is then pure Python over the
+model's fused kernels, with a per-config memo so a search that re-estimates similar graphs pays for
+each distinct kernel once.
+
+Every kernel's number says where it came from (``source``):
+
+* ``table``: the exact config was measured on the target (the profile's provenance applies).
+* ``table:dense-equivalent``: a sparse kernel priced as its dense twin because the target's own
+  spot checks show sparsity does not change latency there (the measured ratio is in ``detail``).
+* ``regressor``: the kind's XGBoost model trained on the target's table.
+* ``prior``: FLOPs/bytes line fitted per kind on the target's table (derived, not measured).
+* ``prior:spec-sheet``: roofline from the device's spec sheet (no measurement at all).
+* ``free``: a metadata-only op (Reshape & co) known to do no data-proportional work.
+
+Nothing is ever priced as 0 silently: a kernel no source can price is listed as uncovered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LatencyError, MissingTable, UnsupportedOp
+from .ops import Config, get_kind, key_hash
+
+#: kernels counted in the per-kernel overhead (free ops that the runtime still dispatches)
+_DISPATCHED_FREE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+@dataclass(frozen=True)
+class KernelEstimate:
+    name: str
+    kind: str
+    op_types: tuple
+    nodes: tuple
+    precision: str
+    sparsity: str
+    latency_us: float
+    source: str
+    share: float = 0.0
+    detail: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A model-level estimate. ``total_ms`` = kernel sum + overhead; every part is itemised."""
+
+    total_ms: float
+    kernel_sum_us: float
+    overhead_us: float
+    kernels: tuple
+    uncovered: tuple
+    target: str
+    profile: str | None
+    overhead_source: str
+    warnings: tuple = ()
+    sources: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "total_ms": self.total_ms,
+            "kernel_sum_us": self.kernel_sum_us,
+            "overhead_us": self.overhead_us,
+            "overhead_source": self.overhead_source,
+            "target": self.target,
+            "profile": self.profile,
+            "sources": self.sources,
+            "kernels": [asdict(k) | {"op_types": list(k.op_types), "nodes": list(k.nodes)} for k in self.kernels],
+            "uncovered": [asdict(u) for u in self.uncovered],
+            "warnings": list(self.warnings),
+        }
+
+
+def _dense_key(cfg: Config) -> str:
+    return Config(cfg.kind, cfg.params, cfg.precision, "0").key
+
+
+class Estimator:
+    """Prices ONNX models on one target. Construct once, call :meth:`estimate` many times.
+
+    ``profile``: path of the profiling database (default: the target's shipped profile).
+    ``regressors``: folder of trained regressors (default: next to the profile), or False to disable.
+    ``overhead``: path of the fitted overhead model (default: next to the profile), or False.
+    """
+
+    def __init__(self, target, profile=None, regressors=None, overhead=None, check_host: bool = True):
+        from .targets import get_target
+
+        self.target = get_target(target) if isinstance(target, str) else target
+        self.profile = profile
+        self.regressors = regressors
+        self.overhead = overhead
+        self.check_host = check_host
+        self._prepared = False
+
+    # -- preparation ---------------------------------------------------------------------------
+
+    def prepare(self) -> "Estimator":
+        """Load table, regressors, prior and overhead model (once)."""
+        if self._prepared:
+            return self
+        from .store import Store
+
+        self.warnings_: list[str] = []
+        self.table_: dict[str, float] = {}
+        self.regs_: dict = {}
+        self.prior_: dict[str, tuple] = {}
+        self.sparsity_ratio_: dict[str, tuple] = {}
+        self.memo_: dict[str, tuple] = {}
+        self.rules_ = self.target.fusion_rules()
+        path = Path(self.profile) if self.profile else None
+        if path is None and self.target.profile:
+            path = self.target.profile_path()
+        self.profile_path_ = str(path) if path else None
+        if path is not None:
+            if not path.exists():
+                raise MissingTable(f"profile {path} does not exist")
+            with Store(path, readonly=True) as st:
+                tid = st.find_target(self.target.name)
+                if tid is None:
+                    names = sorted({t["name"] for t in st.targets()})
+                    raise MissingTable(f"profile {path} has no rows for target {self.target.name} "
+                                       f"(it has: {', '.join(names) or 'none'})")
+                self.table_ = st.latency_table(tid)
+                df = st.measurements(tid, ok_only=True)
+                self.fingerprint_ = st.target(tid).get("fingerprint")
+            self._fit_prior(df)
+            self._sparsity_evidence(df)
+            if self.check_host:
+                self._host_check()
+        elif self.target.spec:
+            self.warnings_.append(f"target {self.target.name} has no measured profile: every kernel is priced "
+                                  f"from its spec sheet ({self.target.spec.get('source')}), not measured")
+        else:
+            raise MissingTable(f"target {self.target.name} has no profile; pass --profile FILE or build one with "
+                               f"'latency profile --target {self.target.name}'")
+        reg_dir = self.regressors
+        if reg_dir is None and path is not None:
+            reg_dir = path.with_suffix("").with_name(path.stem + ".regressors")
+        if reg_dir and Path(reg_dir).exists():
+            from .regressor import load_all
+
+            self.regs_ = load_all(reg_dir)
+        self.overhead_ = self._load_overhead(path)
+        self._prepared = True
+        return self
+
+    def _fit_prior(self, df) -> None:
+        """Per (kind, precision): latency_us ~ a + flops/F + bytes/B, a non-negative least squares."""
+        if df is None or df.empty:
+            return
+        groups: dict = {}
+        for key, lat in zip(df["key"], df["latency_us"]):
+            cfg = Config.from_key(key)
+            if cfg.sparsity != "0":
+                continue
+            f = get_kind(cfg.kind).work(cfg.params)
+            from .ops import bytes_moved
+
+            groups.setdefault((cfg.kind, cfg.precision), []).append(
+                (1.0, f["flops"] / 1e6, bytes_moved(get_kind(cfg.kind), cfg.params, cfg.precision) / 1e6, lat))
+        for k, rows in groups.items():
+            if len(rows) < 3:
+                continue
+            a = np.array(rows)
+            x, y = a[:, :3], a[:, 3]
+            w = 1.0 / np.maximum(y, 1e-3)  # relative error
+            coef = _nnls(x * w[:, None], y * w)
+            self.prior_[k] = tuple(float(c) for c in coef)
+
+    def _sparsity_evidence(self, df) -> None:
+        """Median measured latency ratio sparse/dense per (kind, precision, sparsity) on the same shapes."""
+        if df is None or df.empty:
+            return
+        lat = dict(zip(df["key"], df["latency_us"]))
+        ratios: dict = {}
+        for key, v in lat.items():
+            cfg = Config.from_key(key)
+            if cfg.sparsity == "0":
+                continue
+            dense = lat.get(_dense_key(cfg))
+            if dense:
+                ratios.setdefault((cfg.kind, cfg.precision), []).append(v / dense)
+        for k, r in ratios.items():
+            r = np.array(r)
+            self.sparsity_ratio_[k] = (float(np.median(r)), float(np.percentile(r, 10)),
+                                       float(np.percentile(r, 90)), len(r))
+
+    def _host_check(self) -> None:
+        fp = self.fingerprint_ or {}
+        if isinstance(fp, str):
+            fp = json.loads(fp)
+        if self.target.backend != "ort-cpu" or not fp:
+            return
+        try:
+            host = self.target.fingerprint()
+        except Exception:  # no runtime on this host: nothing to compare
+            return
+        diffs = [k for k in ("cpu_model", "cpu_flags", "runtime_version") if fp.get(k) != host.get(k)]
+        if diffs:
+            self.warnings_.append(
+                "this host differs from the profile's ("
+                + "; ".join(f"{k}: profile {fp.get(k)!r}, host {host.get(k)!r}" for k in diffs)
+                + "): kernels can differ by 1.5x or more between CPU generations (FMA/AVX-512/VNNI/AMX)")
+
+    def _load_overhead(self, path) -> dict:
+        p = Path(self.overhead) if self.overhead else (path.with_name(path.stem + ".overhead.json") if path else None)
+        if self.overhead is False or p is None or not p.exists():
+            return {"per_run_us": 0.0, "per_kernel_us": 0.0, "source": "none (no end-to-end fit for this target)"}
+        with open(p) as f:
+            d = json.load(f)
+        d.setdefault("source", f"fitted: {p.name}")
+        return d
+
+    # -- pricing ---------------------------------------------------------------------------------
+
+    def _price_many(self, cfgs: list[Config]) -> list[tuple]:
+        """(latency_us, source, detail) per config; None latency when nothing can price it."""
+        out: list = [None] * len(cfgs)
+        need_reg: dict[str, list] = {}
+        for i, c in enumerate(cfgs):
+            key = c.key
+            hit = self.memo_.get(key)
+            if hit is not None:
+                out[i] = hit
+                continue
+            kind = get_kind(c.kind)
+            if kind.free:
+                res = (0.0, "free", "metadata-only op")
+            else:
+                lat = self.table_.get(key_hash(key))
+                res = (lat, "table", "") if lat is not None else None
+                if res is None and c.sparsity != "0":
+                    res = self._dense_equivalent(c)
+                if res is None and c.kind in self.regs_:
+                    need_reg.setdefault(c.kind, []).append(i)
+                    continue
+                if res is None:
+                    res = self._prior(c)
+            self.memo_[key] = res
+            out[i] = res
+        for kind, idx in need_reg.items():
+            preds = self.regs_[kind].predict([cfgs[i] for i in idx])
+            for i, p in zip(idx, preds):
+                res = (float(p), "regressor", f"{kind} XGBoost model")
+                self.memo_[cfgs[i].key] = res
+                out[i] = res
+        return out
+
+    def _dense_equivalent(self, c: Config):
+        ev = self.sparsity_ratio_.get((c.kind, c.precision))
+        if not ev or not (0.9 <= ev[0] <= 1.1):
+            return None
+        dense = Config(c.kind, c.params, c.precision, "0")
+        lat = self.table_.get(dense.hash)
+        src = "table:dense-equivalent"
+        if lat is None and c.kind in self.regs_:
+            lat = float(self.regs_[c.kind].predict([dense])[0])
+            src = "regressor:dense-equivalent"
+        if lat is None:
+            return None
+        return (lat, src, f"sparsity {c.sparsity} measured no faster here: sparse/dense median "
+                          f"{ev[0]:.3f} (p10 {ev[1]:.3f}, p90 {ev[2]:.3f}, {ev[3]} spot checks)")
+
+    def _prior(self, c: Config):
+        kind = get_kind(c.kind)
+        w = kind.work(c.params)
+        from .ops import bytes_moved
+
+        by = bytes_moved(kind, c.params, c.precision)
+        coef = self.prior_.get((c.kind, c.precision))
+        if coef is not None:
+            a, inv_f, inv_b = coef
+            return (a + inv_f * w["flops"] / 1e6 + inv_b * by / 1e6, "prior",
+                    f"FLOPs/bytes line fitted on this target's {c.kind} {c.precision} rows")
+        spec = self.target.spec
+        if spec:
+            peak = spec["peak_gflops"].get(c.precision, spec["peak_gflops"]["fp32"])
+            us = max(w["flops"] / (peak * 1e3), by / (spec["mem_gbs"] * 1e3)) + spec.get("launch_us", 0.0)
+            return (us, "prior:spec-sheet", f"roofline from {spec.get('source')}")
+        return None
+
+    # -- the public call -------------------------------------------------------------------------
+
+    def estimate(self, model, shapes=None, batch=None, strict: bool = False) -> Estimate:
+        """Estimate a model (path, bytes, ModelProto or a loaded :class:`latency.graph.Graph`)."""
+        from .fusion import fuse
+        from .graph import Graph, load_graph
+
+        self.prepare()
+        graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
+        kernels, uncovered = fuse(graph, self.rules_)
+        priced = self._price_many([k.config for k in kernels])
+        ests, unc = [], list(uncovered)
+        from .fusion import Uncovered
+
+        for k, res in zip(kernels, priced):
+            if res is None or res[0] is None or not math.isfinite(res[0]):
+                for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):
+                    unc.append(Uncovered(n, t, f"no table row, regressor or prior prices {k.kind} {k.precision}"))
+                continue
+            ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
+                                       max(0.0, float(res[0])), res[1], 0.0, res[2], k.config.key))
+        ksum = sum(e.latency_us for e in ests)
+        n_disp = sum(1 for e in ests if e.source != "free" or (e.op_types and e.op_types[0] in _DISPATCHED_FREE))
+        ov = self.overhead_
+        overhead = ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
+        total = ksum + overhead
+        ests = [KernelEstimate(**{**asdict(e), "share": (e.latency_us / total if total > 0 else 0.0)}) for e in ests]
+        sources: dict = {}
+        for e in ests:
+            sources[e.source] = sources.get(e.source, 0) + 1
+        warnings = list(self.warnings_)
+        if unc:
+            warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
+        est = Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(unc), self.target.name,
+                       self.profile_path_, ov.get("source", ""), tuple(warnings), sources)
+        if strict and unc:
+            raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "
+                                f"{unc[0].reason}")
+        return est
+
+
+def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
+    """Small non-negative least squares by projected coordinate descent (3 unknowns)."""
+    x = np.maximum(np.linalg.lstsq(a, b, rcond=None)[0], 0.0)
+    ata, atb = a.T @ a, a.T @ b
+    for _ in range(iters):
+        for j in range(len(x)):
+            if ata[j, j] <= 0:
+                continue
+            r = atb[j] - ata[j] @ x + ata[j, j] * x[j]
+            x[j] = max(0.0, r / ata[j, j])
+    return x
+
+
+def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False) -> Estimate:
+    """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many)."""
+    from .targets import host_target
+
+    t = target or host_target().name
+    return Estimator(t, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict)
+
+
+__all__ = ["Estimator", "Estimate", "KernelEstimate", "estimate", "LatencyError"]

@@ -1,0 +1,60 @@
+import json
+import math
+
+import pytest
+
+from latency.errors import UnknownOpKind
+from latency.ops import Config, config_key, get_kind, key_hash, kind_of_op, kinds
+from profilers.builders import UNMEASURED, buildable_kinds
+
+
+def test_every_kind_is_measurable_or_declared_free():
+    for name, k in kinds().items():
+        assert (name in buildable_kinds()) != (name in UNMEASURED), name
+        assert k.free == (name in UNMEASURED)
+
+
+def test_unknown_kind_lists_valid_ones():
+    with pytest.raises(UnknownOpKind) as e:
+        get_kind("Convolution")
+    assert "Conv" in str(e.value) and "MatMul" in str(e.value)
+
+
+def test_key_is_canonical_and_hash_stable():
+    p1 = {"x": [1, 3, 8, 8], "cout": 4, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+          "dilations": [1, 1], "group": 1, "act": "Relu", "sum": 0, "ignored": 7}
+    p2 = dict(reversed(list(p1.items())))
+    p2["x"] = (1, 3, 8, 8)
+    assert config_key("Conv", p1) == config_key("Conv", p2)
+    assert "ignored" not in config_key("Conv", p1)
+    assert key_hash(config_key("Conv", p1)) != key_hash(config_key("Conv", p1, "int8"))
+    c = Config.from_key(config_key("Conv", p1, "int8", "2:4"))
+    assert (c.kind, c.precision, c.sparsity) == ("Conv", "int8", "2:4")
+
+
+def test_conv_flops_grouped_and_depthwise():
+    base = {"x": [1, 32, 16, 16], "cout": 32, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+            "dilations": [1, 1], "group": 1, "act": "none", "sum": 0}
+    dense = Config("Conv", base).flops()
+    assert dense == 2 * 32 * 16 * 16 * 32 * 9
+    assert Config("Conv", dict(base, group=32)).flops() == dense / 32
+    assert Config("Conv", dict(base, strides=[2, 2])).flops() == dense / 4
+
+
+def test_features_are_finite_numbers():
+    from profilers.plans import plan
+
+    for c in plan("quick"):
+        f = c.features()
+        assert all(isinstance(v, float) and math.isfinite(v) for v in f.values()), c.key
+
+
+def test_onnx_ops_map_to_one_kind():
+    assert kind_of_op("Gemm") == "MatMul"
+    assert kind_of_op("Reshape") == "Free"
+    assert kind_of_op("NoSuchOp") is None
+    seen = {}
+    for k in kinds().values():
+        for op in k.onnx_ops:
+            assert op not in seen, f"{op} in {seen.get(op)} and {k.name}"
+            seen[op] = k.name
