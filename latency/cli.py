@@ -89,6 +89,27 @@ def ops():
 
 
 @main.command()
+@click.argument("name", required=False)
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="ONNX file to write")
+@click.option("--batch", default=1, show_default=True)
+@click.option("--size", default=None, type=int, help="input resolution (pixels) or sequence length")
+def zoo(name, out, batch, size):
+    """Write a real architecture (random weights) as ONNX; without NAME, list them."""
+    from profilers import zoo as z
+
+    if not name:
+        click.echo("\n".join(z.NAMES))
+        return
+    if name not in z.NAMES:
+        raise LatencyError(f"unknown zoo model {name!r}; valid: {', '.join(z.NAMES)}")
+    import onnx
+
+    out = out or f"{name}.onnx"
+    onnx.save(z.build(name, batch=batch, size=size), out)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
 @click.option("--target", "target_name", required=True, help="target to measure (see `latency targets`)")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="profiling database (SQLite) to write")
 @click.option("--plan", default="quick", show_default=True, help="quick | standard | full")

@@ -342,6 +342,24 @@ def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
     return x
 
 
+def fit_overhead(estimates, measured_us) -> dict:
+    """Fit ``measured - kernel_sum = per_run + per_kernel * n_dispatched`` (relative least squares).
+
+    ``estimates`` are :class:`Estimate` objects made without overhead; ``measured_us`` the
+    end-to-end latencies of the same models (microseconds).
+    """
+    rows = []
+    for e, m in zip(estimates, measured_us):
+        n = sum(1 for k in e.kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
+        rows.append((1.0, float(n), m - e.kernel_sum_us, m))
+    a = np.array(rows)
+    w = 1.0 / a[:, 3]
+    coef = _nnls(a[:, :2] * w[:, None], a[:, 2] * w)
+    resid = (a[:, :2] @ coef - a[:, 2]) / a[:, 3]
+    return {"per_run_us": float(coef[0]), "per_kernel_us": float(coef[1]), "n_models": len(rows),
+            "residual_rel_median": float(np.median(np.abs(resid))), "source": "fitted on end-to-end measurements"}
+
+
 def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False) -> Estimate:
     """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many)."""
     from .targets import host_target

@@ -287,9 +287,9 @@ def _fix_inputs(model, shapes, batch, label):
     shapes = dict(shapes or {})
     bad = [n for n in shapes if n not in names]
     if bad:
-        raise ModelError(f"{label}: --shape names {', '.join(repr(b) for b in bad)} which "
-                         f"{'is' if len(bad) == 1 else 'are'} not graph inputs; valid inputs: "
-                         f"{', '.join(names) if names else '(none)'}")
+        what = "is not a graph input" if len(bad) == 1 else "are not graph inputs"
+        raise ModelError(f"{label}: --shape names {', '.join(repr(b) for b in bad)}, which {what}; "
+                         f"valid inputs: {', '.join(names) if names else '(none)'}")
     if batch is not None and int(batch) <= 0:
         raise ModelError(f"batch must be a positive integer, got {batch}")
     problems = []
@@ -536,8 +536,9 @@ def _runtime_shapes(model, names, user_inputs, tensors, base):
     m = copy.deepcopy(model)
     existing = {o.name for o in m.graph.output}
     produced = {o for n in m.graph.node for o in n.output}
-    extra = [n for n in names if n in produced and n not in existing]
-    if not extra:
+    wanted = [n for n in names if n in produced]
+    extra = [n for n in wanted if n not in existing]
+    if not wanted:
         return {}
     for n in extra:
         vi = onnx.ValueInfoProto()
@@ -562,7 +563,7 @@ def _runtime_shapes(model, names, user_inputs, tensors, base):
             return {}
         feeds[vi.name] = _dummy(t.dtype, t.shape)
     outs = [o.name for o in sess.get_outputs()]
-    want = [o for o in outs if o in set(extra)]
+    want = [o for o in outs if o in set(wanted)]
     vals = sess.run(want, feeds)
     result = {}
     for n, v in zip(want, vals):

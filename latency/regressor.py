@@ -84,10 +84,10 @@ class KindRegressor:
     ``feature_names_`` (see :meth:`feature_matrix`).
     """
 
-    def __init__(self, kind: str, n_estimators: int = 600, max_depth: int = 7, learning_rate: float = 0.05,
+    def __init__(self, kind: str, n_estimators: int = 500, max_depth: int = 6, learning_rate: float = 0.08,
                  min_child_weight: float = 2.0, subsample: float = 0.8, colsample_bytree: float = 0.8,
-                 reg_lambda: float = 1.0, max_bin: int = 256, baseline: bool = True, random_state: int = 0,
-                 n_jobs: int = 1):
+                 reg_lambda: float = 1.0, max_bin: int = 256, baseline: bool = True,
+                 objective: str = "reg:squarederror", random_state: int = 0, n_jobs: int = 1):
         self.kind = kind
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -98,6 +98,7 @@ class KindRegressor:
         self.reg_lambda = reg_lambda
         self.max_bin = max_bin
         self.baseline = baseline
+        self.objective = objective
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -124,7 +125,7 @@ class KindRegressor:
         return f"KindRegressor({args})"
 
     def _xgb_params(self) -> dict:
-        return {"objective": "reg:squarederror", "tree_method": "hist", "nthread": int(self.n_jobs),
+        return {"objective": self.objective, "tree_method": "hist", "nthread": int(self.n_jobs),
                 "max_depth": int(self.max_depth), "eta": float(self.learning_rate),
                 "min_child_weight": float(self.min_child_weight), "subsample": float(self.subsample),
                 "colsample_bytree": float(self.colsample_bytree), "lambda": float(self.reg_lambda),
@@ -407,7 +408,7 @@ def train_all(store, target_id: str, out_dir, holdout: float = 0.2, seed: int = 
         rec["n_rows"] = n
         rec["n_shapes"] = len({shape_key(k) for k in df["key"]})
         if n < MIN_ROWS:
-            rec["reason"] = f"only {n} measured rows (< {MIN_ROWS})"
+            rec["reason"] = f"only {n} measured rows (< {MIN_ROWS})" if n else "no measured rows"
             rows.append(rec)
             continue
         t0 = time.perf_counter()
@@ -425,9 +426,13 @@ def train_all(store, target_id: str, out_dir, holdout: float = 0.2, seed: int = 
         final.holdout_ = {"fraction": holdout, "seed": seed, "split": "by shape (key without precision/sparsity)",
                           "n_train": int(len(tr)), "n_test": int(len(te)), **metrics}
         final.save(out_dir)
-        rec.update(status="trained", reason="", n_train=int(len(tr)), n_test=int(len(te)),
+        reason = "" if len(te) else "one shape only: trained on all rows, nothing held out"
+        rec.update(status="trained", reason=reason, n_train=int(len(tr)), n_test=int(len(te)),
                    fit_s=round(time.perf_counter() - t0, 2), **{k: round(v, 2) for k, v in metrics.items()})
         rows.append(rec)
         if progress:
             progress(rec)
-    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    out = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    for c in ("n_rows", "n_shapes", "n_train", "n_test"):
+        out[c] = out[c].astype("Int64")
+    return out

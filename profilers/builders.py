@@ -191,7 +191,11 @@ def _b_elementwise(g: _G, p: dict):
 
 def _b_activation(g: _G, p: dict):
     x = g.inp(p["x"], TensorProto.BOOL if p["op"] == "Not" else TensorProto.FLOAT, name="x")
-    return _act(g, p["op"], x)
+    y = _act(g, p["op"], x)
+    if p["op"] in ("Cast", "Not"):
+        g.out(y, TensorProto.FLOAT16 if p["op"] == "Cast" else TensorProto.BOOL)
+        return None
+    return y
 
 
 def _b_softmax(g: _G, p: dict):
@@ -350,11 +354,14 @@ def _to_fp16(m: onnx.ModelProto) -> onnx.ModelProto:
         if t.data_type == TensorProto.FLOAT:
             arr = numpy_helper.to_array(t).astype(np.float16)
             g.initializer[i].CopyFrom(numpy_helper.from_array(arr, t.name))
+    outs = {vi.name: vi for vi in g.output}
     for n in g.node:
         if n.op_type == "Cast":
             for a in n.attribute:
                 if a.name == "to" and a.i == TensorProto.FLOAT16:
                     a.i = TensorProto.FLOAT
+                    if n.output[0] in outs:
+                        outs[n.output[0]].type.tensor_type.elem_type = TensorProto.FLOAT
     return m
 
 

@@ -947,6 +947,11 @@ _ZOO = {
 #: names accepted by :func:`build`
 NAMES = list(_ZOO)
 
+#: the models anything is fitted on (overhead model; exact kernel shapes added to sweep plans);
+#: every other zoo model and every light model is held out from fitting
+FIT = ("lenet5", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "squeezenet1_1",
+       "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny")
+
 
 def build(name, batch=1, seed=0, size=None):
     """Build zoo model ``name`` as an fp32 opset-17 ModelProto with random weights.

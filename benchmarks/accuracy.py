@@ -1,0 +1,167 @@
+"""Model-level accuracy: measured vs estimated latency on a corpus of real architectures.
+
+Corpus: the project's zoo (real layer configurations built with onnx.helper) plus onnx's shipped
+`light_*` model-zoo architectures. Ground truth: end-to-end latency with the robust protocol
+(fresh sessions per phase, round-robin rounds, minimum of round medians), 1 thread, ORT_ENABLE_ALL,
+pinned to one core; cached in benchmarks/out/e2e_<target>.json with the host fingerprint.
+
+Side by side, from the same measurements:
+* `latency`:   the estimator (fusion rules + table/regressor/prior + fitted overhead);
+* `flops`:     latency proportional to FLOPs, the constant fitted on the FIT models;
+* `naive`:     sum of isolated, unfused ops from the same profile (no fusion, no overhead).
+
+Models in profilers.zoo.FIT were used for fitting (overhead, plan shapes) and are reported apart.
+
+    python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure] [--core 0] [--fit-overhead]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from latency.estimator import Estimator, fit_overhead  # noqa: E402
+from latency.graph import load_graph  # noqa: E402
+from latency.ops import get_kind  # noqa: E402
+from latency.targets import get_target  # noqa: E402
+from profilers import zoo  # noqa: E402
+from profilers.measure import pin_to_core  # noqa: E402
+
+OUT = os.path.join(ROOT, "benchmarks", "out")
+
+
+def corpus() -> dict:
+    models = {n: zoo.build(n) for n in zoo.NAMES}
+    models.update(zoo.light_models())
+    return models
+
+
+def measure(models, path, remeasure: bool, target):
+    from profilers.e2e import measure_models
+
+    if os.path.exists(path) and not remeasure:
+        with open(path) as f:
+            d = json.load(f)
+        if set(models) <= set(d["results"]):
+            return d["results"]
+    t0 = time.time()
+    res = measure_models({n: m.SerializeToString() for n, m in models.items()},
+                         progress=lambda s: print("  " + s, file=sys.stderr))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"host": target.fingerprint(), "seconds": time.time() - t0, "protocol":
+                   "3 phases x 3 rounds, fresh sessions, min of round medians", "results": res}, f, indent=1)
+    return res
+
+
+def kendall_tau(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    n = len(a)
+    s = 0
+    for i in range(n):
+        s += np.sum(np.sign(a[i] - a[i + 1:]) * np.sign(b[i] - b[i + 1:]))
+    return float(s / (n * (n - 1) / 2))
+
+
+def metrics(pred, meas) -> dict:
+    pred, meas = np.asarray(pred), np.asarray(meas)
+    err = pred / meas - 1.0
+    ae = np.abs(err)
+    return {"n": len(err), "within5": 100 * float((ae <= 0.05).mean()), "within10": 100 * float((ae <= 0.10).mean()),
+            "within20": 100 * float((ae <= 0.20).mean()), "mape": 100 * float(ae.mean()),
+            "median_signed": 100 * float(np.median(err)), "tau": kendall_tau(pred, meas) if len(err) > 1 else 1.0}
+
+
+def model_flops(graph, est) -> float:
+    return sum(get_kind(k.kind).work(__import__("latency.ops", fromlist=["Config"]).Config.from_key(k.key).params)
+               ["flops"] for k in est.kernels)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", default="x86-avx2-ort")
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--remeasure", action="store_true")
+    ap.add_argument("--core", type=int, default=0)
+    ap.add_argument("--fit-overhead", action="store_true", help="refit and save the overhead model from FIT models")
+    a = ap.parse_args()
+    pin_to_core(a.core)
+    target = get_target(a.target)
+    models = corpus()
+    meas = measure(models, os.path.join(OUT, f"e2e_{target.name}.json"), a.remeasure, target)
+    est = Estimator(target, profile=a.profile, overhead=False if a.fit_overhead else None).prepare()
+    naive = Estimator(target, profile=a.profile, overhead=False).prepare()
+    from latency import fusion
+
+    naive.rules_ = fusion.NO_FUSION_RULES
+    rows = []
+    for name, m in models.items():
+        r = meas.get(name, {})
+        if not r or r.get("error"):
+            print(f"skip {name}: {r.get('error') if r else 'not measured'}", file=sys.stderr)
+            continue
+        g = load_graph(m)
+        e = est.estimate(g)
+        nv = naive.estimate(g)
+        rows.append({"model": name, "fit": name in zoo.FIT, "measured_ms": r["latency_ms"], "kernel_sum_ms":
+                     e.kernel_sum_us / 1000, "n_kernels": len(e.kernels), "est": e, "naive_ms": nv.total_ms,
+                     "flops": sum(k_flops(k) for k in e.kernels), "uncovered": len(e.uncovered)})
+    fit_rows = [r for r in rows if r["fit"]]
+    if a.fit_overhead:
+        ov = fit_overhead([r["est"] for r in fit_rows], [r["measured_ms"] * 1000 for r in fit_rows])
+        ov.update({"fitted_on": [r["model"] for r in fit_rows], "host": target.fingerprint(),
+                   "fitted_at": time.strftime("%Y-%m-%d"), "protocol": "e2e: 3 phases x 3 rounds, fresh sessions, "
+                   "min of round medians; 1 thread, ORT_ENABLE_ALL"})
+        path = est.profile_path_.replace(".db", ".overhead.json")
+        with open(path, "w") as f:
+            json.dump(ov, f, indent=1)
+        print(f"overhead model saved to {path}: {ov['per_run_us']:.1f} us/run + {ov['per_kernel_us']:.2f} us/kernel")
+        est = Estimator(target, profile=a.profile).prepare()
+        for r in rows:
+            r["est"] = est.estimate(load_graph(models[r["model"]]))
+    # FLOPs baseline: one constant (ms per GFLOP) fitted on FIT models, median of ratios
+    k_flop = float(np.median([r["measured_ms"] / r["flops"] for r in fit_rows]))
+    print(f"\n{'model':26s} {'set':4s} {'kern':>5s} {'measured':>9s} {'latency':>9s} {'err':>7s} {'flops':>9s} "
+          f"{'err':>7s} {'naive':>9s} {'err':>7s} unc")
+    for r in sorted(rows, key=lambda r: (r["fit"], r["measured_ms"])):
+        pe, pf = r["est"].total_ms, k_flop * r["flops"]
+        r.update(pred=pe, flops_ms=pf)
+        print(f"{r['model']:26s} {'fit' if r['fit'] else 'held':4s} {r['n_kernels']:5d} {r['measured_ms']:9.3f} "
+              f"{pe:9.3f} {100 * (pe / r['measured_ms'] - 1):+6.1f}% {pf:9.3f} {100 * (pf / r['measured_ms'] - 1):+6.1f}% "
+              f"{r['naive_ms']:9.3f} {100 * (r['naive_ms'] / r['measured_ms'] - 1):+6.1f}% {r['uncovered']}")
+    print()
+    for label, sel in (("held-out", [r for r in rows if not r["fit"]]), ("fit", fit_rows)):
+        if not sel:
+            continue
+        ms = [r["measured_ms"] for r in sel]
+        for name, key in (("latency", "pred"), ("flops", "flops_ms"), ("naive", "naive_ms")):
+            m = metrics([r[key] for r in sel], ms)
+            print(f"{label:9s} {name:8s} n={m['n']:3d}  within ±5% {m['within5']:5.1f}%  ±10% {m['within10']:5.1f}%  "
+                  f"±20% {m['within20']:5.1f}%  MAPE {m['mape']:6.2f}%  median signed {m['median_signed']:+6.2f}%  "
+                  f"Kendall tau {m['tau']:.3f}")
+    src: dict = {}
+    for r in rows:
+        for k in r["est"].kernels:
+            src[k.source] = src.get(k.source, 0.0) + k.latency_us
+    tot = sum(src.values())
+    print("\nshare of estimated kernel time by source: " + ", ".join(f"{k} {100 * v / tot:.1f}%" for k, v in
+                                                                     sorted(src.items(), key=lambda x: -x[1])))
+
+
+def k_flops(k) -> float:
+    from latency.ops import Config
+
+    return Config.from_key(k.key).flops()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The model-level estimator on a fake target (fast) and for real on this CPU (small scale)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from latency.cli import main
+from latency.errors import DynamicShapeError, MissingTable, ModelError, UnsupportedOp
+from latency.estimator import Estimator
+from latency.fusion import fuse
+from latency.graph import load_graph
+from latency.ops import Config
+from latency.store import Store
+from latency.targets import get_target
+from profilers.fake import fake_latency_us
+from profilers.sweep import run_sweep
+
+from models import dynamic_batch, small_cnn, with_unknown_op
+
+FAKE = get_target("fake")
+
+
+def kernels_of(model):
+    return fuse(load_graph(model), FAKE.fusion_rules())[0]
+
+
+@pytest.fixture
+def fake_profile(tmp_path):
+    """A fake-target profile holding exactly the kernels of small_cnn plus some neighbours."""
+    db = tmp_path / "fake.db"
+    from profilers.plans import plan
+
+    cfgs = [k.config for k in kernels_of(small_cnn()) if k.kind != "Free"]
+    cfgs += plan("quick", ops=["Conv", "MatMul"], precisions=["fp32"])[:20]
+    with Store(db) as st:
+        run_sweep(st, FAKE, cfgs)
+    return db
+
+
+def test_table_hits_sum_to_total(fake_profile):
+    est = Estimator(FAKE, profile=fake_profile, overhead=False).estimate(small_cnn())
+    assert not est.uncovered
+    assert {k.source for k in est.kernels} <= {"table", "free"}
+    expected = sum(min(fake_latency_us(Config.from_key(k.key)) * (1 + 0.01 * ((int(Config.from_key(k.key).hash[:4], 16)
+                                                                               + r) % 5)) for r in range(4))
+                   for k in est.kernels if k.source == "table")
+    assert est.total_ms * 1000 == pytest.approx(expected)
+    conv1 = next(k for k in est.kernels if "conv1" in k.nodes)
+    assert set(conv1.nodes) == {"conv1", "bn1", "relu1"}
+    assert abs(sum(k.share for k in est.kernels) - 1) < 1e-9
+
+
+def test_unknown_op_is_uncovered_never_zero(fake_profile):
+    e = Estimator(FAKE, profile=fake_profile, overhead=False)
+    est = e.estimate(with_unknown_op())
+    assert [u.node for u in est.uncovered] == ["mystery"]
+    assert "Frobnicate" in est.uncovered[0].reason
+    assert all("mystery" not in k.nodes for k in est.kernels)
+    with pytest.raises(UnsupportedOp):
+        e.estimate(with_unknown_op(), strict=True)
+
+
+def test_prior_prices_missing_shapes_and_says_so(fake_profile):
+    big = small_cnn(c=16, h=32)
+    est = Estimator(FAKE, profile=fake_profile, overhead=False).estimate(big)
+    srcs = {k.source for k in est.kernels if k.kind == "Conv"}
+    assert srcs == {"prior"}
+    # kinds with too few rows for a prior are listed as uncovered, not priced at 0
+    assert {u.reason.split()[-2] for u in est.uncovered} <= {"Pool", "Reorder"}
+
+
+def test_regressor_beats_prior_when_trained(tmp_path):
+    from latency.regressor import train_all
+    from profilers.plans import plan
+
+    db = tmp_path / "r.db"
+    with Store(db) as st:
+        run_sweep(st, FAKE, plan("standard", ops=["Conv"], precisions=["fp32"])[:600])
+        train_all(st, st.find_target("fake"), tmp_path / "regs")
+    e = Estimator(FAKE, profile=db, regressors=tmp_path / "regs", overhead=False)
+    est = e.estimate(small_cnn(c=24, h=20))
+    convs = [k for k in est.kernels if k.kind == "Conv"]
+    assert {k.source for k in convs} == {"regressor"}
+    for k in convs:
+        truth = fake_latency_us(Config.from_key(k.key))
+        assert abs(k.latency_us / truth - 1) < 0.35
+
+
+def test_sparse_kernel_priced_as_dense_with_evidence(tmp_path):
+    m = small_cnn()
+    w = onnx.numpy_helper.to_array(m.graph.initializer[2]).copy()
+    w[np.random.default_rng(0).random(w.shape) < 0.9] = 0
+    m.graph.initializer[2].CopyFrom(onnx.numpy_helper.from_array(w, "w2"))
+    ks = kernels_of(m)
+    conv2 = next(k for k in ks if "conv2" in k.nodes)
+    assert conv2.sparsity == "90"
+    dense = [Config(k.kind, k.params, k.precision, "0") for k in ks if k.kind != "Free"]
+    spot = [Config("Conv", c.params, "fp32", s) for c in dense if c.kind == "Conv" for s in ("50", "75")]
+    db = tmp_path / "s.db"
+    with Store(db) as st:
+        run_sweep(st, FAKE, dense + spot)
+    est = Estimator(FAKE, profile=db, overhead=False).estimate(m)
+    k2 = next(k for k in est.kernels if "conv2" in k.nodes)
+    assert k2.source == "table:dense-equivalent" and "spot checks" in k2.detail
+
+
+def test_bad_inputs(tmp_path, fake_profile):
+    e = Estimator(FAKE, profile=fake_profile)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(small_cnn().SerializeToString()[:200])
+    with pytest.raises(ModelError):
+        e.estimate(str(bad))
+    with pytest.raises(DynamicShapeError) as ex:
+        e.estimate(dynamic_batch())
+    assert "x" in str(ex.value)
+    assert e.estimate(dynamic_batch(), batch=1).total_ms > 0
+    with pytest.raises(MissingTable):
+        Estimator(FAKE, profile=tmp_path / "none.db").estimate(small_cnn())
+    with pytest.raises(MissingTable):
+        Estimator("arm64-ort").estimate(small_cnn())
+
+
+def test_cli_estimate_json_and_errors(tmp_path, fake_profile):
+    p = tmp_path / "m.onnx"
+    onnx.save(with_unknown_op(), p)
+    run = CliRunner().invoke
+    r = run(main, ["estimate", str(p), "--target", "fake", "--profile", str(fake_profile), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["total_ms"] > 0 and d["uncovered"][0]["node"] == "mystery"
+    assert all({"latency_us", "source", "nodes"} <= set(k) for k in d["kernels"])
+    r = run(main, ["estimate", str(p), "--target", "fake", "--profile", str(fake_profile), "--strict"])
+    assert r.exit_code == 2 and "uncovered" in r.output
+    r = run(main, ["estimate", str(p), "--target", "t5"])
+    assert r.exit_code == 2 and "valid targets" in r.output
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01garbage" * 10)
+    r = run(main, ["estimate", str(junk), "--target", "fake", "--profile", str(fake_profile)])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    d = tmp_path / "d.onnx"
+    onnx.save(dynamic_batch(), d)
+    r = run(main, ["estimate", str(d), "--target", "fake", "--profile", str(fake_profile)])
+    assert r.exit_code == 2 and "--shape" in r.output
+    r = run(main, ["estimate", str(d), "--target", "fake", "--profile", str(fake_profile), "--shape", "x=1x3x16x16"])
+    assert r.exit_code == 0 and "total" in r.output
+
+
+def test_spec_sheet_target_is_labelled_derived():
+    est = Estimator("t4").estimate(small_cnn())
+    assert est.kernels and {k.source for k in est.kernels} <= {"prior:spec-sheet", "free"}
+    assert any("spec sheet" in w for w in est.warnings)
+
+
+def test_real_pipeline_small_scale(tmp_path):
+    """Profile a tiny model's kernels for real on this CPU, then estimate it from that profile."""
+    from profilers.measure import Protocol
+
+    target = get_target("x86-avx2-ort")
+    ok, why = target.host_supported()
+    if not ok:
+        pytest.skip(why)
+    m = small_cnn()
+    cfgs = [k.config for k in fuse(load_graph(m), target.fusion_rules())[0] if k.kind != "Free"]
+    db = tmp_path / "real.db"
+    fast = Protocol(phases=1, rounds_per_phase=2, warmup=1, min_runs=3, max_runs=5, remeasure_phases=0)
+    with Store(db) as st:
+        r = run_sweep(st, target, cfgs, protocol=fast)
+        assert r.failed == 0
+        row = st.measurements().iloc[0]
+        assert row["source"] == "measured" and len(row["rounds_us"]) == 2
+    est = Estimator(target, profile=db, overhead=False, check_host=False).estimate(m)
+    assert not est.uncovered
+    assert {k.source for k in est.kernels} <= {"table", "free"}
+    assert est.total_ms > 0
