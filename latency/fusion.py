@@ -1854,6 +1854,9 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
     from .graph import _fix_inputs, _read_model
 
     m, path, base, label = _read_model(model)
+    if m is model:  # a caller's ModelProto: never mutate it
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
     _fix_inputs(m, shapes, batch, label)
     inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
     tshape = {}

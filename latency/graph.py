@@ -170,7 +170,7 @@ class Graph:
 
     def unknown_shapes(self) -> list:
         """Names of tensors touched by non-foldable ops whose shape is still unknown."""
-        return _needed_unknown(self.ops, self.tensors)
+        return _needed_unknown(self.ops, self.tensors, set(self.consumers) | self.output_names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def _read_model(src):
     import onnx
 
     if isinstance(src, onnx.ModelProto):
-        return copy.deepcopy(src), None, None, "<model>"
+        return src, None, None, "<model>"  # never mutated: load_graph works on a light copy
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         path, base, label = None, None, "<bytes>"
@@ -278,10 +278,12 @@ def _shape_str(dims):
     return "x".join(str(v) if v is not None else f"<{p or '?'}>" for v, p in dims)
 
 
-def _fix_inputs(model, shapes, batch, label):
-    """Set the dims of the user inputs; raise DynamicShapeError naming the ones without value."""
+def _fix_inputs(model, shapes, batch, label, init=None):
+    """Set the dims of the user inputs (in place); raise DynamicShapeError naming the ones without value.
+
+    ``init``: names that are initializers (not user inputs); default: the model's initializers."""
     g = model.graph
-    init = {t.name for t in g.initializer}
+    init = {t.name for t in g.initializer} if init is None else set(init)
     user = [vi for vi in g.input if vi.name not in init]
     names = [vi.name for vi in user]
     shapes = dict(shapes or {})
@@ -330,6 +332,45 @@ def _fix_inputs(model, shapes, batch, label):
     if problems:
         raise DynamicShapeError(f"{label}: " + "; ".join(problems))
     return user
+
+
+#: initializers kept in the light model used for shape inference (values may steer shapes)
+_SMALL_FLOAT = 1024
+_SMALL_INT = 1 << 16
+
+
+def _light_copy(model):
+    """The model without its large initializers (they become typed graph inputs): cheap to copy,
+    serialize and shape-infer. -> (light ModelProto, {name: big TensorProto})"""
+    import onnx
+
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    g, lg = model.graph, light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(g.input)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    listed = {vi.name for vi in g.input}
+    big = {}
+    for t in g.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        limit = _SMALL_INT if t.data_type in (6, 7) else _SMALL_FLOAT
+        if n <= limit:
+            lg.initializer.append(t)
+            continue
+        big[t.name] = t
+        if t.name not in listed:
+            vi = lg.input.add()
+            vi.name = t.name
+            vi.type.tensor_type.elem_type = t.data_type
+            for d in t.dims:
+                vi.type.tensor_type.shape.dim.add().dim_value = int(d)
+    return light, big
 
 
 def _static(vi):
@@ -500,12 +541,15 @@ def _vi_table(model) -> dict:
     return table
 
 
-def _needed_unknown(records, tensors) -> list:
+def _needed_unknown(records, tensors, used=None) -> list:
+    """Tensors read by non-foldable ops, or written by them and read by someone (``used``), whose
+    shape is unknown."""
     seen, out = set(), []
     for r in records:
         if r.foldable or r.op_type in CONTROL_FLOW:
             continue
-        for t in list(r.inputs) + list(r.outputs):
+        outs = [t for t in r.outputs if used is None or t.name in used]
+        for t in list(r.inputs) + outs:
             if t.name and t.name not in seen:
                 seen.add(t.name)
                 cur = tensors.get(t.name)
@@ -528,12 +572,15 @@ def _dummy(dtype: str, shape):
         return np.zeros(shape, dtype=np.float32)
 
 
-def _runtime_shapes(model, names, user_inputs, tensors, base):
-    """Run onnxruntime once (no optimization, 1 thread) to read the shapes of ``names``."""
+def _runtime_shapes(light, names, user_inputs, tensors, base, big, const_values):
+    """Run onnxruntime once (no optimization, 1 thread) to read the shapes of ``names``.
+
+    ``light`` is the model without its large initializers; they are fed as inputs."""
     import onnx
     import onnxruntime as ort
 
-    m = copy.deepcopy(model)
+    m = onnx.ModelProto()
+    m.CopyFrom(light)
     existing = {o.name for o in m.graph.output}
     produced = {o for n in m.graph.node for o in n.output}
     wanted = [n for n in names if n in produced]
@@ -562,6 +609,8 @@ def _runtime_shapes(model, names, user_inputs, tensors, base):
         if t is None or t.shape is None:
             return {}
         feeds[vi.name] = _dummy(t.dtype, t.shape)
+    for name in big:
+        feeds[name] = const_values[name]
     outs = [o.name for o in sess.get_outputs()]
     want = [o for o in outs if o in set(wanted)]
     vals = sess.run(want, feeds)
@@ -583,13 +632,16 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
 
     model, path, base, label = _read_model(model)
     _check_external_data(model, base, label)
-    user_inputs = _fix_inputs(model, shapes, batch, label)
+    light, big = _light_copy(model)
+    user_inputs = _fix_inputs(light, shapes, batch, label, init={t.name for t in model.graph.initializer})
 
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
     opset = opsets.get("ai.onnx", 0)
 
-    inferred = _infer(model)
+    inferred = _infer(light)
     table = _vi_table(inferred)
+    for t in model.graph.initializer:
+        table[t.name] = (tuple(int(x) for x in t.dims), dtype_name(t.data_type))
     g = model.graph
 
     # constants: initializers + Constant nodes
@@ -671,11 +723,13 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
         for nm_ in seen:
             consumers.setdefault(nm_, []).append(i)
 
+    const_values = ConstValues(const_protos, base)
     shape_source = "inferred"
-    unknown = _needed_unknown(records, tensors)
+    used = set(consumers) | {vi.name for vi in g.output}
+    unknown = _needed_unknown(records, tensors, used)
     if unknown:
         try:
-            got = _runtime_shapes(model, unknown, user_inputs, tensors, base)
+            got = _runtime_shapes(light, unknown, user_inputs, tensors, base, big, const_values)
         except Exception:  # noqa: BLE001 - the runtime cannot run it: keep the unknowns
             got = {}
         if got:
@@ -700,7 +754,7 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
                                                 vi.name in const_names)
                  for vi in g.output]
     return Graph(ops=records, inputs=g_inputs, outputs=g_outputs, opset=opset, producers=producers,
-                 consumers=consumers, const_values=ConstValues(const_protos, base), path=path,
+                 consumers=consumers, const_values=const_values, path=path,
                  shape_source=shape_source, tensors=tensors, opsets=opsets)
 
 
@@ -778,7 +832,7 @@ def weight_sparsity(graph: Graph, tensor_name: str, axis: int | None = None) -> 
     w = _value_of(graph, tensor_name)
     if w is None or w.size == 0 or w.dtype == object:
         return "0"
-    zero = float(np.count_nonzero(w == 0)) / w.size
+    zero = 1.0 - float(np.count_nonzero(w)) / w.size
     structured = False
     if zero > 0.3:
         if axis is not None:

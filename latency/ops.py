@@ -300,8 +300,12 @@ def _x_concat(p):
     return d
 
 
+_MODES = ("nearest", "linear", "cubic", "constant", "reflect", "edge", "wrap")
+
+
 def _x_inout(p):
-    d = {"op_id": float(_OPS_INOUT.index(p["op"])) if p.get("op") in _OPS_INOUT else 0.0}
+    d = {"op_id": float(_OPS_INOUT.index(p["op"])) if p.get("op") in _OPS_INOUT else 0.0,
+         "mode_id": float(_MODES.index(p["mode"])) if p.get("mode") in _MODES else -1.0}
     d.update(_x_shape(p["x"]))
     d["y_last"] = p["y"][-1] if p["y"] else 1
     return d

@@ -339,13 +339,12 @@ def read_training_data(in_dir, kind: str):
 
 
 def load_all(in_dir) -> dict[str, KindRegressor]:
-    """Every regressor saved in ``in_dir``, by kind; MissingTable when the directory has none."""
+    """Every regressor saved in ``in_dir``, by kind ({} when it holds none); MissingTable when the
+    directory does not exist, RegressorError when one is stale (feature schema changed)."""
     d = Path(in_dir)
     if not d.is_dir():
         raise MissingTable(f"regressor directory {d} does not exist; train it with train_all()")
     found = sorted(p.name[: -len(META_EXT)] for p in d.glob(f"*{META_EXT}") if not p.name.startswith("."))
-    if not found:
-        raise MissingTable(f"regressor directory {d} holds no regressors (*{META_EXT}); train it with train_all()")
     return {k: KindRegressor.load(d, k) for k in found}
 
 

@@ -320,6 +320,13 @@ def _b_quant(g: _G, p: dict):
 def _b_reorder(g: _G, p: dict):
     g.domains[_NCHWC] = 1
     c = p["x"][1]
+    if c % 4:
+        if p["op"] == "ReorderInput":
+            raise NotBuildable("ReorderInput needs channels divisible by 4")
+        # an NCHWc tensor carries its channels padded to the block; ReorderOutput drops the padding
+        x = g.inp([p["x"][0], -(-c // 8) * 8] + list(p["x"][2:]), name="x")
+        r = g.node("ReorderInput", [x], domain=_NCHWC, name="ReorderInput")
+        return g.node("ReorderOutput", [r], domain=_NCHWC, name="ReorderOutput", channels=c)
     x = g.inp(p["x"], name="x")
     r = g.node("ReorderInput", [x], domain=_NCHWC, name="ReorderInput")
     return g.node("ReorderOutput", [r], domain=_NCHWC, name="ReorderOutput", channels=c)

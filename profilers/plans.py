@@ -8,7 +8,8 @@ sparsity level are spot checks (a few dozen configs per kind), because on x86 CP
 no fp16 or sparse kernels to gain from, and the table has to show that by measurement.
 
 Plans: ``quick`` (a few hundred configs: every kind and precision once or more), ``standard``
-(tens of thousands, the shipped profile), ``full`` (standard plus a denser random sample).
+(tens of thousands, the shipped profile), ``full`` (standard plus a denser random sample), ``zoo``
+(the exact fused kernels of the zoo models that fitting may use, fp32 and int8).
 """
 
 from __future__ import annotations
@@ -369,7 +370,39 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     return items
 
 
-PLANS = ("quick", "standard", "full")
+def model_kernels(models, target, precisions=("fp32",)) -> list[Config]:
+    """The exact kernels (after the target's fusion rules) of ONNX models, as configs to measure.
+
+    ``models``: paths, bytes or ModelProtos. Conv and MatMul kernels are also planned in each extra
+    precision of ``precisions`` that their kind supports.
+    """
+    from latency.fusion import fuse
+    from latency.graph import load_graph
+
+    rules = target.fusion_rules()
+    out = []
+    for m in models:
+        for k in fuse(load_graph(m), rules)[0]:
+            if get_kind(k.kind).free:
+                continue
+            out.append(k.config)
+            if k.precision == "fp32" and k.kind in ("Conv", "MatMul"):
+                out += [Config(k.kind, k.params, p, k.sparsity) for p in precisions
+                        if p != "fp32" and p in get_kind(k.kind).precisions]
+    return out
+
+
+def _zoo_items() -> list[tuple[int, Config]]:
+    """Kernels of the zoo's FIT models (the models fitting is allowed to see)."""
+    from latency.targets import get_target
+
+    from . import zoo
+
+    cfgs = model_kernels([zoo.build(n) for n in zoo.FIT], get_target("x86-avx2-ort"), ("fp32", "int8"))
+    return [(0 if c.precision == "fp32" else 1, c) for c in cfgs]
+
+
+PLANS = ("quick", "standard", "full", "zoo")
 
 
 def plan(name: str, ops: list[str] | None = None, precisions: list[str] | None = None) -> list[Config]:
@@ -382,7 +415,7 @@ def plan(name: str, ops: list[str] | None = None, precisions: list[str] | None =
     if ops:
         for k in ops:
             get_kind(k)
-    items = _plan_items(name)
+    items = _zoo_items() if name == "zoo" else _plan_items(name)
     seen, out = set(), []
     rng = random.Random(5)
     rng.shuffle(items)
