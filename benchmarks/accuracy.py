@@ -63,6 +63,22 @@ def measure(models, path, remeasure: bool, target):
     return res
 
 
+def no_fusion(rules):
+    """The same target with every fusion switched off: each ONNX node is its own isolated op."""
+    from dataclasses import fields
+
+    off = {}
+    for f in fields(rules):
+        v = getattr(rules, f.name)
+        if f.name in ("qdq", "dynamic_quant", "name", "nchwc_block", "nchwc_align"):
+            continue
+        if isinstance(v, bool):
+            off[f.name] = False
+        elif isinstance(v, tuple):
+            off[f.name] = ()
+    return replace(rules, name="no-fusion", **off)
+
+
 def kendall_tau(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     n = len(a)
@@ -100,9 +116,7 @@ def main():
     meas = measure(models, os.path.join(OUT, f"e2e_{target.name}.json"), a.remeasure, target)
     est = Estimator(target, profile=a.profile, overhead=False if a.fit_overhead else None).prepare()
     naive = Estimator(target, profile=a.profile, overhead=False).prepare()
-    from latency import fusion
-
-    naive.rules_ = fusion.NO_FUSION_RULES
+    naive.rules_ = no_fusion(est.rules_)
     rows = []
     for name, m in models.items():
         r = meas.get(name, {})
@@ -124,7 +138,8 @@ def main():
         path = est.profile_path_.replace(".db", ".overhead.json")
         with open(path, "w") as f:
             json.dump(ov, f, indent=1)
-        print(f"overhead model saved to {path}: {ov['per_run_us']:.1f} us/run + {ov['per_kernel_us']:.2f} us/kernel")
+        print(f"overhead model saved to {path}: {ov['per_run_us']:.1f} us/run + {ov['per_kernel_us']:.2f} us/kernel "
+              f"+ {ov['per_weight_mb_us']:.2f} us/weight-MB (fit residual median {100 * ov['residual_rel_median']:.1f}%)")
         est = Estimator(target, profile=a.profile).prepare()
         for r in rows:
             r["est"] = est.estimate(load_graph(models[r["model"]]))

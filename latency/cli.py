@@ -112,7 +112,9 @@ def zoo(name, out, batch, size):
 @main.command()
 @click.option("--target", "target_name", required=True, help="target to measure (see `latency targets`)")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="profiling database (SQLite) to write")
-@click.option("--plan", default="quick", show_default=True, help="quick | standard | full")
+@click.option("--plan", default="quick", show_default=True, help="quick | standard | full | zoo")
+@click.option("--model", "models", multiple=True, type=click.Path(dir_okay=False),
+              help="measure exactly the fused kernels of this ONNX model instead of a plan (repeatable)")
 @click.option("--ops", "ops_", default=None, help="comma-separated op kinds to restrict to")
 @click.option("--precision", default=None, help="comma-separated precisions to restrict to")
 @click.option("--budget", default=None, help="stop starting new chunks after this long (e.g. 30m)")
@@ -120,8 +122,9 @@ def zoo(name, out, batch, size):
 @click.option("--retry-failed", is_flag=True, help="re-measure rows stored with an error")
 @click.option("--chunk", default=100, show_default=True, help="configs per chunk (unit of work and of writing)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-def profile(target_name, db, plan, ops_, precision, budget, workers, retry_failed, chunk, no_progress):
-    """Measure a sweep plan on a target into a profiling database (resumable)."""
+def profile(target_name, db, plan, models, ops_, precision, budget, workers, retry_failed, chunk, no_progress):
+    """Measure a sweep plan (or a model's kernels) on a target into a profiling database (resumable)."""
+    from profilers.plans import model_kernels
     from profilers.sweep import run_sweep
 
     from .store import Store
@@ -131,6 +134,8 @@ def profile(target_name, db, plan, ops_, precision, budget, workers, retry_faile
     ok, why = target.host_supported()
     if not ok:
         raise LatencyError(why)
+    if models:
+        plan = model_kernels(list(models), target, tuple(_csv(precision) or ("fp32",)))
     with Store(db) as st:
         r = run_sweep(st, target, plan, ops=_csv(ops_), precisions=_csv(precision), budget_s=_parse_duration(budget),
                       workers=workers, retry_failed=retry_failed, chunk_size=chunk, progress=not no_progress,

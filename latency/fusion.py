@@ -4,21 +4,28 @@
 the estimator can sum one table lookup per *executed kernel*. It is pure (no onnxruntime): a
 rewrite of a small work graph in the order onnxruntime applies its transformers:
 
-* level 1: Identity/Dropout elimination, Transpose->Transpose merging, Conv + BatchNormalization
-  / per-channel Mul / per-channel Add folding, Pad->Conv/Pool folding, MatMul + bias Add -> Gemm
-  (also 3-D A, via reshapes), Erf-GELU -> Gelu, decomposed LayerNorm -> LayerNormalization;
-* level 2: QDQ node units -> int8 kernels (standalone Q/DQ -> Quant), Gemm + activation,
-  dynamic quantization (DynamicQuantizeLinear + MatMulInteger/ConvInteger + Cast + Mul [+ Add]),
-  Conv + activation, RMSNorm -> SimplifiedLayerNormalization, Transpose + MatMul -> FusedMatMul,
-  bias Add + Gelu -> BiasGelu, Add + LayerNorm -> SkipLayerNormalization, tanh-GELU -> FastGelu,
-  x*Sigmoid(a*x) -> QuickGelu, MatMul + scalar Mul/Div -> FusedMatMul(alpha);
-* level 3: the NCHWc layout pass (x86: blocked convs, pools, elementwise ops, ReorderInput /
-  ReorderOutput where the blocked region starts and ends, residual Add [+ act] folded into the
-  conv), Conv + residual Add [+ act] for the convs that stay NCHW, NHWC Transposes around int8
-  conv/pool regions.
+* level 1: Identity/Dropout elimination; HardSwish inlined as HardSigmoid + Mul; transpose
+  optimizer (simplified: Transpose->Split pushed behind the Split, Transpose->Squeeze->Transpose and
+  Transpose->Transpose merged, T(p) -> elementwise ops -> T(p^-1) cancelled); Conv +
+  BatchNormalization / per-channel Mul / per-channel Add folding; constant-zero Pad -> Conv/Pool;
+  MatMul + bias Add -> Gemm (N-D A via Reshape -> Gemm -> Reshape); Erf-GELU -> Gelu; decomposed
+  LayerNorm -> LayerNormalization;
+* level 2: QDQ node units -> int8 kernels (standalone Q/DQ -> Quant, one DQ per consumer), Gemm +
+  activation, dynamic quantization (DynamicQuantizeLinear + MatMulInteger/ConvInteger + Cast + Mul
+  [+ Add] -> one int8_dynamic kernel), Conv + activation, RMSNorm -> SimplifiedLayerNormalization,
+  Transpose(last two dims) + MatMul -> FusedMatMul, bias Add + Gelu -> BiasGelu, Add + LayerNorm ->
+  SkipLayerNormalization, tanh-GELU -> FastGelu, x*Sigmoid(a*x) -> QuickGelu, MatMul + scalar
+  Mul/Div -> FusedMatMul(alpha);
+* level 3: the x86 NCHWc layout pass (blocked convs, pools, BN / per-channel Mul as depthwise 1x1
+  convs, Add/Sum/Mul/Concat/Resize/activations inside the blocked region, residual Add/Sum [+ act]
+  and activations folded into single-use convs, ReorderInput / ReorderOutput where blocked regions
+  start and end, channels-last reorders replacing NHWC<->NCHW Transposes); Conv(+bias) + residual
+  Add [+ act] for the convs that stay NCHW; NHWC Transposes around int8 conv/pool regions.
 
 Each rule is a flag of :class:`FusionRules`; the per-target rule sets are
-:func:`ORT_CPU_X86_RULES`, :data:`ORT_CPU_ARM64_RULES` and :data:`GENERIC_GPU_RULES`.
+:func:`ORT_CPU_X86_RULES`, :data:`ORT_CPU_ARM64_RULES` and :data:`GENERIC_GPU_RULES`. The x86 rules
+were checked against onnxruntime 1.31's optimized graphs (ORT_ENABLE_ALL, AVX2) on hand-built
+patterns, the onnx "light" model zoo and profilers/zoo: same kernels, same reorders.
 :func:`runtime_kernel_summary` derives comparable counts from onnxruntime's own optimized graph
 (the conformance check); :func:`kernel_summary` derives the same counts from our kernels.
 """
@@ -30,7 +37,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 
 from . import ops
 from .graph import CONTROL_FLOW, Graph, OpRecord, weight_sparsity, _value_of
@@ -76,6 +82,11 @@ class Uncovered:
     reason: str
 
 
+_GEMM_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "HardSigmoid", "Softplus", "Selu", "Softsign",
+              "ThresholdedRelu")
+_CONV_ADD_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid")
+
+
 @dataclass(frozen=True)
 class FusionRules:
     """What the runtime of one target fuses. Tuples of activations double as on/off flags."""
@@ -99,7 +110,7 @@ class FusionRules:
     #: NCHWc (ConvAddActivationFusion); on GPUs the TensorRT-style conv+residual fusion
     conv_add: bool = False
     conv_add_needs_bias: bool = True
-    conv_add_acts: tuple = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid")
+    conv_add_acts: tuple = _CONV_ADD_ACTS
     #: MatMul + bias Add -> Gemm (3-D A flattened to 2-D)
     matmul_add: bool = True
     #: MatMul + scalar Mul/Div on an input or the output -> FusedMatMul(alpha)
@@ -107,8 +118,7 @@ class FusionRules:
     #: Transpose of the last two dims + MatMul -> FusedMatMul(transA/transB)
     matmul_trans: bool = True
     #: activations a 2-D Gemm absorbs (FusedGemm); () disables
-    gemm_act: tuple = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "HardSigmoid", "Softplus", "Selu",
-                       "Softsign", "ThresholdedRelu")
+    gemm_act: tuple = _GEMM_ACTS
     #: activations a (3-D) MatMul + bias absorbs as well (GPU epilogues); () disables
     matmul_act: tuple = ()
     gelu: bool = True
@@ -130,11 +140,29 @@ class FusionRules:
     #: it into the conv; False: one HardSwish kernel
     hardswish_inline: bool = True
 
+    #: fp16 graphs run as fp32 kernels with Casts at the edges (ORT >= 1.31 on x86: no fp16 kernels, the
+    #: inserted Cast pairs between ops cancel); False: fp16 kernels
+    fp16_as_fp32: bool = False
+
+    def __post_init__(self):
+        # activation lists also accept True (the default list), False/None (none) or one name
+        defaults = {"conv_act": ops.FUSABLE_ACTS, "gemm_act": _GEMM_ACTS, "matmul_act": ("Relu", "Gelu"),
+                    "conv_add_acts": _CONV_ADD_ACTS}
+        for f, d in defaults.items():
+            v = getattr(self, f)
+            if v is True:
+                v = d
+            elif not v:
+                v = ()
+            elif isinstance(v, str):
+                v = (v,)
+            object.__setattr__(self, f, tuple(v))
+
 
 def ORT_CPU_X86_RULES(block: int = 8) -> FusionRules:
     """onnxruntime CPU EP on x86-64 at ORT_ENABLE_ALL. ``block``: 8 (AVX2) or 16 (AVX-512)."""
     return FusionRules(name=f"ort-cpu-x86-nchwc{block}", nchwc=True, nchwc_block=int(block), conv_add=True,
-                       qdq_nhwc=True)
+                       qdq_nhwc=True, fp16_as_fp32=True)
 
 
 #: onnxruntime CPU EP on arm64 (Neoverse-N1 class): no NCHWc; Conv(+bias)+Add(+act) -> FusedConv
@@ -158,6 +186,7 @@ _INT8 = ("int8", "uint8")
 _ELIMINATE = ("Identity", "Dropout")
 _MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 _CONVS = ("Conv", "FusedConv")
+_POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 _NCHWC_ACTS = ("Relu", "Sigmoid", "Tanh", "HardSigmoid")
 _NCHWC_UNARY = ("Gelu", "QuickGelu")
 
@@ -255,6 +284,7 @@ class _Fuser:
         self.attach: dict = {}  # tensor -> [records eliminated on it] (Identity/Dropout)
         self.graph_outputs = set(graph.output_names)
         self.alias: dict = {}
+        self.synth: dict = {}  # shapes of tensors the rewrites create
         for r in graph.ops:
             if r.foldable:
                 continue
@@ -267,12 +297,21 @@ class _Fuser:
 
     # ---- tensor helpers ------------------------------------------------------------------
     def shape(self, name):
-        t = self.g.tensors.get(name)
+        if name in self.synth:
+            return list(self.synth[name])
+        t = self.g.tensors.get(self.alias.get(name, name))
         return list(t.shape) if t is not None and t.shape is not None else None
 
     def dtype(self, name):
-        t = self.g.tensors.get(name)
+        if name in self.synth:
+            name = name.rsplit("/untransposed", 1)[0]
+        t = self.g.tensors.get(self.alias.get(name, name))
         return t.dtype if t is not None else "unknown"
+
+    def f32(self, name) -> bool:
+        """float32, or float16 where the runtime computes fp16 graphs in fp32"""
+        dt = self.dtype(name)
+        return dt == "float32" or (self.r.fp16_as_fp32 and dt == "float16")
 
     def const(self, name) -> bool:
         if not name:
@@ -332,7 +371,8 @@ class _Fuser:
         gone.dead = True
 
     def new_node(self, name, op, domain, rec, inputs, outputs, members, info=None):
-        w = _W(max(float(m.index) for m in members), name, op, domain, rec, list(inputs), list(outputs),
+        w = _W(max([float(m.index) for m in members] or [float(rec.index)]), name, op, domain, rec, list(inputs),
+               list(outputs),
                list(members), dict(info or {}))
         self.nodes.append(w)
         return w
@@ -346,7 +386,7 @@ class _Fuser:
         for t in list(w.inputs) + list(w.outputs):
             dt = self.dtype(t) if t else ""
             if dt in ("float16", "bfloat16"):
-                return "fp16"
+                return "fp32" if self.r.fp16_as_fp32 else "fp16"
             if dt == "float32":
                 return "fp32"
         return "fp32"
@@ -425,6 +465,147 @@ class _Fuser:
                     self.attach.setdefault(w.inputs[0], []).extend(w.members)
                 self._index()
                 break
+
+    _PUSHABLE = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp", "Log",
+                 "Abs", "Neg", "Clip", "LeakyRelu", "HardSigmoid", "Cast")
+
+    def cancel_transposes(self):
+        """TransposeOptimizer, simplified: T(p) -> elementwise ops (other inputs constant or T(p) too)
+        -> T(inverse p) cancels; the elementwise ops then run in the untransposed layout."""
+        if not self.r.transpose_merge:
+            return
+        for t2 in list(self.live):
+            if t2.dead or not self.is_op(t2, "Transpose") or t2.domain != "":
+                continue
+            q = t2.info.get("perm", t2.attr("perm"))
+            if q is None:
+                continue
+            q = [int(v) for v in q]
+            inv = [q.index(i) for i in range(len(q))]
+            chain, sources, ok = [], [], True
+            stack = [t2.inputs[0]]
+            while stack and ok:
+                t = stack.pop()
+                p = self.producer(t)
+                if p is None:
+                    ok = False
+                elif self.is_op(p, "Transpose") and [int(v) for v in p.info.get("perm", p.attr("perm") or [])] == inv:
+                    sources.append((p, t))
+                elif self.is_op(p, *self._PUSHABLE) and p.domain == "" and len([o for o in p.outputs if o]) == 1 \
+                        and self.out_single(p) is not None and p not in chain:
+                    chain.append(p)
+                    rank = len(q)
+                    for i in p.inputs:
+                        if not i:
+                            continue
+                        if self.const(i):
+                            s = self.shape(i)
+                            if s is None or len(s) > rank:
+                                ok = False
+                        else:
+                            stack.append(i)
+                else:
+                    ok = False
+            if not ok or not chain or not sources:
+                continue
+            last = self.producer(t2.inputs[0])
+            if self.out_single(last) is not t2:
+                continue
+            # rewire: chain reads the sources' inputs; T2's consumers read the chain's output
+            for p, t in sources:
+                for c in chain:
+                    if t in c.inputs:
+                        c.info.setdefault("untransposed", set()).add(p.inputs[0])
+                    c.inputs = [p.inputs[0] if x == t else x for x in c.inputs]
+            for c in chain:
+                c.info["layout_perm"] = q  # shapes of this node are its recorded shapes permuted by q
+            out = t2.outputs[0]
+            if out in self.graph_outputs:
+                continue
+            for c, i in self.consumers(out):
+                c.inputs[i] = last.outputs[0]
+            t2.dead = True
+            self.alias_shape(last.outputs[0], out)
+            self.attach.setdefault(last.outputs[0], []).extend(t2.members)
+            self._index()
+            for p, t in sources:
+                if not self.consumers(t) and t not in self.graph_outputs:
+                    p.dead = True
+                    self.attach.setdefault(p.inputs[0], []).extend(p.members)
+            self._index()
+
+    def push_split(self):
+        """TransposeOptimizer, simplified: Transpose(p) -> Split moves behind the Split (one Transpose per
+        output); a pushed Transpose -> Squeeze -> Transpose pair merges into one Transpose."""
+        if not self.r.transpose_merge:
+            return
+        for t in list(self.live):
+            if t.dead or not self.is_op(t, "Transpose") or t.domain != "":
+                continue
+            sp = self.out_single(t)
+            perm = t.info.get("perm", t.attr("perm"))
+            xs = self.shape(t.inputs[0])
+            if not self.is_op(sp, "Split") or sp.domain != "" or perm is None or xs is None or sp.inputs[0] != t.outputs[0]:
+                continue
+            perm = [int(v) for v in perm]
+            n = len(perm)
+            axis = _norm_axis(sp.attr("axis", 0), n)
+            sp.info["split_src"] = (t.inputs[0], perm[axis])
+            sp.inputs[0] = t.inputs[0]
+            first = True
+            for i, o in enumerate(list(sp.outputs)):
+                if not o:
+                    continue
+                os_ = self.shape(o)
+                if os_ is None:
+                    continue
+                inv = [perm.index(k) for k in range(n)]
+                u = f"{o}/untransposed"
+                self.synth[u] = [os_[inv[k]] for k in range(n)]
+                sp.outputs[i] = u
+                nt = self.new_node(t.name if first else f"{t.name}/{i}", "Transpose", "", t.rec, [u], [o],
+                                   t.members if first else [], {"perm": perm})
+                nt.pos = sp.pos + 0.01 * (i + 1)
+                first = False
+            t.dead = True
+            self._index()
+        # pushed Transpose -> Squeeze -> Transpose: one Transpose behind the Squeeze
+        for ti in list(self.live):
+            if ti.dead or not self.is_op(ti, "Transpose") or "perm" not in ti.info:
+                continue
+            sq = self.out_single(ti)
+            if not self.is_op(sq, "Squeeze") or sq.inputs[0] != ti.outputs[0]:
+                continue
+            t3 = self.out_single(sq)
+            if not self.is_op(t3, "Transpose") or t3.inputs[0] != sq.outputs[0]:
+                continue
+            axes = sq.attr("axes")
+            if axes is None and len(sq.inputs) > 1 and sq.inputs[1]:
+                v = self.value(sq.inputs[1])
+                axes = None if v is None else [int(a) for a in v.reshape(-1)]
+            p = ti.info["perm"]
+            p3 = t3.info.get("perm", t3.attr("perm"))
+            us = self.shape(ti.inputs[0])
+            if axes is None or p3 is None or us is None:
+                continue
+            n = len(p)
+            axes = [_norm_axis(a, n) for a in axes]
+            keep = [j for j in range(n) if j not in axes]
+            rem = sorted(set(range(n)) - {p[j] for j in axes})
+            final = [rem.index(p[keep[int(m)]]) for m in p3]
+            squeezed = f"{sq.outputs[0]}/untransposed"
+            self.synth[squeezed] = [us[r] for r in rem]
+            sq.inputs[0] = ti.inputs[0]
+            sq.outputs = [squeezed]
+            t3.inputs[0] = squeezed
+            t3.info["perm"] = final
+            t3.members = list(ti.members) + t3.members
+            ti.dead = True
+            self._index()
+
+    def alias_shape(self, name, like):
+        """``name`` now holds the layout of ``like`` (its shape is looked up there)."""
+        self.alias[name] = like
 
     def _conv_ok_for_fold(self, w):
         return (self.is_op(w, "Conv") and "act" not in w.info and "sum" not in w.info and len(w.inputs) > 1
@@ -697,10 +878,10 @@ class _Fuser:
         if a is None or a.op not in allowed or a.domain not in ("", "com.microsoft"):
             return False
         if a.op == "Clip":
-            if len(a.inputs) > 1 and a.inputs[1] and not self.const(a.inputs[1]):
-                return False
-            if len(a.inputs) > 2 and a.inputs[2] and not self.const(a.inputs[2]):
-                return False
+            for t in a.inputs[1:3]:
+                # min/max must be constant; fp16 ones become runtime Casts when fp16 runs as fp32
+                if t and (not self.const(t) or (self.r.fp16_as_fp32 and self.dtype(t) == "float16")):
+                    return False
         return True
 
     def qdq(self):
@@ -929,7 +1110,7 @@ class _Fuser:
             s0, s1 = self.shape(a.inputs[0]), self.shape(a.inputs[1])
             if s0 is None or s1 is None or len(s0) != 3 or s0 != s1:
                 continue
-            if self.const(a.inputs[0]) or self.const(a.inputs[1]):
+            if self.const(a.inputs[0]) and self.const(a.inputs[1]):
                 continue
             ln.op = "SkipLayerNormalization" if ln.op == "LayerNormalization" else "SkipSimplifiedLayerNormalization"
             ln.domain = "com.microsoft"
@@ -1100,9 +1281,9 @@ class _Fuser:
             return False, False
         wt = w.inputs[1]
         ws = self.shape(wt)
-        if not self.const(wt) or self.dtype(wt) != "float32" or ws is None or len(ws) != 4:
+        if not self.const(wt) or not self.f32(wt) or ws is None or len(ws) != 4:
             return False, False
-        if self.dtype(w.inputs[0]) != "float32":
+        if not self.f32(w.inputs[0]):
             return False, False
         if len(w.inputs) > 2 and w.inputs[2]:
             bs = self.shape(w.inputs[2])
@@ -1135,7 +1316,7 @@ class _Fuser:
                 if ctm != "asymmetric" or (w.attr("nearest_mode", "round_prefer_floor") or "") != "floor":
                     return False
             elif mode == "linear":
-                if ctm == "tf_crop_and_resize":
+                if ctm not in ("half_pixel", "align_corners", "asymmetric"):
                     return False
             else:
                 return False
@@ -1166,7 +1347,7 @@ class _Fuser:
             if t in reordered:
                 return
             reordered.add(t)
-            self.extra.append((before.pos - 0.5, "ReorderInput", t))
+            self.extra.append([before.pos - 0.5, "ReorderInput", t, ()])
 
         def create(w, t, c, node=None):
             args[t] = [node or w, c, uses[t], uses[t]]
@@ -1196,7 +1377,7 @@ class _Fuser:
                 if len([o for o in w.outputs if o]) > 1 or w.info.get("precision") in ("int8",):
                     continue
                 c = chans(w.inputs[0])
-                if c is None or self.dtype(w.inputs[0]) != "float32" or c % blk:
+                if c is None or not self.f32(w.inputs[0]) or c % blk:
                     continue
                 x = w.inputs[0]
                 if x in args:
@@ -1211,7 +1392,7 @@ class _Fuser:
                 # converted when every producer was converted; a graph input has none (edge count 0)
                 x = data[0]
                 c = args[x][1] if x in args else chans(x)
-                if c is None or c % blk or self.dtype(x) != "float32" or w.info.get("precision") == "int8":
+                if c is None or c % blk or not self.f32(x) or w.info.get("precision") == "int8":
                     continue
                 if x in args:
                     take(x)
@@ -1223,9 +1404,7 @@ class _Fuser:
             if not data or any(t not in args for t in data) or w.domain not in ("", "com.microsoft"):
                 continue
             present = [t for t in w.inputs if t]
-            if False:
-                pass
-            elif op in ("Add", "Sum", "Mul") and len(present) == len(data) and len(data) >= 1:
+            if op in ("Add", "Sum", "Mul") and len(present) == len(data) and len(data) >= 1:
                 c = args[data[0]][1]
                 if any(args[t][1] != c for t in data):
                     continue
@@ -1315,7 +1494,7 @@ class _Fuser:
                 if x is None:
                     continue
                 c = args[x][1]
-                if any(self.shape(t) != [c] or self.dtype(t) != "float32" for t in w.inputs[1:5]):
+                if any(self.shape(t) != [c] or not self.f32(t) for t in w.inputs[1:5]):
                     continue
                 take(x)
                 w.info.update(nchwc=True, as_conv=True)
@@ -1332,10 +1511,26 @@ class _Fuser:
                 take(w.inputs[0])
                 w.info["nchwc"] = True
                 create(w, w.outputs[0], args[w.inputs[0]][1])
+        # ReorderInput of a Transpose(0,3,1,2) output reads the NHWC tensor directly (channels_last);
+        # the Transpose goes away when every consumer of its output reads the reordered tensor
+        for e in self.extra:
+            if e[1] != "ReorderInput":
+                continue
+            tp = self.producer(e[2])
+            if not self.is_op(tp, "Transpose") or tp.domain != "":
+                continue
+            perm = tp.info.get("perm", tp.attr("perm"))
+            if perm is None or [int(v) for v in perm] != [0, 3, 1, 2]:
+                continue
+            if e[2] in self.graph_outputs or not all(c.info.get("nchwc") and c.op in _CONVS + _POOLS
+                                                     for c, _ in self.consumers(e[2])):
+                continue
+            tp.dead = True
+            e[3] = tuple(tp.members)
         # finalize: ReorderOutput for every blocked tensor still used in NCHW form
         for t, (node, c, start, remaining) in args.items():
             if remaining > 0:
-                self.extra.append((node.pos + 0.5, "ReorderOutput", t))
+                self.extra.append([node.pos + 0.5, "ReorderOutput", t, ()])
         self._index()
 
     def conv_add(self):
@@ -1381,8 +1576,10 @@ class _Fuser:
         """Transposes around NHWC int8 regions (QLinearConv & int8 pools run NHWC)."""
         if not self.r.qdq_nhwc:
             return
-        nhwc_ops = ("Conv", "FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
-        transparent = ("Add", "Mul", "Relu", "Clip", "Sigmoid", "LeakyRelu", "QuantizeLinear", "DequantizeLinear")
+        nhwc_ops = ("Conv", "FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+                    "QLinearConv", "QLinearAveragePool", "QLinearGlobalAveragePool")
+        transparent = ("Add", "Mul", "Relu", "Clip", "Sigmoid", "LeakyRelu", "QuantizeLinear", "DequantizeLinear",
+                       "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu")
         layout: dict = {}
         to_nhwc: set = set()
         to_nchw: set = set()
@@ -1391,16 +1588,17 @@ class _Fuser:
             if layout.get(t) == "NHWC" and t not in to_nchw:
                 to_nchw.add(t)
                 p = self.producer(t)
-                self.extra.append(((p.pos if p else w.pos) + 0.25, "ToNCHW", t))
+                self.extra.append([(p.pos if p else w.pos) + 0.25, "ToNCHW", t, ()])
 
         for w in self.live:
-            int8 = w.info.get("precision") == "int8"
+            int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear") or \
+                (w.op == "MaxPool" and self.dtype(w.inputs[0]) in _INT8)
             data = [t for t in w.inputs if t and not self.const(t)]
             if int8 and w.op in nhwc_ops and w.inputs and w.inputs[0] and (len(self.shape(w.inputs[0]) or []) == 4):
                 x = w.inputs[0]
                 if layout.get(x) != "NHWC" and x not in to_nhwc:
                     to_nhwc.add(x)
-                    self.extra.append((w.pos - 0.25, "ToNHWC", x))
+                    self.extra.append([w.pos - 0.25, "ToNHWC", x, ()])
                 for t in data[1:]:
                     need_nchw(t, w)
                 for o in w.outputs:
@@ -1424,7 +1622,9 @@ class _Fuser:
     def run(self):
         self.eliminate()
         self.hardswish()
+        self.push_split()
         self.merge_transposes()
+        self.cancel_transposes()
         self.fold_conv()
         self.matmul_add()
         self.gelu()
@@ -1456,12 +1656,13 @@ class _Fuser:
                 continue
             for j, k in enumerate(ks):
                 out.append((w.pos + j * 1e-3, k))
-        for pos, what, t in self.extra:
+        for pos, what, t, recs in self.extra:
             s = self.shape(t)
             if s is None:
                 continue
             if what in ("ReorderInput", "ReorderOutput"):
-                k = Kernel(f"{what}({t})", "Reorder", {"op": what, "x": s}, "fp32", "0", (), (what,))
+                k = Kernel(f"{what}({t})", "Reorder", {"op": what, "x": s}, "fp32", "0",
+                           tuple(r.name for r in recs), (what,) + tuple(r.op_type for r in recs))
             else:
                 perm = [0, 2, 3, 1] if what == "ToNHWC" else [0, 3, 1, 2]
                 x = s if what == "ToNHWC" else [s[0], s[2], s[3], s[1]]
@@ -1469,6 +1670,32 @@ class _Fuser:
                 k = Kernel(f"Transpose({t},{'NHWC' if what == 'ToNHWC' else 'NCHW'})", "Transpose",
                            {"x": x, "perm": perm}, prec, "0", (), ("Transpose",))
             out.append((pos, k))
+        if self.r.fp16_as_fp32:
+            # the fp32 graph is entered and left through Casts
+            for t in self.g.inputs:
+                if t.dtype == "float16" and t.shape is not None and self.consumers(t.name):
+                    out.append((-1.0, Kernel(f"Cast({t.name})", "Activation", {"op": "Cast", "x": list(t.shape)},
+                                             "fp32", "0", (), ("Cast",))))
+            # fp16 constants read by elementwise kernels are cast at run time (once per constant)
+            seen = set()
+            for w in self.live:
+                kind = _KIND_OVERRIDE.get(w.op) or ops.kind_of_op(w.op)
+                if kind not in ("Elementwise", "Activation") or w.info.get("layout_perm"):
+                    continue
+                for t in w.inputs:
+                    if not (t and self.const(t) and self.dtype(t) == "float16" and self.shape(t) is not None):
+                        continue
+                    v = self.value(t)  # ConstantSharing: equal constants are one initializer
+                    key = (tuple(self.shape(t)), v.tobytes()) if v is not None and v.size <= 4096 else t
+                    if key not in seen:
+                        seen.add(key)
+                        out.append((w.pos - 0.1, Kernel(f"Cast({t})", "Activation", {"op": "Cast", "x": self.shape(t)},
+                                                        "fp32", "0", (), ("Cast",))))
+            for t in self.g.outputs:
+                p = self.producer(t.name)
+                if t.dtype == "float16" and t.shape is not None and p is not None:
+                    out.append((p.pos + 0.75, Kernel(f"Cast({t.name})", "Activation", {"op": "Cast", "x": list(t.shape)},
+                                                     "fp16", "0", (), ("Cast",))))
         out.sort(key=lambda pk: pk[0])
         kernels = [k for _, k in out]
         # Identity / Dropout eliminated by the runtime: attach them to the kernel that produces
@@ -1649,7 +1876,24 @@ class _Fuser:
             return [K("Concat", {"inputs": ins, "axis": _norm_axis(w.attr("axis", 0), len(ins[0]))}, precision=prec)]
         raise _Unc(f"no op kind prices {w.domain or 'ai.onnx'}:{w.op}")
 
+    def _in_shape(self, w, t):
+        """shape of input t of w as w really sees it (after a cancelled transpose chain)"""
+        s = self._need(t)
+        q = w.info.get("layout_perm")
+        if q is None or t in w.info.get("untransposed", ()):
+            return s
+        if len(s) < len(q):
+            s = [1] * (len(q) - len(s)) + list(s)
+        return [s[i] for i in q]
+
     def _generic(self, w, kind, K, precision=None):
+        if w.info.get("layout_perm") and kind in ("Elementwise", "Activation"):
+            if kind == "Elementwise":
+                ins = [t for t in w.inputs if t]
+                return K("Elementwise", {"op": w.op, "inputs": [self._in_shape(w, t) if not self.const(t) or
+                                                                len(self._need(t)) else [] for t in ins],
+                                         "const_b": int(any(self.const(t) for t in ins))}, precision=precision)
+            return K("Activation", {"op": w.op, "x": self._in_shape(w, w.inputs[0])}, precision=precision)
         op = w.op
         ins = w.inputs
         outs = w.outputs
@@ -1694,6 +1938,8 @@ class _Fuser:
         if kind == "Split":
             x = self._need(ins[0])
             ax = _norm_axis(a.get("axis", 0), len(x))
+            if w.info.get("split_src"):
+                ax = w.info["split_src"][1]
             splits = [self._need(o)[ax] for o in outs if o]
             return K("Split", {"x": x, "axis": ax, "splits": splits}, precision=pr)
         if kind in ("Slice", "Copy"):
@@ -1849,16 +2095,17 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
 
     import onnx
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    from .graph import _fix_inputs, _read_model
+    from .graph import _fix_inputs, _light_copy, _read_model
 
     m, path, base, label = _read_model(model)
     if m is model:  # a caller's ModelProto: never mutate it
         m = onnx.ModelProto()
         m.CopyFrom(model)
     _fix_inputs(m, shapes, batch, label)
-    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    light, _ = _light_copy(m, base)
+    inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     tshape = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
         tt = vi.type.tensor_type

@@ -17,7 +17,6 @@ with one-line messages.
 
 from __future__ import annotations
 
-import copy
 import heapq
 import os
 from collections.abc import Mapping
@@ -300,7 +299,13 @@ def _fix_inputs(model, shapes, batch, label, init=None):
             continue  # sequences / optionals: cannot be fixed here
         tt = vi.type.tensor_type
         if vi.name in shapes:
-            want = [int(v) for v in shapes[vi.name]]
+            spec = orig = shapes[vi.name]
+            try:
+                if isinstance(spec, str):  # "1x128" or "1,128"
+                    spec = [p for p in spec.replace(",", "x").split("x") if p.strip()]
+                want = [int(v) for v in spec]
+            except (TypeError, ValueError):
+                raise ModelError(f"{label}: --shape {vi.name}={orig!r}: give integers like 1x128") from None
             if any(v <= 0 for v in want):
                 raise ModelError(f"{label}: --shape {vi.name}={'x'.join(map(str, want))}: every dim must be > 0")
             dims = _dims(vi)
@@ -339,10 +344,12 @@ _SMALL_FLOAT = 1024
 _SMALL_INT = 1 << 16
 
 
-def _light_copy(model):
+def _light_copy(model, base=None):
     """The model without its large initializers (they become typed graph inputs): cheap to copy,
-    serialize and shape-infer. -> (light ModelProto, {name: big TensorProto})"""
+    serialize and shape-infer; small external-data initializers are read in (shape inference and
+    the runtime need their values). -> (light ModelProto, {name: big TensorProto})"""
     import onnx
+    from onnx import numpy_helper
 
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
@@ -361,6 +368,11 @@ def _light_copy(model):
             n *= int(d)
         limit = _SMALL_INT if t.data_type in (6, 7) else _SMALL_FLOAT
         if n <= limit:
+            if t.data_location == onnx.TensorProto.EXTERNAL and base is not None:
+                try:
+                    t = numpy_helper.from_array(numpy_helper.to_array(t, base), t.name)
+                except Exception as e:  # noqa: BLE001
+                    raise ModelError(f"cannot read external data of {t.name!r}: {_one_line(e)}") from None
             lg.initializer.append(t)
             continue
         big[t.name] = t
@@ -632,7 +644,7 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
 
     model, path, base, label = _read_model(model)
     _check_external_data(model, base, label)
-    light, big = _light_copy(model)
+    light, big = _light_copy(model, base)
     user_inputs = _fix_inputs(light, shapes, batch, label, init={t.name for t in model.graph.initializer})
 
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}

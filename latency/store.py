@@ -193,7 +193,7 @@ class Store:
         with self._tx():
             self.db["runs"].insert({"run_id": run_id, "target_id": target_id, "protocol_id": protocol_id,
                                     "plan": plan, "ops": _enc(list(ops)) if ops is not None else None,
-                                    "argv": _enc(list(argv)) if argv is not None else None,
+                                    "argv": argv if isinstance(argv, str) or argv is None else _enc(list(argv)),
                                     "host": socket.gethostname(), "started_at": _now(), "finished_at": None,
                                     "status": "running", "n_measured": 0, "n_failed": 0})
         return run_id

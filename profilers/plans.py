@@ -156,6 +156,10 @@ def _transformer_matmuls():
                     _mm([1, heads, s, d], [1, heads, d, s], const_b=0, scale=1),
                     _mm([1, heads, s, d], [1, heads, d, s], const_b=0),
                     _mm([1, heads, s, s], [1, heads, s, d], const_b=0)]
+    # big fully-connected layers (VGG/AlexNet heads): memory-bound, hundreds of MB of weights
+    for k in (9216, 12544, 18432, 25088):
+        for n in (1000, 4096):
+            out += [_mm([1, k], [n, k], bias=1, trans_b=1, act="Relu"), _mm([1, k], [n, k], bias=1, trans_b=1)]
     # classifier heads and MLPs
     for k in (256, 512, 768, 1024, 1280, 1536, 2048, 4096):
         for n in (10, 100, 1000, 1024, 4096):
@@ -204,6 +208,10 @@ def _simple_kinds(rng: random.Random):
     for s in shapes:
         for op in ("Add", "Mul", "Sub", "Div"):
             out.append((1, "Elementwise", {"op": op, "inputs": [s, s], "const_b": 0}))
+        for op in ("Sum", "Max", "Min", "Mean"):
+            out.append((2, "Elementwise", {"op": op, "inputs": [s, s], "const_b": 0}))
+        out.append((2, "Elementwise", {"op": "Where", "inputs": [s, s, s], "const_b": 0}))
+        out.append((2, "Elementwise", {"op": "Equal", "inputs": [s, s], "const_b": 0}))
         if len(s) == 4:
             out.append((1, "Elementwise", {"op": "Mul", "inputs": [s, [1, s[1], 1, 1]], "const_b": 0}))
             out.append((1, "Elementwise", {"op": "Add", "inputs": [s, [1, s[1], 1, 1]], "const_b": 1}))

@@ -83,7 +83,12 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
     """Measure every config of ``plan`` not yet in ``store`` for ``target``; resumable."""
     protocol = protocol or Protocol()
     t0 = time.monotonic()
-    configs = make_plan(plan, ops, precisions) if isinstance(plan, str) else list(plan)
+    if isinstance(plan, str):
+        configs = make_plan(plan, ops, precisions)
+    else:
+        seen: set = set()
+        configs = [c for c in plan if (not ops or c.kind in ops) and (not precisions or c.precision in precisions)
+                   and not (c.hash in seen or seen.add(c.hash))]
     target_id = store.ensure_target(target.name, target.fingerprint())
     protocol_id = store.ensure_protocol(protocol.name, protocol.spec())
     done = store.done_hashes(target_id, include_failed=not retry_failed)

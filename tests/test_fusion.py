@@ -482,3 +482,72 @@ def test_runtime_kernel_summary_reads_ort_counts():
     rt = runtime_kernel_summary(mobilenet_block(hw=14))
     assert rt["conv"] == 3 and rt["reorder_input"] == 1 and rt["reorder_output"] == 1
     assert rt[("conv", 192, (3, 3), (1, 1), "Clip")] == 1
+
+
+def convnext_like(c=32, hw=32):
+    """ConvNeXt stem + blocks: NHWC LayerNorm between Transposes, layer scale, residuals, downsampling."""
+    b = B()
+
+    def ln_nhwc(x, ch):
+        return b.op("LayerNormalization", [x, b.init(np.ones(ch, np.float32)), b.init(np.zeros(ch, np.float32))],
+                    axis=-1)
+
+    def block(x, ch):
+        y = b.op("Transpose", [b.conv(x, ch, ch, 7, group=ch)], perm=[0, 2, 3, 1])
+        y = b.linear(ln_nhwc(y, ch), ch, 4 * ch)
+        erf = b.op("Erf", [b.op("Div", [y, b.c(np.sqrt(2))])])
+        y = b.op("Mul", [b.op("Mul", [y, b.op("Add", [erf, b.c(1.0)])]), b.c(0.5)])
+        y = b.op("Transpose", [b.linear(y, 4 * ch, ch)], perm=[0, 3, 1, 2])
+        y = b.op("Mul", [b.init(np.full((ch, 1, 1), 1e-6, np.float32)), y])
+        return b.op("Add", [y, x])
+
+    x = b.conv("x", 3, c, 4, 4, 0)
+    x = b.op("Transpose", [ln_nhwc(b.op("Transpose", [x], perm=[0, 2, 3, 1]), c)], perm=[0, 3, 1, 2])
+    x = block(x, c)
+    x = b.op("Transpose", [ln_nhwc(b.op("Transpose", [x], perm=[0, 2, 3, 1]), c)], perm=[0, 3, 1, 2])
+    x = b.conv(x, c, 2 * c, 2, 2, 0)
+    x = block(block(x, 2 * c), 2 * c)
+    x = b.op("Flatten", [b.op("GlobalAveragePool", [x])])
+    return b.model([vi("x", [1, 3, hw, hw])], [vi(x, None)])
+
+
+def vit_attention(s=50, dim=96, heads=3):
+    """timm-style attention: packed qkv -> Reshape -> Transpose(2,0,3,1,4) -> Split -> Squeeze."""
+    b = B()
+    d = dim // heads
+    y = b.op("LayerNormalization", ["x", b.init(np.ones(dim, np.float32)), b.init(np.zeros(dim, np.float32))], axis=-1)
+    qkv = b.op("Reshape", [b.linear(y, dim, 3 * dim), b.init(np.array([1, s, 3, heads, d], np.int64))])
+    qkv = b.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])
+    parts = b.op("Split", [qkv, b.init(np.array([1, 1, 1], np.int64))], axis=0, n_out=3)
+    q, k, v = [b.op("Squeeze", [p, b.init(np.array([0], np.int64))]) for p in parts]
+    att = b.op("Softmax", [b.op("MatMul", [b.op("Mul", [q, b.c(d ** -0.5)]),
+                                          b.op("Transpose", [k], perm=[0, 1, 3, 2])])], axis=-1)
+    o = b.op("Transpose", [b.op("MatMul", [att, v])], perm=[0, 2, 1, 3])
+    o = b.linear(b.op("Reshape", [o, b.init(np.array([1, s, dim], np.int64))]), dim, dim)
+    return b.model([vi("x", [1, s, dim])], [vi(b.op("Add", ["x", o]), None)])
+
+
+def test_conformance_convnext_like_transposes():
+    """Transpose pairs around elementwise ops cancel; Transpose(0,3,1,2) feeding a NCHWc conv becomes a
+    channels-last ReorderInput; Transpose(0,2,3,1) after one becomes a channels-last ReorderOutput."""
+    ours, rt = _conforms(convnext_like())
+    assert ours["kernels"] == rt["kernels"] and ours["transpose"] == rt["transpose"]
+
+
+def test_conformance_vit_attention_split():
+    """The qkv Transpose is pushed behind the Split (one per output, the K one merged with K^T)."""
+    ours, rt = _conforms(vit_attention())
+    assert ours["transpose"] == 4 and ours["kernels"] == rt["kernels"]
+
+
+def test_conformance_fp16_on_x86_runs_as_fp32():
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    m = convert_float_to_float16(mobilenet_block(hw=14), keep_io_types=False)
+    ours, rt = _conforms(m)
+    assert ours["kernels"] == rt["kernels"]
+    ks, _ = run(m)
+    assert {k.precision for k in ks if k.kind == "Conv"} == {"fp32"}
+    assert sum(k.params.get("op") == "Cast" for k in ks) == 4  # input, output, Clip min and max
+    arm, _ = run(m, ORT_CPU_ARM64_RULES)
+    assert {k.precision for k in arm if k.kind == "Conv"} == {"fp16"}

@@ -267,3 +267,16 @@ def test_weight_sparsity_follows_dequantize():
     q = ((_unstructured((64, 32), 0.75) != 0) * 5).astype(np.int8)
     assert _sparsity(q, dq=True) == "75"
     assert _sparsity(_two_four((64, 32), 0).astype(np.int8), dq=True) == "2:4"
+
+
+def test_runtime_fallback_with_external_data(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+             helper.make_node("Gelu", ["m"], ["g"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Reshape", ["g", "sh"], ["r"], name="reshape"),
+             helper.make_node("Softmax", ["r"], ["y"], name="softmax")]
+    inits = [_init("w", RNG.standard_normal((64, 64)).astype(np.float32)), _init("sh", np.array([2, 4, 16], np.int64))]
+    m = _model(nodes, [_vi("x", [2, 64])], [_vi("y", None)], inits, extra_opsets=[("com.microsoft", 1)])
+    onnx.save_model(m, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="d.bin", size_threshold=0)
+    g = load_graph(str(tmp_path / "m.onnx"))
+    assert g.shape_source == "runtime" and g.ops[-1].outputs[0].shape == (2, 4, 16)

@@ -175,3 +175,20 @@ def test_every_command_has_help():
                 ["train"], ["estimate"]):
         r = run(main, cmd + ["--help"])
         assert r.exit_code == 0 and "Usage" in r.output, cmd
+
+
+def test_profile_a_models_kernels(tmp_path):
+    import onnx
+
+    from models import small_cnn
+
+    m = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), m)
+    db = tmp_path / "m.db"
+    r = CliRunner().invoke(main, ["profile", "--target", "fake", "--db", str(db), "--model", str(m),
+                                  "--precision", "fp32,int8", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    with Store(db) as st:
+        df = st.measurements()
+    assert set(df["precision"]) == {"fp32", "int8"}
+    assert "Conv" in set(df["kind"]) and "Pool" in set(df["kind"])
