@@ -927,9 +927,11 @@ class _Fuser:
                 d = self.producer(t)
                 if self.is_op(d, "DequantizeLinear") and self.const(d.inputs[0]):
                     new_inputs[i] = d.inputs[0]
-                    if len(self.consumers(d.outputs[0])) == 1:
+                    if len(self.consumers(d.outputs[0])) == 1 and d.outputs[0] not in self.graph_outputs:
                         members = list(d.members) + members
                         d.dead = True
+                    else:
+                        d.info.setdefault("shared_by", []).append(w)
             for c in chain:
                 members += c.members
                 c.dead = True
@@ -1659,6 +1661,7 @@ class _Fuser:
         for pos, what, t, recs in self.extra:
             s = self.shape(t)
             if s is None:
+                self.unc.extend(Uncovered(r.name, r.op_type, f"shape unknown for {t!r}") for r in recs)
                 continue
             if what in ("ReorderInput", "ReorderOutput"):
                 k = Kernel(f"{what}({t})", "Reorder", {"op": what, "x": s}, "fp32", "0",
