@@ -225,14 +225,22 @@ def train(target_name, path, out):
 @click.option("--top", default=15, show_default=True, help="kernels to list (0: all)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--strict", is_flag=True, help="fail when any node is uncovered")
-def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict):
+@click.option("--check-fusion", is_flag=True,
+              help="also compare the fusion rules with onnxruntime's own optimized graph (this host's target)")
+def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, check_fusion):
     """Estimate a model's latency on a target, with a per-kernel breakdown."""
     from .estimator import Estimator
     from .targets import host_target
 
     tname = target_name or host_target().name
-    est = Estimator(tname, profile=profile_path).estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch,
-                                                         strict=strict)
+    estimator = Estimator(tname, profile=profile_path)
+    est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict)
+    if check_fusion:
+        diff = estimator.check_fusion(model, shapes=_parse_shapes(shapes) or None, batch=batch)
+        msg = ("fusion check: kernels agree with onnxruntime's optimized graph" if not diff else
+               "fusion check: differs from onnxruntime's optimized graph (ours, runtime): "
+               + "; ".join(f"{k}: {v}" for k, v in list(diff.items())[:8]))
+        click.echo(msg, err=True)
     if as_json:
         click.echo(json.dumps(est.to_dict(), indent=1))
         return

@@ -289,6 +289,21 @@ class Estimator:
             return (us, "prior:spec-sheet", f"roofline from {spec.get('source')}")
         return None
 
+    def check_fusion(self, model, shapes=None, batch=None) -> dict:
+        """Compare this target's fusion rules with onnxruntime's own optimized graph of ``model``.
+
+        Only for onnxruntime CPU targets that this host can run; returns ``{key: (ours, runtime)}``
+        for every kernel count that differs (empty: the rule table reproduced the runtime's graph).
+        """
+        from .fusion import compare_summaries, fuse, kernel_summary, runtime_kernel_summary
+        from .graph import load_graph
+
+        ok, why = self.target.host_supported()
+        if not ok or self.target.backend != "ort-cpu":
+            raise LatencyError(f"cannot check fusion against the runtime here: {why or 'not an onnxruntime CPU target'}")
+        kernels, _ = fuse(load_graph(model, shapes=shapes, batch=batch), self.target.fusion_rules())
+        return compare_summaries(kernel_summary(kernels), runtime_kernel_summary(model, shapes=shapes, batch=batch))
+
     # -- the public call -------------------------------------------------------------------------
 
     def estimate(self, model, shapes=None, batch=None, strict: bool = False) -> Estimate:

@@ -175,3 +175,13 @@ def test_real_pipeline_small_scale(tmp_path):
     assert not est.uncovered
     assert {k.source for k in est.kernels} <= {"table", "free"}
     assert est.total_ms > 0
+
+
+def test_check_fusion_against_runtime(tmp_path):
+    target = get_target("x86-avx2-ort")
+    ok, why = target.host_supported()
+    if not ok:
+        pytest.skip(why)
+    p = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), p)
+    assert Estimator(target, profile=tmp_path / "unused.db").check_fusion(str(p)) == {}
