@@ -67,10 +67,13 @@ def main():
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--naive", action="store_true", help="also run the naive protocol for contrast")
+    ap.add_argument("--max-runs", type=int, default=None, help="override the protocol's runs-per-round cap")
     a = ap.parse_args()
     pin_to_core(a.core)
     cfgs = pick(a.n, a.seed)
-    proto = Protocol()
+    proto = Protocol() if a.max_runs is None else Protocol(max_runs=a.max_runs)
+    probe = measure_chunk(cfgs, Protocol(phases=1, rounds_per_phase=1, remeasure_phases=0, max_runs=5))
+    cfgs = [c for c, r in zip(cfgs, probe) if r["error"] is None]
     res, secs = [], []
     for rep in range(2):
         t0 = time.monotonic()
@@ -81,7 +84,11 @@ def main():
     a0, a1 = [res[0][i] for i in ok], [res[1][i] for i in ok]
     med, p90, over = disagreement(a0, a1)
     rate = len(cfgs) / (sum(secs) / 2) * 3600
-    print(f"protocol {proto.name}: {proto.phases} phases x {proto.rounds_per_phase} rounds, fresh sessions per phase")
+    print(f"protocol {proto.name}: {proto.phases} phases x {proto.rounds_per_phase} rounds, fresh sessions per phase, "
+          f"{proto.min_runs}-{proto.max_runs} runs per round")
+    d = np.abs(np.array(a0) / np.array(a1) - 1)
+    worst = np.argsort(-d)[:5]
+    print("largest disagreements: " + ", ".join(f"{a0[i]:.1f}/{a1[i]:.1f} us" for i in worst))
     print(f"configs: {len(ok)} measured twice; latency range {min(a0):.1f}-{max(a0):.1f} us "
           f"(median {statistics.median(a0):.1f} us)")
     print(f"disagreement between passes: median {med:.2f}%  p90 {p90:.2f}%  >10%: {over:.1f}% of configs")

@@ -186,7 +186,11 @@ def _b_elementwise(g: _G, p: dict):
         return g.node("Mod", ins, fmod=1)
     if op == "BitShift":
         raise NotBuildable("BitShift needs integer tensors")
-    return g.node(op, ins)
+    y = g.node(op, ins)
+    if op in _BOOL_OUT:
+        g.out(y, TensorProto.BOOL)
+        return None
+    return y
 
 
 def _b_activation(g: _G, p: dict):
