@@ -44,7 +44,7 @@ def main():
 
     est, t_prep = timed(lambda: Estimator(a.target).prepare())
     print(f"Estimator({a.target}).prepare(): {t_prep:.0f} ms (table rows {len(est.table_)}, "
-          f"regressors {len(est.regs_)})")
+          f"regressors {len(est.reg_kinds_)})")
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("resnet50", "bert_base"):
             path = os.path.join(tmp, f"{name}.onnx")

@@ -131,10 +131,9 @@ class Estimator:
                     raise MissingTable(f"profile {path} has no rows for target {self.target.name} "
                                        f"(it has: {', '.join(names) or 'none'})")
                 self.table_ = st.latency_table(tid)
-                df = st.measurements(tid, ok_only=True)
                 self.fingerprint_ = st.target(tid).get("fingerprint")
-            self._fit_prior(df)
-            self._sparsity_evidence(df)
+            self.target_id_ = tid
+            self._evidence_ready = False
             if self.check_host:
                 self._host_check()
         elif self.target.spec:
@@ -146,13 +145,24 @@ class Estimator:
         reg_dir = self.regressors
         if reg_dir is None and path is not None:
             reg_dir = path.with_suffix("").with_name(path.stem + ".regressors")
-        if reg_dir and Path(reg_dir).exists():
-            from .regressor import load_all
-
-            self.regs_ = load_all(reg_dir)
+        self.reg_dir_ = Path(reg_dir) if reg_dir and Path(reg_dir).exists() else None
+        self.reg_kinds_ = ({p.name[: -len(".meta.json")] for p in self.reg_dir_.glob("*.meta.json")}
+                           if self.reg_dir_ else set())
         self.overhead_ = self._load_overhead(path)
         self._prepared = True
         return self
+
+    def _evidence(self) -> None:
+        """Fit the prior and the sparsity evidence from the table, on first need (not on the hot path)."""
+        if getattr(self, "_evidence_ready", True):
+            return
+        from .store import Store
+
+        with Store(self.profile_path_, readonly=True) as st:
+            df = st.measurements(self.target_id_, ok_only=True)
+        self._fit_prior(df)
+        self._sparsity_evidence(df)
+        self._evidence_ready = True
 
     def _fit_prior(self, df) -> None:
         """Per (kind, precision): latency_us ~ a + flops/F + bytes/B, a non-negative least squares."""
@@ -241,7 +251,7 @@ class Estimator:
                 res = (lat, "table", "") if lat is not None else None
                 if res is None and c.sparsity != "0":
                     res = self._dense_equivalent(c)
-                if res is None and c.kind in self.regs_:
+                if res is None and self._reg(c.kind) is not None:
                     need_reg.setdefault(c.kind, []).append(i)
                     continue
                 if res is None:
@@ -256,15 +266,26 @@ class Estimator:
                 out[i] = res
         return out
 
+    def _reg(self, kind: str):
+        """The kind's regressor, loaded on first use (None when there is none)."""
+        if kind not in self.reg_kinds_:
+            return None
+        if kind not in self.regs_:
+            from .regressor import KindRegressor
+
+            self.regs_[kind] = KindRegressor.load(self.reg_dir_, kind)
+        return self.regs_[kind]
+
     def _dense_equivalent(self, c: Config):
+        self._evidence()
         ev = self.sparsity_ratio_.get((c.kind, c.precision))
         if not ev or not (0.9 <= ev[0] <= 1.1):
             return None
         dense = Config(c.kind, c.params, c.precision, "0")
         lat = self.table_.get(dense.hash)
         src = "table:dense-equivalent"
-        if lat is None and c.kind in self.regs_:
-            lat = float(self.regs_[c.kind].predict([dense])[0])
+        if lat is None and self._reg(c.kind) is not None:
+            lat = float(self._reg(c.kind).predict([dense])[0])
             src = "regressor:dense-equivalent"
         if lat is None:
             return None
@@ -277,6 +298,7 @@ class Estimator:
         from .ops import bytes_moved
 
         by = bytes_moved(kind, c.params, c.precision)
+        self._evidence()
         coef = self.prior_.get((c.kind, c.precision))
         if coef is not None:
             a, inv_f, inv_b = coef
