@@ -71,7 +71,10 @@ def main(path: str) -> None:
             lines.append(f"| {kind} | {c.get('fp32', 0)} | {c.get('int8', 0)} | {c.get('int8_dynamic', 0)} | "
                          f"{c.get('fp16', 0)} | {int((g['sparsity'] != '0').sum())} |")
         lines += ["", "### What the measurements say about precision and sparsity here",
-                  "", "Median latency ratio against the same shape in dense fp32 (p10-p90, number of pairs):", "",
+                  "", "Median latency ratio against the same shape in dense fp32 (p10-p90, number of pairs). "
+                  "Each row times the op's own kernel: casts, layout reorders and edge (de)quantization the "
+                  "runtime adds around an isolated op are stored apart in `extra.edge_us`. Sparse rows compare "
+                  "with the dense row of the same shape and precision.", "",
                   "| kind | variant | median | p10 | p90 | pairs |", "|---|---|---|---|---|---|"]
         for prec in ("int8", "int8_dynamic", "fp16"):
             for (kind, lab), (m, lo, hi, n) in ratios(ok, prec).items():
