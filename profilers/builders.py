@@ -179,7 +179,8 @@ def _b_elementwise(g: _G, p: dict):
     for i, s in enumerate(shapes):
         dt = TensorProto.BOOL if (op in _BOOL_IN and (op != "Where" or i == 0)) else TensorProto.FLOAT
         if p.get("const_b") and i == len(shapes) - 1 and dt == TensorProto.FLOAT:
-            ins.append(g.const(np.full(s, 0.5, np.float32)))
+            # Pow in real graphs squares (LayerNorm variance); the runtime special-cases exponent 2
+            ins.append(g.const(np.full(s, 2.0 if op == "Pow" else 0.5, np.float32)))
         else:
             ins.append(g.inp(s, dt, name=f"x{i}" if i else "x"))
     if op == "Mod":
@@ -384,7 +385,7 @@ def _qdq(g: _G, x: str, edge_first: bool) -> str:
     return g.node("DequantizeLinear", [q, s, z], name=g.name("dq" if edge_first else "edge_dq"))
 
 
-def _to_qdq(m: onnx.ModelProto) -> onnx.ModelProto:
+def _to_qdq(m: onnx.ModelProto, transposed_weight: bool = False, quantize_weight: bool = True) -> onnx.ModelProto:
     """Static QDQ int8: Q->DQ on every float input and output, int8 weights behind a DQ."""
     g = _G(tag="_q")
     g.domains = {o.domain: o.version for o in m.opset_import}
@@ -394,26 +395,36 @@ def _to_qdq(m: onnx.ModelProto) -> onnx.ModelProto:
     for vi in m.graph.input:
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             ren[vi.name] = _qdq(g, vi.name, True)
+    w_scale, w_axis = np.float32(1.0), None
+    x_scale = np.float32(0.05)  # the scale _qdq gives every activation
     for t in m.graph.initializer:
-        if t.name == "W" and t.data_type == TensorProto.FLOAT:
+        if t.name == "W" and t.data_type == TensorProto.FLOAT and quantize_weight:
             w = numpy_helper.to_array(t)
-            axis = 0
-            scale = (np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0 + 1e-8).astype(np.float32)
-            wq = np.clip(np.round(w / scale.reshape([-1] + [1] * (w.ndim - 1))), -127, 127).astype(np.int8)
-            if w.ndim == 2:  # MatMul B [K, N]: per-tensor (per-column would need axis=1)
-                scale = np.float32(np.abs(w).max() / 127.0 + 1e-8)
-                wq = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-                axis = None
+            if w.ndim == 4 and not transposed_weight:  # Conv [O, I, kh, kw]: per output channel, as quantizers do
+                w_axis = 0
+                w_scale = (np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0 + 1e-8).astype(np.float32)
+                wq = np.clip(np.round(w / w_scale.reshape([-1, 1, 1, 1])), -127, 127).astype(np.int8)
+            else:  # MatMul/Gemm B, ConvTranspose: per tensor
+                w_scale = np.float32(np.abs(w).max() / 127.0 + 1e-8)
+                wq = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
             g.inits.append(numpy_helper.from_array(wq, "Wq"))
-            zp = np.zeros(np.shape(scale), np.int8)
-            attrs = {} if axis is None else {"axis": axis}
-            g.nodes.append(helper.make_node("DequantizeLinear", ["Wq", g.const(scale), g.const(zp)], ["W"],
-                                            name="w_dq", **attrs))
+            attrs = {} if w_axis is None else {"axis": w_axis}
+            g.nodes.append(helper.make_node("DequantizeLinear", ["Wq", g.const(w_scale),
+                                                                 g.const(np.zeros(np.shape(w_scale), np.int8))],
+                                            ["W"], name="w_dq", **attrs))
         elif t.name == "B" and t.data_type == TensorProto.FLOAT:
+            # the runtime fuses a quantized bias only when its scale is input scale x weight scale
             arr = numpy_helper.to_array(t)
-            g.inits.append(numpy_helper.from_array((arr / 0.05 / 0.05).astype(np.int32), "Bq"))
-            g.nodes.append(helper.make_node("DequantizeLinear", ["Bq", g.const(np.float32(0.0025)),
-                                                                 g.const(np.int32(0))], ["B"], name="b_dq"))
+            b_scale = (x_scale * w_scale).astype(np.float32)
+            per = b_scale.reshape(-1) if np.ndim(b_scale) else b_scale
+            bq = np.round(arr.reshape(-1) / per).astype(np.int32).reshape(arr.shape)
+            g.inits.append(numpy_helper.from_array(bq, "Bq"))
+            attrs = {"axis": 0} if np.ndim(b_scale) and arr.ndim == 1 else {}
+            if np.ndim(b_scale) and arr.ndim != 1:
+                b_scale, attrs = np.float32(np.max(b_scale)), {}
+            g.nodes.append(helper.make_node("DequantizeLinear", ["Bq", g.const(b_scale),
+                                                                 g.const(np.zeros(np.shape(b_scale), np.int32))],
+                                            ["B"], name="b_dq", **attrs))
         else:
             g.inits.append(t)
     for n in m.graph.node:
@@ -516,7 +527,8 @@ def build(cfg: Config, seed: int = 0) -> onnx.ModelProto:
         if cfg.precision == "fp16":
             m = _to_fp16(m)
         elif cfg.precision == "int8" and cfg.kind != "Quant":
-            m = _to_qdq(m)
+            m = _to_qdq(m, transposed_weight=cfg.kind == "ConvTranspose",
+                        quantize_weight=cfg.kind in ("Conv", "ConvTranspose", "MatMul"))
     if cfg.sparsity != "0":
         _sparsify(m, cfg.sparsity, cfg.kind, np.random.default_rng(seed))
     return m

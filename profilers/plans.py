@@ -318,7 +318,19 @@ def _random_simple(rng: random.Random, n: int):
     return out
 
 
+def int8_params(kind: str, p: dict) -> dict:
+    """In a QDQ graph the activation after a Conv/Gemm is absorbed by the requantization and a
+    residual add stays its own (QLinearAdd) kernel: int8 kernels carry neither."""
+    if kind in ("Conv", "MatMul"):
+        p = dict(p, act="none")
+        if kind == "Conv":
+            p["sum"] = 0
+    return p
+
+
 def _cfgs(tier_kind_params, precision="fp32", sparsity="0"):
+    if precision == "int8":
+        return [(t, Config(k, int8_params(k, p), precision, sparsity)) for t, k, p in tier_kind_params]
     return [(t, Config(k, p, precision, sparsity)) for t, k, p in tier_kind_params]
 
 
@@ -395,8 +407,8 @@ def model_kernels(models, target, precisions=("fp32",)) -> list[Config]:
                 continue
             out.append(k.config)
             if k.precision == "fp32" and k.kind in ("Conv", "MatMul"):
-                out += [Config(k.kind, k.params, p, k.sparsity) for p in precisions
-                        if p != "fp32" and p in get_kind(k.kind).precisions]
+                out += [Config(k.kind, int8_params(k.kind, k.params) if p == "int8" else k.params, p, k.sparsity)
+                        for p in precisions if p != "fp32" and p in get_kind(k.kind).precisions]
     return out
 
 
