@@ -97,11 +97,6 @@ def metrics(pred, meas) -> dict:
             "median_signed": 100 * float(np.median(err)), "tau": kendall_tau(pred, meas) if len(err) > 1 else 1.0}
 
 
-def model_flops(graph, est) -> float:
-    return sum(get_kind(k.kind).work(__import__("latency.ops", fromlist=["Config"]).Config.from_key(k.key).params)
-               ["flops"] for k in est.kernels)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", default="x86-avx2-ort")

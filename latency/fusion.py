@@ -1045,14 +1045,18 @@ class _Fuser:
             self.absorb(w, a)
         self._index()
 
-    def matmul_transpose(self):
-        if not self.r.matmul_trans:
-            return
+    def _float_matmuls(self):
+        """Live float MatMul/FusedMatMul nodes (the candidates of the transpose and scale fusions)."""
         for w in list(self.live):
             if w.dead or not self.is_op(w, "MatMul", "FusedMatMul") or w.info.get("precision") in ("int8", "int8_dynamic"):
                 continue
-            if self.dtype(w.inputs[0]) not in _FLOAT:
-                continue
+            if self.dtype(w.inputs[0]) in _FLOAT:
+                yield w
+
+    def matmul_transpose(self):
+        if not self.r.matmul_trans:
+            return
+        for w in self._float_matmuls():
             for i in (0, 1):
                 t = self.producer(w.inputs[i])
                 if not self.is_op(t, "Transpose") or self.only_consumer(t.outputs[0]) is not w:
@@ -1235,11 +1239,7 @@ class _Fuser:
     def matmul_scale(self):
         if not self.r.matmul_scale:
             return
-        for w in list(self.live):
-            if w.dead or not self.is_op(w, "MatMul", "FusedMatMul") or w.info.get("precision") in ("int8", "int8_dynamic"):
-                continue
-            if self.dtype(w.inputs[0]) not in _FLOAT:
-                continue
+        for w in self._float_matmuls():
             # output side
             c = self.out_single(w)
             if self.is_op(c, "Mul", "Div") and c.domain == "":

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from latency.ops import Config, broadcast, conv_out_shape, convt_out_shape, get_kind
+from latency.ops import Config, conv_out_shape, get_kind
 
 OPSET = 17
 _MS = "com.microsoft"
@@ -562,14 +562,3 @@ def _gather_rows(model) -> int:
                 if t.name == n.input[0]:
                     return int(t.dims[axis])
     return 2
-
-
-def output_shape(cfg: Config) -> list[int] | None:
-    """Output shape of a Conv/ConvTranspose config (used by plans to chain shapes)."""
-    if cfg.kind == "Conv":
-        return conv_out_shape(cfg.params)
-    if cfg.kind == "ConvTranspose":
-        return convt_out_shape(cfg.params)
-    if cfg.kind == "Elementwise":
-        return broadcast(*cfg.params["inputs"])
-    return None

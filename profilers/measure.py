@@ -130,8 +130,9 @@ def _own_mask_fn(cfg: Config, model_nodes: set[str]):
     return is_own
 
 
-def _parse_profile(path: str, is_own) -> list[tuple[float, dict]]:
-    """Per model_run: (own kernel time us, {edge op name: us}) in run order."""
+def _parse_profile(path: str, is_own, own_ops: set | None = None) -> list[tuple[float, dict]]:
+    """Per model_run: (own kernel time us, {edge op name: us}) in run order; ``own_ops`` collects the
+    runtime op names that were timed as the config's own kernel."""
     with open(path) as f:
         events = json.load(f)
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
@@ -149,6 +150,8 @@ def _parse_profile(path: str, is_own) -> list[tuple[float, dict]]:
         op = e.get("args", {}).get("op_name", "")
         if is_own(node, op):
             own[i] += e["dur"]
+            if own_ops is not None:
+                own_ops.add(op)
         else:
             edges[i][op] = edges[i].get(op, 0.0) + e["dur"]
     return list(zip(own, edges))
@@ -201,7 +204,7 @@ def _phase(items: list[_Item], protocol: Protocol, tmp: str, canary: _Canary, ca
         try:
             if it.error:
                 continue
-            per_run = _parse_profile(path, _own_mask_fn(it.cfg, it.nodes))
+            per_run = _parse_profile(path, _own_mask_fn(it.cfg, it.nodes), it.kernel_ops)
             timed = per_run[protocol.warmup:]
             for r in range(protocol.rounds_per_phase):
                 chunk = timed[r * it.n:(r + 1) * it.n]
@@ -271,6 +274,7 @@ def measure_chunk(configs: list[Config], protocol: Protocol = Protocol(), seed: 
             "canary_us": [round(c, 2) for c in canary_vals],
             "unstable": int(bool(ok and _spread(it.rounds) > protocol.unstable_spread)),
             "remeasured": it.remeasured,
+            "kernel_ops": sorted(it.kernel_ops),
             "error": None if ok else (it.error or "no timed runs"),
             "extra": {"edge_us": {op: round(float(np.median(v)), 2) for op, v in it.edges.items()},
                       "runs_per_round": it.n},

@@ -73,6 +73,7 @@ def test_real_measurement_small_scale():
         assert len(r["rounds_us"]) == 2 and len(r["canary_us"]) == 2
     # the isolated fp32 conv gets layout reorders that are not part of its own kernel time
     assert "ReorderInput" in rows[0]["extra"]["edge_us"]
+    assert rows[0]["kernel_ops"] == ["Conv"] and "QLinearConv" in rows[1]["kernel_ops"]
     assert rows[4]["error"] and rows[4]["latency_us"] is None
 
 
