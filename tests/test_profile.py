@@ -61,7 +61,7 @@ def test_real_measurement_small_scale():
     """Real onnxruntime sessions on this CPU: kernel time, rounds, canary, edges, failure as data."""
     conv = {"x": [1, 16, 16, 16], "cout": 16, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
             "dilations": [1, 1], "group": 1, "act": "Relu", "sum": 0}
-    cfgs = [Config("Conv", conv), Config("Conv", conv, "int8"),
+    cfgs = [Config("Conv", conv), Config("Conv", dict(conv, act="none"), "int8"),
             Config("MatMul", {"a": [8, 64], "b": [64, 64], "const_b": 1, "bias": 1, "scale": 0, "trans_b": 0,
                               "act": "none"}),
             Config("Reorder", {"op": "ReorderInput", "x": [1, 16, 16, 16]}),
