@@ -3,7 +3,7 @@
 Corpus: the project's zoo (real layer configurations built with onnx.helper) plus onnx's shipped
 `light_*` model-zoo architectures. Ground truth: end-to-end latency with the robust protocol
 (fresh sessions per phase, round-robin rounds, minimum of round medians), 1 thread, ORT_ENABLE_ALL,
-pinned to one core; cached in benchmarks/out/e2e_<target>.json with the host fingerprint.
+pinned to one core; cached (every round) in benchmarks/results/e2e_<target>.json with the host fingerprint.
 
 Side by side, from the same measurements:
 * `latency`:   the estimator (fusion rules + table/regressor/prior + fitted overhead);
@@ -36,7 +36,7 @@ from latency.targets import get_target  # noqa: E402
 from profilers import zoo  # noqa: E402
 from profilers.measure import pin_to_core  # noqa: E402
 
-OUT = os.path.join(ROOT, "benchmarks", "out")
+OUT = os.path.join(ROOT, "benchmarks", "results")
 
 
 def corpus() -> dict:
