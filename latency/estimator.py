@@ -351,7 +351,7 @@ class Estimator:
         ov = self.overhead_
         overhead = 0.0
         if ests and (ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us")):
-            n_disp, wmb = _overhead_terms(_Proxy(ests))
+            n_disp, wmb = _overhead_terms(ests)
             overhead = (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
                         + ov.get("per_weight_mb_us", 0.0) * wmb)
         total = max(ksum + overhead, 0.0)
@@ -370,11 +370,6 @@ class Estimator:
         return est
 
 
-class _Proxy:
-    def __init__(self, kernels):
-        self.kernels = kernels
-
-
 def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
     """Small non-negative least squares by projected coordinate descent (3 unknowns)."""
     x = np.maximum(np.linalg.lstsq(a, b, rcond=None)[0], 0.0)
@@ -388,10 +383,10 @@ def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
     return x
 
 
-def _overhead_terms(e) -> tuple[float, float]:
-    """(dispatched kernel count, weight megabytes) of an estimate: the regressors of the overhead."""
-    n = sum(1 for k in e.kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
-    wmb = sum(_weight_mb(k.key) for k in e.kernels if k.source != "free" and k.key)
+def _overhead_terms(kernels) -> tuple[float, float]:
+    """(dispatched kernel count, weight megabytes) of priced kernels: the regressors of the overhead."""
+    n = sum(1 for k in kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
+    wmb = sum(_weight_mb(k.key) for k in kernels if k.source != "free" and k.key)
     return float(n), wmb
 
 
@@ -414,7 +409,7 @@ def fit_overhead(estimates, measured_us) -> dict:
     """
     x, y, m = [], [], []
     for e, meas in zip(estimates, measured_us):
-        n, wmb = _overhead_terms(e)
+        n, wmb = _overhead_terms(e.kernels)
         x.append((1.0, n, wmb))
         y.append(meas - e.kernel_sum_us)
         m.append(meas)
