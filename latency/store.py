@@ -13,8 +13,10 @@ import csv
 import hashlib
 import json
 import os
+import random
 import socket
 import sqlite3
+import time
 import urllib.parse
 import uuid
 from datetime import datetime, timezone
@@ -84,6 +86,21 @@ MIGRATIONS = [_migrate_0]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
+def _enable_wal(conn, wait_s: float = 60.0) -> None:
+    """Switch to WAL. The switch takes an exclusive lock and sqlite answers "database is locked" at
+    once (its busy handler is not consulted) when another connection is opening the same file, so retry
+    until the deadline."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+
 class Store:
     """A latency profile database at ``path`` (``":memory:"`` for tests)."""
 
@@ -104,7 +121,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails on a non-database
             if not self.readonly and self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                _enable_wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against kills
             self._open_schema()
         except sqlite3.Error as e:

@@ -14,7 +14,7 @@ from latency.fusion import fuse
 from latency.graph import load_graph
 from latency.ops import Config
 from latency.store import Store
-from latency.targets import get_target
+from latency.targets import get_target, host_target
 from profilers.fake import fake_latency_us
 from profilers.sweep import run_sweep
 
@@ -158,7 +158,7 @@ def test_real_pipeline_small_scale(tmp_path):
     """Profile a tiny model's kernels for real on this CPU, then estimate it from that profile."""
     from profilers.measure import Protocol
 
-    target = get_target("x86-avx2-ort")
+    target = host_target()
     ok, why = target.host_supported()
     if not ok:
         pytest.skip(why)
@@ -178,7 +178,7 @@ def test_real_pipeline_small_scale(tmp_path):
 
 
 def test_check_fusion_against_runtime(tmp_path):
-    target = get_target("x86-avx2-ort")
+    target = host_target()
     ok, why = target.host_supported()
     if not ok:
         pytest.skip(why)

@@ -12,6 +12,7 @@ from latency import ops
 from latency.fusion import (GENERIC_GPU_RULES, ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, FusionRules, Kernel,
                             compare_summaries, fuse, kernel_summary, runtime_kernel_summary)
 from latency.graph import load_graph
+from latency.targets import host_target
 
 X86 = ORT_CPU_X86_RULES(8)
 
@@ -430,8 +431,16 @@ CONFORMANCE_KEYS = ("conv", "conv_act", "conv_sum", "reorder", "reorder_input", 
                     "pool", "transpose")
 
 
+def _host_rules():
+    """The rule table of the x86 target this host's onnxruntime behaves as (NCHWc block 8 or 16)."""
+    t = host_target()
+    if not t.isa.startswith("x86"):
+        pytest.skip(f"conformance with the x86 rule table needs an x86 host, not {t.isa}")
+    return t.fusion_rules()
+
+
 def _conforms(model, **kw):
-    ks, unc = run(model, X86, **kw)
+    ks, unc = run(model, _host_rules(), **kw)
     ours, rt = kernel_summary(ks), runtime_kernel_summary(model, **kw)
     assert not unc
     assert compare_summaries(ours, rt, CONFORMANCE_KEYS) == {}
