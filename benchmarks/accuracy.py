@@ -104,13 +104,16 @@ def main():
     ap.add_argument("--remeasure", action="store_true")
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--fit-overhead", action="store_true", help="refit and save the overhead model from FIT models")
+    ap.add_argument("--no-context", action="store_true",
+                    help="ablation: price kernels as timed alone (no in-model context); an overhead refit is not saved")
     a = ap.parse_args()
     pin_to_core(a.core)
     target = get_target(a.target)
     models = corpus()
     meas = measure(models, os.path.join(OUT, f"e2e_{target.name}.json"), a.remeasure, target)
-    est = Estimator(target, profile=a.profile, overhead=False if a.fit_overhead else None).prepare()
-    naive = Estimator(target, profile=a.profile, overhead=False).prepare()
+    ctx = False if a.no_context else None
+    est = Estimator(target, profile=a.profile, overhead=False if a.fit_overhead else None, context=ctx).prepare()
+    naive = Estimator(target, profile=a.profile, overhead=False, context=False).prepare()
     naive.rules_ = no_fusion(est.rules_)
     rows = []
     for name, m in models.items():
@@ -131,11 +134,14 @@ def main():
                    "fitted_at": time.strftime("%Y-%m-%d"), "protocol": "e2e: 3 phases x 3 rounds, fresh sessions, "
                    "min of round medians; 1 thread, ORT_ENABLE_ALL"})
         path = est.profile_path_.replace(".db", ".overhead.json")
+        if a.no_context:
+            path = os.path.join(OUT, f"overhead_no_context_{target.name}.json")
+        ov["context"] = est.context_source_
         with open(path, "w") as f:
             json.dump(ov, f, indent=1)
         print(f"overhead model saved to {path}: {ov['per_run_us']:.1f} us/run + {ov['per_kernel_us']:.2f} us/kernel "
               f"+ {ov['per_weight_mb_us']:.2f} us/weight-MB (fit residual median {100 * ov['residual_rel_median']:.1f}%)")
-        est = Estimator(target, profile=a.profile).prepare()
+        est = Estimator(target, profile=a.profile, overhead=path, context=ctx).prepare()
         for r in rows:
             r["est"] = est.estimate(load_graph(models[r["model"]]))
     # FLOPs baseline: one constant (ms per GFLOP) fitted on FIT models, median of ratios

@@ -48,6 +48,7 @@ class KernelEstimate:
     share: float = 0.0
     detail: str = ""
     key: str = ""
+    isolated_us: float | None = None  # the kernel alone (table/regressor/prior), before the in-model context
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Estimate:
     overhead_source: str
     warnings: tuple = ()
     sources: dict = field(default_factory=dict)
+    context_source: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -71,6 +73,7 @@ class Estimate:
             "kernel_sum_us": self.kernel_sum_us,
             "overhead_us": self.overhead_us,
             "overhead_source": self.overhead_source,
+            "context_source": self.context_source,
             "target": self.target,
             "profile": self.profile,
             "sources": self.sources,
@@ -90,15 +93,18 @@ class Estimator:
     ``profile``: path of the profiling database (default: the target's shipped profile).
     ``regressors``: folder of trained regressors (default: next to the profile), or False to disable.
     ``overhead``: path of the fitted overhead model (default: next to the profile), or False.
+    ``context``: path of the fitted in-model context model (default: next to the profile), or False.
     """
 
-    def __init__(self, target, profile=None, regressors=None, overhead=None, check_host: bool = True):
+    def __init__(self, target, profile=None, regressors=None, overhead=None, check_host: bool = True,
+                 context=None):
         from .targets import get_target
 
         self.target = get_target(target) if isinstance(target, str) else target
         self.profile = profile
         self.regressors = regressors
         self.overhead = overhead
+        self.context = context
         self.check_host = check_host
         self._prepared = False
 
@@ -149,6 +155,7 @@ class Estimator:
         self.reg_kinds_ = ({p.name[: -len(".meta.json")] for p in self.reg_dir_.glob("*.meta.json")}
                            if self.reg_dir_ else set())
         self.overhead_ = self._load_overhead(path)
+        self.context_, self.context_source_ = self._load_context(path)
         self._prepared = True
         return self
 
@@ -230,6 +237,15 @@ class Estimator:
             d = json.load(f)
         d.setdefault("source", f"fitted: {p.name}")
         return d
+
+    def _load_context(self, path):
+        from .context import ContextModel
+
+        p = Path(self.context) if self.context else (path.with_name(path.stem + ".context.json") if path else None)
+        if self.context is False or p is None or not p.exists():
+            return ContextModel(None), "none (kernels priced as timed alone)"
+        cm = ContextModel.load(p)
+        return cm, cm.spec.get("source", f"fitted: {p.name}")
 
     # -- pricing ---------------------------------------------------------------------------------
 
@@ -345,8 +361,14 @@ class Estimator:
                 for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):
                     unc.append(Uncovered(n, t, f"no table row, regressor or prior prices {k.kind} {k.precision}"))
                 continue
+            iso = max(0.0, float(res[0]))
+            lat, detail = iso, res[2]
+            if self.context_ and res[1] != "free":
+                f = self.context_.factor(k.kind, iso)
+                lat = iso * f
+                detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
-                                       max(0.0, float(res[0])), res[1], 0.0, res[2], k.config.key))
+                                       lat, res[1], 0.0, detail, k.config.key, iso))
         ksum = sum(e.latency_us for e in ests)
         ov = self.overhead_
         overhead = 0.0
@@ -363,7 +385,7 @@ class Estimator:
         if unc:
             warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
         est = Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(unc), self.target.name,
-                       self.profile_path_, ov.get("source", ""), tuple(warnings), sources)
+                       self.profile_path_, ov.get("source", ""), tuple(warnings), sources, self.context_source_)
         if strict and unc:
             raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "
                                 f"{unc[0].reason}")

@@ -412,30 +412,34 @@ def model_kernels(models, target, precisions=("fp32",)) -> list[Config]:
     return out
 
 
-def _zoo_items() -> list[tuple[int, Config]]:
-    """Kernels of the zoo's FIT models (the models fitting is allowed to see)."""
+def _zoo_items(target=None) -> list[tuple[int, Config]]:
+    """Kernels of the zoo's FIT models (the models fitting is allowed to see), fused as ``target``
+    fuses them (the NCHWc block decides which convs and reorders exist)."""
     from latency.targets import get_target
 
     from . import zoo
 
-    cfgs = model_kernels([zoo.build(n) for n in zoo.FIT], get_target("x86-avx2-ort"), ("fp32", "int8"))
+    target = target if target is not None else get_target("x86-avx2-ort")
+    cfgs = model_kernels([zoo.build(n) for n in zoo.FIT], target, ("fp32", "int8"))
     return [(0 if c.precision == "fp32" else 1, c) for c in cfgs]
 
 
 PLANS = ("quick", "standard", "full", "zoo")
 
 
-def plan(name: str, ops: list[str] | None = None, precisions: list[str] | None = None) -> list[Config]:
+def plan(name: str, ops: list[str] | None = None, precisions: list[str] | None = None,
+         target=None) -> list[Config]:
     """The plan's configs, deduplicated, in measuring order (highest priority first).
 
     ``ops`` restricts to op kinds (validated against the registry); ``precisions`` likewise.
+    ``target`` matters to the ``zoo`` plan only: its kernels are fused by that target's rules.
     """
     if name not in PLANS:
         raise UnknownPlan(name, PLANS)
     if ops:
         for k in ops:
             get_kind(k)
-    items = _zoo_items() if name == "zoo" else _plan_items(name)
+    items = _zoo_items(target) if name == "zoo" else _plan_items(name)
     seen, out = set(), []
     rng = random.Random(5)
     rng.shuffle(items)

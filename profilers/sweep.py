@@ -84,7 +84,7 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
     protocol = protocol or Protocol()
     t0 = time.monotonic()
     if isinstance(plan, str):
-        configs = make_plan(plan, ops, precisions)
+        configs = make_plan(plan, ops, precisions, target=target)
     else:
         seen: set = set()
         configs = [c for c in plan if (not ops or c.kind in ops) and (not precisions or c.precision in precisions)

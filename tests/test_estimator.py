@@ -53,6 +53,27 @@ def test_table_hits_sum_to_total(fake_profile):
     assert abs(sum(k.share for k in est.kernels) - 1) < 1e-9
 
 
+def test_context_model_recovers_a_size_dependent_ratio(tmp_path):
+    """Pairs whose in-model/alone ratio falls from 0.5 (tiny kernels) to 1.0 (large ones)."""
+    from latency.context import ContextModel, fit_context
+
+    rng = np.random.default_rng(0)
+    iso = np.exp(rng.uniform(np.log(2), np.log(5000), 400))
+    true = lambda us: np.interp(np.log(us), [np.log(5), np.log(500)], [0.5, 1.0])  # noqa: E731
+    pairs = [{"kind": "Conv", "isolated_us": u, "in_model_us": u * true(u) * rng.lognormal(0, 0.03)} for u in iso]
+    pairs += [{"kind": "Pool", "isolated_us": 10.0, "in_model_us": 30.0}]  # too few: pooled curve
+    spec = fit_context(pairs, min_pairs=16)
+    assert set(spec["kinds"]) == {"*", "Conv"}
+    cm = ContextModel(spec)
+    for us in (3.0, 20.0, 100.0, 3000.0):
+        assert cm.factor("Conv", us) == pytest.approx(float(true(us)), rel=0.12)
+    assert cm.factor("Pool", 3000.0) == pytest.approx(cm.factor("*", 3000.0))
+    assert cm.factor("Conv", 1e7) == pytest.approx(cm.factor("Conv", 5000.0))  # flat beyond the data
+    cm.save(tmp_path / "c.json")
+    assert ContextModel.load(tmp_path / "c.json").factor("Conv", 20.0) == cm.factor("Conv", 20.0)
+    assert not ContextModel(None) and ContextModel(None).factor("Conv", 5.0) == 1.0
+
+
 def test_unknown_op_is_uncovered_never_zero(fake_profile):
     e = Estimator(FAKE, profile=fake_profile, overhead=False)
     est = e.estimate(with_unknown_op())
@@ -171,10 +192,28 @@ def test_real_pipeline_small_scale(tmp_path):
         assert r.failed == 0
         row = st.measurements().iloc[0]
         assert row["source"] == "measured" and len(row["rounds_us"]) == 2
-    est = Estimator(target, profile=db, overhead=False, check_host=False).estimate(m)
+    estimator = Estimator(target, profile=db, overhead=False, check_host=False)
+    est = estimator.estimate(m)
     assert not est.uncovered
     assert {k.source for k in est.kernels} <= {"table", "free"}
     assert est.total_ms > 0
+    # the same kernels timed inside the model: every priced kernel finds its runtime node
+    from latency.context import ContextModel, fit_context
+    from profilers.context import kernel_pairs
+
+    pairs, stats = kernel_pairs(m, estimator, name="small_cnn", repeats=1, runs=3)
+    priced = [k for k in est.kernels if k.source != "free"]
+    assert stats["skipped"] == 0 and len(pairs) == len(priced)
+    assert sorted(p["key"] for p in pairs) == sorted(k.key for k in priced)
+    assert all(p["in_model_us"] > 0 for p in pairs)
+    ctx = tmp_path / "real.context.json"
+    ContextModel(fit_context(pairs, min_pairs=1, min_bin=1)).save(ctx)
+    est2 = Estimator(target, profile=db, overhead=False, check_host=False, context=ctx).estimate(m)
+    cm = ContextModel.load(ctx)
+    for a, b in zip(est.kernels, est2.kernels):
+        assert b.isolated_us == pytest.approx(a.latency_us)
+        if b.source != "free":
+            assert b.latency_us == pytest.approx(a.latency_us * cm.factor(a.kind, a.latency_us))
 
 
 def test_check_fusion_against_runtime(tmp_path):

@@ -1,0 +1,84 @@
+"""In-model context: a kernel inside a model does not take what it takes alone.
+
+The profiler times every kernel in a single-op session, with its inputs and weights warm in cache
+and nothing before or after it. Inside a model the same kernel reads an input the previous kernel
+has just written, may find its weights evicted, and runs back to back with its neighbours. The
+ratio ``in-model / isolated`` depends on the op kind and on the kernel's size (a 3 us reorder and
+a 3 ms convolution are affected differently), so a constant per-kernel overhead cannot absorb it.
+
+A :class:`ContextModel` is a per-kind, piecewise-linear curve of ``log(in_model / isolated)``
+against ``log(isolated_us)``, fitted from kernel pairs: the same kernel timed alone (the profile)
+and inside real models (onnxruntime's per-node profile of the training corpus). Kinds with too
+few pairs use the curve pooled over all kinds. It is stored as JSON next to the profile
+(``<profile>.context.json``) with where the pairs came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+#: log-ratio limits: the correction never scales a kernel by more than e^0.7 (~2x) either way
+_CLAMP = 0.7
+
+
+def _curve(iso_us: np.ndarray, ratio: np.ndarray, min_bin: int, max_bins: int) -> dict:
+    """Knots (median log isolated time, median log ratio) over quantile bins of ``min_bin``+ pairs."""
+    order = np.argsort(iso_us)
+    x, y = np.log(iso_us[order]), np.log(ratio[order])
+    n_bins = int(max(1, min(max_bins, len(x) // min_bin)))
+    edges = np.linspace(0, len(x), n_bins + 1).astype(int)
+    kx, ky = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        kx.append(float(np.median(x[a:b])))
+        ky.append(float(np.clip(np.median(y[a:b]), -_CLAMP, _CLAMP)))
+    return {"log_us": kx, "log_ratio": ky, "pairs": int(len(x))}
+
+
+def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6) -> dict:
+    """Fit a context model from ``pairs``: dicts with ``kind``, ``isolated_us``, ``in_model_us``.
+
+    Returns the JSON-ready model: a curve per kind with at least ``min_pairs`` pairs and a pooled
+    curve (``"*"``) for the rest.
+    """
+    pairs = [p for p in pairs if p["isolated_us"] > 0 and p["in_model_us"] > 0]
+    if not pairs:
+        raise ValueError("no kernel pairs to fit a context model from")
+    iso = np.array([p["isolated_us"] for p in pairs], float)
+    inm = np.array([p["in_model_us"] for p in pairs], float)
+    kinds = np.array([p["kind"] for p in pairs])
+    curves = {"*": _curve(iso, inm / iso, min_bin, max_bins)}
+    for k in sorted(set(kinds.tolist())):
+        sel = kinds == k
+        if sel.sum() >= min_pairs:
+            curves[k] = _curve(iso[sel], inm[sel] / iso[sel], min_bin, max_bins)
+    return {"kinds": curves, "n_pairs": len(pairs)}
+
+
+class ContextModel:
+    """Applies a fitted context model: ``in_model_us = isolated_us * factor(kind, isolated_us)``."""
+
+    def __init__(self, spec: dict | None):
+        self.spec = spec or {}
+        self._curves = {k: (np.array(v["log_us"]), np.array(v["log_ratio"]))
+                        for k, v in self.spec.get("kinds", {}).items()}
+
+    @classmethod
+    def load(cls, path) -> "ContextModel":
+        with open(path) as f:
+            return cls(json.load(f))
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.spec, indent=1))
+
+    def __bool__(self) -> bool:
+        return bool(self._curves)
+
+    def factor(self, kind: str, isolated_us: float) -> float:
+        c = self._curves.get(kind) or self._curves.get("*")
+        if c is None or not isolated_us > 0:
+            return 1.0
+        return float(math.exp(np.interp(math.log(isolated_us), c[0], c[1])))
