@@ -230,9 +230,14 @@ def train(target_name, path, out):
 def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, check_fusion):
     """Estimate a model's latency on a target, with a per-kernel breakdown."""
     from .estimator import Estimator
-    from .targets import host_target
+    from .targets import default_target
 
-    tname = target_name or host_target().name
+    note = ""
+    if target_name:
+        tname = target_name
+    else:
+        t, note = default_target()
+        tname = t.name
     estimator = Estimator(tname, profile=profile_path)
     est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict)
     if check_fusion:
@@ -242,11 +247,14 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
                + "; ".join(f"{k}: {v}" for k, v in list(diff.items())[:8]))
         click.echo(msg, err=True)
     if as_json:
-        click.echo(json.dumps(est.to_dict(), indent=1))
+        d = est.to_dict()
+        if note:
+            d["warnings"] = [note] + d["warnings"]
+        click.echo(json.dumps(d, indent=1))
         return
-    for w in est.warnings:
+    for w in ([note] if note else []) + list(est.warnings):
         click.echo(f"warning: {w}", err=True)
-    how = "" if target_name else " (this host's profile)"
+    how = "" if target_name else " (this host's profile)" if not note else " (nearest shipped profile)"
     click.echo(f"model    {model}\ntarget   {est.target}{how}\nprofile  {est.profile or '-'}")
     click.echo(f"total    {est.total_ms:.3f} ms  = kernels {est.kernel_sum_us / 1000:.3f} ms + overhead "
                f"{est.overhead_us / 1000:.3f} ms [{est.overhead_source}]")

@@ -446,9 +446,9 @@ def fit_overhead(estimates, measured_us) -> dict:
 
 def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False) -> Estimate:
     """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many)."""
-    from .targets import host_target
+    from .targets import default_target
 
-    t = target or host_target().name
+    t = target or default_target()[0].name
     return Estimator(t, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict)
 
 

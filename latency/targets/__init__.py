@@ -159,3 +159,21 @@ def host_target() -> Target:
     if platform.machine() in ("aarch64", "arm64"):
         return _TARGETS["arm64-ort"]
     return _TARGETS["x86-avx512-ort" if "avx512f" in flags else "x86-avx2-ort"]
+
+
+def default_target() -> tuple[Target, str]:
+    """The target an estimate uses when none is named, and a note when it is not this host's own.
+
+    This host's target when its profile is shipped; otherwise a shipped profile of the same
+    architecture (an x86 profile for another x86 ISA level), with a warning that says so.
+    """
+    host = host_target()
+    if host.profile and (tables_dir() / host.profile).exists():
+        return host, ""
+    arch = host.isa.split("-")[0]
+    for t in _TARGETS.values():
+        if t is not host and t.isa.split("-")[0] == arch and t.profile and (tables_dir() / t.profile).exists():
+            return t, (f"no shipped profile for this host's target {host.name}; using {t.name}, measured on a "
+                       f"different {arch} ISA level: expect this host to differ (AVX-512 vs AVX2 kernels differ by "
+                       f"up to ~1.6x); name --target/--profile to choose")
+    return host, ""
