@@ -214,6 +214,17 @@ def test_real_pipeline_small_scale(tmp_path):
         assert b.isolated_us == pytest.approx(a.latency_us)
         if b.source != "free":
             assert b.latency_us == pytest.approx(a.latency_us * cm.factor(a.kind, a.latency_us))
+    # calibration end to end: context + overhead fitted from the model run for real, saved next to the profile
+    from profilers.calibrate import calibrate
+
+    r = calibrate(target, profile=db, models={"small_cnn": m}, repeats=1, runs=3)
+    assert r["pairs"] == len(priced)
+    for k in ("context", "overhead", "calibration"):
+        assert (tmp_path / f"real.{k}.json").exists()
+    raw = json.loads((tmp_path / "real.calibration.json").read_text())
+    assert raw["e2e"]["small_cnn"]["latency_ms"] > 0 and len(raw["e2e"]["small_cnn"]["rounds_ms"]) == 9
+    est3 = Estimator(target, profile=db, check_host=False).estimate(m)
+    assert est3.context_source.startswith("fitted from") and "fitted" in est3.overhead_source
 
 
 def test_check_fusion_against_runtime(tmp_path):

@@ -1,0 +1,71 @@
+"""Calibrate a profile against whole models: the in-model context model and the overhead model.
+
+The table says what each kernel takes alone. Two things turn a sum of those into a model's
+latency, and both are fitted here from the training corpus (profilers.zoo.FIT) run on the device:
+
+1. the **context model** (:mod:`latency.context`): every FIT kernel timed inside its model
+   (onnxruntime's per-node profile) against its price alone;
+2. the **overhead model** (:func:`latency.estimator.fit_overhead`): end-to-end latency (the
+   robust protocol of :func:`profilers.e2e.measure_models`) minus the context-corrected kernel sum,
+   as per-run + per-kernel + per-weight-MB terms.
+
+Writes ``<profile>.context.json``, ``<profile>.overhead.json`` and the raw data they came from,
+``<profile>.calibration.json`` (every kernel pair and every end-to-end round), next to the profile.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from latency.context import ContextModel, fit_context
+from latency.estimator import Estimator, fit_overhead
+
+from . import zoo
+from .context import kernel_pairs
+from .e2e import measure_models
+
+PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 1 thread, ORT_ENABLE_ALL"
+
+
+def calibrate(target, profile=None, models=None, repeats: int = 3, runs: int = 20, progress=None) -> dict:
+    """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
+
+    ``models``: name -> ModelProto (default: the zoo's FIT models). Returns a summary dict.
+    """
+    say = progress or (lambda msg: None)
+    models = models or {n: zoo.build(n) for n in zoo.FIT}
+    base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
+    stem = Path(base.profile_path_)
+    paths = {k: stem.with_name(stem.stem + f".{k}.json") for k in ("context", "overhead", "calibration")}
+    host = base.target.fingerprint()
+    t0 = time.time()
+    pairs, match = [], {}
+    for name, m in models.items():
+        p, s = kernel_pairs(m, base, name=name, repeats=repeats, runs=runs)
+        pairs += p
+        match[name] = s
+        say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
+    spec = fit_context(pairs)
+    spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
+                           f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
+                 "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
+    ContextModel(spec).save(paths["context"])
+    say("end-to-end measurement of the calibration models")
+    e2e = measure_models({n: m.SerializeToString() for n, m in models.items()}, progress=say)
+    est = Estimator(target, profile=base.profile_path_, overhead=False, context=paths["context"],
+                    check_host=False).prepare()
+    ok = [n for n in models if e2e[n]["latency_ms"]]
+    ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok])
+    ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
+               "context": spec["source"]})
+    with open(paths["overhead"], "w") as f:
+        json.dump(ov, f, indent=1)
+    with open(paths["calibration"], "w") as f:
+        json.dump({"host": host, "seconds": time.time() - t0, "repeats": repeats, "runs": runs, "match": match,
+                   "pairs": pairs, "e2e": e2e}, f, indent=0)
+    return {"pairs": len(pairs), "models": len(models), "context": str(paths["context"]),
+            "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
+            "per_kernel_us": ov["per_kernel_us"], "per_weight_mb_us": ov["per_weight_mb_us"],
+            "residual_rel_median": ov["residual_rel_median"], "seconds": time.time() - t0}
