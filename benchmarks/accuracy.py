@@ -12,7 +12,9 @@ Side by side, from the same measurements:
 
 Models in profilers.zoo.FIT were used for fitting (overhead, plan shapes) and are reported apart.
 
-    python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure] [--core 0] [--fit-overhead]
+    python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure] [--core 0] [--fit-overhead] [--no-context]
+
+The shipped context and overhead models come from `latency calibrate` (FIT models only).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ sys.path.insert(0, ROOT)
 from latency.estimator import Estimator, fit_overhead  # noqa: E402
 from latency.graph import load_graph  # noqa: E402
 from latency.ops import get_kind  # noqa: E402
-from latency.targets import get_target  # noqa: E402
+from latency.targets import get_target, host_target  # noqa: E402
 from profilers import zoo  # noqa: E402
 from profilers.measure import pin_to_core  # noqa: E402
 
@@ -99,20 +101,22 @@ def metrics(pred, meas) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--target", default="x86-avx2-ort")
+    ap.add_argument("--target", default=None, help="default: this host's target")
     ap.add_argument("--profile", default=None)
     ap.add_argument("--remeasure", action="store_true")
     ap.add_argument("--core", type=int, default=0)
-    ap.add_argument("--fit-overhead", action="store_true", help="refit and save the overhead model from FIT models")
+    ap.add_argument("--fit-overhead", action="store_true",
+                    help="ablation: refit the overhead on this run's FIT models (in memory, not saved)")
     ap.add_argument("--no-context", action="store_true",
-                    help="ablation: price kernels as timed alone (no in-model context); an overhead refit is not saved")
+                    help="ablation: price kernels as timed alone (no in-model context), overhead refitted in memory")
     a = ap.parse_args()
     pin_to_core(a.core)
-    target = get_target(a.target)
+    target = get_target(a.target) if a.target else host_target()
     models = corpus()
     meas = measure(models, os.path.join(OUT, f"e2e_{target.name}.json"), a.remeasure, target)
     ctx = False if a.no_context else None
-    est = Estimator(target, profile=a.profile, overhead=False if a.fit_overhead else None, context=ctx).prepare()
+    refit = a.fit_overhead or a.no_context
+    est = Estimator(target, profile=a.profile, overhead=False if refit else None, context=ctx).prepare()
     naive = Estimator(target, profile=a.profile, overhead=False, context=False).prepare()
     naive.rules_ = no_fusion(est.rules_)
     rows = []
@@ -128,22 +132,16 @@ def main():
                      e.kernel_sum_us / 1000, "n_kernels": len(e.kernels), "est": e, "naive_ms": nv.total_ms,
                      "flops": sum(k_flops(k) for k in e.kernels), "uncovered": len(e.uncovered)})
     fit_rows = [r for r in rows if r["fit"]]
-    if a.fit_overhead:
+    if a.fit_overhead or a.no_context:
+        # ablation: refit the overhead on this run's FIT rows, in memory (`latency calibrate` fits the shipped one)
         ov = fit_overhead([r["est"] for r in fit_rows], [r["measured_ms"] * 1000 for r in fit_rows])
-        ov.update({"fitted_on": [r["model"] for r in fit_rows], "host": target.fingerprint(),
-                   "fitted_at": time.strftime("%Y-%m-%d"), "protocol": "e2e: 3 phases x 3 rounds, fresh sessions, "
-                   "min of round medians; 1 thread, ORT_ENABLE_ALL"})
-        path = est.profile_path_.replace(".db", ".overhead.json")
-        if a.no_context:
-            path = os.path.join(OUT, f"overhead_no_context_{target.name}.json")
-        ov["context"] = est.context_source_
-        with open(path, "w") as f:
-            json.dump(ov, f, indent=1)
-        print(f"overhead model saved to {path}: {ov['per_run_us']:.1f} us/run + {ov['per_kernel_us']:.2f} us/kernel "
-              f"+ {ov['per_weight_mb_us']:.2f} us/weight-MB (fit residual median {100 * ov['residual_rel_median']:.1f}%)")
-        est = Estimator(target, profile=a.profile, overhead=path, context=ctx).prepare()
+        print(f"overhead refitted on {len(fit_rows)} FIT models: {ov['per_run_us']:.1f} us/run + "
+              f"{ov['per_kernel_us']:.2f} us/kernel + {ov['per_weight_mb_us']:.2f} us/weight-MB "
+              f"(fit residual median {100 * ov['residual_rel_median']:.1f}%)")
+        est.overhead_ = ov
         for r in rows:
             r["est"] = est.estimate(load_graph(models[r["model"]]))
+    print(f"context: {est.context_source_}\noverhead: {est.overhead_['source']}")
     # FLOPs baseline: one constant (ms per GFLOP) fitted on FIT models, median of ratios
     k_flop = float(np.median([r["measured_ms"] / r["flops"] for r in fit_rows]))
     print(f"\n{'model':26s} {'set':4s} {'kern':>5s} {'measured':>9s} {'latency':>9s} {'err':>7s} {'flops':>9s} "

@@ -132,7 +132,7 @@ _TARGETS = {t.name: t for t in (
     Target("x86-avx2-ort", "x86-64 CPU with AVX2/FMA (no AVX-512), onnxruntime CPU EP, 1 thread", "cpu",
            "onnxruntime", "CPUExecutionProvider", "x86-avx2", 1, "x86-avx2-ort.db", "ort-cpu", ("avx2", "fma")),
     Target("x86-avx512-ort", "x86-64 CPU with AVX-512 (and VNNI/AMX when present), onnxruntime CPU EP, 1 thread",
-           "cpu", "onnxruntime", "CPUExecutionProvider", "x86-avx512", 1, None, "ort-cpu", ("avx512f",)),
+           "cpu", "onnxruntime", "CPUExecutionProvider", "x86-avx512", 1, "x86-avx512-ort.db", "ort-cpu", ("avx512f",)),
     Target("arm64-ort", "64-bit ARM CPU (Neoverse-class), onnxruntime CPU EP, 1 thread", "cpu", "onnxruntime",
            "CPUExecutionProvider", "arm64", 1, None, None),
     Target("t4", "NVIDIA T4 GPU (Turing, sm_75), onnxruntime CUDA/TensorRT EP", "gpu", "onnxruntime",
