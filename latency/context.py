@@ -11,6 +11,13 @@ against ``log(isolated_us)``, fitted from kernel pairs: the same kernel timed al
 and inside real models (onnxruntime's per-node profile of the training corpus). Kinds with too
 few pairs use the curve pooled over all kinds. It is stored as JSON next to the profile
 (``<profile>.context.json``) with where the pairs came from.
+
+The curve describes kernels of models too big to stay in the last-level cache between runs (the
+training corpus is mostly such models). A model whose whole working set (weights plus half the
+activations its kernels read and write) stays in cache runs its kernels as warm as the isolated
+measurement did, so the correction is gated by the model's footprint: none below a third of the
+device's last-level cache, all of it from the full cache size up, log-linear in between. The
+gate's bounds come from the device's cache size (recorded at calibration), not from a fit.
 """
 
 from __future__ import annotations
@@ -58,13 +65,56 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6)
     return {"kinds": curves, "n_pairs": len(pairs)}
 
 
+def llc_mb() -> float | None:
+    """This host's last-level cache size in MB (Linux sysfs), None when unreadable."""
+    best = None
+    try:
+        base = Path("/sys/devices/system/cpu/cpu0/cache")
+        for idx in base.glob("index*"):
+            kind = (idx / "type").read_text().strip()
+            if kind not in ("Unified", "Data"):
+                continue
+            level = int((idx / "level").read_text())
+            size = (idx / "size").read_text().strip()
+            mb = float(size[:-1]) / 1024 if size.endswith("K") else float(size[:-1]) if size.endswith("M") else None
+            if mb and (best is None or level > best[0]):
+                best = (level, mb)
+    except (OSError, ValueError):
+        return None
+    return best[1] if best else None
+
+
+def footprint_gate(llc: float | None) -> dict:
+    """Gate bounds from the last-level cache size (MB): a third of it, and all of it."""
+    llc = llc or 32.0
+    return {"footprint_mb": [llc / 3.0, llc], "llc_mb": llc,
+            "basis": "model working set vs the device's last-level cache: no correction below a third of it, "
+                     "full correction above its size"}
+
+
+def cache_gate(footprint_mb: float | None, bounds) -> float:
+    """0 below ``bounds[0]`` MB of working set, 1 above ``bounds[1]``, log-linear in between."""
+    if not bounds or footprint_mb is None:
+        return 1.0
+    if footprint_mb <= 0:
+        return 0.0
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    return float(min(1.0, max(0.0, (math.log(footprint_mb) - lo) / (hi - lo))))
+
+
 class ContextModel:
-    """Applies a fitted context model: ``in_model_us = isolated_us * factor(kind, isolated_us)``."""
+    """Applies a fitted context model: ``in_model_us = isolated_us * factor(kind, isolated_us, gate)``."""
 
     def __init__(self, spec: dict | None):
         self.spec = spec or {}
         self._curves = {k: (np.array(v["log_us"]), np.array(v["log_ratio"]))
                         for k, v in self.spec.get("kinds", {}).items()}
+        fp = self.spec.get("gate", {}).get("footprint_mb")
+        self._bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
+
+    def gate(self, footprint_mb: float | None) -> float:
+        """How much of the correction applies to a model with this working set (0..1)."""
+        return cache_gate(footprint_mb, self._bounds) if self._bounds else 1.0
 
     @classmethod
     def load(cls, path) -> "ContextModel":
@@ -77,8 +127,8 @@ class ContextModel:
     def __bool__(self) -> bool:
         return bool(self._curves)
 
-    def factor(self, kind: str, isolated_us: float) -> float:
+    def factor(self, kind: str, isolated_us: float, gate: float = 1.0) -> float:
         c = self._curves.get(kind) or self._curves.get("*")
-        if c is None or not isolated_us > 0:
+        if c is None or not isolated_us > 0 or gate <= 0:
             return 1.0
-        return float(math.exp(np.interp(math.log(isolated_us), c[0], c[1])))
+        return 1.0 + gate * (float(math.exp(np.interp(math.log(isolated_us), c[0], c[1]))) - 1.0)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LatencyError, MissingTable, UnsupportedOp
+from .context import cache_gate
 from .ops import Config, get_kind, key_hash
 
 #: kernels counted in the per-kernel overhead (free ops that the runtime still dispatches)
@@ -66,6 +67,8 @@ class Estimate:
     warnings: tuple = ()
     sources: dict = field(default_factory=dict)
     context_source: str = ""
+    footprint_mb: float = 0.0   # working set per run: weights + half the activations
+    cache_gate: float = 1.0     # 0: the model stays in the last-level cache between runs, 1: it does not
 
     def to_dict(self) -> dict:
         return {
@@ -74,6 +77,8 @@ class Estimate:
             "overhead_us": self.overhead_us,
             "overhead_source": self.overhead_source,
             "context_source": self.context_source,
+            "footprint_mb": self.footprint_mb,
+            "cache_gate": self.cache_gate,
             "target": self.target,
             "profile": self.profile,
             "sources": self.sources,
@@ -356,6 +361,10 @@ class Estimator:
         ests, unc = [], list(uncovered)
         from .fusion import Uncovered
 
+        footprint = _footprint_mb(kernels, priced)
+        bounds = (self.context_.spec.get("gate", {}).get("footprint_mb") if self.context_ else None) or \
+            (self.overhead_.get("weights") or {}).get("gate_footprint_mb")
+        gate = cache_gate(footprint, bounds)
         for k, res in zip(kernels, priced):
             if res is None or res[0] is None or not math.isfinite(res[0]):
                 for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):
@@ -364,16 +373,16 @@ class Estimator:
             iso = max(0.0, float(res[0]))
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
-                f = self.context_.factor(k.kind, iso)
+                f = self.context_.factor(k.kind, iso, gate)
                 lat = iso * f
-                detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}"
+                detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f} (gate {gate:.2f})"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
                                        lat, res[1], 0.0, detail, k.config.key, iso))
         ksum = sum(e.latency_us for e in ests)
         ov = self.overhead_
         overhead = 0.0
         if ests and (ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us")):
-            n_disp, wmb = _overhead_terms(ests)
+            n_disp, wmb = _overhead_terms(ests, ov.get("weights"), gate)
             overhead = (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
                         + ov.get("per_weight_mb_us", 0.0) * wmb)
         total = max(ksum + overhead, 0.0)
@@ -385,7 +394,8 @@ class Estimator:
         if unc:
             warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
         est = Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(unc), self.target.name,
-                       self.profile_path_, ov.get("source", ""), tuple(warnings), sources, self.context_source_)
+                       self.profile_path_, ov.get("source", ""), tuple(warnings), sources, self.context_source_,
+                       footprint, gate)
         if strict and unc:
             raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "
                                 f"{unc[0].reason}")
@@ -405,33 +415,76 @@ def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
     return x
 
 
-def _overhead_terms(kernels) -> tuple[float, float]:
-    """(dispatched kernel count, weight megabytes) of priced kernels: the regressors of the overhead."""
+def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0) -> tuple[float, float]:
+    """(dispatched kernel count, weight megabytes) of priced kernels: the regressors of the overhead.
+
+    ``weights_rule`` None: every weight-like operand counts (profiles calibrated before the rule
+    existed). Otherwise only constant weights that stream from memory in a model: a kernel whose own
+    weights exceed ``cap_mb`` (the last-level cache) streams them when timed alone too, so they do
+    not count; with ``gated``, the sum is scaled by the model's cache gate (0 when the whole model
+    stays in cache between runs).
+    """
     n = sum(1 for k in kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
-    wmb = sum(_weight_mb(k.key) for k in kernels if k.source != "free" and k.key)
-    return float(n), wmb
+    if not weights_rule:
+        return float(n), sum(_weight_mb_all(k.key) for k in kernels if k.source != "free" and k.key)
+    cap = weights_rule.get("cap_mb") or float("inf")
+    w = sum(x for x in (_weight_mb(k.key) for k in kernels if k.source != "free" and k.key) if x < cap)
+    return float(n), w * (gate if weights_rule.get("gated") else 1.0)
 
 
 @lru_cache(maxsize=1 << 16)
-def _weight_mb(key: str) -> float:
+def _weight_mb_all(key: str) -> float:
+    """Every weight-like operand in MB (the first calibrations' definition, kept for their overhead fits)."""
     c = Config.from_key(key)
     w = get_kind(c.kind).work(c.params)["w_elems"]
     return w * (1 if c.precision.startswith("int8") else 2 if c.precision == "fp16" else 4) / 1e6
 
 
-def fit_overhead(estimates, measured_us) -> dict:
+@lru_cache(maxsize=1 << 16)
+def _weight_mb(key: str) -> float:
+    """Megabytes of constant weights the kernel reads per run (what streams from memory in a model)."""
+    c = Config.from_key(key)
+    work = get_kind(c.kind).work(c.params)
+    w = work["w_elems"]
+    if c.kind == "MatMul" and not c.params.get("const_b", 1):
+        w = 0.0  # both operands are activations (attention scores, context)
+    elif c.kind == "Gather":
+        w = work["out_elems"]  # an embedding lookup reads the gathered rows, not the whole table
+    return w * (1 if c.precision.startswith("int8") else 2 if c.precision == "fp16" else 4) / 1e6
+
+
+@lru_cache(maxsize=1 << 16)
+def _act_mb(key: str) -> float:
+    c = Config.from_key(key)
+    w = get_kind(c.kind).work(c.params)
+    return (w["in_elems"] + w["out_elems"]) * (1 if c.precision.startswith("int8") else 4) / 1e6
+
+
+def _footprint_mb(kernels, priced) -> float:
+    """A model's working set per run: constant weights plus half the activations its kernels touch."""
+    total = 0.0
+    for k, res in zip(kernels, priced):
+        if res is None or res[1] == "free":
+            continue
+        key = k.config.key
+        total += _weight_mb(key) + 0.5 * _act_mb(key)
+    return total
+
+
+def fit_overhead(estimates, measured_us, weights_rule: dict | None = None) -> dict:
     """Fit what the kernel sum misses: ``measured - kernel_sum = a + b * kernels + c * weight_MB``.
 
     ``a`` (per run: session/executor entry and exit), ``b`` (per dispatched kernel: executor cost
     minus the profiler's own share inside isolated kernel timings, so it may be negative), ``c``
-    (per megabyte of weights: isolated kernels run with their weights cache-warm, inside a model
-    they stream them from memory). Least squares weighted for relative error. ``estimates`` are
+    (per megabyte of streamed weights: isolated kernels run with their weights cache-warm, inside a
+    model too big for the cache they stream them from memory; see :func:`_overhead_terms` for
+    ``weights_rule``). Least squares weighted for relative error. ``estimates`` are
     :class:`Estimate` objects made without overhead; ``measured_us`` the models' end-to-end
     latencies (microseconds, same protocol as the profiler).
     """
     x, y, m = [], [], []
     for e, meas in zip(estimates, measured_us):
-        n, wmb = _overhead_terms(e.kernels)
+        n, wmb = _overhead_terms(e.kernels, weights_rule, e.cache_gate)
         x.append((1.0, n, wmb))
         y.append(meas - e.kernel_sum_us)
         m.append(meas)
@@ -439,9 +492,12 @@ def fit_overhead(estimates, measured_us) -> dict:
     w = 1.0 / m
     coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
     resid = (x @ coef - y) / m
-    return {"per_run_us": float(coef[0]), "per_kernel_us": float(coef[1]), "per_weight_mb_us": float(coef[2]),
-            "n_models": len(m), "residual_rel_median": float(np.median(np.abs(resid))),
-            "source": "fitted on end-to-end measurements"}
+    out = {"per_run_us": float(coef[0]), "per_kernel_us": float(coef[1]), "per_weight_mb_us": float(coef[2]),
+           "n_models": len(m), "residual_rel_median": float(np.median(np.abs(resid))),
+           "source": "fitted on end-to-end measurements"}
+    if weights_rule:
+        out["weights"] = weights_rule
+    return out
 
 
 def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False) -> Estimate:

@@ -19,17 +19,17 @@ import json
 import time
 from pathlib import Path
 
-from latency.context import ContextModel, fit_context
+from latency.context import ContextModel, fit_context, footprint_gate, llc_mb
 from latency.estimator import Estimator, fit_overhead
 
 from . import zoo
-from .context import kernel_pairs
+from .context import in_model_times, kernel_pairs
 from .e2e import measure_models
 
 PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 1 thread, ORT_ENABLE_ALL"
 
 
-def calibrate(target, profile=None, models=None, repeats: int = 3, runs: int = 20, progress=None) -> dict:
+def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None) -> dict:
     """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
 
     ``models``: name -> ModelProto (default: the zoo's FIT models). Returns a summary dict.
@@ -41,13 +41,16 @@ def calibrate(target, profile=None, models=None, repeats: int = 3, runs: int = 2
     paths = {k: stem.with_name(stem.stem + f".{k}.json") for k in ("context", "overhead", "calibration")}
     host = base.target.fingerprint()
     t0 = time.time()
+    say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
+    times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
     pairs, match = [], {}
     for name, m in models.items():
-        p, s = kernel_pairs(m, base, name=name, repeats=repeats, runs=runs)
+        p, s = kernel_pairs(m, base, name=name, prof=times[name])
         pairs += p
         match[name] = s
         say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
     spec = fit_context(pairs)
+    spec["gate"] = footprint_gate(llc_mb())
     spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
                            f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
                  "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
@@ -57,7 +60,8 @@ def calibrate(target, profile=None, models=None, repeats: int = 3, runs: int = 2
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=paths["context"],
                     check_host=False).prepare()
     ok = [n for n in models if e2e[n]["latency_ms"]]
-    ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok])
+    rule = {"cap_mb": spec["gate"]["llc_mb"], "gated": True, "gate_footprint_mb": spec["gate"]["footprint_mb"]}
+    ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok], rule)
     ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
                "context": spec["source"]})
     with open(paths["overhead"], "w") as f:

@@ -24,28 +24,44 @@ def _profile_kind(op_name: str) -> str | None:
     return k
 
 
-def in_model_times(model_bytes: bytes, repeats: int = 3, runs: int = 20) -> list[dict]:
-    """Per kernel (execution order): name, op_name, in_model_us (min over repeats of run medians)."""
-    best: list[dict] | None = None
+def in_model_times(models: dict, repeats: int = 5, runs: int = 20) -> dict:
+    """Per model (name -> ONNX bytes), per kernel in execution order: name, op_name, in_model_us.
+
+    Round-robin over the models ``repeats`` times, a fresh profiled session each time (so each
+    repeat of a model lands in a different stretch of the machine's fast/slow states); a kernel's
+    time is the minimum over repeats of its median over ``runs`` runs. One unrecorded warm-up
+    profile first: a process's first sessions run slow.
+    """
+    best: dict[str, list] = {}
+    first = next(iter(models.values()), None)
+    if first is not None:
+        e2e.kernel_profile(first, runs=3)
     for _ in range(repeats):
-        prof = e2e.kernel_profile(model_bytes, runs=runs)
-        ks = prof["kernels"]
-        if best is None:
-            best = [dict(k) for k in ks]
-        elif [k["name"] for k in ks] == [k["name"] for k in best]:
-            for b, k in zip(best, ks):
-                b["dur_us"] = min(b["dur_us"], k["dur_us"])
-    return [{"name": k["name"], "op_name": k["op_name"], "in_model_us": float(k["dur_us"])} for k in best or []]
+        for name, b in models.items():
+            ks = e2e.kernel_profile(b, runs=runs)["kernels"]
+            cur = best.get(name)
+            if cur is None:
+                best[name] = [{"name": k["name"], "op_name": k["op_name"], "in_model_us": float(k["dur_us"])}
+                              for k in ks]
+            elif [k["name"] for k in ks] == [k["name"] for k in cur]:
+                for c, k in zip(cur, ks):
+                    c["in_model_us"] = min(c["in_model_us"], float(k["dur_us"]))
+    return best
 
 
-def kernel_pairs(model, estimator, name: str = "", repeats: int = 3, runs: int = 20) -> tuple[list[dict], dict]:
-    """Pairs (kind, key, isolated_us, in_model_us, source) for one model; and match statistics."""
+def kernel_pairs(model, estimator, name: str = "", repeats: int = 5, runs: int = 20,
+                 prof: list | None = None) -> tuple[list[dict], dict]:
+    """Pairs (kind, key, isolated_us, in_model_us, source) for one model; and match statistics.
+
+    ``prof``: the model's in-model kernel times from :func:`in_model_times` (measured here if None).
+    """
     import onnx
 
     m = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
     est = estimator.estimate(m)
     ours = [k for k in est.kernels if k.source != "free"]
-    prof = in_model_times(m.SerializeToString(), repeats=repeats, runs=runs)
+    if prof is None:
+        prof = in_model_times({name: m.SerializeToString()}, repeats=repeats, runs=runs)[name]
     outputs = {n.name: list(n.output) for n in m.graph.node}
     by_name: dict[str, int] = {}
     for i, k in enumerate(ours):
