@@ -30,6 +30,12 @@ import numpy as np
 
 #: log-ratio limits: the correction never scales a kernel by more than e^0.7 (~2x) either way
 _CLAMP = 0.7
+#: kernels shorter than this alone (us) get no curve correction: their in-model profile durations are
+#: dominated by the profiler's own per-event cost and vary from run to run by 2x; what they cost
+#: inside a model is left to the per-kernel term of the overhead model, fitted on end-to-end runs
+MIN_US = 30.0
+#: kernels with less weight than this (MB) keep it in the private caches; the streaming term skips them
+_STREAM_MIN_MB = 0.3
 
 
 def _curve(iso_us: np.ndarray, ratio: np.ndarray, min_bin: int, max_bins: int) -> dict:
@@ -45,24 +51,58 @@ def _curve(iso_us: np.ndarray, ratio: np.ndarray, min_bin: int, max_bins: int) -
     return {"log_us": kx, "log_ratio": ky, "pairs": int(len(x))}
 
 
-def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6) -> dict:
-    """Fit a context model from ``pairs``: dicts with ``kind``, ``isolated_us``, ``in_model_us``.
+def _stream_rate(iso, inm, wg) -> float:
+    """us per MB in ``inm - iso = a * iso + b * wg`` (trimmed least squares, relative weights): ``b``.
 
-    Returns the JSON-ready model: a curve per kind with at least ``min_pairs`` pairs and a pooled
-    curve (``"*"``) for the rest.
+    Fitting the proportional part ``a`` jointly keeps a kernel's general in-model slowdown out of
+    the streaming rate. Two trims drop pairs whose residual is beyond 3 MADs (a mismatched pair).
+    """
+    keep = np.ones(len(iso), bool)
+    coef = np.zeros(2)
+    for _ in range(3):
+        x = np.stack([iso[keep], wg[keep]], 1) / inm[keep, None]
+        y = (inm[keep] - iso[keep]) / inm[keep]
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        r = ((inm - iso) - np.stack([iso, wg], 1) @ coef) / inm
+        mad = np.median(np.abs(r - np.median(r))) or 1e-9
+        keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
+    return float(max(0.0, coef[1]))
+
+
+def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6, llc: float | None = None) -> dict:
+    """Fit a context model from ``pairs``: dicts with ``kind``, ``isolated_us``, ``in_model_us`` and,
+    for the weight-streaming term, ``weight_mb`` (constant weights the kernel reads) and ``gate``
+    (the model's cache gate, see :func:`cache_gate`).
+
+    Two parts. **Streaming**: a kernel whose weights the model evicts between runs reads them from
+    memory; ``stream_us_per_mb`` is the median extra time per MB over the pairs that show it
+    cleanly (Conv/MatMul, >= 0.3 MB of weights (smaller ones stay in the core's caches and get no
+    streaming term) below the last-level cache ``llc``, >= 30 us alone,
+    in models with gate >= 0.5; :func:`_stream_rate`). **Curves**: per kind, the ratio in-model / alone left after the
+    streaming term, against the time alone, from kernels of at least ``MIN_US`` alone; kinds with
+    fewer than ``min_pairs`` such pairs use the pooled curve (``"*"``).
     """
     pairs = [p for p in pairs if p["isolated_us"] > 0 and p["in_model_us"] > 0]
     if not pairs:
         raise ValueError("no kernel pairs to fit a context model from")
+    cap = llc or float("inf")
+    w = np.array([p.get("weight_mb", 0.0) if _STREAM_MIN_MB <= p.get("weight_mb", 0.0) < cap else 0.0
+                  for p in pairs], float)
+    g = np.array([p.get("gate", 1.0) for p in pairs], float)
     iso = np.array([p["isolated_us"] for p in pairs], float)
     inm = np.array([p["in_model_us"] for p in pairs], float)
     kinds = np.array([p["kind"] for p in pairs])
-    curves = {"*": _curve(iso, inm / iso, min_bin, max_bins)}
+    clean = (w >= _STREAM_MIN_MB) & (iso >= 30) & (g >= 0.5) & np.isin(kinds, ["Conv", "MatMul"])
+    per_mb = _stream_rate(iso[clean], inm[clean], w[clean] * g[clean]) if clean.sum() >= 8 else 0.0
+    rest = np.maximum(inm - per_mb * w * g, 0.2 * inm)
+    big = iso >= MIN_US
+    curves = {"*": _curve(iso[big], rest[big] / iso[big], min_bin, max_bins)} if big.sum() >= min_bin else {}
     for k in sorted(set(kinds.tolist())):
-        sel = kinds == k
+        sel = (kinds == k) & big
         if sel.sum() >= min_pairs:
-            curves[k] = _curve(iso[sel], inm[sel] / iso[sel], min_bin, max_bins)
-    return {"kinds": curves, "n_pairs": len(pairs)}
+            curves[k] = _curve(iso[sel], rest[sel] / iso[sel], min_bin, max_bins)
+    return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "stream_us_per_mb": per_mb, "stream_pairs": int(clean.sum()),
+            "stream_cap_mb": llc, "stream_min_mb": _STREAM_MIN_MB}
 
 
 def llc_mb() -> float | None:
@@ -127,8 +167,16 @@ class ContextModel:
     def __bool__(self) -> bool:
         return bool(self._curves)
 
+    def stream_us(self, weight_mb: float, gate: float = 1.0) -> float:
+        """Extra time to read ``weight_mb`` of weights from memory in a model that evicts them."""
+        per_mb = self.spec.get("stream_us_per_mb") or 0.0
+        cap = self.spec.get("stream_cap_mb") or float("inf")
+        if not per_mb or weight_mb < self.spec.get("stream_min_mb", 0.0) or weight_mb <= 0 or weight_mb >= cap:
+            return 0.0
+        return per_mb * weight_mb * gate
+
     def factor(self, kind: str, isolated_us: float, gate: float = 1.0) -> float:
         c = self._curves.get(kind) or self._curves.get("*")
-        if c is None or not isolated_us > 0 or gate <= 0:
+        if c is None or not isolated_us >= self.spec.get("min_us", 0.0) or not isolated_us > 0 or gate <= 0:
             return 1.0
         return 1.0 + gate * (float(math.exp(np.interp(math.log(isolated_us), c[0], c[1]))) - 1.0)

@@ -374,8 +374,10 @@ class Estimator:
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
                 f = self.context_.factor(k.kind, iso, gate)
-                lat = iso * f
-                detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f} (gate {gate:.2f})"
+                st = self.context_.stream_us(_weight_mb(k.config.key), gate)
+                lat = iso * f + st
+                detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
+                    (f" + {st:.1f} us weight streaming" if st else "") + f" (cache gate {gate:.2f})"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
                                        lat, res[1], 0.0, detail, k.config.key, iso))
         ksum = sum(e.latency_us for e in ests)
@@ -471,7 +473,7 @@ def _footprint_mb(kernels, priced) -> float:
     return total
 
 
-def fit_overhead(estimates, measured_us, weights_rule: dict | None = None) -> dict:
+def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weight_term: bool = True) -> dict:
     """Fit what the kernel sum misses: ``measured - kernel_sum = a + b * kernels + c * weight_MB``.
 
     ``a`` (per run: session/executor entry and exit), ``b`` (per dispatched kernel: executor cost
@@ -489,6 +491,8 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None) -> di
         y.append(meas - e.kernel_sum_us)
         m.append(meas)
     x, y, m = np.array(x), np.array(y), np.array(m)
+    if not weight_term:  # weights are priced per kernel (context model's streaming term)
+        x[:, 2] = 0.0
     w = 1.0 / m
     coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
     resid = (x @ coef - y) / m

@@ -19,8 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from latency.context import ContextModel, fit_context, footprint_gate, llc_mb
-from latency.estimator import Estimator, fit_overhead
+from latency.context import ContextModel, cache_gate, fit_context, footprint_gate, llc_mb
+from latency.estimator import Estimator, _weight_mb, fit_overhead
 
 from . import zoo
 from .context import in_model_times, kernel_pairs
@@ -43,14 +43,18 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     t0 = time.time()
     say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
     times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
+    gate_spec = footprint_gate(llc_mb())
     pairs, match = [], {}
     for name, m in models.items():
         p, s = kernel_pairs(m, base, name=name, prof=times[name])
+        g = cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"])
+        for q in p:
+            q.update(weight_mb=_weight_mb(q["key"]), gate=g)
         pairs += p
         match[name] = s
         say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
-    spec = fit_context(pairs)
-    spec["gate"] = footprint_gate(llc_mb())
+    spec = fit_context(pairs, llc=gate_spec["llc_mb"])
+    spec["gate"] = gate_spec
     spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
                            f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
                  "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
@@ -60,8 +64,10 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=paths["context"],
                     check_host=False).prepare()
     ok = [n for n in models if e2e[n]["latency_ms"]]
-    rule = {"cap_mb": spec["gate"]["llc_mb"], "gated": True, "gate_footprint_mb": spec["gate"]["footprint_mb"]}
-    ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok], rule)
+    # weights are priced per kernel by the context model's streaming term: the overhead keeps
+    # per-run and per-kernel terms only
+    ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok],
+                      weight_term=False)
     ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
                "context": spec["source"]})
     with open(paths["overhead"], "w") as f:

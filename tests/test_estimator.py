@@ -54,24 +54,49 @@ def test_table_hits_sum_to_total(fake_profile):
 
 
 def test_context_model_recovers_a_size_dependent_ratio(tmp_path):
-    """Pairs whose in-model/alone ratio falls from 0.5 (tiny kernels) to 1.0 (large ones)."""
-    from latency.context import ContextModel, fit_context
+    """Pairs whose in-model/alone ratio falls from 1.5 (40 us kernels) to 1.0 (large ones)."""
+    from latency.context import MIN_US, ContextModel, fit_context
 
     rng = np.random.default_rng(0)
     iso = np.exp(rng.uniform(np.log(2), np.log(5000), 400))
-    true = lambda us: np.interp(np.log(us), [np.log(5), np.log(500)], [0.5, 1.0])  # noqa: E731
+    true = lambda us: np.interp(np.log(us), [np.log(40), np.log(500)], [1.5, 1.0])  # noqa: E731
     pairs = [{"kind": "Conv", "isolated_us": u, "in_model_us": u * true(u) * rng.lognormal(0, 0.03)} for u in iso]
-    pairs += [{"kind": "Pool", "isolated_us": 10.0, "in_model_us": 30.0}]  # too few: pooled curve
+    pairs += [{"kind": "Pool", "isolated_us": 100.0, "in_model_us": 300.0}]  # too few: pooled curve
     spec = fit_context(pairs, min_pairs=16)
-    assert set(spec["kinds"]) == {"*", "Conv"}
+    assert set(spec["kinds"]) == {"*", "Conv"} and spec["stream_us_per_mb"] == 0.0
     cm = ContextModel(spec)
-    for us in (3.0, 20.0, 100.0, 3000.0):
+    for us in (50.0, 100.0, 3000.0):
         assert cm.factor("Conv", us) == pytest.approx(float(true(us)), rel=0.12)
+    assert cm.factor("Conv", MIN_US / 2) == 1.0  # short kernels: left to the per-kernel overhead
+    assert cm.factor("Conv", 100.0, gate=0.5) == pytest.approx(1 + 0.5 * (cm.factor("Conv", 100.0) - 1))
+    assert cm.factor("Conv", 100.0, gate=0.0) == 1.0
     assert cm.factor("Pool", 3000.0) == pytest.approx(cm.factor("*", 3000.0))
     assert cm.factor("Conv", 1e7) == pytest.approx(cm.factor("Conv", 5000.0))  # flat beyond the data
     cm.save(tmp_path / "c.json")
-    assert ContextModel.load(tmp_path / "c.json").factor("Conv", 20.0) == cm.factor("Conv", 20.0)
-    assert not ContextModel(None) and ContextModel(None).factor("Conv", 5.0) == 1.0
+    assert ContextModel.load(tmp_path / "c.json").factor("Conv", 200.0) == cm.factor("Conv", 200.0)
+    assert not ContextModel(None) and ContextModel(None).factor("Conv", 50.0) == 1.0
+
+
+def test_context_model_weight_streaming_term():
+    """Kernels with weights pay a fixed time per MB in models that evict them (gate), none when cached."""
+    from latency.context import ContextModel, cache_gate, fit_context
+
+    rng = np.random.default_rng(1)
+    pairs = []
+    for _ in range(200):
+        w, iso = rng.uniform(0.5, 10), rng.uniform(50, 3000)
+        pairs.append({"kind": "Conv", "isolated_us": iso, "weight_mb": w, "gate": 1.0,
+                      "in_model_us": iso * 1.05 + 40.0 * w + rng.normal(0, 2)})
+    spec = fit_context(pairs, llc=32.0)
+    assert spec["stream_us_per_mb"] == pytest.approx(40.0, rel=0.1)
+    cm = ContextModel(spec)
+    assert cm.factor("Conv", 1000.0) == pytest.approx(1.05, rel=0.03)  # the curve is what is left
+    assert cm.stream_us(5.0) == pytest.approx(5 * spec["stream_us_per_mb"])
+    assert cm.stream_us(5.0, gate=0.0) == 0.0
+    assert cm.stream_us(0.1) == 0.0      # small weights stay in the core's caches
+    assert cm.stream_us(100.0) == 0.0    # bigger than the LLC: streamed when timed alone too
+    assert cache_gate(5.0, (10.0, 30.0)) == 0.0 and cache_gate(60.0, (10.0, 30.0)) == 1.0
+    assert 0 < cache_gate(17.0, (10.0, 30.0)) < 1
 
 
 def test_unknown_op_is_uncovered_never_zero(fake_profile):
