@@ -220,7 +220,8 @@ def train(target_name, path, out):
 @click.option("--target", "target_name", required=True)
 @click.option("--db", "path", default=None, type=click.Path(dir_okay=False), help="default: the shipped profile")
 @click.option("--core", type=int, default=0, show_default=True, help="core to pin the measurements to")
-def calibrate(target_name, path, core):
+@click.option("--refit", is_flag=True, help="measure nothing: refit from the raw data of the last calibration")
+def calibrate(target_name, path, core, refit):
     """Fit the in-model context and overhead models from whole models run on this device."""
     from profilers.calibrate import calibrate as run
     from profilers.measure import pin_to_core
@@ -229,10 +230,11 @@ def calibrate(target_name, path, core):
 
     t = get_target(target_name)
     ok, why = t.host_supported()
-    if not ok:
+    if not ok and not refit:
         raise LatencyError(why)
-    pin_to_core(core)
-    r = run(t, profile=path, progress=lambda s: click.echo(s, err=True))
+    if not refit:
+        pin_to_core(core)
+    r = run(t, profile=path, progress=lambda s: click.echo(s, err=True), refit=refit)
     click.echo(f"context model: {r['pairs']} kernel pairs from {r['models']} models -> {r['context']}")
     click.echo(f"overhead model: {r['per_run_us']:.1f} us/run + {r['per_kernel_us']:.2f} us/kernel + "
                f"{r['per_weight_mb_us']:.2f} us/weight-MB (median residual {100 * r['residual_rel_median']:.1f}%) "

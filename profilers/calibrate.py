@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from latency.context import ContextModel, cache_gate, fit_context, footprint_gate, llc_mb
+from latency.errors import LatencyError
 from latency.estimator import Estimator, _weight_mb, fit_overhead
 
 from . import zoo
@@ -29,38 +30,51 @@ from .e2e import measure_models
 PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 1 thread, ORT_ENABLE_ALL"
 
 
-def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None) -> dict:
+def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,
+              refit: bool = False) -> dict:
     """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
 
-    ``models``: name -> ModelProto (default: the zoo's FIT models). Returns a summary dict.
+    ``models``: name -> ModelProto (default: the zoo's FIT models). ``refit``: measure nothing, refit
+    both models from the raw data a previous calibration kept (``<profile>.calibration.json``), e.g.
+    after the fitting code changed. Returns a summary dict.
     """
     say = progress or (lambda msg: None)
-    models = models or {n: zoo.build(n) for n in zoo.FIT}
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
     stem = Path(base.profile_path_)
     paths = {k: stem.with_name(stem.stem + f".{k}.json") for k in ("context", "overhead", "calibration")}
     host = base.target.fingerprint()
     t0 = time.time()
-    say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
-    times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
     gate_spec = footprint_gate(llc_mb())
-    pairs, match = [], {}
-    for name, m in models.items():
-        p, s = kernel_pairs(m, base, name=name, prof=times[name])
-        g = cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"])
-        for q in p:
-            q.update(weight_mb=_weight_mb(q["key"]), gate=g)
-        pairs += p
-        match[name] = s
-        say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
+    if refit:
+        if not paths["calibration"].exists():
+            raise LatencyError(f"nothing to refit from: {paths['calibration']} does not exist; run a calibration first")
+        raw = json.loads(paths["calibration"].read_text())
+        host, e2e, match, pairs = raw["host"], raw["e2e"], raw["match"], raw["pairs"]
+        gate_spec = footprint_gate((raw.get("gate") or {}).get("llc_mb") or llc_mb())
+        models = models or {n: zoo.build(n) for n in e2e}
+        say(f"refitting from {paths['calibration']} ({len(pairs)} kernel pairs, {len(e2e)} models)")
+    else:
+        models = models or {n: zoo.build(n) for n in zoo.FIT}
+        say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
+        times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
+        pairs, match = [], {}
+        for name, m in models.items():
+            p, s = kernel_pairs(m, base, name=name, prof=times[name])
+            pairs += p
+            match[name] = s
+            say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
+    gates = {n: cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"]) for n, m in models.items()}
+    for q in pairs:
+        q.update(weight_mb=_weight_mb(q["key"]), gate=gates[q["model"]])
     spec = fit_context(pairs, llc=gate_spec["llc_mb"])
     spec["gate"] = gate_spec
     spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
                            f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
                  "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
     ContextModel(spec).save(paths["context"])
-    say("end-to-end measurement of the calibration models")
-    e2e = measure_models({n: m.SerializeToString() for n, m in models.items()}, progress=say)
+    if not refit:
+        say("end-to-end measurement of the calibration models")
+        e2e = measure_models({n: m.SerializeToString() for n, m in models.items()}, progress=say)
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=paths["context"],
                     check_host=False).prepare()
     ok = [n for n in models if e2e[n]["latency_ms"]]
@@ -72,9 +86,10 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
                "context": spec["source"]})
     with open(paths["overhead"], "w") as f:
         json.dump(ov, f, indent=1)
-    with open(paths["calibration"], "w") as f:
-        json.dump({"host": host, "seconds": time.time() - t0, "repeats": repeats, "runs": runs, "match": match,
-                   "pairs": pairs, "e2e": e2e}, f, indent=0)
+    if not refit:
+        with open(paths["calibration"], "w") as f:
+            json.dump({"host": host, "seconds": time.time() - t0, "repeats": repeats, "runs": runs, "gate": gate_spec,
+                       "match": match, "pairs": pairs, "e2e": e2e}, f, indent=0)
     return {"pairs": len(pairs), "models": len(models), "context": str(paths["context"]),
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
             "per_kernel_us": ov["per_kernel_us"], "per_weight_mb_us": ov["per_weight_mb_us"],

@@ -250,6 +250,12 @@ def test_real_pipeline_small_scale(tmp_path):
     assert raw["e2e"]["small_cnn"]["latency_ms"] > 0 and len(raw["e2e"]["small_cnn"]["rounds_ms"]) == 9
     est3 = Estimator(target, profile=db, check_host=False).estimate(m)
     assert est3.context_source.startswith("fitted from") and "fitted" in est3.overhead_source
+    # refit from the kept raw data: nothing measured, the same fit
+    ov1 = json.loads((tmp_path / "real.overhead.json").read_text())
+    (tmp_path / "real.overhead.json").unlink()
+    r2 = calibrate(target, profile=db, models={"small_cnn": m}, refit=True)
+    ov2 = json.loads((tmp_path / "real.overhead.json").read_text())
+    assert r2["pairs"] == r["pairs"] and ov2["per_kernel_us"] == pytest.approx(ov1["per_kernel_us"])
 
 
 def test_check_fusion_against_runtime(tmp_path):
