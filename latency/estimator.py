@@ -383,7 +383,12 @@ class Estimator:
         ksum = sum(e.latency_us for e in ests)
         ov = self.overhead_
         overhead = 0.0
-        if ests and (ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us")):
+        if ests and "per_long_kernel_us" in ov:
+            n_short, n_long = _kernel_counts(ests, ov.get("short_us", 0.0))
+            _, wmb = _overhead_terms(ests, ov.get("weights"), gate)
+            overhead = (ov.get("per_run_us", 0.0) + ov["per_short_kernel_us"] * n_short
+                        + ov["per_long_kernel_us"] * n_long + ov.get("per_weight_mb_us", 0.0) * wmb)
+        elif ests and (ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us")):
             n_disp, wmb = _overhead_terms(ests, ov.get("weights"), gate)
             overhead = (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
                         + ov.get("per_weight_mb_us", 0.0) * wmb)
@@ -434,6 +439,20 @@ def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0
     return float(n), w * (gate if weights_rule.get("gated") else 1.0)
 
 
+def _kernel_counts(kernels, short_us: float) -> tuple[float, float]:
+    """(short, long) dispatched kernels: shorter than ``short_us`` alone (metadata ops the runtime
+    still dispatches count as short) and the rest."""
+    short = long_ = 0
+    for k in kernels:
+        if k.source == "free":
+            short += bool(k.op_types and k.op_types[0] in _DISPATCHED_FREE)
+        elif (k.isolated_us if k.isolated_us is not None else k.latency_us) < short_us:
+            short += 1
+        else:
+            long_ += 1
+    return float(short), float(long_)
+
+
 @lru_cache(maxsize=1 << 16)
 def _weight_mb_all(key: str) -> float:
     """Every weight-like operand in MB (the first calibrations' definition, kept for their overhead fits)."""
@@ -473,32 +492,38 @@ def _footprint_mb(kernels, priced) -> float:
     return total
 
 
-def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weight_term: bool = True) -> dict:
+def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weight_term: bool = True,
+                 short_us: float | None = None) -> dict:
     """Fit what the kernel sum misses: ``measured - kernel_sum = a + b * kernels + c * weight_MB``.
 
     ``a`` (per run: session/executor entry and exit), ``b`` (per dispatched kernel: executor cost
     minus the profiler's own share inside isolated kernel timings, so it may be negative), ``c``
     (per megabyte of streamed weights: isolated kernels run with their weights cache-warm, inside a
     model too big for the cache they stream them from memory; see :func:`_overhead_terms` for
-    ``weights_rule``). Least squares weighted for relative error. ``estimates`` are
-    :class:`Estimate` objects made without overhead; ``measured_us`` the models' end-to-end
-    latencies (microseconds, same protocol as the profiler).
+    ``weights_rule``; ``weight_term=False`` when the context model prices weights per kernel).
+    With ``short_us``, ``b`` splits in two: kernels shorter than ``short_us`` alone (their isolated
+    timing carries the profiler's per-event cost, which the model run does not pay; the context
+    model leaves them alone) and the rest. Least squares weighted for relative error.
+    ``estimates`` are :class:`Estimate` objects made without overhead; ``measured_us`` the models'
+    end-to-end latencies (microseconds, same protocol as the profiler).
     """
     x, y, m = [], [], []
     for e, meas in zip(estimates, measured_us):
         n, wmb = _overhead_terms(e.kernels, weights_rule, e.cache_gate)
-        x.append((1.0, n, wmb))
+        counts = _kernel_counts(e.kernels, short_us) if short_us is not None else (n,)
+        x.append((1.0, *counts, wmb if weight_term else 0.0))
         y.append(meas - e.kernel_sum_us)
         m.append(meas)
     x, y, m = np.array(x), np.array(y), np.array(m)
-    if not weight_term:  # weights are priced per kernel (context model's streaming term)
-        x[:, 2] = 0.0
     w = 1.0 / m
     coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
     resid = (x @ coef - y) / m
-    out = {"per_run_us": float(coef[0]), "per_kernel_us": float(coef[1]), "per_weight_mb_us": float(coef[2]),
-           "n_models": len(m), "residual_rel_median": float(np.median(np.abs(resid))),
-           "source": "fitted on end-to-end measurements"}
+    out = {"per_run_us": float(coef[0]), "per_weight_mb_us": float(coef[-1]), "n_models": len(m),
+           "residual_rel_median": float(np.median(np.abs(resid))), "source": "fitted on end-to-end measurements"}
+    if short_us is not None:
+        out.update(per_short_kernel_us=float(coef[1]), per_long_kernel_us=float(coef[2]), short_us=float(short_us))
+    else:
+        out["per_kernel_us"] = float(coef[1])
     if weights_rule:
         out["weights"] = weights_rule
     return out

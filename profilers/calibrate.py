@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from latency.context import ContextModel, cache_gate, fit_context, footprint_gate, llc_mb
+from latency.context import MIN_US, ContextModel, cache_gate, fit_context, footprint_gate, llc_mb
 from latency.errors import LatencyError
 from latency.estimator import Estimator, _weight_mb, fit_overhead
 
@@ -81,7 +81,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     # weights are priced per kernel by the context model's streaming term: the overhead keeps
     # per-run and per-kernel terms only
     ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok],
-                      weight_term=False)
+                      weight_term=False, short_us=MIN_US)
     ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
                "context": spec["source"]})
     with open(paths["overhead"], "w") as f:
@@ -92,5 +92,6 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
                        "match": match, "pairs": pairs, "e2e": e2e}, f, indent=0)
     return {"pairs": len(pairs), "models": len(models), "context": str(paths["context"]),
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
-            "per_kernel_us": ov["per_kernel_us"], "per_weight_mb_us": ov["per_weight_mb_us"],
+            "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),
+            "per_long_kernel_us": ov.get("per_long_kernel_us"), "per_weight_mb_us": ov["per_weight_mb_us"],
             "residual_rel_median": ov["residual_rel_median"], "seconds": time.time() - t0}
