@@ -255,7 +255,7 @@ def test_real_pipeline_small_scale(tmp_path):
     (tmp_path / "real.overhead.json").unlink()
     r2 = calibrate(target, profile=db, models={"small_cnn": m}, refit=True)
     ov2 = json.loads((tmp_path / "real.overhead.json").read_text())
-    assert r2["pairs"] == r["pairs"] and ov2["per_kernel_us"] == pytest.approx(ov1["per_kernel_us"])
+    assert r2["pairs"] == r["pairs"] and ov2["per_long_kernel_us"] == pytest.approx(ov1["per_long_kernel_us"])
 
 
 def test_check_fusion_against_runtime(tmp_path):
@@ -281,3 +281,24 @@ def test_default_target_falls_back_to_a_shipped_profile_of_the_same_arch(tmp_pat
         assert T.default_target() == (T.get_target("x86-avx512-ort"), "")
     monkeypatch.setattr(T, "host_target", lambda: T.get_target("arm64-ort"))
     assert T.default_target() == (T.get_target("arm64-ort"), "")  # no ARM profile: the estimate says so
+
+
+def test_fit_overhead_recovers_run_and_short_long_kernel_terms():
+    from latency.estimator import Estimate, KernelEstimate, fit_overhead
+
+    rng = np.random.default_rng(2)
+    ests, meas = [], []
+    for _ in range(12):
+        ks = [KernelEstimate(f"s{i}", "Activation", ("Relu",), (f"s{i}",), "fp32", "0", 5.0, "table", isolated_us=5.0)
+              for i in range(int(rng.integers(5, 200)))]
+        ks += [KernelEstimate(f"l{i}", "Conv", ("Conv",), (f"l{i}",), "fp32", "0", 300.0, "table", isolated_us=300.0)
+               for i in range(int(rng.integers(5, 100)))]
+        ksum = sum(k.latency_us for k in ks)
+        n_short = sum(k.isolated_us < 30 for k in ks)
+        ests.append(Estimate(ksum / 1000, ksum, 0.0, tuple(ks), (), "fake", None, ""))
+        meas.append(ksum + 20.0 - 1.5 * n_short + 2.0 * (len(ks) - n_short))
+    ov = fit_overhead(ests, meas, weight_term=False, short_us=30.0)
+    assert ov["per_run_us"] == pytest.approx(20.0, abs=1e-6)
+    assert ov["per_short_kernel_us"] == pytest.approx(-1.5, abs=1e-8)
+    assert ov["per_long_kernel_us"] == pytest.approx(2.0, abs=1e-8)
+    assert ov["per_weight_mb_us"] == 0.0 and "per_kernel_us" not in ov
