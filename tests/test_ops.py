@@ -58,3 +58,15 @@ def test_onnx_ops_map_to_one_kind():
         for op in k.onnx_ops:
             assert op not in seen, f"{op} in {seen.get(op)} and {k.name}"
             seen[op] = k.name
+
+
+def test_public_api_imports_lazily_and_resolves():
+    """`from latency import ...` works for every name in __all__ and loads nothing heavy on import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, latency; heavy = [m for m in ('onnxruntime', 'xgboost', 'onnx', 'pandas') if m in sys.modules]; "
+            "assert not heavy, heavy; from latency import " + ", ".join(__import__("latency").__all__) +
+            "; assert callable(host_target) and targets.__name__ == 'latency.targets'; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-500:]
