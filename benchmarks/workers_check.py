@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from latency.store import Store  # noqa: E402
-from latency.targets import get_target  # noqa: E402
+from latency.targets import host_target  # noqa: E402
 from profilers.sweep import run_sweep  # noqa: E402
 
 from protocol_repeatability import disagreement, pick  # noqa: E402
@@ -28,7 +28,7 @@ from protocol_repeatability import disagreement, pick  # noqa: E402
 def one_pass(cfgs, workers):
     st = Store(":memory:")
     t0 = time.monotonic()
-    r = run_sweep(st, get_target("x86-avx2-ort"), cfgs, workers=workers, chunk_size=max(10, len(cfgs) // 4),
+    r = run_sweep(st, host_target(), cfgs, workers=workers, chunk_size=max(10, len(cfgs) // 4),
                   cores=[0] if workers == 1 else [0, 1])
     dt = time.monotonic() - t0
     df = st.measurements(ok_only=True).set_index("key")
