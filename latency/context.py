@@ -2,22 +2,22 @@
 
 The profiler times every kernel in a single-op session, with its inputs and weights warm in cache
 and nothing before or after it. Inside a model the same kernel reads an input the previous kernel
-has just written, may find its weights evicted, and runs back to back with its neighbours. The
-ratio ``in-model / isolated`` depends on the op kind and on the kernel's size (a 3 us reorder and
-a 3 ms convolution are affected differently), so a constant per-kernel overhead cannot absorb it.
+has just written, may find its weights evicted, and runs back to back with its neighbours.
 
-A :class:`ContextModel` is a per-kind, piecewise-linear curve of ``log(in_model / isolated)``
-against ``log(isolated_us)``, fitted from kernel pairs: the same kernel timed alone (the profile)
-and inside real models (onnxruntime's per-node profile of the training corpus). Kinds with too
-few pairs use the curve pooled over all kinds. It is stored as JSON next to the profile
-(``<profile>.context.json``) with where the pairs came from.
+A :class:`ContextModel` holds two corrections fitted from kernel pairs (the same kernel timed alone,
+from the profile, and inside the training corpus's models, from onnxruntime's per-node profile):
+a **weight-streaming rate** (us per MB of constant weights read from memory), and per op kind a
+piecewise-linear curve of ``log(in_model / alone)`` left after streaming, against
+``log(time alone)``, for kernels of at least ``MIN_US``; kinds with too few pairs use the curve
+pooled over all kinds. It is stored as JSON next to the profile (``<profile>.context.json``) with
+where the pairs came from.
 
-The curve describes kernels of models too big to stay in the last-level cache between runs (the
-training corpus is mostly such models). A model whose whole working set (weights plus half the
-activations its kernels read and write) stays in cache runs its kernels as warm as the isolated
-measurement did, so the correction is gated by the model's footprint: none below a third of the
-device's last-level cache, all of it from the full cache size up, log-linear in between. The
-gate's bounds come from the device's cache size (recorded at calibration), not from a fit.
+Both describe models too big to stay in the last-level cache between runs. A model whose whole
+working set (weights plus half the activations its kernels read and write) stays in cache runs
+its kernels as warm as the isolated measurement did, so the corrections are gated by the model's
+footprint: none below a third of the device's last-level cache, all of it from the full cache size
+up, log-linear in between. The gate's bounds come from the device's cache size (recorded at
+calibration), not from a fit.
 """
 
 from __future__ import annotations
@@ -75,12 +75,13 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
     (the model's cache gate, see :func:`cache_gate`).
 
     Two parts. **Streaming**: a kernel whose weights the model evicts between runs reads them from
-    memory; ``stream_us_per_mb`` is the median extra time per MB over the pairs that show it
-    cleanly (Conv/MatMul, >= 0.3 MB of weights (smaller ones stay in the core's caches and get no
-    streaming term) below the last-level cache ``llc``, >= 30 us alone,
-    in models with gate >= 0.5; :func:`_stream_rate`). **Curves**: per kind, the ratio in-model / alone left after the
-    streaming term, against the time alone, from kernels of at least ``MIN_US`` alone; kinds with
-    fewer than ``min_pairs`` such pairs use the pooled curve (``"*"``).
+    memory; ``stream_us_per_mb`` comes from :func:`_stream_rate` over the pairs that show it
+    cleanly: Conv/MatMul with at least ``_STREAM_MIN_MB`` of weights (smaller ones stay in the
+    core's caches and get no streaming term) and less than the last-level cache ``llc`` (bigger ones
+    stream when timed alone too), at least ``MIN_US`` alone, in models with gate >= 0.5.
+    **Curves**: per kind, the ratio in-model / alone left after the streaming term, against the time
+    alone, from kernels of at least ``MIN_US`` alone; kinds with fewer than ``min_pairs`` such pairs
+    use the pooled curve (``"*"``).
     """
     pairs = [p for p in pairs if p["isolated_us"] > 0 and p["in_model_us"] > 0]
     if not pairs:
@@ -92,7 +93,7 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
     iso = np.array([p["isolated_us"] for p in pairs], float)
     inm = np.array([p["in_model_us"] for p in pairs], float)
     kinds = np.array([p["kind"] for p in pairs])
-    clean = (w >= _STREAM_MIN_MB) & (iso >= 30) & (g >= 0.5) & np.isin(kinds, ["Conv", "MatMul"])
+    clean = (w >= _STREAM_MIN_MB) & (iso >= MIN_US) & (g >= 0.5) & np.isin(kinds, ["Conv", "MatMul"])
     per_mb = _stream_rate(iso[clean], inm[clean], w[clean] * g[clean]) if clean.sum() >= 8 else 0.0
     rest = np.maximum(inm - per_mb * w * g, 0.2 * inm)
     big = iso >= MIN_US
@@ -101,8 +102,8 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
         sel = (kinds == k) & big
         if sel.sum() >= min_pairs:
             curves[k] = _curve(iso[sel], rest[sel] / iso[sel], min_bin, max_bins)
-    return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "stream_us_per_mb": per_mb, "stream_pairs": int(clean.sum()),
-            "stream_cap_mb": llc, "stream_min_mb": _STREAM_MIN_MB}
+    return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "stream_us_per_mb": per_mb,
+            "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": _STREAM_MIN_MB}
 
 
 def llc_mb() -> float | None:
@@ -126,8 +127,9 @@ def llc_mb() -> float | None:
 
 def footprint_gate(llc: float | None) -> dict:
     """Gate bounds from the last-level cache size (MB): a third of it, and all of it."""
+    source = "read from sysfs" if llc else "assumed (sysfs unreadable): 32 MB"
     llc = llc or 32.0
-    return {"footprint_mb": [llc / 3.0, llc], "llc_mb": llc,
+    return {"footprint_mb": [llc / 3.0, llc], "llc_mb": llc, "llc_source": source,
             "basis": "model working set vs the device's last-level cache: no correction below a third of it, "
                      "full correction above its size"}
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import LatencyError, MissingTable, UnsupportedOp
 from .context import cache_gate
-from .ops import Config, get_kind, key_hash
+from .ops import Config, elem_bytes, get_kind, key_hash
 
 #: kernels counted in the per-kernel overhead (free ops that the runtime still dispatches)
 _DISPATCHED_FREE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
@@ -357,15 +357,17 @@ class Estimator:
         self.prepare()
         graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
         kernels, uncovered = fuse(graph, self.rules_)
-        priced = self._price_many([k.config for k in kernels])
+        cfgs = [k.config for k in kernels]  # canonical configs and keys: built once per estimate
+        keys = [c.key for c in cfgs]
+        priced = self._price_many(cfgs)
         ests, unc = [], list(uncovered)
         from .fusion import Uncovered
 
-        footprint = _footprint_mb(kernels, priced)
+        footprint = _footprint_mb(keys, priced)
         bounds = (self.context_.spec.get("gate", {}).get("footprint_mb") if self.context_ else None) or \
             (self.overhead_.get("weights") or {}).get("gate_footprint_mb")
         gate = cache_gate(footprint, bounds)
-        for k, res in zip(kernels, priced):
+        for k, key, res in zip(kernels, keys, priced):
             if res is None or res[0] is None or not math.isfinite(res[0]):
                 for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):
                     unc.append(Uncovered(n, t, f"no table row, regressor or prior prices {k.kind} {k.precision}"))
@@ -374,12 +376,12 @@ class Estimator:
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
                 f = self.context_.factor(k.kind, iso, gate)
-                st = self.context_.stream_us(_weight_mb(k.config.key), gate)
+                st = self.context_.stream_us(weight_mb(key), gate)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
                     (f" + {st:.1f} us weight streaming" if st else "") + f" (cache gate {gate:.2f})"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
-                                       lat, res[1], 0.0, detail, k.config.key, iso))
+                                       lat, res[1], 0.0, detail, key, iso))
         ksum = sum(e.latency_us for e in ests)
         ov = self.overhead_
         overhead = 0.0
@@ -435,7 +437,7 @@ def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0
     if not weights_rule:
         return float(n), sum(_weight_mb_all(k.key) for k in kernels if k.source != "free" and k.key)
     cap = weights_rule.get("cap_mb") or float("inf")
-    w = sum(x for x in (_weight_mb(k.key) for k in kernels if k.source != "free" and k.key) if x < cap)
+    w = sum(x for x in (weight_mb(k.key) for k in kernels if k.source != "free" and k.key) if x < cap)
     return float(n), w * (gate if weights_rule.get("gated") else 1.0)
 
 
@@ -457,13 +459,13 @@ def _kernel_counts(kernels, short_us: float) -> tuple[float, float]:
 def _weight_mb_all(key: str) -> float:
     """Every weight-like operand in MB (the first calibrations' definition, kept for their overhead fits)."""
     c = Config.from_key(key)
-    w = get_kind(c.kind).work(c.params)["w_elems"]
-    return w * (1 if c.precision.startswith("int8") else 2 if c.precision == "fp16" else 4) / 1e6
+    return get_kind(c.kind).work(c.params)["w_elems"] * elem_bytes(c.precision, weights=True) / 1e6
 
 
 @lru_cache(maxsize=1 << 16)
-def _weight_mb(key: str) -> float:
-    """Megabytes of constant weights the kernel reads per run (what streams from memory in a model)."""
+def weight_mb(key: str) -> float:
+    """Megabytes of constant weights the kernel of config ``key`` reads per run (what streams from
+    memory in a model)."""
     c = Config.from_key(key)
     work = get_kind(c.kind).work(c.params)
     w = work["w_elems"]
@@ -471,25 +473,21 @@ def _weight_mb(key: str) -> float:
         w = 0.0  # both operands are activations (attention scores, context)
     elif c.kind == "Gather":
         w = work["out_elems"]  # an embedding lookup reads the gathered rows, not the whole table
-    return w * (1 if c.precision.startswith("int8") else 2 if c.precision == "fp16" else 4) / 1e6
+    return w * elem_bytes(c.precision, weights=True) / 1e6
 
 
 @lru_cache(maxsize=1 << 16)
 def _act_mb(key: str) -> float:
     c = Config.from_key(key)
     w = get_kind(c.kind).work(c.params)
-    return (w["in_elems"] + w["out_elems"]) * (1 if c.precision.startswith("int8") else 4) / 1e6
+    return (w["in_elems"] + w["out_elems"]) * elem_bytes(c.precision) / 1e6
 
 
-def _footprint_mb(kernels, priced) -> float:
-    """A model's working set per run: constant weights plus half the activations its kernels touch."""
-    total = 0.0
-    for k, res in zip(kernels, priced):
-        if res is None or res[1] == "free":
-            continue
-        key = k.config.key
-        total += _weight_mb(key) + 0.5 * _act_mb(key)
-    return total
+def _footprint_mb(keys, priced) -> float:
+    """A model's working set per run, MB: constant weights plus half the activations its priced
+    kernels (config ``keys``) touch."""
+    return sum(weight_mb(key) + 0.5 * _act_mb(key) for key, res in zip(keys, priced)
+               if res is not None and res[1] != "free")
 
 
 def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weight_term: bool = True,

@@ -396,11 +396,15 @@ def sparsity_fraction(s: str) -> float:
     return 0.5 if s == "2:4" else float(s) / 100.0
 
 
+def elem_bytes(precision: str, weights: bool = False) -> int:
+    """Bytes per element of a kernel's activations (or, with ``weights``, of its weights) at ``precision``."""
+    return (_W_BYTES if weights else _ACT_BYTES).get(precision, 4)
+
+
 def bytes_moved(kind: OpKind, params: dict, precision: str = "fp32") -> float:
     """Bytes read + written by one kernel, assuming each tensor is touched once."""
     w = kind.work(params)
-    ab, wb = _ACT_BYTES.get(precision, 4), _W_BYTES.get(precision, 4)
-    return float((w["in_elems"] + w["out_elems"]) * ab + w["w_elems"] * wb)
+    return float((w["in_elems"] + w["out_elems"]) * elem_bytes(precision) + w["w_elems"] * elem_bytes(precision, True))
 
 
 _KINDS: dict[str, OpKind] = {}

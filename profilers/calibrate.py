@@ -21,7 +21,7 @@ from pathlib import Path
 
 from latency.context import MIN_US, ContextModel, cache_gate, fit_context, footprint_gate, llc_mb
 from latency.errors import LatencyError
-from latency.estimator import Estimator, _weight_mb, fit_overhead
+from latency.estimator import Estimator, fit_overhead, weight_mb
 
 from . import zoo
 from .context import in_model_times, kernel_pairs
@@ -65,7 +65,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
     gates = {n: cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"]) for n, m in models.items()}
     for q in pairs:
-        q.update(weight_mb=_weight_mb(q["key"]), gate=gates[q["model"]])
+        q.update(weight_mb=weight_mb(q["key"]), gate=gates[q["model"]])
     spec = fit_context(pairs, llc=gate_spec["llc_mb"])
     spec["gate"] = gate_spec
     spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "

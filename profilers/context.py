@@ -17,13 +17,6 @@ from latency.ops import kind_of_op
 from . import e2e
 
 
-def _profile_kind(op_name: str) -> str | None:
-    k = kind_of_op(op_name)
-    if k is None and op_name in ("Sum",):
-        return "Elementwise"
-    return k
-
-
 def in_model_times(models: dict, repeats: int = 5, runs: int = 20) -> dict:
     """Per model (name -> ONNX bytes), per kernel in execution order: name, op_name, in_model_us.
 
@@ -73,7 +66,7 @@ def kernel_pairs(model, estimator, name: str = "", repeats: int = 5, runs: int =
     matched: dict[int, dict] = {}
     rest_prof: dict[str, list] = defaultdict(list)
     for p in prof:
-        kind = _profile_kind(p["op_name"])
+        kind = kind_of_op(p["op_name"])
         if kind is None or kind == "Free":
             continue
         i = by_name.get(p["name"])
