@@ -20,7 +20,7 @@ from typing import Callable
 
 from .errors import UnknownOpKind
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 SPARSITIES = ("0", "50", "75", "90", "95", "2:4")
@@ -229,7 +229,23 @@ def _x_conv(p):
             "cin_per_group": cin // g, "depthwise": float(g == cin and g > 1),
             "act": float(p["act"] != "none"), "act_id": float(_ACT_ID.get(p["act"], 0)),
             "sum": float(p["sum"]), "cin_mod8": cin % 8, "cout_mod8": p["cout"] % 8,
-            "cin_mod16": cin % 16, "cout_mod16": p["cout"] % 16}
+            "cin_mod16": cin % 16, "cout_mod16": p["cout"] % 16,
+            "log_pflops": math.log1p(_padded_conv_flops(p, 16)),
+            "pad_ratio8": _padded_conv_flops(p, 8) / max(1.0, _f_conv(p)["flops"])}
+
+
+def _padded_conv_flops(p, block: int) -> float:
+    """FLOPs when channel counts are rounded up to whole ``block``-channel groups, as the blocked
+    (NCHWc) CPU kernels run them: an unaligned conv costs about as much as the next aligned one.
+    Depthwise convs pad their channels; dense ones pad input (per group, when >= 8) and output."""
+    out = conv_out_shape(p)
+    cin, g, cout = p["x"][1], p["group"], p["cout"]
+    k = _prod(p["kernel"])
+    up = lambda c: -(-c // block) * block  # noqa: E731
+    if g == cin and g > 1:
+        return 2.0 * out[0] * up(cout) * _prod(out[2:]) * k
+    cpg = cin // g
+    return 2.0 * out[0] * up(cout) * _prod(out[2:]) * (up(cpg) if cpg >= 8 else cpg) * k
 
 
 def _x_convt(p):

@@ -334,6 +334,35 @@ def _cfgs(tier_kind_params, precision="fp32", sparsity="0"):
     return [(t, Config(k, p, precision, sparsity)) for t, k, p in tier_kind_params]
 
 
+def _fine_convs(rng: random.Random, n: int):
+    """Convs at channel counts and spatial sizes between the round ones of ``_random_convs``, small
+    to mid work: the regime of CIFAR-size networks, narrow pruned layers and late stages, where a
+    kernel takes 3-300 us and the round-number grid leaves the regressor extrapolating. Channel
+    counts are drawn as networks have them: mostly multiples of 8 (the NCHWc kernels run whole
+    8/16-channel blocks, so aligned and unaligned counts differ by up to 2x in speed), a quarter
+    arbitrary (pruned layers)."""
+
+    def chans(lo):
+        return rng.randint(lo, 160) if rng.random() < 0.25 else 8 * rng.randint(1, 20)
+
+    out = []
+    while len(out) < n:
+        cin, cout = (3 if rng.random() < 0.05 else chans(3)), chans(4)
+        h = rng.randint(4, 64)
+        k = rng.choice((1, 3, 3, 3, 5))
+        s = rng.choice((1, 1, 1, 2))
+        dw = rng.random() < 0.2
+        g = cin if dw else 1
+        if dw:
+            cout = cin
+        act = rng.choice(("none", "Relu", "Relu", "Relu", "Clip", "HardSigmoid", "LeakyRelu"))
+        p = _conv([1, cin, h, h], cout, k, s, g=g, act=act, sm=int(rng.random() < 0.2 and s == 1 and not dw))
+        macs = cin // g * cout * h * h * k * k / (s * s)
+        if h >= k and macs < 6e7:
+            out.append(p)
+    return out
+
+
 def _plan_items(name: str) -> list[tuple[int, Config]]:
     rng = random.Random(1234)
     convs = _cnn_convs()
@@ -357,6 +386,8 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     items += _cfgs([x for x in simple if x[1] != "Quant"])
     items += _cfgs([x for x in simple if x[1] == "Quant"], "int8")
     items += _cfgs([(2, "Conv", p) for p in rand_convs]) + _cfgs([(2, "MatMul", p) for p in rand_mms])
+    if name != "quick":  # its own seed: the samples above stay what they were
+        items += _cfgs([(2, "Conv", p) for p in _fine_convs(random.Random(4321), 2000 * n_mult)])
     items += _cfgs(rand_simple)
     # int8 static QDQ: every kind; Conv/MatMul widely, others as the same shapes
     items += _cfgs([(1, "Conv", p) for p in convs], "int8") + _cfgs([(1, "MatMul", p) for p in mms if p["const_b"]],
