@@ -376,7 +376,7 @@ class Estimator:
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
                 f = self.context_.factor(k.kind, iso, gate)
-                st = self.context_.stream_us(weight_mb(key), gate)
+                st = self.context_.stream_us(weight_mb(key), gate, iso)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
                     (f" + {st:.1f} us weight streaming" if st else "") + f" (cache gate {gate:.2f})"
@@ -491,7 +491,7 @@ def _footprint_mb(keys, priced) -> float:
 
 
 def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weight_term: bool = True,
-                 short_us: float | None = None) -> dict:
+                 short_us: float | None = None, per_run_us: float | None = None) -> dict:
     """Fit what the kernel sum misses: ``measured - kernel_sum = a + b * kernels + c * weight_MB``.
 
     ``a`` (per run: session/executor entry and exit), ``b`` (per dispatched kernel: executor cost
@@ -501,7 +501,9 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weigh
     ``weights_rule``; ``weight_term=False`` when the context model prices weights per kernel).
     With ``short_us``, ``b`` splits in two: kernels shorter than ``short_us`` alone (their isolated
     timing carries the profiler's per-event cost, which the model run does not pay; the context
-    model leaves them alone) and the rest. Least squares weighted for relative error.
+    model leaves them alone) and the rest. ``per_run_us``: ``a`` measured elsewhere (dispatch
+    chains, :mod:`profilers.chains`) and held fixed; the other terms are fitted around it. Least
+    squares weighted for relative error.
     ``estimates`` are :class:`Estimate` objects made without overhead; ``measured_us`` the models'
     end-to-end latencies (microseconds, same protocol as the profiler).
     """
@@ -514,10 +516,16 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weigh
         m.append(meas)
     x, y, m = np.array(x), np.array(y), np.array(m)
     w = 1.0 / m
-    coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
+    if per_run_us is None:
+        coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
+    else:
+        rest = np.linalg.lstsq(x[:, 1:] * w[:, None], (y - per_run_us) * w, rcond=None)[0]
+        coef = np.concatenate([[per_run_us], rest])
     resid = (x @ coef - y) / m
     out = {"per_run_us": float(coef[0]), "per_weight_mb_us": float(coef[-1]), "n_models": len(m),
            "residual_rel_median": float(np.median(np.abs(resid))), "source": "fitted on end-to-end measurements"}
+    if per_run_us is not None:
+        out["per_run_source"] = "measured (dispatch chains), held fixed in the fit"
     if short_us is not None:
         out.update(per_short_kernel_us=float(coef[1]), per_long_kernel_us=float(coef[2]), short_us=float(short_us))
     else:

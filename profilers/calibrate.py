@@ -7,7 +7,9 @@ latency, and both are fitted here from the training corpus (profilers.zoo.FIT) r
    (onnxruntime's per-node profile) against its price alone;
 2. the **overhead model** (:func:`latency.estimator.fit_overhead`): end-to-end latency (the
    robust protocol of :func:`profilers.e2e.measure_models`) minus the context-corrected kernel sum,
-   as per-run + per-kernel + per-weight-MB terms.
+   as per-run + per-kernel terms. The per-run term is measured on synthetic dispatch chains
+   (:mod:`profilers.chains`), timed in the same round-robin run as the models, and held fixed; the
+   per-kernel terms are fitted on the models around it.
 
 Writes ``<profile>.context.json``, ``<profile>.overhead.json`` and the raw data they came from,
 ``<profile>.calibration.json`` (every kernel pair and every end-to-end round), next to the profile.
@@ -23,6 +25,7 @@ from latency.context import MIN_US, ContextModel, cache_gate, fit_context, footp
 from latency.errors import LatencyError
 from latency.estimator import Estimator, fit_overhead, weight_mb
 
+from . import chains as dispatch_chains
 from . import zoo
 from .context import in_model_times, kernel_pairs
 from .e2e import measure_models
@@ -31,12 +34,14 @@ PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 
 
 
 def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,
-              refit: bool = False) -> dict:
+              refit: bool = False, chain_families=None) -> dict:
     """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
 
     ``models``: name -> ModelProto (default: the zoo's FIT models). ``refit``: measure nothing, refit
     both models from the raw data a previous calibration kept (``<profile>.calibration.json``), e.g.
-    after the fitting code changed. Returns a summary dict.
+    after the fitting code changed. ``chain_families``: the dispatch-chain families to measure for
+    the per-run term (default all; empty: no chains, the per-run term is fitted with the rest).
+    Returns a summary dict.
     """
     say = progress or (lambda msg: None)
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
@@ -51,10 +56,12 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
         raw = json.loads(paths["calibration"].read_text())
         host, e2e, match, pairs = raw["host"], raw["e2e"], raw["match"], raw["pairs"]
         gate_spec = footprint_gate((raw.get("gate") or {}).get("llc_mb") or llc_mb())
-        models = models or {n: zoo.build(n) for n in e2e}
+        models = models or {n: zoo.build(n) for n in e2e if not n.startswith("chain:")}
+        chain_models = {n: dispatch_chains.build(n) for n in e2e if n.startswith("chain:")}
         say(f"refitting from {paths['calibration']} ({len(pairs)} kernel pairs, {len(e2e)} models)")
     else:
         models = models or {n: zoo.build(n) for n in zoo.FIT}
+        chain_models = dispatch_chains.chains(chain_families) if chain_families is None or chain_families else {}
         say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
         times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
         pairs, match = [], {}
@@ -73,17 +80,27 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
                  "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
     ContextModel(spec).save(paths["context"])
     if not refit:
-        say("end-to-end measurement of the calibration models")
-        e2e = measure_models({n: m.SerializeToString() for n, m in models.items()}, progress=say)
+        say(f"end-to-end measurement of the calibration models and {len(chain_models)} dispatch chains "
+            "(one round-robin run)")
+        e2e = measure_models({n: m.SerializeToString() for n, m in {**models, **chain_models}.items()},
+                             progress=say)
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=paths["context"],
                     check_host=False).prepare()
     ok = [n for n in models if e2e[n]["latency_ms"]]
+    run_term = dispatch_chains.per_run_us(est, e2e, chain_models) if chain_models else None
+    if chain_models and run_term is None:
+        say("no dispatch chain could be priced from this profile: the per-run term is fitted with the rest")
     # weights are priced per kernel by the context model's streaming term: the overhead keeps
     # per-run and per-kernel terms only
     ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok],
-                      weight_term=False, short_us=MIN_US)
+                      weight_term=False, short_us=MIN_US,
+                      per_run_us=run_term["per_run_us"] if run_term else None)
     ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
                "context": spec["source"]})
+    if run_term:
+        ov["dispatch_chains"] = {**run_term, "n_chains": len(chain_models),
+                                 "basis": "per family and size: end-to-end minus kernel sum against kernel count "
+                                          "over chain lengths; intercept = per run, slope = per kernel; medians"}
     with open(paths["overhead"], "w") as f:
         json.dump(ov, f, indent=1)
     if not refit:

@@ -899,6 +899,35 @@ def _mixer(net, size=224, patch=16, dim=512, depth=8, tokens_mlp=256, channels_m
 
 
 # ------------------------------------------------------------------------------------------------
+# calibration-only networks: they cover the regime of little compute per megabyte of weights
+# (late stages at low resolution, batch-1 fully connected layers), where a model that spills out of
+# the last-level cache pays most for reading its weights from memory
+def _lowres_convnet(net, size=48, widths=(96, 192, 384, 576)):
+    """Plain conv stages (two 3x3 conv+BN+ReLU each, the first strided) on a small input: the last
+    stages run at 6 and 3 px, so their multi-megabyte weights get ~50-200 us of compute per MB."""
+    x = _image_input(net, size)
+    x = net.maxpool(net.cba(x, 3, 48, 3), 2, 2)
+    cin = 48
+    for i, c in enumerate(widths):
+        with net.scope(f"stage{i + 1}"):
+            x = net.cba(x, cin, c, 3, 2 if i else 1)
+            x = net.cba(x, c, c, 3)
+        cin = c
+    x = net.flatten(net.gap(x))
+    return _classifier_output(net, net.gemm(x, cin, 100))
+
+
+def _wide_mlp(net, size=1024, hidden=(2048, 2048, 2048, 1024)):
+    """Batch-1 fully connected stack (50 MB of weights): every layer is a matrix-vector product."""
+    x = net.input("input", TensorProto.FLOAT, [net.batch, size])
+    cin = size
+    for i, h in enumerate(hidden):
+        x = net.act(net.gemm(x, cin, h), "relu")
+        cin = h
+    return _classifier_output(net, net.gemm(x, cin, 10))
+
+
+# ------------------------------------------------------------------------------------------------
 # the corpus: name -> (builder, keyword arguments); "size" is the image side or sequence length
 _ZOO = {
     "lenet5": (_lenet5, {}),
@@ -942,15 +971,18 @@ _ZOO = {
     "vit_small": (_vit, dict(dim=384, heads=6)),
     "distilgpt2": (_gpt2, {}),
     "mixer_s16": (_mixer, {}),
+    "lowres_convnet": (_lowres_convnet, {}),
+    "wide_mlp": (_wide_mlp, {}),
 }
 
 #: names accepted by :func:`build`
 NAMES = list(_ZOO)
 
-#: the models anything is fitted on (overhead model; exact kernel shapes added to sweep plans);
-#: every other zoo model and every light model is held out from fitting
+#: the models anything is fitted on (context and overhead models; exact kernel shapes added to sweep
+#: plans); every other zoo model and every light model is held out from fitting. The last two exist
+#: for calibration only (little compute per MB of weights, a regime the others lack)
 FIT = ("lenet5", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "squeezenet1_1",
-       "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny")
+       "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny", "lowres_convnet", "wide_mlp")
 
 
 def build(name, batch=1, seed=0, size=None):

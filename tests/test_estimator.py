@@ -210,6 +210,11 @@ def test_real_pipeline_small_scale(tmp_path):
         pytest.skip(why)
     m = small_cnn()
     cfgs = [k.config for k in fuse(load_graph(m), target.fusion_rules())[0] if k.kind != "Free"]
+    from profilers.chains import chains
+
+    tanh_chains = chains(families=("tanh",))  # for the calibration's per-run term below
+    cfgs += list({k.config.key: k.config for c in tanh_chains.values()
+                  for k in fuse(load_graph(c), target.fusion_rules())[0] if k.kind != "Free"}.values())
     db = tmp_path / "real.db"
     fast = Protocol(phases=1, rounds_per_phase=2, warmup=1, min_runs=3, max_runs=5, remeasure_phases=0)
     with Store(db) as st:
@@ -242,12 +247,17 @@ def test_real_pipeline_small_scale(tmp_path):
     # calibration end to end: context + overhead fitted from the model run for real, saved next to the profile
     from profilers.calibrate import calibrate
 
-    r = calibrate(target, profile=db, models={"small_cnn": m}, repeats=1, runs=3)
+    r = calibrate(target, profile=db, models={"small_cnn": m}, repeats=1, runs=3, chain_families=("tanh",))
     assert r["pairs"] == len(priced)
     for k in ("context", "overhead", "calibration"):
         assert (tmp_path / f"real.{k}.json").exists()
     raw = json.loads((tmp_path / "real.calibration.json").read_text())
     assert raw["e2e"]["small_cnn"]["latency_ms"] > 0 and len(raw["e2e"]["small_cnn"]["rounds_ms"]) == 9
+    assert set(tanh_chains) <= set(raw["e2e"])  # the chains ran in the same round-robin run
+    chained = json.loads((tmp_path / "real.overhead.json").read_text())
+    assert len(chained["dispatch_chains"]["families"]) == 3  # tanh at three sizes, each over its lengths
+    assert chained["per_run_us"] == chained["dispatch_chains"]["per_run_us"]
+    assert chained["per_run_source"].startswith("measured")
     est3 = Estimator(target, profile=db, check_host=False).estimate(m)
     assert est3.context_source.startswith("fitted from") and "fitted" in est3.overhead_source
     # refit from the kept raw data: nothing measured, the same fit
@@ -302,3 +312,29 @@ def test_fit_overhead_recovers_run_and_short_long_kernel_terms():
     assert ov["per_short_kernel_us"] == pytest.approx(-1.5, abs=1e-8)
     assert ov["per_long_kernel_us"] == pytest.approx(2.0, abs=1e-8)
     assert ov["per_weight_mb_us"] == 0.0 and "per_kernel_us" not in ov
+
+
+def test_dispatch_chains_recover_per_run_and_per_kernel_terms():
+    """Per family and size, a line through the chain lengths: intercept = per run, slope = per kernel;
+    a chain the profile cannot fully price is left out, never counted as 0."""
+    from latency.estimator import Estimate, KernelEstimate
+    from profilers.chains import chains, per_run_us
+
+    class Stub:  # prices every node at 3 us; the "conv" family is uncovered
+        def estimate(self, model):
+            ks = tuple(KernelEstimate(n.name, "Activation", (n.op_type,), (n.name,), "fp32", "0", 3.0, "table",
+                                      isolated_us=3.0) for n in model.graph.node)
+            unc = ("x",) if model.graph.node[0].op_type == "Conv" else ()
+            s = sum(k.latency_us for k in ks)
+            return Estimate(s / 1000, s, 0.0, ks, unc, "stub", None, "")
+
+    ms = chains(families=("tanh", "matmul", "conv"))
+    e2e = {}
+    for name, m in ms.items():
+        n = len(m.graph.node)
+        e2e[name] = {"latency_ms": (4.5 + n * 3.0 - 2.5 * n) / 1000}
+    e2e[next(iter(ms))]["latency_ms"] = None  # a failed measurement: skipped
+    r = per_run_us(Stub(), e2e, ms)
+    assert not any("conv" in f for f in r["families"]) and len(r["families"]) == 6
+    assert r["per_run_us"] == pytest.approx(4.5) and r["per_kernel_us"] == pytest.approx(-2.5)
+    assert per_run_us(Stub(), {}, ms) is None

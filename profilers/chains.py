@@ -1,0 +1,163 @@
+"""Synthetic dispatch chains: the calibration models that pin the per-run and per-kernel overhead.
+
+A chain is one small op repeated ``n`` times, each feeding the next (``x -> op -> op -> ... -> y``).
+Measured end to end, a chain of length 1 and one of length 16 differ only by 15 dispatches of the
+same kernel, so the chains separate what a model run costs once (session entry/exit, input and
+output binding) from what each extra kernel costs beyond its isolated price. Real models cannot do
+that: each mixes many kernel sizes, and the smallest real model (a LeNet) alone would decide the
+per-run term. Measured facts this rests on (one vCPU, onnxruntime 1.32, AVX-512 EPYC): the
+isolated price of a kernel under ~10 us overstates its cost inside a chain by 1.5-3.5 us, while a
+~45 us kernel costs the same in both; a chain run costs ~4.5 us more than its kernels.
+
+Sizes are chosen so the isolated kernels span about 1 to 30 us, the range where the overhead
+terms matter; every family avoids pairs the runtime would fuse or cancel (no Transpose pairs, no
+MatMul+Add). :func:`per_run_us` turns the measured chains into the per-run term that
+``latency calibrate`` holds fixed when it fits the per-kernel terms on real models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: chain lengths measured for every family and size
+LENGTHS = (1, 4, 16)
+
+#: family -> sizes (the family's own size parameter)
+FAMILIES = {
+    "tanh": (1024, 8192, 32768),        # Activation on [1, C]
+    "add": (1024, 8192, 32768),         # Elementwise: x + constant[C]
+    "matmul": (64, 128, 256),           # MatMul [1, d] x [d, d]
+    "conv": ((16, 8), (32, 8), (16, 16)),    # Conv 3x3 C->C on C x H x H (NCHWc, reorders at the edges)
+    "dwconv": ((64, 7), (96, 14)),      # depthwise Conv 3x3 on C x H x H
+    "maxpool": ((32, 14), (64, 7)),     # MaxPool 3x3 stride 1 pad 1 on C x H x H
+    "softmax": ((4, 64), (4, 128)),     # Softmax over the last axis of [1, heads, S, S]
+    "layernorm": ((16, 128), (64, 256)),  # LayerNormalization over the last axis of [1, S, D]
+}
+
+
+def _size_tag(size) -> str:
+    return "x".join(str(s) for s in size) if isinstance(size, tuple) else str(size)
+
+
+def chain_name(family: str, size, n: int) -> str:
+    return f"chain:{family}{_size_tag(size)}x{n}"
+
+
+def build_chain(family: str, size, n: int, seed: int = 0):
+    """One chain model (onnx.ModelProto, opset 17)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown chain family {family!r}; known: {', '.join(FAMILIES)}")
+    if n < 1:
+        raise ValueError("a chain has at least one op")
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def w(name, shape, scale):
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name))
+        return name
+
+    if family in ("tanh", "add"):
+        shape = [1, size]
+    elif family == "matmul":
+        shape = [1, size]
+    elif family in ("conv", "dwconv", "maxpool"):
+        c, h = size
+        shape = [1, c, h, h]
+    elif family == "softmax":
+        heads, s = size
+        shape = [1, heads, s, s]
+    else:
+        s, d = size
+        shape = [1, s, d]
+    cur = "x"
+    for i in range(n):
+        out = f"y{i}"
+        if family == "tanh":
+            nodes.append(helper.make_node("Tanh", [cur], [out], name=f"tanh{i}"))
+        elif family == "add":
+            nodes.append(helper.make_node("Add", [cur, w(f"b{i}", [size], 0.01)], [out], name=f"add{i}"))
+        elif family == "matmul":
+            nodes.append(helper.make_node("MatMul", [cur, w(f"w{i}", [size, size], size ** -0.5)], [out],
+                                          name=f"matmul{i}"))
+        elif family == "conv":
+            c = size[0]
+            nodes.append(helper.make_node("Conv", [cur, w(f"w{i}", [c, c, 3, 3], (9 * c) ** -0.5)], [out],
+                                          pads=[1, 1, 1, 1], name=f"conv{i}"))
+        elif family == "dwconv":
+            c = size[0]
+            nodes.append(helper.make_node("Conv", [cur, w(f"w{i}", [c, 1, 3, 3], 1 / 3)], [out], group=c,
+                                          pads=[1, 1, 1, 1], name=f"dwconv{i}"))
+        elif family == "maxpool":
+            nodes.append(helper.make_node("MaxPool", [cur], [out], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                          name=f"maxpool{i}"))
+        elif family == "softmax":
+            nodes.append(helper.make_node("Softmax", [cur], [out], axis=-1, name=f"softmax{i}"))
+        else:
+            d = size[1]
+            nodes.append(helper.make_node("LayerNormalization",
+                                          [cur, w(f"g{i}", [d], 0.1), w(f"be{i}", [d], 0.1)], [out], axis=-1,
+                                          name=f"layernorm{i}"))
+        cur = out
+    graph = helper.make_graph(nodes, f"chain_{family}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(cur, TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def chains(families=None, lengths=LENGTHS) -> dict:
+    """name -> ModelProto for every family, size and length."""
+    out = {}
+    for fam in families or FAMILIES:
+        for size in FAMILIES[fam]:
+            for n in lengths:
+                out[chain_name(fam, size, n)] = build_chain(fam, size, n)
+    return out
+
+
+def build(name: str):
+    """The chain named ``name`` (as :func:`chain_name` makes it)."""
+    for fam, sizes in FAMILIES.items():
+        for size in sizes:
+            for n in LENGTHS:
+                if chain_name(fam, size, n) == name:
+                    return build_chain(fam, size, n)
+    raise KeyError(f"no chain named {name!r}")
+
+
+def per_run_us(estimator, e2e: dict, models: dict | None = None) -> dict:
+    """The per-run overhead from measured chains: per family and size, a least-squares line of
+    ``end-to-end - kernel sum`` against the dispatched kernel count over the chain lengths; its
+    intercept is what one run costs beyond its kernels, its slope what each kernel costs beyond its
+    isolated price. Returns ``{"per_run_us": median intercept, "per_kernel_us": median slope,
+    "families": {family+size: [intercept, slope]}}``, or None when no family has two measured,
+    fully priced lengths.
+
+    ``estimator``: prices the chains (made without overhead); ``e2e``: name -> end-to-end result
+    (:func:`profilers.e2e.measure_models`) for the chains (other names are ignored).
+    """
+    from latency.estimator import _DISPATCHED_FREE
+
+    models = models or chains()
+    groups: dict = {}
+    for name, model in models.items():
+        r = e2e.get(name) or {}
+        if not name.startswith("chain:") or not r.get("latency_ms"):
+            continue
+        est = estimator.estimate(model)
+        if est.uncovered:  # a kernel the profile cannot price would count as 0: leave the chain out
+            continue
+        n = sum(1 for k in est.kernels
+                if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
+        groups.setdefault(name.rsplit("x", 1)[0], []).append((n, r["latency_ms"] * 1000 - est.kernel_sum_us))
+    fams = {}
+    for g, pts in groups.items():
+        if len(pts) >= 2 and len({p[0] for p in pts}) >= 2:
+            slope, icpt = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
+            fams[g] = [float(icpt), float(slope)]
+    if not fams:
+        return None
+    return {"per_run_us": float(np.median([v[0] for v in fams.values()])),
+            "per_kernel_us": float(np.median([v[1] for v in fams.values()])), "families": fams}
