@@ -51,9 +51,8 @@ def _curve(iso_us: np.ndarray, ratio: np.ndarray, min_bin: int, max_bins: int) -
     return {"log_us": kx, "log_ratio": ky, "pairs": int(len(x))}
 
 
-def _stream_rate(iso, inm, wg) -> tuple[float, float, np.ndarray]:
-    """``(b, a, kept)`` of ``inm - iso = a * iso + b * wg`` (trimmed least squares, relative weights):
-    ``b`` us per MB, ``a`` the proportional part, ``kept`` the pairs the trims kept.
+def _stream_rate(iso, inm, wg) -> float:
+    """us per MB in ``inm - iso = a * iso + b * wg`` (trimmed least squares, relative weights): ``b``.
 
     Fitting the proportional part ``a`` jointly keeps a kernel's general in-model slowdown out of
     the streaming rate. Two trims drop pairs whose residual is beyond 3 MADs (a mismatched pair).
@@ -67,26 +66,7 @@ def _stream_rate(iso, inm, wg) -> tuple[float, float, np.ndarray]:
         r = ((inm - iso) - np.stack([iso, wg], 1) @ coef) / inm
         mad = np.median(np.abs(r - np.median(r))) or 1e-9
         keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
-    return float(max(0.0, coef[1])), float(coef[0]), keep
-
-
-def _stream_curve(iso, inm, wg, a: float, min_bin: int, max_bins: int = 4) -> dict:
-    """Streaming rate (us per MB) against the kernel's compute per MB of weights alone.
-
-    A kernel with little work per byte of weights (a batch-1 matrix-vector product, a conv at a few
-    pixels) cannot hide reading them from memory behind its arithmetic; one with much can, in part.
-    Knots: over quantile bins of ``log(iso / weight_mb)`` (``min_bin``+ pairs each), the median of
-    ``(inm - iso * (1 + a)) / weight_mb``, never below 0.
-    """
-    x = np.log(iso / wg)
-    y = (inm - iso * (1.0 + a)) / wg
-    order = np.argsort(x)
-    x, y = x[order], y[order]
-    n_bins = int(max(1, min(max_bins, len(x) // min_bin)))
-    edges = np.linspace(0, len(x), n_bins + 1).astype(int)
-    kx = [float(np.median(x[i:j])) for i, j in zip(edges[:-1], edges[1:])]
-    ky = [float(max(0.0, np.median(y[i:j]))) for i, j in zip(edges[:-1], edges[1:])]
-    return {"log_us_per_mb_alone": kx, "us_per_mb": ky, "pairs": int(len(x))}
+    return float(max(0.0, coef[1]))
 
 
 def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6, llc: float | None = None) -> dict:
@@ -114,15 +94,8 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
     inm = np.array([p["in_model_us"] for p in pairs], float)
     kinds = np.array([p["kind"] for p in pairs])
     clean = (w >= _STREAM_MIN_MB) & (iso >= MIN_US) & (g >= 0.5) & np.isin(kinds, ["Conv", "MatMul"])
-    per_mb, curve = 0.0, None
-    if clean.sum() >= 8:
-        per_mb, a, kept = _stream_rate(iso[clean], inm[clean], w[clean] * g[clean])
-        if kept.sum() >= 2 * min_bin:
-            ci, cm, cw = iso[clean][kept], inm[clean][kept], (w * g)[clean][kept]
-            curve = _stream_curve(ci, cm, cw, a, min_bin)
-    spec = {"stream_us_per_mb": per_mb, "stream_curve": curve}
-    streamed = np.array([_stream_us(spec, wi, gi, ii) for wi, gi, ii in zip(w, g, iso)])
-    rest = np.maximum(inm - streamed, 0.2 * inm)
+    per_mb = _stream_rate(iso[clean], inm[clean], w[clean] * g[clean]) if clean.sum() >= 8 else 0.0
+    rest = np.maximum(inm - per_mb * w * g, 0.2 * inm)
     big = iso >= MIN_US
     curves = {"*": _curve(iso[big], rest[big] / iso[big], min_bin, max_bins)} if big.sum() >= min_bin else {}
     for k in sorted(set(kinds.tolist())):
@@ -130,21 +103,7 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
         if sel.sum() >= min_pairs:
             curves[k] = _curve(iso[sel], rest[sel] / iso[sel], min_bin, max_bins)
     return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "stream_us_per_mb": per_mb,
-            "stream_curve": curve, "stream_pairs": int(clean.sum()), "stream_cap_mb": llc,
-            "stream_min_mb": _STREAM_MIN_MB}
-
-
-def _stream_us(spec: dict, weight_mb: float, gate: float, iso_us: float | None) -> float:
-    """Streaming time of ``weight_mb`` (see :meth:`ContextModel.stream_us`); 0 outside the bounds."""
-    cap = spec.get("stream_cap_mb") or float("inf")
-    if weight_mb <= 0 or weight_mb < spec.get("stream_min_mb", 0.0) or weight_mb >= cap or gate <= 0:
-        return 0.0
-    c = spec.get("stream_curve")
-    if c and iso_us and iso_us > 0:
-        per_mb = float(np.interp(math.log(iso_us / weight_mb), c["log_us_per_mb_alone"], c["us_per_mb"]))
-    else:
-        per_mb = spec.get("stream_us_per_mb") or 0.0
-    return per_mb * weight_mb * gate
+            "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": _STREAM_MIN_MB}
 
 
 def llc_mb() -> float | None:
@@ -210,11 +169,13 @@ class ContextModel:
     def __bool__(self) -> bool:
         return bool(self._curves)
 
-    def stream_us(self, weight_mb: float, gate: float = 1.0, isolated_us: float | None = None) -> float:
-        """Extra time to read ``weight_mb`` of weights from memory in a model that evicts them: the
-        rate at the kernel's compute per MB (``isolated_us / weight_mb``) when the model has a
-        streaming curve and ``isolated_us`` is given, else the flat rate."""
-        return _stream_us(self.spec, weight_mb, gate, isolated_us)
+    def stream_us(self, weight_mb: float, gate: float = 1.0) -> float:
+        """Extra time to read ``weight_mb`` of weights from memory in a model that evicts them."""
+        per_mb = self.spec.get("stream_us_per_mb") or 0.0
+        cap = self.spec.get("stream_cap_mb") or float("inf")
+        if not per_mb or weight_mb < self.spec.get("stream_min_mb", 0.0) or weight_mb <= 0 or weight_mb >= cap:
+            return 0.0
+        return per_mb * weight_mb * gate
 
     def factor(self, kind: str, isolated_us: float, gate: float = 1.0) -> float:
         c = self._curves.get(kind) or self._curves.get("*")

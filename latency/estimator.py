@@ -376,7 +376,7 @@ class Estimator:
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
                 f = self.context_.factor(k.kind, iso, gate)
-                st = self.context_.stream_us(weight_mb(key), gate, iso)
+                st = self.context_.stream_us(weight_mb(key), gate)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
                     (f" + {st:.1f} us weight streaming" if st else "") + f" (cache gate {gate:.2f})"
