@@ -46,16 +46,17 @@ def quantize(model, path_in, path_out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="resnet18_128,mobilenet_v2_050,bert_tiny,bert_mini")
-    ap.add_argument("--target", default="x86-avx2-ort")
+    ap.add_argument("--target", default=None, help="default: this host's target")
     a = ap.parse_args()
     from latency.estimator import Estimator
+    from latency.targets import host_target
     from latency.graph import load_graph
     from profilers import zoo
     from profilers.e2e import measure_models
     from profilers.measure import pin_to_core
 
     pin_to_core(0)
-    est = Estimator(a.target)
+    est = Estimator(a.target or host_target())
     models = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.models.split(","):

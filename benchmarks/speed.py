@@ -34,11 +34,14 @@ def timed(fn, n=1):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--target", default="x86-avx2-ort")
+    ap.add_argument("--target", default=None, help="default: this host's target")
     a = ap.parse_args()
     import onnx
 
     from latency.estimator import Estimator
+    from latency.targets import host_target
+
+    a.target = a.target or host_target().name
     from latency.graph import load_graph
     from profilers import zoo
 

@@ -224,9 +224,7 @@ def train(target_name, path, out):
 @click.option("--db", "path", default=None, type=click.Path(dir_okay=False), help="default: the shipped profile")
 @click.option("--core", type=int, default=0, show_default=True, help="core to pin the measurements to")
 @click.option("--refit", is_flag=True, help="measure nothing: refit from the raw data of the last calibration")
-@click.option("--add", is_flag=True,
-              help="measure once more and merge with the kept raw data (fast-state minimum over all runs)")
-def calibrate(target_name, path, core, refit, add):
+def calibrate(target_name, path, core, refit):
     """Fit the in-model context and overhead models from whole models run on this device."""
     from profilers.calibrate import calibrate as run
     from profilers.measure import pin_to_core
@@ -239,9 +237,7 @@ def calibrate(target_name, path, core, refit, add):
         raise LatencyError(why)
     if not refit:
         pin_to_core(core)
-    if refit and add:
-        raise LatencyError("--refit measures nothing and --add measures once more: choose one")
-    r = run(t, profile=path, progress=lambda s: click.echo(s, err=True), refit=refit, add=add)
+    r = run(t, profile=path, progress=lambda s: click.echo(s, err=True), refit=refit)
     click.echo(f"context model: {r['pairs']} kernel pairs from {r['models']} models -> {r['context']}")
     per_k = (f"{r['per_short_kernel_us']:.2f} us/short kernel + {r['per_long_kernel_us']:.2f} us/long kernel"
              if r.get("per_long_kernel_us") is not None else f"{r['per_kernel_us']:.2f} us/kernel")

@@ -33,53 +33,15 @@ from .e2e import measure_models
 PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 1 thread, ORT_ENABLE_ALL"
 
 
-def _merge_raw(prev: dict, pairs: list, e2e: dict) -> tuple[list, dict]:
-    """A new calibration run merged into a kept one: the fast-state minimum over both runs.
-
-    A kernel pair (same model and config, same occurrence in the model) keeps the lower in-model
-    time; a model's end-to-end result keeps every round of both runs, its latency the lower
-    minimum. What only one run has is kept as is.
-    """
-    import statistics
-
-    def keyed(qs):  # the k-th kernel with a config in a model (runtime node names vary by session)
-        seen: dict = {}
-        out = {}
-        for q in qs:
-            k = (q["model"], q["key"])
-            seen[k] = seen.get(k, 0) + 1
-            out[(*k, seen[k])] = q
-        return out
-
-    old = keyed(prev.get("pairs", []))
-    merged = []
-    for kq, q in keyed(pairs).items():
-        o = old.pop(kq, None)
-        merged.append({**q, "in_model_us": min(q["in_model_us"], o["in_model_us"])} if o else q)
-    merged += list(old.values())
-    out = dict(prev.get("e2e", {}))
-    for n, r in e2e.items():
-        o = out.get(n)
-        if not o or not o.get("latency_ms") or not r.get("latency_ms"):
-            out[n] = r if r.get("latency_ms") or not o else o
-            continue
-        rounds = list(o.get("rounds_ms", [])) + list(r.get("rounds_ms", []))
-        out[n] = {**r, "latency_ms": min(o["latency_ms"], r["latency_ms"]), "rounds_ms": rounds,
-                  "median_ms": statistics.median(rounds) if rounds else r.get("median_ms"),
-                  "n_runs": o.get("n_runs", 0) + r.get("n_runs", 0)}
-    return merged, out
-
-
 def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,
-              refit: bool = False, chain_families=None, add: bool = False) -> dict:
+              refit: bool = False, chain_families=None) -> dict:
     """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
 
     ``models``: name -> ModelProto (default: the zoo's FIT models). ``refit``: measure nothing, refit
     both models from the raw data a previous calibration kept (``<profile>.calibration.json``), e.g.
     after the fitting code changed. ``chain_families``: the dispatch-chain families to measure for
     the per-run term (default all; empty: no chains, the per-run term is fitted with the rest).
-    ``add``: measure once more and merge with the kept raw data (:func:`_merge_raw`) before fitting,
-    so repeated calibrations accumulate evidence instead of replacing it. Returns a summary dict.
+    Returns a summary dict.
     """
     say = progress or (lambda msg: None)
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
@@ -108,34 +70,16 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             pairs += p
             match[name] = s
             say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
-    n_runs = 1
-    if add and not refit:
-        say("measuring end to end (merged with the kept calibration below)")
-        e2e = measure_models({n: m.SerializeToString() for n, m in {**models, **chain_models}.items()},
-                             progress=say)
-        if paths["calibration"].exists():
-            prev = json.loads(paths["calibration"].read_text())
-            was = prev.get("host", {})
-            diff = [f"{k} {was.get(k)} there, {host.get(k)} here"
-                    for k in ("cpu_model", "isa", "runtime", "runtime_version", "threads") if was.get(k) != host.get(k)]
-            if diff:
-                raise LatencyError(f"cannot add to {paths['calibration']}: it was measured elsewhere ({'; '.join(diff)})")
-            pairs, e2e = _merge_raw(prev, pairs, e2e)
-            n_runs = int(prev.get("merged_runs", 1)) + 1
-            say(f"merged with {paths['calibration']}: {n_runs} calibration runs")
-    elif refit:
-        n_runs = int(raw.get("merged_runs", 1))
     gates = {n: cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"]) for n, m in models.items()}
     for q in pairs:
         q.update(weight_mb=weight_mb(q["key"]), gate=gates[q["model"]])
     spec = fit_context(pairs, llc=gate_spec["llc_mb"])
     spec["gate"] = gate_spec
     spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
-                           f"(onnxruntime per-node profile) on {host.get('cpu_model')}"
-                           + (f", fast-state minimum over {n_runs} calibration runs" if n_runs > 1 else ""),
+                           f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
                  "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
     ContextModel(spec).save(paths["context"])
-    if not refit and not add:
+    if not refit:
         say(f"end-to-end measurement of the calibration models and {len(chain_models)} dispatch chains "
             "(one round-robin run)")
         e2e = measure_models({n: m.SerializeToString() for n, m in {**models, **chain_models}.items()},
@@ -162,7 +106,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     if not refit:
         with open(paths["calibration"], "w") as f:
             json.dump({"host": host, "seconds": time.time() - t0, "repeats": repeats, "runs": runs, "gate": gate_spec,
-                       "merged_runs": n_runs, "match": match, "pairs": pairs, "e2e": e2e}, f, indent=0)
+                       "match": match, "pairs": pairs, "e2e": e2e}, f, indent=0)
     return {"pairs": len(pairs), "models": len(models), "context": str(paths["context"]),
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
             "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),

@@ -339,22 +339,3 @@ def test_dispatch_chains_recover_per_run_and_per_kernel_terms():
     assert r["per_run_us"] == pytest.approx(4.5) and r["per_kernel_us"] == pytest.approx(-2.5)
     assert per_run_us(Stub(), {}, ms) is None
 
-
-def test_calibration_runs_merge_to_the_fast_state_minimum():
-    from profilers.calibrate import _merge_raw
-
-    prev = {"pairs": [{"model": "m", "runtime_node": "a", "key": "k1", "in_model_us": 10.0},
-                      {"model": "m", "runtime_node": "b", "key": "k2", "in_model_us": 5.0}],
-            "e2e": {"m": {"latency_ms": 1.0, "rounds_ms": [1.0, 1.2], "n_runs": 10},
-                    "gone": {"latency_ms": None, "rounds_ms": [], "error": "boom"}}}
-    pairs = [{"model": "m", "runtime_node": "a", "key": "k1", "in_model_us": 8.0, "isolated_us": 7.0},
-             {"model": "m", "runtime_node": "c", "key": "k3", "in_model_us": 3.0}]
-    e2e = {"m": {"latency_ms": 1.1, "rounds_ms": [1.1, 1.3], "n_runs": 10},
-           "gone": {"latency_ms": 2.0, "rounds_ms": [2.0]}}
-    mp, me = _merge_raw(prev, pairs, e2e)
-    by = {q["key"]: q for q in mp}
-    assert by["k1"]["in_model_us"] == 8.0 and by["k1"]["isolated_us"] == 7.0  # lower time, current price
-    assert by["k2"]["in_model_us"] == 5.0 and by["k3"]["in_model_us"] == 3.0  # only in one run: kept
-    assert me["m"]["latency_ms"] == 1.0 and me["m"]["rounds_ms"] == [1.0, 1.2, 1.1, 1.3]
-    assert me["m"]["n_runs"] == 20 and me["m"]["median_ms"] == pytest.approx(1.15)
-    assert me["gone"]["latency_ms"] == 2.0  # a failed run does not hide a good one
