@@ -88,6 +88,10 @@ def measure(models, path, remeasure: bool, target):
     todo = {n: m for n, m in models.items() if n not in d["results"]}
     if not todo:
         return d["results"]
+    if host_target().name != target.name:  # ground truth of one device must not come from another
+        print(f"not measured ({len(todo)} models): this host is not a {target.name} host; its ground truth "
+              f"comes from {path}", file=sys.stderr)
+        return d["results"]
     t0 = time.time()
     res = measure_models({n: m.SerializeToString() for n, m in todo.items()},
                          progress=lambda s: print("  " + s, file=sys.stderr))

@@ -15,9 +15,12 @@ where the pairs came from.
 Both describe models too big to stay in the last-level cache between runs. A model whose whole
 working set (weights plus half the activations its kernels read and write) stays in cache runs
 its kernels as warm as the isolated measurement did, so the corrections are gated by the model's
-footprint: none below a third of the device's last-level cache, all of it from the full cache size
-up, log-linear in between. The gate's bounds come from the device's cache size (recorded at
-calibration), not from a fit.
+footprint. The gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
+products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the time per product, from
+its cache-resident level (gate 0) to its from-memory level (gate 1), against the chain's working
+set. On a shared machine the cache a process really gets is smaller than the chip's (other tenants
+use it too); the probe measures what it gets. Without a probe, the bounds come from the cache
+size in sysfs: none below a third of it, all of it from the full size up, log-linear in between.
 """
 
 from __future__ import annotations
@@ -134,12 +137,18 @@ def footprint_gate(llc: float | None) -> dict:
                      "full correction above its size"}
 
 
-def cache_gate(footprint_mb: float | None, bounds) -> float:
-    """0 below ``bounds[0]`` MB of working set, 1 above ``bounds[1]``, log-linear in between."""
-    if not bounds or footprint_mb is None:
+def cache_gate(footprint_mb: float | None, bounds, curve: dict | None = None) -> float:
+    """How much a model with this working set spills out of the last-level cache between runs (0..1).
+
+    With ``curve`` (measured by a cache probe at calibration: ``{"footprint_mb": [...], "gate":
+    [...]}``), interpolated in log working set and flat beyond its ends; otherwise 0 below
+    ``bounds[0]`` MB, 1 above ``bounds[1]``, log-linear in between."""
+    if footprint_mb is None or (not bounds and not curve):
         return 1.0
     if footprint_mb <= 0:
         return 0.0
+    if curve and curve.get("footprint_mb"):
+        return float(np.clip(np.interp(math.log(footprint_mb), np.log(curve["footprint_mb"]), curve["gate"]), 0, 1))
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     return float(min(1.0, max(0.0, (math.log(footprint_mb) - lo) / (hi - lo))))
 
@@ -153,10 +162,11 @@ class ContextModel:
                         for k, v in self.spec.get("kinds", {}).items()}
         fp = self.spec.get("gate", {}).get("footprint_mb")
         self._bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
+        self._gate_curve = self.spec.get("gate", {}).get("curve")
 
     def gate(self, footprint_mb: float | None) -> float:
         """How much of the correction applies to a model with this working set (0..1)."""
-        return cache_gate(footprint_mb, self._bounds) if self._bounds else 1.0
+        return cache_gate(footprint_mb, self._bounds, self._gate_curve) if self._bounds or self._gate_curve else 1.0
 
     @classmethod
     def load(cls, path) -> "ContextModel":

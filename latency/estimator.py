@@ -366,7 +366,7 @@ class Estimator:
         footprint = _footprint_mb(keys, priced)
         bounds = (self.context_.spec.get("gate", {}).get("footprint_mb") if self.context_ else None) or \
             (self.overhead_.get("weights") or {}).get("gate_footprint_mb")
-        gate = cache_gate(footprint, bounds)
+        gate = cache_gate(footprint, bounds, self.context_.spec.get("gate", {}).get("curve") if self.context_ else None)
         for k, key, res in zip(kernels, keys, priced):
             if res is None or res[0] is None or not math.isfinite(res[0]):
                 for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):

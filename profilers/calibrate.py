@@ -4,7 +4,8 @@ The table says what each kernel takes alone. Two things turn a sum of those into
 latency, and both are fitted here from the training corpus (profilers.zoo.FIT) run on the device:
 
 1. the **context model** (:mod:`latency.context`): every FIT kernel timed inside its model
-   (onnxruntime's per-node profile) against its price alone;
+   (onnxruntime's per-node profile) against its price alone, gated by how far a model's working
+   set spills out of the cache, which a cache probe measures (:func:`profilers.chains.gate_curve`);
 2. the **overhead model** (:func:`latency.estimator.fit_overhead`): end-to-end latency (the
    robust protocol of :func:`profilers.e2e.measure_models`) minus the context-corrected kernel sum,
    as per-run + per-kernel terms. The per-run term is measured on synthetic dispatch chains
@@ -34,14 +35,15 @@ PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 
 
 
 def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,
-              refit: bool = False, chain_families=None) -> dict:
+              refit: bool = False, chain_families=None, probes: bool = True) -> dict:
     """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
 
     ``models``: name -> ModelProto (default: the zoo's FIT models). ``refit``: measure nothing, refit
     both models from the raw data a previous calibration kept (``<profile>.calibration.json``), e.g.
     after the fitting code changed. ``chain_families``: the dispatch-chain families to measure for
     the per-run term (default all; empty: no chains, the per-run term is fitted with the rest).
-    Returns a summary dict.
+    ``probes``: also measure the cache probe that sets the cache gate (else the gate's bounds come
+    from the cache size in sysfs). Returns a summary dict.
     """
     say = progress or (lambda msg: None)
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
@@ -56,12 +58,18 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
         raw = json.loads(paths["calibration"].read_text())
         host, e2e, match, pairs = raw["host"], raw["e2e"], raw["match"], raw["pairs"]
         gate_spec = footprint_gate((raw.get("gate") or {}).get("llc_mb") or llc_mb())
-        models = models or {n: zoo.build(n) for n in e2e if not n.startswith("chain:")}
+        models = models or {n: zoo.build(n) for n in e2e if ":" not in n}
         chain_models = {n: dispatch_chains.build(n) for n in e2e if n.startswith("chain:")}
+        probe_models = {n: dispatch_chains.build_probe(n) for n in e2e if n.startswith("probe:")}
         say(f"refitting from {paths['calibration']} ({len(pairs)} kernel pairs, {len(e2e)} models)")
     else:
         models = models or {n: zoo.build(n) for n in zoo.FIT}
         chain_models = dispatch_chains.chains(chain_families) if chain_families is None or chain_families else {}
+        probe_models = dispatch_chains.cache_probes() if probes else {}
+        say(f"end-to-end: {len(models)} calibration models, {len(chain_models)} dispatch chains and "
+            f"{len(probe_models)} cache probes in one round-robin run")
+        e2e = measure_models({n: m.SerializeToString() for n, m in {**models, **chain_models, **probe_models}.items()},
+                             progress=say)
         say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
         times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
         pairs, match = [], {}
@@ -70,7 +78,19 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             pairs += p
             match[name] = s
             say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
-    gates = {n: cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"]) for n, m in models.items()}
+    run_term = dispatch_chains.per_run_us(base, e2e, chain_models) if chain_models else None
+    if chain_models and run_term is None:
+        say("no dispatch chain could be priced from this profile: the per-run term is fitted with the rest")
+    curve = dispatch_chains.gate_curve(base, e2e, run_term["per_run_us"] if run_term else 0.0, probe_models) \
+        if probe_models else None
+    if curve:
+        gate_spec = {**gate_spec, "curve": curve,
+                     "basis": "measured at calibration by the cache probe (matrix-vector chains of 1-50 MB of "
+                              "weights): time per product from its cache-resident to its from-memory level"}
+    elif probe_models:
+        say("the cache probe shows no cache-resident/from-memory step: the gate's bounds come from sysfs")
+    gates = {n: cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"], gate_spec.get("curve"))
+             for n, m in models.items()}
     for q in pairs:
         q.update(weight_mb=weight_mb(q["key"]), gate=gates[q["model"]])
     spec = fit_context(pairs, llc=gate_spec["llc_mb"])
@@ -79,17 +99,9 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
                            f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
                  "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
     ContextModel(spec).save(paths["context"])
-    if not refit:
-        say(f"end-to-end measurement of the calibration models and {len(chain_models)} dispatch chains "
-            "(one round-robin run)")
-        e2e = measure_models({n: m.SerializeToString() for n, m in {**models, **chain_models}.items()},
-                             progress=say)
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=paths["context"],
                     check_host=False).prepare()
     ok = [n for n in models if e2e[n]["latency_ms"]]
-    run_term = dispatch_chains.per_run_us(est, e2e, chain_models) if chain_models else None
-    if chain_models and run_term is None:
-        say("no dispatch chain could be priced from this profile: the per-run term is fitted with the rest")
     # weights are priced per kernel by the context model's streaming term: the overhead keeps
     # per-run and per-kernel terms only
     ov = fit_overhead([est.estimate(models[n]) for n in ok], [e2e[n]["latency_ms"] * 1000 for n in ok],
@@ -111,4 +123,5 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
             "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),
             "per_long_kernel_us": ov.get("per_long_kernel_us"), "per_weight_mb_us": ov["per_weight_mb_us"],
-            "residual_rel_median": ov["residual_rel_median"], "seconds": time.time() - t0}
+            "residual_rel_median": ov["residual_rel_median"], "seconds": time.time() - t0,
+            "gate": "cache probe" if curve else "sysfs cache size"}

@@ -161,3 +161,56 @@ def per_run_us(estimator, e2e: dict, models: dict | None = None) -> dict:
         return None
     return {"per_run_us": float(np.median([v[0] for v in fams.values()])),
             "per_kernel_us": float(np.median([v[1] for v in fams.values()])), "families": fams}
+
+
+#: cache probe: chains of [1, 256] x [256, 256] products (256 KB of weights each) of these lengths
+PROBE_LENGTHS = (4, 8, 16, 24, 32, 48, 64, 96, 128, 192)
+PROBE_DIM = 256
+
+
+def probe_name(n: int) -> str:
+    return f"probe:matmul{PROBE_DIM}x{n}"
+
+
+def cache_probes(lengths=PROBE_LENGTHS) -> dict:
+    """name -> ModelProto: matrix-vector chains whose weights add up to ~1 to ~50 MB."""
+    return {probe_name(n): build_chain("matmul", PROBE_DIM, n) for n in lengths}
+
+
+def build_probe(name: str):
+    for n in PROBE_LENGTHS:
+        if probe_name(n) == name:
+            return build_chain("matmul", PROBE_DIM, n)
+    raise KeyError(f"no cache probe named {name!r}")
+
+
+def gate_curve(estimator, e2e: dict, per_run_us: float = 0.0, probes: dict | None = None) -> dict | None:
+    """The cache gate measured by the probes: per probe, the time per product ``(end-to-end -
+    per_run_us) / length`` against the probe's working set (as the estimator computes a model's);
+    0 at the cache-resident level (median of the three smallest working sets), 1 at the
+    from-memory level (median of the three largest), clipped, made non-decreasing. Returns
+    ``{"footprint_mb": [...], "gate": [...], "us_per_product": [...]}`` or None when fewer than six
+    probes were measured or the two levels do not differ by 20%.
+    """
+    probes = probes or cache_probes()
+    pts = []
+    for name, model in probes.items():
+        r = e2e.get(name) or {}
+        if not r.get("latency_ms"):
+            continue
+        est = estimator.estimate(model)
+        if est.uncovered:
+            continue
+        n = sum(1 for k in est.kernels if k.kind == "MatMul")
+        pts.append((est.footprint_mb, (r["latency_ms"] * 1000 - per_run_us) / max(n, 1)))
+    if len(pts) < 6:
+        return None
+    pts.sort()
+    fp = np.array([p[0] for p in pts])
+    t = np.array([p[1] for p in pts])
+    lo, hi = float(np.median(t[:3])), float(np.median(t[-3:]))
+    if hi < 1.2 * lo:
+        return None
+    g = np.maximum.accumulate(np.clip((t - lo) / (hi - lo), 0.0, 1.0))
+    return {"footprint_mb": [float(x) for x in fp], "gate": [float(x) for x in g],
+            "us_per_product": [float(x) for x in t]}

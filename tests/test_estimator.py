@@ -247,7 +247,8 @@ def test_real_pipeline_small_scale(tmp_path):
     # calibration end to end: context + overhead fitted from the model run for real, saved next to the profile
     from profilers.calibrate import calibrate
 
-    r = calibrate(target, profile=db, models={"small_cnn": m}, repeats=1, runs=3, chain_families=("tanh",))
+    r = calibrate(target, profile=db, models={"small_cnn": m}, repeats=1, runs=3, chain_families=("tanh",),
+                  probes=False)
     assert r["pairs"] == len(priced)
     for k in ("context", "overhead", "calibration"):
         assert (tmp_path / f"real.{k}.json").exists()
@@ -339,3 +340,36 @@ def test_dispatch_chains_recover_per_run_and_per_kernel_terms():
     assert r["per_run_us"] == pytest.approx(4.5) and r["per_kernel_us"] == pytest.approx(-2.5)
     assert per_run_us(Stub(), {}, ms) is None
 
+
+
+def test_cache_probe_sets_the_gate():
+    """Time per product flat while the probe's weights stay in cache, then up to the from-memory
+    level: the gate follows it (0 to 1 over the measured step), and a model's gate reads off it."""
+    from latency.context import ContextModel, cache_gate
+    from latency.estimator import Estimate, KernelEstimate
+    from profilers.chains import cache_probes, gate_curve
+
+    class Stub:  # footprint = 0.25 MB per product; every product priced at 5 us
+        def estimate(self, model):
+            n = len(model.graph.node)
+            ks = tuple(KernelEstimate(f"m{i}", "MatMul", ("MatMul",), (f"m{i}",), "fp32", "0", 5.0, "table",
+                                      isolated_us=5.0) for i in range(n))
+            return Estimate(n * 5e-3, n * 5.0, 0.0, ks, (), "stub", None, "", footprint_mb=0.25 * n)
+
+    def per_product(mb):  # resident up to 8 MB, from memory from 24 MB
+        return 5.0 + 11.0 * float(np.clip(np.log(mb / 8.0) / np.log(3.0), 0.0, 1.0))
+
+    probes = cache_probes()
+    e2e = {n: {"latency_ms": (4.0 + len(m.graph.node) * per_product(0.25 * len(m.graph.node))) / 1000}
+           for n, m in probes.items()}
+    curve = gate_curve(Stub(), e2e, per_run_us=4.0, probes=probes)
+    assert curve["gate"][0] == 0.0 and curve["gate"][-1] == 1.0
+    assert all(a <= b for a, b in zip(curve["gate"], curve["gate"][1:]))
+    for mb in (2.0, 6.0, 12.0, 16.0, 30.0, 100.0):
+        want = (per_product(mb) - 5.0) / 11.0
+        assert cache_gate(mb, (10.0, 32.0), curve) == pytest.approx(want, abs=0.08)
+    assert cache_gate(12.0, (10.0, 32.0)) != cache_gate(12.0, (10.0, 32.0), curve)  # the probe, not sysfs
+    cm = ContextModel({"kinds": {}, "gate": {"footprint_mb": [10.0, 32.0], "curve": curve}})
+    assert cm.gate(30.0) == 1.0 and cm.gate(2.0) == 0.0
+    flat = {n: {"latency_ms": (4.0 + len(m.graph.node) * 5.0) / 1000} for n, m in probes.items()}
+    assert gate_curve(Stub(), flat, per_run_us=4.0, probes=probes) is None  # no step: sysfs bounds
