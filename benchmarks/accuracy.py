@@ -69,6 +69,14 @@ def fresh_name(name, size, batch, prefix="fresh") -> str:
     return f"{prefix}:{name}@{size}" + (f"x{batch}" if batch != 1 else "")
 
 
+def set_of(name: str) -> str:
+    """fit, fresh, final or held (every other corpus model)."""
+    if name in zoo.FIT:
+        return "fit"
+    prefix = name.split(":", 1)[0] if ":" in name else ""
+    return prefix if prefix in ("fresh", "final") else "held"
+
+
 def corpus() -> dict:
     models = {n: zoo.build(n) for n in zoo.NAMES}
     models.update(zoo.light_models())
@@ -171,10 +179,10 @@ def main():
         g = load_graph(m)
         e = est.estimate(g)
         nv = naive.estimate(g)
-        rows.append({"model": name, "fit": name in zoo.FIT, "set": "fit" if name in zoo.FIT else
-                     "fresh" if name.startswith("fresh:") else "final" if name.startswith("final:") else "held", "measured_ms": r["latency_ms"], "kernel_sum_ms":
-                     e.kernel_sum_us / 1000, "n_kernels": len(e.kernels), "est": e, "naive_ms": nv.total_ms,
-                     "flops": sum(k_flops(k) for k in e.kernels), "uncovered": len(e.uncovered)})
+        rows.append({"model": name, "fit": name in zoo.FIT, "set": set_of(name), "measured_ms": r["latency_ms"],
+                     "kernel_sum_ms": e.kernel_sum_us / 1000, "n_kernels": len(e.kernels), "est": e,
+                     "naive_ms": nv.total_ms, "flops": sum(k_flops(k) for k in e.kernels),
+                     "uncovered": len(e.uncovered)})
     fit_rows = [r for r in rows if r["fit"]]
     if a.fit_overhead or a.no_context:
         # ablation: refit the overhead on this run's FIT rows, in memory (`latency calibrate` fits the shipped one)

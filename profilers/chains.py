@@ -5,9 +5,16 @@ Measured end to end, a chain of length 1 and one of length 16 differ only by 15 
 same kernel, so the chains separate what a model run costs once (session entry/exit, input and
 output binding) from what each extra kernel costs beyond its isolated price. Real models cannot do
 that: each mixes many kernel sizes, and the smallest real model (a LeNet) alone would decide the
-per-run term. Measured facts this rests on (one vCPU, onnxruntime 1.32, AVX-512 EPYC): the
-isolated price of a kernel under ~10 us overstates its cost inside a chain by 1.5-3.5 us, while a
-~45 us kernel costs the same in both; a chain run costs ~4.5 us more than its kernels.
+per-run term. Measured on one vCPU of an AVX-512 EPYC with onnxruntime 1.32 (three calibrations,
+20 families and sizes each): a run costs 4.9-5.4 us beyond its kernels (median intercept; 3.9-7.2
+us across families, MaxPool chains 11-15 us), and each extra kernel of 1-30 us costs 0.6-3.2 us
+less than its isolated price (median 2.3; MaxPool 5-6.5 us less): the profiler's per-event cost
+sits inside every isolated timing.
+
+The same module holds the **cache probe** (:func:`cache_probes`, :func:`gate_curve`): chains of
+batch-1 matrix-vector products whose weights add up to 1-50 MB. Their time per product is flat
+while the weights stay in the cache between runs and climbs to a from-memory level once they do
+not; that step, against the chain's working set, is the cache gate of the context model.
 
 Sizes are chosen so the isolated kernels span about 1 to 30 us, the range where the overhead
 terms matter; every family avoids pairs the runtime would fuse or cancel (no Transpose pairs, no
