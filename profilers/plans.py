@@ -126,11 +126,15 @@ def _random_convs(rng: random.Random, n: int):
         if dw:
             cout = cin
         act = rng.choice(("none", "Relu", "Relu", "Clip", "HardSigmoid", "Sigmoid", "LeakyRelu"))
-        p = _conv([1, cin, h, h], cout, k, s, g=g, act=act, sm=int(rng.random() < 0.15 and s == 1 and not dw))
-        macs = cin // g * cout * h * h * k * k / (s * s)
-        if h >= k and macs < 4e8:
-            out.append(p)
+        _keep_conv(out, cin, cout, h, k, s, g, act, int(rng.random() < 0.15 and s == 1 and not dw), 4e8)
     return out
+
+
+def _keep_conv(out: list, cin, cout, h, k, s, g, act, sm, max_macs) -> None:
+    """Append the sampled conv unless its kernel exceeds its input or its work ``max_macs``."""
+    macs = cin // g * cout * h * h * k * k / (s * s)
+    if h >= k and macs < max_macs:
+        out.append(_conv([1, cin, h, h], cout, k, s, g=g, act=act, sm=sm))
 
 
 def _mm(a, b, const_b=1, bias=0, scale=0, trans_b=0, act="none"):
@@ -356,10 +360,7 @@ def _fine_convs(rng: random.Random, n: int):
         if dw:
             cout = cin
         act = rng.choice(("none", "Relu", "Relu", "Relu", "Clip", "HardSigmoid", "LeakyRelu"))
-        p = _conv([1, cin, h, h], cout, k, s, g=g, act=act, sm=int(rng.random() < 0.2 and s == 1 and not dw))
-        macs = cin // g * cout * h * h * k * k / (s * s)
-        if h >= k and macs < 6e7:
-            out.append(p)
+        _keep_conv(out, cin, cout, h, k, s, g, act, int(rng.random() < 0.2 and s == 1 and not dw), 6e7)
     return out
 
 
