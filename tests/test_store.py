@@ -248,3 +248,18 @@ def test_sigkill_mid_write_leaves_consistent_db(tmp_path):
         assert n >= 500 and n % 50 == 0  # whole batches only
         s.upsert_measurements([row(tid, 10**6)])
         assert len(s.done_hashes(tid)) == n + 1
+
+
+def test_shipped_profiles_use_a_rollback_journal():
+    """A WAL-mode file needs a writable -shm beside it: shipped profiles must open from read-only checkouts."""
+    import sqlite3
+    from pathlib import Path
+
+    dbs = sorted((Path(__file__).resolve().parents[1] / "tables").glob("*.db"))
+    assert dbs
+    for db in dbs:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete", db.name
+        finally:
+            con.close()
