@@ -364,9 +364,10 @@ class Estimator:
         from .fusion import Uncovered
 
         footprint = _footprint_mb(keys, priced)
-        bounds = (self.context_.spec.get("gate", {}).get("footprint_mb") if self.context_ else None) or \
-            (self.overhead_.get("weights") or {}).get("gate_footprint_mb")
-        gate = cache_gate(footprint, bounds, self.context_.spec.get("gate", {}).get("curve") if self.context_ else None)
+        if self.context_ and self.context_.spec.get("gate"):
+            gate = self.context_.gate(footprint)
+        else:  # profiles calibrated before the context model kept the gate bounds in the overhead file
+            gate = cache_gate(footprint, (self.overhead_.get("weights") or {}).get("gate_footprint_mb"))
         for k, key, res in zip(kernels, keys, priced):
             if res is None or res[0] is None or not math.isfinite(res[0]):
                 for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):

@@ -426,11 +426,11 @@ def train_all(store, target_id: str, out_dir, holdout: float = 0.2, seed: int = 
         tr = np.flatnonzero(~test)
         te = np.flatnonzero(test)
         metrics = accuracy([], [])
+        kw = {**KIND_PARAMS.get(kind, {}), **(params or {})}
         if len(te):
-            m = KindRegressor(kind, **{**KIND_PARAMS.get(kind, {}), **(params or {})}).fit(
-                [configs[i] for i in tr], lat[tr])
+            m = KindRegressor(kind, **kw).fit([configs[i] for i in tr], lat[tr])
             metrics = accuracy(m.predict([configs[i] for i in te]), lat[te])
-        final = KindRegressor(kind, **{**KIND_PARAMS.get(kind, {}), **(params or {})}).fit(configs, lat)
+        final = KindRegressor(kind, **kw).fit(configs, lat)
         final.source_ = source
         final.holdout_ = {"fraction": holdout, "seed": seed, "split": "by shape (key without precision/sparsity)",
                           "n_train": int(len(tr)), "n_test": int(len(te)), **metrics}

@@ -65,9 +65,7 @@ def build_chain(family: str, size, n: int, seed: int = 0):
         inits.append(numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name))
         return name
 
-    if family in ("tanh", "add"):
-        shape = [1, size]
-    elif family == "matmul":
+    if family in ("tanh", "add", "matmul"):
         shape = [1, size]
     elif family in ("conv", "dwconv", "maxpool"):
         c, h = size
@@ -139,8 +137,8 @@ def per_run_us(estimator, e2e: dict, models: dict | None = None) -> dict:
     ``end-to-end - kernel sum`` against the dispatched kernel count over the chain lengths; its
     intercept is what one run costs beyond its kernels, its slope what each kernel costs beyond its
     isolated price. Returns ``{"per_run_us": median intercept, "per_kernel_us": median slope,
-    "families": {family+size: [intercept, slope]}}``, or None when no family has two measured,
-    fully priced lengths.
+    "families": {family+size: {"per_run_us": intercept, "per_kernel_us": slope}}}``, or None when
+    no family has two measured, fully priced lengths.
 
     ``estimator``: prices the chains (made without overhead); ``e2e``: name -> end-to-end result
     (:func:`profilers.e2e.measure_models`) for the chains (other names are ignored).
@@ -163,11 +161,11 @@ def per_run_us(estimator, e2e: dict, models: dict | None = None) -> dict:
     for g, pts in groups.items():
         if len(pts) >= 2 and len({p[0] for p in pts}) >= 2:
             slope, icpt = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
-            fams[g] = [float(icpt), float(slope)]
+            fams[g] = {"per_run_us": float(icpt), "per_kernel_us": float(slope)}
     if not fams:
         return None
-    return {"per_run_us": float(np.median([v[0] for v in fams.values()])),
-            "per_kernel_us": float(np.median([v[1] for v in fams.values()])), "families": fams}
+    return {k: float(np.median([v[k] for v in fams.values()])) for k in ("per_run_us", "per_kernel_us")} | \
+        {"families": fams}
 
 
 #: cache probe: chains of [1, 256] x [256, 256] products (256 KB of weights each) of these lengths

@@ -22,8 +22,9 @@ def in_model_times(models: dict, repeats: int = 5, runs: int = 20) -> dict:
 
     Round-robin over the models ``repeats`` times, a fresh profiled session each time (so each
     repeat of a model lands in a different stretch of the machine's fast/slow states); a kernel's
-    time is the minimum over repeats of its median over ``runs`` runs. One unrecorded warm-up
-    profile first: a process's first sessions run slow.
+    time is the minimum over repeats of its median over ``runs`` runs (a repeat whose kernel list
+    differs from the first one's is not used). One unrecorded warm-up profile first: a process's
+    first sessions run slow.
     """
     best: dict[str, list] = {}
     first = next(iter(models.values()), None)
@@ -89,7 +90,7 @@ def kernel_pairs(model, estimator, name: str = "", repeats: int = 5, runs: int =
             matched[i] = p
             by_order += 1
     pairs = [{"model": name, "kind": ours[i].kind, "key": ours[i].key, "source": ours[i].source,
-              "isolated_us": ours[i].latency_us, "in_model_us": p["in_model_us"], "runtime_node": p["name"]}
+              "isolated_us": ours[i].isolated_us, "in_model_us": p["in_model_us"], "runtime_node": p["name"]}
              for i, p in sorted(matched.items())]
     return pairs, {"kernels": len(ours), "by_name": len(matched) - by_order, "by_order": by_order,
                    "skipped": skipped}
