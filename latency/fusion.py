@@ -171,7 +171,7 @@ ORT_CPU_ARM64_RULES = FusionRules(name="ort-cpu-arm64", nchwc=False, conv_add=Tr
 #: a generic GPU runtime (TensorRT-like): conv+BN+act+residual, GEMM epilogues, LN, GELU, no reorders
 GENERIC_GPU_RULES = FusionRules(
     name="generic-gpu", nchwc=False, conv_add=True, conv_add_needs_bias=False,
-    conv_act=ops.FUSABLE_ACTS + ("HardSwish", "Elu", "Selu", "Softplus", "Gelu", "Swish", "QuickGelu"),
+    conv_act=ops.CONV_ACTS,
     conv_add_acts=("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid", "HardSwish"),
     gemm_act=("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "HardSigmoid", "Softplus", "Gelu", "Clip"),
     matmul_act=("Relu", "Gelu", "FastGelu", "QuickGelu", "Sigmoid", "Tanh"), qdq_nhwc=False,

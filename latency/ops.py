@@ -20,7 +20,7 @@ from typing import Callable
 
 from .errors import UnknownOpKind
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 3
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 SPARSITIES = ("0", "50", "75", "90", "95", "2:4")
@@ -228,6 +228,7 @@ def _x_conv(p):
             "stride": p["strides"][0], "dilation": p["dilations"][0], "group": g,
             "cin_per_group": cin // g, "depthwise": float(g == cin and g > 1),
             "act": float(p["act"] != "none"), "act_id": float(_ACT_ID.get(p["act"], 0)),
+            **{f"act_{a}": float(p["act"] == a) for a in CONV_ACTS},
             "sum": float(p["sum"]), "cin_mod8": cin % 8, "cout_mod8": p["cout"] % 8,
             "cin_mod16": cin % 16, "cout_mod16": p["cout"] % 16,
             "log_pflops": math.log1p(_padded_conv_flops(p, 16)),
@@ -365,7 +366,10 @@ def _x_reorder(p):
     return {"dir": float(p["op"] == "ReorderOutput"), "n": x[0], "c": x[1], "hw": _prod(x[2:])}
 
 
-_ACT_ID = {a: i + 1 for i, a in enumerate(FUSABLE_ACTS)}
+#: every activation a Conv kernel may carry: the common ones, and those only the blocked (NCHWc)
+#: kernels take (or that stay a separate pass: their cost differs by up to 20x, so each is its own feature)
+CONV_ACTS = FUSABLE_ACTS + ("HardSwish", "Elu", "Selu", "Softplus", "Gelu", "Swish", "QuickGelu")
+_ACT_ID = {a: i + 1 for i, a in enumerate(CONV_ACTS)}
 _OPS_INOUT = ("Slice", "Resize", "Pad") + COPIES
 
 

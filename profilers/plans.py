@@ -364,6 +364,33 @@ def _fine_convs(rng: random.Random, n: int):
     return out
 
 
+def _act_convs(rng: random.Random, n: int):
+    """Convs with the activations only the blocked (NCHWc) kernels fuse (HardSwish, Swish, Gelu, ...)
+    at mobile-network shapes (depthwise, pointwise, small dense), each also without activation.
+    The other samplers draw from the common activations only, so the regressor saw these just at
+    the FIT models' own shapes: it priced MobileNetV3's Conv+HardSwish kernels at new input sizes
+    about 20% low (the fused HardSwish pass is not free on a memory-bound depthwise conv)."""
+    acts = ("HardSwish", "HardSwish", "HardSwish", "Swish", "Gelu", "QuickGelu", "Elu", "Selu", "Softplus",
+            "Sigmoid", "Tanh")
+    out = []
+    while len(out) < n:
+        c = rng.randint(3, 160) if rng.random() < 0.2 else 8 * rng.randint(1, 120)
+        h = rng.randint(4, 112)
+        shape = rng.random()
+        if shape < 0.4:  # depthwise
+            cin, cout, k, s, g = c, c, rng.choice((3, 3, 5, 7)), rng.choice((1, 1, 2)), c
+        elif shape < 0.8:  # pointwise
+            cin, cout, k, s, g = c, 8 * rng.randint(1, 120), 1, 1, 1
+        else:  # small dense, e.g. a stem
+            cin, cout, k, s, g = rng.choice((3, 8, 16, 24, 32)), 8 * rng.randint(1, 12), 3, rng.choice((1, 2)), 1
+        act = rng.choice(acts)
+        before = len(out)
+        _keep_conv(out, cin, cout, h, k, s, g, act, 0, 6e7)
+        if len(out) > before:
+            _keep_conv(out, cin, cout, h, k, s, g, "none", 0, 6e7)
+    return out
+
+
 def _plan_items(name: str) -> list[tuple[int, Config]]:
     rng = random.Random(1234)
     convs = _cnn_convs()
@@ -389,6 +416,7 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     items += _cfgs([(2, "Conv", p) for p in rand_convs]) + _cfgs([(2, "MatMul", p) for p in rand_mms])
     if name != "quick":  # its own seed: the samples above stay what they were
         items += _cfgs([(2, "Conv", p) for p in _fine_convs(random.Random(4321), 2000 * n_mult)])
+        items += _cfgs([(2, "Conv", p) for p in _act_convs(random.Random(8765), 1000 * n_mult)])
     items += _cfgs(rand_simple)
     # int8 static QDQ: every kind; Conv/MatMul widely, others as the same shapes
     items += _cfgs([(1, "Conv", p) for p in convs], "int8") + _cfgs([(1, "MatMul", p) for p in mms if p["const_b"]],
