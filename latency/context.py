@@ -128,6 +128,27 @@ def llc_mb() -> float | None:
     return best[1] if best else None
 
 
+def l2_mb() -> float | None:
+    """This host's per-core level-2 cache size in MB (Linux sysfs), None when unreadable."""
+    try:
+        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+            if int((idx / "level").read_text()) == 2 and (idx / "type").read_text().strip() in ("Unified", "Data"):
+                size = (idx / "size").read_text().strip()
+                return float(size[:-1]) / 1024 if size.endswith("K") else float(size[:-1]) if size.endswith("M") else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def private_gate(l2: float | None) -> dict:
+    """Bounds of the curve gate from the core's private (level-2) cache, MB: its size and twice it."""
+    source = "read from sysfs" if l2 else "assumed (sysfs unreadable): 1 MB"
+    l2 = l2 or 1.0
+    return {"footprint_mb": [l2, 2.0 * l2], "l2_mb": l2, "l2_source": source,
+            "basis": "model working set vs the core's private cache: a model that fits runs its kernels as warm "
+                     "as the isolated measurement; one twice its size or more runs them from the shared cache"}
+
+
 def footprint_gate(llc: float | None) -> dict:
     """Gate bounds from the last-level cache size (MB): a third of it, and all of it."""
     source = "read from sysfs" if llc else "assumed (sysfs unreadable): 32 MB"
@@ -163,10 +184,20 @@ class ContextModel:
         fp = self.spec.get("gate", {}).get("footprint_mb")
         self._bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
         self._gate_curve = self.spec.get("gate", {}).get("curve")
+        fp = self.spec.get("curve_gate", {}).get("footprint_mb")
+        self._curve_bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
 
     def gate(self, footprint_mb: float | None) -> float:
         """How much of the correction applies to a model with this working set (0..1)."""
         return cache_gate(footprint_mb, self._bounds, self._gate_curve) if self._bounds or self._gate_curve else 1.0
+
+    def curve_gate(self, footprint_mb: float | None) -> float:
+        """How much of the curve correction applies (0..1). Context models fitted with a private-cache
+        gate use it (the kernels of a model bigger than the core's private cache run from the shared
+        cache, slower than alone, even when the whole model stays in it); older ones, the cache gate."""
+        if self._curve_bounds:
+            return cache_gate(footprint_mb, self._curve_bounds)
+        return self.gate(footprint_mb)
 
     @classmethod
     def load(cls, path) -> "ContextModel":

@@ -368,6 +368,7 @@ class Estimator:
             gate = self.context_.gate(footprint)
         else:  # profiles calibrated before the context model kept the gate bounds in the overhead file
             gate = cache_gate(footprint, (self.overhead_.get("weights") or {}).get("gate_footprint_mb"))
+        cgate = self.context_.curve_gate(footprint) if self.context_ else gate
         for k, key, res in zip(kernels, keys, priced):
             if res is None or res[0] is None or not math.isfinite(res[0]):
                 for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):
@@ -376,11 +377,12 @@ class Estimator:
             iso = max(0.0, float(res[0]))
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
-                f = self.context_.factor(k.kind, iso, gate)
+                f = self.context_.factor(k.kind, iso, cgate)
                 st = self.context_.stream_us(weight_mb(key), gate)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
-                    (f" + {st:.1f} us weight streaming" if st else "") + f" (cache gate {gate:.2f})"
+                    (f" + {st:.1f} us weight streaming" if st else "") + f" (gates: private cache {cgate:.2f}, " \
+                    f"last-level cache {gate:.2f})"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
                                        lat, res[1], 0.0, detail, key, iso))
         ksum = sum(e.latency_us for e in ests)

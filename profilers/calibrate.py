@@ -22,7 +22,8 @@ import json
 import time
 from pathlib import Path
 
-from latency.context import MIN_US, ContextModel, cache_gate, fit_context, footprint_gate, llc_mb
+from latency.context import (MIN_US, ContextModel, cache_gate, fit_context, footprint_gate, l2_mb, llc_mb,
+                             private_gate)
 from latency.errors import LatencyError
 from latency.estimator import Estimator, fit_overhead, weight_mb
 
@@ -95,6 +96,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
         q.update(weight_mb=weight_mb(q["key"]), gate=gates[q["model"]])
     spec = fit_context(pairs, llc=gate_spec["llc_mb"])
     spec["gate"] = gate_spec
+    spec["curve_gate"] = private_gate(l2_mb())
     spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
                            f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
                  "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})

@@ -373,3 +373,23 @@ def test_cache_probe_sets_the_gate():
     assert cm.gate(30.0) == 1.0 and cm.gate(2.0) == 0.0
     flat = {n: {"latency_ms": (4.0 + len(m.graph.node) * 5.0) / 1000} for n, m in probes.items()}
     assert gate_curve(Stub(), flat, per_run_us=4.0, probes=probes) is None  # no step: sysfs bounds
+
+
+def test_curve_gate_follows_the_private_cache():
+    """The in-model curve applies to models bigger than the core's private cache, whatever the
+    last-level cache gate says; a context file without a private-cache gate keeps the older rule."""
+    from latency.context import ContextModel, cache_gate, private_gate
+
+    g = private_gate(1.0)
+    assert g["footprint_mb"] == [1.0, 2.0] and g["l2_source"] == "read from sysfs"
+    assert private_gate(None)["l2_source"].startswith("assumed")
+    spec = {"kinds": {"*": {"log_us": [3.0, 6.0], "log_ratio": [0.1, 0.0], "pairs": 8}}, "min_us": 0.0,
+            "gate": {"footprint_mb": [10.0, 30.0]}}
+    old = ContextModel(spec)
+    new = ContextModel({**spec, "curve_gate": g})
+    for mb in (0.5, 1.5, 5.0, 20.0, 60.0):
+        assert old.curve_gate(mb) == old.gate(mb) == cache_gate(mb, (10.0, 30.0))
+    assert new.curve_gate(0.5) == 0.0 and new.curve_gate(5.0) == 1.0 and 0 < new.curve_gate(1.5) < 1
+    assert new.gate(5.0) == 0.0  # the weight-streaming gate is unchanged
+    # a 5 MB model: inside the last-level cache (no streaming) but past the private cache (curve applies)
+    assert new.factor("Conv", 40.0, new.curve_gate(5.0)) > 1.0 == old.factor("Conv", 40.0, old.curve_gate(5.0))
