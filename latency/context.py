@@ -12,10 +12,11 @@ piecewise-linear curve of ``log(in_model / alone)`` left after streaming, agains
 pooled over all kinds. It is stored as JSON next to the profile (``<profile>.context.json``) with
 where the pairs came from.
 
-Both describe models too big to stay in the last-level cache between runs. A model whose whole
-working set (weights plus half the activations its kernels read and write) stays in cache runs
-its kernels as warm as the isolated measurement did, so the corrections are gated by the model's
-footprint. The gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
+Each correction is gated by the model's working set (weights plus half the activations its kernels
+read and write). The curves by the core's private (level-2) cache: a model that fits in it runs its
+kernels as warm as the isolated measurement did; from twice its size on, every kernel finds its
+operands in the shared cache or beyond (log-linear between; the size comes from sysfs). The
+streaming term by the last-level cache: only a model too big for it reads its weights from memory. That gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
 products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the time per product, from
 its cache-resident level (gate 0) to its from-memory level (gate 1), against the chain's working
 set. On a shared machine the cache a process really gets is smaller than the chip's (other tenants

@@ -69,6 +69,7 @@ class Estimate:
     context_source: str = ""
     footprint_mb: float = 0.0   # working set per run: weights + half the activations
     cache_gate: float = 1.0     # 0: the model stays in the last-level cache between runs, 1: it does not
+    private_gate: float = 1.0   # the same for the core's private cache (scales the in-model curves)
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +80,7 @@ class Estimate:
             "context_source": self.context_source,
             "footprint_mb": self.footprint_mb,
             "cache_gate": self.cache_gate,
+            "private_gate": self.private_gate,
             "target": self.target,
             "profile": self.profile,
             "sources": self.sources,
@@ -407,7 +409,7 @@ class Estimator:
             warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
         est = Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(unc), self.target.name,
                        self.profile_path_, ov.get("source", ""), tuple(warnings), sources, self.context_source_,
-                       footprint, gate)
+                       footprint, gate, cgate)
         if strict and unc:
             raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "
                                 f"{unc[0].reason}")

@@ -119,6 +119,10 @@ def _b_conv(g: _G, p: dict):
         y = g.node("Add", [y, s], name="add")
     if p.get("act", "none") != "none":
         y = _act(g, p["act"], y)
+    if p.get("act") == "HardSwish":
+        # onnxruntime fuses HardSwish into a blocked conv only when something consumes it: as the
+        # graph's output it stays Conv + HardSigmoid + Mul, three kernels where a network runs one
+        y = g.node("Relu", [y], name="aux_consumer")
     return y
 
 

@@ -32,6 +32,23 @@ def test_key_is_canonical_and_hash_stable():
     assert (c.kind, c.precision, c.sparsity) == ("Conv", "int8", "2:4")
 
 
+def test_every_conv_activation_has_its_own_features():
+    """Activations cost from nothing (Relu) to 20x the conv (an unfused Softplus): no two that a Conv
+    kernel may carry, nor any of them and no activation, may look alike to the regressor."""
+    from latency.fusion import GENERIC_GPU_RULES, ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES
+    from latency.ops import CONV_ACTS
+
+    for rules in (ORT_CPU_X86_RULES(16), ORT_CPU_X86_RULES(8), ORT_CPU_ARM64_RULES, GENERIC_GPU_RULES):
+        assert set(rules.conv_act) | {"HardSwish"} <= set(CONV_ACTS), rules.name  # NCHWc fuses HardSwish too
+    base = {"x": [1, 32, 16, 16], "cout": 32, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+            "dilations": [1, 1], "group": 32, "act": "none", "sum": 0}
+    seen = {}
+    for act in ("none",) + CONV_ACTS:
+        f = Config("Conv", dict(base, act=act)).features()
+        seen[tuple(sorted(f.items()))] = act
+    assert len(seen) == 1 + len(CONV_ACTS)
+
+
 def test_conv_flops_grouped_and_depthwise():
     base = {"x": [1, 32, 16, 16], "cout": 32, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
             "dilations": [1, 1], "group": 1, "act": "none", "sum": 0}

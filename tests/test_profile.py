@@ -77,6 +77,16 @@ def test_real_measurement_small_scale():
     assert rows[4]["error"] and rows[4]["latency_us"] is None
 
 
+def test_conv_hardswish_is_timed_as_the_fused_kernel_networks_run():
+    """As a graph output HardSwish stays Conv + HardSigmoid + Mul; inside a network onnxruntime fuses it
+    into the blocked conv. The builder gives it a consumer (not timed) so the row is the fused kernel."""
+    conv = {"x": [1, 32, 10, 10], "cout": 32, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+            "dilations": [1, 1], "group": 32, "act": "HardSwish", "sum": 0}
+    rows = measure_chunk([Config("Conv", conv)], FAST)
+    assert rows[0]["error"] is None, rows[0]["error"]
+    assert rows[0]["kernel_ops"] == ["Conv"]
+
+
 def test_fake_sweep_resumes_and_stores_failures(tmp_path):
     db = tmp_path / "p.db"
     t = get_target("fake")
