@@ -16,7 +16,8 @@ Each correction is gated by the model's working set (weights plus half the activ
 read and write). The curves by the core's private (level-2) cache: a model that fits in it runs its
 kernels as warm as the isolated measurement did; from twice its size on, every kernel finds its
 operands in the shared cache or beyond (log-linear between; the size comes from sysfs). The
-streaming term by the last-level cache: only a model too big for it reads its weights from memory. That gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
+streaming term by the last-level cache: only a model too big for it reads its weights from memory.
+That gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
 products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the time per product, from
 its cache-resident level (gate 0) to its from-memory level (gate 1), against the chain's working
 set. On a shared machine the cache a process really gets is smaller than the chip's (other tenants
@@ -110,35 +111,31 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
             "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": _STREAM_MIN_MB}
 
 
-def llc_mb() -> float | None:
-    """This host's last-level cache size in MB (Linux sysfs), None when unreadable."""
-    best = None
+def _data_caches_mb() -> dict:
+    """This host's data (or unified) caches, level -> MB, from Linux sysfs; {} when unreadable."""
+    out = {}
     try:
-        base = Path("/sys/devices/system/cpu/cpu0/cache")
-        for idx in base.glob("index*"):
-            kind = (idx / "type").read_text().strip()
-            if kind not in ("Unified", "Data"):
+        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+            if (idx / "type").read_text().strip() not in ("Unified", "Data"):
                 continue
-            level = int((idx / "level").read_text())
             size = (idx / "size").read_text().strip()
             mb = float(size[:-1]) / 1024 if size.endswith("K") else float(size[:-1]) if size.endswith("M") else None
-            if mb and (best is None or level > best[0]):
-                best = (level, mb)
+            if mb:
+                out[int((idx / "level").read_text())] = mb
     except (OSError, ValueError):
-        return None
-    return best[1] if best else None
+        return {}
+    return out
+
+
+def llc_mb() -> float | None:
+    """This host's last-level cache size in MB (Linux sysfs), None when unreadable."""
+    caches = _data_caches_mb()
+    return caches[max(caches)] if caches else None
 
 
 def l2_mb() -> float | None:
     """This host's per-core level-2 cache size in MB (Linux sysfs), None when unreadable."""
-    try:
-        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-            if int((idx / "level").read_text()) == 2 and (idx / "type").read_text().strip() in ("Unified", "Data"):
-                size = (idx / "size").read_text().strip()
-                return float(size[:-1]) / 1024 if size.endswith("K") else float(size[:-1]) if size.endswith("M") else None
-    except (OSError, ValueError):
-        return None
-    return None
+    return _data_caches_mb().get(2)
 
 
 def private_gate(l2: float | None) -> dict:
