@@ -289,7 +289,8 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
     click.echo(f"model    {model}\ntarget   {est.target}{how}\nprofile  {est.profile or '-'}")
     click.echo(f"total    {est.total_ms:.3f} ms  = kernels {est.kernel_sum_us / 1000:.3f} ms + overhead "
                f"{est.overhead_us / 1000:.3f} ms [{est.overhead_source}]")
-    click.echo(f"context  {est.context_source} [working set {est.footprint_mb:.0f} MB, cache gate {est.cache_gate:.2f}]")
+    click.echo(f"context  {est.context_source} [working set {est.footprint_mb:.0f} MB, gates: private cache "
+               f"{est.private_gate:.2f}, last-level cache {est.cache_gate:.2f}]")
     click.echo("sources  " + ", ".join(f"{k}: {v}" for k, v in sorted(est.sources.items())))
     ks = sorted(est.kernels, key=lambda k: -k.latency_us)
     if top:
