@@ -19,7 +19,7 @@ architectures at new sizes, added after the first context design), final (20 mor
 after an earlier version's design was frozen, then seen while choosing this one) and sealed (21 more,
 defined before this version's calibration and measured once, after it).
 
-    python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure] [--core 0] [--fit-overhead] [--no-context]
+    python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure | --cached] [--core 0] [--fit-overhead] [--no-context]
 
 The shipped context and overhead models come from `latency calibrate` (FIT models only).
 """
@@ -103,8 +103,9 @@ def corpus() -> dict:
     return models
 
 
-def measure(models, path, remeasure: bool, target):
-    """Ground truth for every model; cached models are kept, missing ones measured (every round kept)."""
+def measure(models, path, remeasure: bool, target, cached_only: bool = False):
+    """Ground truth for every model; cached models are kept, missing ones measured (every round kept)
+    unless ``cached_only``."""
     from profilers.e2e import measure_models
 
     d = {"results": {}}
@@ -114,7 +115,7 @@ def measure(models, path, remeasure: bool, target):
     elif os.path.exists(path) and host_target().name == target.name:
         os.replace(path, previous_path(path))  # kept: the repeatability baseline compares the two runs
     todo = {n: m for n, m in models.items() if n not in d["results"]}
-    if not todo:
+    if not todo or cached_only:
         return d["results"]
     if host_target().name != target.name:  # ground truth of one device must not come from another
         print(f"not measured ({len(todo)} models): this host is not a {target.name} host; its ground truth "
@@ -195,6 +196,7 @@ def main():
     ap.add_argument("--target", default=None, help="default: this host's target")
     ap.add_argument("--profile", default=None)
     ap.add_argument("--remeasure", action="store_true")
+    ap.add_argument("--cached", action="store_true", help="score only the models whose ground truth is cached")
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--fit-overhead", action="store_true",
                     help="ablation: refit the overhead on this run's FIT models (in memory, not saved)")
@@ -205,7 +207,7 @@ def main():
     target = get_target(a.target) if a.target else host_target()
     models = corpus()
     gt_path = os.path.join(OUT, f"e2e_{target.name}.json")
-    meas = measure(models, gt_path, a.remeasure, target)
+    meas = measure(models, gt_path, a.remeasure, target, cached_only=a.cached)
     prev = load_previous(gt_path, target.fingerprint())
     ctx = False if a.no_context else None
     refit = a.fit_overhead or a.no_context
