@@ -146,8 +146,8 @@ def private_gate(l2: float | None) -> dict:
     source = "read from sysfs" if l2 else "assumed (sysfs unreadable): 1 MB"
     l2 = l2 or 1.0
     return {"footprint_mb": [l2, 2.0 * l2], "l2_mb": l2, "l2_source": source,
-            "basis": "model working set vs the core's private cache: a model that fits runs its kernels as warm "
-                     "as the isolated measurement; one twice its size or more runs them from the shared cache"}
+            "basis": "model working set vs the core's private cache: assumed that a model that fits runs its "
+                     "kernels as warm as they ran alone; the curves apply in full from twice its size"}
 
 
 def footprint_gate(llc: float | None) -> dict:
@@ -194,8 +194,8 @@ class ContextModel:
 
     def curve_gate(self, footprint_mb: float | None) -> float:
         """How much of the curve correction applies (0..1). Context models fitted with a private-cache
-        gate use it (the kernels of a model bigger than the core's private cache run from the shared
-        cache, slower than alone, even when the whole model stays in it); older ones, the cache gate."""
+        gate use it (the kernels of a model bigger than the core's private cache run slower than
+        alone even when the whole model stays in the last-level cache); older ones, the cache gate."""
         if self._curve_bounds:
             return cache_gate(footprint_mb, self._curve_bounds)
         return self.gate(footprint_mb)
