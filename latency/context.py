@@ -141,11 +141,12 @@ def l2_mb() -> float | None:
     return _data_caches_mb().get(2)
 
 
-def private_gate(l2: float | None) -> dict:
-    """Bounds of the curve gate from the core's private (level-2) cache, MB: its size and twice it."""
+def private_gate(l2: float | None, scale: float = 1.0) -> dict:
+    """Bounds of the curve gate from the core's private (level-2) cache, MB: ``scale`` times its size
+    and twice that."""
     source = "read from sysfs" if l2 else "assumed (sysfs unreadable): 1 MB"
     l2 = l2 or 1.0
-    return {"footprint_mb": [l2, 2.0 * l2], "l2_mb": l2, "l2_source": source,
+    return {"footprint_mb": [scale * l2, 2.0 * scale * l2], "l2_mb": l2, "l2_source": source, "scale": scale,
             "basis": "model working set vs the core's private cache: assumed that a model that fits runs its "
                      "kernels as warm as they ran alone; the curves apply in full from twice its size"}
 

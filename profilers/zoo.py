@@ -972,6 +972,8 @@ _ZOO = {
     "distilgpt2": (_gpt2, {}),
     "mixer_s16": (_mixer, {}),
     "lowres_convnet": (_lowres_convnet, {}),
+    "small_convnet": (_lowres_convnet, {"size": 32, "widths": (32, 64, 128)}),
+    "small_convnet_w": (_lowres_convnet, {"size": 32, "widths": (48, 96, 192)}),
     "wide_mlp": (_wide_mlp, {}),
 }
 
@@ -982,7 +984,8 @@ NAMES = list(_ZOO)
 #: plans); every other zoo model and every light model is held out from fitting. The last two exist
 #: for calibration only (little compute per MB of weights, a regime the others lack)
 FIT = ("lenet5", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "squeezenet1_1",
-       "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny", "lowres_convnet", "wide_mlp")
+       "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny", "lowres_convnet", "wide_mlp",
+       "small_convnet", "small_convnet_w")
 
 
 def build(name, batch=1, seed=0, size=None):

@@ -255,6 +255,13 @@ def test_real_pipeline_small_scale(tmp_path):
     raw = json.loads((tmp_path / "real.calibration.json").read_text())
     assert raw["e2e"]["small_cnn"]["latency_ms"] > 0 and len(raw["e2e"]["small_cnn"]["rounds_ms"]) == 9
     assert set(tanh_chains) <= set(raw["e2e"])  # the chains ran in the same round-robin run
+    # the private-cache gate's bounds were chosen among the candidate scales, each with its own overhead fit
+    from profilers.calibrate import PRIVATE_GATE_SCALES
+
+    cg = json.loads((tmp_path / "real.context.json").read_text())["curve_gate"]
+    assert cg["fit"]["scale"] in PRIVATE_GATE_SCALES and cg["scale"] == cg["fit"]["scale"]
+    assert len(cg["fit"]["mean_abs_error_pct_by_scale"]) == len(PRIVATE_GATE_SCALES)
+    assert cg["footprint_mb"] == [cg["scale"] * cg["l2_mb"], 2 * cg["scale"] * cg["l2_mb"]]
     chained = json.loads((tmp_path / "real.overhead.json").read_text())
     assert len(chained["dispatch_chains"]["families"]) == 3  # tanh at three sizes, each over its lengths
     assert chained["per_run_us"] == chained["dispatch_chains"]["per_run_us"]
