@@ -13,14 +13,15 @@ pooled over all kinds. It is stored as JSON next to the profile (``<profile>.con
 where the pairs came from.
 
 Each correction is gated by the model's working set (weights plus half the activations its kernels
-read and write). The curves apply to every model bigger than the core's private (level-2) cache:
-none up to its size, all from twice it, log-linear between (the size comes from sysfs). The
-slowdown they describe shows in models that stay in the last-level cache as much as in bigger ones,
-so it is not the weights leaving that cache; nor is it operands read from the shared cache instead
-of L2 (a chain of matrix-vector products takes the same ~5 us per 256 KB product from 0.26 to 8 MB
-of weights here). The private-cache bound assumes a model that fits in L2 runs as warm as its
-kernels did alone; between 0.3 and 5 MB it rests on one model. The streaming term is gated by the
-last-level cache: only a model too big for it reads its weights from memory. That gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
+read and write). The curves apply to models above a bound tied to the core's private (level-2)
+cache: none up to ``scale`` times its size, all from twice that, log-linear between (the size
+comes from sysfs; ``scale`` is fitted at calibration on the calibration models, which include
+small nets of a few MB, see :func:`profilers.calibrate.calibrate`). The slowdown the curves
+describe shows in models that stay in the last-level cache as much as in bigger ones, so it is not
+the weights leaving that cache; nor is it operands read from the shared cache instead of L2 (a
+chain of matrix-vector products takes the same ~5 us per 256 KB product from 0.26 to 8 MB of
+weights here). The streaming term is gated by the last-level cache: only a model too big for it
+reads its weights from memory. That gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
 products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the time per product, from
 its cache-resident level (gate 0) to its from-memory level (gate 1), against the chain's working
 set. On a shared machine the cache a process really gets is smaller than the chip's (other tenants
@@ -147,8 +148,8 @@ def private_gate(l2: float | None, scale: float = 1.0) -> dict:
     source = "read from sysfs" if l2 else "assumed (sysfs unreadable): 1 MB"
     l2 = l2 or 1.0
     return {"footprint_mb": [scale * l2, 2.0 * scale * l2], "l2_mb": l2, "l2_source": source, "scale": scale,
-            "basis": "model working set vs the core's private cache: assumed that a model that fits runs its "
-                     "kernels as warm as they ran alone; the curves apply in full from twice its size"}
+            "basis": "model working set vs scale x the core's private cache: none below it, the curves in full "
+                     "from twice it"}
 
 
 def footprint_gate(llc: float | None) -> dict:
