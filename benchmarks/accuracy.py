@@ -17,7 +17,7 @@ Models in profilers.zoo.FIT were used for fitting (context, overhead, plan shape
 apart. The rest come in four sets: held-out (38 architectures), fresh (19 FIT or held-out
 architectures at new sizes, added after the first context design), final (20 more, measured once
 after an earlier version's design was frozen, then seen while choosing this one) and sealed (21 more,
-defined before this version's calibration and measured once, after it).
+defined before this version's first calibration and measured only after it).
 
     python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure | --cached] [--core 0] [--fit-overhead] [--no-context]
 
@@ -71,9 +71,9 @@ FINAL = (("resnet18", 112, 1), ("resnet34", 128, 1), ("resnet50", 192, 1), ("mob
          ("unet_small", 160, 1))
 
 
-#: a fifth set, defined before the calibration of 2026-11-30 (private-cache curve gate, per-activation
-#: conv features) and measured once, in the same run as every other model's ground truth after it:
-#: the final set had been seen while choosing that design, this one had not
+#: a fifth set, defined before calibration G of 2026-11-30 (private-cache curve gate, per-activation
+#: conv features) and first measured after it, with every other model's ground truth: the final set
+#: had been seen while choosing that design, this one had not (it was seen when J replaced G)
 SEALED = (("resnet18", 144, 1), ("resnet34", 160, 1), ("resnet50", 96, 1), ("mobilenet_v2", 128, 1),
           ("mobilenet_v2_050", 160, 1), ("mobilenet_v3_large", 160, 1), ("mobilenet_v3_small", 128, 1),
           ("shufflenet_v2_x1_0", 192, 1), ("shufflenet_v2_x0_5", 192, 1), ("efficientnet_b0", 128, 1),
