@@ -195,8 +195,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", default=None, help="default: this host's target")
     ap.add_argument("--profile", default=None)
-    ap.add_argument("--remeasure", action="store_true")
-    ap.add_argument("--cached", action="store_true", help="score only the models whose ground truth is cached")
+    gt = ap.add_mutually_exclusive_group()
+    gt.add_argument("--remeasure", action="store_true")
+    gt.add_argument("--cached", action="store_true", help="score only the models whose ground truth is cached")
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--fit-overhead", action="store_true",
                     help="ablation: refit the overhead on this run's FIT models (in memory, not saved)")

@@ -21,10 +21,10 @@ describe shows in models that stay in the last-level cache as much as in bigger 
 the weights leaving that cache; nor is it operands read from the shared cache instead of L2 (a
 chain of matrix-vector products takes the same ~5 us per 256 KB product from 0.26 to 8 MB of
 weights here). The streaming term is gated by the last-level cache: only a model too big for it
-reads its weights from memory. That gate is measured at calibration by a cache probe (chains of batch-1 matrix-vector
-products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the time per product, from
-its cache-resident level (gate 0) to its from-memory level (gate 1), against the chain's working
-set. On a shared machine the cache a process really gets is smaller than the chip's (other tenants
+reads its weights from memory. That gate is measured at calibration by a cache probe (chains of
+batch-1 matrix-vector products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the
+time per product, from its cache-resident level (gate 0) to its from-memory level (gate 1),
+against the chain's working set. On a shared machine the cache a process really gets is smaller than the chip's (other tenants
 use it too); the probe measures what it gets. Without a probe, the bounds come from the cache
 size in sysfs: none below a third of it, all of it from the full size up, log-linear in between.
 """

@@ -438,12 +438,17 @@ def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0
     not count; with ``gated``, the sum is scaled by the model's cache gate (0 when the whole model
     stays in cache between runs).
     """
-    n = sum(1 for k in kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
+    n = dispatched_count(kernels)
     if not weights_rule:
         return float(n), sum(_weight_mb_all(k.key) for k in kernels if k.source != "free" and k.key)
     cap = weights_rule.get("cap_mb") or float("inf")
     w = sum(x for x in (weight_mb(k.key) for k in kernels if k.source != "free" and k.key) if x < cap)
     return float(n), w * (gate if weights_rule.get("gated") else 1.0)
+
+
+def dispatched_count(kernels) -> int:
+    """Kernels the runtime dispatches: every priced one, and the metadata ops it still dispatches."""
+    return sum(1 for k in kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
 
 
 def _kernel_counts(kernels, short_us: float) -> tuple[float, float]:

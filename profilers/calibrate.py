@@ -108,11 +108,9 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     # the private-cache gate's bounds: each candidate scale of the L2 size with the overhead refitted
     # around it; the one with the lowest mean error on the calibration models (ties: nearest 1)
     l2, trials = l2_mb(), {}
+    est = Estimator(target, profile=base.profile_path_, overhead=False, context=False, check_host=False).prepare()
     for scale in PRIVATE_GATE_SCALES:
-        spec["curve_gate"] = private_gate(l2, scale)
-        ContextModel(spec).save(paths["context"])
-        est = Estimator(target, profile=base.profile_path_, overhead=False, context=paths["context"],
-                        check_host=False).prepare()
+        est.context_, est.overhead_ = ContextModel({**spec, "curve_gate": private_gate(l2, scale)}), {}
         # weights are priced per kernel by the context model's streaming term: the overhead keeps
         # per-run and per-kernel terms only
         ov = fit_overhead([est.estimate(models[n]) for n in ok], meas, weight_term=False, short_us=MIN_US,

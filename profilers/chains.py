@@ -143,7 +143,7 @@ def per_run_us(estimator, e2e: dict, models: dict | None = None) -> dict:
     ``estimator``: prices the chains (made without overhead); ``e2e``: name -> end-to-end result
     (:func:`profilers.e2e.measure_models`) for the chains (other names are ignored).
     """
-    from latency.estimator import _DISPATCHED_FREE
+    from latency.estimator import dispatched_count
 
     models = models or chains()
     groups: dict = {}
@@ -154,9 +154,8 @@ def per_run_us(estimator, e2e: dict, models: dict | None = None) -> dict:
         est = estimator.estimate(model)
         if est.uncovered:  # a kernel the profile cannot price would count as 0: leave the chain out
             continue
-        n = sum(1 for k in est.kernels
-                if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
-        groups.setdefault(name.rsplit("x", 1)[0], []).append((n, r["latency_ms"] * 1000 - est.kernel_sum_us))
+        groups.setdefault(name.rsplit("x", 1)[0], []).append((dispatched_count(est.kernels),
+                                                               r["latency_ms"] * 1000 - est.kernel_sum_us))
     fams = {}
     for g, pts in groups.items():
         if len(pts) >= 2 and len({p[0] for p in pts}) >= 2:

@@ -901,7 +901,9 @@ def _mixer(net, size=224, patch=16, dim=512, depth=8, tokens_mlp=256, channels_m
 # ------------------------------------------------------------------------------------------------
 # calibration-only networks: they cover the regime of little compute per megabyte of weights
 # (late stages at low resolution, batch-1 fully connected layers), where a model that spills out of
-# the last-level cache pays most for reading its weights from memory
+# the last-level cache pays most for reading its weights from memory; and, as `small_convnet(_w)`
+# (the same plain stages at 32 px, 1.6 and 3.2 MB working sets), the small models that fix where the
+# in-model curves start (the private-cache gate)
 def _lowres_convnet(net, size=48, widths=(96, 192, 384, 576)):
     """Plain conv stages (two 3x3 conv+BN+ReLU each, the first strided) on a small input: the last
     stages run at 6 and 3 px, so their multi-megabyte weights get ~50-200 us of compute per MB."""
