@@ -43,8 +43,6 @@ _CLAMP = 0.7
 #: dominated by the profiler's own per-event cost and vary from run to run by 2x; what they cost
 #: inside a model is left to the per-kernel term of the overhead model, fitted on end-to-end runs
 MIN_US = 30.0
-#: kernels with less weight than this (MB) keep it in the private caches; the streaming term skips them
-_STREAM_MIN_MB = 0.3
 
 
 def _curve(iso_us: np.ndarray, ratio: np.ndarray, min_bin: int, max_bins: int) -> dict:
@@ -60,59 +58,82 @@ def _curve(iso_us: np.ndarray, ratio: np.ndarray, min_bin: int, max_bins: int) -
     return {"log_us": kx, "log_ratio": ky, "pairs": int(len(x))}
 
 
-def _stream_rate(iso, inm, wg) -> float:
-    """us per MB in ``inm - iso = a * iso + b * wg`` (trimmed least squares, relative weights): ``b``.
+def _fetch_rates(iso, inm, wc, wm, shared: bool = True) -> tuple[float, float]:
+    """Weight-fetch rates (us per MB) in ``inm - iso = c + a * iso + b_cache * wc + b_mem * wm``.
 
-    Fitting the proportional part ``a`` jointly keeps a kernel's general in-model slowdown out of
-    the streaming rate. Two trims drop pairs whose residual is beyond 3 MADs (a mismatched pair).
+    ``wc``: a kernel's weights (MB) times its model's private-cache gate (the weights were evicted
+    from the core's caches since the last run and come from the shared cache at least); ``wm``: its
+    weights times the model's last-level gate (they come from memory). ``c`` takes up the per-node
+    profiling offset of an in-model profile, ``a`` a general proportional slowdown (the curves model
+    it); neither is kept. Least squares on relative residuals (every pair counts alike, as in the
+    curves), two trims of pairs whose residual is beyond 3 MADs; a rate that comes out negative is
+    dropped and the rest refitted. ``shared=False``: no shared-cache term (the pairs carry no
+    private-cache gate, or it equals the last-level one and the two terms cannot be told apart).
     """
+    cols = [np.ones(len(iso)), iso, wc, wm]
+    use = [0, 1, 2, 3] if shared else [0, 1, 3]
+    s = inm
+    y = inm - iso
     keep = np.ones(len(iso), bool)
-    coef = np.zeros(2)
-    for _ in range(3):
-        x = np.stack([iso[keep], wg[keep]], 1) / inm[keep, None]
-        y = (inm[keep] - iso[keep]) / inm[keep]
-        coef = np.linalg.lstsq(x, y, rcond=None)[0]
-        r = ((inm - iso) - np.stack([iso, wg], 1) @ coef) / inm
-        mad = np.median(np.abs(r - np.median(r))) or 1e-9
-        keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
-    return float(max(0.0, coef[1]))
+    coef = {}
+    for _ in range(8):
+        x = np.stack([cols[j] for j in use], 1)
+        for _ in range(3):
+            c = np.linalg.lstsq(x[keep] / s[keep, None], y[keep] / s[keep], rcond=None)[0]
+            r = (y - x @ c) / s
+            mad = np.median(np.abs(r - np.median(r))) or 1e-9
+            keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
+        coef = dict(zip(use, c))
+        neg = [j for j in (2, 3) if j in coef and coef[j] < 0]
+        if not neg:
+            break
+        use.remove(min(neg, key=lambda j: coef[j]))
+        keep = np.ones(len(iso), bool)
+    return float(max(0.0, coef.get(2, 0.0))), float(max(0.0, coef.get(3, 0.0)))
 
 
-def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6, llc: float | None = None) -> dict:
+def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6, llc: float | None = None,
+                l2: float | None = None) -> dict:
     """Fit a context model from ``pairs``: dicts with ``kind``, ``isolated_us``, ``in_model_us`` and,
-    for the weight-streaming term, ``weight_mb`` (constant weights the kernel reads) and ``gate``
-    (the model's cache gate, see :func:`cache_gate`).
+    for the weight-fetch terms, ``weight_mb`` (constant weights the kernel reads), ``gate`` (the
+    model's last-level cache gate, see :func:`cache_gate`) and ``cgate`` (its private-cache gate).
 
-    Two parts. **Streaming**: a kernel whose weights the model evicts between runs reads them from
-    memory; ``stream_us_per_mb`` comes from :func:`_stream_rate` over the pairs that show it
-    cleanly: Conv/MatMul with at least ``_STREAM_MIN_MB`` of weights (smaller ones stay in the
-    core's caches and get no streaming term) and less than the last-level cache ``llc`` (bigger ones
-    stream when timed alone too), at least ``MIN_US`` alone, in models with gate >= 0.5.
-    **Curves**: per kind, the ratio in-model / alone left after the streaming term, against the time
-    alone, from kernels of at least ``MIN_US`` alone; kinds with fewer than ``min_pairs`` such pairs
-    use the pooled curve (``"*"``).
+    Two parts. **Weight fetch**: alone, a kernel runs with its weights in the core's own caches;
+    inside a model bigger than those, the other kernels have evicted them by the time it runs
+    again, and it reads them from the shared cache, or from memory in a model too big for that.
+    :func:`_fetch_rates` fits both rates (``cache_us_per_mb``, ``stream_us_per_mb``) over the
+    Conv/MatMul pairs with weights below the last-level cache ``llc`` (bigger ones stream when
+    timed alone too; likewise only weights below the private cache ``l2`` get the shared-cache
+    term), short kernels included: a 1x1 conv over a 7x7 map is priced at a few us alone
+    and is mostly weight reads in a model. **Curves**: per kind, the ratio in-model / alone left
+    after the fetch terms, against the time alone, from kernels of at least ``MIN_US`` alone; kinds
+    with fewer than ``min_pairs`` such pairs use the pooled curve (``"*"``).
     """
     pairs = [p for p in pairs if p["isolated_us"] > 0 and p["in_model_us"] > 0]
     if not pairs:
         raise ValueError("no kernel pairs to fit a context model from")
     cap = llc or float("inf")
-    w = np.array([p.get("weight_mb", 0.0) if _STREAM_MIN_MB <= p.get("weight_mb", 0.0) < cap else 0.0
-                  for p in pairs], float)
+    w = np.array([p.get("weight_mb", 0.0) if 0.0 < p.get("weight_mb", 0.0) < cap else 0.0 for p in pairs], float)
     g = np.array([p.get("gate", 1.0) for p in pairs], float)
+    cg = np.array([p.get("cgate", p.get("gate", 1.0)) for p in pairs], float)
+    cg = np.where(w < (l2 or float("inf")), cg, 0.0)
     iso = np.array([p["isolated_us"] for p in pairs], float)
     inm = np.array([p["in_model_us"] for p in pairs], float)
     kinds = np.array([p["kind"] for p in pairs])
-    clean = (w >= _STREAM_MIN_MB) & (iso >= MIN_US) & (g >= 0.5) & np.isin(kinds, ["Conv", "MatMul"])
-    per_mb = _stream_rate(iso[clean], inm[clean], w[clean] * g[clean]) if clean.sum() >= 8 else 0.0
-    rest = np.maximum(inm - per_mb * w * g, 0.2 * inm)
+    clean = (w > 0) & np.isin(kinds, ["Conv", "MatMul"])
+    shared = any("cgate" in p for p in pairs) and not np.allclose(cg[clean], g[clean])
+    per_cache, per_mem = _fetch_rates(iso[clean], inm[clean], w[clean] * cg[clean], w[clean] * g[clean], shared) \
+        if clean.sum() >= 16 else (0.0, 0.0)
+    rest = np.maximum(inm - (per_cache * cg + per_mem * g) * w, 0.2 * inm)
     big = iso >= MIN_US
     curves = {"*": _curve(iso[big], rest[big] / iso[big], min_bin, max_bins)} if big.sum() >= min_bin else {}
     for k in sorted(set(kinds.tolist())):
         sel = (kinds == k) & big
         if sel.sum() >= min_pairs:
             curves[k] = _curve(iso[sel], rest[sel] / iso[sel], min_bin, max_bins)
-    return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "stream_us_per_mb": per_mb,
-            "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": _STREAM_MIN_MB}
+    return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "cache_us_per_mb": per_cache,
+            "stream_us_per_mb": per_mem, "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": 0.0,
+            "cache_cap_mb": l2}
 
 
 def _data_caches_mb() -> dict:
@@ -187,11 +208,18 @@ class ContextModel:
         fp = self.spec.get("gate", {}).get("footprint_mb")
         self._bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
         self._gate_curve = self.spec.get("gate", {}).get("curve")
+        self._fp_scale = float(self.spec.get("gate", {}).get("footprint_scale", 1.0))
         fp = self.spec.get("curve_gate", {}).get("footprint_mb")
         self._curve_bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
 
     def gate(self, footprint_mb: float | None) -> float:
-        """How much of the correction applies to a model with this working set (0..1)."""
+        """How much of the memory-streaming correction applies to a model with this working set (0..1).
+
+        The gate's ``footprint_scale`` (fitted at calibration; 1 when absent) maps the estimator's
+        working set (weights plus half the activations) to the probe's (weights of a matrix-vector
+        chain): what a model keeps alive between runs is more than that estimate says."""
+        if footprint_mb is not None:
+            footprint_mb = footprint_mb * self._fp_scale
         return cache_gate(footprint_mb, self._bounds, self._gate_curve) if self._bounds or self._gate_curve else 1.0
 
     def curve_gate(self, footprint_mb: float | None) -> float:
@@ -213,13 +241,19 @@ class ContextModel:
     def __bool__(self) -> bool:
         return bool(self._curves)
 
-    def stream_us(self, weight_mb: float, gate: float = 1.0) -> float:
-        """Extra time to read ``weight_mb`` of weights from memory in a model that evicts them."""
+    def stream_us(self, weight_mb: float, gate: float = 1.0, cgate: float | None = None) -> float:
+        """Extra time to fetch ``weight_mb`` of weights that the model evicted since they were last
+        read: from the shared cache (``cache_us_per_mb`` x the private-cache gate ``cgate``) and
+        from memory (``stream_us_per_mb`` x the last-level gate ``gate``). Context models fitted
+        before the shared-cache term had only the memory term, for kernels of ``stream_min_mb``+."""
         per_mb = self.spec.get("stream_us_per_mb") or 0.0
+        per_cache = self.spec.get("cache_us_per_mb") or 0.0
         cap = self.spec.get("stream_cap_mb") or float("inf")
-        if not per_mb or weight_mb < self.spec.get("stream_min_mb", 0.0) or weight_mb <= 0 or weight_mb >= cap:
+        if weight_mb < self.spec.get("stream_min_mb", 0.0) or weight_mb <= 0 or weight_mb >= cap:
             return 0.0
-        return per_mb * weight_mb * gate
+        if weight_mb >= (self.spec.get("cache_cap_mb") or float("inf")):
+            per_cache = 0.0  # alone, it already reads them from the shared cache
+        return (per_mb * gate + per_cache * (gate if cgate is None else cgate)) * weight_mb
 
     def factor(self, kind: str, isolated_us: float, gate: float = 1.0) -> float:
         c = self._curves.get(kind) or self._curves.get("*")

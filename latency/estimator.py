@@ -380,10 +380,10 @@ class Estimator:
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
                 f = self.context_.factor(k.kind, iso, cgate)
-                st = self.context_.stream_us(weight_mb(key), gate)
+                st = self.context_.stream_us(weight_mb(key), gate, cgate)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
-                    (f" + {st:.1f} us weight streaming" if st else "") + f" (gates: private cache {cgate:.2f}, " \
+                    (f" + {st:.1f} us weight fetch" if st else "") + f" (gates: private cache {cgate:.2f}, " \
                     f"last-level cache {gate:.2f})"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
                                        lat, res[1], 0.0, detail, key, iso))

@@ -34,8 +34,11 @@ from .context import in_model_times, kernel_pairs
 from .e2e import measure_models
 
 #: candidate bounds of the private-cache gate, in units of the L2 size (the FIT set has models of
-#: 0.3, 1.6 and 3.2 MB below the 23 MB of the next one: larger scales would be unconstrained)
-PRIVATE_GATE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+#: 0.3, 1.6, 3.2, 8.4, 10.7 and 14.5 MB working set: larger scales would be unconstrained)
+PRIVATE_GATE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: candidate scales from a model's estimated working set (weights + half the activations) to the
+#: cache probe's (the weights of a matrix-vector chain) for the last-level gate
+FOOTPRINT_SCALES = (1.0, 1.25, 1.5, 2.0)
 PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 1 thread, ORT_ENABLE_ALL"
 
 
@@ -94,36 +97,51 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
                               "weights): time per product from its cache-resident to its from-memory level"}
     elif probe_models:
         say("the cache probe shows no cache-resident/from-memory step: the gate's bounds come from sysfs")
-    gates = {n: cache_gate(base.estimate(m).footprint_mb, gate_spec["footprint_mb"], gate_spec.get("curve"))
-             for n, m in models.items()}
+    fps = {n: base.estimate(m).footprint_mb for n, m in models.items()}
     for q in pairs:
-        q.update(weight_mb=weight_mb(q["key"]), gate=gates[q["model"]])
-    spec = fit_context(pairs, llc=gate_spec["llc_mb"])
-    spec["gate"] = gate_spec
-    spec.update({"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
-                           f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
-                 "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host})
+        q["weight_mb"] = weight_mb(q["key"])
+    source = {"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
+                        f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
+              "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host}
     ok = [n for n in models if e2e[n]["latency_ms"]]
     meas = [e2e[n]["latency_ms"] * 1000 for n in ok]
-    # the private-cache gate's bounds: each candidate scale of the L2 size with the overhead refitted
-    # around it; the one with the lowest mean error on the calibration models (ties: nearest 1)
+    # two bounds are fitted on the calibration models: the private-cache gate (a multiple of the L2
+    # size) and the scale from a model's estimated working set to the cache probe's. For each pair
+    # of candidates the context model (its weight-fetch rates and curves depend on both gates) and
+    # the overhead are refitted; the pair with the lowest mean error is kept (ties: nearest 1, 1)
     l2, trials = l2_mb(), {}
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=False, check_host=False).prepare()
+
+    def set_gates(scale, fp_scale):
+        cg = private_gate(l2, scale)
+        for q in pairs:
+            q["gate"] = cache_gate(fp_scale * fps[q["model"]], gate_spec["footprint_mb"], gate_spec.get("curve"))
+            q["cgate"] = cache_gate(fps[q["model"]], cg["footprint_mb"])
+        return cg
+
     for scale in PRIVATE_GATE_SCALES:
-        est.context_, est.overhead_ = ContextModel({**spec, "curve_gate": private_gate(l2, scale)}), {}
-        # weights are priced per kernel by the context model's streaming term: the overhead keeps
-        # per-run and per-kernel terms only
-        ov = fit_overhead([est.estimate(models[n]) for n in ok], meas, weight_term=False, short_us=MIN_US,
-                          per_run_us=run_term["per_run_us"] if run_term else None)
-        est.overhead_ = ov
-        err = [abs(est.estimate(models[n]).total_ms * 1000 / m - 1) for n, m in zip(ok, meas)]
-        trials[scale] = (100 * sum(err) / len(err), ov)
-    scale = min(trials, key=lambda k: (round(trials[k][0], 2), abs(math.log(k))))
-    ov = trials[scale][1]
-    spec["curve_gate"] = {**private_gate(l2, scale), "fit": {
-        "scale": scale, "mean_abs_error_pct_by_scale": {str(k): round(v[0], 3) for k, v in trials.items()},
-        "basis": "bounds = scale x (L2, 2 x L2); each scale tried with the overhead refitted, the lowest mean "
-                 "error over the calibration models kept (ties: the scale nearest 1)"}}
+        for fp_scale in FOOTPRINT_SCALES:
+            cg = set_gates(scale, fp_scale)
+            spec = {**fit_context(pairs, llc=gate_spec["llc_mb"], l2=l2), "curve_gate": cg, **source,
+                    "gate": {**gate_spec, "footprint_scale": fp_scale}}
+            est.context_, est.overhead_ = ContextModel(spec), {}
+            # weights are priced per kernel by the context model's fetch terms: the overhead keeps
+            # per-run and per-kernel terms only
+            ov = fit_overhead([est.estimate(models[n]) for n in ok], meas, weight_term=False, short_us=MIN_US,
+                              per_run_us=run_term["per_run_us"] if run_term else None)
+            est.overhead_ = ov
+            err = sorted(abs(est.estimate(models[n]).total_ms * 1000 / m - 1) for n, m in zip(ok, meas))
+            err = err[:len(err) - len(err) // 10]  # robust: the worst tenth of the models do not choose
+            trials[scale, fp_scale] = (100 * sum(err) / len(err), ov, spec)
+    scale, fp_scale = min(trials, key=lambda k: (round(trials[k][0], 2), abs(math.log(k[0])) + abs(math.log(k[1]))))
+    ov, spec = trials[scale, fp_scale][1], trials[scale, fp_scale][2]
+    set_gates(scale, fp_scale)  # the pairs kept in the raw file carry the chosen gates
+    spec["curve_gate"] = {**spec["curve_gate"], "fit": {
+        "scale": scale, "footprint_scale": fp_scale,
+        "trimmed_mean_abs_error_pct": {f"{k[0]:g}x L2, footprint x{k[1]:g}": round(v[0], 3) for k, v in trials.items()},
+        "basis": "bounds = scale x (L2, 2 x L2) and the last-level gate's footprint scale: each pair tried with the "
+                 "context and overhead models refitted, the lowest mean absolute error over the calibration models "
+                 "without their worst tenth kept (ties: the pair nearest 1, 1)"}}
     ContextModel(spec).save(paths["context"])
     ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
                "context": spec["source"]})
@@ -141,5 +159,6 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
             "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),
             "per_long_kernel_us": ov.get("per_long_kernel_us"), "per_weight_mb_us": ov["per_weight_mb_us"],
-            "residual_rel_median": ov["residual_rel_median"], "seconds": time.time() - t0,
+            "cache_us_per_mb": spec["cache_us_per_mb"], "stream_us_per_mb": spec["stream_us_per_mb"],
+            "private_gate_scale": scale, "footprint_scale": fp_scale, "residual_rel_median": ov["residual_rel_median"], "seconds": time.time() - t0,
             "gate": "cache probe" if curve else "sysfs cache size"}

@@ -976,6 +976,11 @@ _ZOO = {
     "lowres_convnet": (_lowres_convnet, {}),
     "small_convnet": (_lowres_convnet, {"size": 32, "widths": (32, 64, 128)}),
     "small_convnet_w": (_lowres_convnet, {"size": 32, "widths": (48, 96, 192)}),
+    "mid_convnet": (_lowres_convnet, {"size": 40, "widths": (64, 128, 256, 384)}),
+    "mobilenet_v2_035": (_mobilenet_v2, dict(width=0.35)),
+    "mnasnet0_5": (_mnasnet, dict(alpha=0.5)),
+    "mobilenet_v2_035_128": (_mobilenet_v2, dict(size=128, width=0.35)),
+    "mid_convnet_s": (_lowres_convnet, {"size": 40, "widths": (48, 96, 192, 288)}),
     "wide_mlp": (_wide_mlp, {}),
 }
 
@@ -987,7 +992,8 @@ NAMES = list(_ZOO)
 #: for calibration only (little compute per MB of weights, a regime the others lack)
 FIT = ("lenet5", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "squeezenet1_1",
        "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny", "lowres_convnet", "wide_mlp",
-       "small_convnet", "small_convnet_w")
+       "small_convnet", "small_convnet_w", "mid_convnet_s", "mid_convnet", "mobilenet_v2_035_128",
+       "mobilenet_v2_035", "mnasnet0_5")
 
 
 def build(name, batch=1, seed=0, size=None):

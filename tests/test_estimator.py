@@ -93,10 +93,38 @@ def test_context_model_weight_streaming_term():
     assert cm.factor("Conv", 1000.0) == pytest.approx(1.05, rel=0.03)  # the curve is what is left
     assert cm.stream_us(5.0) == pytest.approx(5 * spec["stream_us_per_mb"])
     assert cm.stream_us(5.0, gate=0.0) == 0.0
-    assert cm.stream_us(0.1) == 0.0      # small weights stay in the core's caches
+    assert cm.stream_us(0.1) == pytest.approx(0.1 * spec["stream_us_per_mb"])  # small weights are evicted too
     assert cm.stream_us(100.0) == 0.0    # bigger than the LLC: streamed when timed alone too
+    assert spec["cache_us_per_mb"] == 0.0  # no private-cache gate in the pairs: no shared-cache term
     assert cache_gate(5.0, (10.0, 30.0)) == 0.0 and cache_gate(60.0, (10.0, 30.0)) == 1.0
     assert 0 < cache_gate(17.0, (10.0, 30.0)) < 1
+    # a context model fitted before the shared-cache term keeps its minimum weight
+    old = ContextModel({"stream_us_per_mb": 40.0, "stream_min_mb": 0.3, "stream_cap_mb": 32.0})
+    assert old.stream_us(0.1) == 0.0 and old.stream_us(1.0, gate=0.5, cgate=1.0) == pytest.approx(20.0)
+
+
+def test_context_model_fits_shared_cache_and_memory_rates_apart():
+    """Weights read from the shared cache (private gate) and from memory (last-level gate) are two
+    rates; short kernels count (a few us alone can be mostly weight reads inside a model); weights
+    bigger than the private cache get no shared-cache term (alone they come from it already)."""
+    from latency.context import ContextModel, fit_context
+
+    rng = np.random.default_rng(2)
+    pairs = []
+    for m in range(12):
+        cg, g = [(0.0, 0.0), (1.0, 0.0), (1.0, 0.5), (1.0, 1.0)][m % 4]
+        for _ in range(60):
+            w, iso = rng.uniform(0.01, 0.9), rng.uniform(2, 400)
+            extra = (10.0 * cg + 30.0 * g) * w
+            pairs.append({"kind": "Conv", "isolated_us": iso, "weight_mb": w, "gate": g, "cgate": cg,
+                          "in_model_us": (iso + extra + 3.0) * rng.normal(1, 0.01)})
+    spec = fit_context(pairs, llc=32.0, l2=1.0)
+    assert spec["cache_us_per_mb"] == pytest.approx(10.0, abs=2.0)
+    assert spec["stream_us_per_mb"] == pytest.approx(30.0, abs=3.0)
+    cm = ContextModel(spec)
+    assert cm.stream_us(0.5, gate=0.0, cgate=1.0) == pytest.approx(0.5 * spec["cache_us_per_mb"])
+    assert cm.stream_us(2.0, gate=0.0, cgate=1.0) == 0.0   # above the private cache: no shared-cache term
+    assert cm.stream_us(2.0, gate=1.0, cgate=1.0) == pytest.approx(2.0 * spec["stream_us_per_mb"])
 
 
 def test_unknown_op_is_uncovered_never_zero(fake_profile):
@@ -255,12 +283,15 @@ def test_real_pipeline_small_scale(tmp_path):
     raw = json.loads((tmp_path / "real.calibration.json").read_text())
     assert raw["e2e"]["small_cnn"]["latency_ms"] > 0 and len(raw["e2e"]["small_cnn"]["rounds_ms"]) == 9
     assert set(tanh_chains) <= set(raw["e2e"])  # the chains ran in the same round-robin run
-    # the private-cache gate's bounds were chosen among the candidate scales, each with its own overhead fit
-    from profilers.calibrate import PRIVATE_GATE_SCALES
+    # the private-cache gate's bounds and the last-level gate's footprint scale were chosen among the
+    # candidates, each pair with its own context and overhead fit
+    from profilers.calibrate import FOOTPRINT_SCALES, PRIVATE_GATE_SCALES
 
-    cg = json.loads((tmp_path / "real.context.json").read_text())["curve_gate"]
+    ctx = json.loads((tmp_path / "real.context.json").read_text())
+    cg = ctx["curve_gate"]
     assert cg["fit"]["scale"] in PRIVATE_GATE_SCALES and cg["scale"] == cg["fit"]["scale"]
-    assert len(cg["fit"]["mean_abs_error_pct_by_scale"]) == len(PRIVATE_GATE_SCALES)
+    assert len(cg["fit"]["trimmed_mean_abs_error_pct"]) == len(PRIVATE_GATE_SCALES) * len(FOOTPRINT_SCALES)
+    assert ctx["gate"]["footprint_scale"] == cg["fit"]["footprint_scale"] in FOOTPRINT_SCALES
     assert cg["footprint_mb"] == [cg["scale"] * cg["l2_mb"], 2 * cg["scale"] * cg["l2_mb"]]
     chained = json.loads((tmp_path / "real.overhead.json").read_text())
     assert len(chained["dispatch_chains"]["families"]) == 3  # tanh at three sizes, each over its lengths
