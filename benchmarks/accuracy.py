@@ -20,6 +20,7 @@ after an earlier version's design was frozen, then seen while choosing this one)
 defined before this version's first calibration and measured only after it).
 
     python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure | --cached] [--core 0] [--fit-overhead] [--no-context]
+    python benchmarks/accuracy.py --calibration DIR --ground-truth FILE    # another calibration vs another run
 
 The shipped context and overhead models come from `latency calibrate` (FIT models only).
 """
@@ -198,6 +199,10 @@ def main():
     gt = ap.add_mutually_exclusive_group()
     gt.add_argument("--remeasure", action="store_true")
     gt.add_argument("--cached", action="store_true", help="score only the models whose ground truth is cached")
+    gt.add_argument("--ground-truth", default=None, metavar="FILE",
+                    help="score against this ground-truth file (an e2e_<target>.json kept from another run); measures nothing")
+    ap.add_argument("--calibration", default=None, metavar="DIR",
+                    help="use the <profile>.context.json and <profile>.overhead.json kept in DIR instead of the shipped ones")
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--fit-overhead", action="store_true",
                     help="ablation: refit the overhead on this run's FIT models (in memory, not saved)")
@@ -207,12 +212,19 @@ def main():
     pin_to_core(a.core)
     target = get_target(a.target) if a.target else host_target()
     models = corpus()
-    gt_path = os.path.join(OUT, f"e2e_{target.name}.json")
-    meas = measure(models, gt_path, a.remeasure, target, cached_only=a.cached)
-    prev = load_previous(gt_path, target.fingerprint())
-    ctx = False if a.no_context else None
+    gt_path = a.ground_truth or os.path.join(OUT, f"e2e_{target.name}.json")
+    meas = measure(models, gt_path, a.remeasure, target, cached_only=a.cached or bool(a.ground_truth))
+    prev = {} if a.ground_truth else load_previous(gt_path, target.fingerprint())
+    kept = {}
+    if a.calibration:
+        stem = os.path.splitext(os.path.basename(a.profile or str(target.profile_path())))[0]
+        kept = {k: os.path.join(a.calibration, f"{stem}.{k}.json") for k in ("context", "overhead")}
+        missing = [p for p in kept.values() if not os.path.exists(p)]
+        if missing:
+            sys.exit(f"error: no calibration file {missing[0]}")
+    ctx = False if a.no_context else kept.get("context")
     refit = a.fit_overhead or a.no_context
-    est = Estimator(target, profile=a.profile, overhead=False if refit else None, context=ctx).prepare()
+    est = Estimator(target, profile=a.profile, overhead=False if refit else kept.get("overhead"), context=ctx).prepare()
     if refit:  # the streamed-weights rule of `latency calibrate`, bounds from this host's cache
         g = footprint_gate(llc_mb())
         est.overhead_["weights"] = {"cap_mb": g["llc_mb"], "gated": True, "gate_footprint_mb": g["footprint_mb"]}

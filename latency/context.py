@@ -6,27 +6,34 @@ has just written, may find its weights evicted, and runs back to back with its n
 
 A :class:`ContextModel` holds two corrections fitted from kernel pairs (the same kernel timed alone,
 from the profile, and inside the training corpus's models, from onnxruntime's per-node profile):
-a **weight-streaming rate** (us per MB of constant weights read from memory), and per op kind a
-piecewise-linear curve of ``log(in_model / alone)`` left after streaming, against
-``log(time alone)``, for kernels of at least ``MIN_US``; kinds with too few pairs use the curve
-pooled over all kinds. It is stored as JSON next to the profile (``<profile>.context.json``) with
-where the pairs came from.
+**weight fetch**, and per op kind a piecewise-linear curve of ``log(in_model / alone)`` left after
+it, against ``log(time alone)``, for kernels of at least ``MIN_US``; kinds with too few pairs use
+the curve pooled over all kinds. It is stored as JSON next to the profile
+(``<profile>.context.json``) with where the pairs came from.
 
-Each correction is gated by the model's working set (weights plus half the activations its kernels
-read and write). The curves apply to models above a bound tied to the core's private (level-2)
-cache: none up to ``scale`` times its size, all from twice that, log-linear between (the size
-comes from sysfs; ``scale`` is fitted at calibration on the calibration models, which include
-small nets of a few MB, see :func:`profilers.calibrate.calibrate`). The slowdown the curves
-describe shows in models that stay in the last-level cache as much as in bigger ones, so it is not
-the weights leaving that cache; nor is it operands read from the shared cache instead of L2 (a
-chain of matrix-vector products takes the same ~5 us per 256 KB product from 0.26 to 8 MB of
-weights here). The streaming term is gated by the last-level cache: only a model too big for it
-reads its weights from memory. That gate is measured at calibration by a cache probe (chains of
-batch-1 matrix-vector products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the
-time per product, from its cache-resident level (gate 0) to its from-memory level (gate 1),
-against the chain's working set. On a shared machine the cache a process really gets is smaller than the chip's (other tenants
-use it too); the probe measures what it gets. Without a probe, the bounds come from the cache
-size in sysfs: none below a third of it, all of it from the full size up, log-linear in between.
+Weight fetch: alone, a kernel's weights stay in the core's caches from one run to the next; inside a
+model, the other kernels evict them. Every kernel with weights (a 1x1 conv on a 7x7 map priced at a
+few us alone included: inside a model it is mostly weight reads) pays per MB a **shared-cache
+rate** (only weights smaller than the private cache: bigger ones come from the shared cache when
+timed alone too) scaled by the model's private-cache gate, plus a **memory rate** scaled by its
+last-level gate. Both gates are functions of the model's working set (weights plus half the
+activations its kernels read and write):
+
+* the private-cache gate: none up to ``scale`` times the core's L2 size (from sysfs), all from twice
+  that, log-linear between; it also scales the curves (the slowdown they describe shows in models
+  that stay in the last-level cache, not in models of a few MB);
+* the last-level gate: measured at calibration by a cache probe (chains of batch-1 matrix-vector
+  products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the time per product from
+  its cache-resident level (gate 0) to its from-memory level (gate 1), against the chain's
+  weights; a model's working set is multiplied by ``footprint_scale`` before it is read on that
+  curve (what a model keeps alive between runs is more than the estimate above). On a shared
+  machine the cache a process really gets is smaller than the chip's (other tenants use it too);
+  the probe measures what it gets. Without a probe, the bounds come from the cache size in sysfs:
+  none below a third of it, all of it from the full size up, log-linear in between.
+
+``scale`` and ``footprint_scale`` are chosen at calibration among a few candidates by the
+calibration models' end-to-end error (:func:`profilers.calibrate.calibrate`), which include models
+of 0.3 to 22 MB working set for that purpose. The rates and curves are fitted for each candidate.
 """
 
 from __future__ import annotations

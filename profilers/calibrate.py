@@ -4,8 +4,12 @@ The table says what each kernel takes alone. Two things turn a sum of those into
 latency, and both are fitted here from the training corpus (profilers.zoo.FIT) run on the device:
 
 1. the **context model** (:mod:`latency.context`): every FIT kernel timed inside its model
-   (onnxruntime's per-node profile) against its price alone, gated by how far a model's working
-   set spills out of the cache, which a cache probe measures (:func:`profilers.chains.gate_curve`);
+   (onnxruntime's per-node profile) against its price alone: the weight-fetch rates (shared cache,
+   memory) and the per-kind curves, gated by the model's working set against the core's private
+   cache and against the last-level cache a cache probe measures
+   (:func:`profilers.chains.gate_curve`). The private-cache bound and the working-set scale of the
+   last-level gate are chosen among a few candidates by the FIT models' end-to-end error, the
+   context and overhead models refitted for each;
 2. the **overhead model** (:func:`latency.estimator.fit_overhead`): end-to-end latency (the
    robust protocol of :func:`profilers.e2e.measure_models`) minus the context-corrected kernel sum,
    as per-run + per-kernel terms. The per-run term is measured on synthetic dispatch chains
