@@ -2,8 +2,9 @@
 
 A calibration (`latency calibrate`) and a ground truth (`benchmarks/accuracy.py --remeasure`) are
 each one run of a shared, noisy machine. This scores every kept calibration against every kept
-ground-truth run with `benchmarks/accuracy.py --calibration DIR --ground-truth FILE` and prints
-each pair's summary lines, then one table of the held-out set.
+ground-truth run (what `benchmarks/accuracy.py --calibration DIR --ground-truth FILE` prints as
+its `latency` lines, computed here with the corpus built once) and prints each pair's summary
+lines, then one table of the held-out set.
 
 Kept runs live in ``benchmarks/results/runs/<target>/``: ``cal_<label>/`` holds a calibration's
 ``<profile>.context.json`` and ``<profile>.overhead.json``, ``gt_<label>.json`` a ground-truth run
@@ -17,19 +18,22 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+from accuracy import corpus, metrics, set_of  # noqa: E402
+
+from latency.estimator import Estimator  # noqa: E402
+from latency.graph import load_graph  # noqa: E402
 from latency.targets import get_target, host_target  # noqa: E402
 
-LINE = re.compile(r"^(held-out|fresh|final|sealed|fit)\s+latency\s+n=\s*(\d+)\s+within ±5%\s+([\d.]+)%\s+±10%\s+([\d.]+)%"
-                  r"\s+±20%\s+([\d.]+)%\s+MAPE\s+([\d.]+)%\s+median signed\s+([+-][\d.]+)%\s+Kendall tau\s+([\d.]+)")
+SETS = (("held-out", "held"), ("fresh", "fresh"), ("final", "final"), ("sealed", "sealed"), ("fit", "fit"))
 
 
 def main():
@@ -53,22 +57,30 @@ def main():
     if not cals or not gts:
         sys.exit(f"error: no kept calibrations or ground truths in {runs}")
     label = lambda p: os.path.basename(p).split("_", 1)[1].removesuffix(".json")  # noqa: E731
+    graphs = {n: load_graph(m) for n, m in corpus().items()}
+    truths = {}
+    for g in gts:
+        with open(g) as f:
+            truths[label(g)] = {n: r["latency_ms"] for n, r in json.load(f)["results"].items()
+                                if r.get("latency_ms") and n in graphs}
     table = {}
     for c in cals:
-        for g in gts:
-            out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "accuracy.py"), "--target",
-                                  target.name, "--calibration", c, "--ground-truth", g],
-                                 capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(f"error: accuracy.py failed for {c} x {g}: {out.stderr.strip().splitlines()[-1]}")
-            print(f"## calibration {label(c)}, ground truth {label(g)}")
-            for line in out.stdout.splitlines():
-                m = LINE.match(line)
-                if m:
-                    print(line)
-                    if m.group(1) == "held-out":
-                        table[label(c), label(g)] = (float(m.group(4)), float(m.group(6)), float(m.group(7)))
-    gl = [label(g) for g in gts]
+        est = Estimator(target, context=os.path.join(c, f"{stem}.context.json"),
+                        overhead=os.path.join(c, f"{stem}.overhead.json"), check_host=False).prepare()
+        pred = {n: est.estimate(g).total_ms for n, g in graphs.items()}
+        for gl, truth in truths.items():
+            print(f"## calibration {label(c)}, ground truth {gl}")
+            for name, s in SETS:
+                sel = [n for n in truth if set_of(n) == s]
+                if not sel:
+                    continue
+                m = metrics([pred[n] for n in sel], [truth[n] for n in sel])
+                print(f"{name:9s} latency  n={m['n']:3d}  within ±5% {m['within5']:5.1f}%  ±10% {m['within10']:5.1f}%  "
+                      f"±20% {m['within20']:5.1f}%  MAPE {m['mape']:6.2f}%  median signed {m['median_signed']:+6.2f}%  "
+                      f"Kendall tau {m['tau']:.3f}")
+                if s == "held":
+                    table[label(c), gl] = (m["within10"], m["mape"], m["median_signed"])
+    gl = list(truths)
     print("\nheld-out: within ±10% / MAPE / median signed error, calibration (rows) x ground truth (columns)")
     print(f"{'':6s}" + "".join(f"{x:>22s}" for x in gl))
     for c in cals:
