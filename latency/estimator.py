@@ -383,7 +383,7 @@ class Estimator:
                 st = self.context_.stream_us(weight_mb(key), gate, cgate)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
-                    (f" + {st:.1f} us weight fetch" if st else "") + f" (gates: private cache {cgate:.2f}, " \
+                    (f" + {st:.1f} us weight fetch" if st >= 0.05 else "") + f" (gates: private cache {cgate:.2f}, " \
                     f"last-level cache {gate:.2f})"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
                                        lat, res[1], 0.0, detail, key, iso))

@@ -164,5 +164,6 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),
             "per_long_kernel_us": ov.get("per_long_kernel_us"), "per_weight_mb_us": ov["per_weight_mb_us"],
             "cache_us_per_mb": spec["cache_us_per_mb"], "stream_us_per_mb": spec["stream_us_per_mb"],
-            "private_gate_scale": scale, "footprint_scale": fp_scale, "residual_rel_median": ov["residual_rel_median"], "seconds": time.time() - t0,
+            "private_gate_scale": scale, "footprint_scale": fp_scale, "residual_rel_median": ov["residual_rel_median"],
+            "seconds": time.time() - t0,
             "gate": "cache probe" if curve else "sysfs cache size"}

@@ -901,9 +901,11 @@ def _mixer(net, size=224, patch=16, dim=512, depth=8, tokens_mlp=256, channels_m
 # ------------------------------------------------------------------------------------------------
 # calibration-only networks: they cover the regime of little compute per megabyte of weights
 # (late stages at low resolution, batch-1 fully connected layers), where a model that spills out of
-# the last-level cache pays most for reading its weights from memory; and, as `small_convnet(_w)`
-# (the same plain stages at 32 px, 1.6 and 3.2 MB working sets), the small models that fix where the
-# in-model curves start (the private-cache gate)
+# the last-level cache pays most for reading its weights from memory; as `small_convnet(_w)` (the
+# same plain stages at 32 px, 1.6 and 3.2 MB working sets), the small models that fix where the
+# in-model curves start (the private-cache gate); and, as `mid_convnet(_s)`, `mobilenet_v2_035(_128)`
+# and `mnasnet0_5` (8.4 to 22 MB), the mid-sized models whose weights start to leave the cache a
+# process gets, which fix the last-level gate's working-set scale
 def _lowres_convnet(net, size=48, widths=(96, 192, 384, 576)):
     """Plain conv stages (two 3x3 conv+BN+ReLU each, the first strided) on a small input: the last
     stages run at 6 and 3 px, so their multi-megabyte weights get ~50-200 us of compute per MB."""
@@ -988,8 +990,9 @@ _ZOO = {
 NAMES = list(_ZOO)
 
 #: the models anything is fitted on (context and overhead models; exact kernel shapes added to sweep
-#: plans); every other zoo model and every light model is held out from fitting. The last two exist
-#: for calibration only (little compute per MB of weights, a regime the others lack)
+#: plans); every other zoo model and every light model is held out from fitting. The first twelve are
+#: architectures; the rest exist for calibration only (little compute per MB of weights, small and
+#: mid-sized working sets: regimes the twelve lack)
 FIT = ("lenet5", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "squeezenet1_1",
        "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny", "lowres_convnet", "wide_mlp",
        "small_convnet", "small_convnet_w", "mid_convnet_s", "mid_convnet", "mobilenet_v2_035_128",
