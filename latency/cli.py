@@ -240,9 +240,8 @@ def calibrate(target_name, path, core, refit):
     r = run(t, profile=path, progress=lambda s: click.echo(s, err=True), refit=refit)
     click.echo(f"context model: {r['pairs']} kernel pairs from {r['models']} models, cache gate from the "
                f"{r['gate']} -> {r['context']}")
-    click.echo(f"weight fetch: {r['cache_us_per_mb']:.1f} us/MB from the shared cache, {r['stream_us_per_mb']:.1f} "
-               f"us/MB from memory; private-cache gate from {r['private_gate_scale']:g}x L2, working set x"
-               f"{r['footprint_scale']:g} on the last-level gate")
+    click.echo(f"weight fetch: {r['stream_us_per_mb']:.1f} us/MB from memory; curves from {r['private_gate_scale']:g}x "
+               f"L2, working set x{r['footprint_scale']:g} on the last-level gate")
     per_k = (f"{r['per_short_kernel_us']:.2f} us/short kernel + {r['per_long_kernel_us']:.2f} us/long kernel"
              if r.get("per_long_kernel_us") is not None else f"{r['per_kernel_us']:.2f} us/kernel")
     click.echo(f"overhead model: {r['per_run_us']:.1f} us/run + {per_k} + {r['per_weight_mb_us']:.2f} us/weight-MB "

@@ -11,21 +11,19 @@ it, against ``log(time alone)``, for kernels of at least ``MIN_US``; kinds with 
 the curve pooled over all kinds. It is stored as JSON next to the profile
 (``<profile>.context.json``) with where the pairs came from.
 
-Weight fetch: alone, a kernel's weights stay in the core's caches from one run to the next; inside a
-model, the other kernels evict them. Every kernel with weights (a 1x1 conv on a 7x7 map priced at a
-few us alone included: inside a model it is mostly weight reads) pays per MB a **shared-cache
-rate** (only weights smaller than the private cache: bigger ones come from the shared cache when
-timed alone too) scaled by the model's private-cache gate, plus a **memory rate** scaled by its
-last-level gate. Both gates are functions of the model's working set (weights plus half the
-activations its kernels read and write):
+Weight fetch: alone, a kernel's weights stay in the cache from one run to the next; inside a model,
+the other kernels evict them. Every kernel with weights (a 1x1 conv on a 7x7 map priced at a few
+us alone included: inside a model it is mostly weight reads) pays a **memory rate** per MB,
+scaled by the model's last-level gate. Two gates, functions of the model's working set (weights
+plus half the activations its kernels read and write), scale the corrections:
 
-* the private-cache gate: none up to ``scale`` times the core's L2 size (from sysfs), all from twice
-  that, log-linear between; it also scales the curves (the slowdown they describe shows in models
-  that stay in the last-level cache, not in models of a few MB);
-* the last-level gate: measured at calibration by a cache probe (chains of batch-1 matrix-vector
-  products whose weights add up to 1-50 MB, :mod:`profilers.chains`): the time per product from
-  its cache-resident level (gate 0) to its from-memory level (gate 1), against the chain's
-  weights; a model's working set is multiplied by ``footprint_scale`` before it is read on that
+* the private-cache gate scales the curves: none up to ``scale`` times the core's L2 size (from
+  sysfs), all from twice that, log-linear between (the slowdown they describe shows in models that
+  stay in the last-level cache, not in models of a few MB);
+* the last-level gate scales the weight fetch. It is measured at calibration by a cache probe
+  (chains of batch-1 matrix-vector products whose weights add up to 1-50 MB,
+  :mod:`profilers.chains`): the time per product from its cache-resident level (gate 0) to its
+  from-memory level (gate 1), against the chain's weights; a model's working set is multiplied by ``footprint_scale`` before it is read on that
   curve (what a model keeps alive between runs is more than the estimate above). On a shared
   machine the cache a process really gets is smaller than the chip's (other tenants use it too);
   the probe measures what it gets. Without a probe, the bounds come from the cache size in sysfs:
@@ -33,7 +31,10 @@ activations its kernels read and write):
 
 ``scale`` and ``footprint_scale`` are chosen at calibration among a few candidates by the
 calibration models' end-to-end error (:func:`profilers.calibrate.calibrate`), which include models
-of 0.3 to 22 MB working set for that purpose. The rates and curves are fitted for each candidate.
+of 0.3 to 22 MB working set for that purpose. The rate and curves are fitted for each candidate.
+(A second rate, for weights fetched from the shared cache in models that stay in it, was tried:
+four calibrations of the same machine split the fetch between the two rates in four ways, 2.9 to
+11.7 and 23.5 to 34.3 us per MB; one rate came out at 33.3-35.7 in all four.)
 """
 
 from __future__ import annotations
@@ -65,56 +66,39 @@ def _curve(iso_us: np.ndarray, ratio: np.ndarray, min_bin: int, max_bins: int) -
     return {"log_us": kx, "log_ratio": ky, "pairs": int(len(x))}
 
 
-def _fetch_rates(iso, inm, wc, wm, shared: bool = True) -> tuple[float, float]:
-    """Weight-fetch rates (us per MB) in ``inm - iso = c + a * iso + b_cache * wc + b_mem * wm``.
+def _fetch_rate(iso, inm, wm) -> float:
+    """Memory rate (us per MB) in ``inm - iso = c + a * iso + b * wm``: ``b``.
 
-    ``wc``: a kernel's weights (MB) times its model's private-cache gate (the weights were evicted
-    from the core's caches since the last run and come from the shared cache at least); ``wm``: its
-    weights times the model's last-level gate (they come from memory). ``c`` takes up the per-node
+    ``wm``: a kernel's weights (MB) times its model's last-level gate. ``c`` takes up the per-node
     profiling offset of an in-model profile, ``a`` a general proportional slowdown (the curves model
     it); neither is kept. Least squares on relative residuals (every pair counts alike, as in the
-    curves), two trims of pairs whose residual is beyond 3 MADs; a rate that comes out negative is
-    dropped and the rest refitted. ``shared=False``: no shared-cache term (the pairs carry no
-    private-cache gate, or it equals the last-level one and the two terms cannot be told apart).
+    curves), two trims of pairs whose residual is beyond 3 MADs (a mismatched pair).
     """
-    cols = [np.ones(len(iso)), iso, wc, wm]
-    use = [0, 1, 2, 3] if shared else [0, 1, 3]
-    s = inm
+    x = np.stack([np.ones(len(iso)), iso, wm], 1)
     y = inm - iso
     keep = np.ones(len(iso), bool)
-    coef = {}
-    for _ in range(8):
-        x = np.stack([cols[j] for j in use], 1)
-        for _ in range(3):
-            c = np.linalg.lstsq(x[keep] / s[keep, None], y[keep] / s[keep], rcond=None)[0]
-            r = (y - x @ c) / s
-            mad = np.median(np.abs(r - np.median(r))) or 1e-9
-            keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
-        coef = dict(zip(use, c))
-        neg = [j for j in (2, 3) if j in coef and coef[j] < 0]
-        if not neg:
-            break
-        use.remove(min(neg, key=lambda j: coef[j]))
-        keep = np.ones(len(iso), bool)
-    return float(max(0.0, coef.get(2, 0.0))), float(max(0.0, coef.get(3, 0.0)))
+    coef = np.zeros(3)
+    for _ in range(3):
+        coef = np.linalg.lstsq(x[keep] / inm[keep, None], y[keep] / inm[keep], rcond=None)[0]
+        r = (y - x @ coef) / inm
+        mad = np.median(np.abs(r - np.median(r))) or 1e-9
+        keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
+    return float(max(0.0, coef[2]))
 
 
-def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6, llc: float | None = None,
-                l2: float | None = None) -> dict:
+def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6, llc: float | None = None) -> dict:
     """Fit a context model from ``pairs``: dicts with ``kind``, ``isolated_us``, ``in_model_us`` and,
-    for the weight-fetch terms, ``weight_mb`` (constant weights the kernel reads), ``gate`` (the
-    model's last-level cache gate, see :func:`cache_gate`) and ``cgate`` (its private-cache gate).
+    for the weight-fetch term, ``weight_mb`` (constant weights the kernel reads) and ``gate`` (the
+    model's last-level cache gate, see :func:`cache_gate`).
 
-    Two parts. **Weight fetch**: alone, a kernel runs with its weights in the core's own caches;
-    inside a model bigger than those, the other kernels have evicted them by the time it runs
-    again, and it reads them from the shared cache, or from memory in a model too big for that.
-    :func:`_fetch_rates` fits both rates (``cache_us_per_mb``, ``stream_us_per_mb``) over the
-    Conv/MatMul pairs with weights below the last-level cache ``llc`` (bigger ones stream when
-    timed alone too; likewise only weights below the private cache ``l2`` get the shared-cache
-    term), short kernels included: a 1x1 conv over a 7x7 map is priced at a few us alone
-    and is mostly weight reads in a model. **Curves**: per kind, the ratio in-model / alone left
-    after the fetch terms, against the time alone, from kernels of at least ``MIN_US`` alone; kinds
-    with fewer than ``min_pairs`` such pairs use the pooled curve (``"*"``).
+    Two parts. **Weight fetch**: alone, a kernel runs with its weights in cache; inside a model
+    too big for the cache, the other kernels have evicted them by the time it runs again, and it
+    reads them from memory. :func:`_fetch_rate` fits the rate (``stream_us_per_mb``) over the
+    Conv/MatMul pairs with weights below the last-level cache ``llc`` (bigger ones stream when timed
+    alone too), short kernels included: a 1x1 conv over a 7x7 map is priced at a few us alone and is
+    mostly weight reads in a model. **Curves**: per kind, the ratio in-model / alone left after the
+    fetch term, against the time alone, from kernels of at least ``MIN_US`` alone; kinds with fewer
+    than ``min_pairs`` such pairs use the pooled curve (``"*"``).
     """
     pairs = [p for p in pairs if p["isolated_us"] > 0 and p["in_model_us"] > 0]
     if not pairs:
@@ -122,25 +106,20 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
     cap = llc or float("inf")
     w = np.array([p.get("weight_mb", 0.0) if 0.0 < p.get("weight_mb", 0.0) < cap else 0.0 for p in pairs], float)
     g = np.array([p.get("gate", 1.0) for p in pairs], float)
-    cg = np.array([p.get("cgate", p.get("gate", 1.0)) for p in pairs], float)
-    cg = np.where(w < (l2 or float("inf")), cg, 0.0)
     iso = np.array([p["isolated_us"] for p in pairs], float)
     inm = np.array([p["in_model_us"] for p in pairs], float)
     kinds = np.array([p["kind"] for p in pairs])
     clean = (w > 0) & np.isin(kinds, ["Conv", "MatMul"])
-    shared = any("cgate" in p for p in pairs) and not np.allclose(cg[clean], g[clean])
-    per_cache, per_mem = _fetch_rates(iso[clean], inm[clean], w[clean] * cg[clean], w[clean] * g[clean], shared) \
-        if clean.sum() >= 16 else (0.0, 0.0)
-    rest = np.maximum(inm - (per_cache * cg + per_mem * g) * w, 0.2 * inm)
+    per_mb = _fetch_rate(iso[clean], inm[clean], w[clean] * g[clean]) if clean.sum() >= 16 else 0.0
+    rest = np.maximum(inm - per_mb * g * w, 0.2 * inm)
     big = iso >= MIN_US
     curves = {"*": _curve(iso[big], rest[big] / iso[big], min_bin, max_bins)} if big.sum() >= min_bin else {}
     for k in sorted(set(kinds.tolist())):
         sel = (kinds == k) & big
         if sel.sum() >= min_pairs:
             curves[k] = _curve(iso[sel], rest[sel] / iso[sel], min_bin, max_bins)
-    return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "cache_us_per_mb": per_cache,
-            "stream_us_per_mb": per_mem, "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": 0.0,
-            "cache_cap_mb": l2}
+    return {"kinds": curves, "n_pairs": len(pairs), "min_us": MIN_US, "stream_us_per_mb": per_mb,
+            "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": 0.0}
 
 
 def _data_caches_mb() -> dict:
@@ -248,19 +227,14 @@ class ContextModel:
     def __bool__(self) -> bool:
         return bool(self._curves)
 
-    def stream_us(self, weight_mb: float, gate: float = 1.0, cgate: float | None = None) -> float:
-        """Extra time to fetch ``weight_mb`` of weights that the model evicted since they were last
-        read: from the shared cache (``cache_us_per_mb`` x the private-cache gate ``cgate``) and
-        from memory (``stream_us_per_mb`` x the last-level gate ``gate``). Context models fitted
-        before the shared-cache term had only the memory term, for kernels of ``stream_min_mb``+."""
+    def stream_us(self, weight_mb: float, gate: float = 1.0) -> float:
+        """Extra time to read ``weight_mb`` of weights from memory in a model that evicts them
+        (context models fitted before every kernel with weights paid it set ``stream_min_mb``)."""
         per_mb = self.spec.get("stream_us_per_mb") or 0.0
-        per_cache = self.spec.get("cache_us_per_mb") or 0.0
         cap = self.spec.get("stream_cap_mb") or float("inf")
-        if weight_mb < self.spec.get("stream_min_mb", 0.0) or weight_mb <= 0 or weight_mb >= cap:
+        if not per_mb or weight_mb < self.spec.get("stream_min_mb", 0.0) or weight_mb <= 0 or weight_mb >= cap:
             return 0.0
-        if weight_mb >= (self.spec.get("cache_cap_mb") or float("inf")):
-            per_cache = 0.0  # alone, it already reads them from the shared cache
-        return (per_mb * gate + per_cache * (gate if cgate is None else cgate)) * weight_mb
+        return per_mb * weight_mb * gate
 
     def factor(self, kind: str, isolated_us: float, gate: float = 1.0) -> float:
         c = self._curves.get(kind) or self._curves.get("*")

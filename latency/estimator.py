@@ -380,7 +380,7 @@ class Estimator:
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
                 f = self.context_.factor(k.kind, iso, cgate)
-                st = self.context_.stream_us(weight_mb(key), gate, cgate)
+                st = self.context_.stream_us(weight_mb(key), gate)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
                     (f" + {st:.1f} us weight fetch" if st >= 0.05 else "") + f" (gates: private cache {cgate:.2f}, " \

@@ -4,9 +4,9 @@ The table says what each kernel takes alone. Two things turn a sum of those into
 latency, and both are fitted here from the training corpus (profilers.zoo.FIT) run on the device:
 
 1. the **context model** (:mod:`latency.context`): every FIT kernel timed inside its model
-   (onnxruntime's per-node profile) against its price alone: the weight-fetch rates (shared cache,
-   memory) and the per-kind curves, gated by the model's working set against the core's private
-   cache and against the last-level cache a cache probe measures
+   (onnxruntime's per-node profile) against its price alone: the weight-fetch rate and the per-kind
+   curves, gated by the model's working set against the core's private cache (curves) and against
+   the last-level cache a cache probe measures (weight fetch)
    (:func:`profilers.chains.gate_curve`). The private-cache bound and the working-set scale of the
    last-level gate are chosen among a few candidates by the FIT models' end-to-end error, the
    context and overhead models refitted for each;
@@ -111,7 +111,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     meas = [e2e[n]["latency_ms"] * 1000 for n in ok]
     # two bounds are fitted on the calibration models: the private-cache gate (a multiple of the L2
     # size) and the scale from a model's estimated working set to the cache probe's. For each pair
-    # of candidates the context model (its weight-fetch rates and curves depend on both gates) and
+    # of candidates the context model (its weight-fetch rate and curves depend on the gates) and
     # the overhead are refitted; the pair with the lowest mean error is kept (ties: nearest 1, 1)
     l2, trials = l2_mb(), {}
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=False, check_host=False).prepare()
@@ -120,13 +120,12 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
         cg = private_gate(l2, scale)
         for q in pairs:
             q["gate"] = cache_gate(fp_scale * fps[q["model"]], gate_spec["footprint_mb"], gate_spec.get("curve"))
-            q["cgate"] = cache_gate(fps[q["model"]], cg["footprint_mb"])
         return cg
 
     for scale in PRIVATE_GATE_SCALES:
         for fp_scale in FOOTPRINT_SCALES:
             cg = set_gates(scale, fp_scale)
-            spec = {**fit_context(pairs, llc=gate_spec["llc_mb"], l2=l2), "curve_gate": cg, **source,
+            spec = {**fit_context(pairs, llc=gate_spec["llc_mb"]), "curve_gate": cg, **source,
                     "gate": {**gate_spec, "footprint_scale": fp_scale}}
             est.context_, est.overhead_ = ContextModel(spec), {}
             # weights are priced per kernel by the context model's fetch terms: the overhead keeps
@@ -163,7 +162,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
             "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),
             "per_long_kernel_us": ov.get("per_long_kernel_us"), "per_weight_mb_us": ov["per_weight_mb_us"],
-            "cache_us_per_mb": spec["cache_us_per_mb"], "stream_us_per_mb": spec["stream_us_per_mb"],
+            "stream_us_per_mb": spec["stream_us_per_mb"],
             "private_gate_scale": scale, "footprint_scale": fp_scale, "residual_rel_median": ov["residual_rel_median"],
             "seconds": time.time() - t0,
             "gate": "cache probe" if curve else "sysfs cache size"}
