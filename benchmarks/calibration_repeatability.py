@@ -8,7 +8,7 @@ lines, then one table of the held-out set.
 
 Kept runs live in ``benchmarks/results/runs/<target>/``: ``cal_<label>/`` holds a calibration's
 ``<profile>.context.json`` and ``<profile>.overhead.json``, ``gt_<label>.json`` a ground-truth run
-(`e2e_<target>.json` as it was after that run). ``--keep-current LABEL`` first copies the shipped
+(`e2e_<target>.json` as it was after that run), ``RUNS.md`` what each label is (printed first). ``--keep-current LABEL`` first copies the shipped
 calibration and the current ground truth in under that label.
 
     python benchmarks/calibration_repeatability.py [--target x86-avx512-ort] [--keep-current L]
@@ -56,6 +56,10 @@ def main():
     gts = sorted(glob.glob(os.path.join(runs, "gt_*.json")))
     if not cals or not gts:
         sys.exit(f"error: no kept calibrations or ground truths in {runs}")
+    notes = os.path.join(runs, "RUNS.md")
+    if os.path.exists(notes):  # what each label is: when it ran, which design
+        with open(notes) as f:
+            print(f.read())
     label = lambda p: os.path.basename(p).split("_", 1)[1].removesuffix(".json")  # noqa: E731
     graphs = {n: load_graph(m) for n, m in corpus().items()}
     truths = {}
