@@ -33,7 +33,8 @@ from latency.estimator import Estimator  # noqa: E402
 from latency.graph import load_graph  # noqa: E402
 from latency.targets import get_target, host_target  # noqa: E402
 
-SETS = (("held-out", "held"), ("fresh", "fresh"), ("final", "final"), ("sealed", "sealed"), ("fit", "fit"))
+SETS = (("held-out", "held"), ("fresh", "fresh"), ("final", "final"), ("sealed", "sealed"), ("frozen", "frozen"),
+        ("fit", "fit"))
 
 
 def main():
