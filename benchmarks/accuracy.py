@@ -226,6 +226,8 @@ def main():
     pin_to_core(a.core)
     target = get_target(a.target) if a.target else host_target()
     models = corpus()
+    if a.ground_truth and not os.path.exists(a.ground_truth):
+        sys.exit(f"error: no ground-truth file {a.ground_truth}")
     gt_path = a.ground_truth or os.path.join(OUT, f"e2e_{target.name}.json")
     meas = measure(models, gt_path, a.remeasure, target, cached_only=a.cached or bool(a.ground_truth))
     prev = {} if a.ground_truth else load_previous(gt_path, target.fingerprint())

@@ -23,10 +23,10 @@ plus half the activations its kernels read and write), scale the corrections:
 * the last-level gate scales the weight fetch. It is measured at calibration by a cache probe
   (chains of batch-1 matrix-vector products whose weights add up to 1-50 MB,
   :mod:`profilers.chains`): the time per product from its cache-resident level (gate 0) to its
-  from-memory level (gate 1), against the chain's weights; a model's working set is multiplied by ``footprint_scale`` before it is read on that
-  curve (what a model keeps alive between runs is more than the estimate above). On a shared
-  machine the cache a process really gets is smaller than the chip's (other tenants use it too);
-  the probe measures what it gets. Without a probe, the bounds come from the cache size in sysfs:
+  from-memory level (gate 1), against the chain's weights; a model's working set is multiplied by
+  ``footprint_scale`` before it is read on that curve (what a model keeps alive between runs is
+  more than the estimate above). On a shared machine the cache a process really gets is smaller
+  than the chip's (other tenants use it too); the probe measures what it gets. Without a probe, the bounds come from the cache size in sysfs:
   none below a third of it, all of it from the full size up, log-linear in between.
 
 ``scale`` and ``footprint_scale`` are chosen at calibration among a few candidates by the
