@@ -197,6 +197,18 @@ def kendall_tau(a, b) -> float:
     return float(s / (n * (n - 1) / 2))
 
 
+#: the sets the summary reports, in order: (label, set_of name)
+SETS = (("held-out", "held"), ("fresh", "fresh"), ("final", "final"), ("sealed", "sealed"), ("frozen", "frozen"),
+        ("fit", "fit"))
+
+
+def summary_line(label: str, name: str, m: dict) -> str:
+    """One summary row of :func:`metrics` (the format the result files and their readers share)."""
+    return (f"{label:9s} {name:8s} n={m['n']:3d}  within ±5% {m['within5']:5.1f}%  ±10% {m['within10']:5.1f}%  "
+            f"±20% {m['within20']:5.1f}%  MAPE {m['mape']:6.2f}%  median signed {m['median_signed']:+6.2f}%  "
+            f"Kendall tau {m['tau']:.3f}")
+
+
 def metrics(pred, meas) -> dict:
     pred, meas = np.asarray(pred), np.asarray(meas)
     err = pred / meas - 1.0
@@ -226,6 +238,8 @@ def main():
     pin_to_core(a.core)
     target = get_target(a.target) if a.target else host_target()
     models = corpus()
+    if a.calibration and (a.no_context or a.fit_overhead):
+        sys.exit("error: --calibration picks a kept context and overhead; --no-context and --fit-overhead replace them")
     if a.ground_truth and not os.path.exists(a.ground_truth):
         sys.exit(f"error: no ground-truth file {a.ground_truth}")
     gt_path = a.ground_truth or os.path.join(OUT, f"e2e_{target.name}.json")
@@ -275,7 +289,7 @@ def main():
     k_flop = float(np.median([r["measured_ms"] / r["flops"] for r in fit_rows]))
     print(f"\n{'model':30s} {'set':6s} {'kern':>5s} {'measured':>9s} {'latency':>9s} {'err':>7s} {'flops':>9s} "
           f"{'err':>7s} {'naive':>9s} {'err':>7s} unc")
-    order = {"held": 0, "fresh": 1, "final": 2, "sealed": 3, "frozen": 4, "fit": 5}
+    order = {set_name: i for i, (_, set_name) in enumerate(SETS)}
     for r in sorted(rows, key=lambda r: (order[r["set"]], r["measured_ms"])):
         pe, pf = r["est"].total_ms, k_flop * r["flops"]
         r.update(pred=pe, flops_ms=pf)
@@ -283,11 +297,8 @@ def main():
               f"{pe:9.3f} {100 * (pe / r['measured_ms'] - 1):+6.1f}% {pf:9.3f} {100 * (pf / r['measured_ms'] - 1):+6.1f}% "
               f"{r['naive_ms']:9.3f} {100 * (r['naive_ms'] / r['measured_ms'] - 1):+6.1f}% {r['uncovered']}")
     print()
-    for label, sel in (("held-out", [r for r in rows if r["set"] == "held"]),
-                       ("fresh", [r for r in rows if r["set"] == "fresh"]),
-                       ("final", [r for r in rows if r["set"] == "final"]),
-                       ("sealed", [r for r in rows if r["set"] == "sealed"]),
-                       ("frozen", [r for r in rows if r["set"] == "frozen"]), ("fit", fit_rows)):
+    for label, set_name in SETS:
+        sel = [r for r in rows if r["set"] == set_name]
         if not sel:
             continue
         ms = [r["measured_ms"] for r in sel]
@@ -299,10 +310,7 @@ def main():
                 ms = [r["measured_ms"] for r in sel]
                 if not sel:
                     continue
-            m = metrics([r[key] for r in sel], ms)
-            print(f"{label:9s} {name:8s} n={m['n']:3d}  within ±5% {m['within5']:5.1f}%  ±10% {m['within10']:5.1f}%  "
-                  f"±20% {m['within20']:5.1f}%  MAPE {m['mape']:6.2f}%  median signed {m['median_signed']:+6.2f}%  "
-                  f"Kendall tau {m['tau']:.3f}")
+            print(summary_line(label, name, metrics([r[key] for r in sel], ms)))
     src: dict = {}
     for r in rows:
         for k in r["est"].kernels:

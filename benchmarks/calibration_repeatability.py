@@ -27,15 +27,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from accuracy import corpus, metrics, set_of  # noqa: E402
+from accuracy import SETS, corpus, metrics, set_of, summary_line  # noqa: E402
 
 from latency.estimator import Estimator  # noqa: E402
 from latency.graph import load_graph  # noqa: E402
 from latency.targets import get_target, host_target  # noqa: E402
-
-SETS = (("held-out", "held"), ("fresh", "fresh"), ("final", "final"), ("sealed", "sealed"), ("frozen", "frozen"),
-        ("fit", "fit"))
-
 
 def main():
     ap = argparse.ArgumentParser()
@@ -80,9 +76,7 @@ def main():
                 if not sel:
                     continue
                 m = metrics([pred[n] for n in sel], [truth[n] for n in sel])
-                print(f"{name:9s} latency  n={m['n']:3d}  within ±5% {m['within5']:5.1f}%  ±10% {m['within10']:5.1f}%  "
-                      f"±20% {m['within20']:5.1f}%  MAPE {m['mape']:6.2f}%  median signed {m['median_signed']:+6.2f}%  "
-                      f"Kendall tau {m['tau']:.3f}")
+                print(summary_line(name, "latency", m))
                 if s == "held":
                     table[label(c), gl] = (m["within10"], m["mape"], m["median_signed"])
     gl = list(truths)

@@ -389,16 +389,7 @@ class Estimator:
                                        lat, res[1], 0.0, detail, key, iso))
         ksum = sum(e.latency_us for e in ests)
         ov = self.overhead_
-        overhead = 0.0
-        if ests and "per_long_kernel_us" in ov:
-            n_short, n_long = _kernel_counts(ests, ov.get("short_us", 0.0))
-            _, wmb = _overhead_terms(ests, ov.get("weights"), gate)
-            overhead = (ov.get("per_run_us", 0.0) + ov["per_short_kernel_us"] * n_short
-                        + ov["per_long_kernel_us"] * n_long + ov.get("per_weight_mb_us", 0.0) * wmb)
-        elif ests and (ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us")):
-            n_disp, wmb = _overhead_terms(ests, ov.get("weights"), gate)
-            overhead = (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
-                        + ov.get("per_weight_mb_us", 0.0) * wmb)
+        overhead = overhead_us(ests, ov, gate)
         total = max(ksum + overhead, 0.0)
         ests = [KernelEstimate(**{**asdict(e), "share": (e.latency_us / total if total > 0 else 0.0)}) for e in ests]
         sources: dict = {}
@@ -427,6 +418,23 @@ def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
             r = atb[j] - ata[j] @ x + ata[j, j] * x[j]
             x[j] = max(0.0, r / ata[j, j])
     return x
+
+
+def overhead_us(kernels, ov: dict, gate: float = 1.0) -> float:
+    """What the overhead model ``ov`` (a fitted ``<profile>.overhead.json``) adds to the sum of
+    ``kernels`` (priced :class:`KernelEstimate` s) in a model with last-level cache gate ``gate``, us."""
+    if not kernels:
+        return 0.0
+    if "per_long_kernel_us" in ov:
+        n_short, n_long = _kernel_counts(kernels, ov.get("short_us", 0.0))
+        _, wmb = _overhead_terms(kernels, ov.get("weights"), gate)
+        return (ov.get("per_run_us", 0.0) + ov["per_short_kernel_us"] * n_short
+                + ov["per_long_kernel_us"] * n_long + ov.get("per_weight_mb_us", 0.0) * wmb)
+    if ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us"):
+        n_disp, wmb = _overhead_terms(kernels, ov.get("weights"), gate)
+        return (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
+                + ov.get("per_weight_mb_us", 0.0) * wmb)
+    return 0.0
 
 
 def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0) -> tuple[float, float]:
