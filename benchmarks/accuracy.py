@@ -149,7 +149,7 @@ def corpus() -> dict:
 def measure(models, path, remeasure: bool, target, cached_only: bool = False):
     """Ground truth for every model; cached models are kept, missing ones measured (every round kept)
     unless ``cached_only``."""
-    from profilers.e2e import measure_models
+    from profilers.e2e import PROTOCOL as E2E_PROTOCOL, measure_models
 
     d = {"results": {}}
     if os.path.exists(path) and not remeasure:
@@ -175,7 +175,7 @@ def measure(models, path, remeasure: bool, target, cached_only: bool = False):
         if k > 1:
             print(f"  run {i + 1}/{k}: {len(part)} models", file=sys.stderr)
         d["results"].update(measure_models(part, progress=lambda s: print("  " + s, file=sys.stderr)))
-    d.update({"host": target.fingerprint(), "protocol": "3 phases x 3 rounds, fresh sessions, min of round medians"})
+    d.update({"host": target.fingerprint(), "protocol": E2E_PROTOCOL})
     d.setdefault("runs", []).append({"models": sorted(todo), "seconds": time.time() - t0, "interleaved_runs": k,
                                      "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     os.makedirs(os.path.dirname(path), exist_ok=True)

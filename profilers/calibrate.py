@@ -36,7 +36,7 @@ from latency.graph import load_graph
 from . import chains as dispatch_chains
 from . import zoo
 from .context import in_model_times, kernel_pairs
-from .e2e import measure_models
+from .e2e import PROTOCOL, measure_models
 
 #: candidate bounds of the private-cache gate, in units of the L2 size (the FIT set has models of
 #: 0.3, 1.6, 3.2, 8.4, 10.7 and 14.5 MB working set: larger scales would be unconstrained)
@@ -44,7 +44,7 @@ PRIVATE_GATE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 #: candidate scales from a model's estimated working set (weights + half the activations) to the
 #: cache probe's (the weights of a matrix-vector chain) for the last-level gate
 FOOTPRINT_SCALES = (1.0, 1.25, 1.5, 2.0)
-PROTOCOL_E2E = "e2e: 3 phases x 3 rounds, fresh sessions, min of round medians; 1 thread, ORT_ENABLE_ALL"
+PROTOCOL_E2E = f"e2e: {PROTOCOL}; 1 thread, ORT_ENABLE_ALL"
 
 
 def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,

@@ -134,7 +134,15 @@ def _rounds_in_phase(rounds, phases, p):
     return rounds // phases + (1 if p < rounds % phases else 0)
 
 
-def measure_models(models, rounds=9, phases=3, threads=1, level="all", budget_ms_per_round=20.0,
+#: the end-to-end protocol's rounds and fresh-session phases. Nine phases of one round each: which
+#: memory a session gets decides how models of a few MB to a few tens of MB share the cache, and on
+#: this shared machine a run of 3 phases repeated minutes later disagreed by 2.7% (median) and up to
+#: 21%; 9 phases, 1.2% and up to 10% (benchmarks/e2e_repeatability.py)
+E2E_ROUNDS, E2E_PHASES = 9, 9
+PROTOCOL = f"{E2E_PHASES} phases x {E2E_ROUNDS // E2E_PHASES} round, fresh sessions per phase, min of round medians"
+
+
+def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, level="all", budget_ms_per_round=20.0,
                    progress=None, feeds=None):
     """End-to-end latency of every model in ``models`` (name -> ONNX bytes, path or ModelProto).
 
