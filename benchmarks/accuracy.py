@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -134,16 +135,32 @@ def set_of(name: str) -> str:
     return prefix if prefix in ("fresh", "final", "sealed", "frozen", "blind", "blind2") else "held"
 
 
-def corpus() -> dict:
-    models = {n: zoo.build(n) for n in zoo.NAMES}
-    models.update(zoo.light_models())
-    models.update({fresh_name(n, s, b): zoo.build(n, batch=b, size=s) for n, s, b in FRESH})
-    models.update({fresh_name(n, s, b, "final"): zoo.build(n, batch=b, size=s) for n, s, b in FINAL})
-    models.update({fresh_name(n, s, b, "sealed"): zoo.build(n, batch=b, size=s) for n, s, b in SEALED})
-    models.update({fresh_name(n, s, b, "frozen"): zoo.build(n, batch=b, size=s) for n, s, b in FROZEN})
-    models.update({fresh_name(n, s, b, "blind"): zoo.build(n, batch=b, size=s) for n, s, b in BLIND})
-    models.update({fresh_name(n, s, b, "blind2"): zoo.build(n, batch=b, size=s) for n, s, b in BLIND2})
-    return models
+class Corpus(Mapping):
+    """Name -> ModelProto of every corpus model, built when asked for and not kept: together the
+    models hold about 12 GB of weights, more than this machine's memory beside their sessions."""
+
+    def __init__(self):
+        self._make = {n: (lambda n=n: zoo.build(n)) for n in zoo.NAMES}
+        light = zoo.light_models()  # converted once here to learn which convert; rebuilt when asked for
+        self._make.update({n: (lambda n=n: zoo.light_models(only=n)[n]) for n in light})
+        del light
+        for prefix, variants in (("fresh", FRESH), ("final", FINAL), ("sealed", SEALED), ("frozen", FROZEN),
+                                 ("blind", BLIND), ("blind2", BLIND2)):
+            self._make.update({fresh_name(n, s, b, prefix): (lambda n=n, s=s, b=b: zoo.build(n, batch=b, size=s))
+                               for n, s, b in variants})
+
+    def __getitem__(self, name):
+        return self._make[name]()
+
+    def __iter__(self):
+        return iter(self._make)
+
+    def __len__(self):
+        return len(self._make)
+
+
+def corpus() -> Corpus:
+    return Corpus()
 
 
 def measure(models, path, remeasure: bool, target, cached_only: bool = False):
@@ -157,7 +174,7 @@ def measure(models, path, remeasure: bool, target, cached_only: bool = False):
             d = json.load(f)
     elif os.path.exists(path) and host_target().name == target.name:
         os.replace(path, previous_path(path))  # kept: the repeatability baseline compares the two runs
-    todo = {n: m for n, m in models.items() if n not in d["results"]}
+    todo = [n for n in models if n not in d["results"]]
     if not todo or cached_only:
         return d["results"]
     if host_target().name != target.name:  # ground truth of one device must not come from another
@@ -165,13 +182,13 @@ def measure(models, path, remeasure: bool, target, cached_only: bool = False):
               f"comes from {path}", file=sys.stderr)
         return d["results"]
     t0 = time.time()
-    blobs = {n: m.SerializeToString() for n, m in todo.items()}
+    size = {n: models[n].ByteSize() for n in todo}
     # every session of a run is alive at once: beyond a few GB of models the machine runs out of
     # memory, so the models are dealt, largest first, into interleaved runs of similar size
-    k = max(1, int(np.ceil(sum(map(len, blobs.values())) / RUN_BYTES)))
-    order = sorted(blobs, key=lambda n: -len(blobs[n]))
+    k = max(1, int(np.ceil(sum(size.values()) / RUN_BYTES)))
+    order = sorted(todo, key=lambda n: -size[n])
     for i in range(k):
-        part = {n: blobs[n] for n in order[i::k]}
+        part = {n: models[n].SerializeToString() for n in order[i::k]}
         if k > 1:
             print(f"  run {i + 1}/{k}: {len(part)} models", file=sys.stderr)
         d["results"].update(measure_models(part, progress=lambda s: print("  " + s, file=sys.stderr)))
