@@ -14,11 +14,13 @@ Side by side, from the same measurements:
                estimator can beat when its calibration and the ground truth come from different runs.
 
 Models in profilers.zoo.FIT were used for fitting (context, overhead, plan shapes) and are reported
-apart. The rest come in five sets: held-out (38 architectures), fresh (19 FIT or held-out
+apart. The rest come in eight sets: held-out (38 architectures), fresh (19 FIT or held-out
 architectures at new sizes, added after the first context design), final (20 more, measured once
 after an earlier version's design was frozen, then seen while choosing a later one), sealed (21
-more, defined before calibration G, then seen while choosing this version's design) and frozen (23
-more, defined after this version's shipped calibration and measured once after it).
+more, defined before calibration G, then seen while choosing later designs), frozen (23 more,
+defined after calibration N and measured once after it), and blind, blind2 and blind3 (28, 29 and
+29 more, each defined before the change that led to calibrations P, Q and R and first measured
+right after that calibration).
 
     python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure | --cached] [--core 0] [--fit-overhead] [--no-context]
     python benchmarks/accuracy.py --calibration DIR --ground-truth FILE    # another calibration vs another run
@@ -85,7 +87,7 @@ SEALED = (("resnet18", 144, 1), ("resnet34", 160, 1), ("resnet50", 96, 1), ("mob
           ("distilbert", 96, 1), ("alexnet", 192, 1), ("unet_small", 128, 1))
 
 
-#: a sixth set, defined after calibration N (this version's shipped one) and the design it came from
+#: a sixth set, defined after calibration N (shipped until P) and the design it came from
 #: were frozen, and measured once after that: zoo architectures at input sizes and batches used
 #: nowhere else. Nothing was changed after its first scoring
 FROZEN = (("resnet18", 192, 1), ("resnet34", 96, 1), ("resnet50", 144, 1), ("mobilenet_v2", 192, 1),
