@@ -3,7 +3,7 @@
 A calibration (`latency calibrate`) and a ground truth (`benchmarks/accuracy.py --remeasure`) are
 each one run of a shared, noisy machine. This scores every kept calibration against every kept
 ground-truth run (what `benchmarks/accuracy.py --calibration DIR --ground-truth FILE` prints as
-its `latency` lines, computed here with the corpus built once) and prints each pair's summary
+its `latency` lines, computed here with each corpus model built once) and prints each pair's summary
 lines, then one table of the held-out set.
 
 Kept runs live in ``benchmarks/results/runs/<target>/``: ``cal_<label>/`` holds a calibration's
@@ -58,17 +58,24 @@ def main():
         with open(notes) as f:
             print(f.read())
     label = lambda p: os.path.basename(p).split("_", 1)[1].removesuffix(".json")  # noqa: E731
-    graphs = {n: load_graph(m) for n, m in corpus().items()}
+    models = corpus()
     truths = {}
     for g in gts:
         with open(g) as f:
             truths[label(g)] = {n: r["latency_ms"] for n, r in json.load(f)["results"].items()
-                                if r.get("latency_ms") and n in graphs}
+                                if r.get("latency_ms") and n in models}
+    ests = {label(c): Estimator(target, context=os.path.join(c, f"{stem}.context.json"),
+                                overhead=os.path.join(c, f"{stem}.overhead.json"), check_host=False).prepare()
+            for c in cals}
+    preds = {c: {} for c in ests}
+    for n in models:  # one model's graph at a time: the corpus does not fit in memory at once
+        g = load_graph(models[n])
+        for c, est in ests.items():
+            preds[c][n] = est.estimate(g).total_ms
+        del g
     table = {}
     for c in cals:
-        est = Estimator(target, context=os.path.join(c, f"{stem}.context.json"),
-                        overhead=os.path.join(c, f"{stem}.overhead.json"), check_host=False).prepare()
-        pred = {n: est.estimate(g).total_ms for n, g in graphs.items()}
+        pred = preds[label(c)]
         for gl, truth in truths.items():
             print(f"## calibration {label(c)}, ground truth {gl}")
             for name, s in SETS:
