@@ -135,9 +135,10 @@ def _rounds_in_phase(rounds, phases, p):
 
 
 #: the end-to-end protocol's rounds and fresh-session phases. Nine phases of one round each: which
-#: memory a session gets decides how models of a few MB to a few tens of MB share the cache, and on
-#: this shared machine a run of 3 phases repeated minutes later disagreed by 2.7% (median) and up to
-#: 21%; 9 phases, 1.2% and up to 10% (benchmarks/e2e_repeatability.py)
+#: memory a session gets decides how models of a few MB to a few tens of MB share the cache. On this
+#: shared machine two passes minutes apart, each keeping the minimum over 3 phases, disagreed by
+#: 2.4% (median) and up to 19% in a noisy stretch, 1.0% and 8.4% in a quiet one; over 9 phases,
+#: 1.7% and 12%, 0.3% and 4.5% (benchmarks/e2e_repeatability.py)
 E2E_ROUNDS, E2E_PHASES = 9, 9
 PROTOCOL = f"{E2E_PHASES} phases x {E2E_ROUNDS // E2E_PHASES} round, fresh sessions per phase, min of round medians"
 
