@@ -984,6 +984,14 @@ _ZOO = {
     "mobilenet_v2_035_128": (_mobilenet_v2, dict(size=128, width=0.35)),
     "mid_convnet_s": (_lowres_convnet, {"size": 40, "widths": (48, 96, 192, 288)}),
     "wide_mlp": (_wide_mlp, {}),
+    # low-resolution variants of FIT architectures: big weights against little compute per run, the
+    # regime of 64-128 px inputs the architectures above at their default sizes do not cover
+    "resnet18_80": (_resnet, dict(size=80, layers=(2, 2, 2, 2))),
+    "shufflenet_v2_x1_0_96": (_shufflenet_v2, dict(size=96)),
+    "mobilenet_v2_96": (_mobilenet_v2, dict(size=96)),
+    "vit_tiny_64": (_vit, dict(size=64, dim=192, heads=3)),
+    "efficientnet_b0_64": (_efficientnet_b0, dict(size=64)),
+    "unet_small_48": (_unet, dict(size=48)),
 }
 
 #: names accepted by :func:`build`
@@ -992,11 +1000,12 @@ NAMES = list(_ZOO)
 #: the models anything is fitted on (context and overhead models; exact kernel shapes added to sweep
 #: plans); every other zoo model and every light model is held out from fitting. The first twelve are
 #: architectures; the rest exist for calibration only (little compute per MB of weights, small and
-#: mid-sized working sets: regimes the twelve lack)
+#: mid-sized working sets, low input resolutions: regimes the twelve lack)
 FIT = ("lenet5", "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "squeezenet1_1",
        "shufflenet_v2_x1_0", "unet_small", "bert_mini", "bert_small", "vit_tiny", "lowres_convnet", "wide_mlp",
        "small_convnet", "small_convnet_w", "mid_convnet_s", "mid_convnet", "mobilenet_v2_035_128",
-       "mobilenet_v2_035", "mnasnet0_5")
+       "mobilenet_v2_035", "mnasnet0_5", "resnet18_80", "shufflenet_v2_x1_0_96", "mobilenet_v2_96", "vit_tiny_64",
+       "efficientnet_b0_64", "unet_small_48")
 
 
 def build(name, batch=1, seed=0, size=None):
