@@ -985,7 +985,7 @@ _ZOO = {
     "mid_convnet_s": (_lowres_convnet, {"size": 40, "widths": (48, 96, 192, 288)}),
     "wide_mlp": (_wide_mlp, {}),
     # low-resolution variants of FIT architectures: big weights against little compute per run, the
-    # regime of 64-128 px inputs the architectures above at their default sizes do not cover
+    # regime of 48-96 px inputs the architectures above at their default sizes do not cover
     "resnet18_80": (_resnet, dict(size=80, layers=(2, 2, 2, 2))),
     "shufflenet_v2_x1_0_96": (_shufflenet_v2, dict(size=96)),
     "mobilenet_v2_96": (_mobilenet_v2, dict(size=96)),
