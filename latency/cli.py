@@ -244,7 +244,8 @@ def calibrate(target_name, path, core, refit):
                f"L2, working set x{r['footprint_scale']:g} on the last-level gate")
     per_k = (f"{r['per_short_kernel_us']:.2f} us/short kernel + {r['per_long_kernel_us']:.2f} us/long kernel"
              if r.get("per_long_kernel_us") is not None else f"{r['per_kernel_us']:.2f} us/kernel")
-    click.echo(f"overhead model: {r['per_run_us']:.1f} us/run + {per_k} + {r['per_weight_mb_us']:.2f} us/weight-MB "
+    click.echo(f"overhead model: {r['per_run_us']:.1f} us/run + {per_k} + {r['per_lowint_conv_mb_us']:.2f} us/MB of "
+               f"big low-intensity conv weights + {r['per_weight_mb_us']:.2f} us/weight-MB "
                f"(median residual {100 * r['residual_rel_median']:.1f}%) -> {r['overhead']}")
     click.echo(f"raw pairs and end-to-end rounds -> {r['raw']} ({r['seconds']:.0f} s)")
 

@@ -429,7 +429,8 @@ def overhead_us(kernels, ov: dict, gate: float = 1.0) -> float:
         n_short, n_long = _kernel_counts(kernels, ov.get("short_us", 0.0))
         _, wmb = _overhead_terms(kernels, ov.get("weights"), gate)
         return (ov.get("per_run_us", 0.0) + ov["per_short_kernel_us"] * n_short
-                + ov["per_long_kernel_us"] * n_long + ov.get("per_weight_mb_us", 0.0) * wmb)
+                + ov["per_long_kernel_us"] * n_long + ov.get("per_weight_mb_us", 0.0) * wmb
+                + ov.get("per_lowint_conv_mb_us", 0.0) * lowint_conv_mb(kernels, ov.get("lowint_conv"), gate))
     if ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us"):
         n_disp, wmb = _overhead_terms(kernels, ov.get("weights"), gate)
         return (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
@@ -452,6 +453,25 @@ def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0
     cap = weights_rule.get("cap_mb") or float("inf")
     w = sum(x for x in (weight_mb(k.key) for k in kernels if k.source != "free" and k.key) if x < cap)
     return float(n), w * (gate if weights_rule.get("gated") else 1.0)
+
+
+def lowint_conv_mb(kernels, rule: dict | None, gate: float = 1.0) -> float:
+    """Weight megabytes of the convolutions that ``rule`` calls big and low-intensity, times ``gate``:
+    weights of at least ``min_weight_mb`` (the core's private cache) and below ``cap_mb`` (the
+    last-level cache), and less than ``max_us_per_mb`` of time alone per MB of weights. Inside a
+    model such a kernel waits for its weights (in the kernel pairs: ~60 us per MB more than alone,
+    against 20-35 for most kernels), where compute hides the fetch of the others."""
+    if not rule:
+        return 0.0
+    lo, cap, knee = rule["min_weight_mb"], rule.get("cap_mb") or float("inf"), rule["max_us_per_mb"]
+    total = 0.0
+    for k in kernels:
+        if k.kind != "Conv" or k.source == "free" or not k.key or k.isolated_us is None:
+            continue
+        w = weight_mb(k.key)
+        if lo <= w < cap and k.isolated_us < knee * w:
+            total += w
+    return total * gate
 
 
 def dispatched_count(kernels) -> int:
@@ -509,7 +529,8 @@ def _footprint_mb(keys, priced) -> float:
 
 
 def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weight_term: bool = True,
-                 short_us: float | None = None, per_run_us: float | None = None) -> dict:
+                 short_us: float | None = None, per_run_us: float | None = None,
+                 lowint_conv: dict | None = None) -> dict:
     """Fit what the kernel sum misses: ``measured - kernel_sum = a + b * kernels + c * weight_MB``.
 
     ``a`` (per run: session/executor entry and exit), ``b`` (per dispatched kernel: executor cost
@@ -520,8 +541,9 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weigh
     With ``short_us``, ``b`` splits in two: kernels shorter than ``short_us`` alone (their isolated
     timing carries the profiler's per-event cost, which the model run does not pay; the context
     model leaves them alone) and the rest. ``per_run_us``: ``a`` measured elsewhere (dispatch
-    chains, :mod:`profilers.chains`) and held fixed; the other terms are fitted around it. Least
-    squares weighted for relative error.
+    chains, :mod:`profilers.chains`) and held fixed; the other terms are fitted around it.
+    ``lowint_conv``: a rule of :func:`lowint_conv_mb`, whose weight megabytes get a term of their own
+    (``per_lowint_conv_mb_us``). Least squares weighted for relative error.
     ``estimates`` are :class:`Estimate` objects made without overhead; ``measured_us`` the models'
     end-to-end latencies (microseconds, same protocol as the profiler).
     """
@@ -529,7 +551,8 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weigh
     for e, meas in zip(estimates, measured_us):
         n, wmb = _overhead_terms(e.kernels, weights_rule, e.cache_gate)
         counts = _kernel_counts(e.kernels, short_us) if short_us is not None else (n,)
-        x.append((1.0, *counts, wmb if weight_term else 0.0))
+        extra = (lowint_conv_mb(e.kernels, lowint_conv, e.cache_gate),) if lowint_conv else ()
+        x.append((1.0, *counts, *extra, wmb if weight_term else 0.0))
         y.append(meas - e.kernel_sum_us)
         m.append(meas)
     x, y, m = np.array(x), np.array(y), np.array(m)
@@ -544,6 +567,8 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weigh
            "residual_rel_median": float(np.median(np.abs(resid))), "source": "fitted on end-to-end measurements"}
     if per_run_us is not None:
         out["per_run_source"] = "measured (dispatch chains), held fixed in the fit"
+    if lowint_conv:
+        out.update(per_lowint_conv_mb_us=float(coef[-2]), lowint_conv=dict(lowint_conv))
     if short_us is not None:
         out.update(per_short_kernel_us=float(coef[1]), per_long_kernel_us=float(coef[2]), short_us=float(short_us))
     else:

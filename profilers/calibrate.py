@@ -45,6 +45,11 @@ PRIVATE_GATE_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 #: cache probe's (the weights of a matrix-vector chain) for the last-level gate
 FOOTPRINT_SCALES = (1.0, 1.25, 1.5, 2.0)
 PROTOCOL_E2E = f"e2e: {PROTOCOL}; 1 thread, ORT_ENABLE_ALL"
+#: convolutions with weights bigger than the core's private cache and less time alone than this per
+#: MB of weights get an end-to-end term of their own (:func:`latency.estimator.lowint_conv_mb`): in
+#: the kernel pairs they take ~60 us per MB of weights more inside the model than alone up to
+#: 100-150 us/MB, 20-25 above 200, where their compute hides the fetch
+LOWINT_US_PER_MB = 150.0
 
 
 def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,
@@ -115,6 +120,9 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     # of candidates the context model (its weight-fetch rate and curves depend on the gates) and
     # the overhead are refitted; the pair with the lowest mean error is kept (ties: nearest 1, 1)
     l2, trials = l2_mb(), {}
+    lowint = {"min_weight_mb": l2 or 1.0, "max_us_per_mb": LOWINT_US_PER_MB, "cap_mb": gate_spec["llc_mb"],
+              "basis": "Conv kernels with weights from the L2 size to the last-level cache size and less time alone "
+                       "per MB of weights than max_us_per_mb; weight MB x last-level gate"}
     est = Estimator(target, profile=base.profile_path_, overhead=False, context=False, check_host=False).prepare()
     graphs = {n: load_graph(models[n]) for n in ok}  # parsed once for the candidates below
 
@@ -134,7 +142,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             # weights are priced per kernel by the context model's fetch term: the overhead keeps
             # per-run and per-kernel terms only
             ov = fit_overhead(ests, meas, weight_term=False, short_us=MIN_US,
-                              per_run_us=run_term["per_run_us"] if run_term else None)
+                              per_run_us=run_term["per_run_us"] if run_term else None, lowint_conv=lowint)
             err = sorted(abs((e.kernel_sum_us + overhead_us(e.kernels, ov, e.cache_gate)) / m - 1)
                          for e, m in zip(ests, meas))
             err = err[:len(err) - len(err) // 10]  # robust: the worst tenth of the models do not choose
@@ -165,6 +173,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
             "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),
             "per_long_kernel_us": ov.get("per_long_kernel_us"), "per_weight_mb_us": ov["per_weight_mb_us"],
+            "per_lowint_conv_mb_us": ov.get("per_lowint_conv_mb_us", 0.0),
             "stream_us_per_mb": spec["stream_us_per_mb"],
             "private_gate_scale": scale, "footprint_scale": fp_scale, "residual_rel_median": ov["residual_rel_median"],
             "seconds": time.time() - t0,

@@ -427,3 +427,38 @@ def test_curve_gate_follows_the_private_cache():
     assert new.gate(5.0) == 0.0  # the weight-streaming gate is unchanged
     # a 5 MB model: inside the last-level cache (no streaming) but past the private cache (curve applies)
     assert new.factor("Conv", 40.0, new.curve_gate(5.0)) > 1.0 == old.factor("Conv", 40.0, old.curve_gate(5.0))
+
+
+def test_fit_overhead_recovers_the_big_low_intensity_conv_term():
+    """Convs with weights above the private cache and little time alone per MB of weights get a term
+    of their own; a conv that is short per MB but small, or big but compute-heavy, does not count."""
+    from latency.estimator import Estimate, KernelEstimate, fit_overhead, lowint_conv_mb, overhead_us
+    from latency.ops import Config
+
+    def conv(cin, cout, hw, iso):
+        key = Config("Conv", {"x": [1, cin, hw, hw], "cout": cout, "kernel": [3, 3], "strides": [1, 1],
+                              "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1, "act": "", "sum": 0},
+                     "fp32", "0").key
+        return KernelEstimate(f"c{cin}x{cout}x{hw}", "Conv", ("Conv",), ("c",), "fp32", "0", iso, "table", key=key,
+                              isolated_us=iso)
+
+    big_lowint = conv(512, 512, 3, 300.0)     # 9.4 MB of weights, 32 us per MB alone
+    big_heavy = conv(512, 512, 14, 5000.0)    # the same weights, 530 us per MB alone
+    small = conv(64, 64, 3, 5.0)              # 0.15 MB: below the 1 MB bound
+    rule = {"min_weight_mb": 1.0, "max_us_per_mb": 150.0, "cap_mb": 32.0}
+    assert lowint_conv_mb([big_lowint, big_heavy, small], rule) == pytest.approx(9.437184, rel=1e-6)
+    assert lowint_conv_mb([big_lowint], rule, gate=0.5) == pytest.approx(9.437184 / 2, rel=1e-6)
+    assert lowint_conv_mb([big_lowint], None) == 0.0
+    rng = np.random.default_rng(3)
+    ests, meas = [], []
+    for _ in range(10):
+        ks = [big_lowint] * int(rng.integers(0, 6)) + [big_heavy] * int(rng.integers(0, 6)) + \
+             [small] * int(rng.integers(1, 40))
+        ksum = sum(k.latency_us for k in ks)
+        n_short = sum(k.isolated_us < 30 for k in ks)
+        ests.append(Estimate(ksum / 1000, ksum, 0.0, tuple(ks), (), "fake", None, ""))
+        meas.append(ksum + 5.0 - 1.0 * n_short + 2.0 * (len(ks) - n_short) + 25.0 * lowint_conv_mb(ks, rule))
+    ov = fit_overhead(ests, meas, weight_term=False, short_us=30.0, per_run_us=5.0, lowint_conv=rule)
+    assert ov["per_lowint_conv_mb_us"] == pytest.approx(25.0, rel=1e-6)
+    assert ov["per_long_kernel_us"] == pytest.approx(2.0, abs=1e-6)
+    assert overhead_us(ests[0].kernels, ov) == pytest.approx(meas[0] - ests[0].kernel_sum_us, rel=1e-6)
