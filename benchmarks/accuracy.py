@@ -163,16 +163,21 @@ BLIND5 = (("resnet18", 120, 1), ("resnet34", 208, 1), ("resnet50", 136, 1), ("re
           ("unet_small", 80, 1), ("resnet20_cifar", 72, 1), ("resnet18", 128, 3), ("mobilenet_v3_small", 224, 2))
 
 
+#: every set of zoo variants by the prefix of its models' names, in the order they were defined
+VARIANT_SETS = {"fresh": FRESH, "final": FINAL, "sealed": SEALED, "frozen": FROZEN, "blind": BLIND, "blind2": BLIND2,
+                "blind3": BLIND3, "blind4": BLIND4, "blind5": BLIND5}
+
+
 def fresh_name(name, size, batch, prefix="fresh") -> str:
     return f"{prefix}:{name}@{size}" + (f"x{batch}" if batch != 1 else "")
 
 
 def set_of(name: str) -> str:
-    """fit, fresh, final or held (every other corpus model)."""
+    """fit, the variant set named by the model's prefix (see VARIANT_SETS), or held (every other model)."""
     if name in zoo.FIT:
         return "fit"
     prefix = name.split(":", 1)[0] if ":" in name else ""
-    return prefix if prefix in ("fresh", "final", "sealed", "frozen", "blind", "blind2", "blind3", "blind4", "blind5") else "held"
+    return prefix if prefix in VARIANT_SETS else "held"
 
 
 class Corpus(Mapping):
@@ -184,9 +189,7 @@ class Corpus(Mapping):
         light = zoo.light_models()  # converted once here to learn which convert; rebuilt when asked for
         self._make.update({n: (lambda n=n: zoo.light_models(only=n)[n]) for n in light})
         del light
-        for prefix, variants in (("fresh", FRESH), ("final", FINAL), ("sealed", SEALED), ("frozen", FROZEN),
-                                 ("blind", BLIND), ("blind2", BLIND2), ("blind3", BLIND3),
-                                 ("blind4", BLIND4), ("blind5", BLIND5)):
+        for prefix, variants in VARIANT_SETS.items():
             self._make.update({fresh_name(n, s, b, prefix): (lambda n=n, s=s, b=b: zoo.build(n, batch=b, size=s))
                                for n, s, b in variants})
 
@@ -284,9 +287,7 @@ def kendall_tau(a, b) -> float:
 
 
 #: the sets the summary reports, in order: (label, set_of name)
-SETS = (("held-out", "held"), ("fresh", "fresh"), ("final", "final"), ("sealed", "sealed"), ("frozen", "frozen"),
-        ("blind", "blind"), ("blind2", "blind2"), ("blind3", "blind3"),
-        ("blind4", "blind4"), ("blind5", "blind5"), ("fit", "fit"))
+SETS = (("held-out", "held"), *((p, p) for p in VARIANT_SETS), ("fit", "fit"))
 
 
 def summary_line(label: str, name: str, m: dict) -> str:

@@ -26,8 +26,9 @@ plus half the activations its kernels read and write), scale the corrections:
   from-memory level (gate 1), against the chain's weights; a model's working set is multiplied by
   ``footprint_scale`` before it is read on that curve (what a model keeps alive between runs is
   more than the estimate above). On a shared machine the cache a process really gets is smaller
-  than the chip's (other tenants use it too); the probe measures what it gets. Without a probe, the bounds come from the cache size in sysfs:
-  none below a third of it, all of it from the full size up, log-linear in between.
+  than the chip's (other tenants use it too); the probe measures what it gets. Without a probe,
+  the bounds come from the cache size in sysfs: none below a third of it, all of it from the full
+  size up, log-linear in between.
 
 ``scale`` and ``footprint_scale`` are chosen at calibration among a few candidates by the
 calibration models' end-to-end error (:func:`profilers.calibrate.calibrate`), which include models
