@@ -462,3 +462,17 @@ def test_fit_overhead_recovers_the_big_low_intensity_conv_term():
     assert ov["per_lowint_conv_mb_us"] == pytest.approx(25.0, rel=1e-6)
     assert ov["per_long_kernel_us"] == pytest.approx(2.0, abs=1e-6)
     assert overhead_us(ests[0].kernels, ov) == pytest.approx(meas[0] - ests[0].kernel_sum_us, rel=1e-6)
+
+
+def test_calibration_choice_breaks_near_ties_toward_the_probes_working_set():
+    # errors within TIED_ERROR of the best are a tie, won by the smallest working-set scale; a clear
+    # winner keeps its place whatever its scale
+    from profilers.calibrate import TIED_ERROR, choose
+
+    trials = {(4.0, 2.0): (4.00,), (4.0, 1.5): (4.00 * (1 + TIED_ERROR) - 1e-9,), (1.0, 1.5): (4.30,),
+              (3.0, 1.0): (4.50,)}
+    assert choose(trials) == (4.0, 1.5)
+    assert choose(trials, tied=0.0) == (4.0, 2.0)
+    assert choose({(1.0, 2.0): (3.0,), (1.0, 1.0): (3.5,)}) == (1.0, 2.0)
+    # among tied pairs of one working-set scale the lower error wins
+    assert choose({(1.0, 1.25): (3.05,), (4.0, 1.25): (3.0,), (2.0, 2.0): (3.02,)}) == (4.0, 1.25)
