@@ -432,6 +432,21 @@ def main():
     tot = sum(src.values())
     print("\nshare of estimated kernel time by source: " + ", ".join(f"{k} {100 * v / tot:.1f}%" for k, v in
                                                                      sorted(src.items(), key=lambda x: -x[1])))
+    print(ground_truth_quality([meas[r["model"]] for r in rows]))
+
+
+def ground_truth_quality(results) -> str:
+    """One line on how settled the ground truth is: the models whose two fastest rounds agree within
+    5% (and how many had a second round within the protocol's confirmation), and the phases run."""
+    sp = [r["spread"] for r in results if r.get("spread") is not None]
+    line = (f"ground truth: {len(sp)} models, second-fastest round within 5% of the fastest for "
+            f"{100 * np.mean(np.array(sp) <= 0.05):.1f}%")
+    ph = [r["phases"] for r in results if r.get("phases")]
+    if ph:
+        conf = sum(bool(r.get("confirmed")) for r in results if r.get("phases"))
+        line += (f"; confirmed (protocol) {conf}/{len(ph)}; phases per model median {np.median(ph):g}, "
+                 f"max {max(ph)}")
+    return line
 
 
 def k_flops(k) -> float:

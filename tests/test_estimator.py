@@ -277,7 +277,7 @@ def test_real_pipeline_small_scale(tmp_path):
     for k in ("context", "overhead", "calibration"):
         assert (tmp_path / f"real.{k}.json").exists()
     raw = json.loads((tmp_path / "real.calibration.json").read_text())
-    assert raw["e2e"]["small_cnn"]["latency_ms"] > 0 and len(raw["e2e"]["small_cnn"]["rounds_ms"]) == 9
+    assert raw["e2e"]["small_cnn"]["latency_ms"] > 0 and len(raw["e2e"]["small_cnn"]["rounds_ms"]) >= 9
     assert set(tanh_chains) <= set(raw["e2e"])  # the chains ran in the same round-robin run
     # the private-cache gate's bounds and the last-level gate's footprint scale were chosen among the
     # candidates, each pair with its own context and overhead fit

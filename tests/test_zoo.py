@@ -50,7 +50,7 @@ def test_measure_models_latencies_and_error():
         "mlp": zoo.build("mlp_mnist"),
         "corrupt": b"\x08\x07not an onnx model",
     }
-    res = e2e.measure_models(models, rounds=3, phases=1)
+    res = e2e.measure_models(models, rounds=3, phases=1, confirm=None)
     for name in ("lenet5", "mlp"):
         r = res[name]
         assert r["error"] is None
@@ -61,6 +61,21 @@ def test_measure_models_latencies_and_error():
         assert r["spread"] >= 0
     assert res["corrupt"]["error"]
     assert res["corrupt"]["latency_ms"] is None
+
+
+def test_measure_models_adds_phases_until_the_fastest_round_is_confirmed():
+    models = {"lenet5": zoo.build("lenet5").SerializeToString(), "corrupt": b"\x08\x07not an onnx model"}
+    # a confirmation nothing can meet: every model runs until the cap, one round per extra phase
+    never = e2e.measure_models(models, rounds=2, phases=2, confirm=-1.0, max_phases=4)
+    r = never["lenet5"]
+    assert r["phases"] == 4 and len(r["rounds_ms"]) == 4 and not r["confirmed"]
+    assert r["latency_ms"] == min(r["rounds_ms"])
+    assert never["corrupt"]["error"] and never["corrupt"]["phases"] == 0
+    # a loose one is met by the base phases: no extra phase
+    loose = e2e.measure_models({"lenet5": models["lenet5"]}, rounds=2, phases=2, confirm=10.0, max_phases=4)
+    assert loose["lenet5"]["phases"] == 2 and loose["lenet5"]["confirmed"]
+    assert e2e._confirmed([1.0, 1.02, 1.5], 0.03) and not e2e._confirmed([1.0, 1.05], 0.03)
+    assert not e2e._confirmed([1.0], 0.03)
 
 
 def test_kernel_profile_sums_kernels():
