@@ -14,13 +14,12 @@ Side by side, from the same measurements:
                estimator can beat when its calibration and the ground truth come from different runs.
 
 Models in profilers.zoo.FIT were used for fitting (context, overhead, plan shapes) and are reported
-apart. The rest come in eight sets: held-out (38 architectures), fresh (19 FIT or held-out
-architectures at new sizes, added after the first context design), final (20 more, measured once
-after an earlier version's design was frozen, then seen while choosing a later one), sealed (21
-more, defined before calibration G, then seen while choosing later designs), frozen (23 more,
-defined after calibration N and measured once after it), and blind, blind2 and blind3 (28, 29 and
-29 more, each defined before the change that led to calibrations P, Q and R and first measured
-right after that calibration).
+apart. The rest are held-out (38 architectures) and the sets of zoo architectures at other input
+sizes and batches in ``VARIANT_SETS``: fresh (19, added after the first context design), final (20,
+measured once after an earlier version's design was frozen), sealed (21, defined before
+calibration G), frozen (23, defined after calibration N), and blind to blind9 (28-29 each), each
+defined and committed before the change or choice it judged and first scored right after the
+calibration that followed; the comment above each set says when it was defined.
 
     python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure | --cached] [--core 0] [--fit-overhead] [--no-context]
     python benchmarks/accuracy.py --calibration DIR --ground-truth FILE    # another calibration vs another run
@@ -464,6 +463,8 @@ def ground_truth_quality(results) -> str:
     """One line on how settled the ground truth is: the models whose two fastest rounds agree within
     5% (and how many had a second round within the protocol's confirmation), and the phases run."""
     sp = [r["spread"] for r in results if r.get("spread") is not None]
+    if not sp:
+        return "ground truth: no model with two rounds"
     line = (f"ground truth: {len(sp)} models, second-fastest round within 5% of the fastest for "
             f"{100 * np.mean(np.array(sp) <= 0.05):.1f}%")
     ph = [r["phases"] for r in results if r.get("phases")]

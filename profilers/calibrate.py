@@ -135,7 +135,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     # two bounds are fitted on the calibration models: the private-cache gate (a multiple of the L2
     # size) and the scale from a model's estimated working set to the cache probe's. For each pair
     # of candidates the context model (its weight-fetch rate and curves depend on the gates) and
-    # the overhead are refitted; the pair with the lowest mean error is kept (ties: nearest 1, 1)
+    # the overhead are refitted; :func:`choose` keeps one (near-ties go to the smaller working-set scale)
     l2, trials = l2_mb(), {}
     lowint = {"min_weight_mb": l2 or 1.0, "max_us_per_mb": LOWINT_US_PER_MB, "cap_mb": gate_spec["llc_mb"],
               "basis": "Conv kernels with weights from the L2 size to the last-level cache size and less time alone "
