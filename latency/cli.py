@@ -71,15 +71,55 @@ def main():
 
 
 @main.command()
-def targets():
-    """List the targets that can be named, with their shipped profiles."""
-    from .targets import host_target, targets as all_targets, tables_dir
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def targets(as_json):
+    """List the targets that can be named, with every profile of each and where it came from."""
+    from .profiles import discover, host_device, shipped_dir, user_profiles_dir
+    from .targets import choose_default, targets as all_targets
 
-    host = host_target().name
+    host = host_device()
+    profiles = discover()
+    default, default_info, note = choose_default()
+    rows = []
     for t in all_targets().values():
-        prof = t.profile if t.profile and (tables_dir() / t.profile).exists() else "-"
-        mark = " (this host)" if t.name == host else ""
-        click.echo(f"{t.name:16s} profile={prof:20s} {t.description}{mark}")
+        mine = [p for p in profiles if p.target == t.name]
+        if mine:
+            provenance = [p.to_dict() for p in mine]
+        elif t.spec:
+            provenance = [{"provenance": "derived", "origin": "spec sheet", "source": t.spec.get("source"),
+                           "path": None}]
+        else:
+            provenance = []
+        rows.append({"name": t.name, "description": t.description, "device": t.device, "runtime": t.runtime,
+                     "provider": t.provider, "threads": t.threads, "this_host_kind": t.describes_host(host),
+                     "default": t.name == default.name, "profiles": provenance})
+    if as_json:
+        click.echo(json.dumps({"host": host, "shipped_dir": str(shipped_dir()), "user_dir": str(user_profiles_dir()),
+                               "default_profile": default_info.path if default_info else None,
+                               "default_note": note, "targets": rows}, indent=1))
+        return
+    for r in rows:
+        mark = " [default here]" if r["default"] else ""
+        click.echo(f"{r['name']:16s} {r['description']}{mark}")
+        if not r["profiles"]:
+            click.echo("                 no profile: build one with "
+                       f"'latency profile --target {r['name']} --db FILE' on such a device")
+        for p in r["profiles"]:
+            if p["provenance"] == "derived" and p.get("path") is None:
+                click.echo(f"                 derived from {p['source']} (no measurement)")
+                continue
+            d = p["device"]
+            caches = ", ".join(f"{lab} {d[k]:g} MB" for k, lab in (("l2_mb", "L2"), ("llc_mb", "LLC")) if d.get(k))
+            model = d.get("cpu_model") or "?"
+            if d.get("vendor") and d["vendor"].lower() not in model.lower():
+                model = f"{d['vendor']} {model}"
+            click.echo(f"                 {p['origin']:7s} {p['provenance']} on {model} ({', '.join(d.get('cpu_flags') or [])}"
+                       + (f"; {caches}" if caches else "") + f"), {d.get('runtime')} {d.get('runtime_version')}, "
+                       f"{d.get('threads') or 1} thread; {p['rows_ok']} rows ({p['rows_failed']} failed), "
+                       f"{(p['measured_from'] or '?')[:10]} to {(p['measured_to'] or '?')[:10]}")
+            click.echo(f"                         {p['path']}")
+    if note:
+        click.echo(f"note: {note}")
 
 
 @main.command()
@@ -207,8 +247,13 @@ def train(target_name, path, out):
     from .store import Store
     from .targets import get_target
 
+    from .profiles import is_shipped
+
     t = get_target(target_name)
     p = Path(path) if path else t.profile_path()
+    if out is None and is_shipped(p):
+        raise LatencyError(f"{p} is a shipped profile, which is never written to: pass --out DIR for the "
+                           f"regressors, or train a profile of your own (--db FILE)")
     out = out or str(p.with_name(p.stem + ".regressors"))
     with Store(p, readonly=True) as st:
         tid = st.find_target(t.name)
@@ -231,10 +276,16 @@ def calibrate(target_name, path, core, refit):
 
     from .targets import get_target
 
+    from .profiles import is_shipped
+
     t = get_target(target_name)
     ok, why = t.host_supported()
     if not ok and not refit:
         raise LatencyError(why)
+    if is_shipped(path or t.profile_path()):
+        raise LatencyError(f"{path or t.profile_path()} is a shipped profile, which is never written to: copy its "
+                           f"rows into one of your own first ('latency db merge --db my.db {t.profile_path()}') "
+                           f"and pass --db my.db")
     if not refit:
         pin_to_core(core)
     r = run(t, profile=path, progress=lambda s: click.echo(s, err=True), refit=refit)
@@ -264,15 +315,16 @@ def calibrate(target_name, path, core, refit):
 def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, check_fusion):
     """Estimate a model's latency on a target, with a per-kernel breakdown."""
     from .estimator import Estimator
-    from .targets import default_target
+    from .targets import choose_default
 
     note = ""
     if target_name:
         tname = target_name
     else:
-        t, note = default_target()
+        t, info, note = choose_default()
         tname = t.name
-    estimator = Estimator(tname, profile=profile_path)
+        profile_path = profile_path or (info.path if info else None)
+    estimator = Estimator(tname, profile=profile_path, check_host=bool(target_name))
     est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict)
     if check_fusion:
         diff = estimator.check_fusion(model, shapes=_parse_shapes(shapes) or None, batch=batch)
@@ -288,7 +340,7 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
         return
     for w in ([note] if note else []) + list(est.warnings):
         click.echo(f"warning: {w}", err=True)
-    how = "" if target_name else " (this host's profile)" if not note else " (nearest shipped profile)"
+    how = "" if target_name else " (the profile closest to this host)"
     click.echo(f"model    {model}\ntarget   {est.target}{how}\nprofile  {est.profile or '-'}")
     click.echo(f"total    {est.total_ms:.3f} ms  = kernels {est.kernel_sum_us / 1000:.3f} ms + overhead "
                f"{est.overhead_us / 1000:.3f} ms [{est.overhead_source}]")

@@ -220,21 +220,26 @@ class Estimator:
                                        float(np.percentile(r, 90)), len(r))
 
     def _host_check(self) -> None:
-        fp = self.fingerprint_ or {}
-        if isinstance(fp, str):
-            fp = json.loads(fp)
-        if self.target.backend != "ort-cpu" or not fp:
+        """Warn when this host is a device of the target's kind and differs from the profile's device.
+
+        A named target describes a device; this host matters only when it is such a device (an
+        AVX-512 host estimating an AVX2 target, or any host estimating a GPU, is not)."""
+        from .profiles import device_distance, host_device, read_profile
+
+        if self.target.backend != "ort-cpu":
             return
-        try:
-            host = self.target.fingerprint()
-        except Exception:  # no runtime on this host: nothing to compare
+        host = host_device()
+        if not self.target.describes_host(host):
             return
-        diffs = [k for k in ("cpu_model", "cpu_flags", "runtime_version") if fp.get(k) != host.get(k)]
-        if diffs:
-            self.warnings_.append(
-                "this host differs from the profile's ("
-                + "; ".join(f"{k}: profile {fp.get(k)!r}, host {host.get(k)!r}" for k in diffs)
-                + "): kernels can differ by 1.5x or more between CPU generations (FMA/AVX-512/VNNI/AMX)")
+        infos = [i for i in read_profile(self.profile_path_, "") if i.target == self.target.name]
+        if not infos:
+            return
+        distance, diffs = device_distance(infos[0].device, host)
+        if distance >= 1.0:
+            self.warnings_.append(f"this host is a {self.target.name} device but not the one its profile was measured "
+                                  f"on ({infos[0].describe()}): {'; '.join(diffs)}; kernels can differ by 1.5x or "
+                                  f"more between CPU generations (e.g. 38% of models within 10% on an Intel Xeon "
+                                  f"with a profile from an AMD EPYC)")
 
     def _load_overhead(self, path) -> dict:
         p = Path(self.overhead) if self.overhead else (path.with_name(path.stem + ".overhead.json") if path else None)
@@ -580,10 +585,12 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weigh
 
 def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False) -> Estimate:
     """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many)."""
-    from .targets import default_target
+    from .targets import choose_default
 
-    t = target or default_target()[0].name
-    return Estimator(t, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict)
+    if target is None:
+        t, info, _ = choose_default()
+        target, profile = t.name, profile or (info.path if info else None)
+    return Estimator(target, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict)
 
 
 __all__ = ["Estimator", "Estimate", "KernelEstimate", "estimate", "LatencyError"]

@@ -377,6 +377,26 @@ class Store:
                                   "COALESCE(excluded.spread, 1e308) < COALESCE(measurements.spread, 1e308))")
         return n_targets, n_rows
 
+    def meta(self) -> dict:
+        """The meta table as {key: value} (schema version, device records)."""
+        return dict(self.db.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, key: str, value: str) -> None:
+        if key == "schema_version":
+            raise StoreError("schema_version is kept by the migrations, not set by hand")
+        with self._tx() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def target_summary(self, target_id: str) -> dict:
+        """Rows ok / failed and the span of the runs that measured them (ISO times) for one target."""
+        counts = dict(self.db.conn.execute(
+            "SELECT error IS NULL, count(*) FROM measurements WHERE target_id=? GROUP BY error IS NULL",
+            (target_id,)).fetchall())
+        first, last = self.db.conn.execute(
+            "SELECT min(started_at), max(COALESCE(finished_at, started_at)) FROM runs WHERE target_id=?",
+            (target_id,)).fetchone()
+        return {"rows_ok": int(counts.get(1, 0)), "rows_failed": int(counts.get(0, 0)), "first": first, "last": last}
+
     def integrity_check(self) -> str:
         """'ok', or SQLite's integrity_check messages joined by '; '."""
         msgs = [r[0] for r in self.db.conn.execute("PRAGMA integrity_check")]

@@ -90,6 +90,10 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
         configs = [c for c in plan if (not ops or c.kind in ops) and (not precisions or c.precision in precisions)
                    and not (c.hash in seen or seen.add(c.hash))]
     target_id = store.ensure_target(target.name, target.fingerprint())
+    if target.backend == "ort-cpu":  # the device record (vendor, caches) that host matching compares
+        from latency.profiles import host_device, write_device_record
+
+        write_device_record(store, target.name, host_device())
     protocol_id = store.ensure_protocol(protocol.name, protocol.spec())
     done = store.done_hashes(target_id, include_failed=not retry_failed)
     todo = [c for c in configs if c.hash not in done]

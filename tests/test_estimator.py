@@ -313,21 +313,6 @@ def test_check_fusion_against_runtime(tmp_path):
     assert Estimator(target, profile=tmp_path / "unused.db").check_fusion(str(p)) == {}
 
 
-def test_default_target_falls_back_to_a_shipped_profile_of_the_same_arch(tmp_path, monkeypatch):
-    import latency.targets as T
-
-    monkeypatch.setenv("LATENCY_TABLES", str(tmp_path))
-    monkeypatch.setattr(T, "host_target", lambda: T.get_target("x86-avx512-ort"))
-    (tmp_path / "x86-avx2-ort.db").write_bytes(b"")
-    t, note = T.default_target()
-    assert t.name == "x86-avx2-ort" and "x86-avx512-ort" in note
-    if T.get_target("x86-avx512-ort").profile:
-        (tmp_path / T.get_target("x86-avx512-ort").profile).write_bytes(b"")
-        assert T.default_target() == (T.get_target("x86-avx512-ort"), "")
-    monkeypatch.setattr(T, "host_target", lambda: T.get_target("arm64-ort"))
-    assert T.default_target() == (T.get_target("arm64-ort"), "")  # no ARM profile: the estimate says so
-
-
 def test_fit_overhead_recovers_run_and_short_long_kernel_terms():
     from latency.estimator import Estimate, KernelEstimate, fit_overhead
 

@@ -6,44 +6,19 @@ closed formula so the whole sweep -> store -> train -> estimate loop runs in tes
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import MissingTable, UnknownTarget
-
-#: the CPU flags that change which kernels onnxruntime's MLAS picks
-ISA_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp",
-             "fphp", "sve", "sve2", "i8mm", "bf16")
-
-TABLES_DIR = Path(__file__).resolve().parent.parent.parent / "tables"
+from ..profiles import ISA_FLAGS, read_cpu  # noqa: F401  (re-exported: profilers read the host through here)
 
 
 def tables_dir() -> Path:
-    """Where shipped profiles live (``LATENCY_TABLES`` overrides)."""
-    return Path(os.environ.get("LATENCY_TABLES", TABLES_DIR))
+    """Where shipped profiles live (package data; ``LATENCY_TABLES`` overrides)."""
+    from ..profiles import shipped_dir
 
-
-def read_cpu() -> dict:
-    """CPU model name, ISA flags that matter, core count and clock (MHz) of this host."""
-    model, flags, mhz = platform.processor() or platform.machine(), set(), None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                k = k.strip()
-                if k in ("model name", "Model", "CPU part") and model in ("", platform.machine(), platform.processor()):
-                    model = v.strip()
-                elif k in ("flags", "Features") and not flags:
-                    flags = set(v.split())
-                elif k == "cpu MHz" and mhz is None:
-                    mhz = float(v)
-    except OSError:
-        pass
-    return {"cpu_model": model, "cpu_flags": sorted(f for f in flags if f in ISA_FLAGS),
-            "arch": platform.machine(), "cores": os.cpu_count(), "cpu_mhz": mhz}
+    return shipped_dir()
 
 
 @dataclass(frozen=True)
@@ -102,14 +77,52 @@ class Target:
                            "x86-avx512-ort here, or hide AVX-512 from the runtime first")
         return True, ""
 
+    def describes_host(self, host: dict | None = None) -> bool:
+        """Whether this host is a device of this target's kind (then its profile should match it)."""
+        from ..profiles import host_device
+
+        host = host or host_device()
+        flags, arch = set(host.get("cpu_flags") or []), host.get("arch")
+        if self.isa == "x86-avx512":
+            return arch in ("x86_64", "AMD64") and "avx512f" in flags
+        if self.isa == "x86-avx2":
+            return arch in ("x86_64", "AMD64") and "avx2" in flags and "avx512f" not in flags
+        if self.isa == "arm64":
+            return arch in ("aarch64", "arm64")
+        return False
+
+    def profiles(self) -> list:
+        """Every profile (shipped or user-built) holding rows of this target, as ProfileInfo records."""
+        from ..profiles import discover
+
+        return [p for p in discover() if p.target == self.name]
+
+    def choose_profile(self, host: dict | None = None):
+        """(ProfileInfo, differences) of the profile to use: on a host of this target's kind the closest
+        to it; elsewhere the shipped one, else the newest user-built one. (None, []) when there is none."""
+        from ..profiles import closest, host_device
+
+        cands = self.profiles()
+        if not cands:
+            return None, []
+        host = host or host_device()
+        if self.describes_host(host):
+            best, diffs = closest(cands, host)
+            if best is not None:
+                return best, diffs
+        shipped = [c for c in cands if c.origin == "shipped"]
+        return (shipped or sorted(cands, key=lambda c: c.measured_to or "", reverse=True))[0], []
+
     def profile_path(self) -> Path:
-        if not self.profile:
+        info, _ = self.choose_profile()
+        if info is None:
+            if self.profile:
+                raise MissingTable(f"profile {self.profile} for target {self.name} is missing from "
+                                   f"{tables_dir()} and no user profile holds it; build one with "
+                                   f"'latency profile --target {self.name} --db FILE'")
             raise MissingTable(f"target {self.name} has no shipped profile; build one with "
                                f"'latency profile --target {self.name} --db FILE' on that device")
-        p = tables_dir() / self.profile
-        if not p.exists():
-            raise MissingTable(f"profile {p} for target {self.name} is missing")
-        return p
+        return Path(info.path)
 
     def measure(self, configs, protocol=None) -> list[dict]:
         """Measure configs with this target's backend (rows without target/run ids)."""
@@ -155,25 +168,35 @@ def get_target(name: str) -> Target:
 
 def host_target() -> Target:
     """The CPU target whose kernels onnxruntime picks on this host."""
-    flags = set(read_cpu()["cpu_flags"])
-    if platform.machine() in ("aarch64", "arm64"):
-        return _TARGETS["arm64-ort"]
-    return _TARGETS["x86-avx512-ort" if "avx512f" in flags else "x86-avx2-ort"]
+    from ..profiles import host_device
 
-
-def default_target() -> tuple[Target, str]:
-    """The target an estimate uses when none is named, and a note when it is not this host's own.
-
-    This host's target when its profile is shipped; otherwise a shipped profile of the same
-    architecture (an x86 profile for another x86 ISA level), with a warning that says so.
-    """
-    host = host_target()
-    if host.profile and (tables_dir() / host.profile).exists():
-        return host, ""
-    arch = host.isa.split("-")[0]
+    host = host_device()
     for t in _TARGETS.values():
-        if t is not host and t.isa.split("-")[0] == arch and t.profile and (tables_dir() / t.profile).exists():
-            return t, (f"no shipped profile for this host's target {host.name}; using {t.name}, measured on a "
-                       f"different {arch} ISA level: expect this host to differ (AVX-512 vs AVX2 kernels differ by "
-                       f"up to ~1.6x); name --target/--profile to choose")
-    return host, ""
+        if t.describes_host(host):
+            return t
+    return _TARGETS["arm64-ort" if platform.machine() in ("aarch64", "arm64") else "x86-avx2-ort"]
+
+
+def choose_default():
+    """(target, ProfileInfo or None, note): what an estimate uses when no target is named.
+
+    The profile closest to this host by its device record (architecture, ISA flags, vendor, CPU
+    model, cache sizes, runtime version), among every shipped and user-built profile; the note
+    names the device the profile was measured on and what differs from this host ("" when nothing).
+    """
+    from ..profiles import closest, device_distance, discover, host_device
+
+    host = host_device()
+    cands = [p for p in discover() if p.target in _TARGETS and _TARGETS[p.target].device == "cpu"]
+    best, diffs = closest(cands, host)
+    if best is None:
+        return host_target(), None, ""
+    note = "" if not diffs or device_distance(best.device, host)[0] < 1.0 else (f"using {best.target} ({best.origin} profile, {best.describe()}); "
+                                 f"this host differs: {'; '.join(diffs)}")
+    return _TARGETS[best.target], best, note
+
+
+def default_target():
+    """(target, note) of :func:`choose_default`."""
+    t, _, note = choose_default()
+    return t, note

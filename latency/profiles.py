@@ -1,0 +1,272 @@
+"""Where profiles live, what device each describes, and which one fits a host.
+
+A *profile* is a profiling database (``NAME.db``) with its companions beside it
+(``NAME.regressors/``, ``NAME.context.json``, ``NAME.overhead.json``). Two places hold them:
+
+* **shipped**: package data inside the installed ``latency`` package (``latency/tables``, found
+  through :mod:`importlib.resources`); read-only. ``LATENCY_TABLES`` points elsewhere (tests).
+* **user**: profiles a user built or copied, in the user data directory
+  (``$LATENCY_HOME``, else ``$XDG_DATA_HOME/latency``, else ``~/.local/share/latency``), under
+  ``profiles/``. Nothing the tool writes by default goes inside the installed package.
+
+Each profile says which device it was measured on: the fingerprint stored with its rows (CPU
+model, ISA flags, runtime and version, threads) and a device record in its ``meta`` table (vendor,
+cache sizes, how it was obtained: measured / emulated / derived). :func:`host_device` reads the
+same facts from this host and :func:`device_distance` compares the two, so that the closest
+profile is chosen and what differs is said in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: the CPU flags that change which kernels onnxruntime's MLAS picks
+ISA_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp",
+             "fphp", "sve", "sve2", "i8mm", "bf16")
+
+#: flags whose difference changes the kernels a lot (int8 and bf16 paths, the vector width)
+MAJOR_FLAGS = ("avx512f", "avx2", "amx_int8", "amx_tile", "amx_bf16", "avx512_vnni", "avx_vnni", "sve", "i8mm",
+               "asimddp")
+
+#: a difference that changes no kernel; distances below 1 are not worth a warning
+MINOR = 0.25
+
+#: key under which a profile database's meta table keeps the device record of one target
+DEVICE_META_KEY = "device:{target}"
+
+
+# -- locations ---------------------------------------------------------------------------------
+
+def shipped_dir() -> Path:
+    """The shipped profiles: ``LATENCY_TABLES`` if set, else the package data ``latency/tables``."""
+    env = os.environ.get("LATENCY_TABLES")
+    if env:
+        return Path(env)
+    from importlib.resources import files
+
+    return Path(str(files("latency") / "tables"))
+
+
+def user_dir() -> Path:
+    """The user data directory (not created here)."""
+    env = os.environ.get("LATENCY_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "latency"
+
+
+def user_profiles_dir() -> Path:
+    return user_dir() / "profiles"
+
+
+def is_shipped(path) -> bool:
+    """Whether ``path`` lies inside the shipped profiles' directory (which the tool never writes)."""
+    try:
+        Path(path).resolve().relative_to(shipped_dir().resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def companion(path, suffix: str) -> Path:
+    """``NAME.db`` -> ``NAME<suffix>`` beside it (``.regressors``, ``.context.json`` ...)."""
+    p = Path(path)
+    return p.with_name(p.stem + suffix)
+
+
+# -- this host -----------------------------------------------------------------------------------
+
+def _data_caches_mb() -> dict:
+    """Data (or unified) caches of cpu0, level -> MB, from Linux sysfs; {} when unreadable."""
+    out = {}
+    try:
+        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+            if (idx / "type").read_text().strip() not in ("Unified", "Data"):
+                continue
+            size = (idx / "size").read_text().strip()
+            mb = float(size[:-1]) / 1024 if size.endswith("K") else float(size[:-1]) if size.endswith("M") else None
+            if mb:
+                out[int((idx / "level").read_text())] = mb
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def read_cpu() -> dict:
+    """CPU model name, vendor, ISA flags that matter, core count and clock (MHz) of this host."""
+    model, vendor, flags, mhz = "", "", set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                k, v = k.strip(), v.strip()
+                if k in ("model name", "Model") and not model:
+                    model = v
+                elif k == "CPU part" and not model:
+                    model = f"ARM part {v}"
+                elif k in ("vendor_id", "CPU implementer") and not vendor:
+                    vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel", "0x41": "ARM", "0x61": "Apple",
+                              "0xc0": "Ampere", "0x48": "HiSilicon", "0x51": "Qualcomm"}.get(v, v)
+                elif k in ("flags", "Features") and not flags:
+                    flags = set(v.split())
+                elif k == "cpu MHz" and mhz is None:
+                    mhz = float(v)
+    except (OSError, ValueError):
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"cpu_model": model, "vendor": vendor, "cpu_flags": sorted(f for f in flags if f in ISA_FLAGS),
+            "arch": platform.machine(), "cores": os.cpu_count(), "cpu_mhz": mhz}
+
+
+def host_device() -> dict:
+    """This host as a device record: the same keys a profile's device record has."""
+    cpu = read_cpu()
+    caches = _data_caches_mb()
+    try:
+        import onnxruntime as ort
+
+        runtime_version = ort.__version__
+    except ImportError:
+        runtime_version = None
+    return {"kind": "cpu", "vendor": cpu["vendor"], "cpu_model": cpu["cpu_model"], "arch": cpu["arch"],
+            "cpu_flags": cpu["cpu_flags"], "l2_mb": caches.get(2), "llc_mb": caches[max(caches)] if caches else None,
+            "runtime": "onnxruntime", "runtime_version": runtime_version}
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    """One target's rows in one profile database, and the device they were measured on."""
+
+    path: str
+    target: str
+    origin: str                      # "shipped" | "user"
+    provenance: str                  # "measured" | "emulated" | "derived"
+    device: dict = field(hash=False, compare=False)   # vendor, cpu_model, arch, cpu_flags, l2_mb, llc_mb, runtime...
+    rows_ok: int = 0
+    rows_failed: int = 0
+    measured_from: str | None = None
+    measured_to: str | None = None
+    note: str = ""                   # how an emulated or derived profile was made
+
+    def describe(self) -> str:
+        """One line: the device, caches and runtime this profile describes."""
+        d = self.device
+        caches = ", ".join(f"{k} {d[k]:g} MB" for k in ("l2_mb", "llc_mb") if d.get(k))
+        caches = caches.replace("l2_mb", "L2").replace("llc_mb", "LLC")
+        rt = f"{d.get('runtime') or 'runtime'} {d.get('runtime_version') or '?'}"
+        when = (self.measured_to or "")[:10]
+        model = d.get("cpu_model") or "?"
+        if d.get("vendor") and d["vendor"].lower() not in model.lower():
+            model = f"{d['vendor']} {model}"
+        return (f"{self.provenance} on {model}" + (f" ({caches})" if caches else "")
+                + f", {rt}" + (f", {when}" if when else ""))
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "target": self.target, "origin": self.origin, "provenance": self.provenance,
+                "device": self.device, "rows_ok": self.rows_ok, "rows_failed": self.rows_failed,
+                "measured_from": self.measured_from, "measured_to": self.measured_to, "note": self.note}
+
+
+def read_profile(path, origin: str) -> list[ProfileInfo]:
+    """The targets in the profile database at ``path`` with their device records."""
+    from .store import Store
+
+    out = []
+    with Store(path, readonly=True) as st:
+        meta = st.meta()
+        for t in st.targets():
+            fp, span = t["fingerprint"], st.target_summary(t["target_id"])
+            rec = json.loads(meta.get(DEVICE_META_KEY.format(target=t["name"]), "{}"))
+            device = {"kind": "cpu", "vendor": rec.get("vendor", ""), "cpu_model": fp.get("cpu_model"),
+                      "arch": fp.get("arch"), "cpu_flags": fp.get("cpu_flags", []), "l2_mb": rec.get("l2_mb"),
+                      "llc_mb": rec.get("llc_mb"), "runtime": fp.get("runtime"),
+                      "runtime_version": fp.get("runtime_version"), "threads": fp.get("threads")}
+            out.append(ProfileInfo(str(path), t["name"], origin, rec.get("provenance", "measured"), device,
+                                   span["rows_ok"], span["rows_failed"], span["first"], span["last"],
+                                   rec.get("note", "")))
+    return out
+
+
+def write_device_record(store, target: str, device: dict, provenance: str = "measured", note: str = "") -> None:
+    """Keep ``device`` (vendor and caches; the fingerprint has the rest) in ``store``'s meta table."""
+    rec = {"vendor": device.get("vendor", ""), "l2_mb": device.get("l2_mb"), "llc_mb": device.get("llc_mb"),
+           "provenance": provenance, "note": note}
+    store.set_meta(DEVICE_META_KEY.format(target=target), json.dumps(rec, sort_keys=True))
+
+
+def discover() -> list[ProfileInfo]:
+    """Every profile database shipped or in the user directory (unreadable ones are skipped)."""
+    from .errors import LatencyError
+
+    out = []
+    for origin, folder in (("shipped", shipped_dir()), ("user", user_profiles_dir())):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.glob("*.db")):
+            try:
+                out += read_profile(p, origin)
+            except LatencyError:
+                continue
+    return out
+
+
+# -- matching ------------------------------------------------------------------------------------
+
+def device_distance(profile: dict, host: dict) -> tuple[float, list[str]]:
+    """How far a profile's device is from ``host`` (0 = the same device), and the differences in words.
+
+    Weights reflect what moves kernel times: another architecture cannot be used at all (inf);
+    a different vector ISA level or int8/bf16 extension changes which kernels run (1.5x and more);
+    another vendor or CPU model changes the microarchitecture (measured here: a profile from an AMD
+    EPYC put 38% of models within 10% on an Intel Xeon of the same ISA level); cache sizes move
+    memory-bound kernels; a runtime version moves a few kernels."""
+    if profile.get("arch") and host.get("arch") and profile["arch"] != host["arch"]:
+        return math.inf, [f"architecture {profile['arch']} vs host {host['arch']}"]
+    score, diffs = 0.0, []
+    pf, hf = set(profile.get("cpu_flags") or []), set(host.get("cpu_flags") or [])
+    for f in sorted(pf ^ hf):
+        # the 256-bit VNNI form is not used where both have the 512-bit one (MLAS prefers AVX-512 VNNI)
+        minor = f == "avx_vnni" and "avx512_vnni" in (pf & hf)
+        score += MINOR if minor else 10.0 if f in MAJOR_FLAGS else 1.0
+    if pf ^ hf:
+        diffs.append("ISA " + ", ".join([f"+{f}" for f in sorted(hf - pf)] + [f"-{f}" for f in sorted(pf - hf)])
+                     + " on this host")
+    if profile.get("vendor") and host.get("vendor") and profile["vendor"] != host["vendor"]:
+        score += 8.0
+        diffs.append(f"vendor {profile['vendor']} vs host {host['vendor']}")
+    if (profile.get("cpu_model") or "") != (host.get("cpu_model") or ""):
+        score += 4.0
+        diffs.append(f"CPU {profile.get('cpu_model')!r} vs host {host.get('cpu_model')!r}")
+    for key, label in (("l2_mb", "L2"), ("llc_mb", "LLC")):
+        a, b = profile.get(key), host.get(key)
+        if a and b and abs(math.log(a / b)) > 0.05:
+            score += 2.0 * abs(math.log2(a / b))
+            diffs.append(f"{label} {a:g} MB vs host {b:g} MB")
+    if profile.get("runtime_version") and host.get("runtime_version") and \
+            profile["runtime_version"] != host["runtime_version"]:
+        score += 1.0
+        diffs.append(f"onnxruntime {profile['runtime_version']} vs host {host['runtime_version']}")
+    return score, diffs
+
+
+def closest(candidates: list[ProfileInfo], host: dict) -> tuple[ProfileInfo | None, list[str]]:
+    """The candidate nearest ``host`` (user profiles win ties) and what differs, or (None, []) if none fits."""
+    scored = []
+    for c in candidates:
+        d, diffs = device_distance(c.device, host)
+        if math.isfinite(d):
+            scored.append((d, c.origin != "user", c.measured_to or "", c, diffs))
+    if not scored:
+        return None, []
+    scored.sort(key=lambda s: s[2], reverse=True)  # newest first among equals (the sort below is stable)
+    scored.sort(key=lambda s: (s[0], s[1]))
+    return scored[0][3], scored[0][4]
