@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from latency.ops import Config
 from latency.store import Store
 
+from .backends import measure
 from .measure import Protocol, pin_to_core
 from .plans import plan as make_plan
 
@@ -46,7 +47,9 @@ def _work(args):
     from latency.targets import get_target
 
     cfgs = [Config.from_key(k) for k in keys]
-    return keys, get_target(target_name).measure(cfgs, protocol)
+    from profilers.backends import measure
+
+    return keys, measure(get_target(target_name), cfgs, protocol)
 
 
 def _fmt_s(s: float) -> str:
@@ -131,7 +134,7 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
                     status = "budget"
                     break
                 t1 = time.monotonic()
-                rows = target.measure(ch, protocol)
+                rows = measure(target, ch, protocol)
                 chunk_s.append(time.monotonic() - t1)
                 write(ch, rows)
         else:

@@ -1,17 +1,29 @@
-"""Target registry: name -> device facts, runtime, fusion rules, shipped profile, measuring backend.
+"""Target registry: name -> :class:`Target` (device, runtime, fusion passes, profile, spec sheet).
 
-A target is a plugin: a :class:`Target` record registered by name. ``fake`` prices kernels with a
-closed formula so the whole sweep -> store -> train -> estimate loop runs in tests in a second.
+Targets are plugins. Each declaration module of this package (``x86``, ``arm``, ``gpu``, ``fake``)
+holds a ``TARGETS`` tuple, registered through the ``latency.targets`` entry-point group of this
+package's metadata, the same group any other installed package can add targets to (an entry
+point names a Target, a tuple of them, or a module with ``TARGETS``). :func:`register` adds one at
+run time (tests). Nothing is loaded at import: the registry fills on first use.
 """
 
 from __future__ import annotations
 
-import platform
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
 
-from ..errors import MissingTable, UnknownTarget
+from ..errors import LatencyError, UnknownTarget
 from ..profiles import ISA_FLAGS, read_cpu  # noqa: F401  (re-exported: profilers read the host through here)
+from .base import Target
+
+#: the entry-point group other packages register targets under
+ENTRY_POINT_GROUP = "latency.targets"
+#: this package's own declaration modules (used as they are when the package metadata is absent)
+BUILTIN_MODULES = ("latency.targets.x86", "latency.targets.arm", "latency.targets.gpu", "latency.targets.fake")
+
+_TARGETS: dict[str, Target] = {}
+_LOADED = False
+_LOCK = threading.Lock()
 
 
 def tables_dir() -> Path:
@@ -21,145 +33,77 @@ def tables_dir() -> Path:
     return shipped_dir()
 
 
-@dataclass(frozen=True)
-class Target:
-    """A device + runtime + execution provider + thread count that latencies belong to."""
+def _declared(obj) -> list:
+    """The Target records an entry point or declaration module names."""
+    import types
 
-    name: str
-    description: str
-    device: str                      # "cpu" | "gpu" | "fake"
-    runtime: str                     # "onnxruntime" | "formula"
-    provider: str
-    isa: str                         # "x86-avx2", "x86-avx512", "arm64", "cuda-sm75", "fake"
-    threads: int = 1
-    profile: str | None = None       # file name of the shipped profile under tables/
-    backend: str | None = None       # measuring backend usable on a host: "ort-cpu", "fake", or None
-    required_flags: tuple = ()       # host CPU flags the measuring backend needs
-    spec: dict = field(default_factory=dict, hash=False, compare=False)  # spec-sheet figures
-
-    def fusion_rules(self):
-        from .. import fusion
-
-        if self.isa.startswith("x86"):
-            return fusion.ORT_CPU_X86_RULES(16 if self.isa == "x86-avx512" else 8)
-        if self.isa == "arm64":
-            return fusion.ORT_CPU_ARM64_RULES
-        if self.isa == "fake":
-            return fusion.ORT_CPU_X86_RULES(8)
-        return fusion.GENERIC_GPU_RULES
-
-    def fingerprint(self) -> dict:
-        """What identifies the measuring host: CPU model and flags or GPU, runtime, version, threads."""
-        if self.backend == "fake":
-            return {"cpu_model": "fake", "cpu_flags": [], "runtime": "formula", "runtime_version": "1",
-                    "provider": "fake", "threads": 1}
-        import onnxruntime as ort
-
-        cpu = read_cpu()
-        return {"cpu_model": cpu["cpu_model"], "cpu_flags": cpu["cpu_flags"], "arch": cpu["arch"],
-                "runtime": self.runtime, "runtime_version": ort.__version__, "provider": self.provider,
-                "threads": self.threads, "isa": self.isa}
-
-    def host_supported(self) -> tuple[bool, str]:
-        """Whether this host can measure the target, and why not."""
-        if self.backend is None:
-            return False, f"target {self.name} has no measuring backend on this host ({self.description})"
-        if self.backend == "fake":
-            return True, ""
-        flags = set(read_cpu()["cpu_flags"])
-        missing = [f for f in self.required_flags if f not in flags]
-        if missing:
-            return False, f"this CPU lacks {', '.join(missing)} needed by target {self.name}"
-        if self.isa.startswith("x86") and platform.machine() not in ("x86_64", "AMD64"):
-            return False, f"target {self.name} needs an x86-64 host"
-        if self.isa == "x86-avx2" and "avx512f" in flags:
-            return False, ("this CPU has AVX-512, so onnxruntime would use AVX-512 kernels; measure "
-                           "x86-avx512-ort here, or hide AVX-512 from the runtime first")
-        return True, ""
-
-    def describes_host(self, host: dict | None = None) -> bool:
-        """Whether this host is a device of this target's kind (then its profile should match it)."""
-        from ..profiles import host_device
-
-        host = host or host_device()
-        flags, arch = set(host.get("cpu_flags") or []), host.get("arch")
-        if self.isa == "x86-avx512":
-            return arch in ("x86_64", "AMD64") and "avx512f" in flags
-        if self.isa == "x86-avx2":
-            return arch in ("x86_64", "AMD64") and "avx2" in flags and "avx512f" not in flags
-        if self.isa == "arm64":
-            return arch in ("aarch64", "arm64")
-        return False
-
-    def profiles(self) -> list:
-        """Every profile (shipped or user-built) holding rows of this target, as ProfileInfo records."""
-        from ..profiles import discover
-
-        return [p for p in discover() if p.target == self.name]
-
-    def choose_profile(self, host: dict | None = None):
-        """(ProfileInfo, differences) of the profile to use: on a host of this target's kind the closest
-        to it; elsewhere the shipped one, else the newest user-built one. (None, []) when there is none."""
-        from ..profiles import closest, host_device
-
-        cands = self.profiles()
-        if not cands:
-            return None, []
-        host = host or host_device()
-        if self.describes_host(host):
-            best, diffs = closest(cands, host)
-            if best is not None:
-                return best, diffs
-        shipped = [c for c in cands if c.origin == "shipped"]
-        return (shipped or sorted(cands, key=lambda c: c.measured_to or "", reverse=True))[0], []
-
-    def profile_path(self) -> Path:
-        info, _ = self.choose_profile()
-        if info is None:
-            if self.profile:
-                raise MissingTable(f"profile {self.profile} for target {self.name} is missing from "
-                                   f"{tables_dir()} and no user profile holds it; build one with "
-                                   f"'latency profile --target {self.name} --db FILE'")
-            raise MissingTable(f"target {self.name} has no shipped profile; build one with "
-                               f"'latency profile --target {self.name} --db FILE' on that device")
-        return Path(info.path)
-
-    def measure(self, configs, protocol=None) -> list[dict]:
-        """Measure configs with this target's backend (rows without target/run ids)."""
-        ok, why = self.host_supported()
-        if not ok:
-            from ..errors import LatencyError
-
-            raise LatencyError(why)
-        if self.backend == "fake":
-            from profilers.fake import measure_chunk
-        else:
-            from profilers.measure import measure_chunk
-        return measure_chunk(configs, protocol) if protocol else measure_chunk(configs)
+    if isinstance(obj, types.ModuleType):
+        obj = getattr(obj, "TARGETS", ())
+    if callable(obj) and not isinstance(obj, Target):
+        obj = obj()
+    if isinstance(obj, Target):
+        return [obj]
+    out = list(obj)
+    bad = [o for o in out if not isinstance(o, Target)]
+    if bad:
+        raise LatencyError(f"a latency.targets entry point gave {type(bad[0]).__name__}, not a Target")
+    return out
 
 
-_T4_SPEC = {"source": "NVIDIA T4 datasheet", "peak_gflops": {"fp32": 8100, "fp16": 65000, "int8": 130000},
-            "mem_gbs": 320, "launch_us": 5.0}
+def register(target: Target, replace: bool = False) -> Target:
+    """Add ``target`` to the registry (an error if the name is taken, unless ``replace``)."""
+    _load()
+    if target.name in _TARGETS and not replace and _TARGETS[target.name] is not target:
+        raise LatencyError(f"target {target.name!r} is already registered")
+    _TARGETS[target.name] = target
+    return target
 
-_TARGETS = {t.name: t for t in (
-    Target("x86-avx2-ort", "x86-64 CPU with AVX2/FMA (no AVX-512), onnxruntime CPU EP, 1 thread", "cpu",
-           "onnxruntime", "CPUExecutionProvider", "x86-avx2", 1, "x86-avx2-ort.db", "ort-cpu", ("avx2", "fma")),
-    Target("x86-avx512-ort", "x86-64 CPU with AVX-512 (and VNNI/AMX when present), onnxruntime CPU EP, 1 thread",
-           "cpu", "onnxruntime", "CPUExecutionProvider", "x86-avx512", 1, "x86-avx512-ort.db", "ort-cpu", ("avx512f",)),
-    Target("arm64-ort", "64-bit ARM CPU (Neoverse-class), onnxruntime CPU EP, 1 thread", "cpu", "onnxruntime",
-           "CPUExecutionProvider", "arm64", 1, None, None),
-    Target("t4", "NVIDIA T4 GPU (Turing, sm_75), onnxruntime CUDA/TensorRT EP", "gpu", "onnxruntime",
-           "CUDAExecutionProvider", "cuda-sm75", 1, None, None, spec=_T4_SPEC),
-    Target("fake", "formula-priced stand-in for tests (no device)", "fake", "formula", "fake", "fake", 1, None,
-           "fake"),
-)}
+
+def unregister(name: str) -> None:
+    _load()
+    _TARGETS.pop(name, None)
+
+
+def _load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    with _LOCK:
+        if _LOADED:
+            return
+        import importlib
+        from importlib.metadata import entry_points
+
+        found: dict[str, Target] = {}
+        order = {m: i for i, m in enumerate(BUILTIN_MODULES)}  # own targets first, in declaration order
+        eps = sorted(entry_points(group=ENTRY_POINT_GROUP),
+                     key=lambda ep: (order.get(ep.value.split(":")[0], len(order)), ep.name))
+        own = {ep.value.split(":")[0] for ep in eps}
+        for mod in BUILTIN_MODULES:  # a source checkout without installed metadata still has its own targets
+            if mod not in own:
+                for t in _declared(importlib.import_module(mod)):
+                    found.setdefault(t.name, t)
+        for ep in eps:
+            try:
+                declared = _declared(ep.load())
+            except LatencyError:
+                raise
+            except Exception as e:  # a broken plugin must not take the tool down, but it must be said
+                raise LatencyError(f"target plugin {ep.name} ({ep.value}) failed to load: "
+                                   f"{type(e).__name__}: {e}") from None
+            for t in declared:
+                found.setdefault(t.name, t)
+        _TARGETS.update({k: v for k, v in found.items() if k not in _TARGETS})
+        _LOADED = True
 
 
 def targets() -> dict[str, Target]:
+    _load()
     return dict(_TARGETS)
 
 
 def get_target(name: str) -> Target:
+    _load()
     try:
         return _TARGETS[name]
     except KeyError:
@@ -171,10 +115,11 @@ def host_target() -> Target:
     from ..profiles import host_device
 
     host = host_device()
-    for t in _TARGETS.values():
+    for t in targets().values():
         if t.describes_host(host):
             return t
-    return _TARGETS["arm64-ort" if platform.machine() in ("aarch64", "arm64") else "x86-avx2-ort"]
+    # no declared target describes this host: the first CPU target (its host_check will say why it cannot measure)
+    return next(t for t in targets().values() if t.device == "cpu")
 
 
 def choose_default():
@@ -187,13 +132,13 @@ def choose_default():
     from ..profiles import closest, device_distance, discover, host_device
 
     host = host_device()
-    cands = [p for p in discover() if p.target in _TARGETS and _TARGETS[p.target].device == "cpu"]
+    cands = [p for p in discover() if p.target in targets() and targets()[p.target].device == "cpu"]
     best, diffs = closest(cands, host)
     if best is None:
         return host_target(), None, ""
-    note = "" if not diffs or device_distance(best.device, host)[0] < 1.0 else (f"using {best.target} ({best.origin} profile, {best.describe()}); "
-                                 f"this host differs: {'; '.join(diffs)}")
-    return _TARGETS[best.target], best, note
+    note = "" if not diffs or device_distance(best.device, host)[0] < 1.0 else (
+        f"using {best.target} ({best.origin} profile, {best.describe()}); this host differs: {'; '.join(diffs)}")
+    return targets()[best.target], best, note
 
 
 def default_target():
