@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import threading
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +32,15 @@ import numpy as np
 from .errors import LatencyError, MissingTable, UnsupportedOp
 from .context import cache_gate
 from .ops import Config, elem_bytes, get_kind, key_hash
+
+#: held while an estimator loads what it prices from (prepare, the lazy prior, a regressor): an
+#: estimator shared by threads is then never seen half-loaded, and each file is read once
+_LOAD_LOCK = threading.RLock()
+
+#: a negative overhead scales the kernels down by at most this much (see Estimator.estimate)
+_MIN_KERNEL_SCALE = 0.5
+#: an estimate above this (one day, us) says so: the input shapes are almost surely wrong
+_ABSURD_US = 86400e6
 
 #: kernels counted in the per-kernel overhead (free ops that the runtime still dispatches)
 _DISPATCHED_FREE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
@@ -118,9 +128,15 @@ class Estimator:
     # -- preparation ---------------------------------------------------------------------------
 
     def prepare(self) -> "Estimator":
-        """Load table, regressors, prior and overhead model (once)."""
+        """Load table, regressors, prior and overhead model (once; safe to call from several threads)."""
         if self._prepared:
             return self
+        with _LOAD_LOCK:
+            if not self._prepared:
+                self._prepare()
+        return self
+
+    def _prepare(self) -> None:
         from .store import Store
 
         self.warnings_: list[str] = []
@@ -164,19 +180,25 @@ class Estimator:
         self.overhead_ = self._load_overhead(path)
         self.context_, self.context_source_ = self._load_context(path)
         self._prepared = True
-        return self
 
     def _evidence(self) -> None:
         """Fit the prior and the sparsity evidence from the table, on first need (not on the hot path)."""
         if getattr(self, "_evidence_ready", True):
             return
+        from .errors import InvalidConfig, StoreError
         from .store import Store
 
-        with Store(self.profile_path_, readonly=True) as st:
-            df = st.measurements(self.target_id_, ok_only=True)
-        self._fit_prior(df)
-        self._sparsity_evidence(df)
-        self._evidence_ready = True
+        with _LOAD_LOCK:
+            if self._evidence_ready:
+                return
+            with Store(self.profile_path_, readonly=True) as st:
+                df = st.measurements(self.target_id_, ok_only=True)
+            try:
+                self._fit_prior(df)
+                self._sparsity_evidence(df)
+            except InvalidConfig as e:
+                raise StoreError(f"profile database {self.profile_path_}: a measurement row has a bad key: {e}") from None
+            self._evidence_ready = True
 
     def _fit_prior(self, df) -> None:
         """Per (kind, precision): latency_us ~ a + flops/F + bytes/B, a non-negative least squares."""
@@ -234,8 +256,8 @@ class Estimator:
         infos = [i for i in read_profile(self.profile_path_, "") if i.target == self.target.name]
         if not infos:
             return
-        distance, diffs = device_distance(infos[0].device, host)
-        if distance >= 1.0:
+        _, diffs = device_distance(infos[0].device, host)
+        if diffs:
             self.warnings_.append(f"this host is a {self.target.name} device but not the one its profile was measured "
                                   f"on ({infos[0].describe()}): {'; '.join(diffs)}; kernels can differ by 1.5x or "
                                   f"more between CPU generations (e.g. 38% of models within 10% on an Intel Xeon "
@@ -301,7 +323,9 @@ class Estimator:
         if kind not in self.regs_:
             from .regressor import KindRegressor
 
-            self.regs_[kind] = KindRegressor.load(self.reg_dir_, kind)
+            with _LOAD_LOCK:
+                if kind not in self.regs_:
+                    self.regs_[kind] = KindRegressor.load(self.reg_dir_, kind)
         return self.regs_[kind]
 
     def _dense_equivalent(self, c: Config):
@@ -366,9 +390,18 @@ class Estimator:
         kernels, uncovered = fuse(graph, self.rules_)
         cfgs = [k.config for k in kernels]  # canonical configs and keys: built once per estimate
         keys = [c.key for c in cfgs]
-        priced = self._price_many(cfgs)
         ests, unc = [], list(uncovered)
         from .fusion import Uncovered
+        from .ops import config_problem
+
+        bad = [config_problem(key) for key in keys]  # cached per key: a dict lookup once seen
+        if any(bad):  # attributes no runtime executes (stride 0, ...): listed, never priced
+            for k, why in zip(kernels, bad):
+                if why:
+                    unc.extend(Uncovered(n, t, why) for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)))
+            keep = [i for i, why in enumerate(bad) if not why]
+            kernels, cfgs, keys = [kernels[i] for i in keep], [cfgs[i] for i in keep], [keys[i] for i in keep]
+        priced = self._price_many(cfgs)
 
         footprint = _footprint_mb(keys, priced)
         if self.context_ and self.context_.spec.get("gate"):
@@ -395,16 +428,36 @@ class Estimator:
         ksum = sum(e.latency_us for e in ests)
         ov = self.overhead_
         overhead = overhead_us(ests, ov, gate)
-        total = max(ksum + overhead, 0.0)
-        ests = [KernelEstimate(**{**asdict(e), "share": (e.latency_us / total if total > 0 else 0.0)}) for e in ests]
+        ov_source = ov.get("source", "")
+        if overhead < 0 and ksum > 0:
+            # A fitted overhead model may have negative terms (per short kernel: isolated timings carry the
+            # profiler's own per-event cost, which a model run does not pay; per run, from a fit on few
+            # models), so on a tiny model the sum goes below zero. That is a correction of the kernels'
+            # prices, not a negative overhead: it moves into the kernels, in proportion to their prices,
+            # and never takes more than half of them. The total is unchanged wherever it did not.
+            f = max(_MIN_KERNEL_SCALE, (ksum + overhead) / ksum)
+            note = f"x{f:.3f}: the overhead model's negative terms ({overhead:.1f} us) moved into the kernels" + \
+                (", capped at half their price" if f == _MIN_KERNEL_SCALE else "")
+            ests = [replace(e, latency_us=e.latency_us * f, detail=(e.detail + "; " if e.detail else "") + note)
+                    if e.latency_us > 0 else e for e in ests]
+            ksum = sum(e.latency_us for e in ests)
+            ov_source += f" ({note})"
+            overhead = 0.0
+        total = ksum + overhead
+        ests = [replace(e, share=e.latency_us / total if total > 0 else 0.0) for e in ests]
         sources: dict = {}
         for e in ests:
             sources[e.source] = sources.get(e.source, 0) + 1
         warnings = list(self.warnings_)
         if unc:
             warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
+        if total > _ABSURD_US:
+            big = max(ests, key=lambda e: e.latency_us)
+            warnings.append(f"the estimate is {total / 3.6e9:,.1f} hours, beyond any real inference: check the input "
+                            f"shapes (--shape/--batch); the largest kernel is {big.name} ({big.kind}, "
+                            f"{big.latency_us / 1e6:,.0f} s)")
         est = Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(unc), self.target.name,
-                       self.profile_path_, ov.get("source", ""), tuple(warnings), sources, self.context_source_,
+                       self.profile_path_, ov_source, tuple(warnings), sources, self.context_source_,
                        footprint, gate, cgate)
         if strict and unc:
             raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "

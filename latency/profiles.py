@@ -34,9 +34,6 @@ ISA_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 MAJOR_FLAGS = ("avx512f", "avx2", "amx_int8", "amx_tile", "amx_bf16", "avx512_vnni", "avx_vnni", "sve", "i8mm",
                "asimddp")
 
-#: a difference that changes no kernel; distances below 1 are not worth a warning
-MINOR = 0.25
-
 #: key under which a profile database's meta table keeps the device record of one target
 DEVICE_META_KEY = "device:{target}"
 
@@ -101,7 +98,7 @@ def _data_caches_mb() -> dict:
 
 def read_cpu() -> dict:
     """CPU model name, vendor, ISA flags that matter, core count and clock (MHz) of this host."""
-    model, vendor, flags, mhz = "", "", set(), None
+    model, vendor, flags, mhz, family, number = "", "", set(), None, None, None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -118,11 +115,16 @@ def read_cpu() -> dict:
                     flags = set(v.split())
                 elif k == "cpu MHz" and mhz is None:
                     mhz = float(v)
+                elif k in ("cpu family", "CPU architecture") and family is None:
+                    family = v
+                elif k in ("model", "CPU variant") and number is None:
+                    number = v
     except (OSError, ValueError):
         pass
     model = model or platform.processor() or platform.machine()
     return {"cpu_model": model, "vendor": vendor, "cpu_flags": sorted(f for f in flags if f in ISA_FLAGS),
-            "arch": platform.machine(), "cores": os.cpu_count(), "cpu_mhz": mhz}
+            "arch": platform.machine(), "cores": os.cpu_count(), "cpu_mhz": mhz,
+            "cpu_family_model": f"{family}/{number}" if family is not None and number is not None else None}
 
 
 def host_device() -> dict:
@@ -136,6 +138,7 @@ def host_device() -> dict:
     except ImportError:
         runtime_version = None
     return {"kind": "cpu", "vendor": cpu["vendor"], "cpu_model": cpu["cpu_model"], "arch": cpu["arch"],
+            "cpu_family_model": cpu["cpu_family_model"],
             "cpu_flags": cpu["cpu_flags"], "l2_mb": caches.get(2), "llc_mb": caches[max(caches)] if caches else None,
             "runtime": "onnxruntime", "runtime_version": runtime_version}
 
@@ -187,6 +190,7 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
             fp, span = t["fingerprint"], st.target_summary(t["target_id"])
             rec = json.loads(meta.get(DEVICE_META_KEY.format(target=t["name"]), "{}"))
             device = {"kind": "cpu", "vendor": rec.get("vendor", ""), "cpu_model": fp.get("cpu_model"),
+                      "cpu_family_model": rec.get("cpu_family_model"),
                       "arch": fp.get("arch"), "cpu_flags": fp.get("cpu_flags", []), "l2_mb": rec.get("l2_mb"),
                       "llc_mb": rec.get("llc_mb"), "runtime": fp.get("runtime"),
                       "runtime_version": fp.get("runtime_version"), "threads": fp.get("threads")}
@@ -198,7 +202,7 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
 
 def write_device_record(store, target: str, device: dict, provenance: str = "measured", note: str = "") -> None:
     """Keep ``device`` (vendor and caches; the fingerprint has the rest) in ``store``'s meta table."""
-    rec = {"vendor": device.get("vendor", ""), "l2_mb": device.get("l2_mb"), "llc_mb": device.get("llc_mb"),
+    rec = {"vendor": device.get("vendor", ""), "cpu_family_model": device.get("cpu_family_model"), "l2_mb": device.get("l2_mb"), "llc_mb": device.get("llc_mb"),
            "provenance": provenance, "note": note}
     store.set_meta(DEVICE_META_KEY.format(target=target), json.dumps(rec, sort_keys=True))
 
@@ -234,9 +238,8 @@ def device_distance(profile: dict, host: dict) -> tuple[float, list[str]]:
     score, diffs = 0.0, []
     pf, hf = set(profile.get("cpu_flags") or []), set(host.get("cpu_flags") or [])
     for f in sorted(pf ^ hf):
-        # the 256-bit VNNI form is not used where both have the 512-bit one (MLAS prefers AVX-512 VNNI)
-        minor = f == "avx_vnni" and "avx512_vnni" in (pf & hf)
-        score += MINOR if minor else 10.0 if f in MAJOR_FLAGS else 1.0
+        # a flag MLAS does not use still tells another CPU generation (AVX-VNNI: Zen 5 has it, Zen 4 not)
+        score += 10.0 if f in MAJOR_FLAGS else 2.0
     if pf ^ hf:
         diffs.append("ISA " + ", ".join([f"+{f}" for f in sorted(hf - pf)] + [f"-{f}" for f in sorted(pf - hf)])
                      + " on this host")
@@ -246,6 +249,10 @@ def device_distance(profile: dict, host: dict) -> tuple[float, list[str]]:
     if (profile.get("cpu_model") or "") != (host.get("cpu_model") or ""):
         score += 4.0
         diffs.append(f"CPU {profile.get('cpu_model')!r} vs host {host.get('cpu_model')!r}")
+    pm, hm = profile.get("cpu_family_model"), host.get("cpu_family_model")
+    if pm and hm and pm != hm:
+        score += 6.0
+        diffs.append(f"CPU family/model {pm} vs host {hm}")
     for key, label in (("l2_mb", "L2"), ("llc_mb", "LLC")):
         a, b = profile.get(key), host.get(key)
         if a and b and abs(math.log(a / b)) > 0.05:

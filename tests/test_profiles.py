@@ -77,8 +77,11 @@ def test_distance_ranks_same_device_first_and_names_differences():
     text = "; ".join(diffs)
     assert "vendor AMD vs host Intel" in text and "+amx_int8" in text and "L2 1 MB vs host 2 MB" in text
     assert P.device_distance(dict(EPYC, arch="aarch64"), EPYC)[0] == float("inf")
-    # a 256-bit VNNI flag next to AVX-512 VNNI on both sides changes no kernel: below the warning line
-    assert P.device_distance(EPYC, dict(EPYC, cpu_flags=EPYC["cpu_flags"] + ["avx_vnni"]))[0] < 1.0
+    # a flag the runtime does not use still tells another CPU generation (Zen 5 has AVX-VNNI, Zen 4 not)
+    d, diffs = P.device_distance(EPYC, dict(EPYC, cpu_flags=EPYC["cpu_flags"] + ["avx_vnni"]))
+    assert d > 0 and "+avx_vnni" in diffs[0]
+    d, diffs = P.device_distance(dict(EPYC, cpu_family_model="25/17"), dict(EPYC, cpu_family_model="26/2"))
+    assert d > 0 and diffs == ["CPU family/model 25/17 vs host 26/2"]
 
 
 def test_default_picks_the_closest_profile_and_says_what_differs(dirs, monkeypatch):

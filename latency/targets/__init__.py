@@ -129,14 +129,14 @@ def choose_default():
     model, cache sizes, runtime version), among every shipped and user-built profile; the note
     names the device the profile was measured on and what differs from this host ("" when nothing).
     """
-    from ..profiles import closest, device_distance, discover, host_device
+    from ..profiles import closest, discover, host_device
 
     host = host_device()
     cands = [p for p in discover() if p.target in targets() and targets()[p.target].device == "cpu"]
     best, diffs = closest(cands, host)
     if best is None:
         return host_target(), None, ""
-    note = "" if not diffs or device_distance(best.device, host)[0] < 1.0 else (
+    note = "" if not diffs else (
         f"using {best.target} ({best.origin} profile, {best.describe()}); this host differs: {'; '.join(diffs)}")
     return targets()[best.target], best, note
 
