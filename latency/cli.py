@@ -178,7 +178,12 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
     if not ok:
         raise LatencyError(why)
     if models:
-        plan = model_kernels(list(models), target, tuple(_csv(precision) or ("fp32",)))
+        unc: list = []
+        plan = model_kernels(list(models), target, tuple(_csv(precision) or ("fp32",)), uncovered=unc)
+        for i, u in unc:  # never silently dropped: what cannot be measured is said
+            click.echo(f"warning: {models[i]}: node {u.node!r} [{u.op_type}] is not profiled: {u.reason}", err=True)
+        if not plan:
+            raise LatencyError(f"no kernel of {', '.join(models)} can be profiled ({len(unc)} node(s) uncovered)")
     with Store(db) as st:
         r = run_sweep(st, target, plan, ops=_csv(ops_), precisions=_csv(precision), budget_s=_parse_duration(budget),
                       workers=workers, retry_failed=retry_failed, chunk_size=chunk, progress=not no_progress,
@@ -259,7 +264,13 @@ def train(target_name, path, out):
         tid = st.find_target(t.name)
         if tid is None:
             raise LatencyError(f"{p} has no rows for target {t.name}")
-        rep = train_all(st, tid, out)
+        from .ops import kinds as all_kinds
+        from .progress import Bar, wanted
+
+        order = sorted(all_kinds())  # the order train_all goes through the kinds
+        with Bar(len(order), "train", enabled=wanted()) as bar:
+            rep = train_all(st, tid, out, progress=lambda rec: bar.update(order.index(rec["kind"]) + 1,
+                                                                          note=f"{rec['kind']} trained"))
     click.echo(rep.to_string(index=False))
     click.echo(f"saved to {out}")
 
@@ -288,7 +299,18 @@ def calibrate(target_name, path, core, refit):
                            f"and pass --db my.db")
     if not refit:
         pin_to_core(core)
-    r = run(t, profile=path, progress=lambda s: click.echo(s, err=True), refit=refit)
+    from .progress import Bar, wanted
+
+    with Bar(0, "calibrate", enabled=wanted()) as bar:
+        # on a terminal the measuring rounds ("phase ...") only update the bar; every other message stays
+        def say(msg):
+            if bar.enabled and msg.startswith("phase "):
+                bar.update(note=msg[:60])
+            else:
+                bar.echo(msg)
+
+        r = run(t, profile=path, progress=say, refit=refit,
+                step=lambda done, total, what: bar.update(done, total=total, note=what))
     click.echo(f"context model: {r['pairs']} kernel pairs from {r['models']} models, cache gate from the "
                f"{r['gate']} -> {r['context']}")
     click.echo(f"weight fetch: {r['stream_us_per_mb']:.1f} us/MB from memory; curves from {r['private_gate_scale']:g}x "
@@ -359,6 +381,126 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
         click.echo(f"\nuncovered ({len(est.uncovered)}, not in the total):")
         for u in est.uncovered[:50]:
             click.echo(f"  {u.node} [{u.op_type}]: {u.reason}")
+
+
+def _host_measurable(target_name):
+    """The target to measure on this host (default: this host's own); an error when this host cannot run it."""
+    from .targets import get_target, host_target
+
+    t = get_target(target_name) if target_name else host_target()
+    ok, why = t.host_supported()
+    if not ok:
+        raise LatencyError(f"cannot measure {t.name} on this host: {why}")
+    return t
+
+
+def _run_validation(model, t, profile_path, shapes, batch, core, phases, quiet):
+    """profilers.validate under a progress bar, pinned to ``core``."""
+    from profilers.measure import pin_to_core
+    from profilers.validate import ValidateProtocol, validate as run
+
+    from .progress import Bar, wanted
+
+    if phases < 1:
+        raise LatencyError(f"--phases must be at least 1, got {phases}")
+    pin_to_core(core)
+    proto = ValidateProtocol(phases=phases, rounds=2 * phases, max_phases=2 * phases)
+    with Bar(proto.rounds + proto.kernel_repeats, "validate", enabled=wanted(quiet)) as bar:
+        return run(model, t, profile=profile_path, shapes=_parse_shapes(shapes) or None, batch=batch, protocol=proto,
+                   core=core, progress=lambda done, total, note: bar.update(done, note=note, total=total))
+
+
+@main.command("validate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", default=None, help="a target this host runs (default: this host's)")
+@click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False),
+              help="profiling database to estimate from (default: the target's)")
+@click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
+@click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
+@click.option("--core", type=int, default=0, show_default=True, help="core to pin the measurements to")
+@click.option("--phases", type=int, default=3, show_default=True,
+              help="fresh-session phases of the end-to-end run (2 rounds each; up to twice as many when unconfirmed)")
+@click.option("--top", default=15, show_default=True, help="kernels to list (0: all)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def validate_cmd(model, target_name, profile_path, shapes, batch, core, phases, top, as_json):
+    """Measure a model on this host, end to end and per kernel, beside its estimate."""
+    from profilers.validate import render
+
+    t = _host_measurable(target_name)
+    res = _run_validation(model, t, profile_path, shapes, batch, core, phases, as_json)
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    for w in res["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    click.echo("\n".join(render(res, top)))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_names", multiple=True,
+              help="repeatable; the first gets the breakdown, roofline and profile plots (default: this host's); "
+                   "with one target, every other target that has a profile or a spec sheet is compared")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for report.html and the PNGs")
+@click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False),
+              help="profiling database for the first target (default: its own)")
+@click.option("--validate", "with_validation", is_flag=True, help="also measure the model on this host (first target)")
+@click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
+@click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
+@click.option("--core", type=int, default=0, show_default=True, help="core to pin --validate's measurements to")
+@click.option("--top", default=15, show_default=True, help="kernels in the breakdown")
+def report(model, target_names, out, profile_path, with_validation, shapes, batch, core, top):
+    """Figures and one self-contained HTML page about a model's estimate (and, with --validate, its measurement)."""
+    from pathlib import Path
+
+    from .estimator import Estimator
+    from .graph import load_graph
+    from .report import write_report
+    from .targets import default_target, get_target, targets as all_targets
+
+    names = list(dict.fromkeys(target_names)) or [default_target()[0].name]
+    for n in names:
+        get_target(n)  # an unknown name fails before anything runs
+    graph = load_graph(model, shapes=_parse_shapes(shapes) or None, batch=batch)
+    compare = names if len(names) > 1 else names + [n for n, t in all_targets().items()
+                                                    if n != names[0] and t.device != "fake"]
+    ests, derived, skipped = {}, {}, {}
+    for n in compare:
+        try:
+            ests[n] = Estimator(n, profile=profile_path if n == names[0] else None).estimate(graph)
+        except LatencyError as e:
+            if n == names[0] or n in target_names:
+                raise
+            skipped[n] = str(e)
+            continue
+        t = get_target(n)
+        if not ests[n].profile and t.spec:
+            derived[n] = f"priced from {t.spec.get('source', 'a spec sheet')}, nothing measured"
+    validation = None
+    if with_validation:
+        t = _host_measurable(names[0])
+        validation = _run_validation(model, t, profile_path, shapes, batch, core, 3, False)
+    from .progress import Bar, wanted
+
+    with Bar(5, "report", enabled=wanted()) as bar:
+        r = write_report(Path(model).stem, ests, out, validation=validation, derived=derived, skipped=skipped,
+                         top=top, progress=lambda done, total, what: bar.update(done, total=total, note=what))
+    for n, why in skipped.items():
+        click.echo(f"note: {n} not compared: {why}", err=True)
+    click.echo(f"wrote {r['html']} ({len(r['figures'])} figures embedded; PNGs beside it)")
+
+
+@db.command("plot")
+@click.option("--db", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", default=None, help="default: the database's only target")
+@click.option("--kind", required=True, help="op kind for the latency and precision plots (see `latency ops`)")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for the PNGs")
+def plot(path, target_name, kind, out):
+    """Plot a profile: latency vs work and precision ratios for one kind, sparsity curves of every kind."""
+    from .report import profile_plots
+
+    for f in profile_plots(path, out, kind, target_name):
+        click.echo(f"wrote {f.path}")
 
 
 if __name__ == "__main__":

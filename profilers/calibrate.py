@@ -70,7 +70,7 @@ def choose(trials: dict, tied: float = TIED_ERROR) -> tuple:
 
 
 def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,
-              refit: bool = False, chain_families=None, probes: bool = True) -> dict:
+              refit: bool = False, chain_families=None, probes: bool = True, step=None) -> dict:
     """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
 
     ``models``: name -> ModelProto (default: the zoo's FIT models). ``refit``: measure nothing, refit
@@ -78,9 +78,19 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     after the fitting code changed. ``chain_families``: the dispatch-chain families to measure for
     the per-run term (default all; empty: no chains, the per-run term is fitted with the rest).
     ``probes``: also measure the cache probe that sets the cache gate (else the gate's bounds come
-    from the cache size in sysfs). Returns a summary dict.
+    from the cache size in sysfs). ``progress``: called with one-line messages; ``step``: called as
+    ``step(done, total, what)`` after each stage (end-to-end run, in-model kernel times, each private-cache
+    bound tried), for a progress bar. Returns a summary dict.
     """
     say = progress or (lambda msg: None)
+    n_steps = len(PRIVATE_GATE_SCALES) + (0 if refit else 2)
+    stepped = [0]
+
+    def advance(what):
+        stepped[0] += 1
+        if step:
+            step(stepped[0], n_steps, what)
+
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
     stem = Path(base.profile_path_)
     paths = {k: stem.with_name(stem.stem + f".{k}.json") for k in ("context", "overhead", "calibration")}
@@ -105,6 +115,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             f"{len(probe_models)} cache probes in one round-robin run")
         e2e = measure_models({n: m.SerializeToString() for n, m in {**models, **chain_models, **probe_models}.items()},
                              progress=say)
+        advance("end-to-end run done")
         say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
         times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
         pairs, match = [], {}
@@ -113,6 +124,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             pairs += p
             match[name] = s
             say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
+        advance("in-model kernel times done")
     run_term = dispatch_chains.per_run_us(base, e2e, chain_models) if chain_models else None
     if chain_models and run_term is None:
         say("no dispatch chain could be priced from this profile: the per-run term is fitted with the rest")
@@ -164,6 +176,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
                          for e, m in zip(ests, meas))
             err = err[:len(err) - len(err) // 10]  # robust: the worst tenth of the models do not choose
             trials[scale, fp_scale] = (100 * sum(err) / len(err), ov, spec)
+        advance(f"fitted with the private-cache bound at {scale:g}x L2")
     scale, fp_scale = choose(trials)
     ov, spec = trials[scale, fp_scale][1], trials[scale, fp_scale][2]
     set_gates(scale, fp_scale)  # the pairs kept in the raw file carry the chosen gates
