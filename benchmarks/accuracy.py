@@ -318,7 +318,7 @@ def no_fusion(rules):
     off = {}
     for f in fields(rules):
         v = getattr(rules, f.name)
-        if f.name in ("qdq", "dynamic_quant", "name", "nchwc_block", "nchwc_align"):
+        if f.name in ("qdq", "dynamic_quant", "name", "passes", "nchwc_block", "nchwc_align"):
             continue
         if isinstance(v, bool):
             off[f.name] = False

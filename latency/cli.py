@@ -31,6 +31,12 @@ class _Group(click.Group):
         except BrokenPipeError:  # output piped into `head` and closed early: not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
+        except click.UsageError as e:  # a bad or missing option or argument: one line too, naming it
+            if type(e).__name__ == "NoArgsIsHelpError":  # a group named alone: its help, as click shows it
+                raise
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+            sys.exit(2)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except Exception as e:  # last resort: still one line
@@ -349,7 +355,11 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
     estimator = Estimator(tname, profile=profile_path, check_host=bool(target_name))
     est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict)
     if check_fusion:
-        diff = estimator.check_fusion(model, shapes=_parse_shapes(shapes) or None, batch=batch)
+        from profilers.runtime_graph import runtime_kernel_summary  # runs onnxruntime: the measuring side
+
+        fixed = _parse_shapes(shapes) or None
+        diff = estimator.check_fusion(model, runtime_kernel_summary(model, shapes=fixed, batch=batch), shapes=fixed,
+                                      batch=batch)
         msg = ("fusion check: kernels agree with onnxruntime's optimized graph" if not diff else
                "fusion check: differs from onnxruntime's optimized graph (ours, runtime): "
                + "; ".join(f"{k}: {v}" for k, v in list(diff.items())[:8]))

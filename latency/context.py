@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ProfileError
+
 #: log-ratio limits: the correction never scales a kernel by more than e^0.7 (~2x) either way
 _CLAMP = 0.7
 #: kernels shorter than this alone (us) get no curve correction: their in-model profile durations are
@@ -185,6 +187,23 @@ def cache_gate(footprint_mb: float | None, bounds, curve: dict | None = None) ->
     return float(min(1.0, max(0.0, (math.log(footprint_mb) - lo) / (hi - lo))))
 
 
+def read_json_file(path, what: str) -> dict:
+    """A JSON object from ``path``; ProfileError naming the file when it cannot be read, is not JSON
+    (truncated, binary) or is not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except OSError as e:
+        raise ProfileError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ProfileError(f"{what} {path} is not valid JSON (truncated or corrupt?): {str(e).splitlines()[0]}") \
+            from None
+    if not isinstance(d, dict):
+        raise ProfileError(f"{what} {path} holds a JSON {type(d).__name__}, not an object; the file is corrupt or "
+                           "was edited by hand")
+    return d
+
+
 class ContextModel:
     """Applies a fitted context model: ``in_model_us = isolated_us * factor(kind, isolated_us, gate)``."""
 
@@ -219,8 +238,26 @@ class ContextModel:
 
     @classmethod
     def load(cls, path) -> "ContextModel":
-        with open(path) as f:
-            return cls(json.load(f))
+        """Read a fitted context model; ProfileError (one line, naming the file) when it is unreadable,
+        truncated, or holds values of the wrong type or shape (tampered)."""
+        spec = read_json_file(path, "context model")
+        try:
+            cm = cls(spec)
+            probes = [cm.gate(5.0), cm.curve_gate(5.0), cm.stream_us(1.0, 0.5)]
+            for k, (x, y) in cm._curves.items():
+                if x.ndim != 1 or x.shape != y.shape or not len(x) or x.dtype.kind not in "fi" or \
+                        y.dtype.kind not in "fi" or np.any(np.diff(x) < 0):
+                    raise ValueError(f"curve {k!r}: log_us and log_ratio must be equal-length lists of numbers, "
+                                     "log_us ascending")
+                probes += [cm.factor(k, us, 0.5) for us in (1.0, 100.0, 1e5)]
+            if not all(isinstance(v, float) and math.isfinite(v) for v in map(float, probes)):
+                raise ValueError("a correction is not a finite number")
+        except ProfileError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as e:
+            raise ProfileError(f"context model {path} is malformed ({e}); the file is corrupt or was edited by hand; "
+                               "recalibrate or pass context=False") from None
+        return cm
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.spec, indent=1))

@@ -50,3 +50,11 @@ class MissingTable(LatencyError):
 
 class RegressorError(LatencyError):
     """A regressor is used before fitting, or its feature schema does not match."""
+
+
+class InvalidConfig(LatencyError):
+    """A table key that does not parse, or kernel parameters no runtime could execute (stride 0, ...)."""
+
+
+class ProfileError(LatencyError):
+    """A profile's side file (context or overhead model JSON) is unreadable, truncated or tampered."""

@@ -197,7 +197,8 @@ class Estimator:
                 self._fit_prior(df)
                 self._sparsity_evidence(df)
             except InvalidConfig as e:
-                raise StoreError(f"profile database {self.profile_path_}: a measurement row has a bad key: {e}") from None
+                raise StoreError(f"profile database {self.profile_path_}: a measurement row has a bad key: {e}") \
+                    from None
             self._evidence_ready = True
 
     def _fit_prior(self, df) -> None:
@@ -267,9 +268,11 @@ class Estimator:
         p = Path(self.overhead) if self.overhead else (path.with_name(path.stem + ".overhead.json") if path else None)
         if self.overhead is False or p is None or not p.exists():
             return {"per_run_us": 0.0, "per_kernel_us": 0.0, "source": "none (no end-to-end fit for this target)"}
-        with open(p) as f:
-            d = json.load(f)
+        from .context import read_json_file
+
+        d = read_json_file(p, "overhead model")
         d.setdefault("source", f"fitted: {p.name}")
+        _check_overhead(d, p)
         return d
 
     def _load_context(self, path):
@@ -363,20 +366,22 @@ class Estimator:
             return (us, "prior:spec-sheet", f"roofline from {spec.get('source')}")
         return None
 
-    def check_fusion(self, model, shapes=None, batch=None) -> dict:
-        """Compare this target's fusion rules with onnxruntime's own optimized graph of ``model``.
+    def check_fusion(self, model, runtime_summary, shapes=None, batch=None) -> dict:
+        """Compare this target's fusion passes with onnxruntime's own optimized graph of ``model``.
 
-        Only for onnxruntime CPU targets that this host can run; returns ``{key: (ours, runtime)}``
-        for every kernel count that differs (empty: the rule table reproduced the runtime's graph).
+        ``runtime_summary``: the runtime's kernel counts of ``model``, computed where the runtime runs
+        (``profilers.runtime_graph.runtime_kernel_summary``: the library never runs it). Only for
+        onnxruntime CPU targets that this host can run; returns ``{key: (ours, runtime)}`` for every
+        kernel count that differs (empty: the pass list reproduced the runtime's graph).
         """
-        from .fusion import compare_summaries, fuse, kernel_summary, runtime_kernel_summary
+        from .fusion import compare_summaries, fuse, kernel_summary
         from .graph import load_graph
 
         ok, why = self.target.host_supported()
         if not ok or self.target.backend != "ort-cpu":
             raise LatencyError(f"cannot check fusion against the runtime here: {why or 'not an onnxruntime CPU target'}")
         kernels, _ = fuse(load_graph(model, shapes=shapes, batch=batch), self.target.fusion_rules())
-        return compare_summaries(kernel_summary(kernels), runtime_kernel_summary(model, shapes=shapes, batch=batch))
+        return compare_summaries(kernel_summary(kernels), runtime_summary)
 
     # -- the public call -------------------------------------------------------------------------
 
@@ -494,6 +499,35 @@ def overhead_us(kernels, ov: dict, gate: float = 1.0) -> float:
         return (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
                 + ov.get("per_weight_mb_us", 0.0) * wmb)
     return 0.0
+
+
+#: the numbers an overhead model may hold (us, us per kernel, us per MB)
+_OVERHEAD_NUMBERS = ("per_run_us", "per_kernel_us", "per_weight_mb_us", "per_short_kernel_us", "per_long_kernel_us",
+                     "short_us", "per_lowint_conv_mb_us")
+
+
+def _check_overhead(d: dict, path) -> None:
+    """ProfileError naming ``path`` when the overhead model ``d`` holds what no fit writes: a term that
+    is not a finite number, a rule that is not an object, or anything :func:`overhead_us` cannot apply."""
+    from .errors import ProfileError
+
+    bad = [k for k in _OVERHEAD_NUMBERS if k in d and (isinstance(d[k], bool) or not isinstance(d[k], (int, float))
+                                                       or not math.isfinite(d[k]))]
+    bad += [k for k in ("weights", "lowint_conv") if d.get(k) is not None and not isinstance(d[k], dict)]
+    if not bad:
+        probe = Config("Conv", {"x": [1, 64, 28, 28], "cout": 64, "kernel": [3, 3], "strides": [1, 1],
+                                "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1, "act": "none", "sum": 0})
+        ks = [KernelEstimate("probe", "Conv", ("Conv",), ("probe",), "fp32", "0", us, "table", key=probe.key,
+                             isolated_us=us) for us in (5.0, 500.0)]
+        try:
+            v = overhead_us(ks, d, 0.5)
+            if not math.isfinite(v):
+                bad.append("(the overhead it gives is not finite)")
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as e:
+            bad.append(f"(applying it fails: {type(e).__name__}: {e})")
+    if bad:
+        raise ProfileError(f"overhead model {path} is malformed: {', '.join(bad)} (terms must be finite numbers, rules "
+                           "objects); the file is corrupt or was edited by hand; recalibrate or pass overhead=False")
 
 
 def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0) -> tuple[float, float]:

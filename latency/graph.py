@@ -17,7 +17,9 @@ with one-line messages.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -257,6 +259,173 @@ def _check_external_data(model, base, label):
                              f"{t.name!r} needs {end})")
 
 
+#: bytes per element in raw_data, by TensorProto data type (4-bit types are packed two per byte)
+_RAW_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2,
+              17: 1, 18: 1, 19: 1, 20: 1}
+#: typed-field values per element (complex types store real and imaginary parts)
+_TYPED_PER_ELEM = {14: 2, 15: 2}
+
+
+def _node_label(n, i) -> str:
+    return repr(n.name) if n.name else f"#{i} ({n.op_type})"
+
+
+def _check_structure(model, label) -> None:
+    """ModelError, naming the node or tensor, for a graph that no runtime loads: no opset for the
+    default domain, a tensor defined twice, a node input or graph output that nothing defines, an
+    initializer whose data does not match its shape (a truncated or tampered file)."""
+    import onnx
+
+    g = model.graph
+    # protobuf hands back bytes for a string field that is not UTF-8 (a flipped bit, a foreign file)
+    for i, n in enumerate(g.node):
+        for what, v in (("name", n.name), ("op type", n.op_type), ("domain", n.domain)) + \
+                tuple(("input", x) for x in n.input) + tuple(("output", x) for x in n.output) + \
+                tuple(("attribute name", a.name) for a in n.attribute):
+            if not isinstance(v, str):
+                raise ModelError(f"{label}: node #{i} has a {what} that is not UTF-8 text ({bytes(v)[:40]!r}); the "
+                                 "file is corrupt")
+    for what, items in (("graph input", g.input), ("graph output", g.output), ("initializer", g.initializer),
+                        ("value_info", g.value_info), ("graph", [g])):
+        for x in items:
+            if not isinstance(x.name, str):
+                raise ModelError(f"{label}: a {what} has a name that is not UTF-8 text ({bytes(x.name)[:40]!r}); "
+                                 "the file is corrupt")
+    for o in model.opset_import:
+        if not isinstance(o.domain, str):
+            raise ModelError(f"{label}: an opset_import domain is not UTF-8 text ({bytes(o.domain)[:40]!r}); the "
+                             "file is corrupt")
+    if any(n.domain in ("", "ai.onnx") for n in g.node) and \
+            not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        raise ModelError(f"{label}: the model imports no opset of the default ONNX domain (ai.onnx) that its nodes "
+                         "use; a valid model lists it in opset_import (truncated file?)")
+    _check_arity(model, label)
+    defined: dict = {}
+    for t in g.initializer:
+        if t.name in defined:
+            raise ModelError(f"{label}: initializer {t.name!r} is defined twice")
+        defined[t.name] = "an initializer"
+        _check_tensor_data(t, label)
+    for vi in g.input:
+        defined.setdefault(vi.name, "a graph input")
+    for i, n in enumerate(g.node):
+        for o in n.output:
+            if not o:
+                continue
+            if o in defined:
+                prev = defined[o]
+                prev = prev if isinstance(prev, str) else f"node {_node_label(g.node[prev], prev)}"
+                raise ModelError(f"{label}: tensor {o!r} is written by node {_node_label(n, i)} and by "
+                                 f"{prev}; an ONNX graph defines every tensor once")
+            defined[o] = i
+    for i, n in enumerate(g.node):
+        needed = [x for x in n.input if x]
+        for a in n.attribute:
+            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                for sg in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    needed += sorted(_subgraph_outer_inputs(sg))
+        for x in needed:
+            if x not in defined:
+                raise ModelError(f"{label}: node {_node_label(n, i)} ({n.op_type}) reads tensor {x!r}, which no node, "
+                                 "initializer or graph input defines")
+    for vi in g.output:
+        if vi.name not in defined:
+            raise ModelError(f"{label}: graph output {vi.name!r} is not written by any node, initializer or input")
+
+
+def _check_arity(model, label) -> None:
+    """ModelError for a node of a standard op with fewer inputs or outputs than its schema requires,
+    a required input left empty, or more than it takes (unknown ops are left to be listed uncovered)."""
+    import onnx
+
+    opsets = {(o.domain or ""): int(o.version) for o in model.opset_import if isinstance(o.domain, str)}
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for i, n in enumerate(model.graph.node):
+        dom = "" if n.domain in ("", "ai.onnx") else n.domain
+        if dom not in ("", "com.microsoft") or dom not in opsets:
+            continue
+        try:
+            schema = onnx.defs.get_schema(n.op_type, opsets[dom], dom)
+        except Exception:  # noqa: BLE001 - SchemaError: an op this onnx does not know
+            continue
+        why = None
+        if len(n.input) < schema.min_input or len(n.input) > schema.max_input:
+            why = f"{len(n.input)} input(s); {n.op_type} takes {schema.min_input} to {schema.max_input}"
+        elif len(n.output) < schema.min_output or len(n.output) > schema.max_output:
+            why = f"{len(n.output)} output(s); {n.op_type} gives {schema.min_output} to {schema.max_output}"
+        else:
+            for j, formal in enumerate(schema.inputs[:len(n.input)]):
+                if formal.option == single and not n.input[j]:
+                    why = f"no value for its required input {j} ({formal.name})"
+                    break
+        if why:
+            raise ModelError(f"{label}: node {_node_label(n, i)} ({n.op_type}) has {why}")
+
+
+def _check_tensor_data(t, label) -> None:
+    """ModelError when an inline tensor's data does not hold as many elements as its dims declare."""
+    import onnx
+
+    if t.data_location == onnx.TensorProto.EXTERNAL or t.HasField("segment"):
+        return  # external data is checked against its file; segments are rare and split across protos
+    if any(d < 0 for d in t.dims):
+        raise ModelError(f"{label}: initializer {t.name!r} has a negative dim {list(t.dims)}")
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    dt = t.data_type
+    if dt == onnx.TensorProto.STRING:
+        got, want, unit = len(t.string_data), n, "values"
+    elif dt not in _RAW_BYTES:
+        return  # 4-bit types (packed) and types this check does not know
+    elif t.HasField("raw_data"):
+        want = n * _RAW_BYTES[dt]
+        got, unit = len(t.raw_data), "bytes"  # (a copy of the bytes: read once)
+    else:
+        got = (len(t.float_data) + len(t.int32_data) + len(t.int64_data) + len(t.double_data)
+               + len(t.uint64_data))
+        want, unit = n * _TYPED_PER_ELEM.get(dt, 1), "values"
+    if got != want:
+        raise ModelError(f"{label}: initializer {t.name!r} declares shape {'x'.join(map(str, t.dims)) or 'scalar'} "
+                         f"({want} {unit}) but holds {got}; the file is truncated or corrupt")
+
+
+#: ops whose spatial attributes must be positive (strides, dilations, kernel) and pads non-negative
+_WINDOWED = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+             "FusedConv", "NhwcConv", "QLinearAveragePool", "NhwcMaxPool")
+
+
+def _ints(v) -> list | None:
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (int, np.integer)) for x in v):
+        return [int(x) for x in v]
+    return None
+
+
+def _check_attributes(r: "OpRecord", label) -> None:
+    """ModelError naming the node for attribute values no runtime accepts (what onnxruntime refuses
+    at session creation): a Transpose perm that is not a permutation, zero or negative strides,
+    dilations, kernel sizes or group, negative pads."""
+    if r.domain not in ("", "com.microsoft"):
+        return
+    bad = None
+    if r.op_type == "Transpose" and r.attr("perm") is not None:
+        perm = _ints(r.attr("perm"))
+        rank = len(r.inputs[0].shape) if r.inputs and r.inputs[0].shape is not None else None
+        if perm is None or sorted(perm) != list(range(len(perm))) or (rank is not None and len(perm) != rank):
+            bad = f"perm {r.attr('perm')} is not a permutation of the input's {rank if rank is not None else ''} axes"
+    elif r.op_type in _WINDOWED:
+        for name, lo in (("strides", 1), ("dilations", 1), ("kernel_shape", 1), ("pads", 0)):
+            v = r.attr(name)
+            if v is not None and (_ints(v) is None or any(x < lo for x in _ints(v))):
+                bad = f"{name} {v} (each must be >= {lo})"
+                break
+        g = r.attr("group")
+        if bad is None and g is not None and (not isinstance(g, (int, np.integer)) or g < 1):
+            bad = f"group {g} (must be >= 1)"
+    if bad:
+        raise ModelError(f"{label}: node {r.name!r} ({r.op_type}) has {' '.join(bad.split())}")
+
+
 def _dims(vi):
     """ValueInfo -> list of (value or None, param) or None when no shape."""
     tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
@@ -290,9 +459,11 @@ def _fix_inputs(model, shapes, batch, label, init=None):
     if bad:
         what = "is not a graph input" if len(bad) == 1 else "are not graph inputs"
         raise ModelError(f"{label}: --shape names {', '.join(repr(b) for b in bad)}, which {what}; "
-                         f"valid inputs: {', '.join(names) if names else '(none)'}")
+                         f"valid inputs: {', '.join(_show(n) for n in names) if names else '(none)'}")
     if batch is not None and int(batch) <= 0:
-        raise ModelError(f"batch must be a positive integer, got {batch}")
+        raise ModelError(f"--batch must be a positive integer, got {batch}")
+    if batch is not None:
+        _check_batch_applies(user, int(batch), label)
     problems = []
     for vi in user:
         if not vi.type.HasField("tensor_type"):
@@ -307,36 +478,77 @@ def _fix_inputs(model, shapes, batch, label, init=None):
             except (TypeError, ValueError):
                 raise ModelError(f"{label}: --shape {vi.name}={orig!r}: give integers like 1x128") from None
             if any(v <= 0 for v in want):
-                raise ModelError(f"{label}: --shape {vi.name}={'x'.join(map(str, want))}: every dim must be > 0")
+                raise ModelError(f"{label}: --shape {_show(vi.name)}={'x'.join(map(str, want))}: every dim must be > 0")
             dims = _dims(vi)
             if dims is not None and len(dims) != len(want):
                 raise ModelError(f"{label}: input {vi.name!r} has rank {len(dims)} "
                                  f"({_shape_str(dims)}) but --shape gives {len(want)} dims")
+            _check_size(vi.name, want, label)
             tt.shape.Clear()
             for v in want:
                 tt.shape.dim.add().dim_value = v
             continue
         dims = _dims(vi)
         if dims is None:
-            problems.append(f"input {vi.name!r} has no shape; pass --shape {vi.name}=<dims, e.g. 1x3x224x224>")
+            problems.append(f"input {vi.name!r} has no shape; pass --shape {_show(vi.name)}=<dims, e.g. 1x3x224x224>")
             continue
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         if batch is not None and dims and dims[0][0] is None:
             dims[0] = (int(batch), dims[0][1])
         missing = [(i, p) for i, (v, p) in enumerate(dims) if v is None]
         if missing:
-            what = ", ".join(f"dim {i}" + (f" ({p!r})" if p else "") for i, p in missing)
+            what = ", ".join(f"dim {i}" + (f" ({p!r})" if p else f" (declared {declared[i]})"
+                                           if declared[i] is not None else "") for i, p in missing)
             verb = "has" if len(missing) == 1 else "have"
-            hint = f"pass --shape {vi.name}={_shape_str(dims)}"
+            hint = f"pass --shape {_show(vi.name)}={_shape_str(dims)}"
             if any(i == 0 for i, _ in missing):
                 hint += " (or --batch N for dim 0)"
             problems.append(f"input {vi.name!r} {what} {verb} no value; {hint}")
             continue
+        _check_size(vi.name, [v for v, _ in dims], label)
         tt.shape.Clear()
         for v, _ in dims:
             tt.shape.dim.add().dim_value = v
     if problems:
         raise DynamicShapeError(f"{label}: " + "; ".join(problems))
     return user
+
+
+#: no tensor a user feeds may hold more elements than this (4 GB of fp32): beyond any device this prices,
+#: and a typo (--shape x=1x3x100000x100000) would otherwise run shape inference and onnxruntime on it
+MAX_INPUT_ELEMS = 10**9
+
+
+def _show(name: str) -> str:
+    """A tensor/node name as it can be typed back, on one line: as is when printable, else quoted."""
+    return name if name and name.isprintable() and name.strip() == name else repr(name)
+
+
+def _check_size(name, dims, label) -> None:
+    n = 1
+    for v in dims:
+        n *= int(v)
+    if n > MAX_INPUT_ELEMS:
+        raise ModelError(f"{label}: input {name!r} of shape {'x'.join(map(str, dims))} would hold {n:.3g} elements, "
+                         f"more than {MAX_INPUT_ELEMS:.0e} in one tensor; check --shape / --batch")
+
+
+def _check_batch_applies(user, batch, label) -> None:
+    """ModelError when --batch changes nothing: no user input has a dynamic leading dim (and the
+    static ones are not already ``batch``)."""
+    static = []
+    for vi in user:
+        dims = _dims(vi)
+        if dims is None or not dims or dims[0][0] is None:
+            return  # a dynamic (or unknown) leading dim: --batch fills it
+        static.append((vi.name, dims))
+    if static and all(d[0][0] == batch for _, d in static):
+        return  # says what the model already has
+    what = ", ".join(f"{_show(n)}: {_shape_str(d)}" for n, d in static[:4]) or "the model has no inputs"
+    hint = f"; use --shape {_show(static[0][0])}={'x'.join([str(batch)] + [str(v) for v, _ in static[0][1][1:]])} " \
+           "to change it" if static else ""
+    raise ModelError(f"{label}: --batch {batch} does nothing: the batch (dim 0) of every input is static "
+                     f"({what}){hint}")
 
 
 #: initializers kept in the light model used for shape inference (values may steer shapes)
@@ -502,6 +714,9 @@ def _toposort(nodes, available: set, label) -> list:
                     needed += list(_subgraph_outer_inputs(sg))
         for x in needed:
             j = producers.get(x)
+            if j == i and x not in available:
+                raise ModelError(f"{label}: the graph has a cycle (node {n.name or n.op_type!r} reads its own output "
+                                 f"{x!r})")
             if j is not None and j != i and x not in available:
                 deps[i].add(j)
     for i, d in enumerate(deps):
@@ -614,7 +829,8 @@ def _runtime_shapes(light, names, user_inputs, tensors, base, big, const_values)
     so.log_severity_level = 4
     if base:
         so.add_session_config_entry("session.model_external_initializers_file_folder_path", base)
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints an "EP Error" banner on a failed start
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feeds = {}
     for vi in user_inputs:
         t = tensors.get(vi.name)
@@ -644,6 +860,7 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
 
     model, path, base, label = _read_model(model)
     _check_external_data(model, base, label)
+    _check_structure(model, label)
     light, big = _light_copy(model, base)
     user_inputs = _fix_inputs(light, shapes, batch, label, init={t.name for t in model.graph.initializer})
 
@@ -715,6 +932,7 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
             const_names.update(o for o in n.output if o)
         outs = tuple(tensor(o, foldable) for o in n.output)
         records.append(OpRecord(nm, n.op_type, domain, ins, outs, attrs, foldable, idx))
+        _check_attributes(records[-1], label)
 
     producers: dict[str, int] = {}
     consumers: dict[str, list] = {}

@@ -12,13 +12,14 @@ Nothing here imports onnx or onnxruntime: the registry is pure Python + math.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import UnknownOpKind
+from .errors import InvalidConfig, LatencyError, UnknownOpKind
 
 FEATURE_SCHEMA_VERSION = 3
 
@@ -46,10 +47,60 @@ NORMS = ("BatchNormalization", "InstanceNormalization", "LRN", "GroupNormalizati
 COPIES = ("Expand", "Tile", "DepthToSpace", "SpaceToDepth", "ScatterND", "ScatterElements",
           "GatherElements", "GatherND", "Trilu", "CumSum", "NonZero", "Range", "OneHot", "TopK")
 QUANTS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
-REORDERS = ("ReorderInput", "ReorderOutput")
+#: the blocked-layout (NCHWc) reorders onnxruntime inserts on x86: into the blocked layout and back
+REORDER_INPUT = "ReorderInput"
+REORDER_OUTPUT = "ReorderOutput"
+REORDERS = (REORDER_INPUT, REORDER_OUTPUT)
 #: ops the runtime executes without doing work proportional to data (metadata / aliasing)
 FREE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape",
             "Size", "Constant", "ConstantOfShape", "EyeLike")
+
+
+@dataclass(frozen=True)
+class QuantizedOp:
+    """An int8 op type that runs as the kernel of a float op: priced as ``base`` at ``precision``.
+
+    ``x``, ``w``, ``bias``: positions of its data, weight and bias inputs (None: it has none; ``x``
+    None: every third input is a data input, as in QLinearConcat's (x, scale, zero point) triples).
+    """
+
+    base: str
+    x: int | None
+    w: int | None = None
+    bias: int | None = None
+    precision: str = "int8"
+
+
+#: int8 op types of the QOperator format: what a pre-quantized model holds and what onnxruntime's
+#: QDQ fusions (QDQFinalCleanupTransformer, QDQSelectorActionTransformer, MatMulIntegerToFloatFusion,
+#: DynamicQuantizeMatMulFusion) turn DQ -> op -> Q node units and dynamic quantization into
+QUANTIZED_OPS = {
+    "QLinearConv": QuantizedOp("Conv", 0, 3, 8),
+    "QLinearMatMul": QuantizedOp("MatMul", 0, 3),
+    "QGemm": QuantizedOp("Gemm", 0, 3, 6),
+    "QLinearAdd": QuantizedOp("Add", 0, 3),
+    "QLinearMul": QuantizedOp("Mul", 0, 3),
+    "QLinearSigmoid": QuantizedOp("Sigmoid", 0),
+    "QLinearLeakyRelu": QuantizedOp("LeakyRelu", 0),
+    "QLinearAveragePool": QuantizedOp("AveragePool", 0),
+    "QLinearGlobalAveragePool": QuantizedOp("GlobalAveragePool", 0),
+    "QLinearSoftmax": QuantizedOp("Softmax", 0),
+    "QLinearConcat": QuantizedOp("Concat", None),
+    "ConvInteger": QuantizedOp("Conv", 0, 1),
+    "MatMulInteger": QuantizedOp("MatMul", 0, 1),
+    "MatMulIntegerToFloat": QuantizedOp("MatMul", 0, 1, 6, precision="int8_dynamic"),
+    "DynamicQuantizeMatMul": QuantizedOp("MatMul", 0, 1, 4, precision="int8_dynamic"),
+}
+
+#: op types onnxruntime's NHWC layout transformer produces (int8 regions run channels-last), by the op
+#: they run as
+NHWC_OPS = {"NhwcMaxPool": "MaxPool", "NhwcFusedConv": "FusedConv"}
+
+
+def _with_variants(op_types: tuple) -> tuple:
+    """``op_types`` followed by the quantized and NHWC op types that run as one of them."""
+    base_of = {**{op: q.base for op, q in QUANTIZED_OPS.items()}, **NHWC_OPS}
+    return tuple(op_types) + tuple(op for op, base in base_of.items() if base in op_types and op not in op_types)
 
 
 def _prod(xs) -> int:
@@ -60,6 +111,8 @@ def _prod(xs) -> int:
 
 
 def _conv_out(size, k, s, d, p0, p1):
+    if s < 1 or d < 1:
+        raise InvalidConfig(f"strides and dilations must be >= 1, got stride {s}, dilation {d}")
     return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
 
 
@@ -363,7 +416,7 @@ def _x_quant(p):
 
 def _x_reorder(p):
     x = p["x"]
-    return {"dir": float(p["op"] == "ReorderOutput"), "n": x[0], "c": x[1], "hw": _prod(x[2:])}
+    return {"dir": float(p["op"] == REORDER_OUTPUT), "n": x[0], "c": x[1], "hw": _prod(x[2:])}
 
 
 #: every activation a Conv kernel may carry: the common ones, and those only the blocked (NCHWc)
@@ -380,7 +433,9 @@ _OPS_INOUT = ("Slice", "Resize", "Pad") + COPIES
 class OpKind:
     """One entry of the registry.
 
-    ``onnx_ops``: the ONNX op types (default domain unless qualified) this kind prices.
+    ``onnx_ops``: the op types this kind prices: ONNX ops, onnxruntime's contrib and fused ops
+    (FusedConv, Gelu, SkipLayerNormalization...), their int8 forms (:data:`QUANTIZED_OPS`) and NHWC
+    forms (:data:`NHWC_OPS`), and the reorders the runtime inserts; each op type in exactly one kind.
     ``work``: params -> {flops, in_elems, w_elems, out_elems}.
     ``extra``: params -> further numeric features.
     ``has_weights``: whether sparsity applies (a constant weight operand exists).
@@ -434,7 +489,7 @@ def _register(k: OpKind):
     _KINDS[k.name] = k
 
 
-_register(OpKind("Conv", ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcFusedConv"),
+_register(OpKind("Conv", _with_variants(("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcFusedConv")),
                  _f_conv, _x_conv, has_weights=True,
                  precisions=("fp32", "fp16", "int8", "int8_dynamic"),
                  doc="Conv (dense/grouped/depthwise/dilated) with fused bias, activation, residual sum",
@@ -442,18 +497,20 @@ _register(OpKind("Conv", ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "Nh
 _register(OpKind("ConvTranspose", ("ConvTranspose",), _f_convt, _x_convt, has_weights=True,
                  doc="transposed convolution",
                  fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "output_padding")))
-_register(OpKind("MatMul", ("MatMul", "Gemm", "FusedMatMul", "FusedGemm", "QLinearMatMul", "MatMulInteger",
-                            "DynamicQuantizeMatMul"), _f_matmul, _x_matmul, has_weights=True,
+_register(OpKind("MatMul", _with_variants(("MatMul", "Gemm", "FusedMatMul", "FusedGemm", "QLinearMatMul",
+                                           "MatMulInteger", "DynamicQuantizeMatMul")),
+                 _f_matmul, _x_matmul, has_weights=True,
                  precisions=("fp32", "fp16", "int8", "int8_dynamic"),
                  doc="MatMul/Gemm, 2-D and batched, with fused bias, scale, activation",
                  fields=("a", "b", "const_b", "bias", "scale", "trans_b", "act")))
-_register(OpKind("Pool", POOLS, _f_pool, _x_pool, doc="max/average/global pooling",
+_register(OpKind("Pool", _with_variants(POOLS), _f_pool, _x_pool, doc="max/average/global pooling",
                  fields=("op", "x", "kernel", "strides", "pads", "ceil")))
-_register(OpKind("Elementwise", ELEMENTWISE, _f_elementwise, _x_elementwise,
+_register(OpKind("Elementwise", _with_variants(ELEMENTWISE), _f_elementwise, _x_elementwise,
                  doc="elementwise n-ary ops with broadcasting", fields=("op", "inputs", "const_b")))
-_register(OpKind("Activation", ACTIVATIONS, _f_unary, _x_unary, doc="unary activations and math",
+_register(OpKind("Activation", _with_variants(ACTIVATIONS), _f_unary, _x_unary, doc="unary activations and math",
                  fields=("op", "x")))
-_register(OpKind("Softmax", ("Softmax", "LogSoftmax"), _f_softmax, _x_softmax, doc="softmax along one axis",
+_register(OpKind("Softmax", _with_variants(("Softmax", "LogSoftmax")), _f_softmax, _x_softmax,
+                 doc="softmax along one axis",
                  fields=("op", "x", "axis")))
 _register(OpKind("LayerNorm", ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
                                "SkipSimplifiedLayerNormalization"), _f_layernorm, _x_layernorm,
@@ -461,7 +518,7 @@ _register(OpKind("LayerNorm", ("LayerNormalization", "SkipLayerNormalization", "
                  fields=("x", "skip")))
 _register(OpKind("Norm", NORMS, _f_norm, _x_norm, doc="BatchNormalization (when not folded) and other norms",
                  fields=("op", "x")))
-_register(OpKind("Concat", ("Concat",), _f_concat, _x_concat, fields=("inputs", "axis")))
+_register(OpKind("Concat", _with_variants(("Concat",)), _f_concat, _x_concat, fields=("inputs", "axis")))
 _register(OpKind("Split", ("Split",), lambda p: _f_transpose(p), _x_split, fields=("x", "axis", "splits")))
 _register(OpKind("Slice", ("Slice",), _f_inout, _x_inout, fields=("op", "x", "y")))
 _register(OpKind("Transpose", ("Transpose",), _f_transpose, _x_transpose, fields=("x", "perm")))
@@ -556,5 +613,66 @@ class Config:
 
     @staticmethod
     def from_key(key: str) -> "Config":
-        d = json.loads(key)
+        """The config of a table key (:func:`config_key` text); InvalidConfig when ``key`` is not one,
+        UnknownOpKind when its kind is not in the registry."""
+        try:
+            d = json.loads(key)
+        except (TypeError, ValueError) as e:  # JSONDecodeError, bytes that are not UTF-8, None
+            raise InvalidConfig(f"malformed config key {_short(key)}: not JSON ({e})") from None
+        if not isinstance(d, dict) or set(d) != {"kind", "params", "precision", "sparsity"}:
+            raise InvalidConfig(f"malformed config key {_short(key)}: expected a JSON object with exactly "
+                                "kind, params, precision and sparsity")
+        if not isinstance(d["kind"], str) or not isinstance(d["params"], dict):
+            raise InvalidConfig(f"malformed config key {_short(key)}: kind must be a string and params an object")
+        get_kind(d["kind"])
+        if d["precision"] not in PRECISIONS:
+            raise InvalidConfig(f"malformed config key {_short(key)}: precision {d['precision']!r} is not one of "
+                                f"{', '.join(PRECISIONS)}")
+        if d["sparsity"] not in SPARSITIES:
+            raise InvalidConfig(f"malformed config key {_short(key)}: sparsity {d['sparsity']!r} is not one of "
+                                f"{', '.join(SPARSITIES)}")
         return Config(d["kind"], d["params"], d["precision"], d["sparsity"])
+
+
+def _short(key) -> str:
+    """A key quoted on one line, cut to 120 characters."""
+    s = repr(key)
+    return s if len(s) <= 120 else s[:117] + "..."
+
+
+def _has_negative(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return v < 0
+    if isinstance(v, (list, tuple)):
+        return any(_has_negative(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_negative(x) for x in v.values())
+    return False
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def config_problem(key: str) -> str | None:
+    """Why the kernel of table key ``key`` cannot be priced (malformed key, zero stride, negative or
+    non-finite work...), in one line; None when it can. Cached per key (the estimator asks per kernel)."""
+    try:
+        c = Config.from_key(key)
+    except LatencyError as e:
+        return str(e)
+    neg = [k for k, v in c.params.items() if _has_negative(v)]
+    if neg:  # dims, axes (normalised), sizes: no field of a real kernel holds a negative number
+        return f"invalid {c.kind} config: negative value in {', '.join(sorted(neg))} (a dim below zero?)"
+    try:
+        f = c.features()
+    except LatencyError as e:
+        return f"invalid {c.kind} config: {e}"
+    except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as e:
+        return f"invalid {c.kind} config (dims or attributes out of range): {type(e).__name__}: {e}"
+    # every feature of a real kernel is >= 0 (dims, sizes, work; ids aside): a negative one is an output
+    # dim below zero (a kernel larger than its padded input) or a negative input dim
+    bad = sorted(k for k, v in f.items() if not isinstance(v, (int, float)) or not math.isfinite(v)
+                 or (v < 0 and not k.endswith("_id")))
+    if bad:
+        return f"invalid {c.kind} config: {', '.join(bad)} negative or not finite (dims or attributes out of range)"
+    return None

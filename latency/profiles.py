@@ -188,7 +188,15 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
         meta = st.meta()
         for t in st.targets():
             fp, span = t["fingerprint"], st.target_summary(t["target_id"])
-            rec = json.loads(meta.get(DEVICE_META_KEY.format(target=t["name"]), "{}"))
+            try:
+                rec = json.loads(meta.get(DEVICE_META_KEY.format(target=t["name"]), "{}"))
+            except (TypeError, ValueError):
+                rec = None
+            if not isinstance(rec, dict) or not isinstance(fp, dict):
+                from .errors import StoreError
+
+                raise StoreError(f"profile database {path}: the device record or fingerprint of target {t['name']!r} "
+                                 "is not a JSON object; the file is corrupt or was edited by hand")
             device = {"kind": "cpu", "vendor": rec.get("vendor", ""), "cpu_model": fp.get("cpu_model"),
                       "cpu_family_model": rec.get("cpu_family_model"),
                       "arch": fp.get("arch"), "cpu_flags": fp.get("cpu_flags", []), "l2_mb": rec.get("l2_mb"),

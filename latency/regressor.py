@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import random
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingTable, RegressorError
+from .errors import LatencyError, MissingTable, RegressorError, StoreError
 from .ops import FEATURE_SCHEMA_VERSION, Config, get_kind, kinds as _all_kinds
 
 #: fewer measured rows than this and a kind gets no regressor (train_all reports why)
@@ -60,6 +61,16 @@ def _xgb():
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _tag(kind: str, where=None) -> str:
@@ -243,12 +254,21 @@ class KindRegressor:
     # ---- files --------------------------------------------------------------------------------
 
     def save(self, out_dir) -> Path:
-        """Write ``<kind>.ubj``, ``<kind>.meta.json`` and ``<kind>.train.csv.gz`` under out_dir."""
-        import pandas as pd
-
+        """Write ``<kind>.ubj``, ``<kind>.meta.json`` and ``<kind>.train.csv.gz`` under out_dir
+        (RegressorError naming the folder when it cannot be written: read-only, disk full)."""
         self._check_fitted()
         d = Path(out_dir)
-        d.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            return self._save(d)
+        except OSError as e:
+            raise RegressorError(f"cannot write {_tag(self.kind)} to {d}: {e.strerror or e}") from None
+        except _xgb().core.XGBoostError as e:  # its own writer: a full disk or a vanished folder
+            raise RegressorError(f"cannot write {_tag(self.kind)} to {d}: {str(e).splitlines()[0][-200:]}") from None
+
+    def _save(self, d: Path) -> Path:
+        import pandas as pd
+
         model_path = d / f"{self.kind}{MODEL_EXT}"
         tmp = d / f".{self.kind}.tmp{MODEL_EXT}"
         self.model_.save_model(str(tmp))
@@ -272,6 +292,7 @@ class KindRegressor:
             "source": dict(self.source_),
             "holdout": self.holdout_,
             "model_file": model_path.name,
+            "model_sha256": _sha256(model_path),
             "train_file": f"{self.kind}{TRAIN_EXT}",
         }
         tmp = d / f".{self.kind}.tmp{META_EXT}"
@@ -291,7 +312,24 @@ class KindRegressor:
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as e:
-            raise RegressorError(f"{_tag(kind, d)}: cannot read {meta_path.name}: {e}") from None
+            raise RegressorError(f"{_tag(kind, d)}: cannot read {meta_path.name} (truncated or corrupt?): "
+                                 f"{str(e).splitlines()[0]}") from None
+        if not isinstance(meta, dict):
+            raise RegressorError(f"{_tag(kind, d)}: {meta_path.name} holds a JSON {type(meta).__name__}, not an "
+                                 "object; the file is corrupt or was edited by hand; retrain it")
+        try:
+            return cls._from_meta(d, kind, meta, meta_path)
+        except (RegressorError, MissingTable):
+            raise
+        except LatencyError as e:  # a probe key that no longer parses
+            raise RegressorError(f"{_tag(kind, d)}: {meta_path.name}: {e}; retrain it") from None
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as e:
+            raise RegressorError(f"{_tag(kind, d)}: {meta_path.name} is malformed ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}); the file is corrupt or was edited by "
+                                 "hand; retrain it") from None
+
+    @classmethod
+    def _from_meta(cls, d: Path, kind: str, meta: dict, meta_path: Path) -> "KindRegressor":
         if meta.get("kind") != kind:
             raise RegressorError(f"{_tag(kind, d)}: {meta_path.name} is for kind {meta.get('kind')!r}, "
                                  f"expected {kind!r}")
@@ -299,7 +337,11 @@ class KindRegressor:
         if found_v != FEATURE_SCHEMA_VERSION:
             raise RegressorError(f"{_tag(kind, d)}: feature schema version mismatch; expected "
                                  f"v{FEATURE_SCHEMA_VERSION}, found v{found_v}; retrain it")
-        model_path = d / meta.get("model_file", f"{kind}{MODEL_EXT}")
+        name = meta.get("model_file", f"{kind}{MODEL_EXT}")
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            raise RegressorError(f"{_tag(kind, d)}: {meta_path.name} names model file {name!r}; valid: a file name in "
+                                 f"{d} (the file is corrupt or was edited by hand); retrain it")
+        model_path = d / name
         if not model_path.is_file():
             raise MissingTable(f"{_tag(kind, d)} is missing its model file {model_path.name}")
         params = {k: v for k, v in (meta.get("params") or {}).items() if k in cls._param_names() and k != "kind"}
@@ -311,13 +353,17 @@ class KindRegressor:
             current = sorted(Config.from_key(probe).features())
             if current != names:
                 raise RegressorError(self._mismatch_msg(names, current, d))
+        want = meta.get("model_sha256")  # regressors saved before it was recorded have none
+        if want is not None and want != _sha256(model_path):
+            raise RegressorError(f"{_tag(kind, d)}: {model_path.name} does not match the checksum in {meta_path.name} "
+                                 "(the file was changed or truncated after training); retrain it")
         xgb = _xgb()
         booster = xgb.Booster()
         try:
             booster.load_model(str(model_path))
-        except xgb.core.XGBoostError as e:
-            raise RegressorError(f"{_tag(kind, d)}: cannot load {model_path.name}: "
-                                 f"{str(e).splitlines()[0]}") from None
+        except (xgb.core.XGBoostError, ValueError):  # random bytes surface as UnicodeDecodeError
+            raise RegressorError(f"{_tag(kind, d)}: cannot load {model_path.name}: not an XGBoost model, or "
+                                 "truncated or corrupt; retrain it") from None
         booster.set_param({"nthread": int(self.n_jobs)})
         if booster.feature_names is not None and list(booster.feature_names) != names:
             raise RegressorError(self._mismatch_msg(names, list(booster.feature_names), d))
@@ -334,6 +380,17 @@ class KindRegressor:
         self.holdout_ = meta.get("holdout")
         self.train_keys_, self.train_latency_us_ = None, None  # read_training_data() when needed
         self.meta_ = meta
+        names_ok = names and all(isinstance(n, str) for n in names)
+        coef = self.baseline_coef_
+        if not names_ok or (coef is not None and (len(coef) != len(self.baseline_features_) + 1 or not all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in coef))):
+            raise RegressorError(f"{_tag(kind, d)}: {meta_path.name} has malformed feature_names or baseline_coef "
+                                 "(the file is corrupt or was edited by hand); retrain it")
+        if probe:  # the files load: one prediction shows they also work together
+            got = self.predict([Config.from_key(probe)])
+            if not (len(got) == 1 and math.isfinite(float(got[0])) and got[0] > 0):
+                raise RegressorError(f"{_tag(kind, d)}: {model_path.name} predicts {got[0]!r} us for its own probe "
+                                     "config; the file is corrupt; retrain it")
         return self
 
 
@@ -378,9 +435,22 @@ def split_by_shape(keys, holdout: float = 0.2, seed: int = 0) -> np.ndarray:
 
 
 def _rows_for(store, target_id: str, kind: str):
+    """A kind's successful rows, sorted by key; StoreError naming the file when a row holds a latency no
+    measurement gives (text, <= 0, infinite) or a key that does not parse (a tampered file)."""
+    import pandas as pd
+
     df = store.measurements(target_id, kind=kind, ok_only=True)
     df = df[df["latency_us"].notna()]
-    df = df[df["latency_us"].astype(float) > 0]
+    ok = pd.to_numeric(df["latency_us"], errors="coerce").between(0, 1e300, inclusive="neither")
+    if not ok.all():
+        raise StoreError(f"profile database {store.path}: {int((~ok).sum())} {kind} row(s) hold a latency_us that no "
+                         f"measurement gives (e.g. {df['latency_us'][~ok].iloc[0]!r}; valid: a finite number > 0); "
+                         "the file is corrupt or was edited by hand")
+    for k in df["key"]:
+        try:
+            Config.from_key(k)
+        except LatencyError as e:
+            raise StoreError(f"profile database {store.path}: a {kind} row has a bad key: {e}") from None
     return df.sort_values("key").reset_index(drop=True)
 
 
@@ -398,6 +468,10 @@ def train_all(store, target_id: str, out_dir, holdout: float = 0.2, seed: int = 
     names = list(kinds) if kinds else sorted(reg)
     for k in names:
         get_kind(k)
+    try:  # before any training: an unwritable folder fails now, not after minutes of fitting
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RegressorError(f"cannot write regressors to {out_dir}: {e.strerror or e}") from None
     target = store.target(target_id)
     if target is None:
         raise RegressorError(f"target {target_id!r} is not in {store.path}")

@@ -36,6 +36,8 @@ MEASUREMENT_COLS = ("target_id", "key_hash", "kind", "key", "precision", "sparsi
                     "kernel_ops", "source", "error", "run_id", "measured_at", "extra")
 _JSON_COLS = ("rounds_us", "canary_us", "kernel_ops", "extra")
 _DEFAULTS = {"unstable": 0, "remeasured": 0, "source": "measured"}
+#: SQL: a latency_us a measurement can hold (finite, > 0 microseconds; NaN is stored as NULL)
+_VALID_LATENCY = "(typeof(latency_us) IN ('real', 'integer') AND latency_us > 0 AND latency_us < 1e300)"
 
 
 def _now() -> str:
@@ -101,6 +103,18 @@ def _enable_wal(conn, wait_s: float = 60.0) -> None:
             time.sleep(random.uniform(0.005, 0.05))
 
 
+def _open_hint(path: str, e: Exception) -> str:
+    """Why sqlite could not open ``path``, when the file system says so (sqlite only says "unable to open")."""
+    if "unable to open" not in str(e) or path == ":memory:":
+        return ""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        return f" (directory {d} does not exist)"
+    if not os.access(d, os.W_OK) or not os.access(path if os.path.exists(path) else d, os.W_OK):
+        return f" (directory {d} is not writable: sqlite needs to create the database and its -wal/-shm files there)"
+    return f" (cannot create files in {d}: a read-only or special file system?)"
+
+
 class Store:
     """A latency profile database at ``path`` (``":memory:"`` for tests)."""
 
@@ -127,7 +141,7 @@ class Store:
         except sqlite3.Error as e:
             if conn is not None:
                 conn.close()
-            raise StoreError(f"cannot open profile database {self.path}: {e}") from None
+            raise StoreError(f"cannot open profile database {self.path}: {e}{_open_hint(self.path, e)}") from None
         except StoreError:
             if conn is not None:
                 conn.close()
@@ -142,7 +156,11 @@ class Store:
         row = self.db.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise SchemaError(f"{self.path} is not a latency profile database (no schema_version)")
-        return int(row[0])
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise SchemaError(f"{self.path}: schema_version {row[0]!r} is not a number; the file is corrupt or "
+                              "was edited by hand") from None
 
     def _open_schema(self) -> None:
         v = self._version()
@@ -150,6 +168,7 @@ class Store:
             raise SchemaError(f"{self.path}: database schema v{v} is newer than this latency "
                               f"(v{SCHEMA_VERSION}); upgrade latency")
         if v == SCHEMA_VERSION:
+            self._check_tables()
             return
         if self.readonly:
             raise SchemaError(f"{self.path} is not a latency profile database" if v is None else
@@ -160,6 +179,14 @@ class Store:
             for i in range(v, SCHEMA_VERSION):
                 MIGRATIONS[i](self.db)
                 self.db.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(i + 1),))
+
+    def _check_tables(self) -> None:
+        """SchemaError when a table of the current schema is missing (a tampered or half-copied file)."""
+        names = {r[0] for r in self.db.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = [t for t in ("targets", "protocols", "runs", "measurements") if t not in names]
+        if missing:
+            raise SchemaError(f"{self.path}: schema v{SCHEMA_VERSION} database lacks table(s) {', '.join(missing)}; "
+                              "the file is corrupt or was edited by hand")
 
     @contextlib.contextmanager
     def _tx(self):
@@ -225,8 +252,12 @@ class Store:
                 raise StoreError(f"unknown run {run_id!r} in {self.path}")
 
     def _target_row(self, r: dict) -> dict:
-        r["fingerprint"] = json.loads(r["fingerprint"])
-        r["cpu_flags"] = _dec(r["cpu_flags"])
+        try:
+            r["fingerprint"] = json.loads(r["fingerprint"])
+            r["cpu_flags"] = _dec(r["cpu_flags"])
+        except (TypeError, ValueError):
+            raise StoreError(f"profile database {self.path}: target {r.get('name')!r} has a fingerprint that is "
+                             "not JSON; the file is corrupt or was edited by hand") from None
         return r
 
     def targets(self) -> list[dict]:
@@ -247,7 +278,10 @@ class Store:
     def done_hashes(self, target_id: str, include_failed: bool = True) -> set[str]:
         """key_hashes already stored for a target (without failed rows when include_failed=False)."""
         sql = "SELECT key_hash FROM measurements WHERE target_id=?" + ("" if include_failed else " AND error IS NULL")
-        return {r[0] for r in self.db.conn.execute(sql, (target_id,))}
+        try:
+            return {r[0] for r in self.db.conn.execute(sql, (target_id,))}
+        except sqlite3.Error as e:
+            raise StoreError(f"profile database {self.path}: {e}") from None
 
     def _norm(self, row: dict) -> tuple:
         bad = set(row) - set(MEASUREMENT_COLS)
@@ -305,14 +339,36 @@ class Store:
                           "ORDER BY target_id, kind, key_hash", params)
         for r in rows:
             for c in _JSON_COLS:
-                r[c] = _dec(r[c])
+                r[c] = self._dec_col(r, c)
         return pd.DataFrame(rows, columns=list(MEASUREMENT_COLS))
 
+    def _dec_col(self, r: dict, c: str):
+        """The decoded JSON column ``c`` of row ``r``; StoreError naming the file when it is not JSON."""
+        try:
+            return _dec(r[c])
+        except ValueError:
+            raise StoreError(f"profile database {self.path}: column {c} of row {r.get('key_hash')!r} is not JSON; "
+                             "the file is corrupt or was edited by hand") from None
+
     def latency_table(self, target_id: str) -> dict[str, float]:
-        """{key_hash: latency_us} of a target's successful measurements (one SELECT)."""
-        return dict(self.db.conn.execute(
-            "SELECT key_hash, latency_us FROM measurements WHERE target_id=? AND error IS NULL "
-            "AND latency_us IS NOT NULL", (target_id,)))
+        """{key_hash: latency_us} of a target's successful measurements (one SELECT).
+
+        StoreError when a successful row holds a latency that no measurement gives (text, zero,
+        negative, infinite): the file was tampered with, and a table with such rows is refused
+        rather than priced as 0. A row without error and without latency (NaN is stored as NULL) too."""
+        try:
+            bad = self.db.conn.execute(
+                f"SELECT count(*), min(key_hash), min(quote(latency_us)) FROM measurements WHERE target_id=? AND "
+                f"error IS NULL AND NOT {_VALID_LATENCY}", (target_id,)).fetchone()
+            if bad[0]:
+                raise StoreError(f"profile database {self.path}: {bad[0]} successful measurement row(s) hold an "
+                                 f"invalid latency_us (e.g. {bad[2]} in row {bad[1]}; valid: a finite number > 0 us); "
+                                 "the file is corrupt or was edited by hand")
+            return dict(self.db.conn.execute(
+                "SELECT key_hash, latency_us FROM measurements WHERE target_id=? AND error IS NULL "
+                "AND latency_us IS NOT NULL", (target_id,)))
+        except sqlite3.Error as e:
+            raise StoreError(f"profile database {self.path}: {e}") from None
 
     def stats(self, target_id: str | None = None):
         """Coverage per (target, kind, precision, sparsity): n_ok, n_failed, n_unstable, median_latency_us."""
@@ -325,6 +381,7 @@ class Store:
         if not rows:
             return pd.DataFrame(columns=cols)
         df = pd.DataFrame(rows)
+        df["latency_us"] = pd.to_numeric(df["latency_us"], errors="coerce")  # a tampered text value: no median
         df["failed"] = 1 - df["ok"]
         df["unstable"] = df["unstable"] * df["ok"]
         df["lat_ok"] = df["latency_us"].where(df["ok"] == 1)
@@ -351,7 +408,7 @@ class Store:
                     w.writerows(rows)
                 else:
                     for r in rows:
-                        f.write(json.dumps({c: _dec(r[c]) if c in _JSON_COLS else r[c] for c in cols}) + "\n")
+                        f.write(json.dumps({c: self._dec_col(r, c) if c in _JSON_COLS else r[c] for c in cols}) + "\n")
         except OSError as e:
             raise StoreError(f"cannot write export {out_path}: {e.strerror or e}") from None
         return len(rows)
@@ -365,6 +422,13 @@ class Store:
         """
         with Store(other_path, readonly=True) as other:
             tables = {t: other._rows(f"SELECT * FROM {t}") for t in ("targets", "protocols", "runs", "measurements")}
+            for r in tables["measurements"]:
+                lat = r.get("latency_us")
+                if r.get("key_hash") != _key_hash(str(r.get("key"))) or (lat is None and r.get("error") is None) \
+                        or (lat is not None and not (isinstance(lat, (int, float)) and 0 < lat < 1e300)):
+                    raise StoreError(f"refusing to merge {other.path}: row {r.get('key_hash')!r} has a key that does "
+                                     f"not match its key_hash or an invalid latency_us ({lat!r}); the file is corrupt "
+                                     "or was edited by hand")
         with self._tx() as conn:
             before = conn.execute("SELECT count(*) FROM targets").fetchone()[0]
             for t in ("targets", "protocols", "runs"):
@@ -399,7 +463,10 @@ class Store:
 
     def integrity_check(self) -> str:
         """'ok', or SQLite's integrity_check messages joined by '; '."""
-        msgs = [r[0] for r in self.db.conn.execute("PRAGMA integrity_check")]
+        try:
+            msgs = [r[0] for r in self.db.conn.execute("PRAGMA integrity_check")]
+        except sqlite3.Error as e:
+            return f"integrity_check failed: {e}"
         return "ok" if msgs == ["ok"] else "; ".join(msgs)
 
     def close(self) -> None:

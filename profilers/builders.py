@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from latency.ops import Config, conv_out_shape, get_kind
+from latency.ops import REORDER_INPUT, REORDER_OUTPUT, Config, conv_out_shape, get_kind
 
 OPSET = 17
 _MS = "com.microsoft"
@@ -330,15 +330,15 @@ def _b_reorder(g: _G, p: dict):
     g.domains[_NCHWC] = 1
     c = p["x"][1]
     if c % 4:
-        if p["op"] == "ReorderInput":
-            raise NotBuildable("ReorderInput needs channels divisible by 4")
+        if p["op"] == REORDER_INPUT:
+            raise NotBuildable(f"{REORDER_INPUT} needs channels divisible by 4")
         # an NCHWc tensor carries its channels padded to the block; ReorderOutput drops the padding
         x = g.inp([p["x"][0], -(-c // 8) * 8] + list(p["x"][2:]), name="x")
-        r = g.node("ReorderInput", [x], domain=_NCHWC, name="ReorderInput")
-        return g.node("ReorderOutput", [r], domain=_NCHWC, name="ReorderOutput", channels=c)
+        r = g.node(REORDER_INPUT, [x], domain=_NCHWC, name=REORDER_INPUT)
+        return g.node(REORDER_OUTPUT, [r], domain=_NCHWC, name=REORDER_OUTPUT, channels=c)
     x = g.inp(p["x"], name="x")
-    r = g.node("ReorderInput", [x], domain=_NCHWC, name="ReorderInput")
-    return g.node("ReorderOutput", [r], domain=_NCHWC, name="ReorderOutput", channels=c)
+    r = g.node(REORDER_INPUT, [x], domain=_NCHWC, name=REORDER_INPUT)
+    return g.node(REORDER_OUTPUT, [r], domain=_NCHWC, name=REORDER_OUTPUT, channels=c)
 
 
 _BUILDERS = {

@@ -5,14 +5,15 @@ in-model time is onnxruntime's per-node profile of the whole model, the fast-sta
 ``repeats`` fresh sessions of the median over ``runs`` runs (the protocol of the profiler, in
 small). Profile kernels are matched to the estimator's kernels by name where the runtime kept a
 name (the node's own name, or its output tensor + ``_nchwc``), the rest in execution order within
-the same op kind; a kind whose kernel counts disagree in a model is left out of that model's pairs.
+the same op kind (the runtime's op types read through the op registry, its fused and int8 ones
+included); a kind whose kernel counts disagree in a model is left out of that model's pairs.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from latency.ops import kind_of_op
+from latency.ops import get_kind, kind_of_op
 
 from . import e2e
 
@@ -67,8 +68,9 @@ def kernel_pairs(model, estimator, name: str = "", repeats: int = 5, runs: int =
     matched: dict[int, dict] = {}
     rest_prof: dict[str, list] = defaultdict(list)
     for p in prof:
+        # the registry knows the runtime's fused and int8 op types too (QGemm, QLinearAdd, NhwcMaxPool...)
         kind = kind_of_op(p["op_name"])
-        if kind is None or kind == "Free":
+        if kind is None or get_kind(kind).free:
             continue
         i = by_name.get(p["name"])
         if i is not None and i not in matched and ours[i].kind == kind:

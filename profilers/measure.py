@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from latency.ops import Config
+from latency.ops import REORDERS, Config
 
 from .builders import NotBuildable, build, feeds
 
@@ -49,7 +49,7 @@ class Protocol:
 
 
 #: ops the runtime inserts around an isolated kernel that do not belong to it inside a network
-_INSERTED_EDGE_OPS = {"ReorderInput", "ReorderOutput", "Transpose", "Cast", "QuantizeLinear", "DequantizeLinear"}
+_INSERTED_EDGE_OPS = {*REORDERS, "Transpose", "Cast", "QuantizeLinear", "DequantizeLinear"}
 
 
 def iqm(values) -> float:

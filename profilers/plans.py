@@ -450,20 +450,31 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     return items
 
 
-def model_kernels(models, target, precisions=("fp32",)) -> list[Config]:
+def model_kernels(models, target, precisions=("fp32",), uncovered: list | None = None) -> list[Config]:
     """The exact kernels (after the target's fusion rules) of ONNX models, as configs to measure.
 
     ``models``: paths, bytes or ModelProtos. Conv and MatMul kernels are also planned in each extra
-    precision of ``precisions`` that their kind supports.
+    precision of ``precisions`` that their kind supports. ``uncovered``: a list that receives
+    ``(model index, Uncovered)`` for every node no kernel can measure (unknown op or domain, attributes
+    no runtime executes); they are left out of the plan.
     """
-    from latency.fusion import fuse
+    from latency.fusion import Uncovered, fuse
     from latency.graph import load_graph
+    from latency.ops import config_problem
 
     rules = target.fusion_rules()
     out = []
-    for m in models:
-        for k in fuse(load_graph(m), rules)[0]:
+    for i, m in enumerate(models):
+        kernels, unc = fuse(load_graph(m), rules)
+        if uncovered is not None:
+            uncovered += [(i, u) for u in unc]
+        for k in kernels:
             if get_kind(k.kind).free:
+                continue
+            why = config_problem(k.config.key)
+            if why:
+                if uncovered is not None:
+                    uncovered += [(i, Uncovered(n, t, why)) for n, t in zip(k.nodes or (k.name,), k.op_types)]
                 continue
             out.append(k.config)
             if k.precision == "fp32" and k.kind in ("Conv", "MatMul"):

@@ -164,6 +164,9 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
                     write(by_keys.pop(keys[0]), rows)
     except KeyboardInterrupt:
         status = "interrupted"
+    except BaseException:  # a write that failed (disk full, read-only): the run did not finish, say so
+        status = "interrupted"
+        raise
     finally:
         bar.close()
         if status == "done" and measured < len(todo):

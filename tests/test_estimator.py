@@ -310,7 +310,9 @@ def test_check_fusion_against_runtime(tmp_path):
         pytest.skip(why)
     p = tmp_path / "m.onnx"
     onnx.save(small_cnn(), p)
-    assert Estimator(target, profile=tmp_path / "unused.db").check_fusion(str(p)) == {}
+    from profilers.runtime_graph import runtime_kernel_summary
+
+    assert Estimator(target, profile=tmp_path / "unused.db").check_fusion(str(p), runtime_kernel_summary(str(p))) == {}
 
 
 def test_fit_overhead_recovers_run_and_short_long_kernel_terms():

@@ -10,9 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from latency import ops
 from latency.fusion import (GENERIC_GPU_RULES, ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, FusionRules, Kernel,
-                            compare_summaries, fuse, kernel_summary, runtime_kernel_summary)
+                            compare_summaries, fuse, kernel_summary)
 from latency.graph import load_graph
 from latency.targets import host_target
+from profilers.runtime_graph import runtime_kernel_summary
 
 X86 = ORT_CPU_X86_RULES(8)
 

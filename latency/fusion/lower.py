@@ -1,0 +1,442 @@
+"""Lowering: fused work nodes -> :class:`~latency.fusion.records.Kernel` records.
+
+Each live node of the work graph becomes one kernel (or a few) of a registry op kind, its params laid
+out as the kind declares them (:mod:`latency.ops`), its precision and weight sparsity read from the
+graph; the kernels the runtime inserts (reorders, layout transposes, fp16 edge Casts) are added at
+their positions, and a node no kind prices becomes uncovered with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .. import ops
+from ..graph import weight_sparsity
+from .records import Kernel, Uncovered
+from .workgraph import (CONV_OPS, INT8_DTYPES, MATMUL_OPS, TO_NHWC, FusionState, Unpriceable, WorkNode,
+                        normalize_axis)
+
+
+#: domains whose ops the registry prices by op type; an op of any other domain is uncovered
+PRICED_DOMAINS = ("", "ai.onnx", "com.microsoft", "com.microsoft.nchwc")
+
+
+def _same_pads(auto_pad, in_sp, k, s, d):
+    n = len(in_sp)
+    pads = [0] * (2 * n)
+    for i in range(n):
+        out = -(-in_sp[i] // s[i])
+        total = max(0, (out - 1) * s[i] + (k[i] - 1) * d[i] + 1 - in_sp[i])
+        small, big = total // 2, total - total // 2
+        if auto_pad == "SAME_LOWER":
+            pads[i], pads[i + n] = big, small
+        else:
+            pads[i], pads[i + n] = small, big
+    return pads
+
+
+def _explicit_pads(attrs, in_sp, k, s, d):
+    """The pads of a conv / pool with ``attrs``, auto_pad resolved (begins then ends)."""
+    ap = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+    n = len(in_sp)
+    if ap in ("SAME_UPPER", "SAME_LOWER"):
+        return _same_pads(ap, in_sp, k, s, d)
+    if ap == "VALID":
+        return [0] * (2 * n)
+    p = attrs.get("pads")
+    return [int(x) for x in p] if p else [0] * (2 * n)
+
+
+def emit(state: FusionState) -> tuple[list, list]:
+    """(kernels in execution order, uncovered nodes) of the fused work graph: each live node lowered,
+    the kernels the runtime inserts, fp16-as-fp32 Casts, eliminated Identity/Dropout records attached."""
+    out: list[tuple] = []
+    for w in state.live:
+        try:
+            ks = lower_node(state, w)
+        except Unpriceable as e:
+            for r in w.members:
+                state.uncovered.append(Uncovered(r.name, r.op_type, e.reason))
+            continue
+        for j, k in enumerate(ks):
+            out.append((w.pos + j * 1e-3, k))
+    for inserted in state.inserted:
+        pos, what, t, recs = inserted.pos, inserted.what, inserted.tensor, inserted.records
+        s = state.shape(t)
+        if s is None:
+            state.uncovered.extend(Uncovered(r.name, r.op_type, f"shape unknown for {t!r}") for r in recs)
+            continue
+        if what in ops.REORDERS:
+            k = Kernel(f"{what}({t})", "Reorder", {"op": what, "x": s}, "fp32", "0",
+                       tuple(r.name for r in recs), (what,) + tuple(r.op_type for r in recs))
+        else:
+            perm = [0, 2, 3, 1] if what == TO_NHWC else [0, 3, 1, 2]
+            x = s if what == TO_NHWC else [s[0], s[2], s[3], s[1]]
+            prec = "int8" if state.dtype(t) in INT8_DTYPES else "fp32"
+            k = Kernel(f"Transpose({t},{'NHWC' if what == TO_NHWC else 'NCHW'})", "Transpose",
+                       {"x": x, "perm": perm}, prec, "0", (), ("Transpose",))
+        out.append((pos, k))
+    if state.rules.fp16_as_fp32:
+        # the fp32 graph is entered and left through Casts
+        for t in state.graph.inputs:
+            if t.dtype == "float16" and t.shape is not None and state.consumers(t.name):
+                out.append((-1.0, Kernel(f"Cast({t.name})", "Activation", {"op": "Cast", "x": list(t.shape)},
+                                         "fp32", "0", (), ("Cast",))))
+        # fp16 constants read by elementwise kernels are cast at run time (once per constant)
+        seen = set()
+        for w in state.live:
+            kind = ops.kind_of_op(w.op)
+            if kind not in ("Elementwise", "Activation") or w.info.get("layout_perm"):
+                continue
+            for t in w.inputs:
+                if not (t and state.const(t) and state.dtype(t) == "float16" and state.shape(t) is not None):
+                    continue
+                v = state.value(t)  # ConstantSharing: equal constants are one initializer
+                key = (tuple(state.shape(t)), v.tobytes()) if v is not None and v.size <= 4096 else t
+                if key not in seen:
+                    seen.add(key)
+                    out.append((w.pos - 0.1, Kernel(f"Cast({t})", "Activation", {"op": "Cast", "x": state.shape(t)},
+                                                    "fp32", "0", (), ("Cast",))))
+        for t in state.graph.outputs:
+            p = state.producer(t.name)
+            if t.dtype == "float16" and t.shape is not None and p is not None:
+                out.append((p.pos + 0.75, Kernel(f"Cast({t.name})", "Activation", {"op": "Cast", "x": list(t.shape)},
+                                                 "fp16", "0", (), ("Cast",))))
+    out.sort(key=lambda pk: pk[0])
+    kernels = [k for _, k in out]
+    # Identity / Dropout eliminated by the runtime: attach them to the kernel that produces
+    # their input (they cost nothing), or give them a Free kernel when no kernel does
+    if state.eliminated_on:
+        where = {n: i for i, k in enumerate(kernels) for n in k.nodes}
+        for t, recs in state.eliminated_on.items():
+            prod = state.graph.producer(t)
+            i = where.get(prod.name) if prod is not None else None
+            if i is not None:
+                k = kernels[i]
+                kernels[i] = replace(k, nodes=k.nodes + tuple(r.name for r in recs),
+                                     op_types=k.op_types + tuple(r.op_type for r in recs))
+                for r in recs:
+                    where[r.name] = i
+            else:
+                for r in recs:
+                    kernels.append(Kernel(r.name, "Free", {"op": r.op_type}, "fp32", "0", (r.name,),
+                                          (r.op_type,)))
+    return kernels, state.uncovered
+
+
+def lower_node(state: FusionState, w: WorkNode) -> list:
+    """The kernels of one live work node (one, or more: a HardSwish run inlined, a Gemm on N-D A with
+    its Reshapes, a shared DequantizeLinear once per consumer); Unpriceable when none prices it."""
+    op = w.op
+    if w.domain not in PRICED_DOMAINS:  # a custom domain's "Relu" is not ONNX's Relu: never priced as one
+        raise Unpriceable(f"no op kind prices {w.domain}:{op}")
+    nodes = tuple(r.name for r in w.members)
+    op_types = tuple(r.op_type for r in w.members)
+    prec = state.precision_of(w)
+
+    def make_kernel(kind, params, sparsity="0", name=None, precision=None, nodes=nodes, op_types=op_types):
+        p = precision or prec
+        allowed = ops.get_kind(kind).precisions
+        if p not in allowed:
+            p = allowed[0]
+        return Kernel(name or w.name, kind, ops.canonical_params(kind, params), p, sparsity, nodes, op_types)
+
+    if op in ops.QUANTIZED_OPS and w.domain in ("", "com.microsoft") and not w.info.get("dyn"):
+        return _lower_quantized_op(state, w, make_kernel)
+    if w.info.get("as_conv"):
+        x = state.need_shape(w.inputs[0])
+        c = x[1]
+        p = {"x": x, "cout": c, "kernel": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0],
+             "dilations": [1, 1], "group": c, "act": w.info.get("act", "none"),
+             "sum": 1 if w.info.get("sum") else 0}
+        return [make_kernel("Conv", p)]
+    if w.info.get("reorder_nhwc"):
+        return [make_kernel("Reorder", {"op": ops.REORDER_OUTPUT, "x": state.need_shape(w.inputs[0])},
+                            precision="fp32")]
+    if op == "HardSwish" and state.rules.hardswish_inline:
+        x = state.need_shape(w.inputs[0])
+        hs, mul = w.info.get("hs_parts", (w.members, []))
+        return [make_kernel("Activation", {"op": "HardSigmoid", "x": x}, name=hs[0].name,
+                            nodes=tuple(r.name for r in hs), op_types=tuple(r.op_type for r in hs)),
+                make_kernel("Elementwise", {"op": "Mul", "inputs": [x, x], "const_b": 0},
+                            name=mul[0].name if mul else w.name + "/Mul",
+                            nodes=tuple(r.name for r in mul), op_types=tuple(r.op_type for r in mul) or ("Mul",))]
+    if op in CONV_OPS or (op == "Conv" and w.info.get("dyn")):
+        return [_lower_conv(state, w, make_kernel)]
+    if op in MATMUL_OPS or w.info.get("dyn"):
+        k = _lower_matmul(state, w, make_kernel)
+        if not w.info.get("gemm_3d"):
+            return [k]
+        # MatMulAddFusion on N-D A: Reshape -> Gemm -> Reshape; a neighbouring Reshape absorbs
+        # the new one (ReshapeFusion)
+        ks = []
+        p = state.producer(w.inputs[0])
+        if not (state.is_op(p, "Reshape", "Flatten") and state.only_consumer(p.outputs[0]) is w):
+            ks.append(make_kernel("Free", {"op": "Reshape"}, name=w.name + "/gemm_input_reshape", nodes=(),
+                                  op_types=("Reshape",)))
+        ks.append(k)
+        c = state.out_single(w)
+        if not (state.is_op(c, "Reshape", "Flatten") and c.inputs[0] == w.outputs[0]):
+            ks.append(make_kernel("Free", {"op": "Reshape"}, name=w.name + "/gemm_output_reshape", nodes=(),
+                                  op_types=("Reshape",)))
+        return ks
+    if op in ("DequantizeLinear",) and w.info.get("copies", 1) > 1:
+        x = state.need_shape(w.inputs[0])
+        ks = [make_kernel("Quant", {"op": op, "x": x}, precision="int8")]
+        for j in range(1, w.info["copies"]):
+            ks.append(make_kernel("Quant", {"op": op, "x": x}, precision="int8", name=f"{w.name}/dup{j}", nodes=(),
+                                  op_types=(op,)))
+        return ks
+    kind = ops.kind_of_op(op)
+    if kind is None:
+        dom = w.domain or "ai.onnx"
+        raise Unpriceable(f"no op kind prices {dom}:{op}")
+    return [lower_by_kind(state, w, kind, make_kernel)]
+
+
+def _lower_conv(state: FusionState, w: WorkNode, make_kernel) -> Kernel:
+    x = list(state.need_shape(w.inputs[0]))
+    ws = state.need_shape(w.inputs[1])
+    nsp = len(ws) - 2
+    if len(x) != nsp + 2:
+        raise Unpriceable(f"shape unknown for {w.inputs[0]!r}")
+    k = list(ws[2:])
+    s = [int(v) for v in (w.attr("strides") or [1] * nsp)]
+    d = [int(v) for v in (w.attr("dilations") or [1] * nsp)]
+    pads = _explicit_pads(w.rec.attrs, x[2:], k, s, d)
+    extra = w.info.get("pad_extra")
+    if extra:
+        pads = [a + b for a, b in zip(pads, extra)]
+    act = w.info.get("act")
+    if act is None and w.rec.op_type == "FusedConv":
+        act = w.attr("activation")
+    g = int(w.attr("group", 1) or 1)
+    p = {"x": x, "cout": ws[0], "kernel": k, "strides": s, "pads": pads, "dilations": d, "group": g,
+         "act": act or "none", "sum": 1 if w.info.get("sum") else 0}
+    weights_known = state.const(w.inputs[1]) or state.producer(w.inputs[1]) is None
+    sparsity = weight_sparsity(state.graph, w.inputs[1]) if weights_known else "0"
+    return make_kernel("Conv", p, sparsity)
+
+
+def _lower_matmul(state: FusionState, w: WorkNode, make_kernel) -> Kernel:
+    a = list(state.need_shape(w.inputs[0]))
+    b = list(state.need_shape(w.inputs[1]))
+    bias = 1 if (w.info.get("bias") or (w.rec.op_type in ("Gemm", "FusedGemm") and len(w.inputs) > 2
+                                               and w.inputs[2])) else 0
+    trans_b = int(w.info.get("trans_b", 0) or 0)
+    scale = int(bool(w.info.get("scale")))
+    if w.rec.op_type in ("Gemm", "FusedGemm", "FusedMatMul") and not w.info.get("dyn"):
+        if w.attr("transA", 0):
+            a = a[:-2] + [a[-1], a[-2]]
+        trans_b = int(w.attr("transB", 0) or 0) or trans_b
+        if float(w.attr("alpha", 1.0)) != 1.0:
+            scale = 1
+    if w.info.get("trans_a"):
+        a = a[:-2] + [a[-1], a[-2]]
+    if w.info.get("trans_b") and w.info.get("trans_src_trans_b") is not None:
+        b = list(w.info["trans_src_trans_b"])
+    if w.info.get("gemm_3d") and len(a) != 2:
+        m = 1
+        for v in a[:-1]:
+            m *= v
+        a = [m, a[-1]]
+    act = w.info.get("act")
+    if act is None and w.rec.op_type == "FusedGemm":
+        act = w.attr("activation")
+    p = {"a": a, "b": b, "const_b": 1 if state.const(w.inputs[1]) else 0, "bias": bias, "scale": scale,
+         "trans_b": trans_b, "act": act or "none"}
+    sparsity = weight_sparsity(state.graph, w.inputs[1]) if p["const_b"] else "0"
+    return make_kernel("MatMul", p, sparsity)
+
+
+def _lower_quantized_op(state: FusionState, w: WorkNode, make_kernel) -> list:
+    """The kernel of a QOperator-format node (:data:`latency.ops.QUANTIZED_OPS`): its base op's kind
+    at int8 (or int8_dynamic)."""
+    quantized = ops.QUANTIZED_OPS[w.op]
+    base, xi, wi, bi = quantized.base, quantized.x, quantized.w, quantized.bias
+    prec = quantized.precision
+    if base == "Conv":
+        x = state.need_shape(w.inputs[xi])
+        ws = state.need_shape(w.inputs[wi])
+        nsp = len(ws) - 2
+        k = list(ws[2:])
+        s = [int(v) for v in (w.attr("strides") or [1] * nsp)]
+        d = [int(v) for v in (w.attr("dilations") or [1] * nsp)]
+        p = {"x": x, "cout": ws[0], "kernel": k, "strides": s, "pads": _explicit_pads(w.rec.attrs, x[2:], k, s, d),
+             "dilations": d, "group": int(w.attr("group", 1) or 1), "act": "none", "sum": 0}
+        return [make_kernel("Conv", p, weight_sparsity(state.graph, w.inputs[wi]), precision=prec)]
+    if base in ("MatMul", "Gemm"):
+        a = list(state.need_shape(w.inputs[xi]))
+        b = list(state.need_shape(w.inputs[wi]))
+        if base == "Gemm" and w.attr("transA", 0):
+            a = a[::-1]
+        p = {"a": a, "b": b, "const_b": 1 if state.const(w.inputs[wi]) else 0,
+             "bias": 1 if bi is not None and len(w.inputs) > bi and w.inputs[bi] else 0,
+             "scale": 0, "trans_b": int(w.attr("transB", 0) or 0), "act": "none"}
+        sparsity = weight_sparsity(state.graph, w.inputs[wi]) if p["const_b"] else "0"
+        return [make_kernel("MatMul", p, sparsity, precision=prec)]
+    if base in ("Add", "Mul"):
+        ins = [state.need_shape(w.inputs[0]), state.need_shape(w.inputs[3])]
+        const_b = int(state.const(w.inputs[0]) or state.const(w.inputs[3]))
+        return [make_kernel("Elementwise", {"op": base, "inputs": ins, "const_b": const_b}, precision=prec)]
+    if base in ("Sigmoid", "LeakyRelu"):
+        return [make_kernel("Activation", {"op": base, "x": state.need_shape(w.inputs[0])}, precision=prec)]
+    if base in ("AveragePool", "GlobalAveragePool"):
+        as_base = replace(w, op=base)
+        return [lower_by_kind(state, as_base, "Pool", make_kernel, precision=prec)]
+    if base == "Softmax":
+        x = state.need_shape(w.inputs[0])
+        return [make_kernel("Softmax", {"op": "Softmax", "x": x, "axis": normalize_axis(w.attr("axis", -1), len(x))},
+                            precision=prec)]
+    if base == "Concat":
+        ins = [state.need_shape(t) for t in w.inputs[2::3]]
+        return [make_kernel("Concat", {"inputs": ins, "axis": normalize_axis(w.attr("axis", 0), len(ins[0]))},
+                            precision=prec)]
+    raise Unpriceable(f"no op kind prices {w.domain or 'ai.onnx'}:{w.op}")
+
+
+def _shape_as_seen(state: FusionState, w: WorkNode, t):
+    """shape of input t of w as w really sees it (after a cancelled transpose chain)"""
+    s = state.need_shape(t)
+    q = w.info.get("layout_perm")
+    if q is None or t in w.info.get("untransposed", ()):
+        return s
+    if len(s) < len(q):
+        s = [1] * (len(q) - len(s)) + list(s)
+    return [s[i] for i in q]
+
+
+def lower_by_kind(state: FusionState, w: WorkNode, kind: str, make_kernel, precision=None) -> Kernel:
+    """The kernel of node ``w`` as op kind ``kind`` (the params each kind declares, from the node's
+    shapes and attributes)."""
+    if w.info.get("layout_perm") and kind in ("Elementwise", "Activation"):
+        if kind == "Elementwise":
+            ins = [t for t in w.inputs if t]
+            # a scalar constant stays a scalar; every other input is seen in the node's own layout
+            shapes = [_shape_as_seen(state, w, t) if not state.const(t) or len(state.need_shape(t)) else []
+                      for t in ins]
+            const_b = int(any(state.const(t) for t in ins))
+            return make_kernel("Elementwise", {"op": w.op, "inputs": shapes, "const_b": const_b}, precision=precision)
+        return make_kernel("Activation", {"op": w.op, "x": _shape_as_seen(state, w, w.inputs[0])}, precision=precision)
+    op = w.op
+    ins = w.inputs
+    outs = w.outputs
+    attrs = w.rec.attrs
+    if kind == "Free":
+        return make_kernel("Free", {"op": op}, precision=precision)
+    if kind == "Elementwise":
+        shapes = [state.need_shape(t) for t in ins if t]
+        const_b = int(any(state.const(t) for t in ins if t))
+        return make_kernel("Elementwise", {"op": op, "inputs": shapes, "const_b": const_b}, precision=precision)
+    if kind == "Activation":
+        return make_kernel("Activation", {"op": op, "x": state.need_shape(ins[0])}, precision=precision)
+    if kind == "Softmax":
+        x = state.need_shape(ins[0])
+        default = -1 if state.graph.opset >= 13 else 1
+        axis = normalize_axis(attrs.get("axis", default), max(1, len(x)))
+        return make_kernel("Softmax", {"op": op, "x": x, "axis": axis},
+                 precision=precision)
+    if kind == "LayerNorm":
+        return make_kernel("LayerNorm", {"x": state.need_shape(ins[0]), "skip": int(bool(w.info.get("skip")) or
+                                                                     op.startswith("Skip"))}, precision=precision)
+    if kind == "Norm":
+        return make_kernel("Norm", {"op": op, "x": state.need_shape(ins[0])}, precision=precision)
+    if kind == "Pool":
+        x = state.need_shape(ins[0])
+        nsp = len(x) - 2
+        if op.startswith("Global"):
+            p = {"op": op, "x": x, "kernel": list(x[2:]), "strides": [1] * nsp, "pads": [0] * (2 * nsp), "ceil": 0}
+        else:
+            k = [int(v) for v in (attrs.get("kernel_shape") or [1] * nsp)]
+            s = [int(v) for v in (attrs.get("strides") or [1] * nsp)]
+            d = [int(v) for v in (attrs.get("dilations") or [1] * nsp)]
+            pads = _explicit_pads(attrs, x[2:], k, s, d)
+            extra = w.info.get("pad_extra")
+            if extra:
+                pads = [u + v for u, v in zip(pads, extra)]
+            p = {"op": op, "x": x, "kernel": k, "strides": s, "pads": pads, "ceil": int(attrs.get("ceil_mode", 0) or 0)}
+        return make_kernel("Pool", p, precision=precision)
+    if kind == "Concat":
+        shapes = [state.need_shape(t) for t in ins if t]
+        return make_kernel("Concat", {"inputs": shapes, "axis": normalize_axis(attrs.get("axis", 0), len(shapes[0]))},
+                           precision=precision)
+    if kind == "Split":
+        x = state.need_shape(ins[0])
+        ax = normalize_axis(attrs.get("axis", 0), len(x))
+        if w.info.get("split_src"):
+            ax = w.info["split_src"][1]
+        splits = [state.need_shape(o)[ax] for o in outs if o]
+        return make_kernel("Split", {"x": x, "axis": ax, "splits": splits}, precision=precision)
+    if kind in ("Slice", "Copy"):
+        return make_kernel(kind, {"op": op, "x": state.need_shape(ins[0]), "y": state.need_shape(outs[0])},
+                           precision=precision)
+    if kind == "Resize":
+        mode = attrs.get("mode", "nearest") or "nearest"
+        mode = {"bilinear": "linear", "trilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+        return make_kernel("Resize", {"op": op, "x": state.need_shape(ins[0]), "y": state.need_shape(outs[0]),
+                                      "mode": mode},
+                 precision=precision)
+    if kind == "Pad":
+        return make_kernel("Pad", {"op": op, "x": state.need_shape(ins[0]), "y": state.need_shape(outs[0]),
+                         "mode": attrs.get("mode", "constant") or "constant"}, precision=precision)
+    if kind == "Transpose":
+        x = state.need_shape(ins[0])
+        perm = w.info.get("perm", attrs.get("perm"))
+        perm = [int(v) for v in perm] if perm is not None else list(range(len(x)))[::-1]
+        return make_kernel("Transpose", {"x": x, "perm": perm}, precision=precision)
+    if kind == "Reduce":
+        x = state.need_shape(ins[0])
+        if op in ("ArgMax", "ArgMin"):
+            axes = [normalize_axis(attrs.get("axis", 0), len(x))]
+        else:
+            axes = attrs.get("axes")
+            if axes is None and len(ins) > 1 and ins[1]:
+                v = state.value(ins[1])
+                if v is None:
+                    raise Unpriceable(f"reduction axes of {w.name!r} are not constant")
+                axes = [int(t) for t in v.reshape(-1)]
+            if not axes:
+                axes = list(range(len(x)))
+            axes = sorted({normalize_axis(t, len(x)) for t in axes})
+        return make_kernel("Reduce", {"op": op, "x": x, "axes": axes, "keepdims": int(attrs.get("keepdims", 1))},
+                           precision=precision)
+    if kind == "Gather":
+        d = state.need_shape(ins[0])
+        return make_kernel("Gather", {"data": d, "indices": state.need_shape(ins[1]),
+                            "axis": normalize_axis(attrs.get("axis", 0), len(d))}, precision=precision)
+    if kind == "Quant":
+        return make_kernel("Quant", {"op": op, "x": state.need_shape(ins[0])}, precision="int8")
+    if kind == "ConvTranspose":
+        x = state.need_shape(ins[0])
+        ws = state.need_shape(ins[1])
+        nsp = len(ws) - 2
+        g = int(attrs.get("group", 1) or 1)
+        k = list(ws[2:])
+        s = [int(v) for v in (attrs.get("strides") or [1] * nsp)]
+        d = [int(v) for v in (attrs.get("dilations") or [1] * nsp)]
+        op_ = [int(v) for v in (attrs.get("output_padding") or [0] * nsp)]
+        y = state.need_shape(outs[0])
+        ap = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+        if attrs.get("output_shape") is not None or ap in ("SAME_UPPER", "SAME_LOWER"):
+            pads = [0] * (2 * nsp)
+            for i in range(nsp):
+                total = s[i] * (x[2 + i] - 1) + op_[i] + (k[i] - 1) * d[i] + 1 - y[2 + i]
+                if ap == "SAME_LOWER":
+                    pads[i], pads[i + nsp] = total - total // 2, total // 2
+                else:
+                    pads[i], pads[i + nsp] = total // 2, total - total // 2
+        elif ap == "VALID":
+            pads = [0] * (2 * nsp)
+        else:
+            pads = [int(v) for v in (attrs.get("pads") or [0] * (2 * nsp))]
+        p = {"x": x, "cout": ws[1] * g, "kernel": k, "strides": s, "pads": pads, "dilations": d, "group": g,
+             "output_padding": op_}
+        sparsity = weight_sparsity(state.graph, ins[1]) if state.const(ins[1]) else "0"
+        return make_kernel("ConvTranspose", p, sparsity, precision=precision)
+    if kind == "Reorder":
+        return make_kernel("Reorder", {"op": op, "x": state.need_shape(ins[0])}, precision="fp32")
+    if kind == "Conv":
+        return _conv(state, w, make_kernel)
+    if kind == "MatMul":
+        return _matmul(state, w, make_kernel)
+    raise Unpriceable(f"no op kind prices {w.domain or 'ai.onnx'}:{op}")

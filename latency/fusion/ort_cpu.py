@@ -1,0 +1,34 @@
+"""onnxruntime's CPU execution provider at ORT_ENABLE_ALL: the x86-64 pass list (with the NCHWc
+blocked layout, parameterised by its block: 8 channels with AVX2, 16 with AVX-512) and the arm64 one
+(no blocked layout).
+
+The x86 list was checked against onnxruntime 1.31's optimized graphs (ORT_ENABLE_ALL, AVX2) on
+hand-built patterns, the onnx "light" model zoo and profilers/zoo: same kernels, same reorders.
+"""
+
+from __future__ import annotations
+
+from .passes import (BIAS_GELU, CANCEL_TRANSPOSES, CONV_ACTIVATION, CONV_ADD, DYNAMIC_QUANT, ELIMINATE, FAST_GELU,
+                     FOLD_CONV, GELU, GEMM_ACTIVATION, HARDSWISH, LAYERNORM, MATMUL_ADD, MATMUL_SCALE, MATMUL_TRANSPOSE,
+                     MERGE_TRANSPOSES, NCHWC, NHWC_INT8, PUSH_SPLIT, QDQ, QUICK_GELU, SIMPLIFIED_LAYERNORM,
+                     SKIP_LAYERNORM)
+from .rules import FusionRules
+
+#: level 1, then level 2, then level 3, as onnxruntime's CPU EP applies them on x86-64
+X86_PASSES = (ELIMINATE, HARDSWISH, PUSH_SPLIT, MERGE_TRANSPOSES, CANCEL_TRANSPOSES, FOLD_CONV, MATMUL_ADD, GELU,
+              LAYERNORM, QDQ, GEMM_ACTIVATION, DYNAMIC_QUANT, CONV_ACTIVATION, SIMPLIFIED_LAYERNORM, MATMUL_TRANSPOSE,
+              BIAS_GELU, SKIP_LAYERNORM, FAST_GELU, QUICK_GELU, MATMUL_SCALE, NCHWC, CONV_ADD, NHWC_INT8)
+
+#: the same without the NCHWc blocked layout, which onnxruntime has on x86-64 only
+ARM64_PASSES = tuple(p for p in X86_PASSES if p is not NCHWC)
+
+
+def ORT_CPU_X86_RULES(block: int = 8) -> FusionRules:
+    """onnxruntime CPU EP on x86-64 at ORT_ENABLE_ALL. ``block``: 8 (AVX2) or 16 (AVX-512)."""
+    return FusionRules(name=f"ort-cpu-x86-nchwc{block}", passes=X86_PASSES, nchwc=True, nchwc_block=int(block),
+                       conv_add=True, qdq_nhwc=True, fp16_as_fp32=True)
+
+
+#: onnxruntime CPU EP on arm64 (Neoverse-N1 class): no NCHWc; Conv(+bias)+Add(+act) -> FusedConv
+ORT_CPU_ARM64_RULES = FusionRules(name="ort-cpu-arm64", passes=ARM64_PASSES, nchwc=False, conv_add=True,
+                                  qdq_nhwc=True)

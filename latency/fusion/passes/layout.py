@@ -1,0 +1,359 @@
+"""Layout passes (level 3): the x86 NCHWc blocked layout with its reorders, and the NHWC transposes
+around int8 conv / pool regions."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ...ops import REORDER_INPUT, REORDER_OUTPUT
+from ..workgraph import (CONV_OPS, INT8_DTYPES, INT8_PRECISIONS, POOL_OPS, FusionState, InsertedKernel, Pass,
+                         TO_NCHW, TO_NHWC, WorkNode)
+
+#: activations a blocked conv absorbs, or that run blocked on their own
+_NCHWC_ACTS = ("Relu", "Sigmoid", "Tanh", "HardSigmoid")
+#: other unary ops with a blocked kernel
+_NCHWC_UNARY = ("Gelu", "QuickGelu")
+
+
+def _uses(state: FusionState) -> Counter:
+    """How many live inputs (and graph outputs) read each tensor."""
+    u = Counter()
+    for w in state.live:
+        for t in w.inputs:
+            if t:
+                u[t] += 1
+    for t in state.graph_outputs:
+        u[t] += 1
+    return u
+
+
+def _nchwc_conv_ok(state: FusionState, w) -> tuple:
+    """(can run blocked, reads NCHW directly) of conv ``w``."""
+    if w.info.get("precision") in INT8_PRECISIONS or len(w.inputs) < 2:
+        return False, False
+    wt = w.inputs[1]
+    ws = state.shape(wt)
+    if not state.const(wt) or not state.f32(wt) or ws is None or len(ws) != 4:
+        return False, False
+    if not state.f32(w.inputs[0]):
+        return False, False
+    if len(w.inputs) > 2 and w.inputs[2]:
+        bs = state.shape(w.inputs[2])
+        if not state.const(w.inputs[2]) or bs is None or len(bs) != 1 or bs[0] != ws[0]:
+            return False, False
+    cout, cin_g = ws[0], ws[1]
+    g = int(w.attr("group", 1) or 1)
+    blk, al = state.rules.nchwc_block, state.rules.nchwc_align
+    if g > 1:
+        if cin_g == 1 and cout == g:
+            return cout % al == 0, False
+        return cin_g % blk == 0 and (cout // g) % blk == 0 and cout % g == 0, False
+    if cin_g < blk:
+        return True, True
+    return cin_g % al == 0, False
+
+
+def _resize_nchwc_ok(state: FusionState, w) -> bool:
+    """Whether Resize / Upsample ``w`` has a blocked kernel (integer spatial scales, supported modes)."""
+    mode = w.attr("mode", "nearest") or "nearest"
+    opset = state.graph.opset
+    if w.op == "Upsample" or opset < 11:
+        scales_t = w.inputs[1] if len(w.inputs) > 1 else ""
+        if mode not in ("nearest", "linear", "bilinear"):
+            return False
+    else:
+        if len(w.inputs) < 3 or not w.inputs[2] or (len(w.inputs) > 3 and w.inputs[3]):
+            return False
+        scales_t = w.inputs[2]
+        ctm = w.attr("coordinate_transformation_mode", "half_pixel") or "half_pixel"
+        if mode == "nearest":
+            if ctm != "asymmetric" or (w.attr("nearest_mode", "round_prefer_floor") or "") != "floor":
+                return False
+        elif mode == "linear":
+            if ctm not in ("half_pixel", "align_corners", "asymmetric"):
+                return False
+        else:
+            return False
+    v = state.value(scales_t)
+    if v is None or v.size != 4:
+        return False
+    sc = [float(s) for s in v.reshape(-1)]
+    if any(s < 1 or s != int(s) for s in sc):
+        return False
+    return sc[0] == 1 and sc[1] == 1
+
+
+def nchwc(state: FusionState) -> None:
+    """The x86 NCHWc blocked layout: float convs whose channels fit the block run blocked
+    (``nchwc_block`` channels per block; a conv with fewer input channels than a block reads NCHW
+    directly), and so do the pools, BatchNormalization and per-channel Mul (as depthwise 1x1 convs),
+    Add/Sum/Mul/Concat/Resize and activations fed only by blocked tensors. A residual Add/Sum and an
+    activation fold into a single-use blocked conv; ReorderInput / ReorderOutput kernels are inserted
+    where blocked regions start and end; a Transpose to NHWC after a blocked tensor becomes a
+    channels-last ReorderOutput, and one from NHWC before a blocked conv a channels-last ReorderInput.
+
+    Mirrors onnxruntime's NchwcTransformer (level 3, x86-64 only).
+    """
+    block = state.rules.nchwc_block
+    uses = _uses(state)
+    #: tensor in the blocked layout -> [its producer, channels, uses at the start, uses not yet blocked]
+    blocked: dict = {}
+    reordered: set = set()
+
+    def channels_of(t):
+        s = state.shape(t)
+        return s[1] if s is not None and len(s) == 4 else None
+
+    def use_blocked(t):
+        blocked[t][3] -= 1
+
+    def reorder_input(t, before: WorkNode):
+        if t in reordered:
+            return
+        reordered.add(t)
+        state.inserted.append(InsertedKernel(before.pos - 0.5, REORDER_INPUT, t))
+
+    def mark_blocked(w, t, c, node=None):
+        blocked[t] = [node or w, c, uses[t], uses[t]]
+
+    def is_blocked_conv(w):
+        return w.info.get("nchwc") and (w.op in CONV_OPS or w.info.get("as_conv"))
+
+    for w in list(state.live):
+        if w.dead:
+            continue
+        op = w.op
+        data = [t for t in w.inputs if t and not state.const(t)]
+        if op in CONV_OPS and w.domain in ("", "com.microsoft") and not w.info.get("sum"):
+            ok, direct = _nchwc_conv_ok(state, w)
+            if not ok:
+                continue
+            x = w.inputs[0]
+            if not direct:
+                if x in blocked:
+                    use_blocked(x)
+                else:
+                    reorder_input(x, w)
+            w.info["nchwc"] = True
+            mark_blocked(w, w.outputs[0], state.shape(w.inputs[1])[0])
+            continue
+        if op in ("MaxPool", "AveragePool") and w.domain == "":
+            if len([o for o in w.outputs if o]) > 1 or w.info.get("precision") in ("int8",):
+                continue
+            c = channels_of(w.inputs[0])
+            if c is None or not state.f32(w.inputs[0]) or c % block:
+                continue
+            x = w.inputs[0]
+            if x in blocked:
+                use_blocked(x)
+            else:
+                reorder_input(x, w)
+            w.info["nchwc"] = True
+            mark_blocked(w, w.outputs[0], c)
+            continue
+        if op in ("GlobalAveragePool", "GlobalMaxPool") and w.domain == "" and data and \
+                (data[0] in blocked or state.producer(data[0]) is None):
+            # converted when every producer was converted; a graph input has none (edge count 0)
+            x = data[0]
+            c = blocked[x][1] if x in blocked else channels_of(x)
+            if c is None or c % block or not state.f32(x) or w.info.get("precision") == "int8":
+                continue
+            if x in blocked:
+                use_blocked(x)
+            else:
+                reorder_input(x, w)
+            w.info["nchwc"] = True
+            mark_blocked(w, w.outputs[0], c)
+            continue
+        if not data or any(t not in blocked for t in data) or w.domain not in ("", "com.microsoft"):
+            continue
+        present = [t for t in w.inputs if t]
+        if op in ("Add", "Sum", "Mul") and len(present) == len(data) and len(data) >= 1:
+            c = blocked[data[0]][1]
+            if any(blocked[t][1] != c for t in data):
+                continue
+            shapes = [state.shape(t) for t in data]
+            same = all(s is not None and s == shapes[0] for s in shapes)
+            if not same and op == "Mul":
+                continue
+            for t in data:
+                use_blocked(t)
+            if op in ("Add", "Sum") and len(data) == 2 and same and state.rules.nchwc_sum:
+                fused = False
+                for n in (0, 1):
+                    entry = blocked[data[n]]
+                    node = entry[0]
+                    if is_blocked_conv(node) and not node.info.get("sum") and entry[2] == 1 and \
+                            not node.info.get("act"):
+                        node.info["sum"] = data[1 - n]
+                        node.inputs = list(node.inputs) + [data[1 - n]]
+                        node.members = node.members + w.members
+                        node.outputs = list(w.outputs)
+                        node.pos = max(node.pos, w.pos)
+                        w.dead = True
+                        mark_blocked(node, w.outputs[0], c, node)
+                        fused = True
+                        break
+                if fused:
+                    continue
+            w.info["nchwc"] = True
+            mark_blocked(w, w.outputs[0], c)
+        elif op == "Mul" and len(present) == 2 and len(data) == 1:
+            # per-channel constant scale -> depthwise 1x1 NCHWc conv
+            x = data[0]
+            other = state.other_input(w, x)
+            c = blocked[x][1]
+            s = state.shape(other) if other else None
+            if s is None or list(s) not in ([c, 1, 1], [1, c, 1, 1]):
+                continue
+            use_blocked(x)
+            w.info.update(nchwc=True, as_conv=True)
+            mark_blocked(w, w.outputs[0], c)
+        elif op == "Concat" and w.attr("axis") == 1 and len(present) == len(data):
+            if any(blocked[t][1] % block for t in data):
+                continue
+            for t in data:
+                use_blocked(t)
+            w.info["nchwc"] = True
+            mark_blocked(w, w.outputs[0], sum(blocked[t][1] for t in data))
+        elif op in _NCHWC_ACTS and len(data) == 1:
+            x = data[0]
+            use_blocked(x)
+            entry = blocked[x]
+            node = entry[0]
+            if is_blocked_conv(node) and entry[2] == 1 and not node.info.get("act"):
+                node.info["act"] = op
+                node.members = node.members + w.members
+                node.outputs = list(w.outputs)
+                node.pos = max(node.pos, w.pos)
+                w.dead = True
+                mark_blocked(node, w.outputs[0], entry[1], node)
+            else:
+                w.info["nchwc"] = True
+                mark_blocked(w, w.outputs[0], entry[1])
+        elif op == "HardSwish" and len(data) == 1:
+            # inlined as HardSigmoid + Mul; NCHWc folds the pair into a single-use conv
+            x = data[0]
+            use_blocked(x)
+            entry = blocked[x]
+            node = entry[0]
+            if is_blocked_conv(node) and entry[2] == 1 and not node.info.get("act") and \
+                    w.outputs[0] not in state.graph_outputs:
+                node.info["act"] = "HardSwish"
+                node.members = node.members + w.members
+                node.outputs = list(w.outputs)
+                node.pos = max(node.pos, w.pos)
+                w.dead = True
+                mark_blocked(node, w.outputs[0], entry[1], node)
+            else:
+                w.info["nchwc"] = True
+                mark_blocked(w, w.outputs[0], entry[1])
+        elif op in _NCHWC_UNARY and len(data) == 1:
+            x = data[0]
+            use_blocked(x)
+            w.info["nchwc"] = True
+            mark_blocked(w, w.outputs[0], blocked[x][1])
+        elif op == "BatchNormalization" and len([o for o in w.outputs if o]) == 1:
+            x = data[0] if len(data) == 1 and w.inputs[0] == data[0] else None
+            if x is None:
+                continue
+            c = blocked[x][1]
+            if any(state.shape(t) != [c] or not state.f32(t) for t in w.inputs[1:5]):
+                continue
+            use_blocked(x)
+            w.info.update(nchwc=True, as_conv=True)
+            mark_blocked(w, w.outputs[0], c)
+        elif op == "Transpose" and len(data) == 1:
+            perm = w.info.get("perm", w.attr("perm"))
+            if perm is None or list(perm) != [0, 2, 3, 1]:
+                continue
+            use_blocked(data[0])
+            w.info["reorder_nhwc"] = True
+        elif op in ("Resize", "Upsample") and w.inputs[0] in blocked and data == [w.inputs[0]]:
+            if not _resize_nchwc_ok(state, w):
+                continue
+            use_blocked(w.inputs[0])
+            w.info["nchwc"] = True
+            mark_blocked(w, w.outputs[0], blocked[w.inputs[0]][1])
+    # ReorderInput of a Transpose(0,3,1,2) output reads the NHWC tensor directly (channels_last);
+    # the Transpose goes away when every consumer of its output reads the reordered tensor
+    for reorder in state.inserted:
+        if reorder.what != REORDER_INPUT:
+            continue
+        tp = state.producer(reorder.tensor)
+        if not state.is_op(tp, "Transpose") or tp.domain != "":
+            continue
+        perm = tp.info.get("perm", tp.attr("perm"))
+        if perm is None or [int(v) for v in perm] != [0, 3, 1, 2]:
+            continue
+        if reorder.tensor in state.graph_outputs or not all(c.info.get("nchwc") and c.op in CONV_OPS + POOL_OPS
+                                                            for c, _ in state.consumers(reorder.tensor)):
+            continue
+        tp.dead = True
+        reorder.records = tuple(tp.members)
+    # finalize: ReorderOutput for every blocked tensor still used in NCHW form
+    for t, (node, c, start, remaining) in blocked.items():
+        if remaining > 0:
+            state.inserted.append(InsertedKernel(node.pos + 0.5, REORDER_OUTPUT, t))
+    state.reindex()
+
+
+def nhwc_int8(state: FusionState) -> None:
+    """Transposes around NHWC int8 regions: int8 convs and pools run NHWC, int8 elementwise ops and
+    Q/DQ between them stay NHWC, and a Transpose kernel is inserted where a region starts and where
+    an NCHW consumer (or a graph output) reads from it.
+
+    Mirrors onnxruntime's NhwcTransformer (level 3), which turns QLinearConv, int8 MaxPool
+    (NhwcMaxPool) and the QLinear pools channels-last.
+    """
+    nhwc_ops = ("Conv", "FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+                "QLinearConv", "QLinearAveragePool", "QLinearGlobalAveragePool")
+    transparent = ("Add", "Mul", "Relu", "Clip", "Sigmoid", "LeakyRelu", "QuantizeLinear", "DequantizeLinear",
+                   "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu")
+    layout: dict = {}
+    to_nhwc: set = set()
+    to_nchw: set = set()
+
+    def need_nchw(t, w):
+        if layout.get(t) == "NHWC" and t not in to_nchw:
+            to_nchw.add(t)
+            p = state.producer(t)
+            state.inserted.append(InsertedKernel((p.pos if p else w.pos) + 0.25, TO_NCHW, t))
+
+    for w in state.live:
+        int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear") or \
+            (w.op == "MaxPool" and state.dtype(w.inputs[0]) in INT8_DTYPES)
+        data = [t for t in w.inputs if t and not state.const(t)]
+        if int8 and w.op in nhwc_ops and w.inputs and w.inputs[0] and (len(state.shape(w.inputs[0]) or []) == 4):
+            x = w.inputs[0]
+            if layout.get(x) != "NHWC" and x not in to_nhwc:
+                to_nhwc.add(x)
+                state.inserted.append(InsertedKernel(w.pos - 0.25, TO_NHWC, x))
+            for t in data[1:]:
+                need_nchw(t, w)
+            for o in w.outputs:
+                if o:
+                    layout[o] = "NHWC"
+            w.info["nhwc"] = True
+            continue
+        if w.op in transparent and data and all(layout.get(t) == "NHWC" for t in data) and \
+                all(len(state.shape(t) or []) == 4 for t in data):
+            for o in w.outputs:
+                if o:
+                    layout[o] = "NHWC"
+            continue
+        for t in data:
+            need_nchw(t, w)
+    for t in state.graph_outputs:
+        need_nchw(t, state.live[-1] if state.live else None)
+    state.reindex()
+
+
+NCHWC = Pass("nchwc", matches="float Conv / pools / BatchNormalization / per-channel Mul, and the Add, Sum, Mul, "
+             "Concat, Resize, activations between them, with channels a multiple of the block",
+             produces=("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Add", "Sum", "Concat",
+                       "Upsample", REORDER_INPUT, REORDER_OUTPUT),
+             mirrors="NchwcTransformer", apply=nchwc, switches=("nchwc",))
+NHWC_INT8 = Pass("nhwc_int8", matches="int8 Conv / pools and the int8 elementwise ops between them",
+                 produces=("Transpose", "NhwcMaxPool"), mirrors="NhwcTransformer", apply=nhwc_int8,
+                 switches=("qdq_nhwc",))

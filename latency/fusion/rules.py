@@ -1,0 +1,99 @@
+"""What one target's runtime fuses: :class:`FusionRules`, its ordered pass list and the switches and
+parameters those passes read (which activations a conv absorbs, the NCHWc block, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ops
+from .passes import ORT_ORDER
+
+#: activations a 2-D Gemm absorbs on onnxruntime CPU (GemmActivationFusion)
+GEMM_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "HardSigmoid", "Softplus", "Selu", "Softsign",
+             "ThresholdedRelu")
+#: activations ConvAddActivationFusion takes along after the residual Add
+CONV_ADD_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip", "HardSigmoid")
+
+
+@dataclass(frozen=True)
+class FusionRules:
+    """A target's fusion: ``passes`` applied in order (each when one of its switches is on), and the
+    switches and parameters they read. Tuples of activations double as on/off switches.
+
+    The default is every pass in onnxruntime's order with the CPU switches, NCHWc off.
+    """
+
+    name: str = "custom"
+    #: the passes, in the order they run (see :mod:`latency.fusion.passes`)
+    passes: tuple = ORT_ORDER
+    #: Conv + BatchNormalization (and Conv + per-channel constant Mul / Add) fold into the conv
+    fold_bn: bool = True
+    #: activations a Conv absorbs (ConvActivationFusion); () disables
+    conv_act: tuple = ops.FUSABLE_ACTS
+    #: constant-zero Pad before Conv / MaxPool folds into the op's pads
+    pad_fusion: bool = True
+    #: x86 NCHWc blocked layout (ORT_ENABLE_ALL on x86-64)
+    nchwc: bool = False
+    #: channels per NCHWc block: 8 with AVX2, 16 with AVX-512
+    nchwc_block: int = 8
+    #: a group=1 conv with cin >= block, and a depthwise conv, need channels % nchwc_align == 0
+    nchwc_align: int = 4
+    #: residual Add/Sum [+ Relu] folded into a NCHWc conv
+    nchwc_sum: bool = True
+    #: Conv(+bias) + residual Add [+ activation] -> FusedConv with a Z input, for convs that are not
+    #: NCHWc (ConvAddActivationFusion); on GPUs the TensorRT-style conv+residual fusion
+    conv_add: bool = False
+    conv_add_needs_bias: bool = True
+    conv_add_acts: tuple = CONV_ADD_ACTS
+    #: MatMul + bias Add -> Gemm (3-D A flattened to 2-D)
+    matmul_add: bool = True
+    #: MatMul + scalar Mul/Div on an input or the output -> FusedMatMul(alpha)
+    matmul_scale: bool = True
+    #: Transpose of the last two dims + MatMul -> FusedMatMul(transA/transB)
+    matmul_trans: bool = True
+    #: activations a 2-D Gemm absorbs (FusedGemm); () disables
+    gemm_act: tuple = GEMM_ACTS
+    #: activations a (3-D) MatMul + bias absorbs as well (GPU epilogues); () disables
+    matmul_act: tuple = ()
+    gelu: bool = True
+    bias_gelu: bool = True
+    fast_gelu: bool = True
+    quick_gelu: bool = True
+    layernorm: bool = True
+    simplified_layernorm: bool = True
+    skip_layernorm: bool = True
+    #: DQ -> op -> Q node units -> int8 kernels; standalone Q/DQ -> Quant kernels
+    qdq: bool = True
+    #: int8 convs / pools run NHWC: Transpose kernels where int8 regions start and end
+    qdq_nhwc: bool = False
+    #: DynamicQuantizeLinear + MatMulInteger/ConvInteger (+ Cast, Mul, Add) -> int8_dynamic kernel
+    dynamic_quant: bool = True
+    #: Transpose -> Transpose merged into one (TransposeOptimizer)
+    transpose_merge: bool = True
+    #: HardSwish runs as HardSigmoid + Mul (ORT inlines its function body), except where NCHWc fuses
+    #: it into the conv; False: one HardSwish kernel
+    hardswish_inline: bool = True
+
+    #: fp16 graphs run as fp32 kernels with Casts at the edges (ORT >= 1.31 on x86: no fp16 kernels, the
+    #: inserted Cast pairs between ops cancel); False: fp16 kernels
+    fp16_as_fp32: bool = False
+
+    def __post_init__(self):
+        # activation lists also accept True (the default list), False/None (none) or one name
+        defaults = {"conv_act": ops.FUSABLE_ACTS, "gemm_act": GEMM_ACTS, "matmul_act": ("Relu", "Gelu"),
+                    "conv_add_acts": CONV_ADD_ACTS}
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if value is True:
+                value = default
+            elif not value:
+                value = ()
+            elif isinstance(value, str):
+                value = (value,)
+            object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "passes", tuple(self.passes))
+
+    @property
+    def pass_names(self) -> tuple:
+        """The names of the passes, in order."""
+        return tuple(p.name for p in self.passes)
