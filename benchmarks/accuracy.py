@@ -45,7 +45,7 @@ sys.path.insert(0, ROOT)
 from latency.context import footprint_gate, llc_mb  # noqa: E402
 from latency.estimator import Estimator, fit_overhead  # noqa: E402
 from latency.graph import load_graph  # noqa: E402
-from latency.ops import get_kind  # noqa: E402
+
 from latency.targets import get_target, host_target  # noqa: E402
 from profilers import zoo  # noqa: E402
 from profilers.measure import pin_to_core  # noqa: E402

@@ -20,7 +20,6 @@ Nothing is ever priced as 0 silently: a kernel no source can price is listed as 
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from dataclasses import asdict, dataclass, field, replace

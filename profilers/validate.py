@@ -189,6 +189,7 @@ def validate(model, target, profile=None, shapes=None, batch=None, protocol: Val
             progress(done, total_steps, note)
 
     def on_e2e(msg: str) -> None:
+        nonlocal total_steps
         # measure_models reports every round ("phase 2/3 round 1/2: 0.05 s") and every phase start;
         # an extra phase ("phase 4 (extra, 1 models): ...") adds its rounds to the total
         if re.match(r"phase \S+ round \d+/\d+", msg):

@@ -89,9 +89,9 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
                 ("1", "0", "rows")]
     kills = 0
     for chunk, delay, mode in settings:
+        before = len(_stored(db)) if db.exists() else 0  # read before the sweep starts writing
         p = subprocess.Popen(base + ["--chunk", chunk], env=_env(LATENCY_FAKE_DELAY_S=delay),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before = len(_stored(db))
         t_end = time.monotonic() + 20
         target_rows = before + rng.randint(1, 60)  # kill once it has written a random number of rows
         if mode == "time":

@@ -4,7 +4,6 @@ own optimized graph (ORT_ENABLE_ALL on this x86 CPU)."""
 from collections import Counter
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 

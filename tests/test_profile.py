@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from latency.cli import main
 from latency.errors import EmptyPlan, UnknownOpKind, UnknownPlan
-from latency.ops import Config, SPARSITIES, kinds
+from latency.ops import Config, SPARSITIES
 from latency.store import Store
 from latency.targets import get_target
 from profilers.builders import build, buildable_kinds

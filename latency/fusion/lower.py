@@ -436,7 +436,7 @@ def lower_by_kind(state: FusionState, w: WorkNode, kind: str, make_kernel, preci
     if kind == "Reorder":
         return make_kernel("Reorder", {"op": op, "x": state.need_shape(ins[0])}, precision="fp32")
     if kind == "Conv":
-        return _conv(state, w, make_kernel)
+        return _lower_conv(state, w, make_kernel)
     if kind == "MatMul":
-        return _matmul(state, w, make_kernel)
+        return _lower_matmul(state, w, make_kernel)
     raise Unpriceable(f"no op kind prices {w.domain or 'ai.onnx'}:{op}")

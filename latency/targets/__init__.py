@@ -14,6 +14,9 @@ from pathlib import Path
 
 from ..errors import LatencyError, UnknownTarget
 from ..profiles import ISA_FLAGS, read_cpu  # noqa: F401  (re-exported: profilers read the host through here)
+
+__all__ = ["Target", "register", "unregister", "targets", "get_target", "host_target", "choose_default",
+           "default_target", "tables_dir", "ISA_FLAGS", "read_cpu", "ENTRY_POINT_GROUP"]
 from .base import Target
 
 #: the entry-point group other packages register targets under
