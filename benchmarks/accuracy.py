@@ -44,6 +44,7 @@ sys.path.insert(0, ROOT)
 
 from latency.context import footprint_gate, llc_mb  # noqa: E402
 from latency.estimator import Estimator, fit_overhead  # noqa: E402
+from latency.overhead import OverheadModel  # noqa: E402
 from latency.graph import load_graph  # noqa: E402
 
 from latency.targets import get_target, host_target  # noqa: E402
@@ -395,7 +396,8 @@ def main():
     est = Estimator(target, profile=a.profile, overhead=False if refit else kept.get("overhead"), context=ctx).prepare()
     if refit:  # the streamed-weights rule of `latency calibrate`, bounds from this host's cache
         g = footprint_gate(llc_mb())
-        est.overhead_["weights"] = {"cap_mb": g["llc_mb"], "gated": True, "gate_footprint_mb": g["footprint_mb"]}
+        est = est.using(overhead=OverheadModel({**OverheadModel.none().terms, "weights": {
+            "cap_mb": g["llc_mb"], "gated": True, "gate_footprint_mb": g["footprint_mb"]}}))
     naive = Estimator(target, profile=a.profile, overhead=False, context=False).prepare()
     naive.rules_ = no_fusion(est.rules_)
     rows = []
@@ -419,7 +421,7 @@ def main():
         print(f"overhead refitted on {len(fit_rows)} FIT models: {ov['per_run_us']:.1f} us/run + "
               f"{ov['per_kernel_us']:.2f} us/kernel + {ov['per_weight_mb_us']:.2f} us/weight-MB "
               f"(fit residual median {100 * ov['residual_rel_median']:.1f}%)")
-        est.overhead_ = ov
+        est = est.using(overhead=OverheadModel(ov))
         for r in rows:
             r["est"] = est.estimate(load_graph(models[r["model"]]))
     print(f"context: {est.context_source_}\noverhead: {est.overhead_['source']}")

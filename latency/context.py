@@ -259,8 +259,17 @@ class ContextModel:
                                "recalibrate or pass context=False") from None
         return cm
 
+    @classmethod
+    def fit(cls, pairs, **kw) -> "ContextModel":
+        """Fit on kernel pairs (time alone, time inside a model); ``kw`` as :func:`fit_context`."""
+        return cls(fit_context(pairs, **kw))
+
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.spec, indent=1))
+        """Write the model (atomically: a reader never sees half a file)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.spec, indent=1))
+        tmp.replace(path)
 
     def __bool__(self) -> bool:
         return bool(self._curves)

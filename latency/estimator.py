@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import LatencyError, MissingTable, UnsupportedOp
 from .context import cache_gate
+from .overhead import OverheadModel, dispatched_count, fit_overhead, lowint_conv_mb, overhead_us
 from .ops import Config, elem_bytes, get_kind, key_hash
 
 #: held while an estimator loads what it prices from (prepare, the lazy prior, a regressor): an
@@ -40,9 +41,6 @@ _LOAD_LOCK = threading.RLock()
 _MIN_KERNEL_SCALE = 0.5
 #: an estimate above this (one day, us) says so: the input shapes are almost surely wrong
 _ABSURD_US = 86400e6
-
-#: kernels counted in the per-kernel overhead (free ops that the runtime still dispatches)
-_DISPATCHED_FREE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
 @dataclass(frozen=True)
@@ -106,14 +104,17 @@ def _dense_key(cfg: Config) -> str:
 class Estimator:
     """Prices ONNX models on one target. Construct once, call :meth:`estimate` many times.
 
-    ``profile``: path of the profiling database (default: the target's shipped profile).
-    ``regressors``: folder of trained regressors (default: next to the profile), or False to disable.
-    ``overhead``: path of the fitted overhead model (default: next to the profile), or False.
-    ``context``: path of the fitted in-model context model (default: next to the profile), or False.
+    ``profile``: a :class:`latency.profiles.Profile` or the path of its database (default: the
+    target's profile closest to this host, see :meth:`Target.choose_profile`).
+    ``regressors``: folder of trained regressors (default: the profile's), or False to disable.
+    ``overhead``: an :class:`latency.overhead.OverheadModel`, the path of one, or False for none
+    (default: the profile's). ``context``: a :class:`latency.context.ContextModel`, the path of
+    one, or False for none (default: the profile's). :meth:`using` gives a copy with other models
+    that shares what is loaded.
     """
 
-    def __init__(self, target, profile=None, regressors=None, overhead=None, check_host: bool = True,
-                 context=None):
+    def __init__(self, target, profile=None, regressors=None, *, overhead=None, context=None,
+                 check_host: bool = True):
         from .targets import get_target
 
         self.target = get_target(target) if isinstance(target, str) else target
@@ -123,6 +124,22 @@ class Estimator:
         self.context = context
         self.check_host = check_host
         self._prepared = False
+
+    def using(self, *, context=None, overhead=None) -> "Estimator":
+        """A prepared copy that prices with these context / overhead models (objects, paths or False;
+        None keeps this one's) and shares the loaded table, regressors and caches (a calibration
+        scores many candidate models this way without reloading the profile)."""
+        import copy
+
+        self.prepare()
+        other = copy.copy(self)
+        if context is not None:
+            other.context = context
+            other.context_, other.context_source_ = other._load_context()
+        if overhead is not None:
+            other.overhead = overhead
+            other.overhead_ = other._load_overhead(None)
+        return other
 
     # -- preparation ---------------------------------------------------------------------------
 
@@ -136,8 +153,6 @@ class Estimator:
         return self
 
     def _prepare(self) -> None:
-        from .store import Store
-
         self.warnings_: list[str] = []
         self.table_: dict[str, float] = {}
         self.regs_: dict = {}
@@ -145,21 +160,17 @@ class Estimator:
         self.sparsity_ratio_: dict[str, tuple] = {}
         self.memo_: dict[str, tuple] = {}
         self.rules_ = self.target.fusion_rules()
-        path = Path(self.profile) if self.profile else None
+        from .profiles import Profile
+
+        prof = self.profile if isinstance(self.profile, Profile) else None
+        path = prof.path if prof else Path(self.profile) if self.profile else None
         if path is None and self.target.profile:
             path = self.target.profile_path()
         self.profile_path_ = str(path) if path else None
+        self.profile_ = None
         if path is not None:
-            if not path.exists():
-                raise MissingTable(f"profile {path} does not exist")
-            with Store(path, readonly=True) as st:
-                tid = st.find_target(self.target.name)
-                if tid is None:
-                    names = sorted({t["name"] for t in st.targets()})
-                    raise MissingTable(f"profile {path} has no rows for target {self.target.name} "
-                                       f"(it has: {', '.join(names) or 'none'})")
-                self.table_ = st.latency_table(tid)
-                self.fingerprint_ = st.target(tid).get("fingerprint")
+            self.profile_ = prof or Profile(path)
+            tid, self.table_, self.fingerprint_ = self.profile_.table(self.target.name)
             self.target_id_ = tid
             self._evidence_ready = False
             if self.check_host:
@@ -171,13 +182,13 @@ class Estimator:
             raise MissingTable(f"target {self.target.name} has no profile; pass --profile FILE or build one with "
                                f"'latency profile --target {self.target.name}'")
         reg_dir = self.regressors
-        if reg_dir is None and path is not None:
-            reg_dir = path.with_suffix("").with_name(path.stem + ".regressors")
+        if reg_dir is None and self.profile_ is not None:
+            reg_dir = self.profile_.regressors_dir
         self.reg_dir_ = Path(reg_dir) if reg_dir and Path(reg_dir).exists() else None
         self.reg_kinds_ = ({p.name[: -len(".meta.json")] for p in self.reg_dir_.glob("*.meta.json")}
                            if self.reg_dir_ else set())
-        self.overhead_ = self._load_overhead(path)
-        self.context_, self.context_source_ = self._load_context(path)
+        self.overhead_ = self._load_overhead(None)
+        self.context_, self.context_source_ = self._load_context(None)
         self._prepared = True
 
     def _evidence(self) -> None:
@@ -263,25 +274,31 @@ class Estimator:
                                   f"more between CPU generations (e.g. 38% of models within 10% on an Intel Xeon "
                                   f"with a profile from an AMD EPYC)")
 
-    def _load_overhead(self, path) -> dict:
-        p = Path(self.overhead) if self.overhead else (path.with_name(path.stem + ".overhead.json") if path else None)
-        if self.overhead is False or p is None or not p.exists():
-            return {"per_run_us": 0.0, "per_kernel_us": 0.0, "source": "none (no end-to-end fit for this target)"}
-        from .context import read_json_file
+    def _load_overhead(self, _unused=None):
+        """The overhead model: the one given (object or path), none (False), or the profile's."""
+        if self.overhead is False:
+            return OverheadModel.none()
+        if isinstance(self.overhead, OverheadModel):
+            return self.overhead
+        if self.overhead is not None:
+            return OverheadModel.load(self.overhead)
+        return self.profile_.overhead() if self.profile_ is not None else OverheadModel.none()
 
-        d = read_json_file(p, "overhead model")
-        d.setdefault("source", f"fitted: {p.name}")
-        _check_overhead(d, p)
-        return d
-
-    def _load_context(self, path):
+    def _load_context(self, _unused=None):
+        """(context model, where it came from): the one given (object or path), none (False), or the profile's."""
         from .context import ContextModel
 
-        p = Path(self.context) if self.context else (path.with_name(path.stem + ".context.json") if path else None)
-        if self.context is False or p is None or not p.exists():
-            return ContextModel(None), "none (kernels priced as timed alone)"
-        cm = ContextModel.load(p)
-        return cm, cm.spec.get("source", f"fitted: {p.name}")
+        if self.context is False:
+            cm = ContextModel(None)
+        elif isinstance(self.context, ContextModel):
+            cm = self.context
+        elif self.context is not None:
+            cm = ContextModel.load(self.context)
+        elif self.profile_ is not None:
+            cm = self.profile_.context()
+        else:
+            cm = ContextModel(None)
+        return cm, (cm.spec.get("source", "fitted") if cm.spec else "none (kernels priced as timed alone)")
 
     # -- pricing ---------------------------------------------------------------------------------
 
@@ -482,108 +499,6 @@ def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
     return x
 
 
-def overhead_us(kernels, ov: dict, gate: float = 1.0) -> float:
-    """What the overhead model ``ov`` (a fitted ``<profile>.overhead.json``) adds to the sum of
-    ``kernels`` (priced :class:`KernelEstimate` s) in a model with last-level cache gate ``gate``, us."""
-    if not kernels:
-        return 0.0
-    if "per_long_kernel_us" in ov:
-        n_short, n_long = _kernel_counts(kernels, ov.get("short_us", 0.0))
-        _, wmb = _overhead_terms(kernels, ov.get("weights"), gate)
-        return (ov.get("per_run_us", 0.0) + ov["per_short_kernel_us"] * n_short
-                + ov["per_long_kernel_us"] * n_long + ov.get("per_weight_mb_us", 0.0) * wmb
-                + ov.get("per_lowint_conv_mb_us", 0.0) * lowint_conv_mb(kernels, ov.get("lowint_conv"), gate))
-    if ov.get("per_run_us") or ov.get("per_kernel_us") or ov.get("per_weight_mb_us"):
-        n_disp, wmb = _overhead_terms(kernels, ov.get("weights"), gate)
-        return (ov.get("per_run_us", 0.0) + ov.get("per_kernel_us", 0.0) * n_disp
-                + ov.get("per_weight_mb_us", 0.0) * wmb)
-    return 0.0
-
-
-#: the numbers an overhead model may hold (us, us per kernel, us per MB)
-_OVERHEAD_NUMBERS = ("per_run_us", "per_kernel_us", "per_weight_mb_us", "per_short_kernel_us", "per_long_kernel_us",
-                     "short_us", "per_lowint_conv_mb_us")
-
-
-def _check_overhead(d: dict, path) -> None:
-    """ProfileError naming ``path`` when the overhead model ``d`` holds what no fit writes: a term that
-    is not a finite number, a rule that is not an object, or anything :func:`overhead_us` cannot apply."""
-    from .errors import ProfileError
-
-    bad = [k for k in _OVERHEAD_NUMBERS if k in d and (isinstance(d[k], bool) or not isinstance(d[k], (int, float))
-                                                       or not math.isfinite(d[k]))]
-    bad += [k for k in ("weights", "lowint_conv") if d.get(k) is not None and not isinstance(d[k], dict)]
-    if not bad:
-        probe = Config("Conv", {"x": [1, 64, 28, 28], "cout": 64, "kernel": [3, 3], "strides": [1, 1],
-                                "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1, "act": "none", "sum": 0})
-        ks = [KernelEstimate("probe", "Conv", ("Conv",), ("probe",), "fp32", "0", us, "table", key=probe.key,
-                             isolated_us=us) for us in (5.0, 500.0)]
-        try:
-            v = overhead_us(ks, d, 0.5)
-            if not math.isfinite(v):
-                bad.append("(the overhead it gives is not finite)")
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as e:
-            bad.append(f"(applying it fails: {type(e).__name__}: {e})")
-    if bad:
-        raise ProfileError(f"overhead model {path} is malformed: {', '.join(bad)} (terms must be finite numbers, rules "
-                           "objects); the file is corrupt or was edited by hand; recalibrate or pass overhead=False")
-
-
-def _overhead_terms(kernels, weights_rule: dict | None = None, gate: float = 1.0) -> tuple[float, float]:
-    """(dispatched kernel count, weight megabytes) of priced kernels: the regressors of the overhead.
-
-    ``weights_rule`` None: every weight-like operand counts (profiles calibrated before the rule
-    existed). Otherwise only constant weights that stream from memory in a model: a kernel whose own
-    weights exceed ``cap_mb`` (the last-level cache) streams them when timed alone too, so they do
-    not count; with ``gated``, the sum is scaled by the model's cache gate (0 when the whole model
-    stays in cache between runs).
-    """
-    n = dispatched_count(kernels)
-    if not weights_rule:
-        return float(n), sum(_weight_mb_all(k.key) for k in kernels if k.source != "free" and k.key)
-    cap = weights_rule.get("cap_mb") or float("inf")
-    w = sum(x for x in (weight_mb(k.key) for k in kernels if k.source != "free" and k.key) if x < cap)
-    return float(n), w * (gate if weights_rule.get("gated") else 1.0)
-
-
-def lowint_conv_mb(kernels, rule: dict | None, gate: float = 1.0) -> float:
-    """Weight megabytes of the convolutions that ``rule`` calls big and low-intensity, times ``gate``:
-    weights of at least ``min_weight_mb`` (the core's private cache) and below ``cap_mb`` (the
-    last-level cache), and less than ``max_us_per_mb`` of time alone per MB of weights. Inside a
-    model such a kernel waits for its weights (in the kernel pairs: ~60 us per MB more than alone,
-    against 20-35 for most kernels), where compute hides the fetch of the others."""
-    if not rule:
-        return 0.0
-    lo, cap, knee = rule["min_weight_mb"], rule.get("cap_mb") or float("inf"), rule["max_us_per_mb"]
-    total = 0.0
-    for k in kernels:
-        if k.kind != "Conv" or k.source == "free" or not k.key or k.isolated_us is None:
-            continue
-        w = weight_mb(k.key)
-        if lo <= w < cap and k.isolated_us < knee * w:
-            total += w
-    return total * gate
-
-
-def dispatched_count(kernels) -> int:
-    """Kernels the runtime dispatches: every priced one, and the metadata ops it still dispatches."""
-    return sum(1 for k in kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
-
-
-def _kernel_counts(kernels, short_us: float) -> tuple[float, float]:
-    """(short, long) dispatched kernels: shorter than ``short_us`` alone (metadata ops the runtime
-    still dispatches count as short) and the rest."""
-    short = long_ = 0
-    for k in kernels:
-        if k.source == "free":
-            short += bool(k.op_types and k.op_types[0] in _DISPATCHED_FREE)
-        elif (k.isolated_us if k.isolated_us is not None else k.latency_us) < short_us:
-            short += 1
-        else:
-            long_ += 1
-    return float(short), float(long_)
-
-
 @lru_cache(maxsize=1 << 16)
 def _weight_mb_all(key: str) -> float:
     """Every weight-like operand in MB (the first calibrations' definition, kept for their overhead fits)."""
@@ -619,56 +534,6 @@ def _footprint_mb(keys, priced) -> float:
                if res is not None and res[1] != "free")
 
 
-def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weight_term: bool = True,
-                 short_us: float | None = None, per_run_us: float | None = None,
-                 lowint_conv: dict | None = None) -> dict:
-    """Fit what the kernel sum misses: ``measured - kernel_sum = a + b * kernels + c * weight_MB``.
-
-    ``a`` (per run: session/executor entry and exit), ``b`` (per dispatched kernel: executor cost
-    minus the profiler's own share inside isolated kernel timings, so it may be negative), ``c``
-    (per megabyte of streamed weights: isolated kernels run with their weights cache-warm, inside a
-    model too big for the cache they stream them from memory; see :func:`_overhead_terms` for
-    ``weights_rule``; ``weight_term=False`` when the context model prices weights per kernel).
-    With ``short_us``, ``b`` splits in two: kernels shorter than ``short_us`` alone (their isolated
-    timing carries the profiler's per-event cost, which the model run does not pay; the context
-    model leaves them alone) and the rest. ``per_run_us``: ``a`` measured elsewhere (dispatch
-    chains, :mod:`profilers.chains`) and held fixed; the other terms are fitted around it.
-    ``lowint_conv``: a rule of :func:`lowint_conv_mb`, whose weight megabytes get a term of their own
-    (``per_lowint_conv_mb_us``). Least squares weighted for relative error.
-    ``estimates`` are :class:`Estimate` objects made without overhead; ``measured_us`` the models'
-    end-to-end latencies (microseconds, same protocol as the profiler).
-    """
-    x, y, m = [], [], []
-    for e, meas in zip(estimates, measured_us):
-        n, wmb = _overhead_terms(e.kernels, weights_rule, e.cache_gate)
-        counts = _kernel_counts(e.kernels, short_us) if short_us is not None else (n,)
-        extra = (lowint_conv_mb(e.kernels, lowint_conv, e.cache_gate),) if lowint_conv else ()
-        x.append((1.0, *counts, *extra, wmb if weight_term else 0.0))
-        y.append(meas - e.kernel_sum_us)
-        m.append(meas)
-    x, y, m = np.array(x), np.array(y), np.array(m)
-    w = 1.0 / m
-    if per_run_us is None:
-        coef = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
-    else:
-        rest = np.linalg.lstsq(x[:, 1:] * w[:, None], (y - per_run_us) * w, rcond=None)[0]
-        coef = np.concatenate([[per_run_us], rest])
-    resid = (x @ coef - y) / m
-    out = {"per_run_us": float(coef[0]), "per_weight_mb_us": float(coef[-1]), "n_models": len(m),
-           "residual_rel_median": float(np.median(np.abs(resid))), "source": "fitted on end-to-end measurements"}
-    if per_run_us is not None:
-        out["per_run_source"] = "measured (dispatch chains), held fixed in the fit"
-    if lowint_conv:
-        out.update(per_lowint_conv_mb_us=float(coef[-2]), lowint_conv=dict(lowint_conv))
-    if short_us is not None:
-        out.update(per_short_kernel_us=float(coef[1]), per_long_kernel_us=float(coef[2]), short_us=float(short_us))
-    else:
-        out["per_kernel_us"] = float(coef[1])
-    if weights_rule:
-        out["weights"] = weights_rule
-    return out
-
-
 def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False) -> Estimate:
     """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many)."""
     from .targets import choose_default
@@ -679,4 +544,6 @@ def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=F
     return Estimator(target, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict)
 
 
-__all__ = ["Estimator", "Estimate", "KernelEstimate", "estimate", "LatencyError"]
+__all__ = ["Estimator", "Estimate", "KernelEstimate", "estimate", "LatencyError",
+           # the overhead model's functions, re-exported from latency.overhead for existing callers
+           "OverheadModel", "overhead_us", "fit_overhead", "dispatched_count", "lowint_conv_mb"]

@@ -25,6 +25,8 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import MissingTable
+
 #: the CPU flags that change which kernels onnxruntime's MLAS picks
 ISA_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp",
@@ -285,3 +287,91 @@ def closest(candidates: list[ProfileInfo], host: dict) -> tuple[ProfileInfo | No
     scored.sort(key=lambda s: s[2], reverse=True)  # newest first among equals (the sort below is stable)
     scored.sort(key=lambda s: (s[0], s[1]))
     return scored[0][3], scored[0][4]
+
+
+# -- an opened profile ---------------------------------------------------------------------------
+
+#: the file layout every profile has, whatever its target (NAME is the database's stem)
+LAYOUT = {
+    "database": "NAME.db",                 # measurements with provenance (SQLite; latency.store)
+    "regressors": "NAME.regressors/",      # per-op-kind XGBoost models (.ubj + .meta.json)
+    "context": "NAME.context.json",        # the in-model context model (latency.context.ContextModel)
+    "overhead": "NAME.overhead.json",      # the overhead model (latency.overhead.OverheadModel)
+    "calibration": "NAME.calibration.json",  # the raw data the last two were fitted from
+}
+
+
+class Profile:
+    """One profile: its database and the parts beside it (regressors, context and overhead models,
+    the raw calibration data, the device records), each read on first use.
+
+    ``Profile(path)`` opens the database at ``path``; :meth:`for_target` the profile a target uses."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise MissingTable(f"profile {self.path} does not exist")
+
+    @classmethod
+    def for_target(cls, target) -> "Profile":
+        """The profile ``target`` (a Target or its name) uses on this host (:meth:`Target.choose_profile`)."""
+        from .targets import get_target
+
+        t = get_target(target) if isinstance(target, str) else target
+        return cls(t.profile_path())
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def regressors_dir(self) -> Path:
+        return companion(self.path, ".regressors")
+
+    @property
+    def context_path(self) -> Path:
+        return companion(self.path, ".context.json")
+
+    @property
+    def overhead_path(self) -> Path:
+        return companion(self.path, ".overhead.json")
+
+    @property
+    def calibration_path(self) -> Path:
+        return companion(self.path, ".calibration.json")
+
+    @property
+    def shipped(self) -> bool:
+        return is_shipped(self.path)
+
+    def table(self, target: str) -> tuple[str, dict, dict]:
+        """(target id, {key_hash: latency_us}, fingerprint) of ``target``'s rows; MissingTable if none."""
+        from .store import Store
+
+        with Store(self.path, readonly=True) as st:
+            tid = st.find_target(target)
+            if tid is None:
+                names = sorted({t["name"] for t in st.targets()})
+                raise MissingTable(f"profile {self.path} has no rows for target {target} "
+                                   f"(it has: {', '.join(names) or 'none'})")
+            return tid, st.latency_table(tid), st.target(tid).get("fingerprint")
+
+    def info(self, target: str) -> "ProfileInfo | None":
+        """The device record and provenance of ``target``'s rows."""
+        origin = "shipped" if self.shipped else "user"
+        return next((i for i in read_profile(self.path, origin) if i.target == target), None)
+
+    def context(self):
+        """The in-model context model beside the database (an empty one when there is none)."""
+        from .context import ContextModel
+
+        return ContextModel.load(self.context_path) if self.context_path.exists() else ContextModel(None)
+
+    def overhead(self):
+        """The overhead model beside the database (none when there is none)."""
+        from .overhead import OverheadModel
+
+        return OverheadModel.load(self.overhead_path) if self.overhead_path.exists() else OverheadModel.none()
+
+    def __repr__(self) -> str:
+        return f"Profile({str(self.path)!r})"

@@ -31,6 +31,7 @@ from latency.context import (MIN_US, ContextModel, cache_gate, fit_context, foot
                              private_gate)
 from latency.errors import LatencyError
 from latency.estimator import Estimator, fit_overhead, overhead_us, weight_mb
+from latency.overhead import OverheadModel
 from latency.graph import load_graph
 
 from . import chains as dispatch_chains
@@ -166,8 +167,8 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             cg = set_gates(scale, fp_scale)
             spec = {**fit_context(pairs, llc=gate_spec["llc_mb"]), "curve_gate": cg, **source,
                     "gate": {**gate_spec, "footprint_scale": fp_scale}}
-            est.context_, est.overhead_ = ContextModel(spec), {}
-            ests = [est.estimate(graphs[n]) for n in ok]
+            trial = est.using(context=ContextModel(spec), overhead=OverheadModel.none())
+            ests = [trial.estimate(graphs[n]) for n in ok]
             # weights are priced per kernel by the context model's fetch term: the overhead keeps
             # per-run and per-kernel terms only
             ov = fit_overhead(ests, meas, weight_term=False, short_us=MIN_US,
@@ -194,8 +195,7 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
         ov["dispatch_chains"] = {**run_term, "n_chains": len(chain_models),
                                  "basis": "per family and size: end-to-end minus kernel sum against kernel count "
                                           "over chain lengths; intercept = per run, slope = per kernel; medians"}
-    with open(paths["overhead"], "w") as f:
-        json.dump(ov, f, indent=1)
+    OverheadModel(ov).save(paths["overhead"])
     if not refit:
         with open(paths["calibration"], "w") as f:
             json.dump({"host": host, "seconds": time.time() - t0, "repeats": repeats, "runs": runs, "gate": gate_spec,
