@@ -184,7 +184,7 @@ def _one_line(e: BaseException) -> str:
     return line[:300]
 
 
-def _read_model(src):
+def read_model(src):
     """-> (ModelProto, path or None, base_dir or None, label)"""
     import onnx
 
@@ -446,7 +446,7 @@ def _shape_str(dims):
     return "x".join(str(v) if v is not None else f"<{p or '?'}>" for v, p in dims)
 
 
-def _fix_inputs(model, shapes, batch, label, init=None):
+def bind_input_shapes(model, shapes, batch, label, init=None):
     """Set the dims of the user inputs (in place); raise DynamicShapeError naming the ones without value.
 
     ``init``: names that are initializers (not user inputs); default: the model's initializers."""
@@ -556,7 +556,7 @@ _SMALL_FLOAT = 1024
 _SMALL_INT = 1 << 16
 
 
-def _light_copy(model, base=None):
+def light_copy(model, base=None):
     """The model without its large initializers (they become typed graph inputs): cheap to copy,
     serialize and shape-infer; small external-data initializers are read in (shape inference and
     the runtime need their values). -> (light ModelProto, {name: big TensorProto})"""
@@ -858,11 +858,11 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
     """
     import onnx
 
-    model, path, base, label = _read_model(model)
+    model, path, base, label = read_model(model)
     _check_external_data(model, base, label)
     _check_structure(model, label)
-    light, big = _light_copy(model, base)
-    user_inputs = _fix_inputs(light, shapes, batch, label, init={t.name for t in model.graph.initializer})
+    light, big = light_copy(model, base)
+    user_inputs = bind_input_shapes(light, shapes, batch, label, init={t.name for t in model.graph.initializer})
 
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
     opset = opsets.get("ai.onnx", 0)

@@ -33,14 +33,14 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
     import onnxruntime as ort
     from onnx import helper
 
-    from latency.graph import _fix_inputs, _light_copy, _read_model
+    from latency.graph import bind_input_shapes, light_copy, read_model
 
-    m, path, base, label = _read_model(model)
+    m, path, base, label = read_model(model)
     if m is model:  # a caller's ModelProto: never mutate it
         m = onnx.ModelProto()
         m.CopyFrom(model)
-    _fix_inputs(m, shapes, batch, label)
-    light, _ = _light_copy(m, base)
+    bind_input_shapes(m, shapes, batch, label)
+    light, _ = light_copy(m, base)
     inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     tshape = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
