@@ -126,19 +126,10 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
 
 
 def _data_caches_mb() -> dict:
-    """This host's data (or unified) caches, level -> MB, from Linux sysfs; {} when unreadable."""
-    out = {}
-    try:
-        for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-            if (idx / "type").read_text().strip() not in ("Unified", "Data"):
-                continue
-            size = (idx / "size").read_text().strip()
-            mb = float(size[:-1]) / 1024 if size.endswith("K") else float(size[:-1]) if size.endswith("M") else None
-            if mb:
-                out[int((idx / "level").read_text())] = mb
-    except (OSError, ValueError):
-        return {}
-    return out
+    """This host's data (or unified) caches, level -> MB (read by latency.profiles from sysfs)."""
+    from .profiles import _data_caches_mb as read
+
+    return read()
 
 
 def llc_mb() -> float | None:
