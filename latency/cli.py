@@ -66,6 +66,16 @@ def _parse_shapes(items) -> dict:
     return out
 
 
+def _parse_trip_counts(items) -> dict:
+    out = {}
+    for it in items:
+        name, eq, n = it.rpartition("=")
+        if not eq or not name or not re.fullmatch(r"\d+", n):
+            raise LatencyError(f"bad --trip-count {it!r}; use NAME=N (N iterations, a whole number)")
+        out[name] = int(n)
+    return out
+
+
 def _csv(s):
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
@@ -171,7 +181,11 @@ def zoo(name, out, batch, size):
 @click.option("--retry-failed", is_flag=True, help="re-measure rows stored with an error")
 @click.option("--chunk", default=100, show_default=True, help="configs per chunk (unit of work and of writing)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-def profile(target_name, db, plan, models, ops_, precision, budget, workers, retry_failed, chunk, no_progress):
+@click.option("--emulate", is_flag=True,
+              help="measure a lesser x86 ISA level on this host: onnxruntime runs with AVX-512 (for x86-avx2-ort) "
+                   "or AMX hidden by a CPUID mask; the profile is labelled emulated")
+def profile(target_name, db, plan, models, ops_, precision, budget, workers, retry_failed, chunk, no_progress,
+            emulate):
     """Measure a sweep plan (or a model's kernels) on a target into a profiling database (resumable)."""
     from profilers.plans import model_kernels
     from profilers.sweep import run_sweep
@@ -180,6 +194,16 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
     from .targets import get_target
 
     target = get_target(target_name)
+    if emulate:
+        from profilers.emulate import active_level, level_for, run_emulated
+
+        if active_level() is None:  # re-run this very command under the mask, in a child process
+            argv = ["profile", "--target", target_name, "--db", db, "--plan", plan, "--workers", str(workers),
+                    "--chunk", str(chunk), "--emulate", *[a for m in models for a in ("--model", m)],
+                    *(["--ops", ops_] if ops_ else []), *(["--precision", precision] if precision else []),
+                    *(["--budget", budget] if budget else []), *(["--retry-failed"] if retry_failed else []),
+                    *(["--no-progress"] if no_progress else [])]
+            sys.exit(run_emulated(level_for(target), argv))
     ok, why = target.host_supported()
     if not ok:
         raise LatencyError(why)
@@ -191,9 +215,16 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
         if not plan:
             raise LatencyError(f"no kernel of {', '.join(models)} can be profiled ({len(unc)} node(s) uncovered)")
     with Store(db) as st:
-        r = run_sweep(st, target, plan, ops=_csv(ops_), precisions=_csv(precision), budget_s=_parse_duration(budget),
-                      workers=workers, retry_failed=retry_failed, chunk_size=chunk, progress=not no_progress,
-                      argv=" ".join(sys.argv))
+        try:
+            r = run_sweep(st, target, plan, ops=_csv(ops_), precisions=_csv(precision),
+                          budget_s=_parse_duration(budget), workers=workers, retry_failed=retry_failed,
+                          chunk_size=chunk, progress=not no_progress, argv=" ".join(sys.argv))
+        finally:
+            if emulate and st.find_target(target.name) is not None:  # the sweep wrote this host's record
+                from profilers.emulate import active_level, note
+                from .profiles import host_device, write_device_record
+
+                write_device_record(st, target.name, host_device(), "emulated", note(active_level()))
     click.echo(f"run {r.run_id}: {r.status}; planned {r.planned}, already stored {r.skipped}, measured {r.measured} "
                f"({r.failed} failed) in {r.seconds:.0f}s")
 
@@ -286,8 +317,14 @@ def train(target_name, path, out):
 @click.option("--db", "path", default=None, type=click.Path(dir_okay=False), help="default: the shipped profile")
 @click.option("--core", type=int, default=0, show_default=True, help="core to pin the measurements to")
 @click.option("--refit", is_flag=True, help="measure nothing: refit from the raw data of the last calibration")
-def calibrate(target_name, path, core, refit):
-    """Fit the in-model context and overhead models from whole models run on this device."""
+@click.option("--from", "base", default=None,
+              help="transfer: a profile (FILE.db) or target measured on another device; probes measured here scale "
+                   "it into a profile of this host (--db, default in the user profile directory)")
+@click.option("--budget", default="10m", show_default=True, help="with --from: the time the whole transfer may take")
+@click.option("--max-probes", type=int, default=None, help="with --from: measure at most this many probes")
+def calibrate(target_name, path, core, refit, base, budget, max_probes):
+    """Fit the in-model context and overhead models from whole models run on this device; with --from,
+    first make this device's profile from another device's and a budget of probes (transfer)."""
     from profilers.calibrate import calibrate as run
     from profilers.measure import pin_to_core
 
@@ -296,6 +333,10 @@ def calibrate(target_name, path, core, refit):
     from .profiles import is_shipped
 
     t = get_target(target_name)
+    if base is not None:
+        if refit:
+            raise LatencyError("--refit and --from do not go together: --from measures probes and calibrates")
+        return _transfer(t, base, path, _parse_duration(budget), core, max_probes)
     ok, why = t.host_supported()
     if not ok and not refit:
         raise LatencyError(why)
@@ -329,6 +370,28 @@ def calibrate(target_name, path, core, refit):
     click.echo(f"raw pairs and end-to-end rounds -> {r['raw']} ({r['seconds']:.0f} s)")
 
 
+def _transfer(t, base, path, budget_s, core, max_probes):
+    """`latency calibrate --from`: profilers.transfer under a progress bar, then a summary."""
+    from profilers.measure import pin_to_core
+    from profilers.transfer import transfer
+
+    from .progress import Bar, wanted
+
+    pin_to_core(core)
+    with Bar(0, "transfer", enabled=wanted()) as bar:
+        r = transfer(t, base, db=path, budget_s=budget_s, core=core, max_probes=max_probes,
+                     progress=lambda msg: bar.update(note=msg[:60]) if bar.enabled and msg.startswith("phase ")
+                     else bar.echo(msg), argv=" ".join(sys.argv))
+    click.echo(f"profile  {r['db']} ({r['probes']} probes measured here, {r['transferred_rows']} rows transferred "
+               f"from {r['base']})")
+    for line in r["model"].summary()[:12]:
+        click.echo(f"  {line}")
+    click.echo(f"regressors: {r['regressors']}")
+    click.echo(f"context and overhead: {r['context']}")
+    click.echo(f"transfer curves -> {r['transfer']}; "
+               + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in r["timings"].items()))
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "target_name", default=None, help="default: the profile matching this host")
@@ -338,9 +401,11 @@ def calibrate(target_name, path, core, refit):
 @click.option("--top", default=15, show_default=True, help="kernels to list (0: all)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--strict", is_flag=True, help="fail when any node is uncovered")
+@click.option("--trip-count", "trip_counts", multiple=True,
+              help="NAME=N: iterations of Loop/Scan node NAME when the graph does not fix them (repeatable)")
 @click.option("--check-fusion", is_flag=True,
               help="also compare the fusion rules with onnxruntime's own optimized graph (this host's target)")
-def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, check_fusion):
+def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, trip_counts, check_fusion):
     """Estimate a model's latency on a target, with a per-kernel breakdown."""
     from .estimator import Estimator
     from .targets import choose_default
@@ -353,7 +418,8 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
         tname = t.name
         profile_path = profile_path or (info.path if info else None)
     estimator = Estimator(tname, profile=profile_path, check_host=bool(target_name))
-    est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict)
+    est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict,
+                             trip_counts=_parse_trip_counts(trip_counts) or None)
     if check_fusion:
         from profilers.runtime_graph import runtime_kernel_summary  # runs onnxruntime: the measuring side
 

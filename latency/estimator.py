@@ -10,6 +10,8 @@ Every kernel's number says where it came from (``source``):
 * ``table``: the exact config was measured on the target (the profile's provenance applies).
 * ``table:dense-equivalent``: a sparse kernel priced as its dense twin because the target's own
   spot checks show sparsity does not change latency there (the measured ratio is in ``detail``).
+* ``transferred``: the exact config has a row, but measured on another device and scaled to this
+  one by a fitted transfer (:mod:`latency.transfer`; a profile made by ``latency calibrate --from``).
 * ``regressor``: the kind's XGBoost model trained on the target's table.
 * ``prior``: FLOPs/bytes line fitted per kind on the target's table (derived, not measured).
 * ``prior:spec-sheet``: roofline from the device's spec sheet (no measurement at all).
@@ -316,8 +318,9 @@ class Estimator:
             if kind.free:
                 res = (0.0, "free", "metadata-only op")
             else:
-                lat = self.table_.get(key_hash(key))
-                res = (lat, "table", "") if lat is not None else None
+                h = key_hash(key)
+                lat = self.table_.get(h)
+                res = (lat, *self._table_label(h)) if lat is not None else None
                 if res is None and c.sparsity != "0":
                     res = self._dense_equivalent(c)
                 if res is None and self._reg(c.kind) is not None:
@@ -334,6 +337,24 @@ class Estimator:
                 self.memo_[cfgs[i].key] = res
                 out[i] = res
         return out
+
+    def _table_label(self, h: str) -> tuple[str, str]:
+        """(source, detail) of the table row ``h``: ``table`` when it was measured on the profile's
+        device, its own source (``transferred``: scaled from another device's profile) otherwise."""
+        sources = getattr(self, "row_sources_", None)
+        if sources is None:  # read once, on the first table hit (one SELECT; empty for measured profiles)
+            from .store import Store
+
+            with _LOAD_LOCK:
+                if getattr(self, "row_sources_", None) is None:
+                    with Store(self.profile_path_, readonly=True) as st:
+                        self.row_sources_ = st.row_sources(self.target_id_)
+            sources = self.row_sources_
+        src = sources.get(h)
+        if src is None:
+            return "table", ""
+        return src, ("another device's measurement scaled to this one (see the profile's .transfer.json)"
+                     if src == "transferred" else "")
 
     def _reg(self, kind: str):
         """The kind's regressor, loaded on first use (None when there is none)."""
@@ -354,7 +375,7 @@ class Estimator:
             return None
         dense = Config(c.kind, c.params, c.precision, "0")
         lat = self.table_.get(dense.hash)
-        src = "table:dense-equivalent"
+        src = self._table_label(dense.hash)[0] + ":dense-equivalent"
         if lat is None and self._reg(c.kind) is not None:
             lat = float(self._reg(c.kind).predict([dense])[0])
             src = "regressor:dense-equivalent"
@@ -401,13 +422,16 @@ class Estimator:
 
     # -- the public call -------------------------------------------------------------------------
 
-    def estimate(self, model, shapes=None, batch=None, strict: bool = False) -> Estimate:
-        """Estimate a model (path, bytes, ModelProto or a loaded :class:`latency.graph.Graph`)."""
+    def estimate(self, model, shapes=None, batch=None, strict: bool = False, trip_counts=None) -> Estimate:
+        """Estimate a model (path, bytes, ModelProto or a loaded :class:`latency.graph.Graph`).
+
+        ``trip_counts``: iterations of Loop / Scan nodes by name, where the graph does not fix them."""
         from .fusion import fuse
         from .graph import Graph, load_graph
 
         self.prepare()
-        graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
+        graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch,
+                                                                   trip_counts=trip_counts)
         kernels, uncovered = fuse(graph, self.rules_)
         cfgs = [k.config for k in kernels]  # canonical configs and keys: built once per estimate
         keys = [c.key for c in cfgs]
@@ -430,6 +454,7 @@ class Estimator:
         else:  # profiles calibrated before the context model kept the gate bounds in the overhead file
             gate = cache_gate(footprint, (self.overhead_.get("weights") or {}).get("gate_footprint_mb"))
         cgate = self.context_.curve_gate(footprint) if self.context_ else gate
+        branches = []  # per priced kernel: the undecided If branches it runs under
         for k, key, res in zip(kernels, keys, priced):
             if res is None or res[0] is None or not math.isfinite(res[0]):
                 for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)):
@@ -446,6 +471,10 @@ class Estimator:
                     f"last-level cache {gate:.2f})"
             ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(k.nodes), k.precision, k.sparsity,
                                        lat, res[1], 0.0, detail, key, iso))
+            branches.append(getattr(k, "branch", ()))
+        branch_notes: list = []
+        if any(branches):
+            ests, branch_notes = costlier_branches(ests, branches)
         ksum = sum(e.latency_us for e in ests)
         ov = self.overhead_
         overhead = overhead_us(ests, ov, gate)
@@ -469,7 +498,7 @@ class Estimator:
         sources: dict = {}
         for e in ests:
             sources[e.source] = sources.get(e.source, 0) + 1
-        warnings = list(self.warnings_)
+        warnings = list(self.warnings_) + list(getattr(graph, "notes", ())) + branch_notes
         if unc:
             warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
         if total > _ABSURD_US:
@@ -484,6 +513,37 @@ class Estimator:
             raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "
                                 f"{unc[0].reason}")
         return est
+
+
+def costlier_branches(ests: list, branches: list) -> tuple[list, list]:
+    """Keep, of every If whose condition is not constant, the kernels of its costlier branch.
+
+    ``branches[i]``: the ((If node, branch), ...) kernel ``ests[i]`` runs under, outermost first (() for
+    kernels that always run). Nested Ifs are settled from the inside out. Returns (kept kernels in their
+    order, one note per If saying which branch was priced and what each costs)."""
+    notes: list = []
+
+    def settle(idx: list, depth: int) -> list:
+        keep = [i for i in idx if len(branches[i]) <= depth]
+        groups: dict = {}
+        for i in idx:
+            if len(branches[i]) > depth:
+                node, br = branches[i][depth]
+                groups.setdefault(node, {}).setdefault(br, []).append(i)
+        for node, by_branch in groups.items():
+            settled = {br: settle(ii, depth + 1) for br, ii in by_branch.items()}
+            cost = {br: sum(ests[i].latency_us for i in ii) for br, ii in settled.items()}
+            for br in ("then_branch", "else_branch"):
+                cost.setdefault(br, 0.0)
+            best = max(sorted(cost), key=lambda b: cost[b])
+            keep += settled.get(best, [])
+            notes.append(f"If {node!r}: its condition is not constant; priced by its costlier branch, {best} "
+                         f"({cost[best]:.1f} us; " + ", ".join(f"{b} {c:.1f} us" for b, c in sorted(cost.items())
+                                                               if b != best) + ")")
+        return keep
+
+    kept = sorted(settle(list(range(len(ests))), 0))
+    return [ests[i] for i in kept], notes
 
 
 def _nnls(a: np.ndarray, b: np.ndarray, iters: int = 200) -> np.ndarray:
@@ -534,14 +594,15 @@ def _footprint_mb(keys, priced) -> float:
                if res is not None and res[1] != "free")
 
 
-def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False) -> Estimate:
+def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False, trip_counts=None) -> Estimate:
     """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many)."""
     from .targets import choose_default
 
     if target is None:
         t, info, _ = choose_default()
         target, profile = t.name, profile or (info.path if info else None)
-    return Estimator(target, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict)
+    return Estimator(target, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict,
+                                                       trip_counts=trip_counts)
 
 
 __all__ = ["Estimator", "Estimate", "KernelEstimate", "estimate", "LatencyError",

@@ -30,7 +30,7 @@ import numpy as np
 from . import ops
 from .errors import DynamicShapeError, ModelError
 
-__all__ = ["Tensor", "OpRecord", "Graph", "ConstValues", "load_graph", "weight_sparsity",
+__all__ = ["Tensor", "OpRecord", "Graph", "ControlFlow", "ConstValues", "load_graph", "weight_sparsity",
            "CONTROL_FLOW", "dtype_name"]
 
 #: op types that carry subgraphs; kept as one record each
@@ -154,6 +154,10 @@ class Graph:
     shape_source: str = "inferred"
     tensors: dict = field(default_factory=dict)
     opsets: dict = field(default_factory=dict)
+    #: node name -> :class:`ControlFlow` of each If / Loop / Scan node (its bodies, branch, trip count)
+    control: dict = field(default_factory=dict)
+    #: one-line notes an estimate repeats (a batch dim set to 1, a Loop priced at its upper bound)
+    notes: list = field(default_factory=list)
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors.get(name) or Tensor(name, None, "unknown", False)
@@ -172,6 +176,27 @@ class Graph:
     def unknown_shapes(self) -> list:
         """Names of tensors touched by non-foldable ops whose shape is still unknown."""
         return _needed_unknown(self.ops, self.tensors, set(self.consumers) | self.output_names)
+
+
+@dataclass(frozen=True)
+class ControlFlow:
+    """What an If, Loop or Scan node runs, loaded with the shapes its subgraphs see from outside.
+
+    ``bodies``: subgraph attribute -> :class:`Graph` (If: the branch its constant condition takes, or
+    both; Loop and Scan: ``"body"``). ``taken``: the If branch a constant condition selects, None when
+    the condition is not constant (the estimate then prices the costlier branch and says so).
+    ``trips``: iterations of a Loop or Scan body (None for If); ``trips_source``: where they come from
+    (``static``, ``--trip-count``, ``scan length``). ``problem``: why the bodies could not be loaded
+    ("" when they were): the node is then listed uncovered with it.
+    """
+
+    node: str
+    op_type: str
+    bodies: dict = field(default_factory=dict)
+    taken: str | None = None
+    trips: int | None = None
+    trips_source: str = ""
+    problem: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,25 +471,52 @@ def _shape_str(dims):
     return "x".join(str(v) if v is not None else f"<{p or '?'}>" for v, p in dims)
 
 
-def bind_input_shapes(model, shapes, batch, label, init=None):
+def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
     """Set the dims of the user inputs (in place); raise DynamicShapeError naming the ones without value.
 
+    ``shapes``: input name -> dims, or dim name -> one integer (every dim of that name, in any input).
+    A dim left free takes its value from a dim of the same name that ``shapes`` settles; a free
+    leading dim (or one named like ``batch_size``) takes ``batch``, else 1, and ``notes`` (a list)
+    receives one line saying so. Any other free dim is an error naming every one of them, with a
+    complete ``--shape`` example.
     ``init``: names that are initializers (not user inputs); default: the model's initializers."""
     g = model.graph
     init = {t.name for t in g.initializer} if init is None else set(init)
     user = [vi for vi in g.input if vi.name not in init]
     names = [vi.name for vi in user]
     shapes = dict(shapes or {})
-    bad = [n for n in shapes if n not in names]
+    params = {p: None for vi in user for _, p in (_dims(vi) or []) if p}
+    named: dict = {}  # dim name -> value
+    bad = [n for n in shapes if n not in names and n not in params]
     if bad:
         what = "is not a graph input" if len(bad) == 1 else "are not graph inputs"
         raise ModelError(f"{label}: --shape names {', '.join(repr(b) for b in bad)}, which {what}; "
-                         f"valid inputs: {', '.join(_show(n) for n in names) if names else '(none)'}")
+                         f"valid inputs: {', '.join(_show(n) for n in names) if names else '(none)'}"
+                         + (f"; dim names: {', '.join(_show(p) for p in params)}" if params else ""))
+    for n in [n for n in shapes if n not in names]:
+        spec = shapes.pop(n)
+        v = spec[0] if isinstance(spec, (list, tuple)) and len(spec) == 1 else spec
+        try:
+            v = int(v)
+        except (TypeError, ValueError):
+            v = 0
+        if v <= 0:
+            raise ModelError(f"{label}: --shape {_show(n)}={spec!r}: {n!r} names a dim, give it one integer > 0 "
+                             f"(e.g. --shape {_show(n)}=128)")
+        named[n] = v
     if batch is not None and int(batch) <= 0:
         raise ModelError(f"--batch must be a positive integer, got {batch}")
     if batch is not None:
         _check_batch_applies(user, int(batch), label)
-    problems = []
+    for vi in user:  # a dim name that one input's --shape settles settles it everywhere
+        dims = _dims(vi)
+        spec = shapes.get(vi.name)
+        if dims is None or spec is None or isinstance(spec, str) or len(dims) != len(spec):
+            continue
+        for (v, p), w in zip(dims, spec):
+            if p and v is None and isinstance(w, (int, np.integer)) and w > 0:
+                named.setdefault(p, int(w))
+    problems, defaulted, fixed = [], [], {}
     for vi in user:
         if not vi.type.HasField("tensor_type"):
             continue  # sequences / optionals: cannot be fixed here
@@ -493,8 +545,17 @@ def bind_input_shapes(model, shapes, batch, label, init=None):
             problems.append(f"input {vi.name!r} has no shape; pass --shape {_show(vi.name)}=<dims, e.g. 1x3x224x224>")
             continue
         declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        if batch is not None and dims and dims[0][0] is None:
-            dims[0] = (int(batch), dims[0][1])
+        for i, (v, p) in enumerate(dims):
+            if v is not None:
+                continue
+            if p and p in named:
+                dims[i] = (named[p], p)
+            elif (i == 0 and not _sequence_like(p)) or _batch_like(p):
+                if batch is not None:
+                    dims[i] = (int(batch), p)
+                else:
+                    dims[i] = (1, p)
+                    defaulted.append(f"{_show(vi.name)} dim {i}" + (f" ({p!r})" if p else ""))
         missing = [(i, p) for i, (v, p) in enumerate(dims) if v is None]
         if missing:
             what = ", ".join(f"dim {i}" + (f" ({p!r})" if p else f" (declared {declared[i]})"
@@ -504,14 +565,40 @@ def bind_input_shapes(model, shapes, batch, label, init=None):
             if any(i == 0 for i, _ in missing):
                 hint += " (or --batch N for dim 0)"
             problems.append(f"input {vi.name!r} {what} {verb} no value; {hint}")
+            fixed[vi.name] = [v if v is not None else _EXAMPLE_DIM for v, _ in dims]
             continue
         _check_size(vi.name, [v for v, _ in dims], label)
         tt.shape.Clear()
         for v, _ in dims:
             tt.shape.dim.add().dim_value = v
     if problems:
-        raise DynamicShapeError(f"{label}: " + "; ".join(problems))
+        example = " ".join(f"--shape {_show(n)}={'x'.join(map(str, d))}" for n, d in fixed.items())
+        free = list(dict.fromkeys(p for vi in user if vi.name in fixed for v, p in (_dims(vi) or []) if p and v is None
+                                  and p not in named and not _batch_like(p)))
+        by_name = " ".join(f"--shape {_show(p)}={_EXAMPLE_DIM}" for p in free)
+        raise DynamicShapeError(f"{label}: " + "; ".join(problems) + (f"; e.g. {example}" if example else "")
+                                + (f" (or by dim name: {by_name})" if by_name else ""))
+    if defaulted and notes is not None:
+        notes.append(f"no batch size given: {', '.join(defaulted)} set to 1 (pass --batch N to change it)")
     return user
+
+
+#: the value a complete --shape example gives a free dim that is not a batch (a sequence length, a size)
+_EXAMPLE_DIM = 128
+
+
+def _batch_like(param: str) -> bool:
+    """Whether a dim name says it is the batch (``batch``, ``batch_size``, ``N``, ``bs`` ...)."""
+    p = (param or "").lower()
+    return p in ("n", "b", "bs", "nb", "batch", "batchsize", "batch_size", "num_batches") or "batch" in p
+
+
+def _sequence_like(param: str) -> bool:
+    """Whether a dim name says it is a length or a size (a leading dim so named is not a batch)."""
+    p = (param or "").lower()
+    return p in ("t", "s", "l", "h", "w", "c", "seq") or any(
+        k in p for k in ("seq", "len", "time", "step", "token", "frame", "past", "total", "height", "width",
+                         "sample", "channel"))
 
 
 #: no tensor a user feeds may hold more elements than this (4 GB of fp32): beyond any device this prices,
@@ -850,19 +937,36 @@ def _runtime_shapes(light, names, user_inputs, tensors, base, big, const_values)
     return result
 
 
-def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> Graph:
+def load_graph(model, shapes: dict | None = None, batch: int | None = None,
+               trip_counts: dict | None = None) -> Graph:
     """Load an ONNX model (path, bytes or ModelProto) into a shape-inferred :class:`Graph`.
 
-    ``shapes`` gives full input shapes by input name; ``batch`` fills a leading input dim that
-    is symbolic or unset. Raises ModelError / DynamicShapeError (one-line messages).
+    ``shapes`` gives full input shapes by input name (or one integer by dim name: ``{"seq": 128}``
+    sets every dim so named); ``batch`` fills a leading input dim that is symbolic or unset (left
+    unset it is 1, and ``Graph.notes`` says so). ``trip_counts``: iterations of Loop / Scan nodes by
+    node name, for loops whose count the graph does not fix. The bodies of If / Loop / Scan nodes
+    are loaded too (``Graph.control``). Raises ModelError / DynamicShapeError (one-line messages).
     """
+    return _load(model, shapes, batch, trip_counts, 0)
+
+
+#: how deep If / Loop / Scan bodies nest before loading stops (the node is then uncovered)
+_MAX_DEPTH = 8
+
+
+def _load(model, shapes, batch, trip_counts, depth: int, label_of: str | None = None) -> Graph:
     import onnx
 
     model, path, base, label = read_model(model)
+    label = label_of or label
+    if depth == 0:
+        trip_counts = _check_trip_counts(model, trip_counts, label)
     _check_external_data(model, base, label)
     _check_structure(model, label)
     light, big = light_copy(model, base)
-    user_inputs = bind_input_shapes(light, shapes, batch, label, init={t.name for t in model.graph.initializer})
+    notes: list = []
+    user_inputs = bind_input_shapes(light, shapes, batch, label, init={t.name for t in model.graph.initializer},
+                                    notes=notes)
 
     opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
     opset = opsets.get("ai.onnx", 0)
@@ -952,6 +1056,8 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
                     seen += sorted(_subgraph_outer_inputs(sg))
         for nm_ in seen:
             consumers.setdefault(nm_, []).append(i)
+            if nm_ not in tensors:  # read only by a subgraph: its shape is what the body sees
+                tensor(nm_, nm_ in const_names)
 
     const_values = ConstValues(const_protos, base)
     shape_source = "inferred"
@@ -983,9 +1089,251 @@ def load_graph(model, shapes: dict | None = None, batch: int | None = None) -> G
                                                 table.get(vi.name, (None, "unknown"))[1],
                                                 vi.name in const_names)
                  for vi in g.output]
-    return Graph(ops=records, inputs=g_inputs, outputs=g_outputs, opset=opset, producers=producers,
-                 consumers=consumers, const_values=const_values, path=path,
-                 shape_source=shape_source, tensors=tensors, opsets=opsets)
+    graph = Graph(ops=records, inputs=g_inputs, outputs=g_outputs, opset=opset, producers=producers,
+                  consumers=consumers, const_values=const_values, path=path,
+                  shape_source=shape_source, tensors=tensors, opsets=opsets, notes=notes)
+    if any(r.op_type in _BODY_OPS and r.domain == "" for r in records):
+        _load_control_flow(graph, model, light, user_inputs, big, base, label, trip_counts or {}, depth)
+    return graph
+
+
+# --------------------------------------------------------------------------------------------
+# control flow: the bodies of If / Loop / Scan
+
+#: the control-flow ops whose bodies are priced (SequenceMap stays uncovered)
+_BODY_OPS = ("If", "Loop", "Scan")
+#: a Loop whose static count is above this is a while loop in disguise (exporters write INT64_MAX)
+_MAX_STATIC_TRIPS = 1_000_000
+
+
+def _check_trip_counts(model, trip_counts, label) -> dict:
+    """``trip_counts`` validated against the model's Loop / Scan nodes (at any depth): ModelError naming
+    what names nothing, or a count that is not a whole number >= 0."""
+    trip_counts = dict(trip_counts or {})
+    if not trip_counts:
+        return trip_counts
+    valid: list = []
+
+    def walk(g, top):
+        for i, n in enumerate(g.node):
+            if n.op_type in ("Loop", "Scan") and n.domain in ("", "ai.onnx"):
+                valid.append(n.name or (f"{n.op_type}_{i}" if top else ""))
+            for a in n.attribute:
+                for sg in ([a.g] if a.type == 5 else list(a.graphs) if a.type == 10 else []):
+                    walk(sg, False)
+
+    walk(model.graph, True)
+    names = [v for v in valid if v]
+    for name, n in trip_counts.items():
+        if name not in names:
+            raise ModelError(f"{label}: --trip-count names {_show(str(name))!r}, which is not a Loop or Scan node of "
+                             f"the model; its Loop/Scan nodes: {', '.join(map(_show, names)) or '(none)'}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ModelError(f"{label}: --trip-count {_show(str(name))}={n!r}: give a whole number of iterations >= 0")
+    return trip_counts
+
+
+def _elem_type(dtype: str) -> int:
+    return next((k for k, v in _DTYPES.items() if v == dtype), 1)
+
+
+def _body_model(model, sg, formal: list, outer: dict):
+    """A standalone model of subgraph ``sg``: its formal inputs with the shapes ``formal`` gives
+    ([(shape or None, dtype)] in order), each tensor it reads from outside as an initializer (``outer``:
+    name -> numpy array) or a typed input (name -> (shape, dtype))."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.ir_version = model.ir_version
+    m.opset_import.extend(model.opset_import)
+    g = m.graph
+    g.name = sg.name or "body"
+    g.node.extend(sg.node)
+    g.initializer.extend(sg.initializer)
+    g.output.extend(sg.output)
+    g.value_info.extend(sg.value_info)
+    for vi, (shape, dtype) in zip(sg.input, formal):
+        g.input.append(helper.make_tensor_value_info(vi.name, _elem_type(dtype) if dtype else
+                                                     vi.type.tensor_type.elem_type or 1,
+                                                     list(shape) if shape is not None else None))
+    for name, v in sorted(outer.items()):
+        if isinstance(v, np.ndarray):
+            g.initializer.append(numpy_helper.from_array(v, name))
+        else:
+            shape, dtype = v
+            g.input.append(helper.make_tensor_value_info(name, _elem_type(dtype),
+                                                         list(shape) if shape is not None else None))
+    return m
+
+
+def _outer_reads(graph: Graph, sg) -> dict:
+    """What subgraph ``sg`` reads from ``graph``: name -> value (constants) or (shape, dtype)."""
+    out = {}
+    for name in _subgraph_outer_inputs(sg):
+        v = _value_of(graph, name) if graph.tensor(name).const else None
+        t = graph.tensor(name)
+        out[name] = v if isinstance(v, np.ndarray) and v.dtype != object else (t.shape, t.dtype)
+    return out
+
+
+def _folded_values(graph: Graph, names, light, user_inputs, big, base) -> dict:
+    """Values of constant-foldable tensors ``names`` that no initializer holds (a Loop count computed from
+    a static shape), by running the model once in onnxruntime; {} when it cannot run."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(light)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            vi = m.graph.output.add()
+            vi.name = n
+            vi.type.tensor_type.elem_type = _elem_type(graph.tensor(n).dtype)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 4
+    if base:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", base)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        feeds = {vi.name: _dummy(graph.tensor(vi.name).dtype, graph.tensor(vi.name).shape) for vi in user_inputs}
+        feeds.update({k: graph.const_values[k] for k in big})
+        return dict(zip(names, sess.run(list(names), feeds)))
+    except Exception:  # noqa: BLE001 - cannot run here: the values stay unknown
+        return {}
+
+
+def _load_control_flow(graph: Graph, model, light, user_inputs, big, base, label, trip_counts: dict,
+                       depth: int) -> None:
+    """Fill ``graph.control`` (and ``graph.notes``) for each If / Loop / Scan node: the branch a constant
+    condition takes, the iterations of a loop, each body loaded with the shapes it sees from outside.
+    DynamicShapeError naming every Loop whose count is neither static nor given."""
+    nodes = [r for r in graph.ops if r.op_type in _BODY_OPS and r.domain == ""]
+    # constants the runtime folds but no initializer holds (If conditions, Loop counts): computed once
+    want = [r.inputs[0].name for r in nodes if r.op_type in ("If", "Loop") and r.inputs and r.inputs[0].name
+            and r.inputs[0].const and _value_of(graph, r.inputs[0].name) is None]
+    folded = _folded_values(graph, want, light, user_inputs, big, base) if want else {}
+
+    def value(name):
+        if not name or not graph.tensor(name).const:
+            return None
+        v = folded.get(name)
+        return v if v is not None else _value_of(graph, name)
+
+    missing = []
+    for r in nodes:
+        if depth >= _MAX_DEPTH:
+            graph.control[r.name] = ControlFlow(r.name, r.op_type, problem=f"control flow nested deeper than "
+                                                                           f"{_MAX_DEPTH} levels")
+            continue
+        try:
+            cf = _control_flow(graph, model, r, value, label, trip_counts, depth)
+        except (DynamicShapeError, ModelError) as e:
+            cf = ControlFlow(r.name, r.op_type, problem=f"its body cannot be loaded: {str(e).split(': ', 1)[-1]}")
+        if cf is None:
+            missing.append(r)
+            continue
+        graph.control[r.name] = cf
+        for body in cf.bodies.values():
+            graph.notes.extend(f"{r.name}: {n}" for n in body.notes)
+    if missing:
+        what = ", ".join(f"{r.op_type} node {r.name!r}" for r in missing)
+        example = " ".join(f"--trip-count {_show(r.name)}=N" for r in missing)
+        raise DynamicShapeError(f"{label}: the trip count of {what} is neither static in the graph (a constant M "
+                                f"input) nor given; pass {example} (its iterations per run)")
+
+
+def _control_flow(graph: Graph, model, r: OpRecord, value, label, trip_counts, depth) -> ControlFlow | None:
+    """The ControlFlow of node ``r``; None for a Loop whose count is neither static nor given."""
+    sub_label = f"{label} [{r.op_type} {_show(r.name)}]"
+
+    def load(attr, formal):
+        sg = r.attrs.get(attr)
+        if sg is None:
+            raise ModelError(f"{r.op_type} node {r.name!r} has no {attr} attribute")
+        outer = _outer_reads(graph, sg)
+        unknown = sorted(n for n, v in outer.items() if not isinstance(v, np.ndarray) and v[0] is None)
+        if unknown:
+            raise ModelError(f"{sub_label}: the shape of {', '.join(map(repr, unknown))}, which its {attr} reads, is "
+                             "unknown")
+        return _load(_body_model(model, sg, formal, outer), None, None, trip_counts, depth + 1, label_of=sub_label)
+
+    if r.op_type == "If":
+        v = value(r.inputs[0].name)
+        taken = None
+        if v is not None and np.size(v) == 1:
+            taken = "then_branch" if bool(np.asarray(v).reshape(-1)[0]) else "else_branch"
+        branches = [taken] if taken else ["then_branch", "else_branch"]
+        return ControlFlow(r.name, "If", {b: load(b, []) for b in branches}, taken=taken)
+    body = r.attrs.get("body")
+    if r.op_type == "Loop":
+        m_in = r.inputs[0].name if r.inputs else ""
+        trips, source = None, ""
+        if r.name in trip_counts:
+            trips, source = int(trip_counts[r.name]), "--trip-count"
+        else:
+            v = value(m_in)
+            if v is not None and np.size(v) == 1 and 0 <= int(np.asarray(v).reshape(-1)[0]) <= _MAX_STATIC_TRIPS:
+                trips, source = int(np.asarray(v).reshape(-1)[0]), "static"
+                if not _runs_all(r, body, value):
+                    graph.notes.append(f"Loop {_show(r.name)} priced at its maximum of {trips} iterations: its "
+                                       f"condition may end it sooner (--trip-count {_show(r.name)}=N to say how many)")
+        if trips is None:
+            return None
+        carried = [(t.shape, t.dtype) for t in r.inputs[2:]]
+        formal = [((), "int64"), ((), "bool")] + carried
+        return ControlFlow(r.name, "Loop", {"body": load("body", formal)}, trips=trips, trips_source=source)
+    # Scan (opset >= 9): N state variables, then M scan inputs sliced along their scan axis
+    m = int(r.attr("num_scan_inputs", 0) or 0)
+    states, scans = r.inputs[:len(r.inputs) - m], r.inputs[len(r.inputs) - m:]
+    axes = list(r.attr("scan_input_axes") or [0] * m)
+    formal = [(t.shape, t.dtype) for t in states]
+    trips, source = None, "scan length"
+    for t, ax in zip(scans, axes):
+        if t.shape is None:
+            formal.append((None, t.dtype))
+            continue
+        ax = ax + len(t.shape) if ax < 0 else ax
+        trips = t.shape[ax] if trips is None else trips
+        formal.append((tuple(d for i, d in enumerate(t.shape) if i != ax), t.dtype))
+    if r.name in trip_counts:
+        trips, source = int(trip_counts[r.name]), "--trip-count"
+    if trips is None:
+        raise DynamicShapeError(f"Scan node {r.name!r}: the length of its scan inputs is unknown; give the model's "
+                                f"input shapes with --shape or pass --trip-count {_show(r.name)}=N")
+    return ControlFlow(r.name, "Scan", {"body": load("body", formal)}, trips=trips, trips_source=source)
+
+
+def _runs_all(r: OpRecord, body, value) -> bool:
+    """Whether a Loop with a count M runs all M iterations: no condition given, or a constant true one
+    that the body passes through unchanged (or sets to a constant true)."""
+    cond = r.inputs[1].name if len(r.inputs) > 1 else ""
+    if cond:
+        v = value(cond)
+        if v is None or not bool(np.asarray(v).reshape(-1)[0]):
+            return False
+    if body is None or len(body.input) < 2 or not body.output:
+        return not cond
+    cin, cout = body.input[1].name, body.output[0].name
+    seen = {cin}
+    for n in body.node:
+        if n.op_type == "Identity" and n.input and n.input[0] in seen:
+            seen.update(n.output)
+        if n.op_type == "Constant" and n.output and n.output[0] == cout:
+            v = _constant_node_value(n)
+            return v is not None and bool(np.asarray(v).reshape(-1)[0]) if isinstance(v, np.ndarray) else False
+    if cout in seen:
+        return True
+    init = {t.name: t for t in body.initializer}
+    if cout in init:
+        from onnx import numpy_helper
+
+        return bool(numpy_helper.to_array(init[cout]).reshape(-1)[0])
+    return False
 
 
 # --------------------------------------------------------------------------------------------

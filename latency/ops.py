@@ -536,6 +536,197 @@ _register(OpKind("Free", FREE_OPS, _f_free, lambda p: {}, free=True, precisions=
                  fields=("op",)))
 
 
+# --------------------------------------------------------------------------------------------
+# recurrent layers, LLM attention and weight-only n-bit ops, Einsum
+
+#: gates per recurrent op: the size of its per-step GEMM is gates x hidden x (input + hidden)
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+def _dirs(p) -> int:
+    d = p["direction"]
+    if d not in DIRECTIONS:
+        raise InvalidConfig(f"direction {d!r} is not one of {', '.join(DIRECTIONS)}")
+    return 2 if d == "bidirectional" else 1
+
+
+def _recurrent(gates: int):
+    """(work, extra) of a recurrent kind with ``gates`` gates: the input projection of every step and
+    the recurrent GEMM of each step in turn, plus the gate arithmetic (about 8 flops per gate value)."""
+
+    def work(p):
+        d, t, b, i, h = _dirs(p), p["seq_len"], p["batch"], p["input_size"], p["hidden_size"]
+        w = d * gates * h * (i + h)
+        return {"flops": 2.0 * t * b * w + 8.0 * d * t * b * gates * h, "in_elems": float(t * b * i),
+                "w_elems": float(w + 2 * d * gates * h), "out_elems": float(t * d * b * h)}
+
+    def extra(p):
+        d, t, b, i, h = _dirs(p), p["seq_len"], p["batch"], p["input_size"], p["hidden_size"]
+        return {"dirs": d, "seq_len": t, "batch": b, "input_size": i, "hidden_size": h,
+                # one step's recurrent GEMM (b x h x gates*h): the serial part a longer sequence repeats
+                "step_flops": 2.0 * b * h * gates * h, "log_step_flops": math.log1p(2.0 * b * h * gates * h),
+                "lbr": float(p.get("linear_before_reset", 0)), "act_id": float(_RNN_ACTS.index(p["act"]))
+                if p.get("act") in _RNN_ACTS else 0.0}
+
+    return work, extra
+
+
+_RNN_ACTS = ("Tanh", "Relu", "Sigmoid")
+
+#: the attention operators of onnxruntime's contrib domain (transformer optimizer, LLM exporters) and
+#: their int8 form: priced by one kind whose ``op`` field tells them apart
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+
+
+def _attn_dims(p):
+    op = p["op"]
+    if op not in ATTENTION_OPS:
+        raise InvalidConfig(f"attention op {op!r} is not one of {', '.join(ATTENTION_OPS)}")
+    b, s, past, kv = p["batch"], p["seq_len"], p["past_len"], p["kv_len"]
+    nq, nkv, d = p["num_heads"], p["kv_heads"], p["head_size"]
+    if nq < 1 or nkv < 1 or nq % nkv:
+        raise InvalidConfig(f"num_heads {nq} must be a positive multiple of kv_heads {nkv}")
+    return op, b, s, past, kv, past + kv, nq, nkv, d
+
+
+def _f_attention(p):
+    op, b, s, past, kv, total, nq, nkv, d = _attn_dims(p)
+    scores = b * nq * s * total
+    flops = 4.0 * scores * d + 5.0 * scores
+    hidden = p.get("qkv_hidden", 0)
+    w = 0.0
+    if op == "Attention":  # the fused Q/K/V projection of its input
+        flops += 2.0 * b * s * hidden * (nq + 2 * nkv) * d
+        w = float(hidden * (nq + 2 * nkv) * d + (nq + 2 * nkv) * d)
+        x = float(b * s * hidden)
+    else:
+        x = float(b * s * nq * d + 2 * b * kv * nkv * d)
+    if p.get("rotary"):
+        flops += 6.0 * b * s * (nq + nkv) * d
+    x += 2.0 * b * nkv * past * d  # the key/value cache read
+    out = float(b * s * nq * d) + (2.0 * b * nkv * total * d if past or op != "Attention" else 0.0)
+    return {"flops": flops, "in_elems": x, "w_elems": w, "out_elems": out}
+
+
+def _x_attention(p):
+    op, b, s, past, kv, total, nq, nkv, d = _attn_dims(p)
+    return {"op_id": float(ATTENTION_OPS.index(op)), "batch": b, "seq_len": s, "past_len": past, "kv_len": kv,
+            "total_len": total, "num_heads": nq, "kv_heads": nkv, "head_size": d, "group": nq // nkv,
+            "qkv_hidden": p.get("qkv_hidden", 0), "mask": p.get("mask", 0), "causal": p.get("causal", 0),
+            "rotary": p.get("rotary", 0), "decode": float(s == 1),
+            "log_scores": math.log1p(b * nq * s * total)}
+
+
+def _f_rotary(p):
+    n = float(_prod(p["x"]))
+    rot = p["rotary_dim"]
+    last = p["x"][-1] if len(p["x"]) == 4 else p["head_size"]
+    if rot < 2 or rot > last:
+        raise InvalidConfig(f"rotary_dim {rot} must be between 2 and the head size {last}")
+    return {"flops": 3.0 * n * rot / last, "in_elems": n, "w_elems": 0.0, "out_elems": n}
+
+
+def _x_rotary(p):
+    d = {"rotary_dim": p["rotary_dim"], "head_size": p.get("head_size", 0), "interleaved": p.get("interleaved", 0)}
+    d.update(_x_shape(p["x"]))
+    return d
+
+
+def _f_nbits(p):
+    m, k, n, bits, blk = p["m"], p["k"], p["n"], p["bits"], p["block_size"]
+    if bits not in (2, 4, 8) or blk < 16 or blk & (blk - 1):
+        raise InvalidConfig(f"MatMulNBits with bits {bits}, block_size {blk} (bits 2/4/8, block a power of 2 >= 16)")
+    blocks = n * -(-k // blk)
+    # weights in fp32-sized elements, so that bytes_moved counts bits/8 bytes per weight and one fp32
+    # scale (and a bits-wide zero point) per block
+    w = k * n * bits / 32.0 + blocks * (1.0 + (bits / 32.0 if p.get("zero_point") else 0.0))
+    return {"flops": 2.0 * m * k * n, "in_elems": float(m * k), "w_elems": w, "out_elems": float(m * n)}
+
+
+def _x_nbits(p):
+    return {"m": p["m"], "k": p["k"], "n": p["n"], "bits": p["bits"], "block_size": p["block_size"],
+            "accuracy_level": p.get("accuracy_level", 0), "zero_point": p.get("zero_point", 0),
+            "bias": p.get("bias", 0), "log_m": math.log1p(p["m"])}
+
+
+def einsum_parts(equation: str) -> tuple[list[str], str]:
+    """(input terms, output term) of an explicit Einsum equation of letters ("bij,bjk->bik")."""
+    if not isinstance(equation, str) or "->" not in equation or "." in equation:
+        raise InvalidConfig(f"Einsum equation {equation!r}: expected explicit letters with '->' (the lowering "
+                            "expands '...' and implicit outputs)")
+    lhs, out = equation.replace(" ", "").split("->")
+    terms = lhs.split(",")
+    if not all(t.isalpha() or t == "" for t in terms + [out]):
+        raise InvalidConfig(f"Einsum equation {equation!r}: terms must be letters")
+    return terms, out
+
+
+def _einsum_sizes(p) -> dict:
+    terms, out = einsum_parts(p["equation"])
+    shapes = p["inputs"]
+    if len(terms) != len(shapes) or any(len(t) != len(s) for t, s in zip(terms, shapes)):
+        raise InvalidConfig(f"Einsum equation {p['equation']!r} does not match input ranks {shapes}")
+    size: dict = {}
+    for t, s in zip(terms, shapes):
+        for c, v in zip(t, s):
+            size[c] = max(size.get(c, 1), int(v))
+    if any(c not in size for c in out):
+        raise InvalidConfig(f"Einsum equation {p['equation']!r}: output letter not in any input")
+    return size
+
+
+def _f_einsum(p):
+    size = _einsum_sizes(p)
+    terms, out = einsum_parts(p["equation"])
+    every = float(_prod(size.values()))
+    n_out = float(_prod(size[c] for c in out))
+    return {"flops": 2.0 * every if len(terms) > 1 else every, "in_elems": float(sum(_prod(s) for s in p["inputs"])),
+            "w_elems": 0.0, "out_elems": n_out}
+
+
+def _x_einsum(p):
+    """The matmul view of a two-input Einsum: batch letters (in both inputs and the output),
+    contracted (in both, not the output), m (only the first and the output), n (only the second)."""
+    size = _einsum_sizes(p)
+    terms, out = einsum_parts(p["equation"])
+    d = {"n_inputs": len(terms), "out_rank": len(out)}
+    if len(terms) == 2:
+        a, b = terms
+        batch = [c for c in a if c in b and c in out]
+        red = [c for c in a if c in b and c not in out]
+        m = [c for c in a if c not in b and c in out]
+        n = [c for c in b if c not in a and c in out]
+        d.update(batch=_prod(size[c] for c in batch), k=_prod(size[c] for c in red), m=_prod(size[c] for c in m),
+                 n=_prod(size[c] for c in n),
+                 a_k_last=float(bool(red) and a.endswith("".join(red))),
+                 b_k_last=float(bool(red) and b.endswith("".join(red))))
+    return d
+
+
+for _op, _g in RECURRENT_GATES.items():
+    _w, _x = _recurrent(_g)
+    _register(OpKind(_op, (_op, "DynamicQuantizeLSTM") if _op == "LSTM" else (_op,), _w, _x, has_weights=True,
+                     precisions=("fp32", "int8_dynamic") if _op == "LSTM" else ("fp32",),
+                     doc=f"{_op} layer, all its time steps in one kernel (the sequence length is a key field); "
+                         + ("int8_dynamic: DynamicQuantizeLSTM" if _op == "LSTM" else "fp32"),
+                     fields=("direction", "seq_len", "batch", "input_size", "hidden_size")
+                     + (("linear_before_reset",) if _op == "GRU" else ("act",) if _op == "RNN" else ())))
+_register(OpKind("Attention", ATTENTION_OPS, _f_attention, _x_attention, precisions=("fp32",),
+                 doc="fused attention (com.microsoft Attention with its Q/K/V projection, MultiHeadAttention, "
+                     "GroupQueryAttention) over seq_len new tokens and a past_len key/value cache",
+                 fields=("op", "batch", "seq_len", "past_len", "kv_len", "num_heads", "kv_heads", "head_size",
+                         "qkv_hidden", "mask", "causal", "rotary")))
+_register(OpKind("RotaryEmbedding", ("RotaryEmbedding",), _f_rotary, _x_rotary, precisions=("fp32",),
+              doc="rotary position embedding (com.microsoft)", fields=("x", "head_size", "rotary_dim", "interleaved")))
+_register(OpKind("MatMulNBits", ("MatMulNBits",), _f_nbits, _x_nbits, has_weights=True, precisions=("fp32",),
+                 doc="weight-only 2/4/8-bit MatMul (com.microsoft): m rows of activations (fp32) against a "
+                     "k x n block-quantized weight; accuracy_level 4 computes in int8",
+                 fields=("m", "k", "n", "bits", "block_size", "accuracy_level", "zero_point", "bias")))
+_register(OpKind("Einsum", ("Einsum",), _f_einsum, _x_einsum, precisions=("fp32",),
+                 doc="Einsum with an explicit equation of letters", fields=("equation", "inputs")))
+
+
 def kinds() -> dict[str, OpKind]:
     """All registered op kinds by name."""
     return dict(_KINDS)

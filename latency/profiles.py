@@ -39,6 +39,16 @@ MAJOR_FLAGS = ("avx512f", "avx2", "amx_int8", "amx_tile", "amx_bf16", "avx512_vn
 #: key under which a profile database's meta table keeps the device record of one target
 DEVICE_META_KEY = "device:{target}"
 
+#: the CPU flags each level of the CPUID mask (profilers/cpuidmask.c) hides from a process; under
+#: the mask (CPUIDMASK_LEVEL with the shim preloaded) this host is read as the runtime sees it
+CPUID_MASKS = {
+    "avx2": ("avx512f", "avx512dq", "avx512ifma", "avx512pf", "avx512er", "avx512cd", "avx512bw", "avx512vl",
+             "avx512vbmi", "avx512_vbmi2", "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_4vnniw",
+             "avx512_4fmaps", "avx512_vp2intersect", "avx512_fp16", "avx512_bf16", "avx_vnni", "avx_vnni_int8",
+             "avx_ne_convert", "amx_bf16", "amx_tile", "amx_int8"),
+    "avx512": ("amx_bf16", "amx_tile", "amx_int8"),
+}
+
 
 # -- locations ---------------------------------------------------------------------------------
 
@@ -124,6 +134,9 @@ def read_cpu() -> dict:
     except (OSError, ValueError):
         pass
     model = model or platform.processor() or platform.machine()
+    level = os.environ.get("CPUIDMASK_LEVEL")
+    if level in CPUID_MASKS and "cpuidmask" in os.environ.get("LD_PRELOAD", ""):
+        flags -= set(CPUID_MASKS[level])  # /proc/cpuinfo is the kernel's view, CPUID the runtime's
     return {"cpu_model": model, "vendor": vendor, "cpu_flags": sorted(f for f in flags if f in ISA_FLAGS),
             "arch": platform.machine(), "cores": os.cpu_count(), "cpu_mhz": mhz,
             "cpu_family_model": f"{family}/{number}" if family is not None and number is not None else None}
@@ -154,7 +167,7 @@ class ProfileInfo:
     path: str
     target: str
     origin: str                      # "shipped" | "user"
-    provenance: str                  # "measured" | "emulated" | "derived"
+    provenance: str                  # "measured" | "emulated" | "derived" | "transferred" | "incomplete"
     device: dict = field(hash=False, compare=False)   # vendor, cpu_model, arch, cpu_flags, l2_mb, llc_mb, runtime...
     rows_ok: int = 0
     rows_failed: int = 0
@@ -275,10 +288,17 @@ def device_distance(profile: dict, host: dict) -> tuple[float, list[str]]:
     return score, diffs
 
 
+#: provenance of a profile whose making stopped half way (a transfer's probes without the transfer):
+#: listed, never chosen for a host
+INCOMPLETE = "incomplete"
+
+
 def closest(candidates: list[ProfileInfo], host: dict) -> tuple[ProfileInfo | None, list[str]]:
     """The candidate nearest ``host`` (user profiles win ties) and what differs, or (None, []) if none fits."""
     scored = []
     for c in candidates:
+        if c.provenance == INCOMPLETE:
+            continue
         d, diffs = device_distance(c.device, host)
         if math.isfinite(d):
             scored.append((d, c.origin != "user", c.measured_to or "", c, diffs))

@@ -370,6 +370,24 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"profile database {self.path}: {e}") from None
 
+    def row_sources(self, target_id: str) -> dict[str, str]:
+        """{key_hash: source} of a target's successful rows that were not measured on it (e.g.
+        ``transferred`` from another device's profile); rows measured here are left out."""
+        try:
+            return dict(self.db.conn.execute(
+                "SELECT key_hash, source FROM measurements WHERE target_id=? AND error IS NULL AND "
+                "source != 'measured'", (target_id,)))
+        except sqlite3.Error as e:
+            raise StoreError(f"profile database {self.path}: {e}") from None
+
+    def delete_rows(self, target_id: str, source: str) -> int:
+        """Delete a target's rows of ``source`` (never 'measured' ones); returns how many."""
+        if source == "measured":
+            raise StoreError("measured rows are never deleted")
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM measurements WHERE target_id=? AND source=?",
+                                (target_id, source)).rowcount
+
     def stats(self, target_id: str | None = None):
         """Coverage per (target, kind, precision, sparsity): n_ok, n_failed, n_unstable, median_latency_us."""
         import pandas as pd

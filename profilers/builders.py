@@ -341,12 +341,150 @@ def _b_reorder(g: _G, p: dict):
     return g.node(REORDER_OUTPUT, [r], domain=_NCHWC, name=REORDER_OUTPUT, channels=c)
 
 
+def _b_recurrent(op: str):
+    """An ``op`` layer as exporters write it: X [seq_len, batch, input_size], W, R and B constant,
+    Y (every step's hidden state) the output."""
+
+    def build_it(g: _G, p: dict):
+        from latency.ops import RECURRENT_GATES
+
+        gates, h, i = RECURRENT_GATES[op], p["hidden_size"], p["input_size"]
+        dirs = 2 if p["direction"] == "bidirectional" else 1
+        x = g.inp([p["seq_len"], p["batch"], i], name="x")
+        w = g.weight([dirs, gates * h, i], i, "W")
+        r = g.weight([dirs, gates * h, h], h, "R")
+        b = g.const(np.zeros([dirs, 2 * gates * h], np.float32), "B")
+        attrs = {"hidden_size": h, "direction": p["direction"]}
+        if op == "GRU" and p.get("linear_before_reset"):
+            attrs["linear_before_reset"] = 1
+        if op == "RNN" and p.get("act", "Tanh") != "Tanh":
+            attrs["activations"] = [p["act"]] * dirs
+        return g.node(op, [x, w, r, b], name=op.lower(), **attrs)
+
+    return build_it
+
+
+def _dynamic_lstm(p: dict) -> onnx.ModelProto:
+    """DynamicQuantizeLSTM as onnxruntime.quantization.quantize_dynamic writes an LSTM: int8 W
+    [dirs, input, 4h] and R [dirs, h, 4h] (transposed) with per-direction scales and zero points."""
+    g = _G()
+    g.domains[_MS] = 1
+    h, i = p["hidden_size"], p["input_size"]
+    dirs = 2 if p["direction"] == "bidirectional" else 1
+    x = g.inp([p["seq_len"], p["batch"], i], name="x")
+
+    def q(shape, name):
+        return g.const(np.resize(g.rng.integers(-127, 127, 4099), int(np.prod(shape))).reshape(shape).astype(np.int8),
+                       name)
+
+    ins = [x, q([dirs, i, 4 * h], "Wq"), q([dirs, h, 4 * h], "Rq"), g.const(np.zeros([dirs, 8 * h], np.float32), "B"),
+           "", "", "", "", g.const(np.full([dirs], 0.01, np.float32)), g.const(np.zeros([dirs], np.int8)),
+           g.const(np.full([dirs], 0.01, np.float32)), g.const(np.zeros([dirs], np.int8))]
+    g.out(g.node("DynamicQuantizeLSTM", ins, domain=_MS, name="dqlstm", hidden_size=h, direction=p["direction"]))
+    return g.model()
+
+
+def _b_attention(g: _G, p: dict):
+    """Attention (input + packed Q/K/V weight, optional past [2, b, heads, past, d]), MultiHeadAttention
+    (projected q, k, v, optional past key/value [b, heads, past, d]) or GroupQueryAttention (q, k, v with
+    kv_heads, past key/value, seqlens_k and total length as constants, cos/sin caches with rotary)."""
+    g.domains[_MS] = 1
+    op, b, s, past, kv = p["op"], p["batch"], p["seq_len"], p["past_len"], p["kv_len"]
+    nq, nkv, d = p["num_heads"], p["kv_heads"], p["head_size"]
+    total = past + kv
+    if op == "Attention":
+        if nq != nkv or kv != s:
+            raise NotBuildable("Attention projects its own keys and values: kv_heads = num_heads, kv_len = seq_len")
+        hid = p["qkv_hidden"]
+        x = g.inp([b, s, hid], name="x")
+        ins = [x, g.weight([hid, 3 * nq * d], hid, "W"), g.const(np.zeros(3 * nq * d, np.float32), "B")]
+        ins += [g.inp([b, total], TensorProto.INT32, name="mask") if p.get("mask") else ""]
+        if past:
+            ins.append(g.inp([2, b, nq, past, d], name="past"))
+        outs = g.node("Attention", ins, n_out=2 if past else 1, domain=_MS, name="attention", num_heads=nq,
+                      unidirectional=int(bool(p.get("causal"))))
+        if past:
+            g.out(outs[1])
+            return outs[0]
+        return outs
+    q = g.inp([b, s, nq * d], name="x")
+    k = g.inp([b, kv, nkv * d], name="k")
+    v = g.inp([b, kv, nkv * d], name="v")
+    pk = g.inp([b, nkv, past, d], name="past_k") if past else ""
+    pv = g.inp([b, nkv, past, d], name="past_v") if past else ""
+    if op == "MultiHeadAttention":
+        if nq != nkv:
+            raise NotBuildable("MultiHeadAttention has kv_heads = num_heads")
+        mask = g.inp([b, total], TensorProto.INT32, name="mask") if p.get("mask") else ""
+        ins = [q, k, v, "", mask, "", pk, pv]
+        while ins and ins[-1] == "":
+            ins.pop()
+        outs = g.node("MultiHeadAttention", ins, n_out=3 if past else 1, domain=_MS, name="mha", num_heads=nq,
+                      unidirectional=int(bool(p.get("causal"))))
+    else:
+        if kv != s:
+            raise NotBuildable("GroupQueryAttention takes as many new keys as queries (kv_len = seq_len)")
+        ins = [q, k, v, pk, pv, g.const(np.full([b], total - 1, np.int32), "seqlens_k"),
+               g.const(np.array(total, np.int32), "total_len")]
+        attrs = {}
+        if p.get("rotary"):
+            ins += [g.const(np.ones([total, d // 2], np.float32), "cos"), g.const(np.zeros([total, d // 2], np.float32),
+                                                                                  "sin")]
+            attrs["do_rotary"] = 1
+        outs = g.node("GroupQueryAttention", ins, n_out=3, domain=_MS, name="gqa", num_heads=nq, kv_num_heads=nkv,
+                      **attrs)
+    if isinstance(outs, str):
+        return outs
+    for o in outs[1:]:
+        g.out(o)
+    return outs[0]
+
+
+def _b_rotary(g: _G, p: dict):
+    g.domains[_MS] = 1
+    x = g.inp(p["x"], name="x")
+    rot = p["rotary_dim"]
+    b, s = p["x"][0], p["x"][-2] if len(p["x"]) == 4 else p["x"][1]
+    pos = g.inp([b, s], TensorProto.INT64, name="pos")
+    cache = [max(2, s), rot // 2]
+    attrs = {"interleaved": int(bool(p.get("interleaved")))}
+    if len(p["x"]) == 3:
+        attrs["num_heads"] = p["x"][-1] // p["head_size"]
+    if rot != (p["x"][-1] if len(p["x"]) == 4 else p["head_size"]):
+        attrs["rotary_embedding_dim"] = rot
+        attrs.setdefault("num_heads", p["x"][1] if len(p["x"]) == 4 else attrs.get("num_heads"))
+    return g.node("RotaryEmbedding", [x, pos, g.const(np.ones(cache, np.float32), "cos"),
+                                      g.const(np.zeros(cache, np.float32), "sin")], domain=_MS, name="rotary", **attrs)
+
+
+def _b_nbits(g: _G, p: dict):
+    g.domains[_MS] = 1
+    m, k, n, bits, blk = p["m"], p["k"], p["n"], p["bits"], p["block_size"]
+    nb = -(-k // blk)
+    a = g.inp([m, k], name="x")
+    wq = np.resize(g.rng.integers(0, 255, 4099), n * nb * blk * bits // 8).reshape([n, nb, blk * bits // 8])
+    ins = [a, g.const(wq.astype(np.uint8), "Wq"), g.const(np.full([n * nb], 0.01, np.float32), "scales")]
+    if p.get("zero_point"):
+        ins.append(g.const(np.full([n * -(-nb * bits // 8)], 136 if bits == 4 else 128, np.uint8), "zero_points"))
+    if p.get("bias"):
+        ins += [""] * (4 - len(ins)) + ["", g.const(np.zeros([n], np.float32), "B")]
+    return g.node("MatMulNBits", ins, domain=_MS, name="matmulnbits", K=k, N=n, bits=bits, block_size=blk,
+                  accuracy_level=int(p.get("accuracy_level", 0)))
+
+
+def _b_einsum(g: _G, p: dict):
+    ins = [g.inp(s, name=f"x{i}" if i else "x") for i, s in enumerate(p["inputs"])]
+    return g.node("Einsum", ins, name="einsum", equation=p["equation"])
+
+
 _BUILDERS = {
     "Conv": _b_conv, "ConvTranspose": _b_convt, "MatMul": _b_matmul, "Pool": _b_pool,
     "Elementwise": _b_elementwise, "Activation": _b_activation, "Softmax": _b_softmax,
     "LayerNorm": _b_layernorm, "Norm": _b_norm, "Concat": _b_concat, "Split": _b_split, "Slice": _b_slice,
     "Transpose": _b_transpose, "Resize": _b_resize, "Pad": _b_pad, "Copy": _b_copy, "Reduce": _b_reduce,
     "Gather": _b_gather, "Quant": _b_quant, "Reorder": _b_reorder,
+    "LSTM": _b_recurrent("LSTM"), "GRU": _b_recurrent("GRU"), "RNN": _b_recurrent("RNN"), "Attention": _b_attention,
+    "RotaryEmbedding": _b_rotary, "MatMulNBits": _b_nbits, "Einsum": _b_einsum,
 }
 #: kinds that are priced by declaration, never measured
 UNMEASURED = ("Free",)
@@ -455,6 +593,8 @@ def _to_qdq(m: onnx.ModelProto, transposed_weight: bool = False, quantize_weight
 def _dynamic_int8(cfg: Config) -> onnx.ModelProto:
     """Dynamic int8 as onnxruntime.quantization writes it: DynamicQuantizeLinear + *Integer + rescale."""
     p = cfg.params
+    if cfg.kind == "LSTM":
+        return _dynamic_lstm(p)
     g = _G()
     if cfg.kind == "MatMul":
         if not p["const_b"] or p["trans_b"]:
@@ -483,7 +623,7 @@ def _dynamic_int8(cfg: Config) -> onnx.ModelProto:
         if p.get("act", "none") != "none":
             y = _act(g, p["act"], y)
     else:
-        raise NotBuildable(f"dynamic int8 applies to Conv and MatMul, not {cfg.kind}")
+        raise NotBuildable(f"dynamic int8 applies to Conv, MatMul and LSTM, not {cfg.kind}")
     g.out(y)
     return g.model()
 
@@ -551,6 +691,8 @@ def feeds(model: onnx.ModelProto, seed: int = 0) -> dict:
         dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
         if dt == np.bool_:
             out[vi.name] = np.ones(shape, np.bool_)
+        elif np.issubdtype(dt, np.integer) and vi.name == "mask":  # attention masks: every position attended
+            out[vi.name] = np.ones(shape, dt)
         elif np.issubdtype(dt, np.integer):
             hi = 2
             if vi.name == "idx":

@@ -14,6 +14,7 @@ Plans: ``quick`` (a few hundred configs: every kind and precision once or more),
 
 from __future__ import annotations
 
+import math
 import random
 
 from latency.errors import EmptyPlan, UnknownPlan
@@ -391,6 +392,148 @@ def _act_convs(rng: random.Random, n: int):
     return out
 
 
+# ------------------------------------------------------------------------------------------------
+# recurrent layers and LLM operators
+
+
+def _rnn(op, direction, seq_len, hidden, inp, batch=1, **kw):
+    return {"direction": direction, "seq_len": seq_len, "batch": batch, "input_size": inp, "hidden_size": hidden,
+            **({"linear_before_reset": kw.get("lbr", 0)} if op == "GRU" else {}),
+            **({"act": kw.get("act", "Tanh")} if op == "RNN" else {})}
+
+
+def _recurrent_items(name: str) -> list[tuple[int, str, dict]]:
+    """LSTM / GRU / RNN layers as speech, OCR and language models stack them: the first layer reads
+    features (40-256 wide), the next ones the previous layer's hidden state (hidden, or 2 x hidden
+    when it was bidirectional); sequence lengths from one step (streaming) to 256."""
+    out = []
+    if name == "quick":
+        for op in ("LSTM", "GRU", "RNN"):
+            out += [(0, op, _rnn(op, "forward", 16, 128, 64)), (0, op, _rnn(op, "bidirectional", 64, 256, 256)),
+                    (1, op, _rnn(op, "forward", 1, 512, 512))]
+        return out
+    seqs = (1, 2, 4, 8, 16, 32, 50, 64, 100, 128, 200, 256)
+    hiddens = (64, 128, 256, 384, 512, 768, 1024)
+    for op in ("LSTM", "GRU", "RNN"):
+        for direction in ("forward", "bidirectional"):
+            for h in hiddens:
+                for i, t in enumerate(seqs):
+                    # stacked layer (input = the previous hidden state) on every point; a feature input
+                    # (speech: 80 mel bins, OCR: 256-wide CNN features) on every other
+                    inp = 2 * h if direction == "bidirectional" and i % 3 == 2 else h
+                    out.append((1, op, _rnn(op, direction, t, h, inp)))
+                    if i % 2 == 0:
+                        out.append((2, op, _rnn(op, direction, t, h, (80, 256, 40)[i // 2 % 3])))
+        for h in (128, 256, 512):  # reverse direction and batched utterances: spot checks
+            for t in (16, 100):
+                out.append((3, op, _rnn(op, "reverse", t, h, h)))
+                out.append((3, op, _rnn(op, "bidirectional", t, h, h, batch=4)))
+    out += [(3, "GRU", _rnn("GRU", d, t, h, h, lbr=1)) for d in ("forward", "bidirectional") for t in (16, 100)
+            for h in (128, 512)]
+    out += [(3, "RNN", _rnn("RNN", "forward", t, h, h, act="Relu")) for t in (16, 100) for h in (128, 512)]
+    # between the grid's points: real layers have hidden sizes like 200 or 320 and any utterance length
+    # (a regressor trained on the grid alone missed a 48-step bidirectional LSTM by 21%)
+    rng = random.Random(1818)
+    for op in ("LSTM", "GRU", "RNN"):
+        for _ in range(150 if name == "standard" else 450):
+            h = 16 * rng.randint(2, 64)
+            t = int(round(math.exp(rng.uniform(0.0, math.log(300)))))
+            direction = rng.choice(("forward", "forward", "bidirectional", "reverse"))
+            inp = rng.choice((40, 64, 80, 128, 161, 256, 512, h, h, 2 * h))
+            out.append((2, op, _rnn(op, direction, t, h, inp, batch=rng.choice((1, 1, 1, 1, 2, 4)))))
+    return out
+
+
+def _attn(op, seq, past, heads, kv_heads, d, batch=1, kv_len=None, hidden=0, mask=0, causal=0, rotary=0):
+    return {"op": op, "batch": batch, "seq_len": seq, "past_len": past, "kv_len": seq if kv_len is None else kv_len,
+            "num_heads": heads, "kv_heads": kv_heads, "head_size": d, "qkv_hidden": hidden, "mask": mask,
+            "causal": 1 if op == "GroupQueryAttention" else causal, "rotary": rotary}  # GQA is always causal
+
+
+#: (num_heads, kv_heads, head_size) of small decoder LLMs: Llama-3.2-1B, TinyLlama, Qwen2-0.5B, Phi-3-mini
+_GQA_HEADS = ((32, 8, 64), (32, 4, 64), (14, 2, 64), (32, 32, 96))
+#: (num_heads, head_size) of encoders and GPT-2/Whisper-style decoders
+_MHA_HEADS = ((4, 64), (8, 64), (12, 64), (16, 64), (6, 64))
+#: (k, n) of LLM projections (q/o, MLP up/down, small kv, vocabulary head)
+_NBITS_KN = ((896, 896), (896, 4864), (4864, 896), (2048, 2048), (2048, 8192), (8192, 2048), (2048, 512),
+             (3072, 3072), (3072, 8192), (8192, 3072), (2048, 32000))
+
+
+def _llm_items(name: str) -> list[tuple[int, str, dict]]:
+    """Attention (prefill: seq_len tokens, no cache; decode: one token over a past_len key/value cache),
+    rotary embeddings, 4- and 8-bit MatMulNBits at LLM projection shapes, matmul-like Einsums."""
+    out = []
+    if name == "quick":
+        out += [(0, "Attention", _attn("GroupQueryAttention", 1, 128, 32, 8, 64, rotary=1)),
+                (0, "Attention", _attn("GroupQueryAttention", 64, 0, 14, 2, 64)),
+                (0, "Attention", _attn("MultiHeadAttention", 1, 64, 12, 12, 64)),
+                (0, "Attention", _attn("MultiHeadAttention", 32, 0, 8, 8, 64, causal=1)),
+                (0, "Attention", _attn("Attention", 128, 0, 12, 12, 64, hidden=768, mask=1)),
+                (1, "Attention", _attn("Attention", 1, 32, 8, 8, 64, hidden=512, causal=1)),
+                (0, "RotaryEmbedding", {"x": [1, 16, 2048], "head_size": 64, "rotary_dim": 64, "interleaved": 0}),
+                (0, "RotaryEmbedding", {"x": [1, 1, 896], "head_size": 64, "rotary_dim": 64, "interleaved": 0}),
+                (0, "MatMulNBits", _nb(1, 2048, 2048, 4, 32, 4)), (0, "MatMulNBits", _nb(16, 896, 4864, 4, 32, 0)),
+                (0, "MatMulNBits", _nb(1, 2048, 8192, 8, 128, 4)), (1, "MatMulNBits", _nb(64, 2048, 2048, 4, 128, 4)),
+                (0, "Einsum", {"equation": "bhqd,bhkd->bhqk", "inputs": [[1, 12, 128, 64], [1, 12, 128, 64]]}),
+                (0, "Einsum", {"equation": "bij,bjk->bik", "inputs": [[4, 64, 128], [4, 128, 64]]}),
+                (1, "Einsum", {"equation": "bsh,hd->bsd", "inputs": [[1, 32, 512], [512, 512]]})]
+        return out
+    pasts = (16, 64, 128, 256, 512, 1024, 2048)
+    prompts = (8, 16, 32, 64, 128, 256, 512)
+    for nq, nkv, d in _GQA_HEADS:
+        for rot in (0, 1):
+            out += [(1, "Attention", _attn("GroupQueryAttention", 1, p, nq, nkv, d, rotary=rot)) for p in pasts]
+            out += [(1, "Attention", _attn("GroupQueryAttention", s, 0, nq, nkv, d, rotary=rot)) for s in prompts]
+        out += [(3, "Attention", _attn("GroupQueryAttention", 4, p, nq, nkv, d)) for p in (64, 512)]
+    for nq, d in _MHA_HEADS:
+        out += [(1, "Attention", _attn("MultiHeadAttention", 1, p, nq, nq, d)) for p in pasts]
+        out += [(1, "Attention", _attn("MultiHeadAttention", s, 0, nq, nq, d, causal=c)) for s in prompts
+                for c in (0, 1)]
+        out += [(2, "Attention", _attn("MultiHeadAttention", s, 0, nq, nq, d, kv_len=1500)) for s in (1, 16)]
+        out += [(1, "Attention", _attn("Attention", s, 0, nq, nq, d, hidden=nq * d, mask=m)) for s in prompts
+                for m in (0, 1)]
+        out += [(2, "Attention", _attn("Attention", 1, p, nq, nq, d, hidden=nq * d, causal=1)) for p in (16, 128, 512)]
+    for hidden, d in ((2048, 64), (896, 64), (3072, 96), (4096, 128)):
+        for s in (1, 16, 64, 128, 512):
+            out.append((1, "RotaryEmbedding", {"x": [1, s, hidden], "head_size": d, "rotary_dim": d, "interleaved": 0}))
+        out.append((2, "RotaryEmbedding", {"x": [1, hidden // d, 128, d], "head_size": d, "rotary_dim": d,
+                                           "interleaved": 0}))
+        out.append((3, "RotaryEmbedding", {"x": [1, 128, hidden], "head_size": d, "rotary_dim": d // 2,
+                                           "interleaved": 1}))
+    for k, n in _NBITS_KN:
+        for m in (1, 4, 16, 64, 128, 512):
+            for blk in (32, 128):
+                for acc in (0, 4):
+                    out.append((1 if blk == 32 else 2, "MatMulNBits", _nb(m, k, n, 4, blk, acc)))
+            out.append((2, "MatMulNBits", _nb(m, k, n, 8, 32, 4)))
+            out.append((3, "MatMulNBits", _nb(m, k, n, 4, 32, 4, zp=0)))
+            if m <= 16 and k * n <= 4096 * 2048:  # 8-bit at accuracy level 0 dequantizes slowly: spot checks
+                out.append((4, "MatMulNBits", _nb(m, k, n, 8, 32, 0)))
+    for b, h, s, d in ((1, 12, 128, 64), (1, 8, 64, 64), (1, 16, 256, 64), (4, 12, 32, 64), (1, 4, 512, 32)):
+        out += [(1, "Einsum", {"equation": "bhqd,bhkd->bhqk", "inputs": [[b, h, s, d], [b, h, s, d]]}),
+                (1, "Einsum", {"equation": "bhqk,bhkd->bhqd", "inputs": [[b, h, s, s], [b, h, s, d]]})]
+    for m, k, n in ((128, 768, 768), (64, 512, 2048), (256, 256, 256), (32, 1024, 1024)):
+        out += [(1, "Einsum", {"equation": "bij,bjk->bik", "inputs": [[1, m, k], [1, k, n]]}),
+                (1, "Einsum", {"equation": "ij,jk->ik", "inputs": [[m, k], [k, n]]}),
+                (2, "Einsum", {"equation": "bsh,hd->bsd", "inputs": [[1, m, k], [k, n]]}),
+                (2, "Einsum", {"equation": "ij,kj->ik", "inputs": [[m, k], [n, k]]})]
+    return out
+
+
+def _nb(m, k, n, bits, blk, acc, zp=1, bias=0):
+    return {"m": m, "k": k, "n": n, "bits": bits, "block_size": blk, "accuracy_level": acc, "zero_point": zp,
+            "bias": bias}
+
+
+def _sequence_items(name: str) -> list[tuple[int, Config]]:
+    """Recurrent layers (fp32; LSTM also dynamic int8, as DynamicQuantizeLSTM) and LLM operators (fp32)."""
+    rec = _recurrent_items(name)
+    items = _cfgs(rec) + _cfgs(_llm_items(name))
+    lstm = [(t + 1, k, p) for t, k, p in rec if k == "LSTM"]
+    items += _cfgs(lstm if name == "quick" else lstm[::2], "int8_dynamic")
+    return items
+
+
 def _plan_items(name: str) -> list[tuple[int, Config]]:
     rng = random.Random(1234)
     convs = _cnn_convs()
@@ -447,6 +590,7 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
         items += _cfgs([(1, "MatMul", p) for p in sp_mms], "fp32", sp)
         items += _cfgs([(2, "Conv", p) for p in sp_convs[:8]], "int8", sp)
         items += _cfgs([(2, "MatMul", p) for p in sp_mms[:8]], "int8", sp)
+    items += _sequence_items(name)
     return items
 
 

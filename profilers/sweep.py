@@ -79,6 +79,28 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def _same_device_or_error(store: Store, target) -> None:
+    """StoreError when ``store`` already holds ``target`` measured on another device or runtime.
+
+    A profile describes one device per target name: the estimator reads the rows of the most recently
+    registered fingerprint of a name (``Store.find_target``), and the device record is kept per name.
+    Rows of this host would therefore not join the old ones: they would silently replace them all in
+    every estimate and relabel the old device. Measure into a database of this host's own instead."""
+    tid = store.find_target(target.name)
+    if tid is None:
+        return
+    mine = target.fingerprint()
+    theirs = (store.target(tid) or {}).get("fingerprint") or {}
+    if theirs == mine:
+        return
+    from latency.errors import StoreError
+
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    raise StoreError(f"{store.path} holds {target.name} measured on another device or runtime (differs in "
+                     f"{', '.join(diff)}); this host's rows would replace those in every estimate, not join "
+                     f"them: profile into a database of this host's own (--db FILE)")
+
+
 def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None, precisions=None,
               budget_s: float | None = None, workers: int = 1, retry_failed: bool = False,
               chunk_size: int = CHUNK, progress: bool = False, argv: str = "", protocol: Protocol | None = None,
@@ -92,6 +114,7 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
         seen: set = set()
         configs = [c for c in plan if (not ops or c.kind in ops) and (not precisions or c.precision in precisions)
                    and not (c.hash in seen or seen.add(c.hash))]
+    _same_device_or_error(store, target)
     target_id = store.ensure_target(target.name, target.fingerprint())
     if target.backend == "ort-cpu":  # the device record (vendor, caches) that host matching compares
         from latency.profiles import host_device, write_device_record

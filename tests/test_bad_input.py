@@ -232,7 +232,7 @@ def test_bad_shape_options(shape, needles, cnn, prof):
 
 def test_shape_error_names_inputs_with_odd_names_on_one_line(tmp_path, prof):
     odd = "in\"put'\n✓"
-    m = _model([_relu(odd, "y", "r")], [_vi(odd, ["N", 4])], [_vi("y", None)])
+    m = _model([_relu(odd, "y", "r")], [_vi(odd, ["N", "T"])], [_vi("y", None)])
     p = tmp_path / "odd.onnx"
     p.write_bytes(m.SerializeToString())
     line = _one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof, "--shape", "x=1x4"), "'x'")

@@ -372,7 +372,8 @@ def test_reshape_is_free_unknown_op_and_control_flow_are_uncovered():
     assert kernel_with(ks, "reshape").kind == "Free" and kernel_with(ks, "reshape").params == {"op": "Reshape"}
     why = {u.node: u.reason for u in unc}
     assert why["mystery"] == "no op kind prices my.ns:Frobnicate"
-    assert why["branch"] == "control flow (If/Loop/Scan) cannot be priced statically"
+    # the branches read the unknown op's output, whose shape nothing gives: uncovered, saying so
+    assert why["branch"].startswith("If 'branch'") and "'mystery_out'" in why["branch"]
 
 
 def test_shape_unknown_is_uncovered():

@@ -138,7 +138,14 @@ def test_validate_bad_inputs(tmp_path, tiny):
     junk.write_bytes(b"not a model at all")
     if _host_ok():
         _one_line_error(run(main, ["validate", str(junk)]))
-        assert "no value" in _one_line_error(run(main, ["validate", tiny]))  # dynamic batch, no --batch
+        seq = tmp_path / "seq.onnx"  # a free sequence length (a free batch alone defaults to 1)
+        m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+                                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "seq"])],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        onnx.save(m, str(seq))
+        assert "no value" in _one_line_error(run(main, ["validate", str(seq)]))
         assert "--phases" in _one_line_error(run(main, ["validate", tiny, "--batch", "1", "--phases", "0"]))
 
 

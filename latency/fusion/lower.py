@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import ops
-from ..graph import weight_sparsity
+from ..graph import CONTROL_FLOW, weight_sparsity
 from .records import Kernel, Uncovered
 from .workgraph import (CONV_OPS, INT8_DTYPES, MATMUL_OPS, TO_NHWC, FusionState, Unpriceable, WorkNode,
                         normalize_axis)
@@ -58,8 +58,9 @@ def emit(state: FusionState) -> tuple[list, list]:
             for r in w.members:
                 state.uncovered.append(Uncovered(r.name, r.op_type, e.reason))
             continue
+        step = min(1e-3, 0.5 / len(ks)) if ks else 0.0  # a loop's many kernels stay before the next node's
         for j, k in enumerate(ks):
-            out.append((w.pos + j * 1e-3, k))
+            out.append((w.pos + j * step, k))
     for inserted in state.inserted:
         pos, what, t, recs = inserted.pos, inserted.what, inserted.tensor, inserted.records
         s = state.shape(t)
@@ -130,6 +131,8 @@ def lower_node(state: FusionState, w: WorkNode) -> list:
     op = w.op
     if w.domain not in PRICED_DOMAINS:  # a custom domain's "Relu" is not ONNX's Relu: never priced as one
         raise Unpriceable(f"no op kind prices {w.domain}:{op}")
+    if w.rec.name in state.graph.control and w.rec.op_type in CONTROL_FLOW:
+        return _lower_control_flow(state, w)
     nodes = tuple(r.name for r in w.members)
     op_types = tuple(r.op_type for r in w.members)
     prec = state.precision_of(w)
@@ -439,4 +442,208 @@ def lower_by_kind(state: FusionState, w: WorkNode, kind: str, make_kernel, preci
         return _lower_conv(state, w, make_kernel)
     if kind == "MatMul":
         return _lower_matmul(state, w, make_kernel)
+    if kind in SEQUENCE_KINDS:
+        return _lower_sequence_op(state, w, kind, make_kernel, precision)
     raise Unpriceable(f"no op kind prices {w.domain or 'ai.onnx'}:{op}")
+
+
+#: kinds of recurrent layers and LLM operators, lowered by :func:`_lower_sequence_op`
+SEQUENCE_KINDS = ("LSTM", "GRU", "RNN", "Attention", "RotaryEmbedding", "MatMulNBits", "Einsum")
+
+
+def _needs(state: FusionState, w: WorkNode, t: str, what: str) -> list:
+    """The shape of ``w``'s input ``t``; Unpriceable naming the node, the input and what settles it."""
+    s = state.shape(t) if t else None
+    if s is None:
+        raise Unpriceable(f"{w.op} node {w.name!r}: the shape of its {what} {t!r} is unknown; give the model's "
+                          "input shapes with --shape NAME=DIMS")
+    return s
+
+
+def _input(w: WorkNode, i: int) -> str:
+    return w.inputs[i] if len(w.inputs) > i and w.inputs[i] else ""
+
+
+def _lower_sequence_op(state: FusionState, w: WorkNode, kind: str, make_kernel, precision=None) -> Kernel:
+    """The kernel of a recurrent layer, an attention / rotary / n-bit op or an Einsum: its table key from
+    the node's shapes and attributes (see the kinds in :mod:`latency.ops`)."""
+    op = w.op
+    if kind in ops.RECURRENT_GATES:
+        x = _needs(state, w, w.inputs[0], "input X")
+        if len(x) != 3:
+            raise Unpriceable(f"{op} node {w.name!r}: input X has rank {len(x)}, expected 3")
+        seq, batch = (x[1], x[0]) if int(w.attr("layout", 0) or 0) == 1 else (x[0], x[1])
+        direction = w.attr("direction", "forward") or "forward"
+        h = w.attr("hidden_size")
+        if h is None:
+            ws = _needs(state, w, w.inputs[1], "weight W")
+            h = ws[-1] // 4 if op == "DynamicQuantizeLSTM" else ws[1] // ops.RECURRENT_GATES[kind]
+        p = {"direction": direction, "seq_len": seq, "batch": batch, "input_size": x[2], "hidden_size": int(h)}
+        if kind == "GRU":
+            p["linear_before_reset"] = int(w.attr("linear_before_reset", 0) or 0)
+        if kind == "RNN":
+            acts = w.attr("activations") or ["Tanh"]
+            p["act"] = acts[0] if acts[0] in ("Tanh", "Relu", "Sigmoid") else acts[0]
+        prec = "int8_dynamic" if op == "DynamicQuantizeLSTM" else precision
+        # dense: onnxruntime's recurrent kernels have no sparse path (a pruned layer runs the dense GEMMs)
+        return make_kernel(kind, p, "0", precision=prec)
+    if kind == "Attention":
+        return make_kernel("Attention", _attention_params(state, w), precision=precision)
+    if kind == "RotaryEmbedding":
+        x = _needs(state, w, w.inputs[0], "input")
+        cos = _needs(state, w, w.inputs[2] if w.domain == "com.microsoft" else w.inputs[1], "cos cache")
+        heads = int(w.attr("num_heads", 0) or 0)
+        if len(x) == 4:
+            head = x[-1]
+        else:
+            head = x[-1] // heads if heads else 2 * cos[-1]
+        rot = int(w.attr("rotary_embedding_dim", 0) or 0) or 2 * cos[-1]
+        return make_kernel("RotaryEmbedding", {"x": x, "head_size": head, "rotary_dim": rot,
+                                               "interleaved": int(w.attr("interleaved", 0) or 0)}, precision=precision)
+    if kind == "MatMulNBits":
+        a = _needs(state, w, w.inputs[0], "input A")
+        m = 1
+        for v in a[:-1]:
+            m *= v
+        k, n = w.attr("K"), w.attr("N")
+        if k is None or n is None:
+            raise Unpriceable(f"MatMulNBits node {w.name!r} has no K or N attribute")
+        p = {"m": m, "k": int(k), "n": int(n), "bits": int(w.attr("bits", 4) or 4),
+             "block_size": int(w.attr("block_size", 32) or 32), "accuracy_level": int(w.attr("accuracy_level", 0) or 0),
+             "zero_point": int(bool(_input(w, 3))), "bias": int(bool(_input(w, 5)))}
+        return make_kernel("MatMulNBits", p, precision=precision)
+    if kind == "Einsum":
+        shapes = [_needs(state, w, t, f"operand {i}") for i, t in enumerate(w.inputs) if t]
+        eq = explicit_einsum(w.attr("equation", ""), shapes)
+        if eq is None:
+            raise Unpriceable(f"Einsum node {w.name!r}: equation {w.attr('equation')!r} does not match its "
+                              f"operands' ranks {shapes}")
+        return make_kernel("Einsum", {"equation": eq, "inputs": shapes}, precision=precision)
+    raise Unpriceable(f"no op kind prices {w.domain or 'ai.onnx'}:{op}")
+
+
+def _attention_params(state: FusionState, w: WorkNode) -> dict:
+    """Attention params of a com.microsoft Attention, MultiHeadAttention or GroupQueryAttention node."""
+    op = w.op
+    q = _needs(state, w, w.inputs[0], "query")
+    nq = int(w.attr("num_heads", 0) or 0)
+    if nq < 1:
+        raise Unpriceable(f"{op} node {w.name!r} has no num_heads attribute")
+    b, s = q[0], q[1]
+    p = {"op": op, "batch": b, "seq_len": s, "past_len": 0, "kv_len": s, "num_heads": nq, "kv_heads": nq,
+         "qkv_hidden": 0, "mask": 0, "causal": int(bool(w.attr("unidirectional", 0))), "rotary": 0}
+    if op == "Attention":
+        wsh = _needs(state, w, w.inputs[1], "weights")
+        sizes = w.attr("qkv_hidden_sizes")
+        q_hidden = int(sizes[0]) if sizes else wsh[-1] // 3
+        p.update(head_size=q_hidden // nq, qkv_hidden=q[-1], mask=int(bool(_input(w, 3))))
+        if _input(w, 4):
+            p["past_len"] = _needs(state, w, w.inputs[4], "past state")[3]
+        return p
+    if op == "MultiHeadAttention":
+        if len(q) == 5:  # packed [b, s, heads, 3, d]
+            p["head_size"] = q[-1]
+        else:
+            p["head_size"] = q[-1] // nq
+        k = _input(w, 1)
+        if k:
+            ks = _needs(state, w, k, "key")
+            p["kv_len"] = ks[2] if len(ks) == 4 else ks[1]
+        p["mask"] = int(bool(_input(w, 4)))
+        if _input(w, 6):
+            p["past_len"] = _needs(state, w, w.inputs[6], "past key")[2]
+        return p
+    nkv = int(w.attr("kv_num_heads", 0) or 0)
+    if nkv < 1:
+        raise Unpriceable(f"GroupQueryAttention node {w.name!r} has no kv_num_heads attribute")
+    packed = not _input(w, 1)
+    p.update(kv_heads=nkv, head_size=q[-1] // (nq + 2 * nkv) if packed else q[-1] // nq, causal=1,
+             rotary=int(bool(w.attr("do_rotary", 0))))
+    past = 0
+    if _input(w, 3):
+        past = _needs(state, w, w.inputs[3], "past key")[2]
+    total = state.scalar(_input(w, 6)) if _input(w, 6) else None
+    if total is not None and total >= s:  # a shared past/present buffer is longer than the cache in use
+        past = int(total) - s
+    p["past_len"] = past
+    return p
+
+
+def explicit_einsum(equation: str, shapes: list) -> str | None:
+    """``equation`` with its '...' spelled out in letters and its output written out (as ONNX defines an
+    implicit one: the letters used once, in alphabetical order); None when it does not fit ``shapes``."""
+    eq = (equation or "").replace(" ", "")
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        return None
+    used = set(c for c in eq if c.isalpha())
+    free = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in used]
+    ell_rank = 0
+    for t, s in zip(terms, shapes):
+        if "..." in t:
+            ell_rank = max(ell_rank, len(s) - (len(t) - 3))
+    if ell_rank < 0 or ell_rank > len(free):
+        return None
+    ell = "".join(free[:ell_rank])
+    new_terms = []
+    for t, s in zip(terms, shapes):
+        if "..." in t:
+            n = len(s) - (len(t) - 3)
+            t = t.replace("...", ell[ell_rank - n:] if n else "")
+        if len(t) != len(s) or not t.isalpha() and t != "":
+            return None
+        new_terms.append(t)
+    if arrow:
+        out = out.replace("...", ell)
+    else:
+        counts: dict = {}
+        for t in new_terms:
+            for c in t:
+                counts[c] = counts.get(c, 0) + 1
+        out = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
+    if not (out.isalpha() or out == "") or any(c not in "".join(new_terms) for c in out):
+        return None
+    return ",".join(new_terms) + "->" + out
+
+
+#: a Loop / Scan whose body times its iterations would make more kernels than this is not expanded
+MAX_EXPANDED_KERNELS = 2_000_000
+
+
+def _lower_control_flow(state: FusionState, w: WorkNode) -> list:
+    """The kernels an If, Loop or Scan node runs: its bodies fused with the same rules (recursively),
+    named ``node/branch/kernel``; an If with a constant condition runs the branch it takes, otherwise
+    both branches' kernels are tagged with ``Kernel.branch`` (the estimate keeps the costlier); a
+    Loop or Scan runs its body once per iteration (the first iteration's kernels carry the body's
+    node names, the others none, as a duplicate does)."""
+    from .driver import fuse
+
+    cf = state.graph.control[w.rec.name]
+    if cf.problem:
+        raise Unpriceable(f"{cf.op_type} {w.name!r}: {cf.problem}")
+    out: list = []
+    for attr, body in cf.bodies.items():
+        ks, unc = fuse(body, state.rules)
+        prefix = f"{w.name}/{attr}/"
+        tag = ((w.name, attr),) if cf.op_type == "If" and cf.taken is None else ()
+        state.uncovered.extend(Uncovered(prefix + u.node, u.op_type, u.reason) for u in unc)
+        ks = [replace(k, name=prefix + k.name, nodes=tuple(prefix + n for n in k.nodes), branch=tag + k.branch)
+              for k in ks]
+        if cf.op_type == "If":
+            out += ks
+            continue
+        if cf.trips * len(ks) > MAX_EXPANDED_KERNELS:
+            raise Unpriceable(f"{cf.op_type} {w.name!r}: {cf.trips} iterations of a {len(ks)}-kernel body exceed "
+                              f"{MAX_EXPANDED_KERNELS:,} kernels")
+        out += ks
+        for i in range(1, cf.trips):
+            out += [replace(k, name=f"{w.name}/{attr}[{i}]/{k.name[len(prefix):]}", nodes=()) for k in ks]
+        if cf.trips == 0:
+            out = []
+    # the control-flow node itself belongs to its first kernel (or to a free one when its bodies run none)
+    if out:
+        out[0] = replace(out[0], nodes=(w.name,) + out[0].nodes, op_types=(w.op,) + out[0].op_types)
+    else:
+        out = [Kernel(w.name, "Free", {"op": w.op}, "fp32", "0", (w.name,), (w.op,))]
+    return out

@@ -12,7 +12,9 @@ from .. import ops
 class Kernel:
     """One executed kernel: an op-kind config plus the original nodes it covers.
 
-    Kernels the runtime inserts (NCHWc reorders, NHWC transposes) have ``nodes=()``.
+    Kernels the runtime inserts (NCHWc reorders, NHWC transposes) have ``nodes=()``. ``branch``: for a
+    kernel inside an If whose condition is not constant, the ((If node, branch), ...) it runs under,
+    outermost first; the estimate keeps the costlier branch of each such If.
     """
 
     name: str
@@ -22,6 +24,7 @@ class Kernel:
     sparsity: str = "0"
     nodes: tuple = ()
     op_types: tuple = ()
+    branch: tuple = ()
 
     @property
     def config(self) -> ops.Config:

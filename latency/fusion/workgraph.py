@@ -102,6 +102,15 @@ class Unpriceable(Exception):
         self.reason = reason
 
 
+def _outer_names(attr) -> set:
+    """Names the subgraph(s) of attribute value ``attr`` read from the enclosing graph."""
+    from ..graph import _subgraph_outer_inputs
+
+    subs = [attr] if hasattr(attr, "node") else [g for g in attr if hasattr(g, "node")] \
+        if isinstance(attr, list) else []
+    return set().union(*(_subgraph_outer_inputs(g) for g in subs)) if subs else set()
+
+
 def normalize_axis(axis, rank):
     axis = int(axis)
     return axis + rank if axis < 0 else axis
@@ -124,15 +133,20 @@ class FusionState:
         self.shape_alias: dict = {}
         #: shapes of the tensors the rewrites create
         self.synthetic_shapes: dict = {}
+        #: tensors each layout pass left in its layout ("blocked": NCHWc, "nhwc"), for latency.whatif
+        self.layouts: dict = {}
         for r in graph.ops:
             if r.foldable:
                 continue
+            ins = [t.name for t in r.inputs]
             if r.op_type in CONTROL_FLOW:
-                self.uncovered.append(Uncovered(r.name, r.op_type,
-                                                "control flow (If/Loop/Scan) cannot be priced statically"))
-                continue
+                if r.name not in graph.control:
+                    self.uncovered.append(Uncovered(r.name, r.op_type, f"{r.op_type} bodies are not priced"))
+                    continue
+                # what its bodies read from outside: a pass must not fuse a producer away from them
+                ins += sorted({x for v in r.attrs.values() for x in _outer_names(v)} - set(ins))
             self.nodes.append(WorkNode(float(r.index), r.name, r.op_type, r.domain, r,
-                                       [t.name for t in r.inputs], [t.name for t in r.outputs], [r]))
+                                       ins, [t.name for t in r.outputs], [r]))
         self.reindex()
 
     # ---- tensors -------------------------------------------------------------------------------

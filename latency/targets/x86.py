@@ -38,7 +38,7 @@ def _can_measure_avx2(host) -> str:
         return f"this CPU lacks {', '.join(missing)} needed by target x86-avx2-ort"
     if "avx512f" in _flags(host):
         return ("this CPU has AVX-512, so onnxruntime would use AVX-512 kernels; measure x86-avx512-ort here, "
-                "or hide AVX-512 from the runtime first")
+                "or emulate x86-avx2-ort with AVX-512 hidden from the runtime (latency profile --emulate)")
     return ""
 
 

@@ -295,6 +295,7 @@ def nchwc(state: FusionState) -> None:
     for t, (node, c, start, remaining) in blocked.items():
         if remaining > 0:
             state.inserted.append(InsertedKernel(node.pos + 0.5, REORDER_OUTPUT, t))
+    state.layouts["blocked"] = set(blocked)  # read by latency.whatif (which tensors ran blocked)
     state.reindex()
 
 
@@ -346,6 +347,7 @@ def nhwc_int8(state: FusionState) -> None:
             need_nchw(t, w)
     for t in state.graph_outputs:
         need_nchw(t, state.live[-1] if state.live else None)
+    state.layouts["nhwc"] = {t for t, v in layout.items() if v == "NHWC"}  # read by latency.whatif
     state.reindex()
 
 

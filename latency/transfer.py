@@ -1,0 +1,400 @@
+"""Transfer a profile to a new device from a few probes measured there.
+
+A base profile (measured on device A) prices every kernel on A. On a device B of the same target
+family, a few kernels (*probes*) are measured, and the ratio B/A is fitted per (op kind, precision)
+as a curve of the kernel's latency on A: the ratio of a 3 us elementwise op (dispatch bound) and a
+3 ms convolution (compute or memory bound) differ, and a wider vector unit, a faster clock or a
+bigger cache each move some sizes more than others. Every base row, scaled by its curve, becomes a
+*transferred* row of B's profile beside the probes measured there.
+
+This module is pure (numpy only): which probes to measure (:func:`probe_order`), the fit
+(:func:`fit_transfer` -> :class:`TransferModel`) and the scale a device description implies when
+nothing is measured (:func:`description_model`). Measuring and writing a profile is
+``profilers.transfer``.
+
+The curve: piecewise linear in x = log10(base latency, us) through fixed knots (1 us .. 100 ms,
+:data:`KNOTS`), y = log(new / base). Three levels, each shrunk toward the one above in proportion
+to how few probes it has: one pooled curve (all probes), one per precision, one per (kind,
+precision). With no probe in a group its curve is its precision's, then the pooled one.
+Optionally (``monotone``) each curve is projected onto the nearest monotone one (either direction),
+which keeps a group's few probes from drawing wiggles.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import LatencyError
+from .ops import Config
+
+#: knots of the piecewise-linear curves, log10 of the base latency in us (1 us .. 100 ms)
+KNOTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
+#: prior strength of a level's curve toward its parent, in probes per knot: at a knot with n probes
+#: near it a group's curve is about n / (n + SHRINK) its own and the rest its parent's
+SHRINK = 2.0
+#: smoothness penalty on the second differences of a curve's knot values
+SMOOTH = 2.0
+#: the fewest probes a transfer is fitted from (fewer: an error, not a guess)
+MIN_PROBES = 8
+#: Huber threshold on log residuals (a probe taken in the slow state of a shared VM is down-weighted)
+HUBER = 0.15
+
+TRANSFERRED = "transferred"
+
+
+class TransferError(LatencyError):
+    """The transfer cannot be fitted or applied (too few probes, another family, ...)."""
+
+
+def group_of(cfg: Config) -> tuple[str, str]:
+    return cfg.kind, cfg.precision
+
+
+def variant(cfg: Config) -> str:
+    """A sub-family within a kind whose ratio may differ (probes are spread over them)."""
+    p = cfg.params
+    if cfg.kind == "Conv":
+        cin, g = p["x"][1], p["group"]
+        if g == cin and g > 1:
+            return "depthwise"
+        if g > 1:
+            return "grouped"
+        return "pointwise" if all(k == 1 for k in p["kernel"]) else "dense"
+    if cfg.kind == "MatMul":
+        return "weights" if p.get("const_b", 1) else "activations"
+    if "op" in p:
+        return str(p["op"])
+    return ""
+
+
+# -- probe selection ---------------------------------------------------------------------------
+
+def _vdc(i: int) -> float:
+    """The i-th van der Corput number in base 2 (0.5, 0.25, 0.75, 0.125, ...): quantiles whose every
+    prefix is spread evenly over [0, 1]."""
+    x, d = 0.0, 0.5
+    i += 1
+    while i:
+        x += d * (i & 1)
+        i >>= 1
+        d /= 2
+    return x
+
+
+def _interleave(weights: dict, n: int) -> list:
+    """Sainte-Lague sequence over ``weights`` (name -> (weight > 0, most picks)): the first k names
+    of the result share k in proportion to the weights for every k; ``n`` names in all at most."""
+    counts = {g: 0 for g in weights}
+    out = []
+    for _ in range(n):
+        live = [g for g in weights if counts[g] < weights[g][1]]
+        if not live:
+            break
+        g = max(live, key=lambda g: (weights[g][0] / (2 * counts[g] + 1), -len(str(g)), str(g)))
+        counts[g] += 1
+        out.append(g)
+    return out
+
+
+def _nearest_free(items: list, used: set, x: float) -> int:
+    """Index of the untaken item (sorted by their first field) nearest ``x``."""
+    i = bisect.bisect_left(items, (x,))
+    lo, hi = i - 1, i
+    while True:
+        while lo >= 0 and lo in used:
+            lo -= 1
+        while hi < len(items) and hi in used:
+            hi += 1
+        if lo < 0:
+            return hi
+        if hi >= len(items):
+            return lo
+        return lo if x - items[lo][0] <= items[hi][0] - x else hi
+
+
+def probe_order(rows, n: int | None = None, seed: int = 0, group_weights: dict | None = None) -> list[str]:
+    """Keys of base rows to measure as probes, most informative first: any prefix is a good probe set.
+
+    ``rows``: iterable of (key, latency_us) of the base profile's successful rows. Only dense
+    (sparsity 0) rows are probed (sparsity does not change CPU kernels; the sparse rows follow
+    their dense group). Probes are shared between (kind, precision) groups in proportion to
+    ``group_weights`` (default: the square root of each group's row count, so the base plan's
+    emphasis carries over but small kinds get a share); within a group between its variants
+    (:func:`variant`, square root of their counts) and within a variant spread over its latency
+    range by van der Corput quantiles, each pick the row nearest the quantile (ties by a seeded
+    shuffle, so different shapes of equal latency are taken in no particular order).
+    """
+    rng = np.random.default_rng(seed)
+    tree: dict = {}
+    for key, lat in rows:
+        if lat is None or not (lat > 0):
+            continue
+        c = Config.from_key(key)
+        if c.sparsity != "0":
+            continue
+        tree.setdefault(group_of(c), {}).setdefault(variant(c), []).append((math.log10(lat), key))
+    if not tree:
+        return []
+    per_variant = {}
+    for g, vs in tree.items():
+        for v, items in vs.items():
+            # sorted by latency, equal latencies in a seeded random order (the key only breaks ties)
+            order = rng.permutation(len(items))
+            items = [(items[i][0], int(order[i]), items[i][1]) for i in range(len(items))]
+            items.sort()
+            per_variant[g, v] = ([(x, k) for x, _, k in items], 0)
+    total = n if n is not None else sum(len(x) for vs in tree.values() for x in vs.values())
+    gw = {g: ((group_weights or {}).get(g, math.sqrt(sum(len(x) for x in vs.values()))),
+              sum(len(x) for x in vs.values())) for g, vs in tree.items()}
+    gw = {g: w for g, w in gw.items() if w[0] > 0}
+    vseq = {g: iter(_interleave({v: (math.sqrt(len(x)), len(x)) for v, x in tree[g].items()},
+                                sum(len(x) for x in tree[g].values()))) for g in gw}
+    taken: dict = {}
+    out = []
+    for g in _interleave(gw, total):
+        v = next(vseq[g])
+        items, i = per_variant[g, v]
+        per_variant[g, v] = (items, i + 1)
+        used = taken.setdefault((g, v), set())
+        lo, hi = items[0][0], items[-1][0]
+        target = lo + _vdc(i) * (hi - lo)
+        j = _nearest_free(items, used, target)
+        used.add(j)
+        out.append(items[j][1])
+    return out
+
+
+# -- the fit -----------------------------------------------------------------------------------
+
+def _basis(x: np.ndarray) -> np.ndarray:
+    """Hat functions of :data:`KNOTS` at x (log10 us), clamped to the knot range: (len(x), len(KNOTS))."""
+    k = np.asarray(KNOTS)
+    x = np.clip(x, k[0], k[-1])
+    b = np.zeros((len(x), len(k)))
+    j = np.clip(np.searchsorted(k, x, side="right") - 1, 0, len(k) - 2)
+    t = (x - k[j]) / (k[j + 1] - k[j])
+    b[np.arange(len(x)), j] = 1 - t
+    b[np.arange(len(x)), j + 1] = t
+    return b
+
+
+def _pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted isotonic (non-decreasing) regression."""
+    blocks = []  # (value, weight, count)
+    for yi, wi in zip(y, w):
+        blocks.append([yi, wi, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, c2 = blocks.pop()
+            v1, w1, c1 = blocks.pop()
+            ww = w1 + w2
+            blocks.append([(v1 * w1 + v2 * w2) / ww if ww > 0 else (v1 + v2) / 2, ww, c1 + c2])
+    return np.concatenate([[v] * c for v, _, c in blocks])
+
+
+def _monotone(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The closer of the non-decreasing and non-increasing projections of knot values ``v``."""
+    up = _pava(v, w + 1e-9)
+    down = -_pava(-v, w + 1e-9)
+    return up if np.sum(w * (up - v) ** 2) <= np.sum(w * (down - v) ** 2) else down
+
+
+def _fit_curve(x, y, prior: np.ndarray, shrink: float, smooth: float, monotone: bool):
+    """Knot values minimising Huber(y - B v) + shrink-weighted (v - prior)^2 + smooth * |D2 v|^2;
+    returns (values, probe weight per knot)."""
+    nk = len(KNOTS)
+    d2 = np.diff(np.eye(nk), 2, axis=0)
+    if len(x) == 0:
+        return prior.copy(), np.zeros(nk)
+    b = _basis(np.asarray(x, float))
+    y = np.asarray(y, float)
+    support = b.sum(axis=0)
+    # every knot is pulled toward the parent's value with the weight of ``shrink`` probes, so a group
+    # with many probes at 10-100 us but none at 10 ms follows its parent at 10 ms; the smoothness term
+    # penalises bends relative to the parent's shape, not the shape itself
+    w = np.ones(len(y))
+    v = prior.copy()
+    for _ in range(8):  # iteratively reweighted least squares with Huber weights
+        a = b.T @ (w[:, None] * b) + shrink * np.eye(nk) + smooth * d2.T @ d2
+        rhs = b.T @ (w * y) + shrink * prior + smooth * d2.T @ (d2 @ prior)
+        v = np.linalg.solve(a, rhs)
+        r = np.abs(y - b @ v)
+        w = np.where(r <= HUBER, 1.0, HUBER / np.maximum(r, 1e-12))
+    if monotone:
+        v = _monotone(v, support + 1e-3)
+    return v, support
+
+
+@dataclass(frozen=True)
+class TransferModel:
+    """Per (kind, precision) curves of log(new / base) against log10(base latency, us).
+
+    ``curves``: "kind/precision" -> knot values; ``precision_curves``: precision -> knot values;
+    ``pooled``: knot values; ``n_probes``: "kind/precision" -> probes fitted."""
+
+    pooled: tuple
+    precision_curves: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
+    n_probes: dict = field(default_factory=dict)
+    spec: dict = field(default_factory=dict)  # how it was fitted (knots, shrink, monotone, residuals)
+
+    def curve(self, kind: str, precision: str) -> np.ndarray:
+        v = self.curves.get(f"{kind}/{precision}")
+        if v is None:
+            v = self.precision_curves.get(precision, self.pooled)
+        return np.asarray(v, float)
+
+    def log_ratio(self, kind: str, precision: str, base_us) -> np.ndarray:
+        base = np.atleast_1d(np.asarray(base_us, float))
+        return _basis(np.log10(np.maximum(base, 1e-3))) @ self.curve(kind, precision)
+
+    def ratio(self, kind: str, precision: str, base_us) -> np.ndarray:
+        """new / base for kernels of ``kind`` at ``precision`` taking ``base_us`` on the base device."""
+        return np.exp(self.log_ratio(kind, precision, base_us))
+
+    def apply(self, kind: str, precision: str, base_us) -> np.ndarray:
+        """Latency on the new device (us) of kernels taking ``base_us`` on the base device."""
+        base = np.atleast_1d(np.asarray(base_us, float))
+        return base * self.ratio(kind, precision, base)
+
+    def to_dict(self) -> dict:
+        return {"knots_log10_us": list(KNOTS), "pooled": [round(float(v), 6) for v in self.pooled],
+                "precision_curves": {k: [round(float(x), 6) for x in v] for k, v in self.precision_curves.items()},
+                "curves": {k: [round(float(x), 6) for x in v] for k, v in self.curves.items()},
+                "n_probes": dict(self.n_probes), "spec": self.spec}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransferModel":
+        if list(d.get("knots_log10_us", [])) != list(KNOTS):
+            raise TransferError("transfer model was fitted on other knots than this version of latency uses")
+        return cls(tuple(d["pooled"]), dict(d.get("precision_curves", {})), dict(d.get("curves", {})),
+                   dict(d.get("n_probes", {})), dict(d.get("spec", {})))
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def load(cls, path) -> "TransferModel":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def summary(self) -> list[str]:
+        """One line per fitted group: probes and the ratio at 10 us, 100 us, 1 ms and 10 ms."""
+        out = []
+        for g in sorted(self.curves, key=lambda g: -self.n_probes.get(g, 0)):
+            k, p = g.split("/")
+            r = self.ratio(k, p, [10, 100, 1000, 10000])
+            out.append(f"{g:24s} {self.n_probes.get(g, 0):4d} probes  new/base at 10us {r[0]:.2f}  100us {r[1]:.2f}  "
+                       f"1ms {r[2]:.2f}  10ms {r[3]:.2f}")
+        return out
+
+
+def fit_transfer(probes, monotone: bool = True, shrink: float = SHRINK, smooth: float = SMOOTH,
+                 min_probes: int = MIN_PROBES) -> TransferModel:
+    """Fit the curves from ``probes``: iterable of (key, base_us, new_us) (a probe's base latency is
+    the base profile's row of the same key; new_us measured on the new device).
+
+    TransferError when fewer than ``min_probes`` usable probes are given."""
+    data: dict = {}
+    for key, base, new in probes:
+        if not (base and new and base > 0 and new > 0 and math.isfinite(base) and math.isfinite(new)):
+            continue
+        c = Config.from_key(key)
+        data.setdefault(group_of(c), []).append((math.log10(base), math.log(new / base)))
+    n = sum(len(v) for v in data.values())
+    if n < min_probes:
+        raise TransferError(f"{n} usable probe(s): a transfer needs at least {min_probes} (a bigger budget, or "
+                            "a base profile that shares kernels with this plan)")
+    allx = np.array([x for v in data.values() for x, _ in v])
+    ally = np.array([y for v in data.values() for _, y in v])
+    flat = np.full(len(KNOTS), float(np.median(ally)))
+    pooled, _ = _fit_curve(allx, ally, flat, shrink, smooth, monotone)
+    prec_data: dict = {}
+    for (k, p), v in data.items():
+        prec_data.setdefault(p, []).extend(v)
+    prec = {}
+    for p, v in prec_data.items():
+        a = np.array(v)
+        prec[p], _ = _fit_curve(a[:, 0], a[:, 1], pooled, shrink, smooth, monotone)
+    curves, counts = {}, {}
+    resid = []
+    for (k, p), v in data.items():
+        a = np.array(v)
+        curves[f"{k}/{p}"], _ = _fit_curve(a[:, 0], a[:, 1], prec[p], shrink, smooth, monotone)
+        counts[f"{k}/{p}"] = len(v)
+        resid += list(a[:, 1] - _basis(a[:, 0]) @ curves[f"{k}/{p}"])
+    resid = np.abs(np.array(resid))
+    spec = {"monotone": monotone, "shrink": shrink, "smooth": smooth, "huber": HUBER, "n_probes": n,
+            "in_sample_abs_log_error": {"median": round(float(np.median(resid)), 4),
+                                        "p90": round(float(np.percentile(resid, 90)), 4)},
+            "median_ratio": round(float(np.exp(np.median(ally))), 4)}
+    return TransferModel(tuple(pooled), prec, curves, counts, spec)
+
+
+def identity_model(note: str = "") -> TransferModel:
+    """new = base for every kernel (the closest profile as is)."""
+    z = tuple(0.0 for _ in KNOTS)
+    return TransferModel(z, {}, {}, {}, {"method": "identity", "note": note})
+
+
+# -- no probe: what the device descriptions say -------------------------------------------------
+
+#: x86 cores by (vendor, family): width of the AVX-512 datapath (bits executed per cycle per FMA
+#: pipe) and integer/scalar IPC relative to the first entry of the vendor. From the vendors'
+#: public descriptions: Zen 4 runs 512-bit instructions on 256-bit pipes (two passes), Zen 5
+#: server cores on full 512-bit pipes; AMD states +16% IPC for Zen 5 over Zen 4.
+MICROARCH = {
+    ("AMD", "25"): {"name": "Zen 3/Zen 4", "avx512_bits": 256, "ipc": 1.0},
+    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "ipc": 1.16},
+}
+#: kinds whose time is mostly vector FMA work (the others move memory or pay dispatch)
+COMPUTE_KINDS = ("Conv", "MatMul", "ConvTranspose")
+
+
+def _core(device: dict) -> tuple[dict | None, str]:
+    """The MICROARCH entry of ``device`` and how it was found ("" when unknown)."""
+    vendor, fm = device.get("vendor") or "", device.get("cpu_family_model") or ""
+    flags = set(device.get("cpu_flags") or [])
+    fam = fm.split("/")[0] if fm else ""
+    if (vendor, fam) in MICROARCH:
+        return MICROARCH[vendor, fam], f"family {fam}"
+    if vendor == "AMD" and not fam and "avx512f" in flags:
+        # family not recorded: AVX-512 without AVX-VNNI is Zen 4 (Zen 5 added AVX-VNNI)
+        fam = "26" if "avx_vnni" in flags else "25"
+        return MICROARCH["AMD", fam], f"family {fam} inferred from its ISA flags (avx_vnni {'present' if fam == '26' else 'absent'})"
+    return None, ""
+
+
+def description_model(base: dict, new: dict) -> TransferModel:
+    """The transfer the two device descriptions imply, with no measurement (``base``, ``new``: device
+    records as :func:`latency.profiles.host_device` gives them, plus ``cpu_mhz`` when known).
+
+    Compute kinds scale with clock x AVX-512 datapath width, the others with clock x IPC; cache
+    sizes are not used (no model of which kernels a bigger cache speeds up), and an unknown fact
+    counts as equal. The spec says what was known."""
+    known, log_c, log_o = [], 0.0, 0.0
+    mb, mn = base.get("cpu_mhz"), new.get("cpu_mhz")
+    if mb and mn:
+        log_c = log_o = math.log(mb / mn)
+        known.append(f"clock {mb:g} vs {mn:g} MHz")
+    cb, how_b = _core(base)
+    cn, how_n = _core(new)
+    if cb and cn and cb is not cn:
+        wide = "avx512f" in set(base.get("cpu_flags") or []) and "avx512f" in set(new.get("cpu_flags") or [])
+        if wide:
+            log_c += math.log(cb["avx512_bits"] / cn["avx512_bits"])
+        log_o += math.log(cb["ipc"] / cn["ipc"])
+        known.append(f"core {cb['name']} ({how_b}) vs {cn['name']} ({how_n})")
+    prec_curves = {}
+    curves = {}
+    for k in COMPUTE_KINDS:
+        for p in ("fp32", "fp16", "int8", "int8_dynamic"):
+            curves[f"{k}/{p}"] = tuple(log_c for _ in KNOTS)
+    spec = {"method": "description", "known": known or ["nothing that differs"],
+            "compute_ratio": round(math.exp(log_c), 4), "other_ratio": round(math.exp(log_o), 4)}
+    return TransferModel(tuple(log_o for _ in KNOTS), prec_curves, curves, {}, spec)

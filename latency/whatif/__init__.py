@@ -1,0 +1,37 @@
+"""What-if questions about a model's compression, priced on a target before anything is compressed.
+
+    from latency import Estimator
+    import latency.whatif as whatif
+
+    plan = whatif.prepare(Estimator("x86-avx512-ort"), "resnet50.onnx")   # or Estimator(...).plan(model)
+    plan.evaluate({"precision": "int8", "fp32_nodes": ["/Conv"]}).total_ms
+    plan.evaluate_batch(code_matrix)          # numpy array of ms, one per candidate
+    plan.nodes, plan.sensitivity(), plan.pareto(scores, budget_ms=5.0)
+
+``rewrite`` mirrors the compression tools on the graph, ``structure`` names what a choice can change
+and who owns each kernel, ``tables`` learns and evaluates, ``plan`` holds the public :class:`Plan`.
+Nothing is imported until used.
+"""
+
+__all__ = ["prepare", "Plan", "WhatIf", "ParetoFront", "InvalidChoice"]
+
+
+def prepare(estimator, model, shapes=None, batch=None, check_consistency: bool = True):
+    """Prepare ``model`` (a path, bytes, ModelProto or loaded :class:`~latency.graph.Graph`) for what-if
+    questions on ``estimator``'s target: parse, infer shapes, fuse and price the plain model and
+    every precision family once (further local situations are priced when first asked about).
+    ``check_consistency``: price every owner in every probe and count the keys seen at two prices."""
+    from ..graph import Graph, load_graph
+    from .plan import Plan
+
+    estimator.prepare()
+    graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
+    return Plan(estimator, graph, check_consistency=check_consistency)
+
+
+def __getattr__(name):
+    if name in ("Plan", "WhatIf", "ParetoFront", "InvalidChoice"):
+        from . import plan
+
+        return getattr(plan, name)
+    raise AttributeError(f"module 'latency.whatif' has no attribute {name!r}")

@@ -1,0 +1,815 @@
+"""Rewrites of a loaded :class:`~latency.graph.Graph` as the compression tools would leave the model.
+
+A what-if plan never writes an ONNX file: it rewrites the op records of the fp32 model the way the
+tool a user would run rewrites the ONNX graph, then hands the result to the target's fusion passes
+exactly as a loaded quantized model would be. Each rewrite mirrors one tool with its defaults:
+
+* :func:`static_qdq`: ``onnxruntime.quantization.quantize_static(quant_format=QDQ)`` (activations and
+  weights int8, per-tensor, asymmetric activations): every node of a quantizable op type that is
+  not excluded marks its tensors, marked activations get a QuantizeLinear -> DequantizeLinear pair
+  read by *all* their consumers, weights become int8 initializers behind a DequantizeLinear, biases
+  int32; a Relu/Clip whose input is quantized is removed (its range is the quantized tensor's);
+  data-movement ops (Reshape, Transpose, MaxPool, ...) follow their input. Mirrors ORT 1.32's
+  ``QDQQuantizer`` marking order (the nodes in file order) and naming.
+* :func:`dynamic_int8`: ``onnxruntime.quantization.quantize_dynamic`` (weights int8, activations
+  quantized at run time): Conv -> DynamicQuantizeLinear + ConvInteger + Cast + Mul + Add(bias),
+  MatMul -> DynamicQuantizeLinear + MatMulInteger + Cast + Mul; one DynamicQuantizeLinear per
+  activation, shared by every quantized consumer.
+* :func:`fp16`: ``onnxconverter_common.float16.convert_float_to_float16`` with a node block list:
+  every float tensor of a converted node fp16, a Cast at every edge between converted and blocked
+  nodes and on the model's inputs and outputs.
+* channel pruning (any of the three, ``prune=``): a node's output channels shrink, and with them
+  the tensors of its channel group (through normalisation, activations, pools, elementwise ops
+  with constants) and the input channels of the weighted consumers that end it; see
+  :func:`channel_group` for what is refused.
+
+``materialize=False`` (the plan's probes) stands tiny arrays in for the weights of weighted nodes
+(nothing in fusion reads their values but the sparsity check, which the plan overrides);
+``materialize=True`` writes real int8 / pruned / sparsified arrays, so that
+:meth:`latency.Estimator.estimate` of the rewritten graph sees what the real file would hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..graph import _NOT_FOLDABLE, Graph, OpRecord, Tensor
+
+#: op types ``quantize_static`` quantizes by default (onnxruntime.quantization.registry:
+#: QLinearOpsRegistry | QDQRegistry, ORT 1.32; tests check it against the installed registry)
+QDQ_OP_TYPES = frozenset({
+    "ArgMax", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "CumSum",
+    "EmbedLayerNormalization", "Flatten", "Gather", "GatherElements", "Gemm", "GlobalAveragePool",
+    "InstanceNormalization", "LayerNormalization", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Pad", "Relu",
+    "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "TopK", "Transpose", "Unsqueeze",
+    "Where", "Add",
+})
+#: op types ``quantize_dynamic`` quantizes by default (IntegerOpsRegistry, ORT 1.32)
+DYNAMIC_OP_TYPES = frozenset({"Conv", "MatMul", "Attention", "LSTM", "Gather", "Transpose",
+                              "EmbedLayerNormalization"})
+#: QDQ ops whose output follows their input's quantization (QDQDirect8BitOp and its kin)
+_FOLLOW_INPUT = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "AveragePool", "Slice",
+                           "TopK", "MaxPool", "Resize"})
+_REMOVABLE = ("Relu", "Clip")
+_NORMS = ("InstanceNormalization", "LayerNormalization", "BatchNormalization")
+#: ops with a weight (input 1) a plan can sparsify and quantize as a weight
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+_FLOATS = ("float32", "float16")
+_NO = Tensor("", None, "", False)
+
+
+@dataclass
+class Rewritten:
+    """A rewritten graph and where each of its nodes and tensors came from.
+
+    ``node_origin``: rewritten node name -> the original node it belongs to, or None for nodes that
+    belong to a tensor (its Q/DQ pair, its Cast); ``tensor_origin``: rewritten tensor name -> the
+    original tensor (Q/DQ outputs, renamed outputs); ``reduced``: original nodes that run in the
+    reduced precision.
+    """
+
+    graph: Graph
+    node_origin: dict
+    tensor_origin: dict
+    reduced: frozenset = frozenset()
+    notes: list = field(default_factory=list)
+
+
+class _Consts(Mapping):
+    """The original graph's constants with some replaced or added (a lazy overlay)."""
+
+    def __init__(self, base, extra: dict):
+        self._base, self._extra = base, extra
+
+    def __getitem__(self, name):
+        if name in self._extra:
+            return self._extra[name]
+        return self._base[name]
+
+    def __contains__(self, name):
+        return name in self._extra or name in self._base
+
+    def __iter__(self):
+        yield from self._extra
+        yield from (n for n in self._base if n not in self._extra)
+
+    def __len__(self):
+        return len(set(self._extra) | set(self._base))
+
+
+_STAND_IN: dict = {}
+
+
+def _stand_in(dtype) -> np.ndarray:
+    """A one-element non-zero array: what a probe shows the sparsity check of a weight (see module doc)."""
+    dt = np.dtype(dtype)
+    if dt not in _STAND_IN:
+        _STAND_IN[dt] = np.ones((1,), dt)
+    return _STAND_IN[dt]
+
+
+def _np_dtype(name: str):
+    return {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
+            "int32": np.int32, "int64": np.int64}.get(name, np.float32)
+
+
+class _Builder:
+    """Mutable copy of a graph's records; :meth:`build` makes a new :class:`Graph`."""
+
+    def __init__(self, g: Graph, materialize: bool):
+        self.g = g
+        self.materialize = materialize
+        self.nodes: dict = {}
+        for r in g.ops:
+            self.nodes[r.name] = {"op": r.op_type, "domain": r.domain, "in": [t.name for t in r.inputs],
+                                  "out": [t.name for t in r.outputs], "attrs": r.attrs, "foldable": r.foldable,
+                                  "pos": float(r.index), "rec": r}
+        self.tensors: dict = dict(g.tensors)
+        self.extra: dict = {}
+        self.node_origin: dict = {r.name: r.name for r in g.ops}
+        self.tensor_origin: dict = {}
+        self.outputs = [t.name for t in g.outputs]
+        self.inputs = list(g.inputs)
+        self._seq = 0
+        self.writer: dict = {}
+        self.readers: dict = {}
+        for n, d in self.nodes.items():
+            self._index(n, d)
+        if not materialize:  # the weights of weighted nodes: stand-ins (see the module doc)
+            for r in g.ops:
+                if r.op_type in WEIGHTED_OPS and len(r.inputs) > 1 and _is_init(g, r.inputs[1].name):
+                    self.extra[r.inputs[1].name] = _stand_in(_np_dtype(r.inputs[1].dtype))
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _eps(self) -> float:
+        self._seq += 1
+        return self._seq * 1e-6
+
+    def tensor(self, name, shape, dtype, const=False, value=None, origin=None):
+        self.tensors[name] = Tensor(name, tuple(shape) if shape is not None else None, dtype, const)
+        if value is not None:
+            self.extra[name] = value
+        if origin is not None:
+            self.tensor_origin[name] = origin
+        return name
+
+    def _index(self, n, d):
+        for o in d["out"]:
+            if o:
+                self.writer[o] = n
+        for x in d["in"]:
+            if x:
+                self.readers.setdefault(x, set()).add(n)
+
+    def node(self, name, op, ins, outs, pos, origin, attrs=None, domain=""):
+        d = {"op": op, "domain": domain, "in": list(ins), "out": list(outs), "attrs": attrs or {},
+             "foldable": False, "pos": pos + self._eps(), "rec": None}
+        self.nodes[name] = d
+        self.node_origin[name] = origin
+        self._index(name, d)
+        return name
+
+    def remove(self, name):
+        d = self.nodes.pop(name)
+        for o in d["out"]:
+            if self.writer.get(o) == name:
+                del self.writer[o]
+        for x in d["in"]:
+            self.readers.get(x, set()).discard(name)
+
+    def producer(self, t):
+        return self.writer.get(t)
+
+    def replace_input(self, old, new, only=None):
+        """Every reader of ``old`` (or only node ``only``) reads ``new``."""
+        for n in list(self.readers.get(old, ())) if only is None else [only]:
+            d = self.nodes[n]
+            d["in"] = [new if x == old else x for x in d["in"]]
+            self.readers[old].discard(n)
+            self.readers.setdefault(new, set()).add(n)
+
+    def rename_output(self, old, new):
+        n = self.writer.pop(old, None)
+        if n is not None:
+            d = self.nodes[n]
+            d["out"] = [new if x == old else x for x in d["out"]]
+            self.writer[new] = n
+
+    def set_shape(self, name, shape):
+        t = self.tensors[name]
+        self.tensors[name] = replace(t, shape=tuple(shape))
+
+    def weight_value(self, name, dtype=None, shape=None, make=None):
+        """Value of a (new or resized) weight: real when materializing, a stand-in otherwise."""
+        if not self.materialize:
+            return _stand_in(dtype or np.float32)
+        return make() if make is not None else None
+
+    def build(self) -> Graph:
+        order = sorted(self.nodes.items(), key=lambda kv: kv[1]["pos"])
+        recs, producers, consumers = [], {}, {}
+        # constant folding as load_graph decides it: a DequantizeLinear is never folded, so what reads a
+        # quantized weight is no longer foldable
+        for name, d in order:
+            if d["op"] == "Constant" or not d["foldable"] and d["rec"] is not None:
+                continue
+            present = [x for x in d["in"] if x]
+            fold = d["op"] not in _NOT_FOLDABLE and bool(present) and all(
+                self.tensors.get(x) is not None and self.tensors[x].const for x in present)
+            if d["op"] in ("Shape", "Size") and d["rec"] is not None:
+                fold = d["foldable"]
+            d["foldable"] = fold
+            for o in d["out"]:
+                if o and o in self.tensors and self.tensors[o].const != fold:
+                    self.tensors[o] = replace(self.tensors[o], const=fold)
+        for i, (name, d) in enumerate(order):
+            ins = tuple(self.tensors.get(x) or Tensor(x, None, "unknown", False) if x else _NO for x in d["in"])
+            outs = tuple(self.tensors.get(x) or Tensor(x, None, "unknown", False) if x else _NO for x in d["out"])
+            recs.append(OpRecord(name, d["op"], d["domain"], ins, outs, d["attrs"], d["foldable"], i))
+            for o in d["out"]:
+                if o:
+                    producers[o] = i
+            for x in d["in"]:
+                if x:
+                    consumers.setdefault(x, []).append(i)
+        g = self.g
+        outs = [self.tensors.get(o) or Tensor(o, None, "unknown", False) for o in self.outputs]
+        ins = [self.tensors.get(t.name, t) for t in self.inputs]
+        return Graph(ops=recs, inputs=ins, outputs=outs, opset=g.opset, producers=producers, consumers=consumers,
+                     const_values=_Consts(g.const_values, self.extra), path=None, shape_source=g.shape_source,
+                     tensors=self.tensors, opsets=dict(g.opsets), control=dict(g.control), notes=list(g.notes))
+
+
+def _is_init(g: Graph, name: str) -> bool:
+    """An initializer (a constant no node produces), as onnxruntime.quantization's find_by_name sees it."""
+    return bool(name) and name in g.const_values and g.producer(name) is None and g.tensor(name).const
+
+
+def _is_float(g: Graph, name: str) -> bool:
+    return bool(name) and g.tensor(name).dtype in _FLOATS
+
+
+# ------------------------------------------------------------------------------------------------
+# static QDQ (quantize_static)
+
+
+@dataclass
+class _Marks:
+    act: dict = field(default_factory=dict)      # tensor -> None (activation or initializer), insertion order
+    shared: dict = field(default_factory=dict)   # tensor -> provider tensor
+    weight: dict = field(default_factory=dict)   # initializer -> None
+    bias: dict = field(default_factory=dict)     # (node, bias tensor) -> None
+    removed: dict = field(default_factory=dict)  # removed node -> (upstream output, its own output)
+    quantized: list = field(default_factory=list)
+
+
+def static_marks(g: Graph, quantize) -> _Marks:
+    """What ``QDQQuantizer.quantize_model`` marks, node by node in file order.
+
+    ``quantize(name) -> bool``: whether node ``name`` may be quantized (not in ``nodes_to_exclude``).
+    """
+    m = _Marks()
+    calibrated = set()
+    for r in g.ops:
+        if r.op_type in QDQ_OP_TYPES and r.domain == "":
+            for t in list(r.inputs) + list(r.outputs):
+                if t.name and t.dtype in _FLOATS and not _is_init(g, t.name):
+                    calibrated.add(t.name)
+    consumers = {k: len(v) for k, v in g.consumers.items()}
+    graph_outputs = {t.name for t in g.outputs}
+    graph_inputs = {t.name for t in g.inputs}
+    tq: dict = {}  # tensors_to_quantize: name -> ("act" | "weight" | ("shared", provider))
+
+    def quantizable(t):
+        return bool(t) and (_is_float(g, t) if (_is_init(g, t) or t in g.tensors) else False)
+
+    def act(t):
+        if quantizable(t) and t not in tq:
+            tq[t] = "act"
+
+    def weight(t):
+        if _is_init(g, t) and _is_float(g, t):
+            tq[t] = "weight"
+
+    def shared(t, provider):
+        if quantizable(t):
+            tq[t] = ("shared", provider)
+
+    def is_q(t):
+        return t in tq or any(b == t for _, b in m.bias)
+
+    def bias(node, t):
+        if _is_init(g, t) and _is_float(g, t):
+            m.bias[(node, t)] = None
+
+    renamed: dict = {}  # upstream output -> the removed activation's output that replaces it
+
+    for r in g.ops:
+        op = r.op_type
+        if op not in QDQ_OP_TYPES or r.domain != "" or not quantize(r.name):
+            continue
+        ins = [t.name for t in r.inputs]
+        outs = [t.name for t in r.outputs]
+        i0 = ins[0] if ins else ""
+        i0 = renamed.get(i0, i0)
+        before = len(tq), len(m.bias)
+        if op in ("Conv", "ConvTranspose"):
+            act(i0)
+            act(outs[0])
+            weight(ins[1])
+            if len(ins) == 3:
+                bias(r.name, ins[2])
+        elif op == "Gemm":
+            act(i0)
+            act(outs[0])
+            weight(ins[1])
+            if len(ins) == 3 and _is_init(g, ins[2]):
+                bias(r.name, ins[2])
+        elif op == "MatMul":
+            for t in ins + outs:
+                if _is_init(g, t):
+                    weight(t)
+                else:
+                    act(t)
+        elif op in _REMOVABLE:
+            if not is_q(i0):
+                continue
+            up, o = i0, outs[0]
+            if (o in calibrated and up in calibrated and consumers.get(up, 0) == 1 and up not in graph_outputs
+                    and up not in graph_inputs):
+                m.removed[r.name] = (up, o)
+                renamed[up] = o
+                tq.pop(up, None)
+                # the producer writes o now: what was marked on up is marked on o
+                act(o)
+            else:
+                act(i0)
+            act(o)
+        elif op in _FOLLOW_INPUT:
+            if (op == "MaxPool" and g.opset < 12) or (op == "Resize" and g.opset < 11):
+                continue
+            if is_q(i0):
+                shared(outs[0], i0)
+        elif op == "Pad":
+            for t in ins:
+                if t:
+                    act(t)
+            mode = r.attr("mode", "constant")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            same = mode in ("reflect", "edge", "wrap")
+            if mode == "constant":
+                v = g.const_values[ins[2]] if len(ins) > 2 and ins[2] and ins[2] in g.const_values else np.float32(0)
+                same = np.asarray(v).dtype in (np.float32, np.float16) and float(np.asarray(v).reshape(-1)[0]) == 0
+            if same:
+                shared(outs[0], i0)
+            else:
+                act(outs[0])
+        elif op == "Split":
+            if not is_q(i0):
+                act(i0)
+            for o in outs:
+                if o:
+                    shared(o, i0)
+        elif op in ("Gather", "GatherElements"):
+            if _is_init(g, i0) and _is_float(g, i0):
+                act(i0)
+                shared(outs[0], i0)
+            elif is_q(i0):
+                shared(outs[0], i0)
+        elif op == "Where":
+            if len(ins) > 2 and is_q(ins[1]) and is_q(ins[2]):
+                for o in outs:
+                    act(o)
+        elif op in _NORMS:
+            act(i0)
+            if _is_init(g, ins[1]):
+                weight(ins[1])
+            else:
+                act(ins[1])
+            if len(ins) > 2 and ins[2]:
+                bias(r.name, ins[2])
+            for o in outs:
+                act(o)
+        else:  # QDQOperatorBase: every input and output
+            for t in ins + outs:
+                act(t)
+        if (len(tq), len(m.bias)) != before or r.name in m.removed:
+            m.quantized.append(r.name)
+    for t, kind in tq.items():
+        if isinstance(kind, tuple):
+            m.shared[t] = kind[1]
+        elif kind == "weight":
+            m.weight[t] = None
+        else:
+            m.act[t] = None
+    return m
+
+
+def _q_params(b: _Builder, t: str, pos: float, origin: str, qtype="int8"):
+    """Add the Q/DQ pair of activation ``t`` (consumers read the DQ output; a graph output keeps its name)."""
+    tt = b.tensors[t]
+    shape = tt.shape
+    s = b.tensor(t + "_scale", (), "float32", True, np.float32(0.05))
+    z = b.tensor(t + "_zero_point", (), qtype, True, np.zeros((), _np_dtype(qtype)))
+    q_out = b.tensor(t + "_QuantizeLinear_Output", shape, qtype, origin=origin)
+    if t in b.outputs:
+        q_in = b.tensor(t + "_QuantizeLinear_Input", shape, tt.dtype, origin=origin)
+        b.rename_output(t, q_in)
+        dq_out = t
+        b.outputs = list(b.outputs)
+    else:
+        q_in = t
+        dq_out = b.tensor(t + "_DequantizeLinear_Output", shape, tt.dtype, origin=origin)
+        b.replace_input(t, dq_out)
+    b.node(t + "_QuantizeLinear", "QuantizeLinear", [q_in, s, z], [q_out], pos + 0.3, ("tensor", origin))
+    b.node(t + "_DequantizeLinear", "DequantizeLinear", [q_out, s, z], [dq_out], pos + 0.31, ("tensor", origin))
+
+
+def _weight_dq(b: _Builder, w: str, qtype: str, origin_node: str | None, pos: float):
+    """``w`` becomes an int8 (or int32 for biases) initializer behind a DequantizeLinear read by every
+    consumer of ``w``."""
+    tw = b.tensors[w]
+    src = b.g.const_values[w] if (b.materialize and w in b.g.const_values) else None
+
+    def make():
+        arr = np.asarray(src, np.float32)
+        if qtype == "int32":
+            return np.round(arr / 1e-4).astype(np.int32)
+        scale = float(np.abs(arr).max()) / 127.0 or 1.0
+        return np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
+
+    val = b.weight_value(w + "_quantized", _np_dtype(qtype), tw.shape, make) if src is not None or \
+        not b.materialize else np.ones(tw.shape or (1,), _np_dtype(qtype))
+    qn = b.tensor(w + "_quantized", tw.shape, qtype, True, val)
+    s = b.tensor(w + "_scale", (), "float32", True, np.float32(0.01))
+    z = b.tensor(w + "_zero_point", (), qtype, True, np.zeros((), _np_dtype(qtype)))
+    out = w if qtype == "int32" else w + "_DequantizeLinear_Output"
+    if qtype != "int32":
+        b.tensor(out, tw.shape, tw.dtype, origin=None)
+        b.replace_input(w, out)
+    else:
+        b.tensors[w] = replace(tw, const=False)
+        b.extra.pop(w, None)
+    b.node(w + "_DequantizeLinear", "DequantizeLinear", [qn, s, z], [out], pos - 0.4, origin_node)
+
+
+def static_qdq(g: Graph, quantize, prune: dict | None = None, groups: dict | None = None,
+               materialize: bool = False) -> Rewritten:
+    """``g`` as ``quantize_static(quant_format=QDQ)`` with defaults leaves it (see the module doc).
+
+    ``quantize(name) -> bool``: whether node ``name`` may be quantized; ``prune``: {head node:
+    ratio} with ``groups`` their :func:`channel_group` results.
+    """
+    b = _Builder(g, materialize)
+    if prune:
+        _apply_prune(b, prune, groups)
+    marks = static_marks(g, quantize)
+    # removed activations: the upstream node writes the activation's output
+    for name, (up, o) in marks.removed.items():
+        b.remove(name)
+        b.rename_output(up, o)
+        b.tensor_origin[up] = o
+    pos_of = {}
+    for n, d in b.nodes.items():
+        for o in d["out"]:
+            pos_of[o] = d["pos"]
+    first_use = {}
+    for n, d in sorted(b.nodes.items(), key=lambda kv: kv[1]["pos"]):
+        for x in d["in"]:
+            first_use.setdefault(x, (d["pos"], n))
+    bias_nodes = {}
+    for (node, t) in marks.bias:
+        bias_nodes.setdefault(t, []).append(node)
+    for t in list(marks.act) + list(marks.weight):
+        if _is_init(g, t):
+            if t in bias_nodes:
+                continue
+            pos, user = first_use.get(t, (0.0, None))
+            _weight_dq(b, t, "int8", user, pos)
+        else:
+            prod_pos = pos_of.get(t, -1.0)
+            origin = b.tensor_origin.get(t, t)
+            _q_params(b, t, prod_pos, origin)
+    for t in marks.shared:
+        if t in marks.act or _is_init(g, t):
+            continue
+        _q_params(b, t, pos_of.get(t, -1.0), b.tensor_origin.get(t, t))
+    for t, users in bias_nodes.items():
+        for k, node in enumerate(users):
+            name = t if k == 0 else f"{t}_{k}"
+            if k:
+                b.tensor(name, b.tensors[t].shape, b.tensors[t].dtype, True)
+                b.replace_input(t, name, only=node)
+            _weight_dq(b, name, "int32", node, b.nodes[node]["pos"])
+    reduced = frozenset(n for n in marks.quantized if n not in marks.removed)
+    return Rewritten(b.build(), b.node_origin, b.tensor_origin, reduced)
+
+
+# ------------------------------------------------------------------------------------------------
+# channel pruning
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """The tensors and weights whose channel count follows ``head``'s output channels.
+
+    ``tensors``: {tensor: channel axis}; ``weights``: {(node, const input): axis} of the weights and
+    per-channel constants that shrink with it (the head's output axis, the consumers' input axis);
+    ``depthwise``: depthwise convs inside the group (their ``group`` attribute shrinks too);
+    ``channels``: the head's output channels. ``reason``: why pruning ``head`` is refused ("" when
+    it is not).
+    """
+
+    head: str
+    channels: int = 0
+    tensors: tuple = ()
+    weights: tuple = ()
+    depthwise: tuple = ()
+    ends: tuple = ()
+    reason: str = ""
+
+
+_PASS_UNARY = frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish", "Gelu", "Erf",
+                         "Exp", "Neg", "Abs", "Identity", "Dropout", "Softplus", "Selu", "Elu", "Cast", "Sqrt",
+                         "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Mish",
+                         "QuickGelu", "FastGelu"})
+_PASS_BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu"})
+
+
+def _weight_out_axis(g: Graph, r: OpRecord):
+    """(output-channel axis of the weight, channel axis of the output) of weighted node ``r``, or None."""
+    if len(r.inputs) < 2 or not r.inputs[1].name or not g.tensor(r.inputs[1].name).const:
+        return None
+    ws = g.tensor(r.inputs[1].name).shape
+    if ws is None:
+        return None
+    if r.op_type == "Conv":
+        return (0, 1) if int(r.attr("group", 1) or 1) == 1 else None
+    if r.op_type == "ConvTranspose":
+        return (1, 1) if int(r.attr("group", 1) or 1) == 1 else None
+    if r.op_type == "Gemm":
+        return (0 if r.attr("transB", 0) else 1, 1)
+    if r.op_type == "MatMul" and len(ws) == 2:
+        out = r.outputs[0].shape
+        return (1, len(out) - 1) if out else None
+    return None
+
+
+def channel_group(g: Graph, head: str) -> ChannelGroup:
+    """The channel group of weighted node ``head`` (see :class:`ChannelGroup`); ``reason`` set when
+    pruning its output channels would break the graph: a residual Add or a Concat joining it to
+    another branch, a reshape of the channel axis, a graph output, an op that mixes channels."""
+    r = next((x for x in g.ops if x.name == head), None)
+    if r is None or r.op_type not in WEIGHTED_OPS:
+        return ChannelGroup(head, reason="not a Conv, ConvTranspose, Gemm or MatMul with a constant weight")
+    axes = _weight_out_axis(g, r)
+    if axes is None:
+        return ChannelGroup(head, reason=f"{r.op_type} {head!r} is grouped or its weight is not a constant matrix")
+    w_axis, c_axis = axes
+    out = r.outputs[0].name
+    shape = g.tensor(out).shape
+    if shape is None:
+        return ChannelGroup(head, reason=f"the shape of {out!r} is unknown")
+    channels = int(shape[c_axis])
+    tensors = {out: c_axis}
+    weights = {(head, r.inputs[1].name): w_axis}
+    if len(r.inputs) > 2 and r.inputs[2].name:
+        weights[(head, r.inputs[2].name)] = 0
+    depthwise, ends = [], []
+    outputs = {t.name for t in g.outputs}
+    todo = [out]
+    while todo:
+        t = todo.pop()
+        ax = tensors[t]
+        if t in outputs:
+            return ChannelGroup(head, reason=f"its channels reach the graph output {t!r}")
+        for c in g.consumer_ops(t):
+            op = c.op_type
+            data = [x.name for x in c.inputs if x.name and not g.tensor(x.name).const]
+            consts = [x.name for x in c.inputs if x.name and g.tensor(x.name).const]
+            if op in WEIGHTED_OPS and c.inputs[0].name == t:
+                if op == "Conv" and int(c.attr("group", 1) or 1) > 1:
+                    cs = g.tensor(c.inputs[1].name).shape
+                    if cs is not None and cs[1] == 1 and int(c.attr("group")) == channels:
+                        depthwise.append(c.name)
+                        weights[(c.name, c.inputs[1].name)] = 0
+                        if len(c.inputs) > 2 and c.inputs[2].name:
+                            weights[(c.name, c.inputs[2].name)] = 0
+                        o = c.outputs[0].name
+                        if o not in tensors:
+                            tensors[o] = 1
+                            todo.append(o)
+                        continue
+                    return ChannelGroup(head, reason=f"grouped Conv {c.name!r} reads it")
+                if op == "MatMul" and not (len(c.inputs) > 1 and g.tensor(c.inputs[1].name).const):
+                    return ChannelGroup(head, reason=f"MatMul {c.name!r} multiplies it by another activation")
+                if op == "Gemm" and c.attr("transA", 0):
+                    return ChannelGroup(head, reason=f"Gemm {c.name!r} transposes it")
+                ws = g.tensor(c.inputs[1].name).shape
+                in_axis = {"Conv": 1, "ConvTranspose": 0}.get(op)
+                if op == "Gemm":
+                    in_axis = 1 if c.attr("transB", 0) else 0
+                if op == "MatMul":
+                    in_axis = len(ws) - 2
+                weights[(c.name, c.inputs[1].name)] = in_axis
+                ends.append(c.name)
+                continue
+            if op == "BatchNormalization" or op == "InstanceNormalization":
+                for x in c.inputs[1:]:
+                    if x.name:
+                        weights[(c.name, x.name)] = 0
+            elif op == "LayerNormalization":
+                if ax != len(g.tensor(t).shape) - 1:
+                    return ChannelGroup(head, reason=f"LayerNormalization {c.name!r} normalizes another axis")
+                for x in c.inputs[1:]:
+                    if x.name:
+                        weights[(c.name, x.name)] = 0
+            elif op in _PASS_UNARY or op in ("QuantizeLinear", "DequantizeLinear"):
+                pass
+            elif op in _PASS_BINARY or op == "Where":
+                others = [x for x in data if x not in tensors]
+                if others:
+                    kind = "residual Add" if op in ("Add", "Sum") else op
+                    return ChannelGroup(head, reason=f"{kind} {c.name!r} joins it to {others[0]!r} (another branch); "
+                                                     f"prune them together or not at all")
+                rank = len(g.tensor(t).shape)
+                for x in consts:
+                    cs = g.tensor(x).shape or ()
+                    # a constant broadcast along the channel axis shrinks with it
+                    k = len(cs) - (rank - ax)
+                    if 0 <= k < len(cs) and cs[k] == channels and channels > 1:
+                        weights[(c.name, x)] = k
+            elif op == "Flatten" and all(d == 1 for d in (g.tensor(t).shape or ())[ax + 1:]) and \
+                    int(c.attr("axis", 1)) == ax:
+                pass
+            elif op in ("Concat", "Sum"):
+                return ChannelGroup(head, reason=f"{op} {c.name!r} joins it to other branches; prune them together "
+                                                 "or not at all")
+            else:
+                return ChannelGroup(head, reason=f"{op} {c.name!r} reads its channels (only normalisation, "
+                                                 "activations, pools and elementwise ops pass a pruned channel on)")
+            for o in c.outputs:
+                if o.name and o.name not in tensors and not g.tensor(o.name).const:
+                    tensors[o.name] = ax if op != "Flatten" else 1
+                    todo.append(o.name)
+    if not ends:
+        return ChannelGroup(head, reason="no Conv, Gemm or MatMul consumes its channels")
+    return ChannelGroup(head, channels, tuple(tensors.items()), tuple(weights.items()), tuple(depthwise),
+                        tuple(ends))
+
+
+def kept_channels(channels: int, ratio: float) -> int:
+    """Channels left after pruning ``ratio`` of ``channels`` (rounded, at least one)."""
+    return max(1, int(round(channels * (1.0 - ratio))))
+
+
+def _apply_prune(b: _Builder, prune: dict, groups: dict) -> None:
+    for head, ratio in prune.items():
+        if not ratio:
+            continue
+        grp = groups[head]
+        keep = kept_channels(grp.channels, ratio)
+        for t, ax in grp.tensors:
+            s = list(b.tensors[t].shape)
+            s[ax] = keep
+            b.set_shape(t, s)
+        for (node, w), ax in grp.weights:
+            tw = b.tensors[w]
+            s = list(tw.shape)
+            if ax >= len(s) or s[ax] != grp.channels:
+                continue
+            s[ax] = keep
+            b.set_shape(w, s)
+            src = b.g.const_values[w] if w in b.g.const_values else None
+            if b.materialize and src is not None:
+                b.extra[w] = np.take(np.asarray(src), np.arange(keep), axis=ax)
+            elif not b.materialize and node in b.nodes and b.nodes[node]["op"] in WEIGHTED_OPS and \
+                    b.nodes[node]["in"][1] == w:
+                b.extra[w] = _stand_in(_np_dtype(tw.dtype))
+            elif src is not None:
+                b.extra[w] = np.take(np.asarray(src), np.arange(keep), axis=ax)
+        for node in grp.depthwise:
+            b.nodes[node]["attrs"] = dict(b.nodes[node]["attrs"], group=keep)
+
+
+# ------------------------------------------------------------------------------------------------
+# dynamic int8 (quantize_dynamic)
+
+
+def dynamic_marks(g: Graph, quantize) -> list:
+    """Original nodes ``quantize_dynamic`` turns into integer kernels (Conv, MatMul and Gemm with a
+    constant weight, Gather of a float table), given ``quantize(name) -> bool``."""
+    out = []
+    for r in g.ops:
+        if r.domain != "" or not quantize(r.name) or r.foldable and r.op_type != "Gather":
+            continue
+        ins = [t.name for t in r.inputs]
+        if r.op_type == "Conv" and len(ins) > 1 and _is_init(g, ins[1]) and _is_float(g, ins[0]):
+            out.append(r.name)
+        elif r.op_type in ("MatMul", "Gemm") and len(ins) > 1 and _is_init(g, ins[1]) and _is_float(g, ins[1]):
+            if r.op_type == "Gemm" and not _gemm_as_matmul(r):
+                continue
+            out.append(r.name)
+        elif r.op_type == "Gather" and _is_init(g, ins[0]) and _is_float(g, ins[0]):
+            out.append(r.name)
+    return out
+
+
+def _gemm_as_matmul(r: OpRecord) -> bool:
+    """Whether quantize_dynamic rewrites Gemm ``r`` as MatMul + Add (alpha = beta = 1, A not transposed)."""
+    return float(r.attr("alpha", 1.0)) == 1.0 and float(r.attr("beta", 1.0)) == 1.0 and not r.attr("transA", 0)
+
+
+def dynamic_int8(g: Graph, quantize, prune: dict | None = None, groups: dict | None = None,
+                 materialize: bool = False) -> Rewritten:
+    """``g`` as ``quantize_dynamic`` with defaults leaves it (see the module doc): every Gemm it can
+    becomes MatMul + Add first (quantized or not), then Conv -> ConvInteger, MatMul -> MatMulInteger
+    (constant B only, as its MatMulConstBOnly default says), Gather of a float table -> Gather of an
+    int8 table + DequantizeLinear; one DynamicQuantizeLinear per quantized activation."""
+    b = _Builder(g, materialize)
+    if prune:
+        _apply_prune(b, prune, groups)
+    chosen = set(dynamic_marks(g, quantize))
+    # Gemm -> MatMul + Add, for every Gemm (ONNXModel.replace_gemm_with_matmul runs before quantizing)
+    for r in g.ops:
+        if r.op_type != "Gemm" or r.domain != "" or not _gemm_as_matmul(r):
+            continue
+        d = b.nodes[r.name]
+        a, w = d["in"][0], d["in"][1]
+        c = d["in"][2] if len(d["in"]) > 2 else ""
+        out = d["out"][0]
+        if r.attr("transB", 0):
+            ws = b.tensors[w].shape
+            wt = b.tensor(w + "_Transposed", (ws[1], ws[0]) if ws else None, b.tensors[w].dtype, True,
+                          _stand_in(np.float32) if not materialize else np.asarray(g.const_values[w]).T)
+            w = wt
+        b.remove(r.name)
+        mm_out = b.tensor(out + "_MatMul", b.tensors[out].shape, b.tensors[out].dtype) if c else out
+        b.node(r.name, "MatMul", [a, w], [mm_out], d["pos"], r.name)
+        if c:
+            b.node(r.name + "_Add", "Add", [mm_out, c], [out], d["pos"] + 0.01, r.name)
+    dql: dict = {}
+
+    def quantize_input(x, pos):
+        if x in dql:
+            return dql[x]
+        shape = b.tensors[x].shape
+        origin = b.tensor_origin.get(x, x)
+        q = b.tensor(x + "_quantized", shape, "uint8", origin=origin)
+        s = b.tensor(x + "_scale", (), "float32", origin=origin)
+        z = b.tensor(x + "_zero_point", (), "uint8", origin=origin)
+        p = b.nodes[b.producer(x)]["pos"] if b.producer(x) else -1.0
+        b.node(x + "_QuantizeLinear", "DynamicQuantizeLinear", [x], [q, s, z], p + 0.3, ("tensor", origin))
+        dql[x] = (q, s, z)
+        return dql[x]
+
+    def qweight(w, node):
+        tw = b.tensors[w]
+        val = _stand_in(np.int8) if not materialize else np.clip(
+            np.round(np.asarray(g.const_values[w] if w in g.const_values else b.extra[w], np.float32) /
+                     (float(np.abs(np.asarray(g.const_values[w] if w in g.const_values else b.extra[w])).max())
+                      / 127.0 or 1.0)), -127, 127).astype(np.int8)
+        wq = b.tensor(w + "_quantized", tw.shape, "int8", True, val)
+        ws = b.tensor(w + "_scale", (), "float32", True, np.float32(0.01))
+        wz = b.tensor(w + "_zero_point", (), "int8", True, np.zeros((), np.int8))
+        return wq, ws, wz
+
+    for name in sorted(chosen, key=lambda n: b.nodes[n]["pos"]):
+        d = b.nodes[name]
+        op, pos = d["op"], d["pos"]
+        ins, out = d["in"], d["out"][0]
+        shape, dt = b.tensors[out].shape, b.tensors[out].dtype
+        if op == "Gather":
+            wq, ws, wz = qweight(ins[0], name)
+            b.remove(name)
+            oq = b.tensor(out + "_quantized", shape, "int8")
+            b.node(name, "Gather", [wq, ins[1]], [oq], pos, name, attrs=d["attrs"])
+            b.node(out + "_DequantizeLinear", "DequantizeLinear", [oq, ws, wz], [out], pos + 0.01, name)
+            continue
+        xq, xs, xz = quantize_input(ins[0], pos)
+        wq, ws, wz = qweight(ins[1], name)
+        b.remove(name)
+        integer = "ConvInteger" if op == "Conv" else "MatMulInteger"
+        acc = b.tensor(out + "_output_quantized", shape, "int32")
+        b.node(name + "_quant", integer, [xq, wq, xz, wz], [acc], pos, name,
+               attrs=d["attrs"] if op == "Conv" else None)
+        cast = b.tensor(acc + "_cast_output", shape, dt)
+        b.node(acc + "_cast", "Cast", [acc], [cast], pos + 0.01, name, attrs={"to": 1})
+        sm = b.tensor(name + "_quant_scales_mul:0", (), "float32")
+        b.node(name + "_quant_scales_mul", "Mul", [xs, ws], [sm], pos - 0.01, name)
+        bias = ins[2] if op == "Conv" and len(ins) > 2 and ins[2] else ""
+        scaled = b.tensor(out + "_scaled", shape, dt) if bias else out
+        b.node(name + "_quant_output_scale_mul", "Mul", [cast, sm], [scaled], pos + 0.02, name)
+        if bias:
+            bs = b.tensors[bias].shape
+            rs = b.tensor(out + "_bias_reshape_shape", (len(b.tensors[ins[1]].shape),), "int64", True,
+                          np.array([1, -1] + [1] * (len(b.tensors[ins[1]].shape) - 2), np.int64))
+            ro = b.tensor(out + "_bias_reshape_output", (1, bs[0]) + (1,) * (len(shape) - 2), dt, True)
+            b.node(out + "_bias_reshape", "Reshape", [bias, rs], [ro], pos + 0.03, name)
+            b.nodes[out + "_bias_reshape"]["foldable"] = True
+            b.node(out + "_bias_add", "Add", [scaled, ro], [out], pos + 0.04, name)
+    return Rewritten(b.build(), b.node_origin, b.tensor_origin, frozenset(chosen))

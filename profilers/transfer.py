@@ -1,0 +1,275 @@
+"""Transfer calibration: a profile for this host from a base profile and a time budget.
+
+``latency calibrate --target T --from BASE --budget 10m`` runs :func:`transfer`:
+
+1. probes: the base profile's rows in :func:`latency.transfer.probe_order` (per op kind and
+   precision in proportion to how much of typical models' time each takes and how many shapes the
+   base plan has, spread over each kind's variants and latency range) are measured on this host
+   with the sweep's protocol (``profilers.sweep.run_sweep``: fresh-session phases, round-robin
+   rounds, min of round medians, every round kept) until the probe share of the budget is spent;
+2. the transfer (:func:`latency.transfer.fit_transfer`) is fitted on probe / base pairs, and every
+   base row this host did not measure is written scaled, with source ``transferred``;
+3. the regressors are retrained on the new table (``latency.regressor.train_all``), and the in-model
+   context and overhead refitted on this host (``profilers.calibrate``) when the budget allows;
+   otherwise the base's context and overhead are copied and the summary says so.
+
+The new profile has the usual layout (NAME.db, NAME.regressors/, NAME.context.json,
+NAME.overhead.json, NAME.calibration.json) plus NAME.transfer.json (the fitted curves and how they
+were made), by default in the user profile directory, never in the shipped one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+
+from latency.errors import LatencyError
+from latency.ops import Config
+from latency.profiles import (INCOMPLETE, ProfileInfo, companion, discover, host_device, is_shipped, read_cpu, read_profile,
+                              user_profiles_dir, write_device_record)
+from latency.store import Store
+from latency.transfer import (MIN_PROBES, TRANSFERRED, TransferError, TransferModel, fit_transfer, group_of,
+                              probe_order)
+
+#: what the steps after the probes cost on this kind of host (2 vCPU EPYC), seconds: the write of
+#: ~24k transferred rows, retraining every kind's regressor on them, and a calibration
+#: (profilers.calibrate with its defaults: FIT models end to end, in-model kernel times, the fits)
+WRITE_S, TRAIN_S, CALIBRATE_S = 15.0, 75.0, 150.0
+#: the least probe time worth a transfer, and the least left to probes before calibration or
+#: training is given up to make room for them
+MIN_PROBE_S, PROBE_FLOOR_S = 20.0, 120.0
+#: probes measured per second at best (to bound the probe list; the budget stops the sweep)
+MAX_PROBES_PER_S = 20.0
+#: time weight of a precision relative to fp32 when sharing probes between groups
+PRECISION_WEIGHT = {"fp32": 1.0, "int8": 0.5, "int8_dynamic": 0.2, "fp16": 0.05}
+
+
+def _family(target) -> tuple:
+    """Targets whose kernels share table keys and measuring protocol: same device kind, runtime and
+    ISA family (x86 AVX2 and AVX-512 are one family; ARM, GPUs and the fake target each another)."""
+    return target.device, target.runtime, (target.isa or "").split("-")[0]
+
+
+def resolve_base(spec: str, target) -> ProfileInfo:
+    """The base profile named by ``spec``: a profile database path, or a target name (its measured
+    profile closest to this host)."""
+    from latency.profiles import closest
+    from latency.targets import get_target, targets
+
+    p = Path(spec)
+    if p.suffix == ".db" or p.exists():
+        if not p.exists():
+            raise LatencyError(f"base profile {spec} does not exist")
+        infos = read_profile(p, "shipped" if is_shipped(p) else "user")
+        if not infos:
+            raise LatencyError(f"base profile {spec} holds no target")
+        same = [i for i in infos if i.target == target.name]
+        info = same[0] if same else infos[0]
+    elif spec in targets():
+        cands = [i for i in discover() if i.target == spec and i.provenance == "measured"]
+        if not cands:
+            raise LatencyError(f"target {spec} has no measured profile to transfer from")
+        info, _ = closest(cands, host_device())
+        info = info or cands[0]
+    else:
+        raise LatencyError(f"--from {spec!r} is neither a profile database nor a target; valid targets: "
+                           f"{', '.join(sorted(targets()))}")
+    base_t = get_target(info.target)
+    if _family(base_t) != _family(target):
+        raise TransferError(f"base profile {info.path} holds {info.target} ({base_t.description}), another family "
+                            f"than {target.name} ({target.description}): its kernels are not this target's; "
+                            f"transfer from a profile of the same family")
+    return info
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
+
+
+def default_db(target) -> Path:
+    """``<user profiles>/<target>.<device>.db``: the profile a transfer writes by default."""
+    d = host_device()
+    dev = _slug(" ".join(x for x in (d.get("cpu_model") or "cpu", d.get("cpu_family_model") or "") if x))
+    return user_profiles_dir() / f"{target.name}.{dev}.db"
+
+
+def group_weights(base_rows, base_info: ProfileInfo, target) -> dict:
+    """(kind, precision) -> probe weight: half by the kind's share of the FIT models' kernel time
+    (priced by the base profile, per precision by :data:`PRECISION_WEIGHT`), half by the square
+    root of the group's rows in the base (its plan's emphasis, damped so small kinds get a share)."""
+    from latency.estimator import Estimator
+
+    from . import zoo
+
+    est = Estimator(base_info.target, profile=base_info.path, context=False, overhead=False, check_host=False)
+    share: dict = {}
+    for name in zoo.FIT:
+        try:
+            e = est.estimate(zoo.build(name))
+        except LatencyError:
+            continue
+        for k in e.kernels:
+            share[k.kind] = share.get(k.kind, 0.0) + k.latency_us / max(e.kernel_sum_us, 1e-9)
+    counts: dict = {}
+    for key, _ in base_rows:
+        c = Config.from_key(key)
+        if c.sparsity == "0":
+            counts[group_of(c)] = counts.get(group_of(c), 0) + 1
+    imp = {g: share.get(g[0], 0.0) * PRECISION_WEIGHT.get(g[1], 0.1) for g in counts}
+    ti, tc = sum(imp.values()) or 1.0, sum(math.sqrt(n) for n in counts.values())
+    return {g: 0.5 * imp[g] / ti + 0.5 * math.sqrt(n) / tc for g, n in counts.items()}
+
+
+def _plan_steps(budget_s: float, calibrate: bool | None, train: bool | None) -> tuple[float, bool, bool]:
+    """(probe seconds, calibrate, train) for a budget; TransferError when it cannot fit a transfer."""
+    avail = budget_s - WRITE_S
+    if avail < MIN_PROBE_S:
+        raise TransferError(f"a budget of {budget_s:.0f} s cannot fit a transfer: it needs at least "
+                            f"{MIN_PROBE_S + WRITE_S:.0f} s ({MIN_PROBES}+ probes and writing the profile); "
+                            f"10m gives probes, regressors and an in-model calibration")
+    do_train = train if train is not None else avail - TRAIN_S >= PROBE_FLOOR_S
+    do_cal = calibrate if calibrate is not None else avail - TRAIN_S * do_train - CALIBRATE_S >= PROBE_FLOOR_S
+    probe_s = avail - TRAIN_S * do_train - CALIBRATE_S * do_cal
+    if probe_s < MIN_PROBE_S:
+        raise TransferError(f"a budget of {budget_s:.0f} s leaves {probe_s:.0f} s for probes after "
+                            f"{'training ' if do_train else ''}{'and ' if do_train and do_cal else ''}"
+                            f"{'calibration ' if do_cal else ''}(at least {MIN_PROBE_S:.0f} s needed): "
+                            "give a bigger budget or leave those steps out")
+    return probe_s, do_cal, do_train
+
+
+def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | None = 0, calibrate: bool | None = None,
+             train: bool | None = None, max_probes: int | None = None, protocol=None, progress=None,
+             argv: str = "") -> dict:
+    """Measure probes on this host, fit the transfer from ``base`` and write a profile for ``target``.
+
+    ``base``: a profile database path or a target name. ``db``: the profile to write (default
+    :func:`default_db`; never a shipped one). ``calibrate``/``train``: None decides by the budget.
+    ``max_probes``: measure at most this many (default: as many as the budget allows). Returns a
+    summary dict (paths, probes measured, what was refitted or copied, seconds per step)."""
+    from .sweep import run_sweep
+
+    say = progress or (lambda msg: None)
+    t0 = time.monotonic()
+    ok, why = target.host_supported()
+    if not ok:
+        raise LatencyError(why)
+    info = resolve_base(base, target)
+    probe_s, do_cal, do_train = _plan_steps(budget_s, calibrate, train)
+    db = Path(db) if db else default_db(target)
+    if is_shipped(db):
+        raise LatencyError(f"{db} is inside the shipped profiles, which are never written to: pass --db FILE")
+    if Path(db).resolve() == Path(info.path).resolve():
+        raise TransferError(f"--db {db} is the base profile itself: write the transfer into a profile of its own")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with Store(info.path, readonly=True) as st:
+        bdf = st.measurements(st.find_target(info.target), ok_only=True)
+    base_rows = [(k, float(v)) for k, v in zip(bdf["key"], bdf["latency_us"]) if v and v > 0]
+    base_lat = {Config.from_key(k).hash: (k, v) for k, v in base_rows}  # key hash -> (key, base us)
+    n_cap = int(min(max_probes or 1e9, probe_s * MAX_PROBES_PER_S))
+    say(f"base {info.path} ({info.target}, {len(base_rows)} rows, {info.describe()}); choosing up to {n_cap} probes")
+    order = probe_order(base_rows, n_cap, group_weights=group_weights(base_rows, info, target))
+    timings = {"choose_s": round(time.monotonic() - t0, 1)}
+
+    with Store(db) as st:
+        tid0 = st.find_target(target.name)
+        if tid0 is not None:
+            st.delete_rows(tid0, TRANSFERRED)  # rewritten below from this run's fit; measured rows stay
+        say(f"measuring probes for up to {probe_s:.0f} s into {db}")
+        t1 = time.monotonic()
+        try:
+            r = run_sweep(st, target, [Config.from_key(k) for k in order], budget_s=probe_s, argv=argv,
+                          protocol=protocol, cores=[core] if core is not None else None, progress=False)
+            timings["probes_s"] = round(time.monotonic() - t1, 1)
+            tid = r.target_id
+            mine = st.measurements(tid, ok_only=True)
+            mine = mine[mine["source"] == "measured"]
+            pairs = [(base_lat[h][0], base_lat[h][1], float(v))
+                     for h, v in zip(mine["key_hash"], mine["latency_us"]) if h in base_lat]
+            say(f"{r.measured} probes measured now ({r.failed} failed), {len(pairs)} measured rows pair with the base")
+            model = fit_transfer(pairs)
+            t1 = time.monotonic()
+            n_rows = write_transferred(st, tid, model, base_rows, set(mine["key_hash"]), info.path, argv)
+        except BaseException as e:
+            # the probes stay (a rerun adds to them), but a profile of a few rows must never be taken
+            # for this host's: host matching skips an incomplete one
+            if st.find_target(target.name) is not None:
+                write_device_record(st, target.name, host_device(), INCOMPLETE,
+                                    f"transfer from {info.path} did not finish ({type(e).__name__}); its probes "
+                                    "are kept for the next run")
+            raise
+        note = (f"transferred from {Path(info.path).name} ({info.origin}; {info.describe()}) with {len(pairs)} probes "
+                f"measured here; {n_rows} rows scaled by per-kind curves (.transfer.json)")
+        write_device_record(st, target.name, host_device(), TRANSFERRED, note)
+        timings["write_s"] = round(time.monotonic() - t1, 1)
+    model_path = companion(db, ".transfer.json")
+    with open(model_path, "w") as f:
+        json.dump({"base": {"path": info.path, "target": info.target, "origin": info.origin,
+                            "device": info.device, "describe": info.describe()},
+                   "host": {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")},
+                   "probes": len(pairs), "probe_order": "latency.transfer.probe_order", "model": model.to_dict(),
+                   "made_at": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
+    out = {"db": str(db), "base": info.path, "probes": len(pairs), "probes_new": r.measured, "failed": r.failed,
+           "transferred_rows": n_rows, "transfer": str(model_path), "model": model}
+    left = lambda: budget_s - (time.monotonic() - t0)  # noqa: E731
+    # retrain when it was planned and still fits (probes may have ended early and left room)
+    if train is not False and (do_train or left() >= TRAIN_S + (CALIBRATE_S if do_cal else 0)):
+        from latency.regressor import train_all
+
+        t1 = time.monotonic()
+        say("training the regressors on the new table")
+        with Store(db, readonly=True) as st:
+            rep = train_all(st, st.find_target(target.name), companion(db, ".regressors"))
+        timings["train_s"] = round(time.monotonic() - t1, 1)
+        out["regressors"] = f"retrained ({int((rep['status'] == 'trained').sum())} kinds)"
+    else:
+        reg = companion(db, ".regressors")
+        out["regressors"] = ("none: the budget left no time to train (kernels without a row are priced by the "
+                             "FLOPs/bytes prior fitted on the new table)" if not reg.exists() else
+                             "kept from an earlier run (not retrained: no time left in the budget)")
+    if calibrate is not False and (do_cal or left() >= CALIBRATE_S):
+        from .calibrate import calibrate as run_calibration
+
+        t1 = time.monotonic()
+        say("calibrating the in-model context and overhead on this host")
+        c = run_calibration(target, profile=str(db), progress=say)
+        timings["calibrate_s"] = round(time.monotonic() - t1, 1)
+        out["context"] = f"refitted here ({c['pairs']} kernel pairs from {c['models']} models)"
+    else:
+        copied = []
+        for suffix in (".context.json", ".overhead.json"):
+            src = companion(info.path, suffix)
+            if src.exists():
+                shutil.copyfile(src, companion(db, suffix))
+                copied.append(suffix[1:])
+        out["context"] = (f"copied from the base ({', '.join(copied)}; fitted on the base's host, not this one): "
+                          "the budget left no time to calibrate" if copied else "none (the base has none)")
+    timings["total_s"] = round(time.monotonic() - t0, 1)
+    out["timings"] = timings
+    return out
+
+
+def write_transferred(store: Store, target_id: str, model: TransferModel, base_rows, skip_hashes, base_path,
+                      argv: str = "") -> int:
+    """Write ``model`` applied to ``base_rows`` ((key, base us) pairs) into ``store`` for ``target_id``
+    as rows of source ``transferred`` (their base latency and ratio in ``extra``), except the key
+    hashes in ``skip_hashes`` (measured here); one run records it. Returns the rows written."""
+    skip = set(skip_hashes)
+    groups: dict = {}
+    for k, v in base_rows:
+        c = Config.from_key(k)
+        if c.hash not in skip:
+            groups.setdefault(group_of(c), []).append((k, v))
+    run_id = store.start_run(target_id, None, f"transfer from {base_path}", None, argv)
+    rows = []
+    for (kind, prec), items in groups.items():
+        for (k, v), n in zip(items, model.apply(kind, prec, [v for _, v in items])):
+            rows.append({"target_id": target_id, "key": k, "latency_us": float(n), "source": TRANSFERRED,
+                         "run_id": run_id, "extra": {"base_us": round(v, 3), "ratio": round(float(n / v), 4)}})
+    store.upsert_measurements(rows)
+    store.finish_run(run_id, "done", len(rows), 0)
+    return len(rows)

@@ -1,0 +1,209 @@
+"""Transfer calibration: probe choice, the curve fit, a transferred profile written, found and used."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import latency.profiles as P
+from latency.cli import main
+from latency.estimator import Estimator
+from latency.ops import Config
+from latency.store import Store
+from latency.targets import choose_default, get_target
+from latency.transfer import (MIN_PROBES, TransferError, TransferModel, description_model, fit_transfer,
+                              identity_model, probe_order)
+from profilers.measure import Protocol
+from profilers.plans import model_kernels, plan
+from tests.models import small_cnn
+
+FAST = Protocol(phases=1, rounds_per_phase=2, warmup=1, min_runs=3, max_runs=5, remeasure_phases=0)
+EPYC4 = {"vendor": "AMD", "cpu_model": "AMD EPYC", "arch": "x86_64", "l2_mb": 1.0, "llc_mb": 32.0,
+         "cpu_flags": ["avx", "avx2", "avx512bw", "avx512f", "avx512vl", "avx512_vnni", "f16c", "fma", "sse4_1"],
+         "runtime": "onnxruntime", "runtime_version": "1.32.0"}
+
+
+def _true_log_ratio(kind, base_us):
+    """The synthetic device: convs and matmuls 2x faster when long, everything ~1.25x faster, small
+    kernels less (dispatch bound)."""
+    x = math.log10(base_us)
+    if kind in ("Conv", "MatMul"):
+        return math.log(0.8) + (math.log(0.5) - math.log(0.8)) * min(1.0, max(0.0, (x - 1.0) / 2.0))
+    return math.log(0.8)
+
+
+def _synthetic_rows(seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for c in plan("quick"):
+        rows.append((c.key, 10 ** rng.uniform(0.3, 4.3)))
+    return rows
+
+
+def test_probe_order_is_nested_spread_and_dense_only():
+    rows = _synthetic_rows()
+    order = probe_order(rows, 120)
+    assert len(order) == len(set(order)) == 120
+    assert probe_order(rows, 40) == order[:40]  # any prefix is the smaller probe set
+    cfgs = [Config.from_key(k) for k in order]
+    assert all(c.sparsity == "0" for c in cfgs)
+    # the biggest groups come first, and every (kind, precision) group with rows gets probes soon
+    groups = {(c.kind, c.precision) for c in (Config.from_key(k) for k, _ in rows) if c.sparsity == "0"}
+    assert {(c.kind, c.precision) for c in cfgs} == groups or len(groups) > 120
+    # within a group, the probes spread over its latency range (first the middle, then the quartiles...)
+    lat = dict(rows)
+    every = sorted(math.log10(v) for k, v in rows if Config.from_key(k).kind == "Conv"
+                   and Config.from_key(k).precision == "fp32" and Config.from_key(k).sparsity == "0")
+    half = [Config.from_key(k) for k in probe_order(rows, len(rows) // 2)]
+    convs = sorted(math.log10(lat[c.key]) for c in half if (c.kind, c.precision) == ("Conv", "fp32"))
+    assert len(convs) < len(every) and convs[-1] - convs[0] > 0.7 * (every[-1] - every[0])
+    # explicit weights move the share
+    w = {g: (100.0 if g == ("Softmax", "fp32") else 1.0) for g in groups}
+    heavy = probe_order(rows, 40, group_weights=w)
+    assert sum(Config.from_key(k).kind == "Softmax" for k in heavy) > sum(
+        Config.from_key(k).kind == "Softmax" for k in order[:40])
+
+
+def test_fit_recovers_the_synthetic_device_and_shrinks_small_groups():
+    rows = _synthetic_rows()
+    rng = np.random.default_rng(1)
+    order = probe_order(rows, 200)
+    lat = dict(rows)
+    probes = []
+    for k in order:
+        c = Config.from_key(k)
+        noise = rng.normal(0, 0.03)
+        probes.append((k, lat[k], lat[k] * math.exp(_true_log_ratio(c.kind, lat[k]) + noise)))
+    m = fit_transfer(probes)
+    for kind, prec in (("Conv", "fp32"), ("MatMul", "fp32"), ("Elementwise", "fp32"), ("Pool", "int8")):
+        for us in (5, 30, 300, 3000):
+            want = math.exp(_true_log_ratio(kind, us))
+            got = float(m.ratio(kind, prec, us)[0])
+            assert abs(got / want - 1) < 0.08, (kind, prec, us, got, want)
+    # a group with one wild probe stays near its parent (shrinkage), not at the wild value
+    wild = probes + [(next(k for k, _ in rows if Config.from_key(k).kind == "Resize"), 100.0, 400.0)]
+    m2 = fit_transfer(wild)
+    r = float(m2.ratio("Resize", "fp32", 100.0)[0])
+    assert 0.7 < r < 1.6, r
+    # round trip
+    m3 = TransferModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert np.allclose(m3.apply("Conv", "fp32", [10, 1000]), m.apply("Conv", "fp32", [10, 1000]))
+    assert m.summary() and "probes" in m.summary()[0]
+
+
+def test_too_few_probes_is_an_error():
+    rows = _synthetic_rows()[: MIN_PROBES - 1]
+    with pytest.raises(TransferError, match=f"at least {MIN_PROBES}"):
+        fit_transfer([(k, v, v / 2) for k, v in rows])
+
+
+def test_description_model_uses_what_is_known():
+    zen5 = dict(EPYC4, cpu_family_model="26/2", cpu_flags=EPYC4["cpu_flags"] + ["avx_vnni"])
+    m = description_model(EPYC4, zen5)  # family not recorded on the base: inferred from its flags
+    assert abs(float(m.ratio("Conv", "fp32", 1000)[0]) - 0.5) < 1e-9
+    assert abs(float(m.ratio("Elementwise", "fp32", 10)[0]) - 1 / 1.16) < 1e-9
+    assert "inferred" in " ".join(m.spec["known"])
+    same = description_model(EPYC4, EPYC4)
+    assert float(same.ratio("Conv", "fp32", 1000)[0]) == 1.0 and same.spec["known"] == ["nothing that differs"]
+    clocked = description_model(dict(EPYC4, cpu_mhz=2000), dict(EPYC4, cpu_mhz=4000))
+    assert abs(float(clocked.ratio("MatMul", "int8", 50)[0]) - 0.5) < 1e-9
+    assert float(identity_model().ratio("Conv", "fp32", 10)[0]) == 1.0
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    shipped, home = tmp_path / "shipped", tmp_path / "home"
+    shipped.mkdir()
+    monkeypatch.setenv("LATENCY_TABLES", str(shipped))
+    monkeypatch.setenv("LATENCY_HOME", str(home))
+    return shipped, home / "profiles"
+
+
+def _base_profile(path, target="x86-avx512-ort", device=EPYC4):
+    """A base profile measured "elsewhere": the small CNN's kernels and some quick-plan rows, each
+    priced 2x what this host would take (roughly), with another device's fingerprint and record."""
+    t = get_target(target)
+    cfgs = model_kernels([small_cnn()], t) + [c for c in plan("quick") if c.kind in ("Conv", "MatMul", "Elementwise",
+                                                                                    "Pool", "Activation")][:60]
+    fp = {k: device[k] for k in ("cpu_model", "cpu_flags", "arch", "runtime", "runtime_version")}
+    fp.update(provider=t.provider, threads=1, isa=t.isa)
+    rng = random.Random(3)
+    with Store(path) as st:
+        tid = st.ensure_target(target, fp)
+        run = st.start_run(tid, None, "synthetic", None, "")
+        st.upsert_measurements([{"target_id": tid, "key": c.key, "latency_us": 10 ** rng.uniform(0.5, 3.0),
+                                 "run_id": run} for c in cfgs])
+        st.finish_run(run, "done", len(cfgs), 0)
+        P.write_device_record(st, target, device)
+    return path
+
+
+def test_transfer_writes_a_profile_found_chosen_and_labelled(dirs):
+    from profilers.transfer import transfer
+
+    shipped, user = dirs
+    t = get_target("x86-avx512-ort")
+    ok, why = t.host_supported()
+    if not ok:
+        pytest.skip(why)
+    base = _base_profile(shipped / "x86-avx512-ort.db")
+    r = transfer(t, str(base), budget_s=120, core=None, calibrate=False, train=False, max_probes=14, protocol=FAST)
+    db = P.Path(r["db"])
+    assert db.parent == user and db.exists() and r["probes"] >= MIN_PROBES
+    assert P.companion(db, ".transfer.json").exists()
+    assert "none" in r["context"] and "regressors" in r and r["transferred_rows"] > 20
+    info = P.read_profile(db, "user")[0]
+    assert info.provenance == "transferred" and "x86-avx512-ort.db" in info.note
+    assert f"with {r['probes']} probes" in info.note
+    with Store(db, readonly=True) as st:
+        df = st.measurements(st.find_target(t.name))
+        assert set(df["source"]) == {"measured", "transferred"}
+        assert (df["source"] == "measured").sum() == r["probes"]
+        moved = df[df["source"] == "transferred"].iloc[0]
+        assert moved["extra"]["base_us"] > 0 and moved["latency_us"] == pytest.approx(
+            moved["extra"]["base_us"] * moved["extra"]["ratio"], rel=1e-3)
+    # listed with its provenance, and the closest profile for this host (the base is another device)
+    res = CliRunner().invoke(main, ["targets", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    row = next(x for x in d["targets"] if x["name"] == t.name)
+    assert any(p["provenance"] == "transferred" and p["path"] == str(db) for p in row["profiles"])
+    assert d["default_profile"] == str(db)
+    _, chosen, note = choose_default()
+    assert chosen.path == str(db) and note == ""
+    # estimates from it say which kernels were transferred and which were measured here
+    e = Estimator(t.name, profile=str(db)).estimate(small_cnn())
+    assert e.sources.get("transferred", 0) >= 1
+    assert set(e.sources) <= {"transferred", "table", "free", "prior", "table:dense-equivalent"}
+    k = next(k for k in e.kernels if k.source == "transferred")
+    assert "scaled" in k.detail
+    # the shipped profile's own kernels stay "table"
+    assert "transferred" not in Estimator(t.name, profile=str(base)).estimate(small_cnn()).sources
+    # a second run adds probes and rewrites the transferred rows, never the measured ones
+    r2 = transfer(t, str(base), budget_s=120, core=None, calibrate=False, train=False, max_probes=20, protocol=FAST)
+    assert r2["db"] == r["db"] and r2["probes"] >= r["probes"]
+
+
+def test_bad_input_is_one_line(dirs, tmp_path):
+    shipped, _ = dirs
+    t = get_target("x86-avx512-ort")
+    if not t.host_supported()[0]:
+        pytest.skip(t.host_supported()[1])
+    base = _base_profile(shipped / "x86-avx512-ort.db")
+    fake = tmp_path / "fake.db"
+    with Store(fake) as st:
+        st.ensure_target("fake", get_target("fake").fingerprint())
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(base), "--budget", "10s"])
+    assert r.exit_code == 2 and "budget of 10 s cannot fit a transfer" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(fake)])
+    assert r.exit_code == 2 and "another family" in r.output and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", "t5"])
+    assert r.exit_code == 2 and "valid targets" in r.output
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(base), "--db", str(base)])
+    assert r.exit_code == 2 and "shipped" in r.output
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(base), "--refit"])
+    assert r.exit_code == 2 and "--refit" in r.output
