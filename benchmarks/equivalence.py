@@ -126,11 +126,13 @@ def corpus(cache: str):
 
 def other_fusions() -> dict:
     """Fusion rule sets no shipped profile prices, guarded through their kernels alone: arm64, the
-    generic GPU, and the accuracy benchmark's no-fusion baseline of the AVX2 target."""
+    generic GPU, TensorRT (t4, fp32 build), and the accuracy benchmark's no-fusion baseline of the AVX2 target."""
     from benchmarks.accuracy import no_fusion
+    from latency.fusion import GENERIC_GPU_RULES
     from latency.targets import get_target
 
-    return {"arm64-ort": get_target("arm64-ort").fusion_rules(), "t4": get_target("t4").fusion_rules(),
+    return {"arm64-ort": get_target("arm64-ort").fusion_rules(), "generic-gpu": GENERIC_GPU_RULES,
+            "t4": get_target("t4").fusion_rules(),
             "x86-avx2-ort:no-fusion": no_fusion(get_target("x86-avx2-ort").fusion_rules())}
 
 

@@ -103,7 +103,7 @@ def targets(as_json):
             provenance = [p.to_dict() for p in mine]
         elif t.spec:
             provenance = [{"provenance": "derived", "origin": "spec sheet", "source": t.spec.get("source"),
-                           "path": None}]
+                           "sources": t.spec.get("sources", {}), "path": None}]
         else:
             provenance = []
         rows.append({"name": t.name, "description": t.description, "device": t.device, "runtime": t.runtime,
@@ -134,6 +134,8 @@ def targets(as_json):
                        f"{d.get('threads') or 1} thread; {p['rows_ok']} rows ({p['rows_failed']} failed), "
                        f"{(p['measured_from'] or '?')[:10]} to {(p['measured_to'] or '?')[:10]}")
             click.echo(f"                         {p['path']}")
+            if p["provenance"] != "measured" and p.get("note"):
+                click.echo(f"                         {p['note']}")
     if note:
         click.echo(f"note: {note}")
 
@@ -405,7 +407,11 @@ def _transfer(t, base, path, budget_s, core, max_probes):
               help="NAME=N: iterations of Loop/Scan node NAME when the graph does not fix them (repeatable)")
 @click.option("--check-fusion", is_flag=True,
               help="also compare the fusion rules with onnxruntime's own optimized graph (this host's target)")
-def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, trip_counts, check_fusion):
+@click.option("--precision", default=None,
+              help="build the model in this precision as the target's runtime would: fp32 | fp16 | int8 | best on "
+                   "GPU targets (TensorRT's builder precision); default: as the model is stored")
+def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, trip_counts, check_fusion,
+             precision):
     """Estimate a model's latency on a target, with a per-kernel breakdown."""
     from .estimator import Estimator
     from .targets import choose_default
@@ -419,7 +425,7 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
         profile_path = profile_path or (info.path if info else None)
     estimator = Estimator(tname, profile=profile_path, check_host=bool(target_name))
     est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict,
-                             trip_counts=_parse_trip_counts(trip_counts) or None)
+                             trip_counts=_parse_trip_counts(trip_counts) or None, precision=precision)
     if check_fusion:
         from profilers.runtime_graph import runtime_kernel_summary  # runs onnxruntime: the measuring side
 

@@ -58,3 +58,16 @@ class InvalidConfig(LatencyError):
 
 class ProfileError(LatencyError):
     """A profile's side file (context or overhead model JSON) is unreadable, truncated or tampered."""
+
+
+class UnknownPrecision(LatencyError):
+    """A builder precision (``--precision``) the target has no rule for; lists the ones it has."""
+
+    def __init__(self, target, precision, valid):
+        if valid:
+            msg = f"target {target} has no rule for precision {precision!r}; valid precisions: {', '.join(valid)}"
+        else:
+            msg = (f"--precision is not supported on target {target} yet: on onnxruntime it would mean quantizing the "
+                   f"model (onnxruntime.quantization), which is not implemented; quantize the model and estimate it "
+                   f"as it is stored")
+        super().__init__(msg)

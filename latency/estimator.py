@@ -284,7 +284,10 @@ class Estimator:
             return self.overhead
         if self.overhead is not None:
             return OverheadModel.load(self.overhead)
-        return self.profile_.overhead() if self.profile_ is not None else OverheadModel.none()
+        if self.profile_ is not None:
+            return self.profile_.overhead()
+        # no measured profile: the per-inference term of the target's derived cost model, if it has one
+        return self.target.cost().overhead() if self.target.cost is not None else OverheadModel.none()
 
     def _load_context(self, _unused=None):
         """(context model, where it came from): the one given (object or path), none (False), or the profile's."""
@@ -396,6 +399,8 @@ class Estimator:
             a, inv_f, inv_b = coef
             return (a + inv_f * w["flops"] / 1e6 + inv_b * by / 1e6, "prior",
                     f"FLOPs/bytes line fitted on this target's {c.kind} {c.precision} rows")
+        if self.target.cost is not None:  # the target's derived cost model (GPU targets: latency.cost.gpu)
+            return self.target.cost().price(c)
         spec = self.target.spec
         if spec:
             peak = spec["peak_gflops"].get(c.precision, spec["peak_gflops"]["fp32"])
@@ -420,19 +425,40 @@ class Estimator:
         kernels, _ = fuse(load_graph(model, shapes=shapes, batch=batch), self.target.fusion_rules())
         return compare_summaries(kernel_summary(kernels), runtime_summary)
 
+    def _rules_for(self, precision):
+        """The target's fusion rules with the model built in ``precision`` (None: as stored); an
+        UnknownPrecision naming the valid ones when the target has no rule for it."""
+        if precision is None:
+            return self.rules_
+        cache = self.__dict__.setdefault("rules_by_precision_", {})
+        if precision not in cache:
+            base = self.rules_ if self._prepared else self.target.fusion_rules()
+            valid = tuple(getattr(base, "precisions", ()))
+            if precision not in valid:
+                from .errors import UnknownPrecision
+
+                raise UnknownPrecision(self.target.name, precision, valid)
+            cache[precision] = base.with_precision(precision)
+        return cache[precision]
+
     # -- the public call -------------------------------------------------------------------------
 
-    def estimate(self, model, shapes=None, batch=None, strict: bool = False, trip_counts=None) -> Estimate:
+    def estimate(self, model, shapes=None, batch=None, strict: bool = False, trip_counts=None,
+                 precision: str | None = None) -> Estimate:
         """Estimate a model (path, bytes, ModelProto or a loaded :class:`latency.graph.Graph`).
 
-        ``trip_counts``: iterations of Loop / Scan nodes by name, where the graph does not fix them."""
+        ``trip_counts``: iterations of Loop / Scan nodes by name, where the graph does not fix them.
+        ``precision``: build the model in this precision, as the target's runtime would on request
+        (GPU targets: TensorRT's builder precision, see :mod:`latency.fusion.tensorrt`); None: as stored."""
         from .fusion import fuse
         from .graph import Graph, load_graph
 
+        rules = self._rules_for(precision) if precision is not None else None  # a bad one fails before any loading
         self.prepare()
+        rules = rules or self.rules_
         graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch,
                                                                    trip_counts=trip_counts)
-        kernels, uncovered = fuse(graph, self.rules_)
+        kernels, uncovered = fuse(graph, rules)
         cfgs = [k.config for k in kernels]  # canonical configs and keys: built once per estimate
         keys = [c.key for c in cfgs]
         ests, unc = [], list(uncovered)
@@ -594,15 +620,17 @@ def _footprint_mb(keys, priced) -> float:
                if res is not None and res[1] != "free")
 
 
-def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False, trip_counts=None) -> Estimate:
-    """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many)."""
+def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False, trip_counts=None,
+             precision=None) -> Estimate:
+    """One-shot estimate (builds an :class:`Estimator`; use that class directly to estimate many).
+    ``precision``: see :meth:`Estimator.estimate`."""
     from .targets import choose_default
 
     if target is None:
         t, info, _ = choose_default()
         target, profile = t.name, profile or (info.path if info else None)
     return Estimator(target, profile=profile).estimate(model, shapes=shapes, batch=batch, strict=strict,
-                                                       trip_counts=trip_counts)
+                                                       trip_counts=trip_counts, precision=precision)
 
 
 __all__ = ["Estimator", "Estimate", "KernelEstimate", "estimate", "LatencyError",

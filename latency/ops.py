@@ -712,9 +712,10 @@ for _op, _g in RECURRENT_GATES.items():
                          + ("int8_dynamic: DynamicQuantizeLSTM" if _op == "LSTM" else "fp32"),
                      fields=("direction", "seq_len", "batch", "input_size", "hidden_size")
                      + (("linear_before_reset",) if _op == "GRU" else ("act",) if _op == "RNN" else ())))
-_register(OpKind("Attention", ATTENTION_OPS, _f_attention, _x_attention, precisions=("fp32",),
+_register(OpKind("Attention", ATTENTION_OPS, _f_attention, _x_attention, precisions=("fp32", "fp16"),
                  doc="fused attention (com.microsoft Attention with its Q/K/V projection, MultiHeadAttention, "
-                     "GroupQueryAttention) over seq_len new tokens and a past_len key/value cache",
+                     "GroupQueryAttention) over seq_len new tokens and a past_len key/value cache; fp16: "
+                     "TensorRT's fused attention kernels (latency.fusion.tensorrt)",
                  fields=("op", "batch", "seq_len", "past_len", "kv_len", "num_heads", "kv_heads", "head_size",
                          "qkv_hidden", "mask", "causal", "rotary")))
 _register(OpKind("RotaryEmbedding", ("RotaryEmbedding",), _f_rotary, _x_rotary, precisions=("fp32",),

@@ -2,9 +2,10 @@
 
 ``latency calibrate --target T --from BASE --budget 10m`` runs :func:`transfer`:
 
-1. probes: the base profile's rows in :func:`latency.transfer.probe_order` (per op kind and
-   precision in proportion to how much of typical models' time each takes and how many shapes the
-   base plan has, spread over each kind's variants and latency range) are measured on this host
+1. probes (:func:`choose_probes`): alternately the kernels of typical models (the FIT models' own)
+   and the base profile's rows in :func:`latency.transfer.probe_order` (per op kind and precision in
+   proportion to how much of typical models' time each takes and how many shapes the base plan
+   has, spread over each kind's variants and latency range) are measured on this host
    with the sweep's protocol (``profilers.sweep.run_sweep``: fresh-session phases, round-robin
    rounds, min of round medians, every round kept) until the probe share of the budget is spent;
 2. the transfer (:func:`latency.transfer.fit_transfer`) is fitted on probe / base pairs, and every
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import zip_longest
 import re
 import shutil
 import time
@@ -35,10 +37,10 @@ from latency.store import Store
 from latency.transfer import (MIN_PROBES, TRANSFERRED, TransferError, TransferModel, fit_transfer, group_of,
                               probe_order)
 
-#: what the steps after the probes cost on this kind of host (2 vCPU EPYC), seconds: the write of
+#: what the steps after the probes cost on this kind of host (2 vCPU EPYC, measured: 1 s, 16 s and 61 s), seconds: the write of
 #: ~24k transferred rows, retraining every kind's regressor on them, and a calibration
 #: (profilers.calibrate with its defaults: FIT models end to end, in-model kernel times, the fits)
-WRITE_S, TRAIN_S, CALIBRATE_S = 15.0, 75.0, 150.0
+WRITE_S, TRAIN_S, CALIBRATE_S = 10.0, 30.0, 90.0
 #: the least probe time worth a transfer, and the least left to probes before calibration or
 #: training is given up to make room for them
 MIN_PROBE_S, PROBE_FLOOR_S = 20.0, 120.0
@@ -97,31 +99,76 @@ def default_db(target) -> Path:
     return user_profiles_dir() / f"{target.name}.{dev}.db"
 
 
-def group_weights(base_rows, base_info: ProfileInfo, target) -> dict:
-    """(kind, precision) -> probe weight: half by the kind's share of the FIT models' kernel time
-    (priced by the base profile, per precision by :data:`PRECISION_WEIGHT`), half by the square
-    root of the group's rows in the base (its plan's emphasis, damped so small kinds get a share)."""
+def typical_shares(base_info: ProfileInfo) -> tuple[dict, dict]:
+    """What typical models run: the FIT models (``profilers.zoo.FIT``, the calibration corpus) priced by
+    the base profile; (kind -> summed share of a model's kernel time, kernel key -> the same)."""
     from latency.estimator import Estimator
 
     from . import zoo
 
     est = Estimator(base_info.target, profile=base_info.path, context=False, overhead=False, check_host=False)
-    share: dict = {}
+    kinds: dict = {}
+    keys: dict = {}
     for name in zoo.FIT:
         try:
             e = est.estimate(zoo.build(name))
         except LatencyError:
             continue
         for k in e.kernels:
-            share[k.kind] = share.get(k.kind, 0.0) + k.latency_us / max(e.kernel_sum_us, 1e-9)
+            if k.source != "free":
+                s = k.latency_us / max(e.kernel_sum_us, 1e-9)
+                kinds[k.kind] = kinds.get(k.kind, 0.0) + s
+                keys[k.key] = keys.get(k.key, 0.0) + s
+    return kinds, keys
+
+
+def group_weights(base_rows, kind_share: dict) -> dict:
+    """(kind, precision) -> probe weight: half by the kind's share of typical models' kernel time
+    (``kind_share``, per precision by :data:`PRECISION_WEIGHT`), half by the square root of the group's
+    rows in the base (its plan's emphasis, damped so small kinds get a share)."""
     counts: dict = {}
     for key, _ in base_rows:
         c = Config.from_key(key)
         if c.sparsity == "0":
             counts[group_of(c)] = counts.get(group_of(c), 0) + 1
-    imp = {g: share.get(g[0], 0.0) * PRECISION_WEIGHT.get(g[1], 0.1) for g in counts}
+    imp = {g: kind_share.get(g[0], 0.0) * PRECISION_WEIGHT.get(g[1], 0.1) for g in counts}
     ti, tc = sum(imp.values()) or 1.0, sum(math.sqrt(n) for n in counts.values())
     return {g: 0.5 * imp[g] / ti + 0.5 * math.sqrt(n) / tc for g, n in counts.items()}
+
+
+def choose_probes(base_rows, base_info: ProfileInfo, n: int) -> list[str]:
+    """The keys to probe, most informative first (any prefix is the smaller probe set): alternately
+    the kernels of typical models (the FIT models' own kernels, by their share of those models'
+    time) and the base profile's rows spread over kinds, precisions and sizes
+    (:func:`latency.transfer.probe_order`).
+
+    Why both: real architectures' shapes (channel counts in whole vector blocks) sped up ~10% more
+    than the plan's random shapes of the same kind from a Zen 4 to a Zen 5 EPYC (Conv fp32: ratio
+    0.455 vs 0.567), and the in-model context is fitted on the FIT kernels, whose isolated prices
+    are then measured rather than transferred, as on the base's own host."""
+    kinds, keys = typical_shares(base_info)
+    spread = probe_order(base_rows, n, group_weights=group_weights(base_rows, kinds))
+    in_base = {k for k, _ in base_rows}
+    typical = [k for k in sorted(keys, key=lambda k: -keys[k]) if k in in_base]
+    out, seen = [], set()
+    for pair in zip_longest(typical, spread):
+        for k in pair:
+            if k is not None and k not in seen:
+                seen.add(k)
+                out.append(k)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def _same_device(st: Store, tid: str, target, db) -> None:
+    """TransferError, with both fingerprints, when ``db`` holds ``target`` measured on another device."""
+    mine, theirs = target.fingerprint(), (st.target(tid) or {}).get("fingerprint") or {}
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise TransferError(f"{db} holds {target.name} of another device: "
+                            + "; ".join(f"{k} {theirs.get(k)!r} there vs {mine.get(k)!r} here" for k in diff)
+                            + ": transfer into a profile of this host's own (--db FILE)")
 
 
 def _plan_steps(budget_s: float, calibrate: bool | None, train: bool | None) -> tuple[float, bool, bool]:
@@ -165,6 +212,11 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
         raise LatencyError(f"{db} is inside the shipped profiles, which are never written to: pass --db FILE")
     if Path(db).resolve() == Path(info.path).resolve():
         raise TransferError(f"--db {db} is the base profile itself: write the transfer into a profile of its own")
+    if db.exists():  # before anything is measured: a profile of another device is never written into
+        with Store(db, readonly=True) as st:
+            tid0 = st.find_target(target.name)
+            if tid0 is not None:
+                _same_device(st, tid0, target, db)
     db.parent.mkdir(parents=True, exist_ok=True)
     with Store(info.path, readonly=True) as st:
         bdf = st.measurements(st.find_target(info.target), ok_only=True)
@@ -172,12 +224,13 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
     base_lat = {Config.from_key(k).hash: (k, v) for k, v in base_rows}  # key hash -> (key, base us)
     n_cap = int(min(max_probes or 1e9, probe_s * MAX_PROBES_PER_S))
     say(f"base {info.path} ({info.target}, {len(base_rows)} rows, {info.describe()}); choosing up to {n_cap} probes")
-    order = probe_order(base_rows, n_cap, group_weights=group_weights(base_rows, info, target))
+    order = choose_probes(base_rows, info, n_cap)
     timings = {"choose_s": round(time.monotonic() - t0, 1)}
 
     with Store(db) as st:
         tid0 = st.find_target(target.name)
         if tid0 is not None:
+            _same_device(st, tid0, target, db)
             st.delete_rows(tid0, TRANSFERRED)  # rewritten below from this run's fit; measured rows stay
         say(f"measuring probes for up to {probe_s:.0f} s into {db}")
         t1 = time.monotonic()
@@ -211,7 +264,7 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
         json.dump({"base": {"path": info.path, "target": info.target, "origin": info.origin,
                             "device": info.device, "describe": info.describe()},
                    "host": {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")},
-                   "probes": len(pairs), "probe_order": "latency.transfer.probe_order", "model": model.to_dict(),
+                   "probes": len(pairs), "probe_order": "profilers.transfer.choose_probes", "model": model.to_dict(),
                    "made_at": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
     out = {"db": str(db), "base": info.path, "probes": len(pairs), "probes_new": r.measured, "failed": r.failed,
            "transferred_rows": n_rows, "transfer": str(model_path), "model": model}
@@ -259,17 +312,11 @@ def write_transferred(store: Store, target_id: str, model: TransferModel, base_r
     as rows of source ``transferred`` (their base latency and ratio in ``extra``), except the key
     hashes in ``skip_hashes`` (measured here); one run records it. Returns the rows written."""
     skip = set(skip_hashes)
-    groups: dict = {}
-    for k, v in base_rows:
-        c = Config.from_key(k)
-        if c.hash not in skip:
-            groups.setdefault(group_of(c), []).append((k, v))
+    items = [(k, v) for k, v in base_rows if Config.from_key(k).hash not in skip]
     run_id = store.start_run(target_id, None, f"transfer from {base_path}", None, argv)
-    rows = []
-    for (kind, prec), items in groups.items():
-        for (k, v), n in zip(items, model.apply(kind, prec, [v for _, v in items])):
-            rows.append({"target_id": target_id, "key": k, "latency_us": float(n), "source": TRANSFERRED,
-                         "run_id": run_id, "extra": {"base_us": round(v, 3), "ratio": round(float(n / v), 4)}})
+    rows = [{"target_id": target_id, "key": k, "latency_us": float(n), "source": TRANSFERRED, "run_id": run_id,
+             "extra": {"base_us": round(v, 3), "ratio": round(float(n / v), 4)}}
+            for (k, v), n in zip(items, model.apply_keys(items))]
     store.upsert_measurements(rows)
     store.finish_run(run_id, "done", len(rows), 0)
     return len(rows)

@@ -219,7 +219,7 @@ def test_cli_estimate_json_and_errors(tmp_path, fake_profile):
 
 def test_spec_sheet_target_is_labelled_derived():
     est = Estimator("t4").estimate(small_cnn())
-    assert est.kernels and {k.source for k in est.kernels} <= {"prior:spec-sheet", "free"}
+    assert est.kernels and {k.source for k in est.kernels} <= {"derived:gpu-model", "free"}
     assert any("spec sheet" in w for w in est.warnings)
 
 

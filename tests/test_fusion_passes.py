@@ -26,12 +26,13 @@ def test_shipped_pass_lists_are_well_formed(list_name):
     names = [p.name for p in passes]
     assert all(isinstance(p, Pass) for p in passes)
     assert len(names) == len(set(names)), names
-    # a subsequence of onnxruntime's transformer order
-    order = [p.name for p in ORT_ORDER]
-    assert [order.index(n) for n in names] == sorted(order.index(n) for n in names)
+    runtime = "TensorRT" if list_name == "tensorrt" else "onnxruntime"
+    if runtime == "onnxruntime":  # a subsequence of onnxruntime's transformer order
+        order = [p.name for p in ORT_ORDER]
+        assert [order.index(n) for n in names] == sorted(order.index(n) for n in names)
     for p in passes:
         assert p.matches and p.mirrors and callable(p.apply), p.name
-        assert "Mirrors onnxruntime's" in p.doc, f"{p.name}: the docstring says which transformer it mirrors"
+        assert f"Mirrors {runtime}'s" in p.doc, f"{p.name}: the docstring says which transformer it mirrors"
         assert set(p.switches) <= RULE_FIELDS, p.name
         assert list_name in used_by(p)
 
@@ -42,7 +43,10 @@ def test_every_pass_has_a_unique_name_and_targets_run_their_declared_lists():
     assert avx2.passes == avx512.passes == X86_PASSES
     assert (avx2.nchwc_block, avx512.nchwc_block) == (8, 16)
     assert T.get_target("arm64-ort").fusion_rules().passes == ORT_CPU_ARM64_RULES.passes == ARM64_PASSES
-    assert T.get_target("t4").fusion_rules().passes == GENERIC_GPU_RULES.passes == GENERIC_GPU_PASSES
+    from latency.fusion import TENSORRT_PASSES
+
+    assert GENERIC_GPU_RULES.passes == GENERIC_GPU_PASSES
+    assert all(T.get_target(g).fusion_rules().passes == TENSORRT_PASSES for g in ("t4", "a10", "l4", "a100", "h100"))
     assert NCHWC in X86_PASSES and NCHWC not in ARM64_PASSES and NCHWC not in GENERIC_GPU_PASSES
 
 

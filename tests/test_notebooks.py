@@ -138,7 +138,7 @@ def test_quickstart_shows_breakdown_comparison_and_provenance(executed):
     assert _table_rows(compare) == 3
     text = _text(compare)
     # the spec-sheet target is labelled as such, the measured ones name their profile
-    assert "prior:spec-sheet" in text and "none (not measured)" in text and "NVIDIA T4 datasheet" in text
+    assert "derived:gpu-model" in text and "none (not measured)" in text and "NVIDIA T4 datasheet" in text
     assert "x86-avx2-ort.db" in text and "x86-avx512-ort.db" in text
 
 

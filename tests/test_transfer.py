@@ -71,12 +71,12 @@ def test_fit_recovers_the_synthetic_device_and_shrinks_small_groups():
     rows = _synthetic_rows()
     rng = np.random.default_rng(1)
     order = probe_order(rows, 200)
-    lat = dict(rows)
     probes = []
-    for k in order:
+    for k in order:  # each probe shape at four sizes, so that every group has a few per decade
         c = Config.from_key(k)
-        noise = rng.normal(0, 0.03)
-        probes.append((k, lat[k], lat[k] * math.exp(_true_log_ratio(c.kind, lat[k]) + noise)))
+        for _ in range(4):
+            us = 10 ** rng.uniform(0.3, 4.3)
+            probes.append((k, us, us * math.exp(_true_log_ratio(c.kind, us) + rng.normal(0, 0.03))))
     m = fit_transfer(probes)
     for kind, prec in (("Conv", "fp32"), ("MatMul", "fp32"), ("Elementwise", "fp32"), ("Pool", "int8")):
         for us in (5, 30, 300, 3000):
@@ -187,6 +187,24 @@ def test_transfer_writes_a_profile_found_chosen_and_labelled(dirs):
     assert r2["db"] == r["db"] and r2["probes"] >= r["probes"]
 
 
+def test_cli_transfer_small_budget_copies_what_it_cannot_refit(dirs, tmp_path):
+    shipped, user = dirs
+    t = get_target("x86-avx512-ort")
+    if not t.host_supported()[0]:
+        pytest.skip(t.host_supported()[1])
+    base = _base_profile(shipped / "x86-avx512-ort.db")
+    (shipped / "x86-avx512-ort.overhead.json").write_text(
+        (P.Path(P.__file__).parent / "tables" / "x86-avx512-ort.overhead.json").read_text())
+    out = tmp_path / "mine.db"
+    r = CliRunner().invoke(main, ["calibrate", "--target", t.name, "--from", str(base), "--budget", "100s",
+                                  "--max-probes", "10", "--db", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"profile  {out}" in r.output and "10 probes measured here" in r.output
+    assert "regressors: none" in r.output and "copied from the base (overhead.json" in r.output
+    assert P.companion(out, ".overhead.json").exists() and not P.companion(out, ".regressors").exists()
+    assert not list(user.glob("*.db")) if user.exists() else True  # --db was given: nothing in the user dir
+
+
 def test_bad_input_is_one_line(dirs, tmp_path):
     shipped, _ = dirs
     t = get_target("x86-avx512-ort")
@@ -205,5 +223,9 @@ def test_bad_input_is_one_line(dirs, tmp_path):
     assert r.exit_code == 2 and "valid targets" in r.output
     r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(base), "--db", str(base)])
     assert r.exit_code == 2 and "shipped" in r.output
+    other = _base_profile(tmp_path / "other.db")  # this target, measured on another device
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(base), "--db", str(other)])
+    assert r.exit_code == 2 and "another device" in r.output and "there vs" in r.output
+    assert len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(base), "--refit"])
     assert r.exit_code == 2 and "--refit" in r.output

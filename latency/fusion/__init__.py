@@ -10,7 +10,8 @@ the lowering turns each fused node into a kernel of a registry op kind.
     workgraph.py    the work graph the passes rewrite (FusionState, WorkNode) and the Pass record
     passes/         the passes by family (cleanup, transpose, conv, matmul, transformer, quant, layout)
     ort_cpu.py      onnxruntime CPU: the x86-64 list (NCHWc block 8 or 16) and the arm64 list
-    generic_gpu.py  a TensorRT-like GPU runtime's list
+    generic_gpu.py  a generic GPU runtime's list (onnxruntime's order without the CPU layout passes)
+    tensorrt.py     TensorRT's list (the GPU targets) and its builder precisions
     driver.py       fuse(graph, rules): the passes in order (fused_graph), then the lowering
     lower.py        fused work nodes -> kernels
     summary.py      kernel counts to compare with a runtime's own optimized graph
@@ -50,10 +51,12 @@ from .passes import ORT_ORDER
 from .records import Kernel, Uncovered
 from .rules import FusionRules
 from .summary import compare_summaries, kernel_summary
+from .tensorrt import TENSORRT_PASSES, TensorRTRules, tensorrt_rules
 from .workgraph import Pass
 
 #: the pass lists shipped here, by the name of the runtime they describe
-SHIPPED_PASS_LISTS = {"ort-cpu-x86": X86_PASSES, "ort-cpu-arm64": ARM64_PASSES, "generic-gpu": GENERIC_GPU_PASSES}
+SHIPPED_PASS_LISTS = {"ort-cpu-x86": X86_PASSES, "ort-cpu-arm64": ARM64_PASSES, "generic-gpu": GENERIC_GPU_PASSES,
+                      "tensorrt": TENSORRT_PASSES}
 
 
 def used_by(fusion_pass: Pass) -> tuple:
@@ -63,4 +66,5 @@ def used_by(fusion_pass: Pass) -> tuple:
 
 __all__ = ["Kernel", "Uncovered", "FusionRules", "Pass", "ORT_CPU_X86_RULES", "ORT_CPU_ARM64_RULES",
            "GENERIC_GPU_RULES", "X86_PASSES", "ARM64_PASSES", "GENERIC_GPU_PASSES", "ORT_ORDER",
+           "TENSORRT_PASSES", "TensorRTRules", "tensorrt_rules",
            "SHIPPED_PASS_LISTS", "used_by", "fuse", "fused_graph", "kernel_summary", "compare_summaries"]

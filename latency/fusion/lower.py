@@ -487,8 +487,9 @@ def _lower_sequence_op(state: FusionState, w: WorkNode, kind: str, make_kernel, 
         prec = "int8_dynamic" if op == "DynamicQuantizeLSTM" else precision
         # dense: onnxruntime's recurrent kernels have no sparse path (a pruned layer runs the dense GEMMs)
         return make_kernel(kind, p, "0", precision=prec)
-    if kind == "Attention":
-        return make_kernel("Attention", _attention_params(state, w), precision=precision)
+    if kind == "Attention":  # a pass that fused an attention graph states its params (latency.fusion.tensorrt)
+        params = w.info.get("attention_params") or _attention_params(state, w)
+        return make_kernel("Attention", params, precision=precision)
     if kind == "RotaryEmbedding":
         x = _needs(state, w, w.inputs[0], "input")
         cos = _needs(state, w, w.inputs[2] if w.domain == "com.microsoft" else w.inputs[1], "cos cache")

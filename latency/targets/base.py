@@ -43,6 +43,9 @@ class Target:
     host_kind: Callable | None = field(default=None, hash=False, compare=False, repr=False)
     #: (host device record) -> "" when this host can measure the target, else why not
     host_check: Callable | None = field(default=None, hash=False, compare=False, repr=False)
+    #: () -> the derived cost model (:mod:`latency.cost`) that prices a kernel no profile row prices:
+    #: ``.price(Config) -> (us, source, detail)`` and ``.overhead()`` (GPU targets), or None
+    cost: Callable | None = field(default=None, hash=False, compare=False, repr=False)
 
     def fusion_rules(self):
         """The ordered fusion passes the target's runtime applies (from its declaration)."""

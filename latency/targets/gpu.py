@@ -1,21 +1,152 @@
-"""GPU targets. Priced from the spec sheet (a roofline) until a GPU profile is measured."""
+"""GPU targets: NVIDIA T4, A10, L4, A100 and H100 running TensorRT.
+
+Each declaration holds the card's spec sheet, every figure with the document it comes from, and is
+priced by the GPU cost model (:mod:`latency.cost.gpu`) through TensorRT's graph
+(:mod:`latency.fusion.tensorrt`) until a GPU profile is measured: its provenance is ``derived``,
+nothing is measured. TensorRT is the runtime, since the published numbers people compare with are
+TensorRT's; onnxruntime's CUDA execution provider as a second runtime is a later slice (its
+fusions would be a pass list of their own, e.g. starting from :mod:`latency.fusion.generic_gpu`).
+
+Peak figures are dense (the datasheets quote the tensor-core ones "with sparsity" on the newer
+cards: those are halved here, as the datasheets' own footnotes say). ``fp32``: the CUDA cores'
+FMA peak; ``fp16_cuda``: non-tensor half precision; ``tf32``, ``fp16``, ``int8``: tensor cores.
+"""
 
 from __future__ import annotations
 
 from .base import Target
 
-#: NVIDIA T4 datasheet figures (dense peaks; the tensor-core figures for fp16 and int8)
-T4_SPEC = {"source": "NVIDIA T4 datasheet", "peak_gflops": {"fp32": 8100, "fp16": 65000, "int8": 130000},
-           "mem_gbs": 320, "launch_us": 5.0}
+_T4_DATASHEET = ("NVIDIA T4 Tensor Core GPU datasheet, https://www.nvidia.com/content/dam/en-zz/Solutions/"
+                 "Data-Center/tesla-t4/t4-tensor-core-datasheet-951643.pdf")
+_TURING_WP = ("NVIDIA Turing GPU Architecture whitepaper, appendix A (Tesla T4), https://images.nvidia.com/aem-dam/"
+              "en-zz/Solutions/design-visualization/technologies/turing-architecture/"
+              "NVIDIA-Turing-Architecture-Whitepaper.pdf")
+_T4_QUERY = ("deviceQuery on a Tesla T4: 40 multiprocessors, 1590 MHz, L2 4194304 bytes, "
+             "https://gist.github.com/Terminus-IMRC/5e4b7782c27106dec287050b323cd059")
+_A10_DATASHEET = ("NVIDIA A10 Tensor Core GPU datasheet, https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/"
+                  "a10/pdf/a10-datasheet.pdf")
+_GA102_WP = ("NVIDIA Ampere GA102 GPU Architecture whitepaper (128 FP32 cores per SM), https://www.nvidia.com/content/"
+             "PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf")
+_A10_CARD = ("A10 PCIe card database entry (GA102-890: 9216 cores, 72 SMs, 1695 MHz boost, 6 MB L2), "
+             "https://sysrqmts.com/ru/gpus/compare/nvidia-a10-pcie-vs-nvidia-quadro-rtx-4000")
+_L4_DATASHEET = ("NVIDIA L4 Tensor Core GPU datasheet, https://resources.nvidia.com/en-us-data-center-overview/"
+                 "l4-gpu-datasheet")
+_ADA_WP = ("NVIDIA Ada GPU Architecture whitepaper (128 FP32 cores per SM; AD104 L2 48 MB), https://images.nvidia.com/"
+           "aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf")
+_L4_CARD = ("L4 card database entries (AD104: 7424 cores, 2040 MHz boost, 48 MB L2), "
+            "https://fpsbench.com/compare/gpu/nvidia-l4-vs-nvidia-tesla-m40, https://cputronic.com/de/gpu/nvidia-l4")
+_A100_DATASHEET = ("NVIDIA A100 Tensor Core GPU datasheet, https://www.nvidia.com/content/dam/en-zz/Solutions/"
+                   "Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf")
+_A100_WP = ("NVIDIA A100 Tensor Core GPU Architecture whitepaper, https://images.nvidia.com/aem-dam/en-zz/Solutions/"
+            "data-center/nvidia-ampere-architecture-whitepaper.pdf")
+_H100_DATASHEET = ("NVIDIA H100 Tensor Core GPU datasheet, https://resources.nvidia.com/en-us-tensor-core/"
+                   "nvidia-tensor-core-gpu-datasheet")
+_H100_WP = ("NVIDIA H100 Tensor Core GPU Architecture whitepaper, https://resources.nvidia.com/en-us-tensor-core/"
+            "gtc22-whitepaper-hopper")
+_H100_CLOCKS = ("H100 SXM5 clocks: 1.83 GHz at which the tensor peaks are quoted, 1.98 GHz max boost, "
+                "https://glennklockwood.com/garden/processors/h100")
 
 
-def _generic_gpu_passes():
-    from .. import fusion
+def _spec(name, docs, arch, sm, sm_count, boost_mhz, peaks, mem_gbs, l2_mb, memory, power_w, sources, notes="",
+          model=None, model_basis=""):
+    """A GPU spec sheet: the figures the cost model reads, each with its source (``sources``); ``model``:
+    this card's values of the cost model's terms where they were fitted (``model_basis`` says on what)."""
+    peak_gflops = {"fp32": 1000.0 * peaks.get("tf32", peaks["fp32"]), "fp16": 1000.0 * peaks["fp16"],
+                   "int8": 1000.0 * peaks["int8"]}
+    return {
+        "name": name, "arch": arch, "sm": sm, "sm_count": sm_count, "boost_mhz": boost_mhz,
+        "peak_tflops": dict(peaks), "mem_gbs": mem_gbs, "l2_mb": l2_mb, "memory": memory, "power_w": power_w,
+        # the best unit per precision, as the report's roofline reads it
+        "peak_gflops": peak_gflops,
+        "source": f"the {docs}, through the GPU cost model (latency/cost/gpu.py)",
+        "sources": dict(sources), "notes": notes,
+        **({"model": dict(model), "model_basis": model_basis} if model else {}),
+    }
 
-    return fusion.GENERIC_GPU_RULES
+
+#: NVIDIA T4 (Turing TU104, sm_75), 70 W, 16 GB GDDR6
+T4_SPEC = _spec("NVIDIA T4", "NVIDIA T4 datasheet and Turing whitepaper", "Turing", 75, 40, 1590,
+                {"fp32": 8.1, "fp16_cuda": 16.2, "fp16": 65.0, "int8": 130.0}, 320, 4.0, "16 GB GDDR6", 70,
+                {"sm_count": f"{_TURING_WP}; {_T4_QUERY}", "boost_mhz": f"{_TURING_WP}; {_T4_QUERY}",
+                 "fp32": _T4_DATASHEET, "fp16_cuda": _TURING_WP, "fp16": f"{_T4_DATASHEET} (mixed precision)",
+                 "int8": _T4_DATASHEET, "mem_gbs": _T4_DATASHEET, "l2_mb": f"{_TURING_WP}; {_T4_QUERY}"},
+                "no TF32 (Turing): fp32 GEMMs run on the CUDA cores",
+                model={"tensor": 0.70, "dram": 0.85, "launch_us": 6.0},
+                model_basis="fitted (grid search) on the 4 'fit' figures of benchmarks/gpu_published.py (NVIDIA "
+                            "demoBERT, TensorRT 8.4.3 on T4); on the 5 held-out T4 figures the error is a median "
+                            "-5.7%, at most 31.6% (benchmarks/results/gpu_published.txt)")
+
+#: NVIDIA A10 (Ampere GA102, sm_86), 150 W, 24 GB GDDR6
+A10_SPEC = _spec("NVIDIA A10", "NVIDIA A10 datasheet and GA102 whitepaper", "Ampere", 86, 72, 1695,
+                 {"fp32": 31.2, "fp16_cuda": 31.2, "tf32": 62.5, "fp16": 125.0, "int8": 250.0}, 600, 6.0,
+                 "24 GB GDDR6", 150,
+                 {"sm_count": f"9216 CUDA cores ({_A10_DATASHEET}) / 128 per SM ({_GA102_WP}); {_A10_CARD}",
+                  "boost_mhz": _A10_CARD, "fp32": _A10_DATASHEET, "fp16_cuda": f"{_GA102_WP} (1:1 with FP32)",
+                  "tf32": f"{_A10_DATASHEET} (125 with sparsity, halved)",
+                  "fp16": f"{_A10_DATASHEET} (250 with sparsity, halved)",
+                  "int8": f"{_A10_DATASHEET} (500 with sparsity, halved)", "mem_gbs": _A10_DATASHEET,
+                  "l2_mb": _A10_CARD})
+
+#: NVIDIA L4 (Ada AD104, sm_89), 72 W, 24 GB GDDR6
+L4_SPEC = _spec("NVIDIA L4", "NVIDIA L4 datasheet and Ada whitepaper", "Ada Lovelace", 89, 58, 2040,
+                {"fp32": 30.3, "fp16_cuda": 30.3, "tf32": 60.0, "fp16": 121.0, "int8": 242.5}, 300, 48.0,
+                "24 GB GDDR6", 72,
+                {"sm_count": f"7424 CUDA cores / 128 per SM ({_ADA_WP}); {_L4_CARD}", "boost_mhz": _L4_CARD,
+                 "fp32": _L4_DATASHEET, "fp16_cuda": f"{_ADA_WP} (1:1 with FP32)",
+                 "tf32": f"{_L4_DATASHEET} (120 with sparsity, halved)",
+                 "fp16": f"{_L4_DATASHEET} (242 with sparsity, halved)",
+                 "int8": f"{_L4_DATASHEET} (485 with sparsity, halved)", "mem_gbs": _L4_DATASHEET,
+                 "l2_mb": f"{_ADA_WP}; {_L4_CARD}"})
+
+#: NVIDIA A100 SXM4 40 GB (Ampere GA100, sm_80), 400 W, HBM2 (the 80 GB card: 2039 GB/s, same SMs and L2)
+A100_SPEC = _spec("NVIDIA A100-SXM4-40GB", "NVIDIA A100 datasheet and whitepaper", "Ampere", 80, 108, 1410,
+                  {"fp32": 19.5, "fp16_cuda": 78.0, "tf32": 156.0, "fp16": 312.0, "int8": 624.0}, 1555, 40.0,
+                  "40 GB HBM2", 400,
+                  {"sm_count": _A100_WP, "boost_mhz": _A100_WP, "fp32": _A100_DATASHEET, "fp16_cuda": _A100_WP,
+                   "tf32": _A100_DATASHEET, "fp16": _A100_DATASHEET, "int8": _A100_DATASHEET,
+                   "mem_gbs": _A100_DATASHEET, "l2_mb": _A100_WP},
+                  "the 80 GB card has 2039 GB/s (A100 80GB datasheet); everything else the same")
+
+#: NVIDIA H100 SXM5 80 GB (Hopper GH100, sm_90), 700 W, HBM3 (the PCIe card: 114 SMs, 2.0 TB/s)
+H100_SPEC = _spec("NVIDIA H100-SXM5-80GB", "NVIDIA H100 datasheet and whitepaper", "Hopper", 90, 132, 1980,
+                  {"fp32": 66.9, "fp16_cuda": 133.8, "tf32": 494.7, "fp16": 989.4, "int8": 1978.9}, 3350, 50.0,
+                  "80 GB HBM3", 700,
+                  {"sm_count": _H100_WP, "boost_mhz": _H100_CLOCKS, "fp32": _H100_DATASHEET,
+                   "fp16_cuda": f"{_H100_WP}; {_H100_CLOCKS}",
+                   "tf32": f"{_H100_DATASHEET} (989 with sparsity, halved)",
+                   "fp16": f"{_H100_DATASHEET} (1979 with sparsity, halved)",
+                   "int8": f"{_H100_DATASHEET} (3958 with sparsity, halved)", "mem_gbs": _H100_DATASHEET,
+                   "l2_mb": _H100_WP},
+                  "the PCIe card (H100 PCIe) has 114 SMs, 2.0 TB/s HBM2e and 756/1513 dense fp16/int8 peaks: "
+                  "a different target")
+
+
+def _trt_rules(spec):
+    def passes():
+        from ..cost.gpu import model_for
+        from ..fusion.tensorrt import tensorrt_rules
+
+        return tensorrt_rules(sm=spec["sm"], tf32="tf32" in spec["peak_tflops"], pricer=model_for(spec).price)
+    return passes
+
+
+def _cost(spec):
+    def model():
+        from ..cost.gpu import model_for
+
+        return model_for(spec)
+    return model
+
+
+def _gpu(name, spec, isa, what):
+    return Target(name, f"{what}, TensorRT (derived from the spec sheet; no profile measured)", "gpu", "tensorrt",
+                  "TensorRT", isa, 1, None, None, spec=spec, fusion=_trt_rules(spec), cost=_cost(spec))
 
 
 TARGETS = (
-    Target("t4", "NVIDIA T4 GPU (Turing, sm_75), onnxruntime CUDA/TensorRT EP", "gpu", "onnxruntime",
-           "CUDAExecutionProvider", "cuda-sm75", 1, None, None, spec=T4_SPEC, fusion=_generic_gpu_passes),
+    _gpu("t4", T4_SPEC, "cuda-sm75", "NVIDIA T4 GPU (Turing, sm_75, 70 W)"),
+    _gpu("a10", A10_SPEC, "cuda-sm86", "NVIDIA A10 GPU (Ampere, sm_86, 150 W)"),
+    _gpu("l4", L4_SPEC, "cuda-sm89", "NVIDIA L4 GPU (Ada Lovelace, sm_89, 72 W)"),
+    _gpu("a100", A100_SPEC, "cuda-sm80", "NVIDIA A100 SXM4 40 GB GPU (Ampere, sm_80)"),
+    _gpu("h100", H100_SPEC, "cuda-sm90", "NVIDIA H100 SXM5 80 GB GPU (Hopper, sm_90)"),
 )

@@ -16,17 +16,18 @@ Nothing is imported until used.
 __all__ = ["prepare", "Plan", "WhatIf", "ParetoFront", "InvalidChoice"]
 
 
-def prepare(estimator, model, shapes=None, batch=None, check_consistency: bool = True):
+def prepare(estimator, model, shapes=None, batch=None, warm: int = 16):
     """Prepare ``model`` (a path, bytes, ModelProto or loaded :class:`~latency.graph.Graph`) for what-if
     questions on ``estimator``'s target: parse, infer shapes, fuse and price the plain model and
-    every precision family once (further local situations are priced when first asked about).
-    ``check_consistency``: price every owner in every probe and count the keys seen at two prices."""
+    the first precision family (int8) with ``warm`` random mixes; the other families are prepared when
+    first asked about, and so is any local situation no probe has seen yet.
+    ``warm``: random mixed candidates probed up front (each one full fusion of the rewritten model)."""
     from ..graph import Graph, load_graph
     from .plan import Plan
 
     estimator.prepare()
     graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
-    return Plan(estimator, graph, check_consistency=check_consistency)
+    return Plan(estimator, graph, warm=warm)
 
 
 def __getattr__(name):

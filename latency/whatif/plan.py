@@ -22,7 +22,7 @@ The same candidates as an integer matrix (candidates x :attr:`Plan.units`) use t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,9 +50,14 @@ def code_of(precision: int, sparsity: int, prune: int) -> int:
     return (precision * _NS + sparsity) * _NP + prune
 
 
+_ALL = np.arange(len(PRECISIONS) * _NS * _NP)
+#: code -> (precision, sparsity, prune) digit, as small lookup arrays (a gather beats integer division)
+_DIG = (np.uint8(_ALL // (_NS * _NP)), np.uint8((_ALL // _NP) % _NS), np.uint8(_ALL % _NP))
+
+
 def _digits(code):
     code = np.asarray(code)
-    return code // (_NS * _NP), (code // _NP) % _NS, code % _NP
+    return _DIG[0][code], _DIG[1][code], _DIG[2][code]
 
 
 def sparsity_digit(value) -> int:
@@ -148,7 +153,7 @@ class Plan:
     matrix form; ``baseline``: the plain model's :class:`~latency.Estimate`.
     """
 
-    def __init__(self, estimator, graph, check_consistency: bool = True):
+    def __init__(self, estimator, graph, warm: int = 16):
         import time
 
         t0 = time.perf_counter()
@@ -156,7 +161,8 @@ class Plan:
         self.graph = graph
         self.rules = estimator.rules_
         self.pricer = Pricer(estimator)
-        self.check_consistency = check_consistency
+        self._configs: dict = {}
+        self.warm = warm
         self.structure = analyse(graph)
         self.node_order = {r.name: i for i, r in enumerate(graph.ops)}
         self.op_of = {r.name: r.op_type for r in graph.ops}
@@ -173,12 +179,47 @@ class Plan:
         self.notes: list = []
         self.families = self._families_with_data()
         self._valid, self._why = self._validity()
+        self.clusters = self._clusters()
         self.tables = {f: Tables(self, f) for f in self.families}
         self._front_family = self.families[0] if self.families else "int8"
         self._warm()
         self.prepare_s = time.perf_counter() - t0
 
     # -- what the target can price -------------------------------------------------------------
+    def _clusters(self) -> list:
+        """Per owner: the owners it shares a kernel with in the plain model or in a whole-model reduced
+        variant (connected through shared kernels)."""
+        from ..fusion import fuse
+
+        st = self.structure
+        parent = list(range(len(st.owners)))
+
+        def find(a):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        def join(names):
+            os_ = {st.owner_of_node[n] for n in names if n in st.owner_of_node}
+            os_ = sorted(os_)
+            for x in os_[1:]:
+                parent[find(x)] = find(os_[0])
+
+        for k in self.baseline.kernels:
+            join(k.nodes)
+        U = len(self.units)
+        for f in self.families:
+            bits = np.array([f in u.families for u in st.units], np.int64)
+            rw = self.rewrite(f, bits, np.zeros(U, np.int64))
+            kernels, _ = fuse(rw.graph, self.rules)
+            for k in kernels:
+                join([o for o in (rw.node_origin.get(n) for n in k.nodes) if isinstance(o, str)])
+        groups: dict = {}
+        for i in range(len(st.owners)):
+            groups.setdefault(find(i), []).append(i)
+        return [tuple(x for x in groups[find(i)] if x != i) for i in range(len(st.owners))]
+
     def _families_with_data(self) -> list:
         est = self.estimator
         have = None
@@ -234,13 +275,13 @@ class Plan:
         tool would leave the model; ``materialize``: real weights (for a full re-estimate)."""
         st = self.structure
         q = {u.name for u, b in zip(st.units, bits) if b}
-        heads = set(self.units)
+        off = {n for u, b in zip(st.units, bits) if not b for n in u.excludes}
         pr = {u.name: PRUNE_LEVELS[int(p)] for u, p in zip(st.units, prune) if int(p)}
         groups = {u.name: u.group for u in st.units if u.name in pr}
         if family == "int8-dynamic":
             rw = dynamic_int8(self.graph, lambda n: n in q, pr, groups, materialize)
         else:
-            rw = static_qdq(self.graph, lambda n: n in q or n not in heads, pr, groups, materialize)
+            rw = static_qdq(self.graph, lambda n: n not in off, pr, groups, materialize)
         if materialize and sparsity is not None and np.any(np.asarray(sparsity) > 0):
             _sparsify(rw, st, sparsity, family)
         return rw
@@ -256,49 +297,53 @@ class Plan:
                             materialize=materialize, sparsity=s)
 
     # -- pricing an owner's kernels ------------------------------------------------------------
-    def price_owner_kernels(self, items) -> list:
-        """Entries (one row per sparsity digit for weighted units) for [(owner, [(kernel, nodes)], uncovered)]."""
+    def _config(self, k):
+        """The canonical :class:`~latency.ops.Config` of kernel ``k``, made once per distinct kernel."""
+        from ..ops import canonical_params
+
+        ck = (k.kind, k.precision, k.sparsity, repr(k.params))
+        c = self._configs.get(ck)
+        if c is None:
+            c = self._configs[ck] = _KeyedConfig(k.kind, canonical_params(k.kind, k.params), k.precision, k.sparsity)
+        return c
+
+    def price_kernels(self, items) -> list:
+        """Per (owner, kernel, nodes): (rows, coef, uncovered). A unit's own weighted kernel gets one row
+        per sparsity digit (0: the weight as the model holds it), every other kernel one row; ``rows``
+        holds a :class:`PricedKernel` (or None: no source prices it) per row, ``coef`` rows x COEFS."""
         from ..ops import Config
 
-        jobs, layout = [], []
-        for o, kernels, unc in items:
-            rows = _NS if o.unit >= 0 else 1
-            head = self.structure.units[o.unit].name if o.unit >= 0 else None
-            for s in range(rows):
-                row = []
-                for k, nodes in kernels:
-                    cfg = k.config
-                    if head is not None and head in nodes and k.kind in ("Conv", "ConvTranspose", "MatMul"):
-                        sp = self.base_sparsity.get(head, "0") if s == 0 else SPARSITY_LEVELS[s]
-                        cfg = Config(cfg.kind, cfg.params, cfg.precision, sp)
-                        k = _with_sparsity(k, sp)
-                    elif k.kind in ("Conv", "ConvTranspose", "MatMul") and cfg.sparsity != "0":
-                        pass
-                    row.append((k, nodes, cfg))
-                    jobs.append(cfg)
-                layout.append(row)
+        jobs, plans = [], []
+        units = self.structure.units
+        for o, k, nodes in items:
+            head = units[o.unit].name if o.unit >= 0 else None
+            weighted = head is not None and head in nodes and k.kind in ("Conv", "ConvTranspose", "MatMul")
+            if weighted:
+                k = replace(k, sparsity=self.base_sparsity.get(head, "0"))
+                variants = [k] + [replace(k, sparsity=sp) for sp in SPARSITY_LEVELS[1:]]
+            else:
+                variants = [k]
+            at = len(jobs)
+            for v in variants:
+                jobs.append(self._config(v))
+            plans.append((variants, nodes, at))
         priced = self.pricer.price(jobs)
-        out, i, li = [], 0, 0
-        for o, kernels, unc in items:
-            rows = _NS if o.unit >= 0 else 1
-            coef = np.zeros((rows, len(COEFS)))
-            plist, unc_all = [], list(unc)
-            for s in range(rows):
-                row, pk = layout[li], []
-                li += 1
-                for k, nodes, cfg in row:
-                    res = priced[i]
-                    i += 1
-                    if res is None or res[0] is None or not np.isfinite(res[0]):
-                        if s == 0:
-                            why = "no table row, regressor or prior prices " + f"{k.kind} {k.precision}"
-                            unc_all += [(n, t, why) for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,))]
-                        continue
-                    iso = max(0.0, float(res[0]))
-                    pk.append(PricedKernel(k, nodes, iso, res[1], res[2], cfg.key))
-                    coef[s] += self.pricer.coefficients(k.kind, tuple(k.op_types), iso, res[1], cfg.key)
-                plist.append(pk)
-            out.append(Entry(plist, coef, tuple(unc_all)))
+        out = []
+        for variants, nodes, at in plans:
+            rows, coef, unc = [], np.zeros((len(variants), len(COEFS))), []
+            for j, v in enumerate(variants):
+                rr = priced[at + j]
+                if rr is None or rr[0] is None or not np.isfinite(rr[0]):
+                    rows.append(None)
+                    if j == 0:
+                        why = f"no table row, regressor or prior prices {v.kind} {v.precision}"
+                        unc += [(n, t, why) for n, t in zip(v.nodes or (v.name,), v.op_types or (v.kind,))]
+                    continue
+                iso = max(0.0, float(rr[0]))
+                key = jobs[at + j].key
+                rows.append(PricedKernel(v, nodes, iso, rr[1], rr[2], key))
+                coef[j] = self.pricer.coefficients(v.kind, tuple(v.op_types), iso, rr[1], key)
+            out.append((rows, coef, unc))
         return out
 
     # -- choices -------------------------------------------------------------------------------
@@ -386,7 +431,7 @@ class Plan:
 
     def _family_of(self, codes: np.ndarray) -> np.ndarray:
         """Per candidate: 0 (all fp32) or the precision digit of its one reduced precision."""
-        p = codes // (_NS * _NP)
+        p = _DIG[0][codes]
         hi, lo = p.max(axis=1), np.where(p > 0, p, 99).min(axis=1)
         mixed = (hi > 0) & (lo != hi)
         if mixed.any():
@@ -421,61 +466,58 @@ class Plan:
             return codes
         return self.codes(list(choices))
 
-    def _eval(self, codes, learn=True, max_probes=None):
+    def _eval(self, codes, learn=True, max_probes=None, want_state=False):
+        """(ms per candidate, {(family, digit): (rows, state)}): tables, probing unknown candidates first."""
         n = len(codes)
         ms = np.full(n, np.nan)
-        ids_all = {}
+        states = {}
         if not n:
-            return ms, ids_all
+            return ms, states
         fam = self._family_of(codes)
         p, s, r = _digits(codes)
-        for f in np.unique(fam):
-            rows = np.flatnonzero(fam == f)
+        fams = np.unique(fam)
+        for f in fams:
+            one = len(fams) == 1
+            rows = np.arange(n) if one else np.flatnonzero(fam == f)
             name = FAMILIES[f - 1] if f else self._front_family
+            self._warm(name)
             t = self.tables[name]
-            bits = (p[rows] == f) if f else np.zeros((len(rows), codes.shape[1]), np.int64)
-            bits = bits.astype(np.int64)
-            acc, known, ids = t.sums(bits, r[rows], s[rows])
+            pf, pr, sp = (p, r, s) if one else (p[rows], r[rows], s[rows])
+            bits = (pf == f) if f else np.zeros(pf.shape, bool)
+            acc, known, state = t.sums(bits, pr, sp, want_state=want_state)
             probes = 0
             while learn and not known.all() and (max_probes is None or probes < max_probes):
                 j = int(np.flatnonzero(~known)[0])
-                t.probe(bits[j], r[rows][j])
+                t.probe(bits[j], pr[j])
                 probes += 1
                 todo = np.flatnonzero(~known)
-                a2, k2, i2 = t.sums(bits[todo], r[rows][todo], s[rows][todo])
-                acc[todo], known[todo], ids[todo] = a2, k2, i2
+                a2, k2, s2 = t.sums(bits[todo], pr[todo], sp[todo], want_state=want_state)
+                acc[todo], known[todo] = a2, k2
+                if want_state:
+                    state[todo] = s2
+                if not known[j]:  # the probed candidate itself: its own observations decide it now
+                    raise AssertionError(f"what-if tables did not learn a probed candidate of {name}")
             tot = self.pricer.totals_us(acc) / 1000.0
             ms[rows] = np.where(known, tot, np.nan)
-            ids_all[(name, int(f))] = (rows, ids, known, bits, r[rows], s[rows])
-        return ms, ids_all
+            states[(name, int(f))] = (rows, state)
+        return ms, states
 
     def evaluate(self, choice) -> WhatIf:
         """The full answer for one choice: an :class:`~latency.Estimate`-like breakdown (see :class:`WhatIf`)."""
         codes = self.codes([choice]) if isinstance(choice, dict) else self._as_codes(np.asarray(choice)[None, :])
-        ms, ids_all = self._eval(codes)
-        ((name, _), (rows, ids, known, bits, prune, spars)), = ids_all.items()
+        ms, states = self._eval(codes, want_state=True)
+        ((name, _), (_, state)), = states.items()
         t = self.tables[name]
-        _, _, ck, _, _ = t._compile()
-        priced, unc, changes = [], [], []
-        base = self._owner_entries(t, self._base_ids(t))
-        mine = self._owner_entries(t, ids[0])
-        gate, cgate = self.pricer.gates(float(sum(e.coef[min(sd, len(e.coef) - 1), 5] for e, sd in
-                                                  zip(mine, self._rows_of(spars[0])))))
-        bgate = self.pricer.gates(self.baseline.footprint_mb)
-        for o, e, sd, eb in zip(self.structure.owners, mine, self._rows_of(spars[0]), base):
-            row = min(sd, len(e.rows) - 1)
-            priced.extend(e.rows[row])
-            unc.extend(e.uncovered)
-            c, cb = e.coef[row], eb.coef[0]
-            now = c[0] + cgate * c[1] + gate * c[2]
-            was = cb[0] + bgate[1] * cb[1] + bgate[0] * cb[2]
-            if abs(now - was) >= 0.05 or len(e.rows[row]) != len(eb.rows[0]):
-                changes.append({"owner": o.name, "delta_us": now - was, "kernels": len(e.rows[row]),
-                                "kernels_before": len(eb.rows[0])})
+        mine, unc = t.kernels_of(state[0])
+        z = np.zeros((1, len(self.units)), np.int64)
+        _, _, bstate = t.sums(z, z, z)
+        base, _ = t.kernels_of(bstate[0])
         from ..fusion import Uncovered
 
+        priced = [pk for _, pk in mine]
         est = finish(self.pricer, priced, [Uncovered(*u) for u in unc], self.estimator.target.name,
                      self.estimator.profile_path_, self.estimator.warnings_)
+        changes = self._changes(mine, base, est)
         choice_out = self._describe(codes[0])
         fam = name if any(v["precision"] != "fp32" for v in choice_out.values()) else "fp32"
         excl = self._nodes_to_exclude(fam, codes[0]) if fam != "fp32" else ()
@@ -486,20 +528,29 @@ class Plan:
                       float(sum(_wmb(k.key) for k in est.kernels if k.source != "free")),
                       float(sum(_wmb(k.key) for k in self.baseline.kernels if k.source != "free")), tuple(notes))
 
-    def _rows_of(self, spars_row):
-        return [int(spars_row[o.unit]) if o.unit >= 0 else 0 for o in self.structure.owners]
+    def _changes(self, mine, base, est) -> list:
+        """Owners whose kernels changed: in-model us now and in the plain model (each at its own gates)."""
+        st = self.structure
+        g, cg = est.cache_gate, est.private_gate
+        bg, bcg = self.baseline.cache_gate, self.baseline.private_gate
 
-    def _base_ids(self, t):
-        z = np.zeros((1, len(self.units)), np.int64)
-        acc, known, ids = t.sums(z, z, z)
-        if not known.all():
-            t.probe(z[0], z[0])
-            acc, known, ids = t.sums(z, z, z)
-        return ids[0]
+        def per_owner(items, gate, cgate):
+            d: dict = {}
+            for o, pk in items:
+                c = self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source, pk.key)
+                v = d.setdefault(o, [0.0, []])
+                v[0] += c[0] + cgate * c[1] + gate * c[2]
+                v[1].append(pk.kernel.name)
+            return d
 
-    def _owner_entries(self, t, ids_row):
-        _, _, ck, _, _ = t._compile()
-        return [t.entries[o][int(ck[o][i])] for o, i in enumerate(ids_row)]
+        a, b = per_owner(mine, g, cg), per_owner(base, bg, bcg)
+        out = []
+        for o in sorted(set(a) | set(b)):
+            now, was = a.get(o, [0.0, []]), b.get(o, [0.0, []])
+            if abs(now[0] - was[0]) >= 0.05 or now[1] != was[1]:
+                out.append({"owner": st.owners[o].name, "delta_us": now[0] - was[0], "kernels": now[1],
+                            "kernels_before": was[1]})
+        return out
 
     def _describe(self, code_row) -> dict:
         p, s, r = _digits(code_row)
@@ -524,7 +575,10 @@ class Plan:
         out = []
         for u, pi in zip(self.structure.units, p):
             if family in u.families and not pi:
-                out.append(u.name + "_MatMul" if family == "int8-dynamic" and u.op == "Gemm" else u.name)
+                if family == "int8-dynamic":
+                    out.append(u.name + "_MatMul" if u.op == "Gemm" else u.name)
+                else:
+                    out.extend(u.excludes)
         return out
 
     # -- tables for people ---------------------------------------------------------------------
@@ -587,18 +641,20 @@ class Plan:
 
     def _unit_costs(self, codes) -> np.ndarray:
         """In-model us of each unit owner's kernels (candidates x units), at each candidate's gates."""
-        ms, ids_all = self._eval(codes)
+        ms, states = self._eval(codes, want_state=True)
         out = np.full(codes.shape, np.nan)
         uo = [self.structure.owner_of_node[u] for u in self.units]
-        for (name, _), (rows, ids, known, bits, prune, spars) in ids_all.items():
+        for (name, _), (rows, state) in states.items():
             t = self.tables[name]
-            _, _, ck, _, coefs = t._compile()
-            acc, _, _ = t.sums(bits, prune, spars)
+            acc, _, _ = t.sums(state[:, :t.n_units], state[:, t.n_units:2 * t.n_units], state[:, t.P0:])
             g, cg = self.pricer.gates_vec(acc[:, 5])
-            for j, o in enumerate(uo):
-                owner = self.structure.owners[o]
-                c = coefs[o][ids[:, o], spars[:, owner.unit] if owner.unit >= 0 else 0]
-                out[rows, j] = c[:, 0] + cg * c[:, 1] + g * c[:, 2]
+            for j, r in enumerate(rows):
+                for k, o in enumerate(uo):
+                    ks, _ = t.kernels_of(state[j], owners=[o])
+                    cs = [self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source,
+                                                   pk.key) for _, pk in ks]
+                    c = np.sum(cs, axis=0) if cs else np.zeros(len(COEFS))
+                    out[r, k] = c[0] + cg[j] * c[1] + g[j] * c[2]
         return out
 
     def sensitivity(self):
@@ -674,21 +730,91 @@ class Plan:
                 front.nodes_to_exclude = self._nodes_to_exclude(family, rows[int(best.n_fp32)])
         return front
 
+    def marking_units(self, family: str) -> dict:
+        """tensor -> units whose reduced precision alone puts a quantize pair (static) or a
+        DynamicQuantizeLinear (dynamic) on it, by the tool's own marking rules."""
+        from .rewrite import static_marks
+
+        st = self.structure
+        out: dict = {}
+        if family == "int8-dynamic":
+            for u in st.units:
+                if family in u.families and u.op != "Gather":
+                    r = self.graph.ops[self.node_order[u.name]]
+                    out.setdefault(r.inputs[0].name, []).append(u.index)
+            return out
+        every = {n for u in st.units for n in u.excludes}
+        for u in st.units:
+            if family not in u.families:
+                continue
+            off = every - set(u.excludes)
+            m = static_marks(self.graph, lambda n, off=off: n not in off)
+            for t in list(m.act) + list(m.shared) + list(m.weight) + [b for _, b in m.bias]:
+                out.setdefault(t, []).append(u.index)
+        return out
+
     # -- warm-up -------------------------------------------------------------------------------
-    def _warm(self):
+    def _warm(self, family: str | None = None):
+        """Probe the plain model, the family's whole-model variant, and ``warm`` random mixes (random
+        densities, prune levels on a random part of the prunable nodes in every other one), so that most
+        situations a search meets are known before it asks. Without ``family``: the first family now,
+        the others when first used."""
+        if family is None:
+            if self.families:
+                self._warm(self.families[0])
+            return
+        t = self.tables[family]
+        if t.warmed:
+            return
+        t.warmed = True
         U = len(self.units)
         z = np.zeros(U, np.int64)
-        for f in self.families:
-            t = self.tables[f]
-            t.probe(z, z)
-            allr = np.array([1 if f in u.families else 0 for u in self.structure.units], np.int64)
-            t.probe(allr, z)
+        rng = np.random.default_rng(0)
+        prunable = np.array([u.prunable for u in self.structure.units])
+        can = np.array([family in u.families for u in self.structure.units])
+        t.probe(z, z)
+        t.probe(can.astype(np.int64), z)
+        for k in range(self.warm):
+            bits = ((rng.random(U) < rng.random()) & can).astype(np.int64)
+            pr = np.where((rng.random(U) < 0.3) & prunable, rng.integers(1, _NP, U), 0) if k % 2 else z
+            t.probe(bits, pr)
 
     @property
     def stats(self) -> dict:
         """Probes run, table sizes and locality violations seen, per family."""
-        return {f: {"probes": t.probes, "entries": sum(len(e) for e in t.entries),
+        return {f: {"probes": t.probes, "price_classes": sum(len(e) for e in t.entries),
+                    "slots": sum(len(x) for x in t.slots), "corrections": t.corrections,
                     "inconsistencies": len(t.inconsistencies)} for f, t in self.tables.items()}
+
+
+def _keyed_config():
+    from ..ops import Config
+
+    class KeyedConfig(Config):
+        """A Config whose table key is computed once (a probe prices the same kernels again and again)."""
+
+        @property
+        def key(self) -> str:
+            k = self.__dict__.get("_key")
+            if k is None:
+                k = Config.key.fget(self)
+                object.__setattr__(self, "_key", k)
+            return k
+
+    return KeyedConfig
+
+
+class _Lazy:
+    def __init__(self, make):
+        self._make, self._cls = make, None
+
+    def __call__(self, *a, **kw):
+        if self._cls is None:
+            self._cls = self._make()
+        return self._cls(*a, **kw)
+
+
+_KeyedConfig = _Lazy(_keyed_config)
 
 
 def _wmb(key):

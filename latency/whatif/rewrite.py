@@ -454,7 +454,10 @@ def _weight_dq(b: _Builder, w: str, qtype: str, origin_node: str | None, pos: fl
     else:
         b.tensors[w] = replace(tw, const=False)
         b.extra.pop(w, None)
-    b.node(w + "_DequantizeLinear", "DequantizeLinear", [qn, s, z], [out], pos - 0.4, origin_node)
+    # a weight's DequantizeLinear belongs to the weight (its owner: its reader, or the shared constant);
+    # a bias's to its node (the quantizer gives each node its own bias)
+    origin = origin_node if qtype == "int32" else ("tensor", w)
+    b.node(w + "_DequantizeLinear", "DequantizeLinear", [qn, s, z], [out], pos - 0.4, origin)
 
 
 def static_qdq(g: Graph, quantize, prune: dict | None = None, groups: dict | None = None,
@@ -579,7 +582,7 @@ def channel_group(g: Graph, head: str) -> ChannelGroup:
     weights = {(head, r.inputs[1].name): w_axis}
     if len(r.inputs) > 2 and r.inputs[2].name:
         weights[(head, r.inputs[2].name)] = 0
-    depthwise, ends = [], []
+    depthwise, ends, joins = [], [], []
     outputs = {t.name for t in g.outputs}
     todo = [out]
     while todo:
@@ -631,11 +634,7 @@ def channel_group(g: Graph, head: str) -> ChannelGroup:
             elif op in _PASS_UNARY or op in ("QuantizeLinear", "DequantizeLinear"):
                 pass
             elif op in _PASS_BINARY or op == "Where":
-                others = [x for x in data if x not in tensors]
-                if others:
-                    kind = "residual Add" if op in ("Add", "Sum") else op
-                    return ChannelGroup(head, reason=f"{kind} {c.name!r} joins it to {others[0]!r} (another branch); "
-                                                     f"prune them together or not at all")
+                joins.append((c, data))  # checked once the whole group is known (x * f(x) stays inside it)
                 rank = len(g.tensor(t).shape)
                 for x in consts:
                     cs = g.tensor(x).shape or ()
@@ -656,6 +655,12 @@ def channel_group(g: Graph, head: str) -> ChannelGroup:
                 if o.name and o.name not in tensors and not g.tensor(o.name).const:
                     tensors[o.name] = ax if op != "Flatten" else 1
                     todo.append(o.name)
+    for c, data in joins:
+        others = [x for x in data if x not in tensors]
+        if others:
+            kind = "residual Add" if c.op_type in ("Add", "Sum") else c.op_type
+            return ChannelGroup(head, reason=f"{kind} {c.name!r} joins it to {others[0]!r} (another branch); "
+                                             f"prune them together or not at all")
     if not ends:
         return ChannelGroup(head, reason="no Conv, Gemm or MatMul consumes its channels")
     return ChannelGroup(head, channels, tuple(tensors.items()), tuple(weights.items()), tuple(depthwise),

@@ -38,6 +38,9 @@ class Unit:
     weighted: bool = False
     families: tuple = ()
     group: ChannelGroup | None = None
+    #: the nodes ``nodes_to_exclude`` must name to keep the unit fp32 (its head, a BatchNormalization
+    #: folded into it in fp32)
+    excludes: tuple = ()
 
     @property
     def prunable(self) -> bool:
@@ -50,6 +53,8 @@ class Owner:
     kind: str                      # "unit", "node", "input", "global"
     members: tuple = ()            # original node names
     tensors: tuple = ()            # tensors it produces (a graph input's owner: that input)
+    inputs: tuple = ()             # tensors it reads that others produce
+    consts: tuple = ()             # float initializers it reads (a quantized reader puts a DQ on them)
     unit: int = -1                 # the unit whose weighted head it holds (sparsity), or -1
     bits: tuple = ()               # units whose precision bit its kernels depend on
     producers: tuple = ()          # owners producing its inputs
@@ -95,10 +100,20 @@ def analyse(g: Graph) -> Structure:
         static = _static_head(g, r)
         if not static and r.name not in dyn:
             continue
+        if r.op_type in ("BatchNormalization", "InstanceNormalization") and r.inputs:
+            # a norm right after a weighted node folds into it in fp32: one choice for both
+            p = g.producer(r.inputs[0].name)
+            if p is not None and p.name in unit_of and units[unit_of[p.name]].weighted and \
+                    len(g.consumers.get(r.inputs[0].name, ())) == 1 and units[unit_of[p.name]].name == p.name:
+                u = units[unit_of[p.name]]
+                u.members += (r.name,)
+                u.excludes += (r.name,)
+                unit_of[r.name] = u.index
+                continue
         fams = tuple(f for f, ok in (("int8", static), ("int8-dynamic", r.name in dyn)) if ok)
         weighted = r.op_type in WEIGHTED_OPS and len(r.inputs) > 1 and _is_init(g, r.inputs[1].name)
         u = Unit(r.name, r.op_type, (r.name,), len(units), weighted, fams,
-                 channel_group(g, r.name) if weighted else None)
+                 channel_group(g, r.name) if weighted else None, (r.name,))
         unit_of[r.name] = u.index
         units.append(u)
     # followers: the data-movement ops and removable activations whose input a unit produces
@@ -141,8 +156,23 @@ def analyse(g: Graph) -> Structure:
             seen.add(r.name)
             w = k if (k is not None and units[k].weighted and units[k].name == r.name) else -1
             add_owner(Owner(r.name, "node", (r.name,), (), w))
+    # initializers several nodes read: the quantizer gives each one DequantizeLinear, copied per reader
+    readers: dict = {}
+    for r in live:
+        for t in r.inputs:
+            if t.name and _is_init(g, t.name) and _is_float(g, t.name):
+                readers.setdefault(t.name, []).append(r.name)
+    shared = sorted(t for t, rs in readers.items() if len(set(rs)) > 1)
+    for t in shared:
+        add_owner(Owner(f"const:{t}", "const", (), (t,)))
     glob = add_owner(Owner("global", "global"))
     owner_of_tensor: dict = {t.name: i for i, t in enumerate(g.inputs)}
+    for o in owners:
+        if o.kind == "const":
+            owner_of_tensor[o.tensors[0]] = o.order
+    for t, rs in readers.items():
+        if t not in owner_of_tensor and rs[0] in owner_of_node:
+            owner_of_tensor[t] = owner_of_node[rs[0]]
     for o in owners:
         if o.kind in ("unit", "node"):
             outs = []
@@ -156,13 +186,21 @@ def analyse(g: Graph) -> Structure:
     for o in owners:
         if o.kind == "global":
             continue
+        if o.kind == "const":
+            us = {unit_of[n] for n in readers[o.tensors[0]] if n in unit_of}
+            o.bits = tuple(sorted(us))
+            o.consumers = tuple(sorted({owner_of_node[n] for n in readers[o.tensors[0]] if n in owner_of_node}))
+            continue
         mine = set(o.tensors)
-        ins, outs = set(), set()
+        ins, outs, consts = set(), set(), set()
         for n in o.members:
             r = g.ops[order[n]]
             for t in r.inputs:
                 if t.name and not g.tensor(t.name).const and t.name not in mine:
                     ins.add(t.name)
+                elif t.name and _is_init(g, t.name) and _is_float(g, t.name):
+                    consts.add(t.name)
+        o.consts = tuple(sorted(consts))
         for t in o.tensors:
             for c in g.consumer_ops(t):
                 if owner_of_node.get(c.name, -1) != o.order and not c.foldable:
@@ -187,6 +225,7 @@ def analyse(g: Graph) -> Structure:
                 if c.name in owner_of_node and owner_of_node[c.name] != o.order:
                     cons.add(owner_of_node[c.name])
         o.bits = tuple(sorted(bits))
+        o.inputs = tuple(sorted(ins))
         o.producers = tuple(sorted(prods - {o.order}))
         o.consumers = tuple(sorted(cons - {o.order}))
     # prune: every owner a channel group touches

@@ -36,6 +36,7 @@ COEFS = ("iso", "curve", "fetch", "ov0", "ov1", "fp", "wmb")
 SPARSITY_LEVELS = ("model", "50", "75", "90", "95", "2:4")
 PRUNE_LEVELS = (0.0, 0.25, 0.5)
 _SIGMA_RADIX = 64
+_NROWS = 6  # sparsity rows of a weighted unit's entries: len(SPARSITY_LEVELS)
 _INSERTED = re.compile(r"^(?:ReorderInput|ReorderOutput|Cast)\((.*)\)$|^Transpose\((.*),(?:NHWC|NCHW)\)$")
 
 
@@ -63,7 +64,15 @@ class Entry:
 
 
 class Tables:
-    """Learned tables of one precision family over a :class:`~latency.whatif.structure.Structure`."""
+    """Learned tables of one precision family over a :class:`~latency.whatif.structure.Structure`.
+
+    State of a candidate, per column: the precision bit of each unit, its prune digit, whether each
+    tensor carries a quantize pair (``q``: the OR of the bits of the units whose quantization marks
+    it, found by the tool's own marking rules), and each owner's layout state (``sigma``, learned).
+    An owner's transfer key: its own bits, the ``q`` of its tensors, its prune digits, its producers'
+    sigma; its cost key adds the ``q`` of its consumers' tensors (whether they absorb its DQ) and the
+    sigma of itself and of its consumers two deep (a fold into a conv reaches past a norm).
+    """
 
     def __init__(self, plan, family: str):
         self.plan = plan
@@ -72,39 +81,97 @@ class Tables:
         self.n_units = len(st.units)
         self.n_owners = len(st.owners)
         self.sigma_ids = [dict() for _ in st.owners]
-        self.transfer = [dict() for _ in st.owners]
-        self.entries = [dict() for _ in st.owners]
+        self.transfer = [_Table() for _ in st.owners]
+        self.entries = [[] for _ in st.owners]       # per owner: Entry per price class
+        self._class_index = [dict() for _ in st.owners]
+        self.memo = [dict() for _ in st.owners]      # per owner: full cost key -> class seen in a probe
+        self.costs = [_Table() for _ in st.owners]   # per owner: cost key -> price class
+        self.slots = [dict() for _ in st.owners]     # per owner: kernel name -> _Slot
+        self.history = [[] for _ in st.owners]       # per owner: full cost keys of the probes
+        self.rows_of = [_NROWS if o.unit >= 0 else 1 for o in st.owners]
         self._arrays = None
         self.probes = 0
+        self.warmed = False
+        self.corrections = 0
         self.inconsistencies: list = []
         self._build_specs()
 
     # -- keys ----------------------------------------------------------------------------------
     def _build_specs(self):
-        """Per owner: column indices into the state (bits | prune | sigma) and mixed-radix multipliers."""
+        """Per owner: column indices into the state (bits | prune | q | sigma) and mixed-radix multipliers."""
         st = self.plan.structure
         U, O = self.n_units, self.n_owners
-        self.t_cols, self.t_mult, self.c_cols, self.c_mult = [], [], [], []
+        tensors = []
         for o in st.owners:
-            cols = [u for u in o.bits] + [U + u for u in o.prunes] + [2 * U + p for p in o.producers]
-            rad = [2] * len(o.bits) + [len(PRUNE_LEVELS)] * len(o.prunes) + [_SIGMA_RADIX] * len(o.producers)
-            self.t_cols.append(np.array(cols, np.int64))
-            self.t_mult.append(self._mult(rad))
-            ccols = cols + [2 * U + o.order] + [2 * U + c for c in o.consumers]
-            crad = rad + [_SIGMA_RADIX] * (1 + len(o.consumers))
-            self.c_cols.append(np.array(ccols, np.int64))
-            self.c_mult.append(self._mult(crad))
-        self.width = 2 * U + O
+            tensors.extend(o.inputs)
+            tensors.extend(o.tensors)
+        g = self.plan.graph
+        self.q_tensors = [t for t in dict.fromkeys(tensors) if not g.tensor(t).const]
+        # float initializers: a quantized reader gives them a DequantizeLinear that every reader then reads
+        self.q_tensors += sorted({c for o in st.owners for c in o.consts})
+        self.q_index = {t: i for i, t in enumerate(self.q_tensors)}
+        T = len(self.q_tensors)
+        marks = self.plan.marking_units(self.family)
+        self.q_mat = np.zeros((U, T))
+        for t, units in marks.items():
+            if t in self.q_index:
+                for u in units:
+                    self.q_mat[u, self.q_index[t]] = 1.0
+        self.q_units = [tuple(sorted(int(u) for u in np.flatnonzero(self.q_mat[:, i]))) for i in range(T)]
+        self.Q0, self.S0, self.P0 = 2 * U, 2 * U + T, 2 * U + T + O
+        self.width = 3 * U + T + O
+        own_bits = [sorted({st.unit_of_node[n] for n in o.members if n in st.unit_of_node}) for o in st.owners]
 
-    @staticmethod
-    def _mult(radices) -> np.ndarray:
-        m, out = 1, []
-        for r in radices:
-            out.append(m)
-            m *= r
-        if m >= 2 ** 62:
-            raise OverflowError("a what-if key does not fit in 64 bits")
-        return np.array(out, np.int64)
+        def qcols(o):
+            return [self.Q0 + self.q_index[t] for t in list(o.inputs) + list(o.tensors) + list(o.consts)
+                    if t in self.q_index]
+
+        for o in st.owners:
+            if o.kind == "const":
+                own_bits[o.order] = list(o.bits)
+
+        self.t_cols, self.c_cols, self.t_rad, self.c_rad = [], [], [], []
+        for o in st.owners:
+            cols = own_bits[o.order] + qcols(o) + [U + u for u in o.prunes] + [self.S0 + p for p in o.producers]
+            rad = [2] * (len(own_bits[o.order]) + len(qcols(o))) + [len(PRUNE_LEVELS)] * len(o.prunes) + \
+                [_SIGMA_RADIX] * len(o.producers)
+            cols, rad = _dedupe(cols, rad)
+            self.t_cols.append(np.array(cols, np.int64))
+            self.t_rad.append(rad)
+            cons = set(o.consumers)
+            for c in o.consumers:
+                cons.update(st.owners[c].consumers)
+            cons.discard(o.order)
+            # a consumer absorbs a DQ when it forms a QDQ unit: its own bits and its tensors' q decide
+            xq = [b for k in o.consumers for b in own_bits[k]] + [c for k in o.consumers for c in qcols(st.owners[k])]
+            ccols = cols + xq + [self.S0 + o.order] + [self.S0 + c for c in sorted(cons)]
+            crad = rad + [2] * len(xq) + [_SIGMA_RADIX] * (1 + len(cons))
+            ccols, crad = _dedupe(ccols, crad)
+            self.c_cols.append(ccols)
+            self.c_rad.append(crad)
+        # owners that share a kernel somewhere (a LayerNorm's nodes, a conv and the Add folded into it)
+        # decide each other's kernels: each sees the others' digits too
+        base_c, base_r = self.c_cols, self.c_rad
+        self.c_cols, self.c_rad = [], []
+        for o in st.owners:
+            cols, rad = [], []
+            for k in self.plan.clusters[o.order]:
+                cols += base_c[k]
+                rad += base_r[k]
+            cols, rad = _dedupe(base_c[o.order] + cols, base_r[o.order] + rad)
+            self.c_cols.append(np.array(cols, np.int64))
+            self.c_rad.append(rad)
+
+    def _base_state(self, bits: np.ndarray, prune: np.ndarray, sparsity=None) -> np.ndarray:
+        n = bits.shape[0]
+        U = self.n_units
+        state = np.zeros((n, self.width), np.int64)
+        state[:, :U] = bits
+        state[:, U: 2 * U] = prune
+        state[:, self.Q0: self.S0] = (bits.astype(float) @ self.q_mat) > 0
+        if sparsity is not None:
+            state[:, self.P0:] = sparsity
+        return state
 
     # -- probes --------------------------------------------------------------------------------
     def probe(self, bits: np.ndarray, prune: np.ndarray) -> None:
@@ -132,33 +199,65 @@ class Tables:
             else:
                 o = st.owner_of_node.get(n, self.n_owners - 1)
             unc[o].append((n if isinstance(n, str) else u.node, u.op_type, u.reason))
-        state_row = np.zeros(self.width, np.int64)
-        state_row[: self.n_units] = bits
-        state_row[self.n_units: 2 * self.n_units] = prune
+        row = self._base_state(np.asarray(bits)[None, :], np.asarray(prune)[None, :])[0]
+        names = rw.node_origin
+        for t, i in self.q_index.items():
+            seen = (t + "_QuantizeLinear") in names or (t + "_DequantizeLinear") in names
+            if bool(row[self.Q0 + i]) != seen:
+                self.inconsistencies.append((t, "quantize pair", int(row[self.Q0 + i]), int(seen)))
         for o in st.owners:
             ids = self.sigma_ids[o.order]
             s = ids.setdefault(sigma[o.order], len(ids))
             if s >= _SIGMA_RADIX:
                 raise OverflowError(f"owner {o.name} has more than {_SIGMA_RADIX} layout states")
-            state_row[2 * self.n_units + o.order] = s
-        rows_needed = []
+            row[self.S0 + o.order] = s
+        per_owner = [dict() for _ in st.owners]
+        items = []
         for o in st.owners:
-            tk = int(state_row[self.t_cols[o.order]] @ self.t_mult[o.order]) if len(self.t_cols[o.order]) else 0
-            s = int(state_row[2 * self.n_units + o.order])
-            old = self.transfer[o.order].setdefault(tk, s)
-            if old != s:
-                self.inconsistencies.append((o.name, "layout state", old, s))
-            ck = int(state_row[self.c_cols[o.order]] @ self.c_mult[o.order])
-            if ck in self.entries[o.order] and not self.plan.check_consistency:
-                continue
-            rows_needed.append((o, ck))
-        new = plan.price_owner_kernels([(o, owned[o.order], unc[o.order]) for o, _ in rows_needed])
-        for (o, ck), entry in zip(rows_needed, new):
-            old = self.entries[o.order].get(ck)
-            if old is None:
-                self.entries[o.order][ck] = entry
-            elif not np.allclose(old.coef, entry.coef, rtol=1e-6, atol=1e-6):
-                self.inconsistencies.append((o.name, "price", float(old.coef[0, 0]), float(entry.coef[0, 0])))
+            for k, nodes in owned[o.order]:
+                name, j = k.name, 1
+                while name in per_owner[o.order]:
+                    name, j = f"{k.name}#{j}", j + 1
+                per_owner[o.order][name] = len(items)
+                items.append((o, k, nodes))
+        priced = plan.price_kernels(items)
+        for o in st.owners:
+            i = o.order
+            tkey = tuple(int(x) for x in row[self.t_cols[i]])
+            self.corrections += self.transfer[i].add(tkey, int(row[self.S0 + i]))
+            ckey = tuple(int(x) for x in row[self.c_cols[i]])
+            nrows = self.rows_of[i]
+            coef = np.zeros((nrows, len(COEFS)))
+            rows = [[] for _ in range(nrows)]
+            unc_o = list(unc[i])
+            for name, at in per_owner[i].items():
+                prow, pc, pu = priced[at]
+                unc_o += pu
+                coef += pc if len(pc) == nrows else pc[:1]
+                for r in range(nrows):
+                    pk = prow[r] if len(prow) == nrows else prow[0]
+                    if pk is not None:
+                        rows[r].append(pk)
+                slot = self.slots[i].get(name)
+                if slot is None:
+                    slot = self.slots[i][name] = _Slot()
+                    for old in self.history[i]:
+                        slot.table.add(old, 0)
+                self.corrections += slot.table.add(ckey, slot.variant(prow, pc, pu))
+            for name, slot in self.slots[i].items():
+                if name not in per_owner[i]:
+                    self.corrections += slot.table.add(ckey, 0)
+            self.history[i].append(ckey)
+            cls = self._class_of(i, Entry(rows, coef, tuple(unc_o)))
+            self.corrections += self.costs[i].add(ckey, cls)
+            h = _hash_key(ckey)
+            old = self.memo[i].get(h)
+            if old is not None and old != cls:
+                e0, e1 = self.entries[i][old], self.entries[i][cls]
+                self.inconsistencies.append((o.name, "price", float(e0.coef[0, 0]), float(e1.coef[0, 0]),
+                                             [(p.kernel.name, round(p.iso_us, 1)) for p in e0.rows[0]],
+                                             [(p.kernel.name, round(p.iso_us, 1)) for p in e1.rows[0]]))
+            self.memo[i][h] = cls
         self._arrays = None
 
     def _observe_sigma(self, rw, layouts) -> list:
@@ -166,6 +265,10 @@ class Tables:
         st = self.plan.structure
         blocked, nhwc = layouts.get("blocked", set()), layouts.get("nhwc", set())
         marks: dict = {}
+        # only what the producer side decides: a DequantizeLinear output exists only when some consumer
+        # does not absorb it (a downstream fact), and has its input's layout anyway
+        blocked = {n for n in blocked if not n.endswith("_DequantizeLinear_Output")}
+        nhwc = {n for n in nhwc if not n.endswith("_DequantizeLinear_Output")}
         for name in blocked:
             t = rw.tensor_origin.get(name, name)
             marks.setdefault(t, set()).add(("b", name))
@@ -192,6 +295,19 @@ class Tables:
             main = [n for n in names if self.plan.op_of.get(n) not in ("Identity", "Dropout")] or names
             first = min(main, key=lambda n: order.get(n, 1 << 30))
             return st.owner_of_node.get(first, self.n_owners - 1), tuple(dict.fromkeys(names))
+        if not tensors and "/dup" in k.name:  # a DequantizeLinear copied once per consumer
+            o = rw.node_origin.get(k.name.rsplit("/dup", 1)[0])
+            if isinstance(o, tuple):
+                tensors.append(o[1])
+            elif isinstance(o, str):
+                return st.owner_of_node.get(o, self.n_owners - 1), (o,)
+        if not tensors and not k.nodes and "/" in k.name:  # a kernel a node's lowering adds ("x/gemm_input_reshape")
+            head = k.name
+            while "/" in head:
+                head = head.rsplit("/", 1)[0]
+                o = rw.node_origin.get(head)
+                if isinstance(o, str):
+                    return st.owner_of_node.get(o, self.n_owners - 1), (o,)
         if not tensors:
             m = _INSERTED.match(k.name)
             if m:
@@ -204,58 +320,373 @@ class Tables:
         return self.n_owners - 1, ()
 
     # -- evaluation ----------------------------------------------------------------------------
+    def _class_of(self, o: int, entry) -> int:
+        """Index of the price class of ``entry`` among owner ``o``'s (equal coefficients: one class)."""
+        h = (entry.coef.shape, entry.coef.tobytes())
+        k = self._class_index[o].get(h)
+        if k is None:
+            self.entries[o].append(entry)
+            k = self._class_index[o][h] = len(self.entries[o]) - 1
+        return k
+
     def _compile(self):
-        """Sorted key arrays per owner (rebuilt after a probe added keys)."""
+        """Dense lookup arrays: per owner its layout-state transfer over the digits that decided it, and
+        per set of deciding digits the summed coefficients of every kernel keyed by that set (a
+        situation never seen whole backs off to the longest seen prefix of its digits; NaN where even
+        that is unknown)."""
         if self._arrays is not None:
             return self._arrays
-        tk, tv, ck, cv, coefs = [], [], [], [], []
-        for o in range(self.n_owners):
-            t = self.transfer[o]
-            keys = np.array(sorted(t), np.int64)
-            tk.append(keys)
-            tv.append(np.array([t[k] for k in keys.tolist()], np.int64))
-            e = self.entries[o]
-            keys = np.array(sorted(e), np.int64)
-            ck.append(keys)
-            cv.append(np.arange(len(keys)))
-            coefs.append(np.stack([e[k].coef for k in keys.tolist()]) if len(keys) else np.zeros((0, 1, len(COEFS))))
-        self._arrays = (tk, tv, ck, cv, coefs)
+        st = self.plan.structure
+        radix = self._radices()
+        trans = []
+        for o in st.owners:
+            tb = self.transfer[o.order]
+            cols = [int(self.t_cols[o.order][j]) for j in tb.sel]
+            grid, mult = _grid([radix[c] for c in cols])
+            vals = tb.lookup_rows_ordered(grid) if tb.obs else np.full(len(grid), -1, np.int64)
+            trans.append((np.array(cols, np.int64), mult, vals))
+        groups: dict = {}
+        for o in st.owners:
+            i = o.order
+            for name, slot in self.slots[i].items():
+                cols = [int(self.c_cols[i][j]) for j in slot.table.sel]
+                weighted = any(v is not None and len(v[1]) > 1 for v in slot.variants)
+                key_cols = cols + ([self.P0 + o.unit] if weighted else [])
+                order = sorted(range(len(key_cols)), key=lambda j: key_cols[j])
+                sc = tuple(key_cols[j] for j in order)
+                grid, mult = _grid([radix[c] for c in sc])
+                # back to the slot's own digit order for its lookups
+                own = np.empty_like(grid)
+                own[:, order] = grid
+                v = slot.table.lookup_rows_ordered(own[:, :len(cols)])
+                coef = np.full((len(grid), len(COEFS)), np.nan)
+                ok = v >= 0
+                coef[ok & (v == 0)] = 0.0
+                for k in range(1, len(slot.variants)):
+                    sel = ok & (v == k)
+                    if sel.any():
+                        pc = slot.variants[k][1]
+                        coef[sel] = pc[own[sel, -1]] if weighted and len(pc) > 1 else pc[0]
+                g = groups.get(sc)
+                if g is None:
+                    groups[sc] = [mult, coef]
+                else:
+                    g[1] = g[1] + coef
+        self._arrays = (trans, _merge_groups(groups, self._radices()))
         return self._arrays
 
-    def sums(self, bits: np.ndarray, prune: np.ndarray, sparsity: np.ndarray):
-        """(N x COEFS sums, known mask, entry ids N x owners) for candidates given as unit matrices."""
-        tk, tv, ck, cv, coefs = self._compile()
+    def _radices(self) -> dict:
+        """Radix of every state column: 2 for bits and quantize pairs, the prune and sparsity levels, and
+        for an owner's layout state the number of states seen."""
+        U = self.n_units
+        r = {}
+        for c in range(self.width):
+            if c < U or self.Q0 <= c < self.S0:
+                r[c] = 2
+            elif c < 2 * U:
+                r[c] = len(PRUNE_LEVELS)
+            elif c < self.P0:
+                r[c] = max(1, len(self.sigma_ids[c - self.S0]))
+            else:
+                r[c] = _NROWS
+        return r
+
+    def sums(self, bits: np.ndarray, prune: np.ndarray, sparsity: np.ndarray, want_state: bool = True,
+             chunk: int = 8192):
+        """(N x COEFS sums, known mask, state rows or None) for candidates given as unit matrices (bits,
+        prune digits, sparsity digits): per chunk of candidates, one layout sweep over the owners, then
+        one gather per group of kernels (the state is kept column-major: each digit a contiguous row)."""
+        trans, groups = self._compile()
         st = self.plan.structure
         n = bits.shape[0]
         U = self.n_units
-        state = np.zeros((n, self.width), np.int64)
-        state[:, :U] = bits
-        state[:, U: 2 * U] = prune
-        known = np.ones(n, bool)
-        for o in st.owners:
-            i = o.order
-            cols = self.t_cols[i]
-            key = state[:, cols] @ self.t_mult[i] if len(cols) else np.zeros(n, np.int64)
-            s = _lookup(tk[i], tv[i], key)
-            known &= s >= 0
-            state[:, 2 * U + i] = np.maximum(s, 0)
         acc = np.zeros((n, len(COEFS)))
-        ids = np.empty((n, self.n_owners), np.int64)
-        for o in st.owners:
+        known = np.ones(n, bool)
+        state = np.zeros((n, self.width), np.int64) if want_state else None
+        marks = self.q_units
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            m = b - a
+            S = np.zeros((self.width, m), np.int32)
+            S[:U] = bits[a:b].T
+            S[U:2 * U] = prune[a:b].T
+            S[self.P0:] = sparsity[a:b].T
+            for i, us in enumerate(marks):
+                if len(us) == 1:
+                    S[self.Q0 + i] = S[us[0]]
+                elif us:
+                    S[self.Q0 + i] = S[list(us)].max(axis=0)
+            kn = np.ones(m, bool)
+            for o in st.owners:
+                cols, mult, vals = trans[o.order]
+                if len(cols):
+                    key = S[cols[0]] * int(mult[0])
+                    for c, mm in zip(cols[1:], mult[1:]):
+                        key += S[c] * int(mm)
+                    sv = vals[key]
+                else:
+                    sv = np.full(m, vals[0] if len(vals) else -1, np.int64)
+                kn &= sv >= 0
+                S[self.S0 + o.order] = np.maximum(sv, 0)
+            ac = acc[a:b]
+            for cols, mult, table in groups:
+                if len(cols):
+                    key = S[cols[0]] * int(mult[0])
+                    for c, mm in zip(cols[1:], mult[1:]):
+                        key += S[c] * int(mm)
+                    ac += table[key]
+                else:
+                    ac += table[0]
+            known[a:b] = kn & np.isfinite(ac[:, 0])
+            if want_state:
+                state[a:b] = S.T
+        return acc, known, state
+
+    def kernels_of(self, state_row: np.ndarray, owners=None):
+        """([(owner index, priced kernel)], uncovered) of one candidate's state row, slot by slot (what
+        :meth:`sums` adds up, for the per-kernel breakdown); ``owners``: only those."""
+        st = self.plan.structure
+        out, unc = [], []
+        for o in (st.owners if owners is None else [st.owners[k] for k in owners]):
             i = o.order
-            key = state[:, self.c_cols[i]] @ self.c_mult[i]
-            e = _lookup(ck[i], cv[i], key)
-            known &= e >= 0
-            e = np.maximum(e, 0)
-            ids[:, i] = e
-            if not len(ck[i]):
+            digits = state_row[self.c_cols[i]][None, :]
+            srow = int(state_row[self.P0 + o.unit]) if o.unit >= 0 else 0
+            for name, slot in self.slots[i].items():
+                v = int(slot.table.lookup_rows_ordered(digits[:, slot.table.sel])[0])
+                if v <= 0:
+                    continue
+                prow, pc, pu = slot.variants[v]
+                pk = prow[srow] if len(prow) > 1 else prow[0]
+                if pk is not None:
+                    out.append((i, pk))
+                unc.extend(pu)
+        return out, unc
+
+
+def _merge_groups(groups: dict, radix: dict) -> list:
+    """Fewer gathers: a group whose digits are a subset of another's folds into it (broadcast), and
+    groups are merged while the union of their digits stays a small table (cells <= 4096)."""
+    items = sorted(groups.items(), key=lambda kv: -len(kv[0]))
+    merged: list = []  # [cols tuple, table]
+    for cols, (mult, table) in items:
+        home = next((m for m in merged if set(cols) <= set(m[0])), None)
+        if home is None:
+            union_ok = None
+            for m in merged:
+                u = tuple(sorted(set(m[0]) | set(cols)))
+                if int(np.prod([radix[c] for c in u])) <= 4096:
+                    union_ok = (m, u)
+                    break
+            if union_ok is None:
+                merged.append([cols, table])
                 continue
-            c = coefs[i]
-            if c.shape[1] > 1:
-                acc += c[e, sparsity[:, o.unit]]
-            else:
-                acc += c[e, 0]
-        return acc, known, ids
+            m, u = union_ok
+            m[1] = _refold(m[0], m[1], u, radix)
+            m[0] = u
+            home = m
+        home[1] = home[1] + _refold(cols, table, home[0], radix)
+    out = []
+    for cols, table in merged:
+        _, mult = _grid([radix[c] for c in cols])
+        out.append((np.array(cols, np.int64), mult, table))
+    return out
+
+
+def _refold(cols, table, into, radix):
+    """``table`` over digits ``cols`` laid out over the superset ``into`` (broadcast on the others)."""
+    grid, _ = _grid([radix[c] for c in into])
+    _, mult = _grid([radix[c] for c in cols])
+    pos = [into.index(c) for c in cols]
+    idx = grid[:, pos] @ mult if cols else np.zeros(len(grid), np.int64)
+    return table[idx]
+
+
+def _grid(radices):
+    """(every digit combination as rows, mixed-radix multipliers) for ``radices``."""
+    if not radices:
+        return np.zeros((1, 0), np.int64), np.zeros(0, np.int64)
+    mult = np.cumprod([1] + list(radices[:-1])).astype(np.int64)
+    size = int(np.prod(radices))
+    if size > 1 << 22:
+        raise OverflowError(f"a what-if lookup table of {size} cells")
+    idx = np.arange(size, dtype=np.int64)
+    grid = (idx[:, None] // mult[None, :]) % np.array(radices, np.int64)[None, :]
+    return grid, mult
+
+
+def _hash_rows(d: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of small non-negative integers (wrapping multiply-add)."""
+    with np.errstate(over="ignore"):
+        h = np.full(d.shape[0], 1469598103934665603, np.uint64)
+        for j in range(d.shape[1]):
+            h = (h ^ d[:, j].astype(np.uint64)) * np.uint64(1099511628211)
+    return h.view(np.int64)
+
+
+def _hash_key(key: tuple) -> int:
+    return int(_hash_rows(np.array([key], np.int64).reshape(1, -1))[0])
+
+
+class _Slot:
+    """One kernel of an owner: its price variants (0: absent) and the table deciding which applies.
+    A variant is (priced kernel per row, coefficients rows x COEFS, uncovered nodes)."""
+
+    def __init__(self):
+        self.table = _Table()
+        self.variants = [None]
+        self._index: dict = {}
+
+    def variant(self, prow, pc, unc=()) -> int:
+        h = (pc.shape, pc.tobytes())
+        k = self._index.get(h)
+        if k is None:
+            self.variants.append((prow, pc, tuple(unc)))
+            k = self._index[h] = len(self.variants) - 1
+        return k
+
+
+class _Table:
+    """Observations full key (digit tuple) -> value, and the smallest set of digits that determines
+    the value on every observation (greedy: the digit that splits the most conflicting groups first,
+    earlier digits on ties). Lookups use that set: a candidate whose full key was never seen is
+    priced from observations that agree with it on every digit that has mattered so far."""
+
+    def __init__(self):
+        self.obs: dict = {}
+        self.sel: list = []
+        self._map: dict = {}
+        self._prefix: list = []
+        self.backoffs = 0
+
+    def knows(self, key) -> bool:
+        return tuple(key[j] for j in self.sel) in self._map if self.obs else False
+
+    def observed(self, key):
+        return self.obs.get(key)
+
+    def add(self, key, value) -> int:
+        """Record an observation; 1 when it contradicts what the current selection predicted."""
+        red = tuple(key[j] for j in self.sel)
+        predicted = self._map.get(red) if self.obs else None
+        self.obs[key] = value
+        if predicted is None:
+            self._map[red] = value
+            for n, m in enumerate(self._prefix, 1):
+                pk = red[:n]
+                m[pk] = value if m.get(pk, value) == value else -2
+            return 0
+        if predicted == value:
+            return 0
+        self._select()
+        return 1
+
+    def _select(self):
+        keys = list(self.obs)
+        width = len(keys[0])
+        sel: list = []
+        groups = {(): keys}
+
+        def conflicts(gr):
+            # pairs of observations the selection cannot tell apart that differ in value
+            total = 0
+            for ks in gr.values():
+                if len(ks) < 2:
+                    continue
+                counts: dict = {}
+                for k in ks:
+                    v = self.obs[k]
+                    counts[v] = counts.get(v, 0) + 1
+                if len(counts) > 1:
+                    total += (len(ks) ** 2 - sum(c * c for c in counts.values())) // 2
+            return total
+
+        while conflicts(groups):
+            best, best_c, best_g = None, None, None
+            for j in range(width):
+                if j in sel:
+                    continue
+                g2: dict = {}
+                for gk, ks in groups.items():
+                    for k in ks:
+                        g2.setdefault(gk + (k[j],), []).append(k)
+                c = conflicts(g2)
+                if best_c is None or c < best_c:
+                    best, best_c, best_g = j, c, g2
+            sel.append(best)
+            groups = best_g
+        self.sel = sel
+        self._remap()
+
+    def _remap(self):
+        self._map = {}
+        for k, v in self.obs.items():
+            self._map[tuple(k[j] for j in self.sel)] = v
+        # prefixes of the selection (most deciding digit first), for situations never seen whole
+        self._prefix = []
+        for n in range(1, len(self.sel)):
+            m: dict = {}
+            for k, v in self.obs.items():
+                p = tuple(k[j] for j in self.sel[:n])
+                m[p] = v if m.get(p, v) == v else -2
+            self._prefix.append(m)
+
+    def lookup_rows_ordered(self, d: np.ndarray) -> np.ndarray:
+        """Values for rows of digits already in selection order (-1: never seen, no prefix decides)."""
+        out = np.full(len(d), -1, np.int64)
+        if not self.obs:
+            return out
+        for r, row in enumerate(d.tolist()):
+            row = tuple(row)
+            v = self._map.get(row, -1)
+            n = len(row) - 1
+            while v < 0 and n >= 1:
+                v = self._prefix[n - 1].get(row[:n], -1)
+                v = -1 if v == -2 else v
+                n -= 1
+            out[r] = v
+        return out
+
+    def lookup_rows(self, digits: np.ndarray) -> np.ndarray:
+        """Values for rows of full-key digits (-1: the selected digits were never seen so)."""
+        out = np.full(len(digits), -1, np.int64)
+        if not self.obs:
+            return out
+        for r, d in enumerate(digits[:, self.sel] if self.sel else np.zeros((len(digits), 0), np.int64)):
+            d = tuple(int(x) for x in d)
+            v = self._map.get(d, -1)
+            n = len(d) - 1
+            while v < 0 and n >= 1:  # back off: the longest seen prefix with one value
+                v = self._prefix[n - 1].get(d[:n], -1)
+                v = -1 if v == -2 else v
+                n -= 1
+            if v >= 0 and n < len(d) - 1:
+                self.backoffs += 1
+            out[r] = v
+        return out
+
+    def compiled(self, cols, radices):
+        """(columns, multipliers, sorted keys, values) of the selected digits."""
+        c = np.array([cols[j] for j in self.sel], np.int64)
+        rad = [int(radices[j]) for j in self.sel]
+        mult, m = [], 1
+        for r in rad:
+            mult.append(m)
+            m *= r
+        mult = np.array(mult, np.int64)
+        items = sorted((int(np.dot(np.array(k, np.int64), mult)) if len(k) else 0, v) for k, v in self._map.items())
+        keys = np.array([k for k, _ in items], np.int64)
+        vals = np.array([v for _, v in items], np.int64)
+        return c, mult, keys, vals
+
+
+def _dedupe(cols, rad):
+    seen, c2, r2 = set(), [], []
+    for c, r in zip(cols, rad):
+        if c not in seen:
+            seen.add(c)
+            c2.append(c)
+            r2.append(r)
+    return c2, r2
 
 
 def _lookup(keys: np.ndarray, vals: np.ndarray, q: np.ndarray) -> np.ndarray:

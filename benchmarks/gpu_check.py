@@ -1,0 +1,352 @@
+"""A prepared GPU check (at most ~10 minutes): the derived GPU target of this machine's GPU against
+measurements taken here with PyTorch (cuBLAS / cuDNN), timed with CUDA events.
+
+For a machine with an NVIDIA GPU, PyTorch and CUDA but no onnxruntime-gpu or TensorRT. It measures
+the GPU cost model's own terms and a few kernels and whole models, and prints beside each the
+price the derived target (``t4``, ``a10``, ``l4``, ``a100`` or ``h100``, picked from the GPU's name)
+gives the same work:
+
+* the per-kernel cost (back-to-back tiny kernels) and the shortest kernel;
+* achievable DRAM bandwidth (a 512 MB device-to-device copy);
+* a GEMM sweep (fp32 with TF32 off and on, fp16, int8 where ``torch._int_mm`` exists): large
+  squares for the achievable fraction of each unit's peak, BERT-sized small-M shapes for tiles/waves;
+* a convolution sweep (cuDNN, NCHW fp32 and channels-last fp16): ResNet-50's layer shapes at batch 1;
+* whole models at batch 1 (fp32, fp16): ResNet-50 and a BERT-Base encoder built in PyTorch,
+  eager and replayed as a CUDA graph (closer to a TensorRT engine's launches), beside the derived
+  target's TensorRT estimate of the zoo's ResNet-50 and BERT-Base (a different runtime: read the
+  ratio as how far the derived target is from what this GPU does, not as a TensorRT check).
+
+Writes ``gpu_check.json`` and ``gpu_check.txt`` under ``--out`` (default: ``$OUT`` when set), and
+the measured terms as a ``model`` override a target's spec can carry. Without a GPU (or without
+PyTorch) it says so and exits 0.
+
+    python benchmarks/gpu_check.py [--out DIR] [--quick] [--target h100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: GPU name fragments -> the derived target of that card
+NAME_TO_TARGET = (("H100", "h100"), ("A100", "a100"), ("A10", "a10"), ("L4", "l4"), ("T4", "t4"))
+BUDGET_S = 540.0  # stop starting new sections after this long (the whole check stays under 10 minutes)
+
+
+def _skip(why: str, out: Path | None) -> int:
+    print(f"gpu_check: skipped: {why}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu_check.json").write_text(json.dumps({"skipped": why}, indent=1))
+    return 0
+
+
+def _smi() -> dict:
+    """Name, driver, clocks and power of GPU 0 from nvidia-smi ({} when it is not there)."""
+    fields = ("name", "driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.limit",
+              "temperature.gpu", "pstate")
+    try:
+        r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits", "-i", "0"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if r.returncode != 0 or not r.stdout.strip():
+        return {}
+    return dict(zip(fields, (v.strip() for v in r.stdout.strip().splitlines()[0].split(","))))
+
+
+def target_for(name: str) -> str | None:
+    for frag, t in NAME_TO_TARGET:
+        if frag in name and not (frag == "A10" and "A100" in name):
+            return t
+    return None
+
+
+class Timer:
+    """CUDA-event timing: median of ``reps`` runs after ``warmup``, in microseconds."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def __call__(self, fn, reps: int = 20, warmup: int = 5, inner: int = 1) -> float:
+        cuda = self.torch.cuda
+        for _ in range(warmup):
+            fn()
+        cuda.synchronize()
+        times = []
+        for _ in range(reps):
+            a, b = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(inner):
+                fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) * 1000.0 / inner)
+        return statistics.median(times)
+
+
+def _price(model, cfg) -> float:
+    return model.price(cfg)[0] if model is not None else float("nan")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu_check.json and .txt (default: $OUT)")
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (about 2 minutes)")
+    ap.add_argument("--target", default=None, help="derived target to compare with (default: from the GPU's name)")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else None
+    try:
+        import torch
+    except ImportError:
+        return _skip("no PyTorch here (pip install torch with CUDA), so no GPU to time", out)
+    if not torch.cuda.is_available():
+        return _skip("no NVIDIA GPU visible to PyTorch (torch.cuda.is_available() is False)", out)
+
+    from latency import Estimator
+    from latency.cost.gpu import GpuCostModel
+    from latency.graph import load_graph
+    from latency.ops import Config
+    from latency.targets import get_target
+    from profilers import zoo
+
+    t0 = time.time()
+    timer = Timer(torch)
+    dev = torch.device("cuda")
+    props = torch.cuda.get_device_properties(0)
+    smi = _smi()
+    tname = args.target or target_for(props.name)
+    spec = get_target(tname).spec if tname else None
+    model = GpuCostModel(spec) if spec else None
+    report = {"gpu": {"name": props.name, "sm_count": props.multi_processor_count,
+                      "memory_gb": round(props.total_memory / 1e9, 1), "capability": f"{props.major}.{props.minor}",
+                      "nvidia_smi": smi},
+              "software": {"torch": torch.__version__, "cuda": torch.version.cuda,
+                           "cudnn": torch.backends.cudnn.version(), "python": platform.python_version()},
+              "target": tname, "measured_with": "PyTorch (cuBLAS, cuDNN), CUDA events", "sections": {}}
+    lines = [f"GPU {props.name} ({props.multi_processor_count} SMs, cc {props.major}.{props.minor}), driver "
+             f"{smi.get('driver_version', '?')}, SM clock {smi.get('clocks.sm', '?')}/{smi.get('clocks.max.sm', '?')} MHz,"
+             f" power limit {smi.get('power.limit', '?')} W; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+             f"cuDNN {torch.backends.cudnn.version()}",
+             f"derived target: {tname or 'none (no target declared for this GPU: terms are measured, not compared)'}"]
+    if spec and props.multi_processor_count != spec["sm_count"]:
+        lines.append(f"note: this GPU has {props.multi_processor_count} SMs, the {tname} spec {spec['sm_count']}: "
+                     f"another variant of the card")
+    reps = 10 if args.quick else 30
+
+    def section(name):
+        if time.time() - t0 > BUDGET_S:
+            lines.append(f"[{name}: skipped, time budget spent]")
+            return None
+        lines.append(f"\n== {name}")
+        report["sections"][name] = rows = []
+        return rows
+
+    # 1. per-kernel cost: a chain of tiny dependent kernels
+    rows = section("launch")
+    if rows is not None:
+        x = torch.zeros(1, device=dev)
+        per = timer(lambda: x.add_(1.0), reps=reps, inner=200)
+        rows.append({"what": "back-to-back tiny kernels", "measured_us": per})
+        derived = model.lat["min_kernel_us"] + model.lat["launch_us"] if model else float("nan")
+        lines.append(f"per tiny kernel: measured {per:.2f} us, derived {derived:.2f} us (min_kernel_us + launch_us)")
+
+    # 2. bandwidth
+    rows = section("bandwidth")
+    bw = None
+    if rows is not None:
+        n = (128 if args.quick else 512) * 2 ** 20 // 4
+        a, b = torch.empty(n, device=dev), torch.empty(n, device=dev)
+        us = timer(lambda: b.copy_(a), reps=reps)
+        bw = 2 * n * 4 / us / 1e3  # GB/s
+        rows.append({"what": f"copy {n * 4 / 2 ** 20:.0f} MiB", "measured_us": us, "gbs": bw})
+        if spec:
+            lines.append(f"DRAM: measured {bw:.0f} GB/s = {bw / spec['mem_gbs']:.2f} of the {spec['mem_gbs']} GB/s spec "
+                         f"(derived assumes {model.eff['dram']:.2f})")
+        else:
+            lines.append(f"DRAM: measured {bw:.0f} GB/s")
+        del a, b
+
+    # 3. GEMMs
+    rows = section("gemm")
+    fitted = {}
+    if rows is not None:
+        sizes = [(4096, 4096, 4096)] + ([] if args.quick else [(8192, 8192, 8192)])
+        small = [(128, 768, 768), (128, 3072, 768), (128, 768, 3072), (384, 1024, 1024), (384, 4096, 1024)]
+        cases = [("fp32", torch.float32, False), ("tf32", torch.float32, True), ("fp16", torch.float16, False)]
+        for label, dt, tf32 in cases:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            for m, n, k in sizes + small:
+                if time.time() - t0 > BUDGET_S:
+                    break
+                A, B = torch.randn(m, k, device=dev, dtype=dt), torch.randn(k, n, device=dev, dtype=dt)
+                us = timer(lambda: torch.mm(A, B), reps=reps)
+                prec = "fp16" if label == "fp16" else "fp32"
+                cfg = Config("MatMul", {"a": [m, k], "b": [k, n], "const_b": 1, "bias": 0, "scale": 0, "trans_b": 0,
+                                        "act": "none"}, prec)
+                der = _price(model, cfg)
+                tflops = 2 * m * n * k / us / 1e6
+                rows.append({"unit": label, "m": m, "n": n, "k": k, "measured_us": us, "tflops": tflops,
+                             "derived_us": der})
+                lines.append(f"{label:5s} GEMM {m}x{n}x{k}: measured {us:9.1f} us ({tflops:6.1f} TFLOPS), derived "
+                             f"{der:9.1f} us ({der / us:.2f}x)")
+                if (m, n, k) == sizes[-1] and spec:
+                    unit = {"fp32": "fp32", "tf32": "tf32", "fp16": "fp16"}[label]
+                    if unit in spec["peak_tflops"]:
+                        fitted[f"{label}_fraction_of_peak"] = tflops / spec["peak_tflops"][unit]
+        torch.backends.cuda.matmul.allow_tf32 = False
+        if hasattr(torch, "_int_mm"):
+            for m, n, k in sizes[:1] + small[:3]:
+                try:
+                    A = torch.randint(-100, 100, (max(m, 32), k), device=dev, dtype=torch.int8)
+                    B = torch.randint(-100, 100, (k, n), device=dev, dtype=torch.int8)
+                    us = timer(lambda: torch._int_mm(A, B), reps=reps)
+                except RuntimeError as e:  # older GPUs / shapes the int8 path refuses
+                    lines.append(f"int8 GEMM {m}x{n}x{k}: not run ({str(e).splitlines()[0][:80]})")
+                    continue
+                cfg = Config("MatMul", {"a": [max(m, 32), k], "b": [k, n], "const_b": 1, "bias": 0, "scale": 0,
+                                        "trans_b": 0, "act": "none"}, "int8")
+                der = _price(model, cfg)
+                tops = 2 * max(m, 32) * n * k / us / 1e6
+                rows.append({"unit": "int8", "m": max(m, 32), "n": n, "k": k, "measured_us": us, "tflops": tops,
+                             "derived_us": der})
+                lines.append(f"int8  GEMM {max(m, 32)}x{n}x{k}: measured {us:9.1f} us ({tops:6.1f} TOPS), derived "
+                             f"{der:9.1f} us ({der / us:.2f}x)")
+                if (m, n, k) == sizes[0] and spec:
+                    fitted["int8_fraction_of_peak"] = tops / spec["peak_tflops"]["int8"]
+
+    # 4. convolutions (ResNet-50's shapes at batch 1)
+    rows = section("conv")
+    if rows is not None:
+        torch.backends.cudnn.benchmark = True
+        shapes = [(64, 64, 56, 3, 1), (128, 128, 28, 3, 1), (256, 256, 14, 3, 1), (512, 512, 7, 3, 1),
+                  (256, 64, 56, 1, 1), (1024, 256, 14, 1, 1), (3, 64, 224, 7, 2)]
+        for cin, cout, hw, kk, st in shapes[: 4 if args.quick else None]:
+            for label, dt, fmt in (("fp32", torch.float32, torch.contiguous_format),
+                                   ("fp16", torch.float16, torch.channels_last)):
+                if time.time() - t0 > BUDGET_S:
+                    break
+                xin = torch.randn(1, cin, hw, hw, device=dev, dtype=dt).to(memory_format=fmt)
+                w = torch.randn(cout, cin, kk, kk, device=dev, dtype=dt).to(memory_format=fmt)
+                with torch.no_grad():
+                    us = timer(lambda: torch.nn.functional.conv2d(xin, w, stride=st, padding=kk // 2), reps=reps)
+                cfg = Config("Conv", {"x": [1, cin, hw, hw], "cout": cout, "kernel": [kk, kk], "strides": [st, st],
+                                      "pads": [kk // 2] * 4, "dilations": [1, 1], "group": 1, "act": "none", "sum": 0},
+                             label)
+                der = _price(model, cfg)
+                rows.append({"precision": label, "cin": cin, "cout": cout, "hw": hw, "k": kk, "stride": st,
+                             "measured_us": us, "derived_us": der})
+                lines.append(f"{label} conv {cin}->{cout} {hw}x{hw} k{kk}s{st}: measured {us:8.1f} us, derived "
+                             f"{der:8.1f} us ({der / us:.2f}x)")
+
+    # 5. whole models
+    rows = section("models")
+    if rows is not None:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        builders = {"resnet50": _torch_resnet50, "bert_base": _torch_bert_base}
+        est = Estimator(tname) if tname else None
+        for name, make in builders.items():
+            for label, dt in (("fp32", torch.float32), ("fp16", torch.float16)):
+                if time.time() - t0 > BUDGET_S:
+                    break
+                net, feed = make(torch, dev, dt)
+                with torch.no_grad():
+                    eager = timer(lambda: net(*feed), reps=reps)
+                    graph_us = _graph_time(torch, timer, net, feed, reps)
+                derived = est.estimate(load_graph(zoo.build(name)), precision=label).total_ms * 1000.0 if est else None
+                rows.append({"model": name, "precision": label, "eager_us": eager, "cuda_graph_us": graph_us,
+                             "derived_tensorrt_us": derived})
+                lines.append(f"{name:9s} {label}: eager {eager / 1000:7.3f} ms, CUDA graph "
+                             f"{graph_us / 1000 if graph_us else float('nan'):7.3f} ms; derived {tname} TensorRT "
+                             + (f"{derived / 1000:7.3f} ms ({derived / (graph_us or eager):.2f}x of the graph)"
+                                if derived else "-"))
+                del net
+
+    # the measured terms, as a spec["model"] override
+    rows = report["sections"]
+    terms = {}
+    if rows.get("launch"):
+        terms["launch_us"] = max(0.5, rows["launch"][0]["measured_us"] - (model.lat["min_kernel_us"] if model else 2.5))
+    if bw and spec:
+        terms["dram"] = round(bw / spec["mem_gbs"], 3)
+    if fitted.get("fp16_fraction_of_peak"):
+        terms["tensor"] = round(fitted["fp16_fraction_of_peak"], 3)
+    report["measured_terms"] = {"model": terms, "fractions_of_peak": fitted}
+    lines.append(f"\nmeasured terms (a spec['model'] override; measured with PyTorch on {props.name}): {terms}")
+    lines.append(f"({time.time() - t0:.0f} s)")
+    text = "\n".join(lines)
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+        (out / "gpu_check.txt").write_text(text + "\n")
+    return 0
+
+
+def _graph_time(torch, timer, net, feed, reps):
+    """The model replayed as one CUDA graph (no per-kernel host launches), us; None when capture fails."""
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                net(*feed)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            net(*feed)
+        return timer(g.replay, reps=reps)
+    except Exception:  # capture is not possible everywhere (old drivers, some ops)
+        return None
+
+
+def _torch_resnet50(torch, dev, dt):
+    """ResNet-50 (torchvision's layout) at batch 1, built here so that torchvision is not needed."""
+    nn = torch.nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin, mid, stride):
+            super().__init__()
+            cout = mid * 4
+            self.c1, self.b1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+            self.c2, self.b2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+            self.c3, self.b3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            y = torch.relu(self.b1(self.c1(x)))
+            y = torch.relu(self.b2(self.c2(y)))
+            return torch.relu(self.b3(self.c3(y)) + self.down(x))
+
+    layers, cin = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)], 64
+    for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(blocks):
+            layers.append(Bottleneck(cin, mid, stride if i == 0 else 1))
+            cin = mid * 4
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000)]
+    net = nn.Sequential(*layers).to(dev).eval().to(dt)
+    fmt = torch.channels_last if dt == torch.float16 else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    return net, (torch.randn(1, 3, 224, 224, device=dev, dtype=dt).to(memory_format=fmt),)
+
+
+def _torch_bert_base(torch, dev, dt, seq=128):
+    """BERT-Base's encoder (12 post-norm layers, 768 hidden, 12 heads, GELU) at batch 1, sequence 128."""
+    nn = torch.nn
+    layer = nn.TransformerEncoderLayer(768, 12, 3072, dropout=0.0, activation="gelu", batch_first=True)
+    net = nn.TransformerEncoder(layer, 12, enable_nested_tensor=False).to(dev).eval().to(dt)
+    return net, (torch.randn(1, seq, 768, device=dev, dtype=dt),)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
