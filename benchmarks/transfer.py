@@ -7,7 +7,7 @@ fresh-session phases, round-robin rounds, min of round medians; every round kept
 in two passes minutes apart, the faster of the two kept.
 
 Probes: the first N of the order ``latency calibrate --from`` measures (``profilers.transfer.choose_probes``:
-the FIT models' kernels alternating with the base rows spread by ``latency.transfer.probe_order``), measured once here with the sweep's protocol (the largest N;
+the base rows spread by ``latency.transfer.probe_order``, groups weighted by typical models' time), measured once here with the sweep's protocol (the largest N;
 any prefix is the smaller probe set). For each N a profile is made as the command makes it: the N
 probes, every other base row scaled by the curves fitted on them (source ``transferred``), regressors
 retrained on that table; then it is scored two ways:

@@ -2,10 +2,10 @@
 
 ``latency calibrate --target T --from BASE --budget 10m`` runs :func:`transfer`:
 
-1. probes (:func:`choose_probes`): alternately the kernels of typical models (the FIT models' own)
-   and the base profile's rows in :func:`latency.transfer.probe_order` (per op kind and precision in
-   proportion to how much of typical models' time each takes and how many shapes the base plan
-   has, spread over each kind's variants and latency range) are measured on this host
+1. probes (:func:`choose_probes`): the base profile's rows in :func:`latency.transfer.probe_order`
+   (per op kind and precision in proportion to how much of typical models' time each takes and how
+   many shapes the base plan has, spread over each kind's variants and latency range) are measured
+   on this host
    with the sweep's protocol (``profilers.sweep.run_sweep``: fresh-session phases, round-robin
    rounds, min of round medians, every round kept) until the probe share of the budget is spent;
 2. the transfer (:func:`latency.transfer.fit_transfer`) is fitted on probe / base pairs, and every
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import zip_longest
 import re
 import shutil
 import time
@@ -137,28 +136,16 @@ def group_weights(base_rows, kind_share: dict) -> dict:
 
 
 def choose_probes(base_rows, base_info: ProfileInfo, n: int) -> list[str]:
-    """The keys to probe, most informative first (any prefix is the smaller probe set): alternately
-    the kernels of typical models (the FIT models' own kernels, by their share of those models'
-    time) and the base profile's rows spread over kinds, precisions and sizes
-    (:func:`latency.transfer.probe_order`).
+    """The keys to probe, most informative first (any prefix is the smaller probe set): the base
+    profile's rows spread over kinds, precisions, variants and sizes (:func:`latency.transfer.probe_order`),
+    the groups weighted by typical models' time (:func:`typical_shares`, :func:`group_weights`).
 
-    Why both: real architectures' shapes (channel counts in whole vector blocks) sped up ~10% more
-    than the plan's random shapes of the same kind from a Zen 4 to a Zen 5 EPYC (Conv fp32: ratio
-    0.455 vs 0.567), and the in-model context is fitted on the FIT kernels, whose isolated prices
-    are then measured rather than transferred, as on the base's own host."""
-    kinds, keys = typical_shares(base_info)
-    spread = probe_order(base_rows, n, group_weights=group_weights(base_rows, kinds))
-    in_base = {k for k, _ in base_rows}
-    typical = [k for k in sorted(keys, key=lambda k: -keys[k]) if k in in_base]
-    out, seen = [], set()
-    for pair in zip_longest(typical, spread):
-        for k in pair:
-            if k is not None and k not in seen:
-                seen.add(k)
-                out.append(k)
-        if len(out) >= n:
-            break
-    return out[:n]
+    Tried and left out: interleaving the FIT models' own kernels (real architectures' shapes sped up
+    ~10% more than the plan's random ones from a Zen 4 to a Zen 5 EPYC, Conv fp32 ratio 0.455 vs
+    0.567): the held-out models came out worse at 1000 probes (31% within 10% against 54%;
+    benchmarks/results/transfer_amd-epyc-26-2.run3.txt)."""
+    kinds, _ = typical_shares(base_info)
+    return probe_order(base_rows, n, group_weights=group_weights(base_rows, kinds))
 
 
 def _same_device(st: Store, tid: str, target, db) -> None:
@@ -269,8 +256,9 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
     out = {"db": str(db), "base": info.path, "probes": len(pairs), "probes_new": r.measured, "failed": r.failed,
            "transferred_rows": n_rows, "transfer": str(model_path), "model": model}
     left = lambda: budget_s - (time.monotonic() - t0)  # noqa: E731
-    # retrain when it was planned and still fits (probes may have ended early and left room)
-    if train is not False and (do_train or left() >= TRAIN_S + (CALIBRATE_S if do_cal else 0)):
+    # retrain (calibrate) when it was planned, or when the probes ended early and left room for it
+    # with a margin (these steps take longer on a busy machine: a calibration took 61 to 123 s here)
+    if train is not False and (do_train or left() >= 1.5 * TRAIN_S + (CALIBRATE_S if do_cal else 0)):
         from latency.regressor import train_all
 
         t1 = time.monotonic()
@@ -284,7 +272,7 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
         out["regressors"] = ("none: the budget left no time to train (kernels without a row are priced by the "
                              "FLOPs/bytes prior fitted on the new table)" if not reg.exists() else
                              "kept from an earlier run (not retrained: no time left in the budget)")
-    if calibrate is not False and (do_cal or left() >= CALIBRATE_S):
+    if calibrate is not False and (do_cal or left() >= 1.5 * CALIBRATE_S):
         from .calibrate import calibrate as run_calibration
 
         t1 = time.monotonic()
@@ -315,7 +303,7 @@ def write_transferred(store: Store, target_id: str, model: TransferModel, base_r
     items = [(k, v) for k, v in base_rows if Config.from_key(k).hash not in skip]
     run_id = store.start_run(target_id, None, f"transfer from {base_path}", None, argv)
     rows = [{"target_id": target_id, "key": k, "latency_us": float(n), "source": TRANSFERRED, "run_id": run_id,
-             "extra": {"base_us": round(v, 3), "ratio": round(float(n / v), 4)}}
+             "extra": {"base_us": float(f"{v:.6g}"), "ratio": float(f"{n / v:.6g}")}}
             for (k, v), n in zip(items, model.apply_keys(items))]
     store.upsert_measurements(rows)
     store.finish_run(run_id, "done", len(rows), 0)

@@ -196,7 +196,7 @@ def test_cli_transfer_small_budget_copies_what_it_cannot_refit(dirs, tmp_path):
     (shipped / "x86-avx512-ort.overhead.json").write_text(
         (P.Path(P.__file__).parent / "tables" / "x86-avx512-ort.overhead.json").read_text())
     out = tmp_path / "mine.db"
-    r = CliRunner().invoke(main, ["calibrate", "--target", t.name, "--from", str(base), "--budget", "100s",
+    r = CliRunner().invoke(main, ["calibrate", "--target", t.name, "--from", str(base), "--budget", "40s",
                                   "--max-probes", "10", "--db", str(out)])
     assert r.exit_code == 0, r.output
     assert f"profile  {out}" in r.output and "10 probes measured here" in r.output

@@ -168,6 +168,7 @@ class Plan:
         self.op_of = {r.name: r.op_type for r in graph.ops}
         self.units = [u.name for u in self.structure.units]
         self._unit_index = {u: i for i, u in enumerate(self.units)}
+        self._weighted_heads = {u.name for u in self.structure.units if u.weighted}
         self.baseline = estimator.estimate(graph)
         self.baseline_ms = self.baseline.total_ms
         self.base_sparsity = {}
@@ -179,46 +180,56 @@ class Plan:
         self.notes: list = []
         self.families = self._families_with_data()
         self._valid, self._why = self._validity()
-        self.clusters = self._clusters()
+        # owners that share a kernel (in the plain model, a whole-model reduced variant, or any probe
+        # later: then the plan regroups and replays its probes) become one
+        self._merge_sets = self._fusion_sets()
+        self._pending: list = []
+        self.logs: dict = {f: [] for f in self.families}
+        self.rebuilds = 0
+        self.structure = analyse(graph, merge=self._merge_sets)
         self.tables = {f: Tables(self, f) for f in self.families}
         self._front_family = self.families[0] if self.families else "int8"
         self._warm()
         self.prepare_s = time.perf_counter() - t0
 
     # -- what the target can price -------------------------------------------------------------
-    def _clusters(self) -> list:
-        """Per owner: the owners it shares a kernel with in the plain model or in a whole-model reduced
-        variant (connected through shared kernels)."""
+    def log_probe(self, family: str, data: dict) -> None:
+        self.logs[family].append(data)
+
+    def merge_later(self, nodes: set) -> None:
+        """A probe fused nodes of several owners into one kernel: regroup after it."""
+        self._pending.append(set(nodes))
+
+    def _regroup(self) -> None:
+        """Rebuild the owners with every fusion seen so far and replay the probes (no new fusion runs)."""
+        while self._pending:
+            self._merge_sets += self._pending
+            self._pending = []
+            self.rebuilds += 1
+            self.structure = analyse(self.graph, merge=self._merge_sets)
+            old = self.tables
+            self.tables = {f: Tables(self, f) for f in self.families}
+            for f, t in self.tables.items():
+                t.warmed = old[f].warmed
+                for data in self.logs[f]:
+                    t.learn(data)
+
+    def _fusion_sets(self) -> list:
+        """Sets of nodes one kernel covers in the plain model or in a whole-model reduced variant."""
         from ..fusion import fuse
 
         st = self.structure
-        parent = list(range(len(st.owners)))
-
-        def find(a):
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
-        def join(names):
-            os_ = {st.owner_of_node[n] for n in names if n in st.owner_of_node}
-            os_ = sorted(os_)
-            for x in os_[1:]:
-                parent[find(x)] = find(os_[0])
-
-        for k in self.baseline.kernels:
-            join(k.nodes)
+        sets = [set(k.nodes) for k in self.baseline.kernels if len(k.nodes) > 1]
         U = len(self.units)
         for f in self.families:
             bits = np.array([f in u.families for u in st.units], np.int64)
             rw = self.rewrite(f, bits, np.zeros(U, np.int64))
             kernels, _ = fuse(rw.graph, self.rules)
             for k in kernels:
-                join([o for o in (rw.node_origin.get(n) for n in k.nodes) if isinstance(o, str)])
-        groups: dict = {}
-        for i in range(len(st.owners)):
-            groups.setdefault(find(i), []).append(i)
-        return [tuple(x for x in groups[find(i)] if x != i) for i in range(len(st.owners))]
+                ns = {o for o in (rw.node_origin.get(n) for n in k.nodes) if isinstance(o, str)}
+                if len(ns) > 1:
+                    sets.append(ns)
+        return sets
 
     def _families_with_data(self) -> list:
         est = self.estimator
@@ -308,16 +319,19 @@ class Plan:
         return c
 
     def price_kernels(self, items) -> list:
-        """Per (owner, kernel, nodes): (rows, coef, uncovered). A unit's own weighted kernel gets one row
+        """Per (kernel, original nodes): (rows, coef, uncovered, unit). A unit's own weighted kernel gets one row
         per sparsity digit (0: the weight as the model holds it), every other kernel one row; ``rows``
-        holds a :class:`PricedKernel` (or None: no source prices it) per row, ``coef`` rows x COEFS."""
+        holds a :class:`PricedKernel` (or None: no source prices it) per row, ``coef`` rows x COEFS,
+        ``unit`` the unit whose sparsity picks the row (-1: one row)."""
         from ..ops import Config
 
         jobs, plans = [], []
         units = self.structure.units
-        for o, k, nodes in items:
-            head = units[o.unit].name if o.unit >= 0 else None
-            weighted = head is not None and head in nodes and k.kind in ("Conv", "ConvTranspose", "MatMul")
+        for k, nodes in items:
+            head = None
+            if k.kind in ("Conv", "ConvTranspose", "MatMul"):
+                head = next((n for n in nodes if n in self._weighted_heads), None)
+            weighted = head is not None
             if weighted:
                 k = replace(k, sparsity=self.base_sparsity.get(head, "0"))
                 variants = [k] + [replace(k, sparsity=sp) for sp in SPARSITY_LEVELS[1:]]
@@ -326,10 +340,10 @@ class Plan:
             at = len(jobs)
             for v in variants:
                 jobs.append(self._config(v))
-            plans.append((variants, nodes, at))
+            plans.append((variants, nodes, at, self._unit_index[head] if weighted else -1))
         priced = self.pricer.price(jobs)
         out = []
-        for variants, nodes, at in plans:
+        for variants, nodes, at, unit in plans:
             rows, coef, unc = [], np.zeros((len(variants), len(COEFS))), []
             for j, v in enumerate(variants):
                 rr = priced[at + j]
@@ -343,7 +357,7 @@ class Plan:
                 key = jobs[at + j].key
                 rows.append(PricedKernel(v, nodes, iso, rr[1], rr[2], key))
                 coef[j] = self.pricer.coefficients(v.kind, tuple(v.op_types), iso, rr[1], key)
-            out.append((rows, coef, unc))
+            out.append((rows, coef, unc, unit))
         return out
 
     # -- choices -------------------------------------------------------------------------------
@@ -490,6 +504,11 @@ class Plan:
                 j = int(np.flatnonzero(~known)[0])
                 t.probe(bits[j], pr[j])
                 probes += 1
+                if self._pending:
+                    self._regroup()
+                    t = self.tables[name]
+                    acc, known, state = t.sums(bits, pr, sp, want_state=want_state)
+                    continue
                 todo = np.flatnonzero(~known)
                 a2, k2, s2 = t.sums(bits[todo], pr[todo], sp[todo], want_state=want_state)
                 acc[todo], known[todo] = a2, k2
@@ -508,7 +527,16 @@ class Plan:
         ms, states = self._eval(codes, want_state=True)
         ((name, _), (_, state)), = states.items()
         t = self.tables[name]
+        p_, s_, r_ = _digits(codes[0])
+        bits = (p_ == PRECISIONS.index(name)).astype(np.int64) if name in PRECISIONS else np.zeros(len(p_), np.int64)
+        if not any(v != "fp32" for v in (PRECISIONS[int(x)] for x in p_)):
+            bits = np.zeros(len(p_), np.int64)
         mine, unc = t.kernels_of(state[0])
+        acc, known, _ = t.sums(bits[None, :], r_.astype(np.int64)[None, :], s_.astype(np.int64)[None, :],
+                               want_state=False)
+        direct = t.candidate_kernels(bits, r_, s_)
+        if direct is not None and not self._table_known(t, bits, r_, s_):
+            mine, unc = [(None, pk) for pk in direct[0]], list(direct[1])
         z = np.zeros((1, len(self.units)), np.int64)
         _, _, bstate = t.sums(z, z, z)
         base, _ = t.kernels_of(bstate[0])
@@ -528,15 +556,28 @@ class Plan:
                       float(sum(_wmb(k.key) for k in est.kernels if k.source != "free")),
                       float(sum(_wmb(k.key) for k in self.baseline.kernels if k.source != "free")), tuple(notes))
 
+    def _table_known(self, t, bits, prune, sparsity) -> bool:
+        """Whether the tables alone (not a probe of this very candidate) decide it."""
+        saved, t.cands = t.cands, {}
+        try:
+            return bool(t.sums(bits[None, :], np.asarray(prune, np.int64)[None, :],
+                               np.asarray(sparsity, np.int64)[None, :], want_state=False)[1][0])
+        finally:
+            t.cands = saved
+
     def _changes(self, mine, base, est) -> list:
         """Owners whose kernels changed: in-model us now and in the plain model (each at its own gates)."""
         st = self.structure
         g, cg = est.cache_gate, est.private_gate
         bg, bcg = self.baseline.cache_gate, self.baseline.private_gate
 
+        owner_of = self.structure.owner_of_node
+
         def per_owner(items, gate, cgate):
             d: dict = {}
             for o, pk in items:
+                if o is None:
+                    o = owner_of.get(pk.nodes[0], len(st.owners) - 1) if pk.nodes else len(st.owners) - 1
                 c = self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source, pk.key)
                 v = d.setdefault(o, [0.0, []])
                 v[0] += c[0] + cgate * c[1] + gate * c[2]
@@ -774,10 +815,49 @@ class Plan:
         can = np.array([family in u.families for u in self.structure.units])
         t.probe(z, z)
         t.probe(can.astype(np.int64), z)
+        # one factor at a time, many at once: units no owner sees together are flipped in the same probe,
+        # from the all-fp32 and from the all-reduced model (each owner sees its neighbours' effects alone)
+        for color in self._colors(t, family):
+            flip = np.zeros(U, np.int64)
+            flip[color] = 1
+            t.probe(flip, z)
+            t.probe(can.astype(np.int64) - flip, z)
+            if prunable[color].any():
+                t.probe(z, np.where(prunable & (flip > 0), 1, 0))
         for k in range(self.warm):
             bits = ((rng.random(U) < rng.random()) & can).astype(np.int64)
             pr = np.where((rng.random(U) < 0.3) & prunable, rng.integers(1, _NP, U), 0) if k % 2 else z
             t.probe(bits, pr)
+        self._regroup()
+
+    def _colors(self, t, family) -> list:
+        """Groups of units no owner's key sees two of (greedy colouring of the units that share a key)."""
+        U = len(self.units)
+        near = [set() for _ in range(U)]
+        for o in self.structure.owners:
+            us = set()
+            for c in t.c_cols[o.order]:
+                c = int(c)
+                if c < U:
+                    us.add(c)
+                elif t.Q0 <= c < t.S0:
+                    us.update(t.q_units[c - t.Q0])
+            for u in us:
+                near[u] |= us
+        color = [-1] * U
+        for u in range(U):
+            if family not in self.structure.units[u].families:
+                continue
+            used = {color[v] for v in near[u] if color[v] >= 0}
+            c = 0
+            while c in used:
+                c += 1
+            color[u] = c
+        groups: dict = {}
+        for u, c in enumerate(color):
+            if c >= 0:
+                groups.setdefault(c, []).append(u)
+        return [np.array(g) for _, g in sorted(groups.items())]
 
     @property
     def stats(self) -> dict:

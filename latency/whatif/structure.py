@@ -90,8 +90,9 @@ def _static_head(g: Graph, r) -> bool:
     return any(_is_float(g, t) and not _is_init(g, t) for t in ins)
 
 
-def analyse(g: Graph) -> Structure:
-    """Units, owners and keys of ``g`` (see the module docstring)."""
+def analyse(g: Graph, merge=None) -> Structure:
+    """Units, owners and keys of ``g`` (see the module docstring). ``merge``: sets of node names that
+    share a kernel somewhere (from fusions of the model): each set's owners become one."""
     order = {r.name: i for i, r in enumerate(g.ops)}
     dyn = set(dynamic_marks(g, lambda n: True))
     units: list = []
@@ -129,6 +130,19 @@ def analyse(g: Graph) -> Structure:
             unit_of[r.name] = k
             units[k].members = units[k].members + (r.name,)
     live = [r for r in g.ops if not r.foldable]
+    split = _cyclic_units(g, units, unit_of)
+    # base groups: a unit's nodes, or one node; then groups that share a kernel somewhere are merged
+    # (one owner per fusion cluster, so that a kernel that moves between them stays with one owner)
+    base: dict = {}
+    for r in live:
+        k = unit_of.get(r.name)
+        base[r.name] = ("u", k) if k is not None and k not in split else ("n", r.name)
+    merge = [set(m) for m in (merge or ())]
+    while True:
+        groups, why = _merged_groups(g, live, base, merge, units, unit_of, order)
+        if why is None:
+            break
+        merge = [m for m in merge if not (m & why)]  # a merge that makes a cycle: keep those apart
     owners: list = []
     owner_of_node: dict = {}
 
@@ -139,23 +153,17 @@ def analyse(g: Graph) -> Structure:
             owner_of_node[n] = o.order
         return o
 
-    split = _cyclic_units(g, units, unit_of)
     for t in g.inputs:
         add_owner(Owner(f"input:{t.name}", "input", (), (t.name,)))
-    seen = set()
-    for r in live:
-        if r.name in seen:
-            continue
-        k = unit_of.get(r.name)
-        if k is not None and k not in split:
-            u = units[k]
-            members = tuple(sorted(u.members, key=order.get))
-            seen.update(members)
-            add_owner(Owner(u.name, "unit", members, (), k if u.weighted else -1))
+    for members in groups:
+        ks = sorted({unit_of[n] for n in members if n in unit_of})
+        weighted = [k for k in ks if units[k].weighted and units[k].name in members]
+        w = weighted[0] if weighted else -1
+        if len(ks) == 1 and set(members) == set(units[ks[0]].members):
+            add_owner(Owner(units[ks[0]].name, "unit", members, (), w))
         else:
-            seen.add(r.name)
-            w = k if (k is not None and units[k].weighted and units[k].name == r.name) else -1
-            add_owner(Owner(r.name, "node", (r.name,), (), w))
+            add_owner(Owner(members[0] if len(members) == 1 else f"{members[0]}+{len(members) - 1}",
+                            "node" if len(members) == 1 else "cluster", members, (), w))
     # initializers several nodes read: the quantizer gives each one DequantizeLinear, copied per reader
     readers: dict = {}
     for r in live:
@@ -174,7 +182,7 @@ def analyse(g: Graph) -> Structure:
         if t not in owner_of_tensor and rs[0] in owner_of_node:
             owner_of_tensor[t] = owner_of_node[rs[0]]
     for o in owners:
-        if o.kind in ("unit", "node"):
+        if o.kind in ("unit", "node", "cluster"):
             outs = []
             for n in o.members:
                 for t in g.ops[order[n]].outputs:
@@ -247,6 +255,56 @@ def analyse(g: Graph) -> Structure:
         o.prunes = tuple(sorted(touched.get(o.order, ())))
     _check_acyclic(owners)
     return Structure(g, units, owners, unit_of, owner_of_node, owner_of_tensor)
+
+
+def _merged_groups(g, live, base, merge, units, unit_of, order):
+    """(node groups in an owner order where producers come first, None), or (None, nodes of a cycle)
+    when merging makes the owner graph cyclic."""
+    parent = {k: k for k in set(base.values())}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for m in merge:
+        ks = sorted({find(base[n]) for n in m if n in base}, key=str)
+        for k in ks[1:]:
+            parent[find(k)] = find(ks[0])
+    members: dict = {}
+    for r in live:
+        members.setdefault(find(base[r.name]), []).append(r.name)
+    gid = {n: k for k, ns in members.items() for n in ns}
+    deps = {k: set() for k in members}
+    for r in live:
+        for t in r.inputs:
+            p = g.producer(t.name) if t.name else None
+            if p is not None and p.name in gid and gid[p.name] != gid[r.name]:
+                deps[gid[r.name]].add(gid[p.name])
+    # Kahn, earliest first member first
+    first = {k: min(order[n] for n in ns) for k, ns in members.items()}
+    indeg = {k: len(v) for k, v in deps.items()}
+    users: dict = {}
+    for k, v in deps.items():
+        for p in v:
+            users.setdefault(p, []).append(k)
+    import heapq
+
+    ready = [(first[k], str(k), k) for k, d in indeg.items() if d == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        _, _, k = heapq.heappop(ready)
+        out.append(tuple(sorted(members[k], key=order.get)))
+        for u in users.get(k, ()):
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                heapq.heappush(ready, (first[u], str(u), u))
+    if len(out) < len(members):
+        stuck = {n for k, d in indeg.items() if d > 0 for n in members[k]}
+        return None, stuck
+    return out, None
 
 
 def _cyclic_units(g: Graph, units, unit_of) -> set:

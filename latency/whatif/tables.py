@@ -80,21 +80,22 @@ class Tables:
         st = plan.structure
         self.n_units = len(st.units)
         self.n_owners = len(st.owners)
+        self._build_specs()
         self.sigma_ids = [dict() for _ in st.owners]
-        self.transfer = [_Table() for _ in st.owners]
+        self.transfer = [_Table(self.t_prio[o.order]) for o in st.owners]
         self.entries = [[] for _ in st.owners]       # per owner: Entry per price class
         self._class_index = [dict() for _ in st.owners]
         self.memo = [dict() for _ in st.owners]      # per owner: full cost key -> class seen in a probe
-        self.costs = [_Table() for _ in st.owners]   # per owner: cost key -> price class
+        self.costs = [_Table(self.c_prio[o.order]) for o in st.owners]  # cost key -> price class
         self.slots = [dict() for _ in st.owners]     # per owner: kernel name -> _Slot
         self.history = [[] for _ in st.owners]       # per owner: full cost keys of the probes
-        self.rows_of = [_NROWS if o.unit >= 0 else 1 for o in st.owners]
+        self.rows_of = [1 for _ in st.owners]  # owner-level entries: the model's own sparsity only
         self._arrays = None
         self.probes = 0
+        self.cands: dict = {}  # probed candidates (bits, prune) -> their exact kernels
         self.warmed = False
         self.corrections = 0
         self.inconsistencies: list = []
-        self._build_specs()
 
     # -- keys ----------------------------------------------------------------------------------
     def _build_specs(self):
@@ -130,37 +131,29 @@ class Tables:
             if o.kind == "const":
                 own_bits[o.order] = list(o.bits)
 
-        self.t_cols, self.c_cols, self.t_rad, self.c_rad = [], [], [], []
+        self.t_cols, self.c_cols, self.t_rad, self.c_rad, self.t_prio, self.c_prio = [], [], [], [], [], []
         for o in st.owners:
-            cols = own_bits[o.order] + qcols(o) + [U + u for u in o.prunes] + [self.S0 + p for p in o.producers]
-            rad = [2] * (len(own_bits[o.order]) + len(qcols(o))) + [len(PRUNE_LEVELS)] * len(o.prunes) + \
-                [_SIGMA_RADIX] * len(o.producers)
-            cols, rad = _dedupe(cols, rad)
-            self.t_cols.append(np.array(cols, np.int64))
-            self.t_rad.append(rad)
+            # (column, radix, priority): the owner's own bits first, then its tensors' quantize pairs,
+            # its prune digits, its consumers' bits and pairs, and last the learned layout states
+            spec = [(c, 2, 0) for c in own_bits[o.order]] + [(c, 2, 1) for c in qcols(o)] + \
+                [(U + u, len(PRUNE_LEVELS), 2) for u in o.prunes] + \
+                [(self.S0 + p, _SIGMA_RADIX, 4) for p in o.producers]
+            t = _spec(spec)
+            self.t_cols.append(np.array([c for c, _, _ in t], np.int64))
+            self.t_rad.append([r for _, r, _ in t])
+            self.t_prio.append([p for _, _, p in t])
             cons = set(o.consumers)
             for c in o.consumers:
                 cons.update(st.owners[c].consumers)
             cons.discard(o.order)
             # a consumer absorbs a DQ when it forms a QDQ unit: its own bits and its tensors' q decide
-            xq = [b for k in o.consumers for b in own_bits[k]] + [c for k in o.consumers for c in qcols(st.owners[k])]
-            ccols = cols + xq + [self.S0 + o.order] + [self.S0 + c for c in sorted(cons)]
-            crad = rad + [2] * len(xq) + [_SIGMA_RADIX] * (1 + len(cons))
-            ccols, crad = _dedupe(ccols, crad)
-            self.c_cols.append(ccols)
-            self.c_rad.append(crad)
-        # owners that share a kernel somewhere (a LayerNorm's nodes, a conv and the Add folded into it)
-        # decide each other's kernels: each sees the others' digits too
-        base_c, base_r = self.c_cols, self.c_rad
-        self.c_cols, self.c_rad = [], []
-        for o in st.owners:
-            cols, rad = [], []
-            for k in self.plan.clusters[o.order]:
-                cols += base_c[k]
-                rad += base_r[k]
-            cols, rad = _dedupe(base_c[o.order] + cols, base_r[o.order] + rad)
-            self.c_cols.append(np.array(cols, np.int64))
-            self.c_rad.append(rad)
+            spec += [(b, 2, 3) for k in o.consumers for b in own_bits[k]]
+            spec += [(c, 2, 3) for k in o.consumers for c in qcols(st.owners[k])]
+            spec += [(self.S0 + c, _SIGMA_RADIX, 4) for c in [o.order] + sorted(cons)]
+            c = _spec(spec)
+            self.c_cols.append(np.array([x for x, _, _ in c], np.int64))
+            self.c_rad.append([r for _, r, _ in c])
+            self.c_prio.append([p for _, _, p in c])
 
     def _base_state(self, bits: np.ndarray, prune: np.ndarray, sparsity=None) -> np.ndarray:
         n = bits.shape[0]
@@ -176,51 +169,67 @@ class Tables:
     # -- probes --------------------------------------------------------------------------------
     def probe(self, bits: np.ndarray, prune: np.ndarray) -> None:
         """Price one candidate exactly (whole rewritten model) and learn every owner's share."""
-        from ..fusion.driver import fused_graph
-        from ..fusion.lower import emit
+        data = run_probe(self.plan, self.family, bits, prune)
+        self.plan.log_probe(self.family, data)
+        self.learn(data)
 
+    def learn(self, data) -> None:
+        """Learn from one probe's record (see :func:`run_probe`); the plan replays its records when it
+        rebuilds its owners."""
         plan = self.plan
         st = plan.structure
-        rw = plan.rewrite(self.family, bits, prune, materialize=False)
-        state = fused_graph(rw.graph, plan.rules)
-        layouts = getattr(state, "layouts", {}) or {}
-        kernels, uncovered = emit(state)
+        bits, prune = data["bits"], data["prune"]
         self.probes += 1
-        sigma = self._observe_sigma(rw, layouts)
+        fixed, var, plain, unc_all = np.zeros(len(COEFS)), [], [], []
+        for k, names, tensors, (prow, pc, pu, unit) in data["kernels"]:
+            unc_all += pu
+            if unit >= 0 and len(pc) > 1:
+                var.append((unit, pc, prow))
+            else:
+                fixed += pc[0]
+                if prow[0] is not None:
+                    plain.append(prow[0])
+        unc_all += [(n or t, op, why) for n, t, op, why in data["uncovered"]]
+        self.cands[_cand_key(bits, prune)] = (fixed, var, plain, unc_all)
+        order = plan.node_order
         owned = [[] for _ in st.owners]
         unc = [[] for _ in st.owners]
-        for k in kernels:
-            o, nodes = self._owner_of(k, rw)
-            owned[o].append((k, nodes))
-        for u in uncovered:
-            n = rw.node_origin.get(u.node, u.node)
-            if isinstance(n, tuple):
-                o = st.owner_of_tensor.get(n[1], self.n_owners - 1)
+        for k, names, tensors, priced in data["kernels"]:
+            if names:
+                main = [n for n in names if plan.op_of.get(n) not in ("Identity", "Dropout")] or list(names)
+                os_ = {st.owner_of_node.get(n) for n in main} - {None}
+                if len(os_) > 1:
+                    plan.merge_later(set(main))
+                o = st.owner_of_node.get(min(main, key=lambda n: order.get(n, 1 << 30)), self.n_owners - 1)
             else:
-                o = st.owner_of_node.get(n, self.n_owners - 1)
-            unc[o].append((n if isinstance(n, str) else u.node, u.op_type, u.reason))
+                o = next((st.owner_of_tensor[t] for t in tensors if t in st.owner_of_tensor), self.n_owners - 1)
+            owned[o].append((k, names, priced))
+        for node, tensor, op, why in data["uncovered"]:
+            o = st.owner_of_node.get(node, st.owner_of_tensor.get(tensor, self.n_owners - 1)) if node \
+                else st.owner_of_tensor.get(tensor, self.n_owners - 1)
+            unc[o].append((node or tensor, op, why))
         row = self._base_state(np.asarray(bits)[None, :], np.asarray(prune)[None, :])[0]
-        names = rw.node_origin
+        seen_q = data["quantized"]
         for t, i in self.q_index.items():
-            seen = (t + "_QuantizeLinear") in names or (t + "_DequantizeLinear") in names
-            if bool(row[self.Q0 + i]) != seen:
-                self.inconsistencies.append((t, "quantize pair", int(row[self.Q0 + i]), int(seen)))
+            if bool(row[self.Q0 + i]) != (t in seen_q):
+                self.inconsistencies.append((t, "quantize pair", int(row[self.Q0 + i]), int(t in seen_q)))
+        marks = data["layout"]
         for o in st.owners:
+            sig = tuple(marks.get(t, ()) for t in o.tensors)
             ids = self.sigma_ids[o.order]
-            s = ids.setdefault(sigma[o.order], len(ids))
-            if s >= _SIGMA_RADIX:
+            s_ = ids.setdefault(sig, len(ids))
+            if s_ >= _SIGMA_RADIX:
                 raise OverflowError(f"owner {o.name} has more than {_SIGMA_RADIX} layout states")
-            row[self.S0 + o.order] = s
+            row[self.S0 + o.order] = s_
         per_owner = [dict() for _ in st.owners]
-        items = []
+        priced = []
         for o in st.owners:
-            for k, nodes in owned[o.order]:
+            for k, nodes, pr in owned[o.order]:
                 name, j = k.name, 1
                 while name in per_owner[o.order]:
                     name, j = f"{k.name}#{j}", j + 1
-                per_owner[o.order][name] = len(items)
-                items.append((o, k, nodes))
-        priced = plan.price_kernels(items)
+                per_owner[o.order][name] = len(priced)
+                priced.append(pr)
         for o in st.owners:
             i = o.order
             tkey = tuple(int(x) for x in row[self.t_cols[i]])
@@ -231,18 +240,20 @@ class Tables:
             rows = [[] for _ in range(nrows)]
             unc_o = list(unc[i])
             for name, at in per_owner[i].items():
-                prow, pc, pu = priced[at]
+                prow, pc, pu, unit = priced[at]
                 unc_o += pu
-                coef += pc if len(pc) == nrows else pc[:1]
+                coef += pc[:1]
                 for r in range(nrows):
                     pk = prow[r] if len(prow) == nrows else prow[0]
                     if pk is not None:
                         rows[r].append(pk)
                 slot = self.slots[i].get(name)
                 if slot is None:
-                    slot = self.slots[i][name] = _Slot()
+                    slot = self.slots[i][name] = _Slot(self.c_prio[i])
                     for old in self.history[i]:
                         slot.table.add(old, 0)
+                if unit >= 0:
+                    slot.unit = unit
                 self.corrections += slot.table.add(ckey, slot.variant(prow, pc, pu))
             for name, slot in self.slots[i].items():
                 if name not in per_owner[i]:
@@ -260,66 +271,6 @@ class Tables:
             self.memo[i][h] = cls
         self._arrays = None
 
-    def _observe_sigma(self, rw, layouts) -> list:
-        """Each owner's layout state: which aliases of its tensors ran NCHWc-blocked or NHWC."""
-        st = self.plan.structure
-        blocked, nhwc = layouts.get("blocked", set()), layouts.get("nhwc", set())
-        marks: dict = {}
-        # only what the producer side decides: a DequantizeLinear output exists only when some consumer
-        # does not absorb it (a downstream fact), and has its input's layout anyway
-        blocked = {n for n in blocked if not n.endswith("_DequantizeLinear_Output")}
-        nhwc = {n for n in nhwc if not n.endswith("_DequantizeLinear_Output")}
-        for name in blocked:
-            t = rw.tensor_origin.get(name, name)
-            marks.setdefault(t, set()).add(("b", name))
-        for name in nhwc:
-            t = rw.tensor_origin.get(name, name)
-            marks.setdefault(t, set()).add(("h", name))
-        out = []
-        for o in st.owners:
-            out.append(tuple(tuple(sorted(marks.get(t, ()))) for t in o.tensors))
-        return out
-
-    def _owner_of(self, k, rw):
-        """(owner index, original nodes) of fused kernel ``k``."""
-        st = self.plan.structure
-        order = self.plan.node_order
-        names, tensors = [], []
-        for n in k.nodes:
-            o = rw.node_origin.get(n, n)
-            if isinstance(o, tuple):
-                tensors.append(o[1])
-            elif o is not None:
-                names.append(o)
-        if names:
-            main = [n for n in names if self.plan.op_of.get(n) not in ("Identity", "Dropout")] or names
-            first = min(main, key=lambda n: order.get(n, 1 << 30))
-            return st.owner_of_node.get(first, self.n_owners - 1), tuple(dict.fromkeys(names))
-        if not tensors and "/dup" in k.name:  # a DequantizeLinear copied once per consumer
-            o = rw.node_origin.get(k.name.rsplit("/dup", 1)[0])
-            if isinstance(o, tuple):
-                tensors.append(o[1])
-            elif isinstance(o, str):
-                return st.owner_of_node.get(o, self.n_owners - 1), (o,)
-        if not tensors and not k.nodes and "/" in k.name:  # a kernel a node's lowering adds ("x/gemm_input_reshape")
-            head = k.name
-            while "/" in head:
-                head = head.rsplit("/", 1)[0]
-                o = rw.node_origin.get(head)
-                if isinstance(o, str):
-                    return st.owner_of_node.get(o, self.n_owners - 1), (o,)
-        if not tensors:
-            m = _INSERTED.match(k.name)
-            if m:
-                t = m.group(1) or m.group(2)
-                tensors.append(rw.tensor_origin.get(t, t))
-        for t in tensors:
-            t = rw.tensor_origin.get(t, t)
-            if t in st.owner_of_tensor:
-                return st.owner_of_tensor[t], ()
-        return self.n_owners - 1, ()
-
-    # -- evaluation ----------------------------------------------------------------------------
     def _class_of(self, o: int, entry) -> int:
         """Index of the price class of ``entry`` among owner ``o``'s (equal coefficients: one class)."""
         h = (entry.coef.shape, entry.coef.tobytes())
@@ -351,7 +302,7 @@ class Tables:
             for name, slot in self.slots[i].items():
                 cols = [int(self.c_cols[i][j]) for j in slot.table.sel]
                 weighted = any(v is not None and len(v[1]) > 1 for v in slot.variants)
-                key_cols = cols + ([self.P0 + o.unit] if weighted else [])
+                key_cols = cols + ([self.P0 + slot.unit] if weighted else [])
                 order = sorted(range(len(key_cols)), key=lambda j: key_cols[j])
                 sc = tuple(key_cols[j] for j in order)
                 grid, mult = _grid([radix[c] for c in sc])
@@ -440,7 +391,25 @@ class Tables:
             known[a:b] = kn & np.isfinite(ac[:, 0])
             if want_state:
                 state[a:b] = S.T
+        for r in np.flatnonzero(~known):  # candidates probed whole: their own kernels, exactly
+            c = self.cands.get(_cand_key(bits[r], prune[r]))
+            if c is not None:
+                acc[r] = c[0] + sum((pc[min(int(sparsity[r, u]), len(pc) - 1)] for u, pc, _ in c[1]),
+                                    np.zeros(len(COEFS)))
+                known[r] = True
         return acc, known, state
+
+    def candidate_kernels(self, bits, prune, sparsity):
+        """(priced kernels, uncovered) of a probed candidate, or None."""
+        c = self.cands.get(_cand_key(bits, prune))
+        if c is None:
+            return None
+        ks = list(c[2])
+        for u, pc, prow in c[1]:
+            pk = prow[min(int(sparsity[u]), len(prow) - 1)]
+            if pk is not None:
+                ks.append(pk)
+        return ks, c[3]
 
     def kernels_of(self, state_row: np.ndarray, owners=None):
         """([(owner index, priced kernel)], uncovered) of one candidate's state row, slot by slot (what
@@ -450,8 +419,8 @@ class Tables:
         for o in (st.owners if owners is None else [st.owners[k] for k in owners]):
             i = o.order
             digits = state_row[self.c_cols[i]][None, :]
-            srow = int(state_row[self.P0 + o.unit]) if o.unit >= 0 else 0
             for name, slot in self.slots[i].items():
+                srow = int(state_row[self.P0 + slot.unit]) if slot.unit >= 0 else 0
                 v = int(slot.table.lookup_rows_ordered(digits[:, slot.table.sel])[0])
                 if v <= 0:
                     continue
@@ -514,6 +483,21 @@ def _grid(radices):
     return grid, mult
 
 
+def _cand_key(bits, prune) -> bytes:
+    return np.asarray(bits, np.int8).tobytes() + b"|" + np.asarray(prune, np.int8).tobytes()
+
+
+def _bump(m: dict, key, value) -> None:
+    """One more full situation with ``value`` at projection ``key`` (-2 once two values met there)."""
+    h = m.get(key)
+    if h is None:
+        m[key] = [value, 1]
+    else:
+        if h[0] != value:
+            h[0] = -2
+        h[1] += 1
+
+
 def _hash_rows(d: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row of small non-negative integers (wrapping multiply-add)."""
     with np.errstate(over="ignore"):
@@ -531,10 +515,11 @@ class _Slot:
     """One kernel of an owner: its price variants (0: absent) and the table deciding which applies.
     A variant is (priced kernel per row, coefficients rows x COEFS, uncovered nodes)."""
 
-    def __init__(self):
-        self.table = _Table()
+    def __init__(self, prio=()):
+        self.table = _Table(prio)
         self.variants = [None]
         self._index: dict = {}
+        self.unit = -1  # the unit whose sparsity digit picks a variant's row
 
     def variant(self, prow, pc, unc=()) -> int:
         h = (pc.shape, pc.tobytes())
@@ -547,38 +532,45 @@ class _Slot:
 
 class _Table:
     """Observations full key (digit tuple) -> value, and the smallest set of digits that determines
-    the value on every observation (greedy: the digit that splits the most conflicting groups first,
-    earlier digits on ties). Lookups use that set: a candidate whose full key was never seen is
-    priced from observations that agree with it on every digit that has mattered so far."""
+    the value on every observation (greedy: the digit that parts the most conflicting pairs first,
+    the model's own digits before learned layout states). A situation never seen whole is priced from
+    observations that agree with it on every digit that has mattered so far, and only when at least
+    ``MIN_SUPPORT`` different full situations say so (one observation does not vouch for the digits it
+    happened to hold constant); else from the longest prefix of those digits that is so supported
+    and unanimous; else it is unknown (and probed)."""
 
-    def __init__(self):
+    MIN_SUPPORT = 1
+
+    def __init__(self, prio=()):
+        #: per digit: its priority (lower first; the learned layout states last, used only where the
+        #: model's own digits cannot decide)
+        self.prio = list(prio)
         self.obs: dict = {}
         self.sel: list = []
-        self._map: dict = {}
-        self._prefix: list = []
-        self.backoffs = 0
-
-    def knows(self, key) -> bool:
-        return tuple(key[j] for j in self.sel) in self._map if self.obs else False
+        self._map: dict = {}     # projection -> [value or -2 (ambiguous), support]
+        self._prefix: list = []  # per prefix length, the same
 
     def observed(self, key):
         return self.obs.get(key)
 
     def add(self, key, value) -> int:
         """Record an observation; 1 when it contradicts what the current selection predicted."""
+        if key in self.obs:
+            if self.obs[key] == value:
+                return 0
+            self.obs[key] = value
+            self._select()
+            return 1
         red = tuple(key[j] for j in self.sel)
-        predicted = self._map.get(red) if self.obs else None
+        hit = self._map.get(red)
         self.obs[key] = value
-        if predicted is None:
-            self._map[red] = value
-            for n, m in enumerate(self._prefix, 1):
-                pk = red[:n]
-                m[pk] = value if m.get(pk, value) == value else -2
-            return 0
-        if predicted == value:
-            return 0
-        self._select()
-        return 1
+        if hit is not None and hit[0] != value:
+            self._select()
+            return 1
+        _bump(self._map, red, value)
+        for n, m in enumerate(self._prefix, 1):
+            _bump(m, red[:n], value)
+        return 0
 
     def _select(self):
         keys = list(self.obs)
@@ -600,83 +592,132 @@ class _Table:
                     total += (len(ks) ** 2 - sum(c * c for c in counts.values())) // 2
             return total
 
-        while conflicts(groups):
+        now = conflicts(groups)
+        while now:
             best, best_c, best_g = None, None, None
-            for j in range(width):
-                if j in sel:
-                    continue
-                g2: dict = {}
-                for gk, ks in groups.items():
-                    for k in ks:
-                        g2.setdefault(gk + (k[j],), []).append(k)
-                c = conflicts(g2)
-                if best_c is None or c < best_c:
-                    best, best_c, best_g = j, c, g2
+            for level in sorted(set(self.prio or [0])):  # nearer, simpler digits first
+                for j in range(width):
+                    if j in sel or (self.prio[j] if self.prio else 0) != level:
+                        continue
+                    g2: dict = {}
+                    for gk, ks in groups.items():
+                        for k in ks:
+                            g2.setdefault(gk + (k[j],), []).append(k)
+                    c = conflicts(g2)
+                    if best_c is None or c < best_c:
+                        best, best_c, best_g = j, c, g2
+                if best_c is not None and best_c < now:
+                    break
             sel.append(best)
             groups = best_g
+            now = best_c
         self.sel = sel
-        self._remap()
-
-    def _remap(self):
         self._map = {}
+        self._prefix = [dict() for _ in range(1, len(sel))]
         for k, v in self.obs.items():
-            self._map[tuple(k[j] for j in self.sel)] = v
-        # prefixes of the selection (most deciding digit first), for situations never seen whole
-        self._prefix = []
-        for n in range(1, len(self.sel)):
-            m: dict = {}
-            for k, v in self.obs.items():
-                p = tuple(k[j] for j in self.sel[:n])
-                m[p] = v if m.get(p, v) == v else -2
-            self._prefix.append(m)
+            red = tuple(k[j] for j in sel)
+            _bump(self._map, red, v)
+            for n, m in enumerate(self._prefix, 1):
+                _bump(m, red[:n], v)
 
     def lookup_rows_ordered(self, d: np.ndarray) -> np.ndarray:
-        """Values for rows of digits already in selection order (-1: never seen, no prefix decides)."""
+        """Values for rows of digits already in selection order (-1: not decided, see the class doc)."""
         out = np.full(len(d), -1, np.int64)
         if not self.obs:
             return out
+        need = self.MIN_SUPPORT
         for r, row in enumerate(d.tolist()):
             row = tuple(row)
-            v = self._map.get(row, -1)
+            hit = self._map.get(row)
+            v = hit[0] if hit is not None and hit[1] >= need else -1
             n = len(row) - 1
-            while v < 0 and n >= 1:
-                v = self._prefix[n - 1].get(row[:n], -1)
-                v = -1 if v == -2 else v
+            while v < 0 and n >= 1 and hit is None:
+                h = self._prefix[n - 1].get(row[:n])
+                v = h[0] if h is not None and h[0] >= 0 and h[1] >= need else -1
                 n -= 1
             out[r] = v
         return out
 
-    def lookup_rows(self, digits: np.ndarray) -> np.ndarray:
-        """Values for rows of full-key digits (-1: the selected digits were never seen so)."""
-        out = np.full(len(digits), -1, np.int64)
-        if not self.obs:
-            return out
-        for r, d in enumerate(digits[:, self.sel] if self.sel else np.zeros((len(digits), 0), np.int64)):
-            d = tuple(int(x) for x in d)
-            v = self._map.get(d, -1)
-            n = len(d) - 1
-            while v < 0 and n >= 1:  # back off: the longest seen prefix with one value
-                v = self._prefix[n - 1].get(d[:n], -1)
-                v = -1 if v == -2 else v
-                n -= 1
-            if v >= 0 and n < len(d) - 1:
-                self.backoffs += 1
-            out[r] = v
-        return out
 
-    def compiled(self, cols, radices):
-        """(columns, multipliers, sorted keys, values) of the selected digits."""
-        c = np.array([cols[j] for j in self.sel], np.int64)
-        rad = [int(radices[j]) for j in self.sel]
-        mult, m = [], 1
-        for r in rad:
-            mult.append(m)
-            m *= r
-        mult = np.array(mult, np.int64)
-        items = sorted((int(np.dot(np.array(k, np.int64), mult)) if len(k) else 0, v) for k, v in self._map.items())
-        keys = np.array([k for k, _ in items], np.int64)
-        vals = np.array([v for _, v in items], np.int64)
-        return c, mult, keys, vals
+def run_probe(plan, family: str, bits, prune) -> dict:
+    """One candidate rewritten as the tool would, fused and priced: a record that does not depend on
+    how the plan groups owners. ``kernels``: (kernel, original nodes, tensors it sits on, prices);
+    ``layout``: original tensor -> which of its aliases ran NCHWc-blocked / NHWC (what the producer
+    side decides: a DequantizeLinear output exists only when some consumer does not absorb it, and has
+    its input's layout anyway); ``quantized``: tensors given a quantize pair (or a DQ, constants)."""
+    from ..fusion.driver import fused_graph
+    from ..fusion.lower import emit
+
+    rw = plan.rewrite(family, bits, prune, materialize=False)
+    state = fused_graph(rw.graph, plan.rules)
+    layouts = getattr(state, "layouts", {}) or {}
+    kernels, uncovered = emit(state)
+    marks: dict = {}
+    for tag, names in (("b", layouts.get("blocked", ())), ("h", layouts.get("nhwc", ()))):
+        for name in names:
+            if name.endswith("_DequantizeLinear_Output"):
+                continue
+            marks.setdefault(rw.tensor_origin.get(name, name), set()).add((tag, name))
+    marks = {t: tuple(sorted(v)) for t, v in marks.items()}
+    items = []
+    for k in kernels:
+        names, tensors = _origins(k, rw)
+        items.append((k, names))
+    priced = plan.price_kernels(items)
+    out = [(k, names, tensors, pr) for (k, names), (_, tensors), pr in
+           zip(items, (_origins(k, rw) for k in kernels), priced)]
+    unc = []
+    for u in uncovered:
+        n = rw.node_origin.get(u.node, u.node)
+        unc.append((n, None, u.op_type, u.reason) if isinstance(n, str) else
+                   (None, n[1] if isinstance(n, tuple) else u.node, u.op_type, u.reason))
+    quantized = set()
+    for name in rw.node_origin:
+        for suffix in ("_QuantizeLinear", "_DequantizeLinear"):
+            if name.endswith(suffix):
+                quantized.add(name[: -len(suffix)])
+    return {"bits": np.array(bits, np.int64), "prune": np.array(prune, np.int64), "kernels": out,
+            "uncovered": unc, "layout": marks, "quantized": quantized}
+
+
+def _origins(k, rw):
+    """(original nodes, original tensors) a fused kernel covers or sits on."""
+    names, tensors = [], []
+    for n in k.nodes:
+        o = rw.node_origin.get(n, n)
+        if isinstance(o, tuple):
+            tensors.append(rw.tensor_origin.get(o[1], o[1]))
+        elif o is not None:
+            names.append(o)
+    if names or tensors:
+        return tuple(dict.fromkeys(names)), tuple(tensors)
+    if "/dup" in k.name:  # a DequantizeLinear copied once per consumer
+        o = rw.node_origin.get(k.name.rsplit("/dup", 1)[0])
+        if isinstance(o, tuple):
+            return (), (rw.tensor_origin.get(o[1], o[1]),)
+        if isinstance(o, str):
+            return (o,), ()
+    head = k.name
+    while "/" in head:  # a kernel a node's lowering adds ("x/gemm_input_reshape")
+        head = head.rsplit("/", 1)[0]
+        o = rw.node_origin.get(head)
+        if isinstance(o, str):
+            return (o,), ()
+    m = _INSERTED.match(k.name)
+    if m:
+        t = m.group(1) or m.group(2)
+        return (), (rw.tensor_origin.get(t, t),)
+    return (), ()
+
+
+def _spec(spec):
+    """(column, radix, priority) triples, each column once at its best priority, in priority order."""
+    best: dict = {}
+    for c, r, p in spec:
+        if c not in best or p < best[c][1]:
+            best[c] = (r, p)
+    order = sorted(best, key=lambda c: (best[c][1], [x for x, _, _ in spec].index(c)))
+    return [(c, best[c][0], best[c][1]) for c in order]
 
 
 def _dedupe(cols, rad):
