@@ -585,5 +585,56 @@ def plot(path, target_name, kind, out):
         click.echo(f"wrote {f.path}")
 
 
+@main.command("whatif")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", default=None, help="default: the profile matching this host")
+@click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False))
+@click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
+@click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
+@click.option("--precision", default=None, help="int8 (quantize_static, QDQ) | int8-dynamic (quantize_dynamic) | fp32")
+@click.option("--fp32-nodes", default=None, help="comma-separated nodes kept fp32 (nodes_to_exclude)")
+@click.option("--sparsity", default=None, help="fraction of zero weights in [0, 1), or 2:4, for every weighted node")
+@click.option("--prune", default=None, help="fraction of output channels pruned: 0.25 or 0.5")
+@click.option("--prune-nodes", default=None, help="comma-separated nodes --prune applies to (default: all it can)")
+@click.option("--sensitivity", is_flag=True, help="per node: the change of the total under each alternative alone")
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="write --sensitivity here")
+@click.option("--verify", is_flag=True, help="also fuse and price the rewritten model whole (the reference)")
+@click.option("--top", default=10, show_default=True, help="rows to list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_nodes, sparsity, prune, prune_nodes,
+               sensitivity, csv_path, verify, top, as_json):
+    """Price compression choices (int8, int8-dynamic, sparsity, channel pruning) before compressing anything."""
+    from .estimator import Estimator
+    from .targets import choose_default
+    from .whatif.present import choice_from_flags, sensitivity_text, text
+
+    if not target_name:
+        t, info, _ = choose_default()
+        target_name, profile_path = t.name, profile_path or (info.path if info else None)
+    choice = choice_from_flags(precision, fp32_nodes, sparsity, prune, prune_nodes)  # bad flags fail before loading
+    plan = Estimator(target_name, profile=profile_path).plan(model, shapes=_parse_shapes(shapes) or None, batch=batch)
+    if sensitivity:
+        df = plan.sensitivity()
+        if csv_path:
+            df.to_csv(csv_path, index=False)
+        if as_json:
+            click.echo(json.dumps({"baseline_ms": plan.baseline_ms, "target": target_name, "notes": df.attrs["notes"],
+                                   "rows": json.loads(df.to_json(orient="records"))}, indent=1))
+        else:
+            click.echo(sensitivity_text(df, top))
+        return
+    result = plan.evaluate(choice)
+    reference = plan.verify(choice) if verify else None
+    if as_json:
+        d = result.to_dict()
+        if reference is not None:
+            d["verified_ms"] = reference.total_ms
+        click.echo(json.dumps(d, indent=1, default=str))
+    else:
+        click.echo(text(result, top))
+        if reference is not None:
+            click.echo(f"  verified: {reference.total_ms:.3f} ms when the rewritten model is fused and priced whole")
+
+
 if __name__ == "__main__":
     main()

@@ -540,6 +540,12 @@ class Estimator:
                                 f"{unc[0].reason}")
         return est
 
+    def plan(self, model, shapes=None, batch=None, **kw):
+        """A what-if plan of ``model`` on this target (see :func:`latency.whatif.prepare`)."""
+        from .whatif import prepare
+
+        return prepare(self, model, shapes=shapes, batch=batch, **kw)
+
 
 def costlier_branches(ests: list, branches: list) -> tuple[list, list]:
     """Keep, of every If whose condition is not constant, the kernels of its costlier branch.

@@ -7,16 +7,18 @@
     plan.evaluate({"precision": "int8", "fp32_nodes": ["/Conv"]}).total_ms
     plan.evaluate_batch(code_matrix)          # numpy array of ms, one per candidate
     plan.nodes, plan.sensitivity(), plan.pareto(scores, budget_ms=5.0)
+    plan.verify(choice)                       # the choice's model rewritten whole and estimated: the reference
 
-``rewrite`` mirrors the compression tools on the graph, ``structure`` names what a choice can change
-and who owns each kernel, ``tables`` learns and evaluates, ``plan`` holds the public :class:`Plan`.
-Nothing is imported until used.
+``rewrite`` mirrors the compression tools on the graph (quantize_static QDQ, quantize_dynamic, channel
+pruning), ``structure`` names what a choice can change and who owns each kernel, ``tables`` learns
+from whole-model probes and evaluates, ``plan`` holds the public :class:`Plan`, ``present`` what the
+``latency whatif`` command prints. Nothing is imported until used.
 """
 
 __all__ = ["prepare", "Plan", "WhatIf", "ParetoFront", "InvalidChoice"]
 
 
-def prepare(estimator, model, shapes=None, batch=None, warm: int = 16):
+def prepare(estimator, model, shapes=None, batch=None, warm: int = 8):
     """Prepare ``model`` (a path, bytes, ModelProto or loaded :class:`~latency.graph.Graph`) for what-if
     questions on ``estimator``'s target: parse, infer shapes, fuse and price the plain model and
     the first precision family (int8) with ``warm`` random mixes; the other families are prepared when

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import LatencyError
 from .rewrite import dynamic_int8, static_qdq
 from .structure import analyse
-from .tables import COEFS, PRUNE_LEVELS, SPARSITY_LEVELS, Entry, PricedKernel, Pricer, Tables, finish
+from .tables import COEFS, PRUNE_LEVELS, SPARSITY_LEVELS, PricedKernel, Pricer, Tables, finish
 
 #: precisions by code digit; the reduced ones are the families a candidate picks one of
 PRECISIONS = ("fp32", "int8", "int8-dynamic")
@@ -150,10 +150,20 @@ class Plan:
     """A model prepared for what-if questions on one target (build it with :func:`latency.whatif.prepare`).
 
     ``units``: the node names a choice can name (in graph order); ``alternatives``: the codes of the
-    matrix form; ``baseline``: the plain model's :class:`~latency.Estimate`.
+    matrix form; ``baseline``: the plain model's :class:`~latency.Estimate`; ``families``: the reduced
+    precisions the target has data for; ``notes``: what the profile says about sparsity here;
+    ``prepare_s``: seconds :func:`~latency.whatif.prepare` took; ``stats``: probes and table sizes.
+
+    Prices come from tables learned on whole rewritten models (see :mod:`latency.whatif.tables`):
+    exact where the plan has fused the situation, otherwise from the most similar situation it has
+    fused (:meth:`exactness` says which; measured on random mixes: see
+    ``benchmarks/results/whatif_speed.txt``). :meth:`verify` and ``evaluate_batch(..., refine=n)``
+    fuse and price candidates whole. Not priced yet: fp16, 4-bit weight-only, models with If/Loop
+    bodies (their kernels are taken as the plain model's), more than one reduced precision in one
+    candidate.
     """
 
-    def __init__(self, estimator, graph, warm: int = 16):
+    def __init__(self, estimator, graph, warm: int = 8):
         import time
 
         t0 = time.perf_counter()
@@ -172,10 +182,9 @@ class Plan:
         self.baseline = estimator.estimate(graph)
         self.baseline_ms = self.baseline.total_ms
         self.base_sparsity = {}
-        heads = {u.name for u in self.structure.units if u.weighted}
         for k in self.baseline.kernels:
             for n in k.nodes:
-                if n in heads and k.kind in ("Conv", "ConvTranspose", "MatMul"):
+                if n in self._weighted_heads and k.kind in ("Conv", "ConvTranspose", "MatMul"):
                     self.base_sparsity[n] = k.sparsity
         self.notes: list = []
         self.families = self._families_with_data()
@@ -219,14 +228,15 @@ class Plan:
         from ..fusion import fuse
 
         st = self.structure
-        sets = [set(k.nodes) for k in self.baseline.kernels if len(k.nodes) > 1]
+        heads = self._weighted_heads
+        sets = [set(k.nodes) - heads for k in self.baseline.kernels if len(set(k.nodes) - heads) > 1]
         U = len(self.units)
         for f in self.families:
             bits = np.array([f in u.families for u in st.units], np.int64)
             rw = self.rewrite(f, bits, np.zeros(U, np.int64))
             kernels, _ = fuse(rw.graph, self.rules)
             for k in kernels:
-                ns = {o for o in (rw.node_origin.get(n) for n in k.nodes) if isinstance(o, str)}
+                ns = {o for o in (rw.node_origin.get(n) for n in k.nodes) if isinstance(o, str)} - heads
                 if len(ns) > 1:
                     sets.append(ns)
         return sets
@@ -300,7 +310,7 @@ class Plan:
     def rewritten(self, choice, materialize: bool = True):
         """The :class:`~latency.whatif.rewrite.Rewritten` graph of a choice (real weights by default):
         ``Estimator.estimate(plan.rewritten(c).graph)`` is the full re-estimate ``evaluate(c)`` matches."""
-        code = self.codes([choice])[0]
+        code = self.codes([choice])[0] if isinstance(choice, dict) else self._as_codes(np.asarray(choice)[None, :])[0]
         fam = self._family_of(code[None, :])[0]
         p, s, r = _digits(code)
         fam_name = FAMILIES[fam - 1] if fam else self._front_family
@@ -323,10 +333,7 @@ class Plan:
         per sparsity digit (0: the weight as the model holds it), every other kernel one row; ``rows``
         holds a :class:`PricedKernel` (or None: no source prices it) per row, ``coef`` rows x COEFS,
         ``unit`` the unit whose sparsity picks the row (-1: one row)."""
-        from ..ops import Config
-
         jobs, plans = [], []
-        units = self.structure.units
         for k, nodes in items:
             head = None
             if k.kind in ("Conv", "ConvTranspose", "MatMul"):
@@ -456,13 +463,20 @@ class Plan:
         return hi
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate_batch(self, choices, learn: bool = True, max_probes: int | None = None) -> np.ndarray:
+    def evaluate_batch(self, choices, refine: int = 0) -> np.ndarray:
         """Total ms per candidate: ``choices`` a list of dict choices or an int matrix of codes
-        (candidates x :attr:`units`). Keys never seen are probed first (``learn``); with
-        ``learn=False`` their candidates come back NaN."""
+        (candidates x :attr:`units`). ``refine``: probe (fuse and price whole) up to that many of the
+        candidates not priced exactly, most uncertain first, before answering (see :meth:`exactness`)."""
         codes = self._as_codes(choices)
-        ms, _ = self._eval(codes, learn, max_probes)
+        ms, _, _ = self._eval(codes, refine, need_exact=False)
         return ms
+
+    def exactness(self, choices) -> np.ndarray:
+        """Per candidate: True when every part of its price comes from a situation a probe saw as such
+        (or the candidate itself was probed); False when some owner was priced from the most similar
+        situation seen (see :mod:`latency.whatif.tables`)."""
+        _, exact, _ = self._eval(self._as_codes(choices), 0)
+        return exact
 
     def _as_codes(self, choices) -> np.ndarray:
         if isinstance(choices, np.ndarray) and choices.dtype.kind in "iu":
@@ -480,13 +494,14 @@ class Plan:
             return codes
         return self.codes(list(choices))
 
-    def _eval(self, codes, learn=True, max_probes=None, want_state=False):
-        """(ms per candidate, {(family, digit): (rows, state)}): tables, probing unknown candidates first."""
+    def _eval(self, codes, refine=0, want_state=False, need_exact=True):
+        """(ms, exact, {(family, digit): (rows, state)}) per candidate."""
         n = len(codes)
         ms = np.full(n, np.nan)
+        exact = np.zeros(n, bool)
         states = {}
         if not n:
-            return ms, states
+            return ms, exact, states
         fam = self._family_of(codes)
         p, s, r = _digits(codes)
         fams = np.unique(fam)
@@ -498,53 +513,36 @@ class Plan:
             t = self.tables[name]
             pf, pr, sp = (p, r, s) if one else (p[rows], r[rows], s[rows])
             bits = (pf == f) if f else np.zeros(pf.shape, bool)
-            acc, known, state = t.sums(bits, pr, sp, want_state=want_state)
-            probes = 0
-            while learn and not known.all() and (max_probes is None or probes < max_probes):
-                j = int(np.flatnonzero(~known)[0])
-                t.probe(bits[j], pr[j])
-                probes += 1
+            acc, ex, state = t.sums(bits, pr, sp, want_state=want_state, want_exact=need_exact or refine > 0)
+            done = 0
+            while done < refine and not ex.all():
+                j = int(np.flatnonzero(~ex)[0])
+                t.probe(bits[j].astype(np.int64), pr[j].astype(np.int64))
+                done += 1
                 if self._pending:
                     self._regroup()
                     t = self.tables[name]
-                    acc, known, state = t.sums(bits, pr, sp, want_state=want_state)
-                    continue
-                todo = np.flatnonzero(~known)
-                a2, k2, s2 = t.sums(bits[todo], pr[todo], sp[todo], want_state=want_state)
-                acc[todo], known[todo] = a2, k2
-                if want_state:
-                    state[todo] = s2
-                if not known[j]:  # the probed candidate itself: its own observations decide it now
-                    raise AssertionError(f"what-if tables did not learn a probed candidate of {name}")
-            tot = self.pricer.totals_us(acc) / 1000.0
-            ms[rows] = np.where(known, tot, np.nan)
-            states[(name, int(f))] = (rows, state)
-        return ms, states
+                acc, ex, state = t.sums(bits, pr, sp, want_state=want_state)
+            ms[rows] = self.pricer.totals_us(acc) / 1000.0
+            exact[rows] = ex
+            states[(name, int(f))] = (rows, state, bits, pr, sp)
+        return ms, exact, states
 
     def evaluate(self, choice) -> WhatIf:
         """The full answer for one choice: an :class:`~latency.Estimate`-like breakdown (see :class:`WhatIf`)."""
         codes = self.codes([choice]) if isinstance(choice, dict) else self._as_codes(np.asarray(choice)[None, :])
-        ms, states = self._eval(codes, want_state=True)
-        ((name, _), (_, state)), = states.items()
+        ms, exact, states = self._eval(codes, want_state=True)
+        ((name, _), (_, state, bits_, pr_, sp_)), = states.items()
         t = self.tables[name]
-        p_, s_, r_ = _digits(codes[0])
-        bits = (p_ == PRECISIONS.index(name)).astype(np.int64) if name in PRECISIONS else np.zeros(len(p_), np.int64)
-        if not any(v != "fp32" for v in (PRECISIONS[int(x)] for x in p_)):
-            bits = np.zeros(len(p_), np.int64)
-        mine, unc = t.kernels_of(state[0])
-        acc, known, _ = t.sums(bits[None, :], r_.astype(np.int64)[None, :], s_.astype(np.int64)[None, :],
-                               want_state=False)
-        direct = t.candidate_kernels(bits, r_, s_)
-        if direct is not None and not self._table_known(t, bits, r_, s_):
-            mine, unc = [(None, pk) for pk in direct[0]], list(direct[1])
+        mine, unc = t.kernels_of(state[0], bits_[0], pr_[0], sp_[0])
         z = np.zeros((1, len(self.units)), np.int64)
         _, _, bstate = t.sums(z, z, z)
-        base, _ = t.kernels_of(bstate[0])
+        base, _ = t.kernels_of(bstate[0], z[0], z[0], z[0])
         from ..fusion import Uncovered
 
         priced = [pk for _, pk in mine]
         est = finish(self.pricer, priced, [Uncovered(*u) for u in unc], self.estimator.target.name,
-                     self.estimator.profile_path_, self.estimator.warnings_)
+                     self.estimator.profile_path_, list(self.estimator.warnings_) + list(self.graph.notes))
         changes = self._changes(mine, base, est)
         choice_out = self._describe(codes[0])
         fam = name if any(v["precision"] != "fp32" for v in choice_out.values()) else "fp32"
@@ -552,18 +550,17 @@ class Plan:
         notes = list(self._choice_notes(choice)) if isinstance(choice, dict) else []
         if any(v.get("sparsity", "model") != "model" for v in choice_out.values()):
             notes += [n for n in self.notes if n.startswith("sparsity")]
+        if not exact[0]:
+            notes.append("priced from the most similar situations the plan has fused (not this exact model): "
+                         "plan.verify(choice) fuses and prices this one whole")
         return WhatIf(est, self.baseline_ms, fam, choice_out, tuple(changes), tuple(excl),
                       float(sum(_wmb(k.key) for k in est.kernels if k.source != "free")),
                       float(sum(_wmb(k.key) for k in self.baseline.kernels if k.source != "free")), tuple(notes))
 
-    def _table_known(self, t, bits, prune, sparsity) -> bool:
-        """Whether the tables alone (not a probe of this very candidate) decide it."""
-        saved, t.cands = t.cands, {}
-        try:
-            return bool(t.sums(bits[None, :], np.asarray(prune, np.int64)[None, :],
-                               np.asarray(sparsity, np.int64)[None, :], want_state=False)[1][0])
-        finally:
-            t.cands = saved
+    def verify(self, choice):
+        """The full re-estimate of a choice: the model rewritten as the tool would (real weights), then
+        :meth:`latency.Estimator.estimate` (the reference every table price is checked against)."""
+        return self.estimator.estimate(self.rewritten(choice).graph)
 
     def _changes(self, mine, base, est) -> list:
         """Owners whose kernels changed: in-model us now and in the plain model (each at its own gates)."""
@@ -623,21 +620,11 @@ class Plan:
         return out
 
     # -- tables for people ---------------------------------------------------------------------
-    def owner_costs_us(self, choice) -> dict:
-        """In-model microseconds of each owner's kernels under ``choice`` (owner name -> us)."""
-        w = self.evaluate(choice)
-        per: dict = {}
-        owner_of = self.structure.owner_of_node
-        for k in w.kernels:
-            o = owner_of.get(k.nodes[0]) if k.nodes else None
-            name = self.structure.owners[o].name if o is not None else "inserted"
-            per[name] = per.get(name, 0.0) + k.latency_us
-        return per
-
     @property
     def nodes(self):
         """pandas DataFrame: every choosable node, its op, the kernel it lands in (plain model), the
-        nodes that follow it, and the in-model price (us) of its own kernels under each alternative:
+        nodes that follow it, ``priced_with`` (the group of nodes whose kernels it shares: prices are
+        that group's), and the in-model price (us) of its kernels under each alternative:
         ``fp32_us``; ``int8_us`` / ``int8-dynamic_us`` with the whole model in that precision (its
         boundary Q/DQ kernels included); ``sparse*_us`` / ``prune*_us`` with only this node changed."""
         import pandas as pd
@@ -663,6 +650,7 @@ class Plan:
         rows = []
         for i, u in enumerate(st.units):
             rec = {"node": u.name, "op": u.op, "kernel": kernel_of.get(u.name, ""), "follows": list(u.members[1:]),
+                   "priced_with": st.owners[st.owner_of_node[u.name]].name,
                    "weighted": u.weighted, "families": ",".join(u.families),
                    "prune": "ok" if u.prunable else (u.group.reason if u.group else "no weight")}
             for col in cols:
@@ -682,20 +670,25 @@ class Plan:
 
     def _unit_costs(self, codes) -> np.ndarray:
         """In-model us of each unit owner's kernels (candidates x units), at each candidate's gates."""
-        ms, states = self._eval(codes, want_state=True)
+        ms, _, states = self._eval(codes, want_state=True)
         out = np.full(codes.shape, np.nan)
-        uo = [self.structure.owner_of_node[u] for u in self.units]
-        for (name, _), (rows, state) in states.items():
+        owner_of = self.structure.owner_of_node
+        uo = [owner_of[u] for u in self.units]
+        for (name, _), (rows, state, bits, pr, sp) in states.items():
             t = self.tables[name]
-            acc, _, _ = t.sums(state[:, :t.n_units], state[:, t.n_units:2 * t.n_units], state[:, t.P0:])
-            g, cg = self.pricer.gates_vec(acc[:, 5])
             for j, r in enumerate(rows):
+                ks, _ = t.kernels_of(state[j], bits[j], pr[j], sp[j])
+                fp = sum(_wmb(pk.key) + 0.5 * _amb(pk.key) for _, pk in ks if pk.source != "free")
+                g, cg = self.pricer.gates(fp)
+                per: dict = {}
+                for o, pk in ks:
+                    if o is None:
+                        o = owner_of.get(pk.nodes[0]) if pk.nodes else None
+                    c = self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source,
+                                                 pk.key)
+                    per[o] = per.get(o, 0.0) + c[0] + cg * c[1] + g * c[2]
                 for k, o in enumerate(uo):
-                    ks, _ = t.kernels_of(state[j], owners=[o])
-                    cs = [self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source,
-                                                   pk.key) for _, pk in ks]
-                    c = np.sum(cs, axis=0) if cs else np.zeros(len(COEFS))
-                    out[r, k] = c[0] + cg[j] * c[1] + g[j] * c[2]
+                    out[r, k] = per.get(o, 0.0)
         return out
 
     def sensitivity(self):
@@ -817,13 +810,18 @@ class Plan:
         t.probe(can.astype(np.int64), z)
         # one factor at a time, many at once: units no owner sees together are flipped in the same probe,
         # from the all-fp32 and from the all-reduced model (each owner sees its neighbours' effects alone)
-        for color in self._colors(t, family):
+        colors = self._colors(t, family)
+        self.warm_colors = len(colors)
+        for color in colors:
             flip = np.zeros(U, np.int64)
             flip[color] = 1
             t.probe(flip, z)
             t.probe(can.astype(np.int64) - flip, z)
             if prunable[color].any():
-                t.probe(z, np.where(prunable & (flip > 0), 1, 0))
+                for level in range(1, _NP):
+                    cut = np.where(prunable & (flip > 0), level, 0)
+                    t.probe(z, cut)
+                    t.probe(can.astype(np.int64), cut)
         for k in range(self.warm):
             bits = ((rng.random(U) < rng.random()) & can).astype(np.int64)
             pr = np.where((rng.random(U) < 0.3) & prunable, rng.integers(1, _NP, U), 0) if k % 2 else z
@@ -840,7 +838,8 @@ class Plan:
                 c = int(c)
                 if c < U:
                     us.add(c)
-                elif t.Q0 <= c < t.S0:
+                elif t.Q0 <= c < t.S0 and len(t.q_units[c - t.Q0]) <= 3:
+                    # a hub (a constant or mask many units read) would make everything near everything
                     us.update(t.q_units[c - t.Q0])
             for u in us:
                 near[u] |= us
@@ -861,9 +860,10 @@ class Plan:
 
     @property
     def stats(self) -> dict:
-        """Probes run, table sizes and locality violations seen, per family."""
-        return {f: {"probes": t.probes, "price_classes": sum(len(e) for e in t.entries),
-                    "slots": sum(len(x) for x in t.slots), "corrections": t.corrections,
+        """Per family: probes run, situations seen, distinct owner prices, regroupings, and the times a
+        seen situation came back at another price (the locality the tables assume did not hold)."""
+        return {f: {"probes": t.probes, "situations": sum(len(x) for x in t.obs_c),
+                    "owner_prices": sum(len(e) for e in t.entries), "regroupings": self.rebuilds,
                     "inconsistencies": len(t.inconsistencies)} for f, t in self.tables.items()}
 
 
@@ -895,6 +895,12 @@ class _Lazy:
 
 
 _KeyedConfig = _Lazy(_keyed_config)
+
+
+def _amb(key):
+    from ..estimator import _act_mb
+
+    return _act_mb(key)
 
 
 def _wmb(key):

@@ -15,9 +15,6 @@ exactly as a loaded quantized model would be. Each rewrite mirrors one tool with
   quantized at run time): Conv -> DynamicQuantizeLinear + ConvInteger + Cast + Mul + Add(bias),
   MatMul -> DynamicQuantizeLinear + MatMulInteger + Cast + Mul; one DynamicQuantizeLinear per
   activation, shared by every quantized consumer.
-* :func:`fp16`: ``onnxconverter_common.float16.convert_float_to_float16`` with a node block list:
-  every float tensor of a converted node fp16, a Cast at every edge between converted and blocked
-  nodes and on the model's inputs and outputs.
 * channel pruning (any of the three, ``prune=``): a node's output channels shrink, and with them
   the tensors of its channel group (through normalisation, activations, pools, elementwise ops
   with constants) and the input channels of the weighted consumers that end it; see

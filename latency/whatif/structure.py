@@ -173,7 +173,7 @@ def analyse(g: Graph, merge=None) -> Structure:
     shared = sorted(t for t, rs in readers.items() if len(set(rs)) > 1)
     for t in shared:
         add_owner(Owner(f"const:{t}", "const", (), (t,)))
-    glob = add_owner(Owner("global", "global"))
+    add_owner(Owner("global", "global"))
     owner_of_tensor: dict = {t.name: i for i, t in enumerate(g.inputs)}
     for o in owners:
         if o.kind == "const":

@@ -2,16 +2,22 @@
 prices them), attribution of every kernel to an owner, and the vectorised evaluation.
 
 One **probe** is one candidate priced exactly: the fp32 graph rewritten as the tool would
-(:mod:`.rewrite`), the target's fusion passes run over it, every kernel priced by the estimator.
-Its kernels are split among owners (:mod:`.structure`); each owner's share is stored under the
-owner's *key* in that probe (the precision bits and prune levels near it, the layout states of its
-neighbours), with one row of coefficients per sparsity level of its weighted node. Evaluating a
-candidate is then arithmetic: compute every owner's layout state from its transfer key (in
-topological order), look every owner's key up, sum the coefficients, and apply the in-model
-context and overhead exactly as :meth:`latency.Estimator.estimate` does. A key never seen makes the
-plan run that candidate as a probe first (so every number comes from a real fusion of the same
-local situation); a key seen with two different prices is counted in ``inconsistencies`` (the
-locality the decomposition assumes did not hold there).
+(:mod:`.rewrite`), the target's fusion passes run over it, every kernel priced by the estimator
+(with one price per sparsity level for each weighted kernel). Its kernels are split among owners
+(:mod:`.structure`; a kernel with a weighted node belongs to that node's owner); each owner's share is
+stored under the owner's *key* in that probe: the precision bits, prune levels and quantize pairs
+near it and the layout states of its neighbours. The plan probes the plain model, each whole-model
+variant, one-factor-at-a-time groups (units no owner sees together flipped at once, from the plain
+and from the whole-model variant, and pruned at each level) and a few random mixes.
+
+Evaluating a candidate is then arithmetic: compute every owner's layout state from its transfer key
+(in topological order), look every owner's cost key up, sum the coefficients, and apply the in-model
+context and overhead exactly as :meth:`latency.Estimator.estimate` does. A key seen in a probe
+gives that probe's kernels exactly; a key never seen gives the kernels of the most similar
+situation seen (agreeing on the longest run of digits, nearest first), so an owner is always priced
+as a whole, as some real fusion priced it, and :meth:`Tables.sums` says which candidates were exact.
+A key seen at two prices is counted in ``inconsistencies`` (the locality the tables assume did not
+hold); a kernel that spans owners makes the plan regroup them and replay its probes.
 
 Coefficients per kernel (us, or MB): ``iso`` (time alone), ``curve`` (in-model curve term, times
 the private-cache gate), ``fetch`` (weight fetch, times the last-level gate), ``ov0`` / ``ov1``
@@ -29,7 +35,7 @@ import numpy as np
 
 from ..context import cache_gate
 from ..estimator import KernelEstimate, _act_mb, overhead_us, weight_mb
-from ..ops import Config, config_problem
+from ..ops import config_problem
 
 COEFS = ("iso", "curve", "fetch", "ov0", "ov1", "fp", "wmb")
 #: sparsity digits: 0 is the weight as the model holds it
@@ -53,25 +59,24 @@ class PricedKernel:
     key: str
 
 
-@dataclass
-class Entry:
-    """An owner's kernels in one local situation: ``rows`` (one per sparsity digit) of kernel lists,
-    ``coef`` (rows x COEFS), ``uncovered`` (node, op type, reason)."""
-
-    rows: list
-    coef: np.ndarray
-    uncovered: tuple = ()
-
-
 class Tables:
     """Learned tables of one precision family over a :class:`~latency.whatif.structure.Structure`.
 
     State of a candidate, per column: the precision bit of each unit, its prune digit, whether each
-    tensor carries a quantize pair (``q``: the OR of the bits of the units whose quantization marks
-    it, found by the tool's own marking rules), and each owner's layout state (``sigma``, learned).
-    An owner's transfer key: its own bits, the ``q`` of its tensors, its prune digits, its producers'
-    sigma; its cost key adds the ``q`` of its consumers' tensors (whether they absorb its DQ) and the
-    sigma of itself and of its consumers two deep (a fold into a conv reaches past a norm).
+    tensor (or constant) carries a quantize pair (``q``: the OR of the bits of the units whose
+    quantization marks it, found by the tool's own marking rules), each owner's layout state
+    (``sigma``, learned) and each unit's sparsity digit. An owner's transfer key (what decides its
+    layout state): its own bits, its tensors' ``q``, its prune digits, its producers' states. Its cost
+    key adds its consumers' bits and ``q`` (whether they absorb its DQ) and the states of itself and
+    its consumers two deep (a fold into a conv reaches past a norm). Keys list the digits nearest
+    first (prune digits: a pruned kernel is a different shape; own bits, own ``q``, consumers, layout
+    states).
+
+    A full key seen in a probe gives that probe's kernels exactly. A key never seen takes the
+    kernels of the *most similar situation seen*: the one agreeing on the longest run of digits in
+    that order (a trie walk that follows the candidate's digit while it can, else the most observed
+    branch). So an owner is always priced as a whole, as some real fusion of the model priced it,
+    and a candidate is exact when every owner's key was seen (``exact`` in :meth:`sums`).
     """
 
     def __init__(self, plan, family: str):
@@ -82,24 +87,21 @@ class Tables:
         self.n_owners = len(st.owners)
         self._build_specs()
         self.sigma_ids = [dict() for _ in st.owners]
-        self.transfer = [_Table(self.t_prio[o.order]) for o in st.owners]
-        self.entries = [[] for _ in st.owners]       # per owner: Entry per price class
-        self._class_index = [dict() for _ in st.owners]
-        self.memo = [dict() for _ in st.owners]      # per owner: full cost key -> class seen in a probe
-        self.costs = [_Table(self.c_prio[o.order]) for o in st.owners]  # cost key -> price class
-        self.slots = [dict() for _ in st.owners]     # per owner: kernel name -> _Slot
-        self.history = [[] for _ in st.owners]       # per owner: full cost keys of the probes
-        self.rows_of = [1 for _ in st.owners]  # owner-level entries: the model's own sparsity only
+        self.obs_t = [dict() for _ in st.owners]   # transfer key -> layout state id
+        self.obs_c = [dict() for _ in st.owners]   # cost key -> entry id
+        self.entries = [[] for _ in st.owners]     # per owner: _OwnerEntry per distinct price
+        self._entry_index = [dict() for _ in st.owners]
+        self.cands: dict = {}                      # probed candidates (bits, prune) -> their exact kernels
+        self._cand_hashes = np.zeros(0)
         self._arrays = None
         self.probes = 0
-        self.cands: dict = {}  # probed candidates (bits, prune) -> their exact kernels
         self.warmed = False
-        self.corrections = 0
         self.inconsistencies: list = []
 
     # -- keys ----------------------------------------------------------------------------------
     def _build_specs(self):
-        """Per owner: column indices into the state (bits | prune | q | sigma) and mixed-radix multipliers."""
+        """Per owner: columns of the state (bits | prune | q | sigma | sparsity) its keys read, nearest
+        first, with their radices."""
         st = self.plan.structure
         U, O = self.n_units, self.n_owners
         tensors = []
@@ -122,26 +124,26 @@ class Tables:
         self.Q0, self.S0, self.P0 = 2 * U, 2 * U + T, 2 * U + T + O
         self.width = 3 * U + T + O
         own_bits = [sorted({st.unit_of_node[n] for n in o.members if n in st.unit_of_node}) for o in st.owners]
+        for o in st.owners:
+            if o.kind == "const":
+                own_bits[o.order] = list(o.bits)
 
         def qcols(o):
             return [self.Q0 + self.q_index[t] for t in list(o.inputs) + list(o.tensors) + list(o.consts)
                     if t in self.q_index]
 
-        for o in st.owners:
-            if o.kind == "const":
-                own_bits[o.order] = list(o.bits)
+        def ccols(o):  # a shared constant's DQ decides whether a pattern (LayerNorm's eps) still matches
+            return [self.Q0 + self.q_index[t] for t in o.consts if t in self.q_index]
 
-        self.t_cols, self.c_cols, self.t_rad, self.c_rad, self.t_prio, self.c_prio = [], [], [], [], [], []
+        self.t_cols, self.c_cols, self.t_rad, self.c_rad = [], [], [], []
         for o in st.owners:
-            # (column, radix, priority): the owner's own bits first, then its tensors' quantize pairs,
-            # its prune digits, its consumers' bits and pairs, and last the learned layout states
-            spec = [(c, 2, 0) for c in own_bits[o.order]] + [(c, 2, 1) for c in qcols(o)] + \
-                [(U + u, len(PRUNE_LEVELS), 2) for u in o.prunes] + \
+            spec = [(U + u, len(PRUNE_LEVELS), 0) for u in o.prunes] + [(c, 2, 0) for c in ccols(o)] + \
+                [(c, 2, 1) for c in own_bits[o.order]] + \
+                [(c, 2, 2) for c in qcols(o)] + \
                 [(self.S0 + p, _SIGMA_RADIX, 4) for p in o.producers]
             t = _spec(spec)
             self.t_cols.append(np.array([c for c, _, _ in t], np.int64))
             self.t_rad.append([r for _, r, _ in t])
-            self.t_prio.append([p for _, _, p in t])
             cons = set(o.consumers)
             for c in o.consumers:
                 cons.update(st.owners[c].consumers)
@@ -153,7 +155,6 @@ class Tables:
             c = _spec(spec)
             self.c_cols.append(np.array([x for x, _, _ in c], np.int64))
             self.c_rad.append([r for _, r, _ in c])
-            self.c_prio.append([p for _, _, p in c])
 
     def _base_state(self, bits: np.ndarray, prune: np.ndarray, sparsity=None) -> np.ndarray:
         n = bits.shape[0]
@@ -161,7 +162,7 @@ class Tables:
         state = np.zeros((n, self.width), np.int64)
         state[:, :U] = bits
         state[:, U: 2 * U] = prune
-        state[:, self.Q0: self.S0] = (bits.astype(float) @ self.q_mat) > 0
+        state[:, self.Q0: self.S0] = (np.asarray(bits, float) @ self.q_mat) > 0
         if sparsity is not None:
             state[:, self.P0:] = sparsity
         return state
@@ -175,38 +176,36 @@ class Tables:
 
     def learn(self, data) -> None:
         """Learn from one probe's record (see :func:`run_probe`); the plan replays its records when it
-        rebuilds its owners."""
+        regroups its owners."""
         plan = self.plan
         st = plan.structure
         bits, prune = data["bits"], data["prune"]
         self.probes += 1
-        fixed, var, plain, unc_all = np.zeros(len(COEFS)), [], [], []
-        for k, names, tensors, (prow, pc, pu, unit) in data["kernels"]:
-            unc_all += pu
-            if unit >= 0 and len(pc) > 1:
-                var.append((unit, pc, prow))
-            else:
-                fixed += pc[0]
-                if prow[0] is not None:
-                    plain.append(prow[0])
-        unc_all += [(n or t, op, why) for n, t, op, why in data["uncovered"]]
-        self.cands[_cand_key(bits, prune)] = (fixed, var, plain, unc_all)
+        self._cand_hashes = np.append(self._cand_hashes, _cand_hash(np.asarray(bits)[None, :],
+                                                                    np.asarray(prune)[None, :]))
+        self.cands[_cand_key(bits, prune)] = _OwnerEntry.of(
+            [pr for _, _, _, pr in data["kernels"]],
+            [(n or t, op, why) for n, t, op, why in data["uncovered"]])
         order = plan.node_order
         owned = [[] for _ in st.owners]
         unc = [[] for _ in st.owners]
         for k, names, tensors, priced in data["kernels"]:
             if names:
                 main = [n for n in names if plan.op_of.get(n) not in ("Identity", "Dropout")] or list(names)
-                os_ = {st.owner_of_node.get(n) for n in main} - {None}
-                if len(os_) > 1:
-                    plan.merge_later(set(main))
-                o = st.owner_of_node.get(min(main, key=lambda n: order.get(n, 1 << 30)), self.n_owners - 1)
+                # a kernel with a weighted node belongs to it (whatever folds into it); the other nodes
+                # such kernels cover, and kernels without one, make their owners one (see Plan._regroup)
+                heads = [n for n in main if n in plan._weighted_heads]
+                rest = [n for n in main if n not in plan._weighted_heads]
+                if len({st.owner_of_node.get(n) for n in rest} - {None}) > 1:
+                    plan.merge_later(set(rest))
+                pick = heads or main
+                o = st.owner_of_node.get(min(pick, key=lambda n: order.get(n, 1 << 30)), self.n_owners - 1)
             else:
                 o = next((st.owner_of_tensor[t] for t in tensors if t in st.owner_of_tensor), self.n_owners - 1)
-            owned[o].append((k, names, priced))
+            owned[o].append(priced)
         for node, tensor, op, why in data["uncovered"]:
-            o = st.owner_of_node.get(node, st.owner_of_tensor.get(tensor, self.n_owners - 1)) if node \
-                else st.owner_of_tensor.get(tensor, self.n_owners - 1)
+            o = st.owner_of_node.get(node, self.n_owners - 1) if node else \
+                st.owner_of_tensor.get(tensor, self.n_owners - 1)
             unc[o].append((node or tensor, op, why))
         row = self._base_state(np.asarray(bits)[None, :], np.asarray(prune)[None, :])[0]
         seen_q = data["quantized"]
@@ -221,144 +220,70 @@ class Tables:
             if s_ >= _SIGMA_RADIX:
                 raise OverflowError(f"owner {o.name} has more than {_SIGMA_RADIX} layout states")
             row[self.S0 + o.order] = s_
-        per_owner = [dict() for _ in st.owners]
-        priced = []
-        for o in st.owners:
-            for k, nodes, pr in owned[o.order]:
-                name, j = k.name, 1
-                while name in per_owner[o.order]:
-                    name, j = f"{k.name}#{j}", j + 1
-                per_owner[o.order][name] = len(priced)
-                priced.append(pr)
         for o in st.owners:
             i = o.order
             tkey = tuple(int(x) for x in row[self.t_cols[i]])
-            self.corrections += self.transfer[i].add(tkey, int(row[self.S0 + i]))
+            s_ = int(row[self.S0 + i])
+            old = self.obs_t[i].setdefault(tkey, s_)
+            if old != s_:
+                self.inconsistencies.append((o.name, "layout state"))
             ckey = tuple(int(x) for x in row[self.c_cols[i]])
-            nrows = self.rows_of[i]
-            coef = np.zeros((nrows, len(COEFS)))
-            rows = [[] for _ in range(nrows)]
-            unc_o = list(unc[i])
-            for name, at in per_owner[i].items():
-                prow, pc, pu, unit = priced[at]
-                unc_o += pu
-                coef += pc[:1]
-                for r in range(nrows):
-                    pk = prow[r] if len(prow) == nrows else prow[0]
-                    if pk is not None:
-                        rows[r].append(pk)
-                slot = self.slots[i].get(name)
-                if slot is None:
-                    slot = self.slots[i][name] = _Slot(self.c_prio[i])
-                    for old in self.history[i]:
-                        slot.table.add(old, 0)
-                if unit >= 0:
-                    slot.unit = unit
-                self.corrections += slot.table.add(ckey, slot.variant(prow, pc, pu))
-            for name, slot in self.slots[i].items():
-                if name not in per_owner[i]:
-                    self.corrections += slot.table.add(ckey, 0)
-            self.history[i].append(ckey)
-            cls = self._class_of(i, Entry(rows, coef, tuple(unc_o)))
-            self.corrections += self.costs[i].add(ckey, cls)
-            h = _hash_key(ckey)
-            old = self.memo[i].get(h)
-            if old is not None and old != cls:
-                e0, e1 = self.entries[i][old], self.entries[i][cls]
-                self.inconsistencies.append((o.name, "price", float(e0.coef[0, 0]), float(e1.coef[0, 0]),
-                                             [(p.kernel.name, round(p.iso_us, 1)) for p in e0.rows[0]],
-                                             [(p.kernel.name, round(p.iso_us, 1)) for p in e1.rows[0]]))
-            self.memo[i][h] = cls
+            e = self._entry_id(i, _OwnerEntry.of(owned[i], unc[i]))
+            old = self.obs_c[i].setdefault(ckey, e)
+            if old != e:
+                self.inconsistencies.append((o.name, "price", self.entries[i][old].total(), self.entries[i][e].total()))
         self._arrays = None
 
-    def _class_of(self, o: int, entry) -> int:
-        """Index of the price class of ``entry`` among owner ``o``'s (equal coefficients: one class)."""
-        h = (entry.coef.shape, entry.coef.tobytes())
-        k = self._class_index[o].get(h)
+    def _entry_id(self, o: int, entry) -> int:
+        h = entry.signature()
+        k = self._entry_index[o].get(h)
         if k is None:
             self.entries[o].append(entry)
-            k = self._class_index[o][h] = len(self.entries[o]) - 1
+            k = self._entry_index[o][h] = len(self.entries[o]) - 1
         return k
 
+    # -- evaluation ----------------------------------------------------------------------------
     def _compile(self):
-        """Dense lookup arrays: per owner its layout-state transfer over the digits that decided it, and
-        per set of deciding digits the summed coefficients of every kernel keyed by that set (a
-        situation never seen whole backs off to the longest seen prefix of its digits; NaN where even
-        that is unknown)."""
+        """Per owner: the tries of its transfer and cost tables, and its entries' coefficients."""
         if self._arrays is not None:
             return self._arrays
         st = self.plan.structure
-        radix = self._radices()
-        trans = []
-        for o in st.owners:
-            tb = self.transfer[o.order]
-            cols = [int(self.t_cols[o.order][j]) for j in tb.sel]
-            grid, mult = _grid([radix[c] for c in cols])
-            vals = tb.lookup_rows_ordered(grid) if tb.obs else np.full(len(grid), -1, np.int64)
-            trans.append((np.array(cols, np.int64), mult, vals))
-        groups: dict = {}
+        trans, costs = [], []
         for o in st.owners:
             i = o.order
-            for name, slot in self.slots[i].items():
-                cols = [int(self.c_cols[i][j]) for j in slot.table.sel]
-                weighted = any(v is not None and len(v[1]) > 1 for v in slot.variants)
-                key_cols = cols + ([self.P0 + slot.unit] if weighted else [])
-                order = sorted(range(len(key_cols)), key=lambda j: key_cols[j])
-                sc = tuple(key_cols[j] for j in order)
-                grid, mult = _grid([radix[c] for c in sc])
-                # back to the slot's own digit order for its lookups
-                own = np.empty_like(grid)
-                own[:, order] = grid
-                v = slot.table.lookup_rows_ordered(own[:, :len(cols)])
-                coef = np.full((len(grid), len(COEFS)), np.nan)
-                ok = v >= 0
-                coef[ok & (v == 0)] = 0.0
-                for k in range(1, len(slot.variants)):
-                    sel = ok & (v == k)
-                    if sel.any():
-                        pc = slot.variants[k][1]
-                        coef[sel] = pc[own[sel, -1]] if weighted and len(pc) > 1 else pc[0]
-                g = groups.get(sc)
-                if g is None:
-                    groups[sc] = [mult, coef]
-                else:
-                    g[1] = g[1] + coef
-        self._arrays = (trans, _merge_groups(groups, self._radices()))
+            trans.append(_Trie(self.obs_t[i], self.t_cols[i], self.t_rad[i]))
+            units = sorted({u for e in self.entries[i] for u, _, _ in e.var})
+            fixed = np.array([e.fixed for e in self.entries[i]]) if self.entries[i] else np.zeros((0, len(COEFS)))
+            var = []
+            for u in units:
+                arr = np.zeros((len(self.entries[i]), _NROWS, len(COEFS)))
+                for k, e in enumerate(self.entries[i]):
+                    for uu, pc, _ in e.var:
+                        if uu == u:
+                            arr[k, :len(pc)] = pc
+                            arr[k, len(pc):] = pc[-1]
+                var.append((u, arr))
+            costs.append((_Trie(self.obs_c[i], self.c_cols[i], self.c_rad[i]), fixed, var))
+        self._arrays = (trans, costs)
         return self._arrays
 
-    def _radices(self) -> dict:
-        """Radix of every state column: 2 for bits and quantize pairs, the prune and sparsity levels, and
-        for an owner's layout state the number of states seen."""
-        U = self.n_units
-        r = {}
-        for c in range(self.width):
-            if c < U or self.Q0 <= c < self.S0:
-                r[c] = 2
-            elif c < 2 * U:
-                r[c] = len(PRUNE_LEVELS)
-            elif c < self.P0:
-                r[c] = max(1, len(self.sigma_ids[c - self.S0]))
-            else:
-                r[c] = _NROWS
-        return r
-
     def sums(self, bits: np.ndarray, prune: np.ndarray, sparsity: np.ndarray, want_state: bool = True,
-             chunk: int = 8192):
-        """(N x COEFS sums, known mask, state rows or None) for candidates given as unit matrices (bits,
-        prune digits, sparsity digits): per chunk of candidates, one layout sweep over the owners, then
-        one gather per group of kernels (the state is kept column-major: each digit a contiguous row)."""
-        trans, groups = self._compile()
+             chunk: int = 8192, want_exact: bool = True):
+        """(N x COEFS sums, exact mask, state rows or None) for candidates given as unit matrices (bits,
+        prune digits, sparsity digits): per chunk, one layout sweep over the owners, then each owner's
+        entry. ``exact``: every owner's situation was seen as such (or the candidate itself was
+        probed); the others are priced from the most similar situations seen."""
+        trans, costs = self._compile()
         st = self.plan.structure
         n = bits.shape[0]
         U = self.n_units
         acc = np.zeros((n, len(COEFS)))
-        known = np.ones(n, bool)
+        exact = np.ones(n, bool)
         state = np.zeros((n, self.width), np.int64) if want_state else None
         marks = self.q_units
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
-            m = b - a
-            S = np.zeros((self.width, m), np.int32)
+            S = np.zeros((self.width, b - a), np.int32)
             S[:U] = bits[a:b].T
             S[U:2 * U] = prune[a:b].T
             S[self.P0:] = sparsity[a:b].T
@@ -367,276 +292,189 @@ class Tables:
                     S[self.Q0 + i] = S[us[0]]
                 elif us:
                     S[self.Q0 + i] = S[list(us)].max(axis=0)
-            kn = np.ones(m, bool)
+            ex = np.ones(b - a, bool)
             for o in st.owners:
-                cols, mult, vals = trans[o.order]
-                if len(cols):
-                    key = S[cols[0]] * int(mult[0])
-                    for c, mm in zip(cols[1:], mult[1:]):
-                        key += S[c] * int(mm)
-                    sv = vals[key]
-                else:
-                    sv = np.full(m, vals[0] if len(vals) else -1, np.int64)
-                kn &= sv >= 0
-                S[self.S0 + o.order] = np.maximum(sv, 0)
+                v, e = trans[o.order].walk(S, want_exact)
+                S[self.S0 + o.order] = v
+                if want_exact:
+                    ex &= e
             ac = acc[a:b]
-            for cols, mult, table in groups:
-                if len(cols):
-                    key = S[cols[0]] * int(mult[0])
-                    for c, mm in zip(cols[1:], mult[1:]):
-                        key += S[c] * int(mm)
-                    ac += table[key]
-                else:
-                    ac += table[0]
-            known[a:b] = kn & np.isfinite(ac[:, 0])
+            for o in st.owners:
+                trie, fixed, var = costs[o.order]
+                if not len(fixed):
+                    continue
+                v, e = trie.walk(S, want_exact)
+                if want_exact:
+                    ex &= e
+                ac += fixed[v]
+                for u, arr in var:
+                    ac += arr[v, S[self.P0 + u]]
+            exact[a:b] = ex
             if want_state:
                 state[a:b] = S.T
-        for r in np.flatnonzero(~known):  # candidates probed whole: their own kernels, exactly
-            c = self.cands.get(_cand_key(bits[r], prune[r]))
+        if not want_exact:
+            exact[:] = False
+        if self.cands:  # candidates probed whole: their own kernels, exactly
+            h = _cand_hash(bits, prune)
+            for r in np.flatnonzero(np.isin(h, self._cand_hashes) & ~exact):
+                c = self.cands.get(_cand_key(bits[r], prune[r]))
+                if c is not None:
+                    acc[r] = c.coef(sparsity[r])
+                    exact[r] = True
+        return acc, exact, state
+
+    def kernels_of(self, state_row: np.ndarray, bits=None, prune=None, sparsity=None):
+        """([(owner index or None, priced kernel)], uncovered) of one candidate: its own probe when it was
+        probed, else each owner's entry (what :meth:`sums` adds up)."""
+        if bits is not None:
+            c = self.cands.get(_cand_key(bits, prune))
             if c is not None:
-                acc[r] = c[0] + sum((pc[min(int(sparsity[r, u]), len(pc) - 1)] for u, pc, _ in c[1]),
-                                    np.zeros(len(COEFS)))
-                known[r] = True
-        return acc, known, state
-
-    def candidate_kernels(self, bits, prune, sparsity):
-        """(priced kernels, uncovered) of a probed candidate, or None."""
-        c = self.cands.get(_cand_key(bits, prune))
-        if c is None:
-            return None
-        ks = list(c[2])
-        for u, pc, prow in c[1]:
-            pk = prow[min(int(sparsity[u]), len(prow) - 1)]
-            if pk is not None:
-                ks.append(pk)
-        return ks, c[3]
-
-    def kernels_of(self, state_row: np.ndarray, owners=None):
-        """([(owner index, priced kernel)], uncovered) of one candidate's state row, slot by slot (what
-        :meth:`sums` adds up, for the per-kernel breakdown); ``owners``: only those."""
-        st = self.plan.structure
+                return [(None, pk) for pk in c.kernels(sparsity)], list(c.uncovered)
+        trans, costs = self._compile()
         out, unc = [], []
-        for o in (st.owners if owners is None else [st.owners[k] for k in owners]):
-            i = o.order
-            digits = state_row[self.c_cols[i]][None, :]
-            for name, slot in self.slots[i].items():
-                srow = int(state_row[self.P0 + slot.unit]) if slot.unit >= 0 else 0
-                v = int(slot.table.lookup_rows_ordered(digits[:, slot.table.sel])[0])
-                if v <= 0:
-                    continue
-                prow, pc, pu = slot.variants[v]
-                pk = prow[srow] if len(prow) > 1 else prow[0]
-                if pk is not None:
-                    out.append((i, pk))
-                unc.extend(pu)
+        S = state_row.astype(np.int32)[:, None]
+        for o in self.plan.structure.owners:
+            trie, fixed, var = costs[o.order]
+            if not len(fixed):
+                continue
+            v, _ = trie.walk(S)
+            e = self.entries[o.order][int(v[0])]
+            out += [(o.order, pk) for pk in e.kernels(state_row[self.P0:])]
+            unc += list(e.uncovered)
         return out, unc
 
 
-def _merge_groups(groups: dict, radix: dict) -> list:
-    """Fewer gathers: a group whose digits are a subset of another's folds into it (broadcast), and
-    groups are merged while the union of their digits stays a small table (cells <= 4096)."""
-    items = sorted(groups.items(), key=lambda kv: -len(kv[0]))
-    merged: list = []  # [cols tuple, table]
-    for cols, (mult, table) in items:
-        home = next((m for m in merged if set(cols) <= set(m[0])), None)
-        if home is None:
-            union_ok = None
-            for m in merged:
-                u = tuple(sorted(set(m[0]) | set(cols)))
-                if int(np.prod([radix[c] for c in u])) <= 4096:
-                    union_ok = (m, u)
-                    break
-            if union_ok is None:
-                merged.append([cols, table])
+class _OwnerEntry:
+    """An owner's kernels in one situation: ``fixed`` (their coefficients but for the weighted kernels'),
+    ``var`` [(unit, coefficient rows per sparsity digit, priced kernel per row)], ``plain`` (priced
+    kernels), ``uncovered``."""
+
+    __slots__ = ("fixed", "var", "plain", "uncovered")
+
+    @classmethod
+    def of(cls, priced, uncovered):
+        e = cls()
+        e.fixed, e.var, e.plain, e.uncovered = np.zeros(len(COEFS)), [], [], list(uncovered)
+        for prow, pc, pu, unit in priced:
+            e.uncovered += pu
+            if unit >= 0 and len(pc) > 1:
+                e.var.append((unit, pc, prow))
+            else:
+                e.fixed = e.fixed + pc[0]
+                if prow[0] is not None:
+                    e.plain.append(prow[0])
+        return e
+
+    def signature(self):
+        return (self.fixed.tobytes(), tuple((u, pc.tobytes()) for u, pc, _ in self.var),
+                tuple(sorted(p.kernel.name for p in self.plain)), len(self.uncovered))
+
+    def total(self) -> float:
+        return float(self.fixed[0] + sum(pc[0, 0] for _, pc, _ in self.var))
+
+    def coef(self, sparsity) -> np.ndarray:
+        c = self.fixed.copy()
+        for u, pc, _ in self.var:
+            c += pc[min(int(sparsity[u]), len(pc) - 1)]
+        return c
+
+    def kernels(self, sparsity) -> list:
+        ks = list(self.plain)
+        for u, pc, prow in self.var:
+            pk = prow[min(int(sparsity[u]), len(prow) - 1)]
+            if pk is not None:
+                ks.append(pk)
+        return ks
+
+
+class _Trie:
+    """Observed keys (digit tuples, nearest digit first) -> values, walked for many candidates at once:
+    follow the candidate's digit where a seen key did, else the branch most seen keys took."""
+
+    def __init__(self, obs: dict, cols, radices):
+        self.cols = [int(c) for c in cols]
+        L = len(self.cols)
+        width = max([int(r) for r in radices] + [2])
+        children = [dict()]
+        count = [0]
+        leaf = {}
+        for key, value in obs.items():
+            node = 0
+            count[0] += 1
+            for d in key:
+                nxt = children[node].get(d)
+                if nxt is None:
+                    nxt = children[node][d] = len(children)
+                    children.append(dict())
+                    count.append(0)
+                node = nxt
+                count[node] += 1
+            leaf[node] = value
+        n = len(children)
+        self.trans = np.zeros((n, width), np.int32)
+        self.same = np.zeros((n, width), bool)
+        for node, ch in enumerate(children):
+            if not ch:
                 continue
-            m, u = union_ok
-            m[1] = _refold(m[0], m[1], u, radix)
-            m[0] = u
-            home = m
-        home[1] = home[1] + _refold(cols, table, home[0], radix)
-    out = []
-    for cols, table in merged:
-        _, mult = _grid([radix[c] for c in cols])
-        out.append((np.array(cols, np.int64), mult, table))
-    return out
+            best = max(ch, key=lambda d: (count[ch[d]], -d))
+            self.trans[node, :] = ch[best]
+            for d, c in ch.items():
+                if d < width:
+                    self.trans[node, d] = c
+                    self.same[node, d] = True
+        self.value = np.full(n, -1, np.int64)
+        for node, v in leaf.items():
+            self.value[node] = v
+        # below which depth every subtree holds one value: a walk for the value can stop there
+        depth = [0] * n
+        sub = [None] * n
+        for node in range(n - 1, -1, -1):  # children come after their parent
+            if node in leaf:
+                sub[node] = leaf[node]
+            else:
+                vs = {sub[c] for c in children[node].values()}
+                sub[node] = vs.pop() if len(vs) == 1 and None not in vs and -2 not in vs else -2
+        stack = [0]
+        while stack:
+            node = stack.pop()
+            for c in children[node].values():
+                depth[c] = depth[node] + 1
+                stack.append(c)
+        undecided = [depth[k] for k in range(n) if sub[k] == -2]
+        self.decide = (max(undecided) + 1) if undecided else 0
+        self.sub = np.array([v if v is not None and v >= 0 else -1 for v in sub], np.int64)
+        self.empty = not obs
+        self.width = width
+        self.L = L
+
+    def walk(self, S: np.ndarray, exact: bool = True):
+        """(values, exact) for the candidates in the columns of state ``S`` (digits x candidates);
+        ``exact=False`` stops where the value is decided (and returns None for exact)."""
+        m = S.shape[1]
+        if self.empty:
+            return np.zeros(m, np.int64), np.zeros(m, bool)
+        node = np.zeros(m, np.int32)
+        if not exact:
+            for c in self.cols[: self.decide]:
+                node = self.trans[node, np.minimum(S[c], self.width - 1)]
+            return self.sub[node], None
+        ex = np.ones(m, bool)
+        for c in self.cols:
+            d = np.minimum(S[c], self.width - 1)
+            ex &= self.same[node, d]
+            node = self.trans[node, d]
+        return self.value[node], ex
 
 
-def _refold(cols, table, into, radix):
-    """``table`` over digits ``cols`` laid out over the superset ``into`` (broadcast on the others)."""
-    grid, _ = _grid([radix[c] for c in into])
-    _, mult = _grid([radix[c] for c in cols])
-    pos = [into.index(c) for c in cols]
-    idx = grid[:, pos] @ mult if cols else np.zeros(len(grid), np.int64)
-    return table[idx]
-
-
-def _grid(radices):
-    """(every digit combination as rows, mixed-radix multipliers) for ``radices``."""
-    if not radices:
-        return np.zeros((1, 0), np.int64), np.zeros(0, np.int64)
-    mult = np.cumprod([1] + list(radices[:-1])).astype(np.int64)
-    size = int(np.prod(radices))
-    if size > 1 << 22:
-        raise OverflowError(f"a what-if lookup table of {size} cells")
-    idx = np.arange(size, dtype=np.int64)
-    grid = (idx[:, None] // mult[None, :]) % np.array(radices, np.int64)[None, :]
-    return grid, mult
+def _cand_hash(bits: np.ndarray, prune: np.ndarray) -> np.ndarray:
+    """A float fingerprint per candidate row of (bits, prune) (a quick filter before the exact key)."""
+    bits, prune = np.asarray(bits), np.asarray(prune)
+    w = np.random.default_rng(12345).random((2, bits.shape[1])) + 0.5
+    return bits.astype(np.float64) @ w[0] + prune.astype(np.float64) @ (w[1] * np.pi)
 
 
 def _cand_key(bits, prune) -> bytes:
     return np.asarray(bits, np.int8).tobytes() + b"|" + np.asarray(prune, np.int8).tobytes()
-
-
-def _bump(m: dict, key, value) -> None:
-    """One more full situation with ``value`` at projection ``key`` (-2 once two values met there)."""
-    h = m.get(key)
-    if h is None:
-        m[key] = [value, 1]
-    else:
-        if h[0] != value:
-            h[0] = -2
-        h[1] += 1
-
-
-def _hash_rows(d: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each row of small non-negative integers (wrapping multiply-add)."""
-    with np.errstate(over="ignore"):
-        h = np.full(d.shape[0], 1469598103934665603, np.uint64)
-        for j in range(d.shape[1]):
-            h = (h ^ d[:, j].astype(np.uint64)) * np.uint64(1099511628211)
-    return h.view(np.int64)
-
-
-def _hash_key(key: tuple) -> int:
-    return int(_hash_rows(np.array([key], np.int64).reshape(1, -1))[0])
-
-
-class _Slot:
-    """One kernel of an owner: its price variants (0: absent) and the table deciding which applies.
-    A variant is (priced kernel per row, coefficients rows x COEFS, uncovered nodes)."""
-
-    def __init__(self, prio=()):
-        self.table = _Table(prio)
-        self.variants = [None]
-        self._index: dict = {}
-        self.unit = -1  # the unit whose sparsity digit picks a variant's row
-
-    def variant(self, prow, pc, unc=()) -> int:
-        h = (pc.shape, pc.tobytes())
-        k = self._index.get(h)
-        if k is None:
-            self.variants.append((prow, pc, tuple(unc)))
-            k = self._index[h] = len(self.variants) - 1
-        return k
-
-
-class _Table:
-    """Observations full key (digit tuple) -> value, and the smallest set of digits that determines
-    the value on every observation (greedy: the digit that parts the most conflicting pairs first,
-    the model's own digits before learned layout states). A situation never seen whole is priced from
-    observations that agree with it on every digit that has mattered so far, and only when at least
-    ``MIN_SUPPORT`` different full situations say so (one observation does not vouch for the digits it
-    happened to hold constant); else from the longest prefix of those digits that is so supported
-    and unanimous; else it is unknown (and probed)."""
-
-    MIN_SUPPORT = 1
-
-    def __init__(self, prio=()):
-        #: per digit: its priority (lower first; the learned layout states last, used only where the
-        #: model's own digits cannot decide)
-        self.prio = list(prio)
-        self.obs: dict = {}
-        self.sel: list = []
-        self._map: dict = {}     # projection -> [value or -2 (ambiguous), support]
-        self._prefix: list = []  # per prefix length, the same
-
-    def observed(self, key):
-        return self.obs.get(key)
-
-    def add(self, key, value) -> int:
-        """Record an observation; 1 when it contradicts what the current selection predicted."""
-        if key in self.obs:
-            if self.obs[key] == value:
-                return 0
-            self.obs[key] = value
-            self._select()
-            return 1
-        red = tuple(key[j] for j in self.sel)
-        hit = self._map.get(red)
-        self.obs[key] = value
-        if hit is not None and hit[0] != value:
-            self._select()
-            return 1
-        _bump(self._map, red, value)
-        for n, m in enumerate(self._prefix, 1):
-            _bump(m, red[:n], value)
-        return 0
-
-    def _select(self):
-        keys = list(self.obs)
-        width = len(keys[0])
-        sel: list = []
-        groups = {(): keys}
-
-        def conflicts(gr):
-            # pairs of observations the selection cannot tell apart that differ in value
-            total = 0
-            for ks in gr.values():
-                if len(ks) < 2:
-                    continue
-                counts: dict = {}
-                for k in ks:
-                    v = self.obs[k]
-                    counts[v] = counts.get(v, 0) + 1
-                if len(counts) > 1:
-                    total += (len(ks) ** 2 - sum(c * c for c in counts.values())) // 2
-            return total
-
-        now = conflicts(groups)
-        while now:
-            best, best_c, best_g = None, None, None
-            for level in sorted(set(self.prio or [0])):  # nearer, simpler digits first
-                for j in range(width):
-                    if j in sel or (self.prio[j] if self.prio else 0) != level:
-                        continue
-                    g2: dict = {}
-                    for gk, ks in groups.items():
-                        for k in ks:
-                            g2.setdefault(gk + (k[j],), []).append(k)
-                    c = conflicts(g2)
-                    if best_c is None or c < best_c:
-                        best, best_c, best_g = j, c, g2
-                if best_c is not None and best_c < now:
-                    break
-            sel.append(best)
-            groups = best_g
-            now = best_c
-        self.sel = sel
-        self._map = {}
-        self._prefix = [dict() for _ in range(1, len(sel))]
-        for k, v in self.obs.items():
-            red = tuple(k[j] for j in sel)
-            _bump(self._map, red, v)
-            for n, m in enumerate(self._prefix, 1):
-                _bump(m, red[:n], v)
-
-    def lookup_rows_ordered(self, d: np.ndarray) -> np.ndarray:
-        """Values for rows of digits already in selection order (-1: not decided, see the class doc)."""
-        out = np.full(len(d), -1, np.int64)
-        if not self.obs:
-            return out
-        need = self.MIN_SUPPORT
-        for r, row in enumerate(d.tolist()):
-            row = tuple(row)
-            hit = self._map.get(row)
-            v = hit[0] if hit is not None and hit[1] >= need else -1
-            n = len(row) - 1
-            while v < 0 and n >= 1 and hit is None:
-                h = self._prefix[n - 1].get(row[:n])
-                v = h[0] if h is not None and h[0] >= 0 and h[1] >= need else -1
-                n -= 1
-            out[r] = v
-        return out
 
 
 def run_probe(plan, family: str, bits, prune) -> dict:
@@ -718,29 +556,6 @@ def _spec(spec):
             best[c] = (r, p)
     order = sorted(best, key=lambda c: (best[c][1], [x for x, _, _ in spec].index(c)))
     return [(c, best[c][0], best[c][1]) for c in order]
-
-
-def _dedupe(cols, rad):
-    seen, c2, r2 = set(), [], []
-    for c, r in zip(cols, rad):
-        if c not in seen:
-            seen.add(c)
-            c2.append(c)
-            r2.append(r)
-    return c2, r2
-
-
-def _lookup(keys: np.ndarray, vals: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """vals[keys == q] per query, -1 where absent."""
-    if not len(keys):
-        return np.full(q.shape, -1, np.int64)
-    pos = np.searchsorted(keys, q)
-    pos = np.minimum(pos, len(keys) - 1)
-    return np.where(keys[pos] == q, vals[pos], -1)
-
-
-# ------------------------------------------------------------------------------------------------
-# coefficients and the estimator's final arithmetic
 
 
 class Pricer:
@@ -887,5 +702,3 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
                     tuple(warnings), sources, pricer.est.context_source_, fp, gate, cgate)
 
 
-def with_sparsity(cfg: Config, sparsity: str) -> Config:
-    return Config(cfg.kind, cfg.params, cfg.precision, sparsity)

@@ -1,0 +1,116 @@
+"""How fast the what-if plan answers, and how close its table prices are to full re-estimates.
+
+On ResNet-50 (profilers.zoo), pinned to one core with single-threaded numpy: the time to prepare a
+plan (cold: a fresh Estimator, profile evidence loaded on the way; warm: an Estimator that has priced
+before), candidates per second through the code matrix and through dict choices (random int8 /
+fp32 mixes, after the plan has seen a first batch), a warm plain estimate, and the table prices of
+random mixed candidates (precision, sparsity, prune) against full re-estimates of the really
+rewritten models.
+
+    python benchmarks/whatif_speed.py [--model resnet50] [--target x86-avx512-ort] [--check 20]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--target", default="x86-avx512-ort")
+    ap.add_argument("--check", type=int, default=20, help="random candidates checked against full re-estimates")
+    a = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    from latency import Estimator
+    from latency.graph import load_graph
+    from latency.whatif.plan import PRECISIONS, code_of
+    from profilers import zoo
+
+    print(f"host: {cpu_model()}, {os.cpu_count()} cores, pinned to core 0, numpy single-threaded; "
+          f"load average at start {os.getloadavg()[0]:.2f}")
+    graph = load_graph(zoo.build(a.model))
+    t = time.perf_counter()
+    est = Estimator(a.target)
+    plan = est.plan(graph)
+    cold = time.perf_counter() - t
+    t = time.perf_counter()
+    plan = est.plan(graph)
+    warm_prepare = time.perf_counter() - t
+    st = plan.stats[plan.families[0]]
+    print(f"model {a.model}: {len(plan.units)} choosable nodes, {len(plan.structure.owners)} owners; target {a.target}")
+    print(f"prepare: {cold:.2f} s cold (fresh Estimator), {warm_prepare:.2f} s warm; {st['probes']} probes "
+          f"(whole rewritten models fused and priced), {plan.warm_colors} one-factor groups")
+    est.estimate(graph)
+    t = time.perf_counter()
+    n = 5
+    for _ in range(n):
+        est.estimate(graph)
+    print(f"plain estimate, warm: {1000 * (time.perf_counter() - t) / n:.1f} ms per call")
+
+    U = len(plan.units)
+    rng = np.random.default_rng(1)
+    can = np.array(["int8" in u.families for u in plan.structure.units])
+
+    def rand(k):
+        return np.where((rng.random((k, U)) < rng.random((k, 1))) & can, code_of(1, 0, 0), 0)
+
+    plan.evaluate_batch(rand(1000))
+    for k in (10_000, 100_000):
+        m = rand(k)
+        t = time.perf_counter()
+        plan.evaluate_batch(m)
+        dt = time.perf_counter() - t
+        print(f"matrix: {k:,} random int8/fp32 candidates in {dt:.3f} s = {k / dt:,.0f} candidates/s")
+    units = np.array(plan.units)
+    ds = [{"precision": "int8", "fp32_nodes": list(units[rng.random(U) < rng.random()])} for _ in range(5000)]
+    t = time.perf_counter()
+    plan.evaluate_batch(ds)
+    dt = time.perf_counter() - t
+    print(f"dicts: {len(ds):,} choices in {dt:.3f} s = {len(ds) / dt:,.0f} choices/s")
+
+    # table prices against full re-estimates of the really rewritten models
+    weighted = np.array([u.weighted for u in plan.structure.units])
+    prunable = np.array([u.prunable for u in plan.structure.units])
+    k = a.check
+    p = np.where((rng.random((k, U)) < rng.random((k, 1))) & can, PRECISIONS.index("int8"), 0)
+    s = np.where((rng.random((k, U)) < 0.3) & weighted, rng.integers(1, 6, (k, U)), 0)
+    r = np.where((rng.random((k, U)) < 0.3) & prunable, rng.integers(1, 3, (k, U)), 0)
+    codes = code_of(p, s, r)
+    ms = plan.evaluate_batch(codes)
+    exact = plan.exactness(codes)
+    errs = np.array([100 * (m / est.estimate(plan.rewritten(row).graph).total_ms - 1) for m, row in zip(ms, codes)])
+    ab = np.abs(errs)
+    print(f"table prices vs full re-estimates, {k} random int8/sparsity/prune mixes: median |err| "
+          f"{np.median(ab):.2f}%, p90 {np.percentile(ab, 90):.2f}%, max {ab.max():.2f}%, within 2%: "
+          f"{np.mean(ab < 2):.0%}; priced exactly (every owner's situation seen): {exact.mean():.0%}")
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The what-if plan (latency.whatif): its rewrites against the real onnxruntime.quantization tools,
+its table prices against full re-estimates of really rewritten models, its two input forms, the
+questions built on it (sensitivity, Pareto front), bad input, and the `latency whatif` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime.quantization")
+
+from latency import Estimator  # noqa: E402
+from latency.graph import load_graph  # noqa: E402
+from latency.whatif import InvalidChoice  # noqa: E402
+from latency.whatif.plan import PRECISIONS, code_of  # noqa: E402
+from profilers import zoo  # noqa: E402
+
+TARGET = "x86-avx512-ort"
+
+
+@pytest.fixture(scope="module")
+def est():
+    return Estimator(TARGET).prepare()
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return zoo.build("resnet18")
+
+
+@pytest.fixture(scope="module")
+def plan18(est, resnet18):
+    return est.plan(load_graph(resnet18))
+
+
+@pytest.fixture(scope="module")
+def planbert(est):
+    return est.plan(load_graph(zoo.build("bert_mini")))
+
+
+def _random_codes(plan, n, seed, family="int8", sparsity=True, prune=True):
+    """Random mixed candidates: each its own density of reduced nodes, sparsity and prune on some."""
+    rng = np.random.default_rng(seed)
+    st = plan.structure.units
+    U = len(st)
+    q = PRECISIONS.index(family)
+    can = np.array([family in u.families for u in st])
+    weighted = np.array([u.weighted for u in st])
+    prunable = np.array([u.prunable for u in st])
+    p = np.where((rng.random((n, U)) < rng.random((n, 1))) & can, q, 0)
+    s = np.where((rng.random((n, U)) < 0.3) & weighted, rng.integers(1, 6, (n, U)), 0) if sparsity else 0 * p
+    r = np.where((rng.random((n, U)) < 0.3) & prunable, rng.integers(1, 3, (n, U)), 0) if prune else 0 * p
+    return code_of(p, s, r)
+
+
+def _full(est, plan, row):
+    """The reference: the candidate's model rewritten with real weights, estimated whole."""
+    return est.estimate(plan.rewritten(row).graph).total_ms
+
+
+# -- the rewrites are what the tools write ------------------------------------------------------
+
+
+def test_static_rewrite_is_what_quantize_static_writes(tmp_path, est, resnet18, plan18):
+    """Same kernels, same total as the file onnxruntime.quantization.quantize_static (QDQ, defaults,
+    a few random calibration samples) writes, with some nodes excluded; and the plan's table price of
+    that choice is within a few % of the real file's estimate."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from profilers.e2e import make_inputs
+
+    src, dst = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(resnet18, src)
+    sess = ort.InferenceSession(resnet18.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([make_inputs(sess, resnet18, seed=i) for i in range(2)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    fp32 = ["/Conv", "/layer2.0/Conv_1", "/layer3.0/Add", "/Gemm"]
+    choice = {"precision": "int8", "fp32_nodes": fp32}
+    excl = plan18.evaluate(choice).nodes_to_exclude
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, nodes_to_exclude=list(excl))
+    real = est.estimate(load_graph(str(dst)))
+    mine = est.estimate(plan18.rewritten(choice).graph)
+    assert sorted(k.key for k in real.kernels) == sorted(k.key for k in mine.kernels)
+    assert mine.total_ms == pytest.approx(real.total_ms, rel=1e-9)
+    assert plan18.evaluate(choice).total_ms == pytest.approx(real.total_ms, rel=0.03)
+
+
+def test_dynamic_rewrite_is_what_quantize_dynamic_writes(tmp_path, est, resnet18, plan18):
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    src, dst = tmp_path / "m.onnx", tmp_path / "d.onnx"
+    onnx.save(resnet18, src)
+    choice = {"precision": "int8-dynamic", "fp32_nodes": ["/layer1.0/Conv", "/Gemm"]}
+    excl = plan18.evaluate(choice).nodes_to_exclude
+    assert "/Gemm_MatMul" in excl  # the name quantize_dynamic gives the MatMul it makes of a Gemm
+    quantize_dynamic(str(src), str(dst), nodes_to_exclude=list(excl))
+    real = est.estimate(load_graph(str(dst)))
+    mine = est.estimate(plan18.rewritten(choice).graph)
+    assert sorted(k.key for k in real.kernels) == sorted(k.key for k in mine.kernels)
+
+
+def test_quantizable_op_types_are_the_installed_registry():
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from latency.whatif.rewrite import QDQ_OP_TYPES
+
+    assert QDQ_OP_TYPES == set(QLinearOpsRegistry) | set(QDQRegistry)
+
+
+# -- table prices against full re-estimates ----------------------------------------------------
+
+
+def test_plain_and_uniform_choices_are_exact(est, plan18):
+    assert plan18.evaluate({}).total_ms == pytest.approx(plan18.baseline.total_ms, rel=1e-9)
+    for choice in ({"precision": "int8"}, {"precision": "int8-dynamic"}):
+        assert plan18.evaluate(choice).total_ms == pytest.approx(est.estimate(plan18.rewritten(choice).graph).total_ms,
+                                                                 rel=1e-9)
+
+
+def test_resnet18_random_mixes_match_full_re_estimates(est, plan18):
+    """Random precision / sparsity / prune mixes, priced from the tables (none of them probed): each
+    within 2% of the estimate of the really rewritten model."""
+    codes = _random_codes(plan18, 8, seed=11)
+    ms = plan18.evaluate_batch(codes)
+    errs = [100 * (m / _full(est, plan18, row) - 1) for m, row in zip(ms, codes)]
+    assert max(abs(e) for e in errs) < 2.0, errs
+
+
+def test_bert_mini_random_mixes_match_full_re_estimates(est, planbert):
+    """The same on a transformer (LayerNorm and GELU patterns the quantizer breaks, a shared epsilon
+    constant): median within 1%, every one within 5%; a candidate the plan is asked to refine is then
+    priced exactly."""
+    codes = _random_codes(planbert, 8, seed=5, prune=False)
+    ms = planbert.evaluate_batch(codes)
+    full = np.array([_full(est, planbert, row) for row in codes])
+    errs = np.abs(100 * (ms / full - 1))
+    assert np.median(errs) < 1.0 and errs.max() < 5.0, errs
+    exact = planbert.evaluate_batch(codes[:2], refine=2)
+    assert exact == pytest.approx(full[:2], rel=1e-9)
+    assert planbert.exactness(codes[:2]).all()
+
+
+# -- the two input forms and the single answer -------------------------------------------------
+
+
+def test_matrix_and_dicts_agree_and_evaluate_matches_batch(plan18):
+    choices = [{}, {"precision": "int8", "fp32_nodes": ["/Conv"]},
+               {"nodes": {"/layer1.0/Conv": {"precision": "int8", "sparsity": 0.5, "prune": 0.25}}},
+               {"precision": "int8", "sparsity": "2:4", "prune": 0.5}]
+    codes = plan18.codes(choices)
+    a, b = plan18.evaluate_batch(choices), plan18.evaluate_batch(codes)
+    assert np.array_equal(a, b)
+    for ch, v in zip(choices, a):
+        w = plan18.evaluate(ch)
+        assert w.total_ms == pytest.approx(v, rel=1e-9)
+        assert all(k.source for k in w.kernels)
+    d = plan18.evaluate(choices[1]).to_dict()
+    assert {"total_ms", "baseline_ms", "kernels", "nodes_to_exclude", "changes", "weight_mb"} <= set(d)
+    alts = plan18.alternatives
+    assert list(alts.columns) == ["code", "precision", "sparsity", "prune"] and len(alts) == len(PRECISIONS) * 6 * 3
+
+
+def test_nodes_table_lists_every_choosable_node(plan18):
+    df = plan18.nodes
+    assert list(df.node) == plan18.units
+    assert {"op", "kernel", "fp32_us", "int8_us", "prune25_us"} <= set(df.columns)
+    conv = df.set_index("node").loc["/layer1.0/Conv"]
+    assert conv.prune50_us < conv.prune25_us < conv.fp32_us
+
+
+# -- sensitivity and the Pareto front ----------------------------------------------------------
+
+
+def test_sensitivity_signs(plan18):
+    df = plan18.sensitivity().set_index("node")
+    ok = df.prune25.dropna()
+    assert len(ok) and (ok < 0).all() and (df.prune50.dropna() < ok.reindex(df.prune50.dropna().index)).all()
+    # int8 of one big conv alone pays for Q/DQ and layout transposes, but still saves on this target
+    assert df.loc["/layer1.0/Conv", "int8"] < 0
+    # no measured sparsity gain on this CPU: the plan says so and prices sparse weights as dense
+    assert df["sparse50"].dropna().abs().max() < 1e-9
+    assert any("no faster" in n for n in df.attrs["notes"])
+    assert np.isnan(df.loc["/layer1.0/Add", "sparse50"])  # no weight
+
+
+def test_pareto_front_is_monotone_and_respects_the_budget(est, plan18):
+    rng = np.random.default_rng(0)
+    scores = {u: float(rng.random()) for u in plan18.units}
+    free = plan18.pareto(scores)
+    pts = free.points
+    assert pts.n_fp32.iloc[0] == 0 and pts.n_fp32.iloc[-1] == len(pts) - 1
+    front = pts[pts.on_front].sort_values("latency_ms")
+    assert (np.diff(front.score.to_numpy()) < 0).all()  # faster always costs more sensitivity
+    budget = float(pts.latency_ms.min() + 0.5 * (pts.latency_ms.max() - pts.latency_ms.min()))
+    f = plan18.pareto(scores, budget_ms=budget)
+    assert f.best is not None and f.best["latency_ms"] <= budget
+    assert f.best["score"] == front[front.latency_ms <= budget].score.min()
+    # the nodes_to_exclude it returns make the model it priced
+    verified = est.estimate(plan18.rewritten({"precision": "int8", "fp32_nodes": f.best["fp32_nodes"]}).graph)
+    assert verified.total_ms == pytest.approx(f.best["latency_ms"], rel=0.02)
+    assert set(plan18.evaluate({"precision": "int8", "fp32_nodes": f.best["fp32_nodes"]}).nodes_to_exclude) == \
+        set(f.nodes_to_exclude)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("choice, says", [
+    ({"fp32_nodes": ["/nope"]}, "no choosable node '/nope'"),
+    ({"fp32_nodes": ["/Relu"]}, "follows '/Conv'"),
+    ({"sparsity": 1.0}, "outside [0, 1)"),
+    ({"prune": -0.1}, "outside [0, 1)"),
+    ({"prune": 0.3}, "valid: 0.0, 0.25, 0.5"),
+    ({"precision": "fp16"}, "valid: fp32, int8, int8-dynamic"),
+    ({"nodes": {"/layer1.0/Conv_1": {"prune": 0.25}}}, "residual Add '/layer1.0/Add'"),
+    ({"nodes": {"/layer1.0/Add": {"sparsity": 0.5}}}, "has no weight"),
+    ({"nodes": {"/layer1.0/Add": {"precision": "int8-dynamic"}}}, "cannot be int8-dynamic"),
+    ({"colour": 1}, "unknown choice key"),
+])
+def test_bad_choices_are_one_line_errors(plan18, choice, says):
+    with pytest.raises(InvalidChoice) as e:
+        plan18.evaluate(choice)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_code_matrices(plan18):
+    U = len(plan18.units)
+    with pytest.raises(InvalidChoice, match="mixes int8 and int8-dynamic"):
+        plan18.evaluate_batch(np.array([[code_of(1, 0, 0), code_of(2, 0, 0)] + [0] * (U - 2)]))
+    with pytest.raises(InvalidChoice, match="candidates x"):
+        plan18.evaluate_batch(np.zeros((2, U + 1), np.int64))
+    bad = np.zeros((1, U), np.int64)
+    bad[0, plan18.units.index("/layer1.0/Add")] = code_of(0, 1, 0)  # sparsity on a node with no weight
+    with pytest.raises(InvalidChoice, match="not possible for '/layer1.0/Add'"):
+        plan18.evaluate_batch(bad)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def test_cli_whatif_json_and_errors(tmp_path, resnet18):
+    import onnx
+    from click.testing import CliRunner
+
+    from latency.cli import main
+
+    path = tmp_path / "r.onnx"
+    onnx.save(zoo.build("resnet18", size=64), path)
+    r = CliRunner().invoke(main, ["whatif", str(path), "--target", TARGET, "--precision", "int8",
+                                  "--fp32-nodes", "/Conv", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["total_ms"] > 0 and d["baseline_ms"] > d["total_ms"] and d["nodes_to_exclude"][0] == "/Conv"
+    r = CliRunner().invoke(main, ["whatif", str(path), "--target", TARGET, "--sensitivity", "--csv",
+                                  str(tmp_path / "s.csv")])
+    assert r.exit_code == 0 and (tmp_path / "s.csv").read_text().startswith("node,op,int8")
+    for args, says in ((["--fp32-nodes", "/nope"], "no choosable node"), (["--sparsity", "1.5"], "outside [0, 1)"),
+                       (["--prune", "0.25", "--prune-nodes", "/layer1.0/Conv_1"], "residual Add"),
+                       (["--precision", "fp16"], "unknown precision")):
+        r = CliRunner().invoke(main, ["whatif", str(path), "--target", TARGET, *args])
+        assert r.exit_code != 0 and says in r.output and len(r.output.strip().splitlines()) == 1, r.output
