@@ -32,15 +32,13 @@ import numpy as np
 
 from .errors import LatencyError, MissingTable, UnsupportedOp
 from .context import cache_gate
-from .overhead import OverheadModel, dispatched_count, fit_overhead, lowint_conv_mb, overhead_us
+from .overhead import OverheadModel, dispatched_count, fit_overhead, lowint_conv_mb, overhead_us, settle_overhead
 from .ops import Config, elem_bytes, get_kind, key_hash
 
 #: held while an estimator loads what it prices from (prepare, the lazy prior, a regressor): an
 #: estimator shared by threads is then never seen half-loaded, and each file is read once
 _LOAD_LOCK = threading.RLock()
 
-#: a negative overhead scales the kernels down by at most this much (see Estimator.estimate)
-_MIN_KERNEL_SCALE = 0.5
 #: an estimate above this (one day, us) says so: the input shapes are almost surely wrong
 _ABSURD_US = 86400e6
 
@@ -501,24 +499,7 @@ class Estimator:
         branch_notes: list = []
         if any(branches):
             ests, branch_notes = costlier_branches(ests, branches)
-        ksum = sum(e.latency_us for e in ests)
-        ov = self.overhead_
-        overhead = overhead_us(ests, ov, gate)
-        ov_source = ov.get("source", "")
-        if overhead < 0 and ksum > 0:
-            # A fitted overhead model may have negative terms (per short kernel: isolated timings carry the
-            # profiler's own per-event cost, which a model run does not pay; per run, from a fit on few
-            # models), so on a tiny model the sum goes below zero. That is a correction of the kernels'
-            # prices, not a negative overhead: it moves into the kernels, in proportion to their prices,
-            # and never takes more than half of them. The total is unchanged wherever it did not.
-            f = max(_MIN_KERNEL_SCALE, (ksum + overhead) / ksum)
-            note = f"x{f:.3f}: the overhead model's negative terms ({overhead:.1f} us) moved into the kernels" + \
-                (", capped at half their price" if f == _MIN_KERNEL_SCALE else "")
-            ests = [replace(e, latency_us=e.latency_us * f, detail=(e.detail + "; " if e.detail else "") + note)
-                    if e.latency_us > 0 else e for e in ests]
-            ksum = sum(e.latency_us for e in ests)
-            ov_source += f" ({note})"
-            overhead = 0.0
+        ests, ksum, overhead, ov_source = settle_overhead(ests, self.overhead_, gate)
         total = ksum + overhead
         ests = [replace(e, share=e.latency_us / total if total > 0 else 0.0) for e in ests]
         sources: dict = {}

@@ -254,3 +254,31 @@ def fit_overhead(estimates, measured_us, weights_rule: dict | None = None, weigh
     if weights_rule:
         out["weights"] = weights_rule
     return out
+
+
+#: a negative overhead scales the kernels down by at most this much
+MIN_KERNEL_SCALE = 0.5
+
+
+def settle_overhead(ests, ov, gate: float = 1.0):
+    """(kernels, kernel sum us, overhead us, overhead source) of priced KernelEstimates under ``ov``.
+
+    A fitted overhead model may have negative terms (isolated timings of short kernels carry the
+    profiler's per-event cost; a per-run term fitted on few models), so on a tiny model the sum goes
+    below zero. That is a correction of the kernels' prices, not a negative overhead: it moves into
+    the kernels in proportion to their prices, never more than half of them."""
+    from dataclasses import replace
+
+    ksum = sum(e.latency_us for e in ests)
+    overhead = overhead_us(ests, ov, gate)
+    source = ov.get("source", "")
+    if overhead < 0 and ksum > 0:
+        f = max(MIN_KERNEL_SCALE, (ksum + overhead) / ksum)
+        note = f"x{f:.3f}: the overhead model's negative terms ({overhead:.1f} us) moved into the kernels" + \
+            (", capped at half their price" if f == MIN_KERNEL_SCALE else "")
+        ests = [replace(e, latency_us=e.latency_us * f, detail=(e.detail + "; " if e.detail else "") + note)
+                if e.latency_us > 0 else e for e in ests]
+        ksum = sum(e.latency_us for e in ests)
+        source += f" ({note})"
+        overhead = 0.0
+    return ests, ksum, overhead, source

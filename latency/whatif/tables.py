@@ -659,7 +659,8 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
     """An :class:`~latency.Estimate` from priced kernels, exactly as :meth:`latency.Estimator.estimate`
     finishes one (gates from the working set, in-model context, overhead, negative overhead moved
     into the kernels)."""
-    from ..estimator import _MIN_KERNEL_SCALE, Estimate
+    from ..estimator import Estimate
+    from ..overhead import settle_overhead
 
     cm, ov = pricer.cm, pricer.ov
     fp = sum(weight_mb(p.key) + 0.5 * _act_mb(p.key) for p in priced if p.source != "free")
@@ -678,18 +679,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
                 f"last-level cache {gate:.2f})"
         ests.append(KernelEstimate(k.name, k.kind, tuple(k.op_types), tuple(p.nodes) or tuple(k.nodes), k.precision,
                                    k.sparsity, lat, p.source, 0.0, detail, p.key, iso))
-    ksum = sum(e.latency_us for e in ests)
-    overhead = overhead_us(ests, ov, gate)
-    ov_source = ov.get("source", "")
-    if overhead < 0 and ksum > 0:
-        f = max(_MIN_KERNEL_SCALE, (ksum + overhead) / ksum)
-        note = f"x{f:.3f}: the overhead model's negative terms ({overhead:.1f} us) moved into the kernels" + \
-            (", capped at half their price" if f == _MIN_KERNEL_SCALE else "")
-        ests = [replace(e, latency_us=e.latency_us * f, detail=(e.detail + "; " if e.detail else "") + note)
-                if e.latency_us > 0 else e for e in ests]
-        ksum = sum(e.latency_us for e in ests)
-        ov_source += f" ({note})"
-        overhead = 0.0
+    ests, ksum, overhead, ov_source = settle_overhead(ests, ov, gate)
     total = ksum + overhead
     ests = [replace(e, share=e.latency_us / total if total > 0 else 0.0) for e in ests]
     sources: dict = {}
