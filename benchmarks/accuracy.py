@@ -381,7 +381,10 @@ def main():
         sys.exit("error: --calibration picks a kept context and overhead; --no-context and --fit-overhead replace them")
     if a.ground_truth and not os.path.exists(a.ground_truth):
         sys.exit(f"error: no ground-truth file {a.ground_truth}")
-    gt_path = a.ground_truth or os.path.join(OUT, f"e2e_{target.name}.json")
+    # ground truth is per device: a profile other than the target's shipped one (another device of the
+    # same target family) keeps its own file, named after the profile
+    stem = os.path.splitext(os.path.basename(a.profile))[0] if a.profile else target.name
+    gt_path = a.ground_truth or os.path.join(OUT, f"e2e_{stem}.json")
     meas = measure(models, gt_path, a.remeasure, target, cached_only=a.cached or bool(a.ground_truth))
     prev = {} if a.ground_truth else load_previous(gt_path, target.fingerprint())
     kept = {}
