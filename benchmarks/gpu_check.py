@@ -282,6 +282,23 @@ def main(argv=None) -> int:
         terms["tensor"] = round(fitted["fp16_fraction_of_peak"], 3)
     report["measured_terms"] = {"model": terms, "fractions_of_peak": fitted}
     lines.append(f"\nmeasured terms (a spec['model'] override; measured with PyTorch on {props.name}): {terms}")
+    # the GPU profiler backend's micro-benchmark mode (profilers/gpu.py), as `latency profile --target NAME`
+    # runs it: its rows, its fitted terms and the measured-terms file that makes the derived target calibrated
+    if tname and time.time() - t0 < BUDGET_S:
+        from profilers import gpu as gpu_backend
+
+        runner = gpu_backend.TorchRunner(reps=5 if args.quick else 20)
+        mb_rows = gpu_backend.microbenchmark(runner, budget_s=max(10.0, BUDGET_S - (time.time() - t0)))
+        mb_fit = gpu_backend.fit_terms(spec, mb_rows)
+        report["profiler_backend"] = {"rows": mb_rows, "fitted": mb_fit, "backend": gpu_backend.available()[0]}
+        lines.append(f"profiler backend (profilers/gpu.py, {runner.version}): fitted {mb_fit['terms']}")
+        for k, v in mb_fit["basis"].items():
+            lines.append(f"  {k}: {v}")
+        if out is not None:
+            written = gpu_backend.write_terms(get_target(tname), mb_fit, mb_rows,
+                                              f"micro-benchmark, {runner.version}", out / f"{tname}.gpu-terms.json")
+            lines.append(f"  measured terms written to {written.name} (copy it to the user profiles folder as "
+                         f"{tname}.gpu-terms.json to calibrate the target)")
     lines.append(f"({time.time() - t0:.0f} s)")
     text = "\n".join(lines)
     print(text)

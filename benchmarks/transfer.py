@@ -18,10 +18,19 @@ retrained on that table; then it is scored two ways:
 * ``base context``: the base profile's context and overhead copied, what a small budget gives.
 
 With no probe: the closest profile as is (its own context and overhead), and the base scaled by what
-the two device descriptions say (``latency.transfer.description_model``: clock, AVX-512 datapath and
-IPC of the core family; the base's family is inferred from its flags), with the base's context.
+the two device descriptions say (``latency.transfer.description_model``: clock, IPC, vector width,
+L1 load width, VNNI; the base's family is inferred from its flags), with the base's context.
 
-    python benchmarks/transfer.py [--probes 0,30,100,300,1000] [--core 0] [--cached]
+Evaluation only (nothing is fitted on them): when this host's own full sweep exists
+(tables/<target>.epyc-zen5.db, shipped with its context and overhead) it is scored as the
+ceiling, and every transfer variant is scored row by row against it (:class:`RowScore`).
+
+``--pair avx2``: the second pair, this host's full AVX-512 sweep -> this host with AVX-512 hidden
+(target x86-avx2-ort emulated through the CPUID mask, ``profilers.emulate``): the script re-runs
+itself under the mask, so the probes, the calibration and the held-out ground truth are all measured
+with onnxruntime's AVX2 kernels.
+
+    python benchmarks/transfer.py [--pair host|avx2] [--probes 0,30,100,300,1000] [--core 0] [--cached]
 
 Output: benchmarks/results/transfer_<host>.txt; raw data in benchmarks/results/runs/transfer_<host>/
 (ground_truth.json and ground_truth_2.json with every round, probes.db with every probe's rounds,
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -58,6 +68,10 @@ from profilers.sweep import run_sweep  # noqa: E402
 from profilers.transfer import _slug, choose_probes, write_transferred  # noqa: E402
 
 TARGET = "x86-avx512-ort"
+#: the target the transfer writes (pair "avx2": x86-avx2-ort, measured under the CPUID mask)
+NEW_TARGET = TARGET
+PAIRS = {"host": "the shipped x86-avx512-ort profile -> this host",
+         "avx2": "this host's full x86-avx512-ort sweep -> this host with AVX-512 hidden (emulated AVX2, CPUID mask)"}
 #: held-out architectures at modest sizes (1-30 ms here): none is in zoo.FIT
 HELD = (("resnet34", 128, 1), ("regnet_x_400mf", 160, 1), ("mobilenet_v3_small", 160, 1), ("mnasnet1_0", 160, 1),
         ("shufflenet_v2_x0_5", 160, 1), ("densenet121", 128, 1), ("googlenet", 128, 1), ("alexnet", 128, 1),
@@ -92,7 +106,7 @@ def ground_truth(models, path, cached):
     t0 = time.time()
     res = measure_models({n: m.SerializeToString() for n, m in models.items()}, progress=say)
     with open(path, "w") as f:
-        json.dump({"host": get_target(TARGET).fingerprint(), "protocol": E2E_PROTOCOL, "seconds": time.time() - t0,
+        json.dump({"host": get_target(NEW_TARGET).fingerprint(), "protocol": E2E_PROTOCOL, "seconds": time.time() - t0,
                    "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": res}, f, indent=1)
     return res
 
@@ -125,18 +139,95 @@ def refit_context(path, target, raw_path, fit_models):
     calibrate(target, profile=str(path), refit=True, models={n: fit_models[n] for n in raw["e2e"] if ":" not in n})
 
 
+#: this host's own full sweep (tables/<target>.<FULL_SWEEP>.db), evaluation only
+FULL_SWEEP = "epyc-zen5"
+ROW_GROUPS = ("Conv/fp32", "MatMul/fp32", "Conv/int8", "MatMul/int8", "Conv/int8_dynamic", "memory-bound")
+SIZE_BINS = ((0, 10), (10, 100), (100, 1000), (1000, float("inf")))
+
+
+def _rows_by_hash(path):
+    with Store(path, readonly=True) as st:
+        df = st.measurements(st.find_target(TARGET), ok_only=True)
+        df = df[df["source"] == "measured"] if "source" in df else df
+    return {h: (k, float(v)) for h, k, v in zip(df["key_hash"], df["key"], df["latency_us"]) if v and v > 0}
+
+
+class RowScore:
+    """Row-level score of a transferred profile against this host's full sweep (evaluation only)."""
+
+    def __init__(self, full_path, base_path, models, names):
+        self.full = _rows_by_hash(full_path)
+        base = _rows_by_hash(base_path)
+        self.common = [h for h in base if h in self.full]
+        self.keys = [base[h][0] for h in self.common]
+        self.base_us = np.array([base[h][1] for h in self.common])
+        self.full_us = np.array([self.full[h][1] for h in self.common])
+        cfgs = [Config.from_key(k) for k in self.keys]
+        self.group = np.array([f"{c.kind}/{c.precision}" if c.kind in ("Conv", "MatMul") else "memory-bound"
+                               for c in cfgs])
+        self.models = {n: models[n] for n in names}
+        self.full_kernels = self._kernels(full_path)
+
+    def _kernels(self, path):
+        est = Estimator(TARGET, profile=path, context=False, overhead=False, check_host=False)
+        out = []
+        for n, m in self.models.items():
+            e = est.estimate(m)
+            out += [(n, k.key, k.latency_us, e.kernel_sum_us) for k in e.kernels if k.source != "free"]
+        return out
+
+    def group_names(self):
+        return list(ROW_GROUPS)
+
+    def score(self, path, model) -> dict:
+        t = model.apply_keys(list(zip(self.keys, self.base_us)))
+        e = np.log(t / self.full_us)
+        groups = {}
+        for g in ROW_GROUPS:
+            cells = []
+            for lo, hi in SIZE_BINS:
+                s = (self.group == g) & (self.base_us >= lo) & (self.base_us < hi)
+                cells.append(f"{100 * np.median(np.abs(e[s])):.0f}" if s.sum() >= 5 else "-")
+            groups[g] = "/".join(cells)
+        mine = {(n, k): v for n, k, v, _ in self._kernels(path)}
+        ke, kw = [], []
+        for n, k, v, tot in self.full_kernels:
+            if (n, k) in mine and v > 0 and mine[n, k] > 0:
+                ke.append(math.log(mine[n, k] / v))
+                kw.append(v / tot)
+        ke, kw = np.array(ke), np.array(kw)
+        o = np.argsort(np.abs(ke))
+        cw = np.cumsum(kw[o]) / kw.sum()
+        return {"rows_abs": 100 * float(np.median(np.abs(e))), "rows_signed": 100 * float(np.median(e)),
+                "kern_abs": 100 * float(np.abs(ke)[o][np.searchsorted(cw, 0.5)]),
+                "kern_signed": 100 * float(np.sum(kw * ke) / kw.sum()), "groups": groups}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--probes", default="0,30,100,300,1000")
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--cached", action="store_true", help="reuse the ground truth, probes and calibration kept")
+    ap.add_argument("--pair", choices=sorted(PAIRS), default="host",
+                    help="host: shipped profile -> this host; avx2: full sweep here -> emulated AVX2 here")
     a = ap.parse_args()
+    global NEW_TARGET
+    if a.pair == "avx2":
+        from profilers import emulate
+
+        if emulate.active_level() != "avx2":  # everything measured below runs with AVX-512 hidden
+            env = emulate.emulated_env("avx2")
+            import subprocess
+
+            sys.exit(subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env=env).returncode)
+        NEW_TARGET = "x86-avx2-ort"
     counts = sorted(int(x) for x in a.probes.split(","))
     pin_to_core(a.core)
     t_all = time.time()
-    target = get_target(TARGET)
+    target = get_target(NEW_TARGET)
     host = {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")}
     slug = _slug(f"{host['cpu_model']} {host.get('cpu_family_model') or ''}")
+    slug += "-avx2-emulated" if a.pair == "avx2" else ""
     work = os.path.join(ROOT, "benchmarks", "results", "runs", f"transfer_{slug}")
     os.makedirs(work, exist_ok=True)
     out_lines = []
@@ -145,9 +236,19 @@ def main():
         print(line, flush=True)
         out_lines.append(line)
 
-    base_path = str(shipped_dir() / f"{TARGET}.db")
-    base = read_profile(base_path, "shipped")[0]
-    out(f"# transfer: shipped {TARGET} profile -> this host ({time.strftime('%Y-%m-%d %H:%M')})")
+    full_path = os.path.join(ROOT, "tables", f"{TARGET}.{FULL_SWEEP}.db")
+    if a.pair == "avx2":
+        base_path = full_path
+        base = read_profile(base_path, "user")[0]
+    else:
+        base_path = str(shipped_dir() / f"{TARGET}.db")
+        base = read_profile(base_path, "shipped")[0]
+    out(f"# transfer: {PAIRS[a.pair]} ({time.strftime('%Y-%m-%d %H:%M')} UTC, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} vCPUs)")
+    if a.pair == "avx2":
+        from profilers import emulate
+
+        out(f"new device: {NEW_TARGET}, {emulate.note('avx2')}")
     cpu = host["cpu_model"] if host["vendor"].lower() in host["cpu_model"].lower() else f"{host['vendor']} {host['cpu_model']}"
     out(f"host CPU: {cpu}, family/model {host.get('cpu_family_model')}, "
         f"{host.get('cpu_mhz')} MHz (/proc/cpuinfo), L2 {host.get('l2_mb')} MB, LLC {host.get('llc_mb')} MB, "
@@ -171,7 +272,7 @@ def main():
     with Store(probes_db) as st:
         if max(counts):
             run_sweep(st, target, [Config.from_key(k) for k in order], cores=[a.core])
-        tid = st.find_target(TARGET)
+        tid = st.find_target(NEW_TARGET)
         pdf = st.measurements(tid, ok_only=True) if tid else None
     t_probes = time.time() - t0
     probe_rows = {}
@@ -211,7 +312,7 @@ def main():
     per_model = {}
 
     def score(label, **kw):
-        est = Estimator(TARGET, check_host=False, **kw)
+        est = Estimator(kw.pop("target", NEW_TARGET), check_host=False, **kw)
         pred = np.array([est.estimate(models[n]).total_ms for n in names])
         results[label] = metrics(pred, meas)
         results[label]["passes"] = [metrics(pred, p)["within10"] for p in (p1, p2)]
@@ -219,7 +320,16 @@ def main():
         m = results[label]
         say(f"{label}: within ±10% {m['within10']:.0f}%, MAPE {m['mape']:.1f}%")
 
-    score("0 probes: closest profile as is", profile=base_path)
+    score("0 probes: closest profile as is", profile=base_path, target=TARGET)
+    full = None
+    if a.pair == "host" and os.path.exists(full_path):
+        # the ceiling: this host's own full sweep with the context and overhead calibrated here
+        score("full sweep here (its own context)", profile=full_path)
+        full = RowScore(full_path, base_path, models, names)
+        out(f"full sweep: {os.path.relpath(full_path, ROOT)} ({len(full.full)} rows measured here, "
+            f"{len(full.common)} keys in common with the base); EVALUATION ONLY: nothing below is fitted on its "
+            "rows or on the held-out models' ground truth")
+    row_scores = {}
     tmp = tempfile.mkdtemp(prefix="latency-transfer-bench-")
     timings = {}
     try:
@@ -227,9 +337,24 @@ def main():
         p = os.path.join(tmp, "desc.db")
         make_profile(p, target, base_rows, base_path, desc, [])
         score("0 probes: scaled by the device descriptions", profile=p, **base_ctx)
-        out(f"description scaling: {'; '.join(desc.spec['known'])} -> compute kinds x{desc.spec['compute_ratio']:g}, "
-            f"others x{desc.spec['other_ratio']:g}")
+        if full:
+            row_scores["0 probes: description"] = full.score(p, desc)
+        out(f"description scaling: {'; '.join(desc.spec['known'])} -> dispatch-bound kernels (< 3 us) "
+            f"x{desc.spec['dispatch_ratio']:g}, compute kinds x{desc.spec['compute_ratio']:g} (int8 "
+            f"x{desc.spec['compute_int8_ratio']:g}), memory-bound kinds x{desc.spec['other_ratio']:g}; ratios of the "
+            "described resources, none fitted")
         raw = os.path.join(work, "calibration.json")
+        if full and os.path.exists(raw):
+            # diagnosis of the context: the full sweep's own table with the context refitted from this run's
+            # calibration measurements (as the transferred profiles get it)
+            p = os.path.join(tmp, "full.db")
+            import sqlite3
+
+            with sqlite3.connect(f"file:{full_path}?mode=ro", uri=True) as src, sqlite3.connect(p) as dst:
+                src.backup(dst)
+            shutil.copytree(companion(full_path, ".regressors"), companion(p, ".regressors"))
+            refit_context(p, target, raw, fit_models)
+            score("full sweep, context refit from this run", profile=p)
         for n in sorted((c for c in counts if c), reverse=True):
             t0 = time.time()
             keys = [k for k in order[:n] if k in probe_rows]
@@ -243,8 +368,15 @@ def main():
                 shutil.copyfile(companion(p, ".calibration.json"), raw)
             else:
                 refit_context(p, target, raw, fit_models)
+            if full:
+                row_scores[f"{n} probes"] = full.score(p, model)
             score(f"{n} probes, context here", profile=p)
             score(f"{n} probes, base context", profile=p, **base_ctx)
+            if full and n == max(counts):
+                # diagnosis only: these transferred rows with the context the full sweep's calibration fitted
+                score(f"{n} probes, full sweep's context (diag.)", profile=p,
+                      context=str(companion(full_path, ".context.json")),
+                      overhead=str(companion(full_path, ".overhead.json")))
             timings[f"{n} probes: fit, write, train, refit"] = time.time() - t0
             if n == max(counts):
                 out(f"fitted on {len(keys)} probes: " + model.summary()[0].strip())
@@ -259,6 +391,20 @@ def main():
     for label, m in results.items():
         out(f"{label:46s} {m['n']:3d} {m['within10']:5.0f}% {m['within20']:5.0f}% {m['mape']:6.1f}% "
             f"{m['median_abs']:9.1f}% {m['median_signed']:+8.1f}%  {m['passes'][0]:8.0f}% / {m['passes'][1]:.0f}%")
+    if full and row_scores:
+        out()
+        out("row-level score against the full sweep (log error of transferred vs measured here, in %; evaluation only):")
+        out("  'rows': every base key the full sweep also measured, the fitted curves applied to its base latency, "
+            "median |e| / median e;")
+        out("  'held-out kernels': each held-out model's kernels priced by the variant's profile (table, regressors) vs")
+        out("  by the full sweep's, no context, weighted by their time in the models (weighted median |e| / mean e)")
+        groups = full.group_names()
+        out(f"{'variant':24s} {'rows |e|':>9s} {'rows e':>7s} {'kern |e|':>9s} {'kern e':>7s}  " +
+            "  ".join(f"{g:>22s}" for g in groups))
+        for label, r in row_scores.items():
+            out(f"{label:24s} {r['rows_abs']:8.1f}% {r['rows_signed']:+6.1f}% {r['kern_abs']:8.1f}% "
+                f"{r['kern_signed']:+6.1f}%  " + "  ".join(f"{r['groups'].get(g, ''):>22s}" for g in groups))
+        out("  per group: median |e| of table rows at base <10us / 10-100us / 0.1-1ms / >1ms")
     out()
     labels = list(per_model)
     short = {lab: lab.replace(" probes", "p").replace(", context here", "/here").replace(", base context", "/base")

@@ -3,7 +3,8 @@
 On ResNet-50 (profilers.zoo), pinned to one core with single-threaded numpy: the time to prepare a
 plan (cold: a fresh Estimator, profile evidence loaded on the way; warm: an Estimator that has priced
 before), candidates per second through the code matrix and through dict choices (random int8 /
-fp32 mixes, after the plan has seen a first batch), a warm plain estimate, and the table prices of
+fp32 mixes, after the plan has seen a first batch), a warm plain estimate (of the same loaded graph and
+of newly loaded ones), fresh ``latency estimate`` processes (cold CLI, min and median), and the table prices of
 random mixed candidates (precision, sparsity, prune) against full re-estimates of the really
 rewritten models.
 
@@ -39,6 +40,31 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cold_cli(a, n: int = 7) -> None:
+    """Wall time of fresh ``latency estimate MODEL`` processes (interpreter start, imports, model load,
+    profile read, estimate, printing), pinned to core 0."""
+    import statistics
+    import subprocess
+    import tempfile
+
+    import onnx
+
+    from profilers import zoo
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, f"{a.model}.onnx")
+        onnx.save(zoo.build(a.model), path)
+        cmd = [sys.executable, "-m", "latency.cli", "estimate", path, "--target", a.target]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            subprocess.run(["taskset", "-c", "0", *cmd], check=True, stdout=subprocess.DEVNULL, env=env)
+            times.append(time.perf_counter() - t)
+    print(f"cold CLI 'latency estimate {a.model}.onnx --target {a.target}', {n} fresh processes: min "
+          f"{min(times):.2f} s, median {statistics.median(times):.2f} s; load average {os.getloadavg()[0]:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet50")
@@ -68,10 +94,18 @@ def main():
           f"(whole rewritten models fused and priced), {plan.warm_colors} one-factor groups")
     est.estimate(graph)
     t = time.perf_counter()
-    n = 5
+    n = 20
     for _ in range(n):
         est.estimate(graph)
-    print(f"plain estimate, warm: {1000 * (time.perf_counter() - t) / n:.1f} ms per call")
+    print(f"plain estimate, warm, the same loaded graph (its fused kernels kept on it): "
+          f"{1000 * (time.perf_counter() - t) / n:.1f} ms per call")
+    fresh = [load_graph(zoo.build(a.model)) for _ in range(3)]
+    t = time.perf_counter()
+    for g in fresh:
+        est.estimate(g)
+    print(f"plain estimate, warm Estimator, a newly loaded graph each call (fusion + pricing; loading "
+          f"excluded): {1000 * (time.perf_counter() - t) / len(fresh):.1f} ms per call")
+    cold_cli(a)
 
     U = len(plan.units)
     rng = np.random.default_rng(1)

@@ -126,9 +126,7 @@ def targets(as_json):
                 continue
             d = p["device"]
             caches = ", ".join(f"{lab} {d[k]:g} MB" for k, lab in (("l2_mb", "L2"), ("llc_mb", "LLC")) if d.get(k))
-            model = d.get("cpu_model") or "?"
-            if d.get("vendor") and d["vendor"].lower() not in model.lower():
-                model = f"{d['vendor']} {model}"
+            model = p.get("device_name") or d.get("cpu_model") or "?"  # vendor, model, clock, cores used
             click.echo(f"                 {p['origin']:7s} {p['provenance']} on {model} ({', '.join(d.get('cpu_flags') or [])}"
                        + (f"; {caches}" if caches else "") + f"), {d.get('runtime')} {d.get('runtime_version')}, "
                        f"{d.get('threads') or 1} thread; {p['rows_ok']} rows ({p['rows_failed']} failed), "
@@ -170,6 +168,12 @@ def zoo(name, out, batch, size):
     click.echo(f"wrote {out}")
 
 
+def _gpu_backend():
+    from .targets.gpu import gpu_backend
+
+    return gpu_backend()[0]
+
+
 @main.command()
 @click.option("--target", "target_name", required=True, help="target to measure (see `latency targets`)")
 @click.option("--db", required=True, type=click.Path(dir_okay=False), help="profiling database (SQLite) to write")
@@ -186,8 +190,13 @@ def zoo(name, out, batch, size):
 @click.option("--emulate", is_flag=True,
               help="measure a lesser x86 ISA level on this host: onnxruntime runs with AVX-512 (for x86-avx2-ort) "
                    "or AMX hidden by a CPUID mask; the profile is labelled emulated")
+@click.option("--ray", "ray_address", default=None,
+              help="device farm: run the sweep as shards on the Ray cluster at ADDRESS ('local': start one here "
+                   "with --workers workers); each shard's database is shipped back and merged into --db "
+                   "(needs pip install 'latency[ray]')")
+@click.option("--shards", type=int, default=None, help="with --ray: shards to cut the plan into (default: 4 per worker)")
 def profile(target_name, db, plan, models, ops_, precision, budget, workers, retry_failed, chunk, no_progress,
-            emulate):
+            emulate, ray_address, shards):
     """Measure a sweep plan (or a model's kernels) on a target into a profiling database (resumable)."""
     from profilers.plans import model_kernels
     from profilers.sweep import run_sweep
@@ -209,6 +218,13 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
     ok, why = target.host_supported()
     if not ok:
         raise LatencyError(why)
+    if target.device == "gpu" and _gpu_backend() != "ort-gpu":
+        # no onnxruntime-gpu but PyTorch / CuPy: the micro-benchmark mode fits the cost model's terms on this GPU
+        from profilers.gpu import calibrate_target
+
+        path = calibrate_target(target, budget_s=_parse_duration(budget) or 300.0)
+        click.echo(f"measured the GPU cost model's terms of {target.name} on this GPU: {path}")
+        return
     if models:
         unc: list = []
         plan = model_kernels(list(models), target, tuple(_csv(precision) or ("fp32",)), uncovered=unc)
@@ -216,6 +232,13 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
             click.echo(f"warning: {models[i]}: node {u.node!r} [{u.op_type}] is not profiled: {u.reason}", err=True)
         if not plan:
             raise LatencyError(f"no kernel of {', '.join(models)} can be profiled ({len(unc)} node(s) uncovered)")
+    if ray_address is not None:
+        return _profile_farm(target, db, plan, _csv(ops_), _csv(precision), ray_address, shards, workers, chunk,
+                             retry_failed, bad=[o for o, v in (("--emulate", emulate), ("--budget", budget),
+                                                               ("--workers", workers != 1 and ray_address != "local"))
+                                                if v])
+    if shards is not None:
+        raise LatencyError("--shards goes with --ray (the device farm)")
     with Store(db) as st:
         try:
             r = run_sweep(st, target, plan, ops=_csv(ops_), precisions=_csv(precision),
@@ -229,6 +252,33 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
                 write_device_record(st, target.name, host_device(), "emulated", note(active_level()))
     click.echo(f"run {r.run_id}: {r.status}; planned {r.planned}, already stored {r.skipped}, measured {r.measured} "
                f"({r.failed} failed) in {r.seconds:.0f}s")
+
+
+def _profile_farm(target, db, plan, ops, precisions, address, shards, workers, chunk, retry_failed, bad):
+    """`latency profile --ray`: profilers.farm, one line per shard, then the totals."""
+    from profilers.farm import connect, run_farm
+    from profilers.plans import plan as make_plan
+
+    from .store import Store
+
+    if bad:
+        raise LatencyError(f"{' and '.join(bad)} cannot be used with --ray: the farm runs whole shards on the workers")
+    if isinstance(plan, str):
+        configs = make_plan(plan, ops, precisions, target=target)
+    else:
+        configs = [c for c in plan if (not ops or c.kind in ops) and (not precisions or c.precision in precisions)]
+    ray = connect(address, num_cpus=workers if address == "local" else None)
+    n = shards or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    with Store(db) as st:
+        r = run_farm(st, target, configs, n, chunk_size=chunk, retry_failed=retry_failed, argv=" ".join(sys.argv),
+                     progress=click.echo)
+    bad_n = len(r.failed_shards)
+    click.echo(f"{r.planned} configs in {len(r.shards)} shards: {r.already} already stored, "
+               f"{sum(s.measured for s in r.shards)} measured, {sum(s.merged.get('added', 0) for s in r.shards)} "
+               f"rows added to {db}; {bad_n} failed shard(s) ({r.seconds:.0f} s)")
+    if bad_n:
+        raise LatencyError(f"{bad_n} shard(s) failed (listed above); run the same command again to measure "
+                           "what they left")
 
 
 @main.group()
@@ -268,15 +318,28 @@ def export(path, out, fmt):
 
 @db.command()
 @click.option("--db", "path", required=True, type=click.Path(dir_okay=False), help="database to merge into")
+@click.option("--keep-both", is_flag=True,
+              help="a target name measured on another device there than here: keep both devices, the incoming "
+                   "one renamed NAME@<id8> (default: refuse)")
 @click.argument("others", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def merge(path, others):
-    """Merge profiles from other machines into one file, keeping provenance."""
+def merge(path, others, keep_both):
+    """Merge profiles from other machines (or a farm's shards) into one file, keeping provenance.
+
+    Rows are keyed by device fingerprint and config: the same config measured twice on one device is
+    one row, the better-settled measurement (a successful row over a failed one, then the lower spread)."""
+    from pathlib import Path
+
     from .store import Store
 
+    for o in others:  # checked before anything is written
+        if not Path(o).is_file():
+            raise LatencyError(f"profile database {o} does not exist")
     with Store(path) as st:
         for o in others:
-            nt, nr = st.merge_from(o)
-            click.echo(f"{o}: {nt} target(s), {nr} row(s) merged")
+            c = st.merge_from(o, keep_both=keep_both, counts=True)
+            ren = "".join(f"; {a} kept as {b} (another device)" for a, b in c["renamed"].items())
+            click.echo(f"{o}: {c['targets']} target(s) added, rows: {c['added']} new, {c['replaced']} replaced by a "
+                       f"better-settled measurement, {c['kept']} kept as they were{ren}")
 
 
 @main.command()
@@ -405,16 +468,30 @@ def _transfer(t, base, path, budget_s, core, max_probes):
 @click.option("--strict", is_flag=True, help="fail when any node is uncovered")
 @click.option("--trip-count", "trip_counts", multiple=True,
               help="NAME=N: iterations of Loop/Scan node NAME when the graph does not fix them (repeatable)")
+@click.option("--decode-step", "decode_step", type=int, default=None,
+              help="PAST: one decode step (one new token) of a decoder exported with a key/value cache, over PAST "
+                   "cached positions (a prefill: --shape sequence_length=N --shape past_sequence_length=0)")
 @click.option("--check-fusion", is_flag=True,
               help="also compare the fusion rules with onnxruntime's own optimized graph (this host's target)")
 @click.option("--precision", default=None,
               help="build the model in this precision as the target's runtime would: fp32 | fp16 | int8 | best on "
                    "GPU targets (TensorRT's builder precision); default: as the model is stored")
-def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, trip_counts, check_fusion,
-             precision):
+def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, trip_counts, decode_step,
+             check_fusion, precision):
     """Estimate a model's latency on a target, with a per-kernel breakdown."""
     from .estimator import Estimator
     from .targets import choose_default
+
+    shapes = _parse_shapes(shapes)
+    if decode_step is not None:
+        from .graph import decode_step_shapes
+
+        step = decode_step_shapes(model, decode_step)
+        both = sorted(set(step) & set(shapes))
+        if both:
+            raise LatencyError(f"--decode-step {decode_step} sets {', '.join(both)}, which --shape also gives; "
+                               "drop one of them")
+        shapes = {**step, **shapes}
 
     note = ""
     if target_name:
@@ -424,12 +501,12 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
         tname = t.name
         profile_path = profile_path or (info.path if info else None)
     estimator = Estimator(tname, profile=profile_path, check_host=bool(target_name))
-    est = estimator.estimate(model, shapes=_parse_shapes(shapes) or None, batch=batch, strict=strict,
+    est = estimator.estimate(model, shapes=shapes or None, batch=batch, strict=strict,
                              trip_counts=_parse_trip_counts(trip_counts) or None, precision=precision)
     if check_fusion:
         from profilers.runtime_graph import runtime_kernel_summary  # runs onnxruntime: the measuring side
 
-        fixed = _parse_shapes(shapes) or None
+        fixed = shapes or None
         diff = estimator.check_fusion(model, runtime_kernel_summary(model, shapes=fixed, batch=batch), shapes=fixed,
                                       batch=batch)
         msg = ("fusion check: kernels agree with onnxruntime's optimized graph" if not diff else
@@ -591,7 +668,9 @@ def plot(path, target_name, kind, out):
 @click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False))
 @click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
 @click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
-@click.option("--precision", default=None, help="int8 (quantize_static, QDQ) | int8-dynamic (quantize_dynamic) | fp32")
+@click.option("--precision", default=None, help="int8 (quantize_static, QDQ) | int8-dynamic (quantize_dynamic) | "
+              "fp16 (convert_float_to_float16, --fp32-nodes as node_block_list) | int4-weight (MatMulNBitsQuantizer) "
+              "| fp32")
 @click.option("--fp32-nodes", default=None, help="comma-separated nodes kept fp32 (nodes_to_exclude)")
 @click.option("--sparsity", default=None, help="fraction of zero weights in [0, 1), or 2:4, for every weighted node")
 @click.option("--prune", default=None, help="fraction of output channels pruned: 0.25 or 0.5")
@@ -603,7 +682,8 @@ def plot(path, target_name, kind, out):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_nodes, sparsity, prune, prune_nodes,
                sensitivity, csv_path, verify, top, as_json):
-    """Price compression choices (int8, int8-dynamic, sparsity, channel pruning) before compressing anything."""
+    """Price compression choices (int8, int8-dynamic, fp16, int4-weight, sparsity, channel pruning) before
+    compressing anything."""
     from .estimator import Estimator
     from .targets import choose_default
     from .whatif.present import choice_from_flags, sensitivity_text, text

@@ -23,6 +23,7 @@ Nothing is ever priced as 0 silently: a kernel no source can price is listed as 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -143,8 +144,12 @@ class Estimator:
 
     # -- preparation ---------------------------------------------------------------------------
 
-    def prepare(self) -> "Estimator":
-        """Load table, regressors, prior and overhead model (once; safe to call from several threads)."""
+    def prepare(self, model=None, shapes=None, batch=None, **kw):
+        """Load table, regressors, prior and overhead model (once; safe to call from several threads).
+        With ``model``: also prepare it for what-if questions and return the plan (the same as
+        :meth:`plan`)."""
+        if model is not None:
+            return self.plan(model, shapes=shapes, batch=batch, **kw)
         if self._prepared:
             return self
         with _LOAD_LOCK:
@@ -261,10 +266,13 @@ class Estimator:
 
         if self.target.backend != "ort-cpu":
             return
+        infos = [i for i in read_profile(self.profile_path_, "") if i.target == self.target.name]
+        if infos and infos[0].provenance in ("derived", "emulated"):  # never shown as if measured on the device
+            self.warnings_.append(f"profile {os.path.basename(str(self.profile_path_))} is {infos[0].provenance}, "
+                                  f"not measured on the device: {infos[0].note or infos[0].describe()}")
         host = host_device()
         if not self.target.describes_host(host):
             return
-        infos = [i for i in read_profile(self.profile_path_, "") if i.target == self.target.name]
         if not infos:
             return
         _, diffs = device_distance(infos[0].device, host)
@@ -305,12 +313,13 @@ class Estimator:
 
     # -- pricing ---------------------------------------------------------------------------------
 
-    def _price_many(self, cfgs: list[Config]) -> list[tuple]:
-        """(latency_us, source, detail) per config; None latency when nothing can price it."""
+    def _price_many(self, cfgs: list[Config], keys: list[str] | None = None) -> list[tuple]:
+        """(latency_us, source, detail) per config (``keys``: their keys, when known); None latency when
+        nothing can price it."""
         out: list = [None] * len(cfgs)
         need_reg: dict[str, list] = {}
         for i, c in enumerate(cfgs):
-            key = c.key
+            key = c.key if keys is None else keys[i]
             hit = self.memo_.get(key)
             if hit is not None:
                 out[i] = hit
@@ -448,7 +457,7 @@ class Estimator:
         ``trip_counts``: iterations of Loop / Scan nodes by name, where the graph does not fix them.
         ``precision``: build the model in this precision, as the target's runtime would on request
         (GPU targets: TensorRT's builder precision, see :mod:`latency.fusion.tensorrt`); None: as stored."""
-        from .fusion import fuse
+        from .fusion import Uncovered
         from .graph import Graph, load_graph
 
         rules = self._rules_for(precision) if precision is not None else None  # a bad one fails before any loading
@@ -456,21 +465,9 @@ class Estimator:
         rules = rules or self.rules_
         graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch,
                                                                    trip_counts=trip_counts)
-        kernels, uncovered = fuse(graph, rules)
-        cfgs = [k.config for k in kernels]  # canonical configs and keys: built once per estimate
-        keys = [c.key for c in cfgs]
-        ests, unc = [], list(uncovered)
-        from .fusion import Uncovered
-        from .ops import config_problem
-
-        bad = [config_problem(key) for key in keys]  # cached per key: a dict lookup once seen
-        if any(bad):  # attributes no runtime executes (stride 0, ...): listed, never priced
-            for k, why in zip(kernels, bad):
-                if why:
-                    unc.extend(Uncovered(n, t, why) for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)))
-            keep = [i for i, why in enumerate(bad) if not why]
-            kernels, cfgs, keys = [kernels[i] for i in keep], [cfgs[i] for i in keep], [keys[i] for i in keep]
-        priced = self._price_many(cfgs)
+        kernels, cfgs, keys, unc = _fused(graph, rules)
+        ests, unc = [], list(unc)
+        priced = self._price_many(cfgs, keys)
 
         footprint = _footprint_mb(keys, priced)
         if self.context_ and self.context_.spec.get("gate"):
@@ -526,6 +523,37 @@ class Estimator:
         from .whatif import prepare
 
         return prepare(self, model, shapes=shapes, batch=batch, **kw)
+
+
+def _fused(graph, rules) -> tuple:
+    """(kernels, their configs, their keys, uncovered nodes) of ``graph`` under ``rules``, kernels whose
+    attributes no runtime executes (stride 0, ...) moved to the uncovered list, never priced.
+
+    A loaded graph is not changed after loading, so the answer is kept on the graph object for the
+    rules it was computed with: a second estimate of the same graph skips fusion."""
+    from .fusion import Uncovered, fuse
+    from .ops import config_problem
+
+    memo = graph.__dict__.setdefault("_fused_memo", [])
+    for r, got in memo:
+        if r is rules:
+            return got
+    kernels, uncovered = fuse(graph, rules)
+    cfgs = [k.config for k in kernels]  # canonical configs and keys: built once per graph and rules
+    keys = [c.key for c in cfgs]
+    unc = list(uncovered)
+    bad = [config_problem(key) for key in keys]  # cached per key: a dict lookup once seen
+    if any(bad):
+        for k, why in zip(kernels, bad):
+            if why:
+                unc.extend(Uncovered(n, t, why) for n, t in zip(k.nodes or (k.name,), k.op_types or (k.kind,)))
+        keep = [i for i, why in enumerate(bad) if not why]
+        kernels, cfgs, keys = [kernels[i] for i in keep], [cfgs[i] for i in keep], [keys[i] for i in keep]
+    got = (kernels, cfgs, keys, tuple(unc))
+    if len(memo) >= 4:
+        memo.pop(0)
+    memo.append((rules, got))
+    return got
 
 
 def costlier_branches(ests: list, branches: list) -> tuple[list, list]:

@@ -499,8 +499,8 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
         try:
             v = int(v)
         except (TypeError, ValueError):
-            v = 0
-        if v <= 0:
+            v = -1
+        if v < 0 or (v == 0 and not _past_like(n)):  # a cache length may be 0: a prefill
             raise ModelError(f"{label}: --shape {_show(n)}={spec!r}: {n!r} names a dim, give it one integer > 0 "
                              f"(e.g. --shape {_show(n)}=128)")
         named[n] = v
@@ -516,6 +516,18 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
         for (v, p), w in zip(dims, spec):
             if p and v is None and isinstance(w, (int, np.integer)) and w > 0:
                 named.setdefault(p, int(w))
+    meta = []  # the model's own metadata: a key that names a free dim, with a whole number, settles it
+    for prop in getattr(model, "metadata_props", ()):
+        if prop.key in params and prop.key not in named and not _batch_like(prop.key):
+            try:
+                v = int(str(prop.value).strip())
+            except ValueError:
+                continue
+            if v > 0:
+                named[prop.key] = v
+                meta.append(f"{prop.key}={v}")
+    if meta and notes is not None:
+        notes.append(f"dims set from the model's metadata: {', '.join(meta)} (--shape overrides)")
     problems, defaulted, fixed = [], [], {}
     for vi in user:
         if not vi.type.HasField("tensor_type"):
@@ -529,7 +541,7 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
                 want = [int(v) for v in spec]
             except (TypeError, ValueError):
                 raise ModelError(f"{label}: --shape {vi.name}={orig!r}: give integers like 1x128") from None
-            if any(v <= 0 for v in want):
+            if any(v < 0 or (v == 0 and not (_past_like(vi.name) and i > 0)) for i, v in enumerate(want)):
                 raise ModelError(f"{label}: --shape {_show(vi.name)}={'x'.join(map(str, want))}: every dim must be > 0")
             dims = _dims(vi)
             if dims is not None and len(dims) != len(want):
@@ -581,6 +593,56 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
     if defaulted and notes is not None:
         notes.append(f"no batch size given: {', '.join(defaulted)} set to 1 (pass --batch N to change it)")
     return user
+
+
+def _past_like(name: str) -> bool:
+    """Whether an input or dim name says it is a key/value cache (``past_key_values.0.key``,
+    ``past_sequence_length``, ``cache``): such a dim may be 0 (a prefill has an empty cache)."""
+    p = (name or "").lower()
+    return "past" in p or "cache" in p
+
+
+def decode_step_shapes(model, past: int, prompt: int = 1) -> dict:
+    """Dim values for one step of a decoder exported with a key/value cache: ``prompt`` new tokens
+    (1: one decode step) over ``past`` cached positions. The past-length dim is the free dim before the
+    last of every cache input (an input named like ``past_key_values.0.key`` or ``cache``); the other
+    free dims that are not a batch take ``past + prompt`` when named like a total length (or in an
+    attention mask), else ``prompt`` (the sequence length of ``input_ids``, ``position_ids``).
+    Returns dim name -> value (and input name -> dims where a dim has no name), for ``load_graph``'s
+    ``shapes``; ModelError naming the option when the model has no cache input with a free length."""
+    m, _, _, label = read_model(model)
+    if past < 0 or prompt < 1:
+        raise ModelError(f"--decode-step {past}: give the past length as a whole number >= 0")
+    init = {t.name for t in m.graph.initializer}
+    user = [vi for vi in m.graph.input if vi.name not in init]
+    caches = [vi for vi in user if _past_like(vi.name) and (_dims(vi) or []) and len(_dims(vi)) >= 3]
+    free_past = [vi for vi in caches if _dims(vi)[-2][0] is None]
+    if not free_past:
+        names = ", ".join(_show(vi.name) for vi in user) or "(none)"
+        why = ("its cache inputs have a static length" if caches else
+               "it has no key/value cache input (an input named like past_key_values.0.key)")
+        raise ModelError(f"{label}: --decode-step names nothing in this model: {why}; inputs: {names}; give the "
+                         "shapes with --shape NAME=DIMS instead")
+    out: dict = {}
+    past_dims = set()
+    for vi in free_past:
+        d = _dims(vi)
+        p = d[-2][1]
+        if p:
+            out[p] = past
+            past_dims.add(p)
+        else:  # no dim name: the input's whole shape, batch 1
+            out[vi.name] = [v if v is not None else (past if i == len(d) - 2 else 1) for i, (v, _) in enumerate(d)]
+    for vi in user:
+        if vi in free_past:
+            continue
+        for i, (v, p) in enumerate(_dims(vi) or []):
+            if v is not None or p in past_dims or p in out or (i == 0 and not _sequence_like(p)) or _batch_like(p):
+                continue
+            total = "total" in (p or "").lower() or "all" in (p or "").lower() or "mask" in vi.name.lower()
+            if p:
+                out[p] = past + prompt if total else prompt
+    return out
 
 
 #: the value a complete --shape example gives a free dim that is not a batch (a sequence length, a size)
@@ -653,6 +715,7 @@ def light_copy(model, base=None):
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
     light.opset_import.extend(model.opset_import)
+    light.metadata_props.extend(model.metadata_props)  # may settle free dims (bind_input_shapes)
     g, lg = model.graph, light.graph
     lg.name = g.name
     lg.node.extend(g.node)
@@ -1396,6 +1459,28 @@ def _is_2_4(w: np.ndarray, axis: int) -> bool:
 
 _BINS = ((0.25, "0"), (0.625, "50"), (0.825, "75"), (0.925, "90"))
 
+#: id(array) -> (weak reference to it, its count of non-zeros): constant arrays are read once per
+#: graph (ConstValues caches them) and shared by the graphs a what-if plan rewrites, so each weight
+#: is counted once, not once per estimate. An entry leaves with its array.
+_NONZERO: dict = {}
+
+
+def _nonzero_count(w: np.ndarray) -> int:
+    import weakref
+
+    i = id(w)
+    hit = _NONZERO.get(i)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    n = int(np.count_nonzero(w))
+    if w.size >= 4096:  # small ones cost less to count than to look up
+        try:
+            ref = weakref.ref(w, lambda _r, i=i: _NONZERO.pop(i, None))
+        except TypeError:
+            return n
+        _NONZERO[i] = (ref, n)
+    return n
+
 
 def weight_sparsity(graph: Graph, tensor_name: str, axis: int | None = None) -> str:
     """Fraction of zeros of a constant weight, binned to one of ops.SPARSITIES.
@@ -1410,7 +1495,7 @@ def weight_sparsity(graph: Graph, tensor_name: str, axis: int | None = None) -> 
     w = _value_of(graph, tensor_name)
     if w is None or w.size == 0 or w.dtype == object:
         return "0"
-    zero = 1.0 - float(np.count_nonzero(w)) / w.size
+    zero = 1.0 - float(_nonzero_count(w)) / w.size
     structured = False
     if zero > 0.3:
         if axis is not None:

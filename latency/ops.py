@@ -633,6 +633,19 @@ def _x_rotary(p):
     return d
 
 
+def _f_embed_ln(p):
+    b, s, h = p["batch"], p["seq_len"], p["hidden"]
+    tables = 3 if p.get("segment") else 2
+    n = float(b * s * h)
+    return {"flops": (tables + 7.0) * n, "in_elems": float(b * s * (tables - 1 + bool(p.get("mask")))) + tables * n,
+            "w_elems": 2.0 * h, "out_elems": n}
+
+
+def _x_embed_ln(p):
+    return {"batch": p["batch"], "seq_len": p["seq_len"], "hidden": p["hidden"], "segment": p.get("segment", 0),
+            "mask": p.get("mask", 0), "tokens": p["batch"] * p["seq_len"]}
+
+
 def _f_nbits(p):
     m, k, n, bits, blk = p["m"], p["k"], p["n"], p["bits"], p["block_size"]
     if bits not in (2, 4, 8) or blk < 16 or blk & (blk - 1):
@@ -712,12 +725,20 @@ for _op, _g in RECURRENT_GATES.items():
                          + ("int8_dynamic: DynamicQuantizeLSTM" if _op == "LSTM" else "fp32"),
                      fields=("direction", "seq_len", "batch", "input_size", "hidden_size")
                      + (("linear_before_reset",) if _op == "GRU" else ("act",) if _op == "RNN" else ())))
-_register(OpKind("Attention", ATTENTION_OPS, _f_attention, _x_attention, precisions=("fp32", "fp16"),
+_register(OpKind("Attention", ATTENTION_OPS + ("QAttention",), _f_attention, _x_attention,
+                 precisions=("fp32", "fp16", "int8_dynamic"),
                  doc="fused attention (com.microsoft Attention with its Q/K/V projection, MultiHeadAttention, "
                      "GroupQueryAttention) over seq_len new tokens and a past_len key/value cache; fp16: "
-                     "TensorRT's fused attention kernels (latency.fusion.tensorrt)",
+                     "TensorRT's fused attention kernels (latency.fusion.tensorrt); int8_dynamic: QAttention "
+                     "(quantize_dynamic of an Attention: int8 Q/K/V projection, fp32 attention)",
                  fields=("op", "batch", "seq_len", "past_len", "kv_len", "num_heads", "kv_heads", "head_size",
                          "qkv_hidden", "mask", "causal", "rotary")))
+_register(OpKind("EmbedLayerNorm", ("EmbedLayerNormalization", "QEmbedLayerNormalization"), _f_embed_ln, _x_embed_ln,
+                 precisions=("fp32", "int8"),
+                 doc="BERT embeddings fused by onnxruntime's transformer optimizer (com.microsoft "
+                     "EmbedLayerNormalization): word + position (+ segment) lookups, their sum and LayerNormalization, "
+                     "with the attention mask reduced to lengths; int8: QEmbedLayerNormalization (int8 tables)",
+                 fields=("batch", "seq_len", "hidden", "segment", "mask")))
 _register(OpKind("RotaryEmbedding", ("RotaryEmbedding",), _f_rotary, _x_rotary, precisions=("fp32",),
               doc="rotary position embedding (com.microsoft)", fields=("x", "head_size", "rotary_dim", "interleaved")))
 _register(OpKind("MatMulNBits", ("MatMulNBits",), _f_nbits, _x_nbits, has_weights=True, precisions=("fp32",),

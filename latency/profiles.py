@@ -36,6 +36,13 @@ ISA_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 MAJOR_FLAGS = ("avx512f", "avx2", "amx_int8", "amx_tile", "amx_bf16", "avx512_vnni", "avx_vnni", "sve", "i8mm",
                "asimddp")
 
+#: ARM's own cores by /proc/cpuinfo "CPU part" (implementer 0x41), as the Arm TRMs number them
+ARM_PARTS = {"0xd03": "Cortex-A53", "0xd05": "Cortex-A55", "0xd08": "Cortex-A72", "0xd0a": "Cortex-A75",
+             "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd40": "Neoverse-V1",
+             "0xd41": "Cortex-A78", "0xd44": "Cortex-X1", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710",
+             "0xd48": "Cortex-X2", "0xd49": "Neoverse-N2", "0xd4f": "Neoverse-V2", "0xd80": "Cortex-A520",
+             "0xd81": "Cortex-A720", "0xd82": "Cortex-X4", "0xd8e": "Neoverse-N3", "0xd84": "Neoverse-V3"}
+
 #: key under which a profile database's meta table keeps the device record of one target
 DEVICE_META_KEY = "device:{target}"
 
@@ -118,8 +125,9 @@ def read_cpu() -> dict:
                 k, v = k.strip(), v.strip()
                 if k in ("model name", "Model") and not model:
                     model = v
-                elif k == "CPU part" and not model:
-                    model = f"ARM part {v}"
+                elif k == "CPU part" and number is None:  # ARM: the part names the core (no model name)
+                    number = v.lower()
+                    model = model or (ARM_PARTS.get(number) if vendor == "ARM" else None) or f"ARM part {v}"
                 elif k in ("vendor_id", "CPU implementer") and not vendor:
                     vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel", "0x41": "ARM", "0x61": "Apple",
                               "0xc0": "Ampere", "0x48": "HiSilicon", "0x51": "Qualcomm"}.get(v, v)
@@ -129,7 +137,7 @@ def read_cpu() -> dict:
                     mhz = float(v)
                 elif k in ("cpu family", "CPU architecture") and family is None:
                     family = v
-                elif k in ("model", "CPU variant") and number is None:
+                elif k == "model" and number is None:
                     number = v
     except (OSError, ValueError):
         pass
@@ -142,9 +150,46 @@ def read_cpu() -> dict:
             "cpu_family_model": f"{family}/{number}" if family is not None and number is not None else None}
 
 
-def host_device() -> dict:
-    """This host as a device record: the same keys a profile's device record has."""
+CPUFREQ_MAX = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"
+
+
+def cpu_clock_mhz(proc_mhz: float | None = None, cpufreq: str = CPUFREQ_MAX) -> tuple[float | None, str]:
+    """This host's CPU clock in MHz and where it came from: the highest clock cpufreq states
+    (``/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq``), else ``/proc/cpuinfo``'s "cpu MHz"
+    (``proc_mhz``: the clock at the moment it was read; virtual machines report the nominal one), else
+    lscpu's "CPU max MHz" (ARM kernels give no MHz in /proc/cpuinfo); (None, "unknown") otherwise."""
+    try:
+        khz = float(Path(cpufreq).read_text().strip())
+        if khz > 0:
+            return round(khz / 1000.0, 1), "cpufreq cpuinfo_max_freq"
+    except (OSError, ValueError):
+        pass
+    if proc_mhz:
+        return round(float(proc_mhz), 1), "/proc/cpuinfo cpu MHz"
+    import shutil
+    import subprocess
+
+    if shutil.which("lscpu"):
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5,
+                                 env={**os.environ, "LC_ALL": "C"}).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() in ("CPU max MHz", "CPU MHz"):
+                try:
+                    return round(float(v.strip().replace(",", ".")), 1), f"lscpu {k.strip()}"
+                except ValueError:
+                    continue
+    return None, "unknown"
+
+
+def host_device(cores_used: int | None = None) -> dict:
+    """This host as a device record: the same keys a profile's device record has (``cores_used``: the
+    cores a profile of it is measured with, its target's thread count)."""
     cpu = read_cpu()
+    mhz, mhz_source = cpu_clock_mhz(cpu.get("cpu_mhz"))
     caches = _data_caches_mb()
     try:
         import onnxruntime as ort
@@ -155,6 +200,7 @@ def host_device() -> dict:
     return {"kind": "cpu", "vendor": cpu["vendor"], "cpu_model": cpu["cpu_model"], "arch": cpu["arch"],
             "cpu_family_model": cpu["cpu_family_model"],
             "cpu_flags": cpu["cpu_flags"], "l2_mb": caches.get(2), "llc_mb": caches[max(caches)] if caches else None,
+            "cpu_mhz": mhz, "cpu_mhz_source": mhz_source, "cores": cpu["cores"], "cores_used": cores_used,
             "runtime": "onnxruntime", "runtime_version": runtime_version}
 
 
@@ -182,15 +228,25 @@ class ProfileInfo:
         caches = caches.replace("l2_mb", "L2").replace("llc_mb", "LLC")
         rt = f"{d.get('runtime') or 'runtime'} {d.get('runtime_version') or '?'}"
         when = (self.measured_to or "")[:10]
-        model = d.get("cpu_model") or "?"
+        return (f"{self.provenance} on {self.device_name()}" + (f" ({caches})" if caches else "")
+                + f", {rt}" + (f", {when}" if when else ""))
+
+    def device_name(self) -> str:
+        """The device in a few words: vendor, CPU (or GPU) model, clock and the cores used of all."""
+        d = self.device
+        model = d.get("cpu_model") or d.get("gpu_name") or "?"
         if d.get("vendor") and d["vendor"].lower() not in model.lower():
             model = f"{d['vendor']} {model}"
-        return (f"{self.provenance} on {model}" + (f" ({caches})" if caches else "")
-                + f", {rt}" + (f", {when}" if when else ""))
+        if d.get("cpu_mhz"):
+            model += f" @ {d['cpu_mhz'] / 1000:.2f} GHz"
+        used = d.get("cores_used")
+        if used:
+            model += f", {used} of {d['cores']} cores used" if d.get("cores") else f", {used} core(s) used"
+        return model
 
     def to_dict(self) -> dict:
         return {"path": self.path, "target": self.target, "origin": self.origin, "provenance": self.provenance,
-                "device": self.device, "rows_ok": self.rows_ok, "rows_failed": self.rows_failed,
+                "device": self.device, "device_name": self.device_name(), "rows_ok": self.rows_ok, "rows_failed": self.rows_failed,
                 "measured_from": self.measured_from, "measured_to": self.measured_to, "note": self.note}
 
 
@@ -216,7 +272,10 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
                       "cpu_family_model": rec.get("cpu_family_model"),
                       "arch": fp.get("arch"), "cpu_flags": fp.get("cpu_flags", []), "l2_mb": rec.get("l2_mb"),
                       "llc_mb": rec.get("llc_mb"), "runtime": fp.get("runtime"),
-                      "runtime_version": fp.get("runtime_version"), "threads": fp.get("threads")}
+                      "runtime_version": fp.get("runtime_version"), "threads": fp.get("threads"),
+                      # clock and cores: recorded since device-named profiles; older records lack them
+                      "cpu_mhz": rec.get("cpu_mhz"), "cpu_mhz_source": rec.get("cpu_mhz_source"),
+                      "cores": rec.get("cores"), "cores_used": rec.get("cores_used") or fp.get("threads")}
             out.append(ProfileInfo(str(path), t["name"], origin, rec.get("provenance", "measured"), device,
                                    span["rows_ok"], span["rows_failed"], span["first"], span["last"],
                                    rec.get("note", "")))
@@ -227,6 +286,7 @@ def write_device_record(store, target: str, device: dict, provenance: str = "mea
     """Keep ``device`` (vendor and caches; the fingerprint has the rest) in ``store``'s meta table."""
     rec = {"vendor": device.get("vendor", ""), "cpu_family_model": device.get("cpu_family_model"), "l2_mb": device.get("l2_mb"), "llc_mb": device.get("llc_mb"),
            "provenance": provenance, "note": note}
+    rec.update({k: device[k] for k in ("cpu_mhz", "cpu_mhz_source", "cores", "cores_used") if device.get(k) is not None})
     store.set_meta(DEVICE_META_KEY.format(target=target), json.dumps(rec, sort_keys=True))
 
 

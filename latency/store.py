@@ -21,7 +21,6 @@ import urllib.parse
 import uuid
 from datetime import datetime, timezone
 
-import sqlite_utils
 
 from .errors import SchemaError, StoreError
 from .ops import key_hash as _key_hash
@@ -60,7 +59,7 @@ def _dec(v):
     return json.loads(v) if isinstance(v, str) and v[:1] in ("[", "{") else v
 
 
-def _migrate_0(db: sqlite_utils.Database) -> None:
+def _migrate_0(db) -> None:  # db: a sqlite_utils.Database
     """v0 -> v1: create the schema from an empty database."""
     for sql in (
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
@@ -130,7 +129,7 @@ class Store:
                 conn = sqlite3.connect(uri, uri=True, timeout=60)
             else:
                 conn = sqlite3.connect(self.path, timeout=60)
-            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            self.conn = conn
             conn.execute("PRAGMA busy_timeout=60000")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails on a non-database
@@ -147,13 +146,24 @@ class Store:
                 conn.close()
             raise
 
+    @property
+    def db(self):
+        """The sqlite_utils view of the connection, for writes (imported on first use: reads need only
+        sqlite3, and sqlite_utils imports pandas when it is installed)."""
+        d = self.__dict__.get("_db")
+        if d is None:
+            import sqlite_utils
+
+            d = self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return d
+
     def _version(self) -> int | None:
-        names = {r[0] for r in self.db.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not names:
             return None
         if "meta" not in names:
             raise SchemaError(f"{self.path} is not a latency profile database (no meta table)")
-        row = self.db.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise SchemaError(f"{self.path} is not a latency profile database (no schema_version)")
         try:
@@ -178,11 +188,11 @@ class Store:
             v = self._version() or 0
             for i in range(v, SCHEMA_VERSION):
                 MIGRATIONS[i](self.db)
-                self.db.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(i + 1),))
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(i + 1),))
 
     def _check_tables(self) -> None:
         """SchemaError when a table of the current schema is missing (a tampered or half-copied file)."""
-        names = {r[0] for r in self.db.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         missing = [t for t in ("targets", "protocols", "runs", "measurements") if t not in names]
         if missing:
             raise SchemaError(f"{self.path}: schema v{SCHEMA_VERSION} database lacks table(s) {', '.join(missing)}; "
@@ -191,7 +201,7 @@ class Store:
     @contextlib.contextmanager
     def _tx(self):
         """One write transaction; sqlite errors become a one-line StoreError."""
-        conn = self.db.conn
+        conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -207,7 +217,7 @@ class Store:
 
     def _rows(self, sql: str, params=()) -> list[dict]:
         try:
-            cur = self.db.conn.execute(sql, params)
+            cur = self.conn.execute(sql, params)
             keys = [d[0] for d in cur.description]
             return [dict(zip(keys, row)) for row in cur]
         except sqlite3.Error as e:
@@ -279,7 +289,7 @@ class Store:
         """key_hashes already stored for a target (without failed rows when include_failed=False)."""
         sql = "SELECT key_hash FROM measurements WHERE target_id=?" + ("" if include_failed else " AND error IS NULL")
         try:
-            return {r[0] for r in self.db.conn.execute(sql, (target_id,))}
+            return {r[0] for r in self.conn.execute(sql, (target_id,))}
         except sqlite3.Error as e:
             raise StoreError(f"profile database {self.path}: {e}") from None
 
@@ -357,14 +367,14 @@ class Store:
         negative, infinite): the file was tampered with, and a table with such rows is refused
         rather than priced as 0. A row without error and without latency (NaN is stored as NULL) too."""
         try:
-            bad = self.db.conn.execute(
+            bad = self.conn.execute(
                 f"SELECT count(*), min(key_hash), min(quote(latency_us)) FROM measurements WHERE target_id=? AND "
                 f"error IS NULL AND NOT {_VALID_LATENCY}", (target_id,)).fetchone()
             if bad[0]:
                 raise StoreError(f"profile database {self.path}: {bad[0]} successful measurement row(s) hold an "
                                  f"invalid latency_us (e.g. {bad[2]} in row {bad[1]}; valid: a finite number > 0 us); "
                                  "the file is corrupt or was edited by hand")
-            return dict(self.db.conn.execute(
+            return dict(self.conn.execute(
                 "SELECT key_hash, latency_us FROM measurements WHERE target_id=? AND error IS NULL "
                 "AND latency_us IS NOT NULL", (target_id,)))
         except sqlite3.Error as e:
@@ -374,7 +384,7 @@ class Store:
         """{key_hash: source} of a target's successful rows that were not measured on it (e.g.
         ``transferred`` from another device's profile); rows measured here are left out."""
         try:
-            return dict(self.db.conn.execute(
+            return dict(self.conn.execute(
                 "SELECT key_hash, source FROM measurements WHERE target_id=? AND error IS NULL AND "
                 "source != 'measured'", (target_id,)))
         except sqlite3.Error as e:
@@ -431,15 +441,26 @@ class Store:
             raise StoreError(f"cannot write export {out_path}: {e.strerror or e}") from None
         return len(rows)
 
-    def merge_from(self, other_path) -> tuple[int, int]:
-        """Copy another profile's targets, protocols, runs and measurements into this one.
+    def merge_from(self, other_path, keep_both: bool = False, counts: bool = False):
+        """Copy another profile's targets, protocols, runs, measurements and device records into this one.
 
-        Provenance (target_id, run_id, protocol_id) is kept. On a (target_id, key_hash) conflict the
-        successful row wins over a failed one and, between two successful rows, the lower spread.
-        Returns (targets added, measurement rows written).
+        Provenance (target_id, run_id, protocol_id) is kept. Rows are keyed by (target_id, key_hash),
+        the target_id being the hash of the device fingerprint, so merging the same shard twice, or two
+        shards of one device, never doubles a row. On a conflict the better-settled measurement is
+        kept: a successful row over a failed one, then the lower spread (the protocol's settledness
+        measure); on a tie the row already here stays.
+
+        A target name that this database already holds measured on another device (another
+        fingerprint) is refused with both fingerprints side by side: an estimate reads one device per
+        name, so the newer would silently shadow the older. ``keep_both=True`` keeps the incoming
+        device's rows under their own target id renamed ``NAME@<id8>`` instead.
+
+        Returns (targets added, measurement rows written), or with ``counts=True`` a dict with
+        targets, added, replaced, kept (rows), renamed ({old name: new name}).
         """
         with Store(other_path, readonly=True) as other:
             tables = {t: other._rows(f"SELECT * FROM {t}") for t in ("targets", "protocols", "runs", "measurements")}
+            other_meta = other.meta()
             for r in tables["measurements"]:
                 lat = r.get("latency_us")
                 if r.get("key_hash") != _key_hash(str(r.get("key"))) or (lat is None and r.get("error") is None) \
@@ -447,21 +468,50 @@ class Store:
                     raise StoreError(f"refusing to merge {other.path}: row {r.get('key_hash')!r} has a key that does "
                                      f"not match its key_hash or an invalid latency_us ({lat!r}); the file is corrupt "
                                      "or was edited by hand")
+        mine = {}
+        for t in self._rows("SELECT target_id, name, fingerprint FROM targets"):
+            mine.setdefault(t["name"], {})[t["target_id"]] = t["fingerprint"]
+        renamed = {}
+        for t in tables["targets"]:
+            here = mine.get(t["name"], {})
+            if not here or t["target_id"] in here:
+                continue
+            if not keep_both:
+                theirs = json.loads(t["fingerprint"])
+                ours = json.loads(next(iter(here.values())))
+                diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+                raise StoreError(f"refusing to merge {other_path}: target {t['name']} is measured on another device "
+                                 f"there than here (" + "; ".join(f"{k} {ours.get(k)!r} here vs {theirs.get(k)!r} "
+                                                                  "there" for k in diff)
+                                 + "): pass --keep-both to keep both devices, the incoming one as "
+                                 f"{t['name']}@{t['target_id'][:8]}")
+            renamed[t["name"]] = f"{t['name']}@{t['target_id'][:8]}"
+            t["name"] = renamed[t["name"]]
         with self._tx() as conn:
             before = conn.execute("SELECT count(*) FROM targets").fetchone()[0]
             for t in ("targets", "protocols", "runs"):
                 if tables[t]:
                     self.db[t].insert_all(tables[t], ignore=True)
             n_targets = conn.execute("SELECT count(*) FROM targets").fetchone()[0] - before
+            for k, v in other_meta.items():  # device records of the targets merged (never overwriting ours)
+                if k.startswith("device:"):
+                    name = k[len("device:"):]
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (f"device:{renamed.get(name, name)}", v))
+            have = set(conn.execute("SELECT target_id || '/' || key_hash FROM measurements").fetchall()) \
+                if counts else set()
             n_rows = self._upsert(conn, tables["measurements"],
                                   "(measurements.latency_us IS NULL AND excluded.latency_us IS NOT NULL) OR "
                                   "(measurements.latency_us IS NOT NULL AND excluded.latency_us IS NOT NULL AND "
                                   "COALESCE(excluded.spread, 1e308) < COALESCE(measurements.spread, 1e308))")
-        return n_targets, n_rows
+        if not counts:
+            return n_targets, n_rows
+        added = sum(1 for r in tables["measurements"] if (f"{r['target_id']}/{r['key_hash']}",) not in have)
+        return {"targets": n_targets, "added": added, "replaced": n_rows - added,
+                "kept": len(tables["measurements"]) - n_rows, "renamed": renamed}
 
     def meta(self) -> dict:
         """The meta table as {key: value} (schema version, device records)."""
-        return dict(self.db.conn.execute("SELECT key, value FROM meta").fetchall())
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
 
     def set_meta(self, key: str, value: str) -> None:
         if key == "schema_version":
@@ -471,10 +521,10 @@ class Store:
 
     def target_summary(self, target_id: str) -> dict:
         """Rows ok / failed and the span of the runs that measured them (ISO times) for one target."""
-        counts = dict(self.db.conn.execute(
+        counts = dict(self.conn.execute(
             "SELECT error IS NULL, count(*) FROM measurements WHERE target_id=? GROUP BY error IS NULL",
             (target_id,)).fetchall())
-        first, last = self.db.conn.execute(
+        first, last = self.conn.execute(
             "SELECT min(started_at), max(COALESCE(finished_at, started_at)) FROM runs WHERE target_id=?",
             (target_id,)).fetchone()
         return {"rows_ok": int(counts.get(1, 0)), "rows_failed": int(counts.get(0, 0)), "first": first, "last": last}
@@ -482,13 +532,13 @@ class Store:
     def integrity_check(self) -> str:
         """'ok', or SQLite's integrity_check messages joined by '; '."""
         try:
-            msgs = [r[0] for r in self.db.conn.execute("PRAGMA integrity_check")]
+            msgs = [r[0] for r in self.conn.execute("PRAGMA integrity_check")]
         except sqlite3.Error as e:
             return f"integrity_check failed: {e}"
         return "ok" if msgs == ["ok"] else "; ".join(msgs)
 
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     def __enter__(self) -> "Store":
         return self

@@ -405,13 +405,15 @@ def identity_model(note: str = "") -> TransferModel:
 
 # -- no probe: what the device descriptions say -------------------------------------------------
 
-#: x86 cores by (vendor, family): width of the AVX-512 datapath (bits executed per cycle per FMA
-#: pipe) and integer/scalar IPC relative to the first entry of the vendor. From the vendors'
-#: public descriptions: Zen 4 runs 512-bit instructions on 256-bit pipes (two passes), Zen 5
-#: server cores on full 512-bit pipes; AMD states +16% IPC for Zen 5 over Zen 4.
+#: x86 cores by (vendor, family), from the vendors' public descriptions: ``avx512_bits``, the width of
+#: the FMA datapath an AVX-512 instruction runs on (Zen 4 splits a 512-bit instruction over 256-bit
+#: pipes, Zen 5 server cores have full 512-bit pipes); ``load_bits``, the bits the core loads from L1
+#: per cycle (Zen 4: two 256-bit loads; Zen 5: two 512-bit loads, and AMD doubled the L2 -> L1 fill
+#: bandwidth with it); ``ipc``, integer/scalar IPC relative to the vendor's first entry (AMD states
+#: +16% for Zen 5 over Zen 4).
 MICROARCH = {
-    ("AMD", "25"): {"name": "Zen 3/Zen 4", "avx512_bits": 256, "ipc": 1.0},
-    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "ipc": 1.16},
+    ("AMD", "25"): {"name": "Zen 3/Zen 4", "avx512_bits": 256, "load_bits": 512, "ipc": 1.0},
+    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "load_bits": 1024, "ipc": 1.16},
 }
 #: a family not recorded, inferred from the ISA flags (the first row whose flags a device has all
 #: of; Zen 5 added AVX-VNNI, Zen 4 added AVX-512)
@@ -419,7 +421,43 @@ FAMILY_BY_FLAGS = ((("AMD", frozenset({"avx512f", "avx_vnni"})), "26"), (("AMD",
 #: the flag under which the AVX-512 datapath width decides the speed of compute kernels
 WIDE_FLAG = "avx512f"
 #: kinds whose time is mostly vector FMA work (the others move memory or pay dispatch)
-COMPUTE_KINDS = ("Conv", "MatMul", "ConvTranspose")
+COMPUTE_KINDS = ("Conv", "MatMul", "ConvTranspose", "Gemm")
+#: an int8 dot product without VNNI takes vpmaddubsw + vpmaddwd (two multiply uops on the same ports)
+#: where VNNI takes one vpdpbusd: compute-bound int8 kernels run at about half the rate
+NO_VNNI_INT8 = 2.0
+#: below this base latency (us) a kernel is dominated by the runtime's fixed per-call work (a few us
+#: of dispatch, scalar code: it scales with clock x IPC); above DISPATCH_US * 10 by its class's
+#: resource (vector datapath, L1/L2 bandwidth); log-linear between
+DISPATCH_US = 3.0
+
+
+def _mhz(device: dict):
+    """The device's clock in MHz when its record says (``clock_mhz`` or ``cpu_mhz``), else None."""
+    for k in ("clock_mhz", "cpu_mhz", "max_mhz"):
+        v = device.get(k)
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+    return None
+
+
+def _vector_bits(device: dict, core: dict | None) -> int:
+    """Bits of vector FMA work per instruction the runtime can use: the widest ISA the flags allow
+    (AVX-512 512, AVX2 256, else 128), no wider than the core's datapath when it is known."""
+    flags = set(device.get("cpu_flags") or [])
+    bits = 512 if WIDE_FLAG in flags else 256 if "avx2" in flags else 128
+    return min(bits, core["avx512_bits"]) if core and bits == 512 else bits
+
+
+def _has_vnni(device: dict) -> bool:
+    """VNNI at the width the runtime uses (AVX-512 VNNI with AVX-512, AVX-VNNI with AVX2 only)."""
+    flags = set(device.get("cpu_flags") or [])
+    return "avx512_vnni" in flags if WIDE_FLAG in flags else "avx_vnni" in flags
+
+
+def _load_bits(device: dict, core: dict | None) -> int:
+    """Bits loaded per cycle: the core's (when known), no more than two vector registers of the ISA."""
+    width = 512 if WIDE_FLAG in set(device.get("cpu_flags") or []) else 256
+    return min(core["load_bits"], 2 * width) if core else 2 * width
 
 
 def _core(device: dict) -> tuple[dict | None, str]:
@@ -438,28 +476,74 @@ def _core(device: dict) -> tuple[dict | None, str]:
 
 def description_model(base: dict, new: dict) -> TransferModel:
     """The transfer the two device descriptions imply, with no measurement (``base``, ``new``: device
-    records as :func:`latency.profiles.host_device` gives them, plus ``cpu_mhz`` when known).
+    records as :func:`latency.profiles.host_device` gives them, with a clock (``clock_mhz`` or
+    ``cpu_mhz``) when known).
 
-    Compute kinds scale with clock x AVX-512 datapath width, the others with clock x IPC; cache
-    sizes are not used (no model of which kernels a bigger cache speeds up), and an unknown fact
-    counts as equal. The spec says what was known."""
-    known, log_c, log_o = [], 0.0, 0.0
-    mb, mn = base.get("cpu_mhz"), new.get("cpu_mhz")
+    Physical classes, each ratio new/base = (base resource / new resource), an unknown fact counting
+    as equal:
+
+    * dispatch (kernels under :data:`DISPATCH_US` on the base): clock x IPC of the core family;
+    * compute kinds (:data:`COMPUTE_KINDS`): clock x vector bits per FMA (the ISA's width, no wider
+      than the core's datapath); int8 also x :data:`NO_VNNI_INT8` on the side without VNNI;
+    * the other kinds (memory-bound: copies, elementwise, pooling, normalisation): clock x bits loaded
+      from L1 per cycle (working sets of single-thread kernels sit in L1/L2 for most rows);
+      cache sizes enter only when they differ: a device whose last-level cache is smaller than the
+      other's is not assumed faster on kernels above 1 ms (they may stream from DRAM there; DRAM
+      bandwidth is not in the description, so those count as equal);
+
+    between :data:`DISPATCH_US` and ten times it the curve goes log-linearly from the dispatch ratio
+    to the class's. None of these factors is fitted: they are the ratios of the described resources.
+    The spec says what was known."""
+    known = []
+    log_clock = 0.0
+    mb, mn = _mhz(base), _mhz(new)
     if mb and mn:
-        log_c = log_o = math.log(mb / mn)
+        log_clock = math.log(mb / mn)
         known.append(f"clock {mb:g} vs {mn:g} MHz")
     cb, how_b = _core(base)
     cn, how_n = _core(new)
-    if cb and cn and cb is not cn:
-        if all(WIDE_FLAG in set(d.get("cpu_flags") or []) for d in (base, new)):
-            log_c += math.log(cb["avx512_bits"] / cn["avx512_bits"])
-        log_o += math.log(cb["ipc"] / cn["ipc"])
-        known.append(f"core {cb['name']} ({how_b}) vs {cn['name']} ({how_n})")
-    prec_curves = {}
+    log_ipc = 0.0
+    if cb and cn:
+        log_ipc = math.log(cb["ipc"] / cn["ipc"])
+        if cb is not cn:
+            known.append(f"core {cb['name']} ({how_b}) vs {cn['name']} ({how_n})")
+    vb, vn = _vector_bits(base, cb), _vector_bits(new, cn)
+    log_vec = math.log(vb / vn)
+    lb, ln = _load_bits(base, cb), _load_bits(new, cn)
+    log_load = math.log(lb / ln)
+    if vb != vn:
+        known.append(f"vector FMA width {vb} vs {vn} bits")
+    if lb != ln:
+        known.append(f"L1 loads {lb} vs {ln} bits/cycle")
+    log_int8 = math.log(NO_VNNI_INT8) * ((not _has_vnni(new)) - (not _has_vnni(base)))
+    if log_int8:
+        known.append(f"VNNI {'yes' if _has_vnni(base) else 'no'} vs {'yes' if _has_vnni(new) else 'no'}")
+    log_big = log_load  # memory-bound kernels over 1 ms: the LLC may not hold them on the smaller side
+    llb, lln = base.get("llc_mb"), new.get("llc_mb")
+    if llb and lln and llb != lln:
+        known.append(f"LLC {llb:g} vs {lln:g} MB")
+        if (lln < llb and log_load < 0) or (llb < lln and log_load > 0):
+            log_big = 0.0
+    disp = log_clock + log_ipc
+    x0, x1 = math.log10(DISPATCH_US), math.log10(DISPATCH_US) + 1
+
+    def ramp(top, big=None):
+        big = top if big is None else big
+        out = []
+        for x in KNOTS:
+            t = min(1.0, max(0.0, (x - x0) / (x1 - x0)))
+            out.append(disp + t * ((big if x > 3.0 else top) + log_clock - disp))
+        return tuple(out)
+
     curves = {}
     for k in COMPUTE_KINDS:
         for p in ("fp32", "fp16", "int8", "int8_dynamic"):
-            curves[f"{k}/{p}"] = tuple(log_c for _ in KNOTS)
+            curves[f"{k}/{p}"] = ramp(log_vec + (log_int8 if p.startswith("int8") else 0.0))
+    other = ramp(log_load, log_big)
     spec = {"method": "description", "known": known or ["nothing that differs"],
-            "compute_ratio": round(math.exp(log_c), 4), "other_ratio": round(math.exp(log_o), 4)}
-    return TransferModel(tuple(log_o for _ in KNOTS), prec_curves, curves, {}, spec)
+            "dispatch_ratio": round(math.exp(disp), 4),
+            "compute_ratio": round(math.exp(log_clock + log_vec), 4),
+            "compute_int8_ratio": round(math.exp(log_clock + log_vec + log_int8), 4),
+            "other_ratio": round(math.exp(log_clock + log_load), 4),
+            "rationale": "ratios of described resources (clock, IPC, vector width, L1 load width, VNNI); none fitted"}
+    return TransferModel(other, {}, curves, {}, spec)

@@ -18,7 +18,16 @@ def measure(target, configs, protocol=None) -> list[dict]:
         from profilers.fake import measure_chunk
     elif target.backend == "ort-cpu":
         from profilers.measure import measure_chunk
+    elif target.backend == "gpu":  # onnxruntime-gpu's CUDA / TensorRT execution providers (profilers/gpu.py)
+        from profilers.gpu import available, measure_chunk_for
+
+        backend, why = available()
+        if backend != "ort-gpu":
+            raise LatencyError(why or f"target {target.name}: the operator sweep needs onnxruntime-gpu "
+                                      f"(pip install 'latency[gpu]'); with {backend} only the micro-benchmark mode runs")
+        measure_chunk = measure_chunk_for(target)
+        return measure_chunk(configs)
     else:
         raise LatencyError(f"target {target.name}: no measuring backend named {target.backend!r} "
-                           f"(known: ort-cpu, fake)")
+                           f"(known: ort-cpu, fake, gpu)")
     return measure_chunk(configs, protocol) if protocol else measure_chunk(configs)

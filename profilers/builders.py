@@ -440,6 +440,78 @@ def _b_attention(g: _G, p: dict):
     return outs[0]
 
 
+def _qattention(p: dict) -> onnx.ModelProto:
+    """QAttention as onnxruntime.quantization.quantize_dynamic writes an Attention: the input quantized
+    by a DynamicQuantizeLinear (an auxiliary node, not timed as the kernel), int8 packed Q/K/V weight
+    with its scale and zero point, fp32 bias, optional mask."""
+    op, b, s, past, nq, nkv, d = p["op"], p["batch"], p["seq_len"], p["past_len"], p["num_heads"], p["kv_heads"], \
+        p["head_size"]
+    if op != "Attention" or nq != nkv or p["kv_len"] != s or past:
+        raise NotBuildable("QAttention is the int8 form of Attention without a past: op Attention, kv_heads = "
+                           "num_heads, kv_len = seq_len, past_len 0")
+    g = _G()
+    g.domains[_MS] = 1
+    hid = p["qkv_hidden"]
+    x = g.inp([b, s, hid], name="x")
+    xq, xs, xz = g.node("DynamicQuantizeLinear", [x], n_out=3, name="aux_dql")
+    shape = [hid, 3 * nq * d]
+    wq = g.const(np.resize(g.rng.integers(-127, 127, 4099), int(np.prod(shape))).reshape(shape).astype(np.int8), "Wq")
+    mask = g.inp([b, s], TensorProto.INT32, name="mask") if p.get("mask") else ""
+    ins = [xq, wq, g.const(np.zeros(3 * nq * d, np.float32), "B"), xs, g.const(np.float32(0.01), "w_scale"), mask, xz,
+           g.const(np.int8(0), "w_zero")]
+    g.out(g.node("QAttention", ins, domain=_MS, name="qattention", num_heads=nq,
+                 unidirectional=int(bool(p.get("causal")))))
+    return g.model()
+
+
+def _b_embed_ln(g: _G, p: dict):
+    """EmbedLayerNormalization as onnxruntime's transformer optimizer fuses BERT embeddings: int32 ids
+    (and segment ids), word / position (/ segment) tables, gamma, beta, optional mask -> mask index."""
+    g.domains[_MS] = 1
+    b, s, h = p["batch"], p["seq_len"], p["hidden"]
+    ids = g.inp([b, s], TensorProto.INT32, name="idx")
+    seg = g.inp([b, s], TensorProto.INT32, name="seg") if p.get("segment") else ""
+    word = g.weight([_EMBED_VOCAB, h], h, "word")
+    pos = g.weight([max(s, 512), h], h, "position")
+    segt = g.weight([2, h], h, "segment") if p.get("segment") else ""
+    mask = g.inp([b, s], TensorProto.INT32, name="mask") if p.get("mask") else ""
+    ins = [ids, seg, word, pos, segt, g.const(np.ones(h, np.float32), "gamma"), g.const(np.zeros(h, np.float32), "beta"),
+           mask]
+    while ins[-1] == "":
+        ins.pop()
+    outs = g.node("EmbedLayerNormalization", ins, n_out=2, domain=_MS, name="embed_ln", epsilon=1e-12)
+    g.out(outs[1], TensorProto.INT32)
+    return outs[0]
+
+
+#: rows of the word table of a built EmbedLayerNormalization (a BERT vocabulary)
+_EMBED_VOCAB = 30522
+
+
+def _qembed_ln(p: dict) -> onnx.ModelProto:
+    """QEmbedLayerNormalization as quantize_dynamic writes an EmbedLayerNormalization: uint8 tables,
+    gamma and beta, each with a scale and zero point."""
+    g = _G()
+    g.domains[_MS] = 1
+    b, s, h = p["batch"], p["seq_len"], p["hidden"]
+    ids = g.inp([b, s], TensorProto.INT32, name="idx")
+    seg = g.inp([b, s], TensorProto.INT32, name="seg") if p.get("segment") else ""
+
+    def q(shape, name):
+        return g.const(np.resize(g.rng.integers(0, 255, 4099), int(np.prod(shape))).reshape(shape).astype(np.uint8),
+                       name)
+
+    tables = [q([_EMBED_VOCAB, h], "word"), q([max(s, 512), h], "position"),
+              q([2, h], "segment") if p.get("segment") else "", q([h], "gamma"), q([h], "beta")]
+    mask = g.inp([b, s], TensorProto.INT32, name="mask") if p.get("mask") else ""
+    scale, zero = g.const(np.float32(0.01), "scale"), g.const(np.uint8(128), "zero")
+    ins = [ids, seg] + tables + [mask] + [scale if t else "" for t in tables] + [zero if t else "" for t in tables]
+    outs = g.node("QEmbedLayerNormalization", ins, n_out=2, domain=_MS, name="qembed_ln", epsilon=1e-12)
+    g.out(outs[0])
+    g.out(outs[1], TensorProto.INT32)
+    return g.model()
+
+
 def _b_rotary(g: _G, p: dict):
     g.domains[_MS] = 1
     x = g.inp(p["x"], name="x")
@@ -484,7 +556,7 @@ _BUILDERS = {
     "Transpose": _b_transpose, "Resize": _b_resize, "Pad": _b_pad, "Copy": _b_copy, "Reduce": _b_reduce,
     "Gather": _b_gather, "Quant": _b_quant, "Reorder": _b_reorder,
     "LSTM": _b_recurrent("LSTM"), "GRU": _b_recurrent("GRU"), "RNN": _b_recurrent("RNN"), "Attention": _b_attention,
-    "RotaryEmbedding": _b_rotary, "MatMulNBits": _b_nbits, "Einsum": _b_einsum,
+    "RotaryEmbedding": _b_rotary, "MatMulNBits": _b_nbits, "Einsum": _b_einsum, "EmbedLayerNorm": _b_embed_ln,
 }
 #: kinds that are priced by declaration, never measured
 UNMEASURED = ("Free",)
@@ -595,6 +667,8 @@ def _dynamic_int8(cfg: Config) -> onnx.ModelProto:
     p = cfg.params
     if cfg.kind == "LSTM":
         return _dynamic_lstm(p)
+    if cfg.kind == "Attention":
+        return _qattention(p)
     g = _G()
     if cfg.kind == "MatMul":
         if not p["const_b"] or p["trans_b"]:
@@ -623,7 +697,7 @@ def _dynamic_int8(cfg: Config) -> onnx.ModelProto:
         if p.get("act", "none") != "none":
             y = _act(g, p["act"], y)
     else:
-        raise NotBuildable(f"dynamic int8 applies to Conv, MatMul and LSTM, not {cfg.kind}")
+        raise NotBuildable(f"dynamic int8 applies to Conv, MatMul, LSTM and Attention, not {cfg.kind}")
     g.out(y)
     return g.model()
 
@@ -670,6 +744,8 @@ def build(cfg: Config, seed: int = 0) -> onnx.ModelProto:
         m = g.model()
         if cfg.precision == "fp16":
             m = _to_fp16(m)
+        elif cfg.precision == "int8" and cfg.kind == "EmbedLayerNorm":
+            m = _qembed_ln(cfg.params)
         elif cfg.precision == "int8" and cfg.kind != "Quant":
             m = _to_qdq(m, transposed_weight=cfg.kind == "ConvTranspose",
                         quantize_weight=cfg.kind in ("Conv", "ConvTranspose", "MatMul"))

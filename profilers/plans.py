@@ -456,7 +456,10 @@ _GQA_HEADS = ((32, 8, 64), (32, 4, 64), (14, 2, 64), (32, 32, 96))
 _MHA_HEADS = ((4, 64), (8, 64), (12, 64), (16, 64), (6, 64))
 #: (k, n) of LLM projections (q/o, MLP up/down, small kv, vocabulary head)
 _NBITS_KN = ((896, 896), (896, 4864), (4864, 896), (2048, 2048), (2048, 8192), (8192, 2048), (2048, 512),
-             (3072, 3072), (3072, 8192), (8192, 3072), (2048, 32000))
+             (3072, 3072), (3072, 8192), (8192, 3072), (2048, 32000),
+             # small decoders (SmolLM-135M: 576 / 1536, TinyStories-size: 256 / 1024, a 1024-wide one / 2816)
+             (576, 576), (576, 1536), (1536, 576), (256, 1024), (1024, 256), (1024, 2816), (2816, 1024),
+             (576, 16384))
 
 
 def _llm_items(name: str) -> list[tuple[int, str, dict]]:
@@ -507,6 +510,8 @@ def _llm_items(name: str) -> list[tuple[int, str, dict]]:
                     out.append((1 if blk == 32 else 2, "MatMulNBits", _nb(m, k, n, 4, blk, acc)))
             out.append((2, "MatMulNBits", _nb(m, k, n, 8, 32, 4)))
             out.append((3, "MatMulNBits", _nb(m, k, n, 4, 32, 4, zp=0)))
+            # symmetric (no zero point) at accuracy level 0: MatMulNBitsQuantizer's default output
+            out.append((2, "MatMulNBits", _nb(m, k, n, 4, 32, 0, zp=0)))
             if m <= 16 and k * n <= 4096 * 2048:  # 8-bit at accuracy level 0 dequantizes slowly: spot checks
                 out.append((4, "MatMulNBits", _nb(m, k, n, 8, 32, 0)))
     for b, h, s, d in ((1, 12, 128, 64), (1, 8, 64, 64), (1, 16, 256, 64), (4, 12, 32, 64), (1, 4, 512, 32)):
@@ -531,7 +536,28 @@ def _sequence_items(name: str) -> list[tuple[int, Config]]:
     items = _cfgs(rec) + _cfgs(_llm_items(name))
     lstm = [(t + 1, k, p) for t, k, p in rec if k == "LSTM"]
     items += _cfgs(lstm if name == "quick" else lstm[::2], "int8_dynamic")
+    # the int8 form of the transformer optimizer's Attention (QAttention, from quantize_dynamic)
+    attn = [(t, k, p) for t, k, p in _llm_items(name) if k == "Attention" and p["op"] == "Attention"
+            and not p["past_len"]]
+    items += _cfgs(attn, "int8_dynamic")
+    emb = _embed_items(name)
+    items += _cfgs(emb) + _cfgs(emb, "int8")
     return items
+
+
+def _embed_items(name: str) -> list[tuple[int, str, dict]]:
+    """BERT embeddings as the transformer optimizer fuses them (EmbedLayerNormalization), at encoder
+    widths and sequence lengths, with and without segment ids and mask."""
+    hs = (256, 768) if name == "quick" else (128, 256, 384, 512, 768, 1024)
+    ss = (16, 128) if name == "quick" else (8, 16, 32, 64, 128, 256, 384, 512)
+    out = []
+    for h in hs:
+        for s in ss:
+            out.append((1, "EmbedLayerNorm", {"batch": 1, "seq_len": s, "hidden": h, "segment": 1, "mask": 1}))
+        out.append((2, "EmbedLayerNorm", {"batch": 1, "seq_len": 128, "hidden": h, "segment": 0, "mask": 1}))
+        out.append((2, "EmbedLayerNorm", {"batch": 4, "seq_len": 128, "hidden": h, "segment": 1, "mask": 1}))
+        out.append((3, "EmbedLayerNorm", {"batch": 1, "seq_len": 128, "hidden": h, "segment": 1, "mask": 0}))
+    return out
 
 
 def _plan_items(name: str) -> list[tuple[int, Config]]:

@@ -96,9 +96,10 @@ def _same_device_or_error(store: Store, target) -> None:
     from latency.errors import StoreError
 
     diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    raise StoreError(f"{store.path} holds {target.name} measured on another device or runtime (differs in "
-                     f"{', '.join(diff)}); this host's rows would replace those in every estimate, not join "
-                     f"them: profile into a database of this host's own (--db FILE)")
+    raise StoreError(f"{store.path} holds {target.name} measured on another device or runtime ("
+                     + "; ".join(f"{k} {theirs.get(k)!r} there vs {mine.get(k)!r} here" for k in diff)
+                     + "); this host's rows would replace those in every estimate, not join "
+                     "them: profile into a database of this host's own (--db FILE)")
 
 
 def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None, precisions=None,
@@ -119,7 +120,7 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
     if target.backend == "ort-cpu":  # the device record (vendor, caches) that host matching compares
         from latency.profiles import host_device, write_device_record
 
-        write_device_record(store, target.name, host_device())
+        write_device_record(store, target.name, host_device(cores_used=target.threads))
     protocol_id = store.ensure_protocol(protocol.name, protocol.spec())
     done = store.done_hashes(target_id, include_failed=not retry_failed)
     todo = [c for c in configs if c.hash not in done]

@@ -81,10 +81,19 @@ def resolve_base(spec: str, target) -> ProfileInfo:
                            f"{', '.join(sorted(targets()))}")
     base_t = get_target(info.target)
     if _family(base_t) != _family(target):
-        raise TransferError(f"base profile {info.path} holds {info.target} ({base_t.description}), another family "
-                            f"than {target.name} ({target.description}): its kernels are not this target's; "
-                            f"transfer from a profile of the same family")
+        raise TransferError(f"base profile {info.path} is of another family than {target.name}: "
+                            f"{_fingerprint_line(info.target, _family(base_t), info.device)} there vs "
+                            f"{_fingerprint_line(target.name, _family(target), host_device())} here; its kernels "
+                            f"are not this target's: transfer from a profile of the same family")
     return info
+
+
+def _fingerprint_line(name: str, family: tuple, dev: dict) -> str:
+    """A target's family and the device of a fingerprint, in one clause (for side-by-side errors)."""
+    isa = [f for f in dev.get("cpu_flags") or [] if f.startswith(("avx", "amx", "asimd", "sve", "i8mm"))]
+    return (f"{name} [{'/'.join(x for x in family if x)}] on {dev.get('cpu_model') or dev.get('gpu_name') or '?'} "
+            f"({dev.get('arch') or '?'}{', ' + ' '.join(isa[:6]) if isa else ''}; "
+            f"{dev.get('runtime') or '?'} {dev.get('runtime_version') or '?'})")
 
 
 def _slug(s: str) -> str:
@@ -189,11 +198,11 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
 
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
+    probe_s, do_cal, do_train = _plan_steps(budget_s, calibrate, train)  # the input first, then the host
+    info = resolve_base(base, target)
     ok, why = target.host_supported()
     if not ok:
         raise LatencyError(why)
-    info = resolve_base(base, target)
-    probe_s, do_cal, do_train = _plan_steps(budget_s, calibrate, train)
     db = Path(db) if db else default_db(target)
     if is_shipped(db):
         raise LatencyError(f"{db} is inside the shipped profiles, which are never written to: pass --db FILE")
@@ -250,7 +259,7 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
     with open(model_path, "w") as f:
         json.dump({"base": {"path": info.path, "target": info.target, "origin": info.origin,
                             "device": info.device, "describe": info.describe()},
-                   "host": {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")},
+                   "host": host_device(cores_used=target.threads),  # clock with its source
                    "probes": len(pairs), "probe_order": "profilers.transfer.choose_probes", "model": model.to_dict(),
                    "made_at": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
     out = {"db": str(db), "base": info.path, "probes": len(pairs), "probes_new": r.measured, "failed": r.failed,

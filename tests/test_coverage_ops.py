@@ -23,7 +23,7 @@ from profilers.plans import plan
 from profilers.sweep import run_sweep
 
 FAKE = get_target("fake")
-NEW_KINDS = ["LSTM", "GRU", "RNN", "Attention", "RotaryEmbedding", "MatMulNBits", "Einsum"]
+NEW_KINDS = ["LSTM", "GRU", "RNN", "Attention", "RotaryEmbedding", "MatMulNBits", "Einsum", "EmbedLayerNorm"]
 
 
 def _lstm(seq, hidden=32, inp=16, direction="forward"):
@@ -43,6 +43,9 @@ def _variants():
     out += [Config("Einsum", {"equation": "ij,jk->ik", "inputs": [[m, 32], [32, 32]]}) for m in (4, 8)]
     out += [_mm(n) for n in (16, 32, 64, 128)]
     out += [Config("Activation", {"op": "Relu", "x": [1, n]}) for n in (16, 32, 64, 128)]
+    # the DynamicQuantizeLinear that quantizes a QAttention's input
+    out += [Config("Quant", {"op": "DynamicQuantizeLinear", "x": [1, s, h]}, "int8") for s, h in
+            ((128, 768), (16, 64), (32, 64))]
     return out
 
 
@@ -79,7 +82,9 @@ def _w(name, shape, seed=0):
 
 def test_every_new_kind_builds_lowers_to_its_key_and_is_priced_from_the_table(est):
     cfgs = plan("quick", ops=NEW_KINDS)
-    assert {c.kind for c in cfgs} == set(NEW_KINDS) and ("LSTM", "int8_dynamic") in {(c.kind, c.precision) for c in cfgs}
+    kp = {(c.kind, c.precision) for c in cfgs}
+    assert {c.kind for c in cfgs} == set(NEW_KINDS) and ("LSTM", "int8_dynamic") in kp
+    assert {("Attention", "int8_dynamic"), ("EmbedLayerNorm", "fp32"), ("EmbedLayerNorm", "int8")} <= kp
     for c in cfgs:
         m = build(c)
         kernels, unc = fuse(load_graph(m), FAKE.fusion_rules())
@@ -285,3 +290,106 @@ def test_a_profile_of_another_device_is_never_extended_with_this_hosts_rows(tmp_
             run_sweep(st, FAKE, [_lstm(4)])
         assert "another device" in str(e.value) and "cpu_model" in str(e.value) and "\n" not in str(e.value)
         assert len(st.targets()) == 1 and st.measurements().empty
+
+
+# ---- transformer optimizer ops, decode steps ------------------------------------------------------------
+
+
+def test_qattention_and_embed_layer_norm_are_their_kinds_at_int8():
+    """QAttention (quantize_dynamic of an optimized BERT) is Attention at int8_dynamic, its input's
+    DynamicQuantizeLinear a kernel of its own; (Q)EmbedLayerNormalization is EmbedLayerNorm."""
+    att = {"op": "Attention", "batch": 1, "seq_len": 16, "past_len": 0, "kv_len": 16, "num_heads": 2, "kv_heads": 2,
+           "head_size": 32, "qkv_hidden": 64, "mask": 1, "causal": 0, "rotary": 0}
+    emb = {"batch": 1, "seq_len": 16, "hidden": 64, "segment": 1, "mask": 1}
+    for c, op in ((Config("Attention", att, "int8_dynamic"), "QAttention"),
+                  (Config("EmbedLayerNorm", emb), "EmbedLayerNormalization"),
+                  (Config("EmbedLayerNorm", emb, "int8"), "QEmbedLayerNormalization")):
+        m = build(c)
+        assert op in {n.op_type for n in m.graph.node}
+        kernels, unc = fuse(load_graph(m), FAKE.fusion_rules())
+        own = [k for k in kernels if k.kind == c.kind]
+        assert not unc and len(own) == 1 and own[0].key == c.key and own[0].op_types == (op,), [k.key for k in kernels]
+    assert Config("Attention", att, "int8_dynamic").key != Config("Attention", att).key
+
+
+def _kv_decoder():
+    """A one-layer decoder step as exporters write it: input_ids [batch_size, sequence_length], a key
+    cache [batch_size, 2, past_sequence_length, 4] concatenated with the new keys, scores over both."""
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["x"], name="embed"),
+             helper.make_node("MatMul", ["x", "wk"], ["k2"], name="k_proj"),
+             helper.make_node("Reshape", ["k2", "kshape"], ["k4"], name="k_split"),
+             helper.make_node("Transpose", ["k4"], ["k"], name="k_heads", perm=[0, 2, 1, 3]),
+             helper.make_node("Concat", ["past_key_values.0.key", "k"], ["present.0.key"], name="cat", axis=2),
+             helper.make_node("Transpose", ["present.0.key"], ["kt"], name="kt", perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["k", "kt"], ["scores"], name="qk"),
+             helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1)]
+    inits = [_w("emb", [50, 8]), _w("wk", [8, 8]), numpy_helper.from_array(np.array([0, -1, 2, 4], np.int64), "kshape")]
+    ins = [_vi("input_ids", ["batch_size", "sequence_length"], TensorProto.INT64),
+           _vi("past_key_values.0.key", ["batch_size", 2, "past_sequence_length", 4])]
+    return _model(nodes, ins, [_vi("probs", None), _vi("present.0.key", None)], inits)
+
+
+def test_decode_step_sets_the_past_and_one_token_and_a_prefill_takes_an_empty_cache(prof, tmp_path):
+    from latency.graph import decode_step_shapes
+
+    p = tmp_path / "dec.onnx"
+    onnx.save(_kv_decoder(), p)
+    assert decode_step_shapes(str(p), 16) == {"past_sequence_length": 16, "sequence_length": 1}
+
+    def softmax_x(shapes):
+        kernels, _ = fuse(load_graph(str(p), shapes=shapes), FAKE.fusion_rules())
+        return next(k for k in kernels if k.kind == "Softmax").params["x"]
+
+    assert softmax_x(decode_step_shapes(str(p), 16)) == [1, 2, 1, 17]
+    assert softmax_x({"past_sequence_length": 64, "sequence_length": 1}) == [1, 2, 1, 65]
+    assert softmax_x({"sequence_length": 8, "past_sequence_length": 0}) == [1, 2, 8, 8]
+    assert softmax_x(decode_step_shapes(str(p), 0, 8)) == [1, 2, 8, 8]
+    for args in (["--decode-step", "16"], ["--shape", "sequence_length=8", "--shape", "past_sequence_length=0"]):
+        r = CliRunner().invoke(main, ["estimate", str(p), "--target", "fake", "--profile", str(prof), "--json", *args])
+        assert r.exit_code == 0 and json.loads(r.stdout)["total_ms"] > 0, r.output
+    # an empty cache is a prefill; any other zero dim is still refused
+    with pytest.raises(ModelError):
+        load_graph(_kv_decoder(), shapes={"sequence_length": 0, "past_sequence_length": 4})
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--decode-step", "8"], ["--decode-step", "no key/value cache input", "--shape"]),
+    (["--decode-step", "8", "--shape", "past_sequence_length=4"], ["--decode-step 8", "past_sequence_length",
+                                                                   "--shape"]),
+])
+def test_a_decode_step_naming_nothing_is_a_one_line_error(args, needles, prof, tmp_path):
+    p = tmp_path / "m.onnx"
+    onnx.save(_relu_model(["batch", 8]) if "--shape" not in args else _kv_decoder(), p)
+    r = CliRunner().invoke(main, ["estimate", str(p), "--target", "fake", "--profile", str(prof), *args])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code != 0 and len(lines) == 1 and "Traceback" not in r.output, r.output
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_lstm_sequence_lens_bounds_the_steps_when_constant():
+    def lstm(lens_const):
+        h, i, t = 8, 4, 16
+        ins = ["x", "W", "R", "B", "lens"]
+        inits = [_w("W", [1, 4 * h, i]), _w("R", [1, 4 * h, h], 1), _w("B", [1, 8 * h], 2)]
+        inputs = [_vi("x", [t, 1, i])]
+        if lens_const:
+            inits.append(numpy_helper.from_array(np.array([5], np.int32), "lens"))
+        else:
+            inputs.append(_vi("lens", [1], TensorProto.INT32))
+        node = helper.make_node("LSTM", ins, ["y"], name="lstm", hidden_size=h)
+        return _model([node], inputs, [_vi("y", None)], inits)
+
+    const = fuse(load_graph(lstm(True)), FAKE.fusion_rules())[0]
+    fed = fuse(load_graph(lstm(False)), FAKE.fusion_rules())[0]
+    assert [k.params["seq_len"] for k in const if k.kind == "LSTM"] == [5]
+    assert [k.params["seq_len"] for k in fed if k.kind == "LSTM"] == [16]  # fed at run time: the full length
+
+
+def test_the_models_metadata_settles_a_free_dim_it_names():
+    m = _relu_model(["batch_size", "sequence_length", 8])
+    with pytest.raises(DynamicShapeError):
+        load_graph(m)
+    helper.set_model_props(m, {"sequence_length": "48", "author": "x"})
+    g = load_graph(m)
+    assert g.inputs[0].shape == (1, 48, 8) and any("metadata: sequence_length=48" in n for n in g.notes)
+    assert load_graph(m, shapes={"sequence_length": 16}).inputs[0].shape == (1, 16, 8)  # --shape wins

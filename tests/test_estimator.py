@@ -188,8 +188,12 @@ def test_bad_inputs(tmp_path, fake_profile):
     assert e.estimate(dynamic_batch(), batch=1).total_ms > 0
     with pytest.raises(MissingTable):
         Estimator(FAKE, profile=tmp_path / "none.db").estimate(small_cnn())
-    with pytest.raises(MissingTable):
-        Estimator("arm64-ort").estimate(small_cnn())
+    with pytest.MonkeyPatch.context() as mp:  # a target with no profile installed anywhere
+        (tmp_path / "no_tables").mkdir()
+        mp.setenv("LATENCY_TABLES", str(tmp_path / "no_tables"))
+        mp.setenv("LATENCY_HOME", str(tmp_path / "no_home"))
+        with pytest.raises(MissingTable):
+            Estimator("arm64-ort").estimate(small_cnn())
 
 
 def test_cli_estimate_json_and_errors(tmp_path, fake_profile):

@@ -190,6 +190,59 @@ def test_merge_conflict_policy(tmp_path):
         assert [lat[row(t, i)["key_hash"]] for i in range(3)] == [9.0, 10.0, 9.0]
 
 
+def test_merge_of_two_devices_under_one_name_refuses_or_keeps_both(tmp_path):
+    from click.testing import CliRunner
+
+    from latency.cli import main
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    other = dict(FP, cpu_model="EPYC", cpu_flags=["avx2", "avx512f"])
+    with Store(b) as sb:
+        tb = sb.ensure_target("cpu-a", other)
+        sb.upsert_measurements([row(tb, i, latency=5.0) for i in range(3)])
+        sb.set_meta("device:cpu-a", json.dumps({"vendor": "AMD"}))
+    with Store(a) as sa:
+        ta = sa.ensure_target("cpu-a", FP)
+        sa.upsert_measurements([row(ta, i) for i in range(2)])
+        sa.set_meta("device:cpu-a", json.dumps({"vendor": "Intel"}))
+        with pytest.raises(StoreError, match=r"cpu_model 'Xeon' here vs 'EPYC' there.*--keep-both"):
+            sa.merge_from(b)
+        assert len(sa.targets()) == 1 and len(sa.measurements()) == 2  # nothing written
+    r = CliRunner().invoke(main, ["db", "merge", "--db", str(a), str(b)])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "cpu_flags ['avx2', 'fma'] here vs ['avx2', 'avx512f'] there" in r.output
+    r = CliRunner().invoke(main, ["db", "merge", "--db", str(a), "--keep-both", str(b)])
+    assert r.exit_code == 0, r.output
+    assert f"3 new" in r.output and f"cpu-a kept as cpu-a@{tb[:8]}" in r.output
+    with Store(a) as sa:
+        names = {t["name"]: t["target_id"] for t in sa.targets()}
+        assert names == {"cpu-a": ta, f"cpu-a@{tb[:8]}": tb}
+        assert sa.find_target("cpu-a") == ta  # the name keeps its device; the newcomer did not shadow it
+        assert len(sa.measurements(ta)) == 2 and set(sa.measurements(tb)["latency_us"]) == {5.0}
+        meta = sa.meta()
+        assert json.loads(meta["device:cpu-a"]) == {"vendor": "Intel"}
+        assert json.loads(meta[f"device:cpu-a@{tb[:8]}"]) == {"vendor": "AMD"}
+
+
+def test_merging_shards_of_one_device_is_exact_and_counted(tmp_path):
+    """Two shards of one device overlapping on one config: one row, the better settled; counts reported."""
+    s1, s2, m = tmp_path / "s1.db", tmp_path / "s2.db", tmp_path / "m.db"
+    with Store(s1) as st:
+        t = st.ensure_target("cpu-a", FP)
+        st.upsert_measurements([row(t, i, latency=10.0, spread=0.02) for i in range(0, 4)])
+    with Store(s2) as st:
+        st.ensure_target("cpu-a", FP)
+        st.upsert_measurements([row(t, 3, latency=9.0, spread=0.01), row(t, 4), row(t, 5, error="crash")])
+    with Store(m) as st:
+        assert st.merge_from(s1, counts=True) == {"targets": 1, "added": 4, "replaced": 0, "kept": 0, "renamed": {}}
+        assert st.merge_from(s2, counts=True) == {"targets": 0, "added": 2, "replaced": 1, "kept": 0, "renamed": {}}
+        assert st.merge_from(s1, counts=True)["kept"] == 4  # the worse-settled duplicate does not come back
+        df = st.measurements(t)
+        assert len(df) == 6 and df["key_hash"].is_unique
+        assert st.latency_table(t)[row(t, 3)["key_hash"]] == 9.0
+        assert df["error"].notna().sum() == 1
+
+
 def _writer(path, barrier, offset, n):
     barrier.wait(30)
     with Store(path) as s:  # both processes open (and create) the fresh file at once

@@ -202,8 +202,10 @@ def test_report_bad_inputs(tmp_path, tiny):
     assert "model file not found" in _one_line_error(run(main, ["report", str(tmp_path / "no.onnx"), "--out", out]))
     assert "unknown target" in _one_line_error(run(main, ["report", tiny, "--batch", "1", "--target", "t5",
                                                           "--out", out]))
-    assert "no profile" in _one_line_error(run(main, ["report", tiny, "--batch", "1", "--target", "arm64-ort",
-                                                      "--out", out]))
+    (tmp_path / "no_tables").mkdir()  # a target with no profile installed anywhere
+    no_profiles = {"LATENCY_TABLES": str(tmp_path / "no_tables"), "LATENCY_HOME": str(tmp_path / "no_home")}
+    assert "no user profile" in _one_line_error(run(main, ["report", tiny, "--batch", "1", "--target", "arm64-ort",
+                                                      "--out", out], env=no_profiles))
 
 
 # -- db plot ----------------------------------------------------------------------------------------

@@ -224,7 +224,7 @@ def test_pareto_front_is_monotone_and_respects_the_budget(est, plan18):
     ({"sparsity": 1.0}, "outside [0, 1)"),
     ({"prune": -0.1}, "outside [0, 1)"),
     ({"prune": 0.3}, "valid: 0.0, 0.25, 0.5"),
-    ({"precision": "fp16"}, "valid: fp32, int8, int8-dynamic"),
+    ({"precision": "bf16"}, "valid: fp32, int8, int8-dynamic, fp16, int4-weight"),
     ({"nodes": {"/layer1.0/Conv_1": {"prune": 0.25}}}, "residual Add '/layer1.0/Add'"),
     ({"nodes": {"/layer1.0/Add": {"sparsity": 0.5}}}, "has no weight"),
     ({"nodes": {"/layer1.0/Add": {"precision": "int8-dynamic"}}}, "cannot be int8-dynamic"),
@@ -269,6 +269,152 @@ def test_cli_whatif_json_and_errors(tmp_path, resnet18):
     assert r.exit_code == 0 and (tmp_path / "s.csv").read_text().startswith("node,op,int8")
     for args, says in ((["--fp32-nodes", "/nope"], "no choosable node"), (["--sparsity", "1.5"], "outside [0, 1)"),
                        (["--prune", "0.25", "--prune-nodes", "/layer1.0/Conv_1"], "residual Add"),
-                       (["--precision", "fp16"], "unknown precision")):
+                       (["--precision", "bf16"], "unknown precision"),
+                       (["--precision", "fp16", "--sparsity", "0.5"], "cannot be combined"),
+                       (["--precision", "int4-weight"], "valid: fp32"),
+                       (["--precision", "fp16", "--fp32-nodes", "/nope"], "no node '/nope'")):
         r = CliRunner().invoke(main, ["whatif", str(path), "--target", TARGET, *args])
         assert r.exit_code != 0 and says in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+# -- fp16 and 4-bit weight-only: priced as the tools write them --------------------------------
+
+
+def _mlp(d=128, h=256, layers=2, tokens=16, softmax=False):
+    """A small transformer-FFN-like MLP: MatMul + Add (+ Relu) with constant 2-D weights (+ a Softmax)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(layers):
+        for j, (a, b) in enumerate(((d, h), (h, d))):
+            w, bb = f"w{i}{j}", f"b{i}{j}"
+            inits += [numpy_helper.from_array((rng.standard_normal((a, b)) * 0.05).astype(np.float32), w),
+                      numpy_helper.from_array(np.zeros(b, np.float32), bb)]
+            nodes += [helper.make_node("MatMul", [x, w], [f"m{i}{j}"], name=f"fc{i}{j}"),
+                      helper.make_node("Add", [f"m{i}{j}", bb], [f"a{i}{j}"], name=f"add{i}{j}")]
+            x = f"a{i}{j}"
+            if j == 0:
+                nodes.append(helper.make_node("Relu", [x], [f"r{i}"], name=f"relu{i}"))
+                x = f"r{i}"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", [x], ["probs"], name="softmax", axis=-1))
+        x = "probs"
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, d])],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [tokens, d])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _fake_est(tmp_path_factory, precisions=None):
+    from latency.store import Store
+    from latency.targets import get_target
+    from profilers.plans import plan
+    from profilers.sweep import run_sweep
+
+    fake = get_target("fake")
+    db = tmp_path_factory.mktemp("whatif_fake") / "fake.db"
+    with Store(db) as st:
+        run_sweep(st, fake, plan("quick", ops=["MatMulNBits", "MatMul", "Elementwise", "Activation", "Softmax"],
+                                 precisions=precisions))
+    return Estimator(fake, profile=db, overhead=False, context=False)
+
+
+def test_fp16_whole_and_block_list_are_the_converted_files(est):
+    pytest.importorskip("onnxconverter_common")
+    from onnxconverter_common import float16
+
+    m = zoo.build("resnet18", size=64)
+    plan = est.prepare(m)  # Estimator.prepare(model) is Estimator.plan(model)
+    assert type(plan).__name__ == "Plan"
+    block = ["/Conv", "/layer2.0/Conv_1"]
+    whole = plan.evaluate({"precision": "fp16"})
+    mixed = plan.evaluate({"precision": "fp16", "fp32_nodes": block})
+    one = plan.evaluate({"nodes": {"/layer1.0/Conv": {"precision": "fp16"}}})
+    refs = [est.estimate(load_graph(float16.convert_float_to_float16(m, keep_io_types=True, node_block_list=b)))
+            for b in (None, block, [r.name for r in plan.graph.ops if r.name != "/layer1.0/Conv"])]
+    for got, ref in zip((whole, mixed, one), refs):
+        assert got.total_ms == pytest.approx(ref.total_ms, rel=1e-9, abs=1e-9) and not got.uncovered
+    assert list(mixed.nodes_to_exclude) == block and whole.family == "fp16"
+    # the block list changes the model: Casts at its boundaries, a different price, and a change listed
+    assert abs(mixed.total_ms - whole.total_ms) > 1e-6 and mixed.changes
+    assert any("Cast" in k.op_types for k in mixed.kernels)
+    ms = plan.evaluate_batch([{"precision": "fp16"}, {"precision": "int8"}, {"precision": "fp16", "fp32_nodes": block}])
+    assert ms[0] == whole.total_ms and ms[2] == mixed.total_ms
+    assert ms[1] == pytest.approx(plan.evaluate({"precision": "int8"}).total_ms, rel=1e-12)
+    with pytest.raises(InvalidChoice, match="cannot be combined"):
+        plan.evaluate({"precision": "fp16", "prune": 0.25})
+    with pytest.raises(InvalidChoice, match="mixes fp16 and int8"):
+        plan.evaluate({"precision": "int8", "nodes": {"/Conv": {"precision": "fp16"}}})
+    with pytest.raises(InvalidChoice, match="constant 2-D weight; this model has none"):
+        plan.evaluate({"precision": "int4-weight"})
+
+
+def test_int4_weight_is_what_matmul_nbits_quantizer_writes(tmp_path_factory):
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    est4 = _fake_est(tmp_path_factory)
+    m = _mlp()
+    plan = est4.plan(m)
+
+    def quantized(exclude):
+        q = MatMulNBitsQuantizer(_mlp(), nodes_to_exclude=exclude)
+        q.process()
+        return est4.estimate(load_graph(q.model.model))
+
+    for choice, exclude in (({"precision": "int4-weight"}, []),
+                            ({"precision": "int4-weight", "fp32_nodes": ["fc01"]}, ["fc01"]),
+                            ({"nodes": {"fc10": {"precision": "int4-weight"}}}, ["fc00", "fc01", "fc11"])):
+        got, ref = plan.evaluate(choice), quantized(exclude)
+        assert got.total_ms == pytest.approx(ref.total_ms, rel=1e-9, abs=1e-9), choice
+        assert sum(k.kind == "MatMulNBits" for k in got.kernels) == 4 - len(exclude)
+        assert not got.uncovered and list(got.nodes_to_exclude) == exclude
+    assert plan.evaluate({"precision": "int4-weight"}).total_ms != plan.baseline_ms
+    with pytest.raises(InvalidChoice, match="MatMul with a constant 2-D weight 'add00'"):
+        plan.evaluate({"precision": "int4-weight", "fp32_nodes": ["add00"]})
+
+
+def test_sensitivity_has_every_alternative_and_says_where_there_is_no_data(tmp_path_factory, est):
+    df = _fake_est(tmp_path_factory).plan(_mlp()).sensitivity()
+    for col in ("int8", "int8-dynamic", "fp16", "int4-weight", "sparse50", "sparse75", "sparse90", "2:4",
+                "prune25", "prune50"):
+        assert col in df.columns, col
+    mm = df.node.str.startswith("fc")
+    assert df.loc[mm, "int4-weight"].notna().all() and df.loc[~mm, "int4-weight"].isna().all()
+    assert df["fp16"].notna().all()
+    assert _fake_est(tmp_path_factory).plan(_mlp()).sensitivity(tools=False)[["fp16", "int4-weight"]].isna().all().all()
+    # the shipped x86 profile has no MatMulNBits rows: int4-weight is refused, never priced as fp32
+    plan = est.plan(_mlp())
+    with pytest.raises(InvalidChoice) as e:
+        plan.evaluate({"precision": "int4-weight"})
+    assert "no data for int4-weight (MatMulNBits" in str(e.value) and "valid: fp32" in str(e.value)
+    df = plan.sensitivity()
+    assert df["int4-weight"].isna().all() and any(n.startswith("int4-weight: ") for n in df.attrs["notes"])
+    # this CPU's measured sparsity curves show no gain: the answer says so
+    assert df.attrs["sparsity_gain"] is False and any(n.startswith("sparsity:") for n in df.attrs["notes"])
+
+
+def test_fp16_without_fp16_data_is_refused(tmp_path_factory):
+    pytest.importorskip("onnxconverter_common")
+    from latency.store import Store
+    from profilers.plans import plan as sweep_plan
+    from profilers.sweep import run_sweep
+
+    est0 = _fake_est(tmp_path_factory, precisions=["fp32"])
+    plan = est0.plan(_mlp())
+    with pytest.raises(InvalidChoice) as e:
+        plan.evaluate({"precision": "fp16"})
+    assert "no fp16 measurements" in str(e.value) and "valid: fp32" in str(e.value) and "\n" not in str(e.value)
+    # fp16 rows for MatMul and Activation (Cast) only: a candidate that puts the Softmax in fp16 is refused
+    # naming the kind, and the block list that keeps it fp32 is priced
+    with Store(est0.profile_path_) as st:
+        run_sweep(st, est0.target, sweep_plan("quick", ops=["MatMul", "Activation"], precisions=["fp16"]))
+    plan = Estimator(est0.target, profile=est0.profile_path_, overhead=False, context=False).plan(_mlp(softmax=True))
+    with pytest.raises(InvalidChoice, match="no fp16 data for Softmax kernels .e.g. node 'softmax'"):
+        plan.evaluate({"precision": "fp16"})
+    for ok in (plan.evaluate({"nodes": {"fc01": {"precision": "fp16"}}}),
+               plan.evaluate({"precision": "fp16", "fp32_nodes": ["softmax"]})):
+        assert ok.total_ms > 0 and not ok.uncovered
+    col = plan.tool_path.single("fp16", plan.units)  # the sensitivity table's fp16 column
+    assert np.isnan(col[plan.units.index("softmax")]) and np.isfinite(col).sum() > 0

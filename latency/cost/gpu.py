@@ -69,6 +69,11 @@ LATENCY = {
     "per_run_us": (10.0, "assumed: one TensorRT enqueue and the event that ends it, beyond its kernels"),
 }
 
+#: the share of the host link's per-direction rate a pinned-memory copy reaches, and its basis
+PCIE_ACHIEVABLE = (0.80, "assumed: pinned cudaMemcpyAsync reaches roughly 12-13 of the 15.75 GB/s of PCIe Gen3 x16")
+#: the fixed cost of one host<->device copy (us), and its basis
+COPY_US = (8.0, "assumed: one cudaMemcpyAsync's setup and completion, a few microseconds, with its stream sync")
+
 #: tensor-core threadblock tiles (tm, tn, efficiency): CUTLASS's default GEMM tile shapes; a smaller tile
 #: reuses each loaded operand less, so it sustains less of the SM's peak (efficiencies assumed)
 TENSOR_TILES = ((256, 128, 1.00), (128, 256, 1.00), (128, 128, 0.95), (128, 64, 0.88), (64, 128, 0.88),
@@ -337,6 +342,18 @@ class GpuCostModel:
                               "source": f"{SOURCE}: per inference {self.lat['per_run_us']:g} us "
                                         f"({LATENCY['per_run_us'][1]})"})
 
+    def copy_us(self, h2d_bytes: float, d2h_bytes: float) -> tuple[float, str]:
+        """Copying a network's inputs to the GPU and its outputs back over the host link (PCIe), for
+        published figures that include them: each direction at :data:`PCIE_ACHIEVABLE` of the spec
+        sheet's per-direction rate, plus one copy's fixed cost per direction used."""
+        if not self.spec.get("pcie_gbs"):
+            raise ValueError(f"{self.name}: no host-link bandwidth (pcie_gbs) in the spec sheet")
+        rate = float(self.spec["pcie_gbs"]) * 1e3 * PCIE_ACHIEVABLE[0]   # bytes per us
+        fixed = COPY_US[0] * ((h2d_bytes > 0) + (d2h_bytes > 0))
+        us = (h2d_bytes + d2h_bytes) / rate + fixed
+        return us, (f"copies {us:.1f} us: {h2d_bytes / 1e3:.1f} kB in, {d2h_bytes / 1e3:.1f} kB out at "
+                    f"{rate / 1e3:.1f} GB/s achievable + {COPY_US[0]:g} us per direction")
+
     def terms(self) -> dict:
         """Every parameter the model prices with, its value and its basis (for reports and checks)."""
         out = {f"achievable_{u}": {"value": self.eff[u], "basis": ACHIEVABLE[u][1]} for u in ACHIEVABLE}
@@ -351,6 +368,35 @@ class GpuCostModel:
         return out
 
 
+def terms_path(target_name: str):
+    """Where a GPU target's measured cost-model terms live (written by ``latency profile --target NAME``
+    in the micro-benchmark mode, :mod:`profilers.gpu`)."""
+    from ..profiles import user_profiles_dir
+
+    return user_profiles_dir() / f"{target_name}.gpu-terms.json"
+
+
+def load_terms(target_name: str) -> dict | None:
+    """The measured terms of a GPU target (``{"terms", "measured_with", ...}``), or None where none were measured."""
+    import json
+
+    p = terms_path(target_name)
+    if not p.is_file():
+        return None
+    doc = json.loads(p.read_text())
+    return doc if doc.get("provenance") == "measured" and isinstance(doc.get("terms"), dict) else None
+
+
+def calibrated_spec(spec: dict, doc: dict | None) -> dict:
+    """``spec`` with measured terms (``load_terms``) over its derived ones; ``spec`` itself when none."""
+    if not doc:
+        return spec
+    terms = {k: float(v) for k, v in doc["terms"].items() if k in ACHIEVABLE or k in LATENCY}
+    return {**spec, "model": {**(spec.get("model") or {}), **terms},
+            "model_basis": f"measured ({doc.get('measured_with', '?')}, {doc.get('measured_at', '?')}) on "
+                           f"{(doc.get('device') or {}).get('gpu_name', 'this GPU')}"}
+
+
 #: cost models by the id of their spec (the specs are module-level constants of the declarations)
 _MODELS: dict = {}
 
@@ -363,5 +409,5 @@ def model_for(spec: dict) -> GpuCostModel:
     return hit[1]
 
 
-__all__ = ["GpuCostModel", "model_for", "SOURCE", "ACHIEVABLE", "LATENCY", "L2_SPEEDUP", "L2_SHARE",
+__all__ = ["GpuCostModel", "model_for", "PCIE_ACHIEVABLE", "COPY_US", "terms_path", "load_terms", "calibrated_spec", "SOURCE", "ACHIEVABLE", "LATENCY", "L2_SPEEDUP", "L2_SHARE",
            "TENSOR_TILES", "CUDA_TILES", "ALIGN"]

@@ -448,7 +448,7 @@ def lower_by_kind(state: FusionState, w: WorkNode, kind: str, make_kernel, preci
 
 
 #: kinds of recurrent layers and LLM operators, lowered by :func:`_lower_sequence_op`
-SEQUENCE_KINDS = ("LSTM", "GRU", "RNN", "Attention", "RotaryEmbedding", "MatMulNBits", "Einsum")
+SEQUENCE_KINDS = ("LSTM", "GRU", "RNN", "Attention", "RotaryEmbedding", "MatMulNBits", "Einsum", "EmbedLayerNorm")
 
 
 def _needs(state: FusionState, w: WorkNode, t: str, what: str) -> list:
@@ -473,6 +473,11 @@ def _lower_sequence_op(state: FusionState, w: WorkNode, kind: str, make_kernel, 
         if len(x) != 3:
             raise Unpriceable(f"{op} node {w.name!r}: input X has rank {len(x)}, expected 3")
         seq, batch = (x[1], x[0]) if int(w.attr("layout", 0) or 0) == 1 else (x[0], x[1])
+        # sequence_lens (input 4): the runtime stops each batch row at its length; a constant one bounds
+        # the steps run, one fed at run time is priced at the full length X allows (its upper bound)
+        lens = state.value(_input(w, 4)) if _input(w, 4) else None
+        if lens is not None and getattr(lens, "size", 0) and lens.dtype != object:
+            seq = max(1, min(seq, int(lens.max())))
         direction = w.attr("direction", "forward") or "forward"
         h = w.attr("hidden_size")
         if h is None:
@@ -487,6 +492,26 @@ def _lower_sequence_op(state: FusionState, w: WorkNode, kind: str, make_kernel, 
         prec = "int8_dynamic" if op == "DynamicQuantizeLSTM" else precision
         # dense: onnxruntime's recurrent kernels have no sparse path (a pruned layer runs the dense GEMMs)
         return make_kernel(kind, p, "0", precision=prec)
+    if kind == "Attention" and op == "QAttention":  # quantize_dynamic's Attention: int8 projection
+        q = _needs(state, w, w.inputs[0], "input")
+        wsh = _needs(state, w, w.inputs[1], "weight")
+        nq = int(w.attr("num_heads", 0) or 0)
+        if nq < 1 or len(q) != 3:
+            raise Unpriceable(f"QAttention node {w.name!r}: needs a num_heads attribute and a 3-D input")
+        p = {"op": "Attention", "batch": q[0], "seq_len": q[1], "past_len": 0, "kv_len": q[1], "num_heads": nq,
+             "kv_heads": nq, "head_size": wsh[-1] // 3 // nq, "qkv_hidden": q[-1], "mask": int(bool(_input(w, 5))),
+             "causal": int(bool(w.attr("unidirectional", 0))), "rotary": 0}
+        if _input(w, 8):
+            p["past_len"] = _needs(state, w, w.inputs[8], "past state")[3]
+        return make_kernel("Attention", p, precision="int8_dynamic")
+    if kind == "EmbedLayerNorm":
+        ids = _needs(state, w, w.inputs[0], "input ids")
+        word = _needs(state, w, w.inputs[2], "word embedding")
+        if len(ids) != 2:
+            raise Unpriceable(f"{op} node {w.name!r}: input ids have rank {len(ids)}, expected 2")
+        p = {"batch": ids[0], "seq_len": ids[1], "hidden": word[-1], "segment": int(bool(_input(w, 1))),
+             "mask": int(bool(_input(w, 7)))}
+        return make_kernel("EmbedLayerNorm", p, precision="int8" if op == "QEmbedLayerNormalization" else "fp32")
     if kind == "Attention":  # a pass that fused an attention graph states its params (latency.fusion.tensorrt)
         params = w.info.get("attention_params") or _attention_params(state, w)
         return make_kernel("Attention", params, precision=precision)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Callable
 
 from ..graph import CONTROL_FLOW, Graph, OpRecord, _value_of
@@ -116,6 +117,9 @@ def normalize_axis(axis, rank):
     return axis + rank if axis < 0 else axis
 
 
+_POS = attrgetter("pos")
+
+
 class FusionState:
     """One model's work graph under a target's passes (see the module docstring)."""
 
@@ -198,10 +202,52 @@ class FusionState:
     # ---- the graph -----------------------------------------------------------------------------
     def reindex(self):
         """Rebuild the live node list (by position) and the producer/consumer index."""
-        self.live = sorted((w for w in self.nodes if not w.dead), key=lambda w: w.pos)
-        self._producer_of: dict = {}
-        self._consumers_of: dict = {}
-        for w in self.live:
+        live = [w for w in self.nodes if not w.dead]
+        live.sort(key=_POS)
+        self.live = live
+        producer_of: dict = {}
+        consumers_of: dict = {}
+        for w in live:
+            for o in w.outputs:
+                if o:
+                    producer_of[o] = w
+            for i, t in enumerate(w.inputs):
+                if t:
+                    c = consumers_of.get(t)
+                    if c is None:
+                        consumers_of[t] = [(w, i)]
+                    else:
+                        c.append((w, i))
+        self._producer_of = producer_of
+        self._consumers_of = consumers_of
+
+    def snapshot(self, nodes) -> list:
+        """What the index knows of ``nodes`` (each once), for :meth:`update_index` after a rewrite of them."""
+        seen: dict = {}
+        for w in nodes:
+            if w is not None and id(w) not in seen:
+                seen[id(w)] = (w, list(w.inputs), list(w.outputs))
+        return list(seen.values())
+
+    def update_index(self, snap: list) -> None:
+        """Bring the producer/consumer index up to date for the nodes of ``snap`` (a :meth:`snapshot`
+        taken before they changed), instead of rebuilding it: afterwards it holds what :meth:`reindex`
+        builds, except for the order of each tensor's consumers and of :attr:`live` (a pass that needs
+        those reindexes)."""
+        gone = {id(w) for w, _, _ in snap}
+        for w, ins, outs in snap:
+            for o in outs:
+                if o and self._producer_of.get(o) is w:
+                    del self._producer_of[o]
+            for t in set(ins):
+                c = self._consumers_of.get(t) if t else None
+                if c:
+                    c[:] = [e for e in c if id(e[0]) not in gone]
+                    if not c:
+                        del self._consumers_of[t]
+        for w, _, _ in snap:
+            if w.dead:
+                continue
             for o in w.outputs:
                 if o:
                     self._producer_of[o] = w

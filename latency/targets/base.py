@@ -103,7 +103,7 @@ class Target:
             best, diffs = closest(cands, host)
             if best is not None:
                 return best, diffs
-        shipped = [c for c in cands if c.origin == "shipped"]
+        shipped = sorted((c for c in cands if c.origin == "shipped"), key=lambda c: Path(c.path).name != self.profile)
         return (shipped or sorted(cands, key=lambda c: c.measured_to or "", reverse=True))[0], []
 
     def profile_path(self) -> Path:

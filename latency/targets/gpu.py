@@ -4,8 +4,9 @@ Each declaration holds the card's spec sheet, every figure with the document it 
 priced by the GPU cost model (:mod:`latency.cost.gpu`) through TensorRT's graph
 (:mod:`latency.fusion.tensorrt`) until a GPU profile is measured: its provenance is ``derived``,
 nothing is measured. TensorRT is the runtime, since the published numbers people compare with are
-TensorRT's; onnxruntime's CUDA execution provider as a second runtime is a later slice (its
-fusions would be a pass list of their own, e.g. starting from :mod:`latency.fusion.generic_gpu`).
+TensorRT's. onnxruntime's CUDA execution provider is the second runtime, as a target variant of each
+card (``t4-ort-cuda``, ...): its own pass list (:mod:`latency.fusion.ort_cuda`), the same spec sheet
+and cost model.
 
 Peak figures are dense (the datasheets quote the tensor-core ones "with sparsity" on the newer
 cards: those are halved here, as the datasheets' own footnotes say). ``fp32``: the CUDA cores'
@@ -13,6 +14,8 @@ FMA peak; ``fp16_cuda``: non-tensor half precision; ``tf32``, ``fp16``, ``int8``
 """
 
 from __future__ import annotations
+
+import json
 
 from .base import Target
 
@@ -48,7 +51,7 @@ _H100_CLOCKS = ("H100 SXM5 clocks: 1.83 GHz at which the tensor peaks are quoted
 
 
 def _spec(name, docs, arch, sm, sm_count, boost_mhz, peaks, mem_gbs, l2_mb, memory, power_w, sources, notes="",
-          model=None, model_basis=""):
+          model=None, model_basis="", pcie_gbs=None):
     """A GPU spec sheet: the figures the cost model reads, each with its source (``sources``); ``model``:
     this card's values of the cost model's terms where they were fitted (``model_basis`` says on what)."""
     peak_gflops = {"fp32": 1000.0 * peaks.get("tf32", peaks["fp32"]), "fp16": 1000.0 * peaks["fp16"],
@@ -61,6 +64,8 @@ def _spec(name, docs, arch, sm, sm_count, boost_mhz, peaks, mem_gbs, l2_mb, memo
         "source": f"the {docs}, through the GPU cost model (latency/cost/gpu.py)",
         "sources": dict(sources), "notes": notes,
         **({"model": dict(model), "model_basis": model_basis} if model else {}),
+        # host link, one direction (GB/s): what copying a network's inputs / outputs costs
+        **({"pcie_gbs": pcie_gbs} if pcie_gbs else {}),
     }
 
 
@@ -69,12 +74,14 @@ T4_SPEC = _spec("NVIDIA T4", "NVIDIA T4 datasheet and Turing whitepaper", "Turin
                 {"fp32": 8.1, "fp16_cuda": 16.2, "fp16": 65.0, "int8": 130.0}, 320, 4.0, "16 GB GDDR6", 70,
                 {"sm_count": f"{_TURING_WP}; {_T4_QUERY}", "boost_mhz": f"{_TURING_WP}; {_T4_QUERY}",
                  "fp32": _T4_DATASHEET, "fp16_cuda": _TURING_WP, "fp16": f"{_T4_DATASHEET} (mixed precision)",
-                 "int8": _T4_DATASHEET, "mem_gbs": _T4_DATASHEET, "l2_mb": f"{_TURING_WP}; {_T4_QUERY}"},
+                 "int8": _T4_DATASHEET, "mem_gbs": _T4_DATASHEET, "l2_mb": f"{_TURING_WP}; {_T4_QUERY}",
+                 "pcie_gbs": f"{_T4_DATASHEET} (x16 PCIe Gen3: 8 GT/s x 16 lanes, 128b/130b, per direction)"},
                 "no TF32 (Turing): fp32 GEMMs run on the CUDA cores",
-                model={"tensor": 0.70, "dram": 0.85, "launch_us": 6.0},
-                model_basis="fitted (grid search) on the 4 'fit' figures of benchmarks/gpu_published.py (NVIDIA "
-                            "demoBERT, TensorRT 8.4.3 on T4); on the 5 held-out T4 figures the error is a median "
-                            "-5.7%, at most 31.6% (benchmarks/results/gpu_published.txt)")
+                model={"tensor": 0.70, "dram": 0.90, "launch_us": 8.0}, pcie_gbs=15.75,
+                model_basis="fitted (grid search) on the 7 'fit' figures of benchmarks/gpu_published.py (NVIDIA "
+                            "demoBERT on TensorRT 8.4.3; mmdeploy's ResNet-50 and ShuffleNetV2 on TensorRT 7.2.3.4; "
+                            "all T4, batch 1); on the 8 held-out T4 figures the error is a median -2.1%, at most "
+                            "34.7% (benchmarks/results/gpu_published.txt)")
 
 #: NVIDIA A10 (Ampere GA102, sm_86), 150 W, 24 GB GDDR6
 A10_SPEC = _spec("NVIDIA A10", "NVIDIA A10 datasheet and GA102 whitepaper", "Ampere", 86, 72, 1695,
@@ -121,32 +128,114 @@ H100_SPEC = _spec("NVIDIA H100-SXM5-80GB", "NVIDIA H100 datasheet and whitepaper
                   "a different target")
 
 
-def _trt_rules(spec):
+def _spec_of(name, spec):
+    """The spec the cost model prices ``name`` with: measured terms over the derived ones where
+    ``latency profile --target NAME`` measured them on such a GPU (:func:`latency.cost.gpu.load_terms`)."""
+    from ..cost.gpu import calibrated_spec, load_terms
+
+    doc = load_terms(name) if name else None
+    if not doc:
+        return spec
+    key = (name, doc.get("measured_at"), json.dumps(doc["terms"], sort_keys=True))
+    hit = _CALIBRATED.get(key)
+    if hit is None:  # one spec object per measurement, so that model_for builds its model once
+        hit = _CALIBRATED[key] = calibrated_spec(spec, doc)
+    return hit
+
+
+_CALIBRATED: dict = {}
+
+
+def _trt_rules(spec, name=None):
     def passes():
         from ..cost.gpu import model_for
         from ..fusion.tensorrt import tensorrt_rules
 
-        return tensorrt_rules(sm=spec["sm"], tf32="tf32" in spec["peak_tflops"], pricer=model_for(spec).price)
+        return tensorrt_rules(sm=spec["sm"], tf32="tf32" in spec["peak_tflops"],
+                              pricer=model_for(_spec_of(name, spec)).price)
     return passes
 
 
-def _cost(spec):
+def _cost(spec, name=None):
     def model():
         from ..cost.gpu import model_for
 
-        return model_for(spec)
+        return model_for(_spec_of(name, spec))
     return model
+
+
+GPU_INSTALL = ("install onnxruntime-gpu (pip install 'latency[gpu]') for the operator sweep, or PyTorch / CuPy "
+               "with CUDA for the micro-benchmark mode")
+
+
+def gpu_backend() -> tuple:
+    """(measuring backend, why not) on this host: ``ort-gpu`` (onnxruntime-gpu with the CUDA or TensorRT
+    execution provider), ``torch`` or ``cupy`` (the micro-benchmark mode), or None and what to install.
+    Light: looks for the driver and the packages, imports only onnxruntime (and torch where it is there)."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    def has(mod):
+        try:
+            return importlib.util.find_spec(mod) is not None
+        except (ImportError, ValueError):
+            return False
+
+    if shutil.which("nvidia-smi") is None and not Path("/dev/nvidia0").exists():
+        return None, f"no NVIDIA GPU on this host (no nvidia-smi, no /dev/nvidia0): run on a GPU host and {GPU_INSTALL}"
+    if has("onnxruntime"):
+        import onnxruntime as ort
+
+        if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()):
+            return "ort-gpu", ""
+    if has("torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch", ""
+    if has("cupy"):
+        return "cupy", ""
+    return None, f"an NVIDIA GPU is here but no GPU runtime is installed: {GPU_INSTALL}"
+
+
+def _host_check(_host) -> str:
+    return gpu_backend()[1]
 
 
 def _gpu(name, spec, isa, what):
     return Target(name, f"{what}, TensorRT (derived from the spec sheet; no profile measured)", "gpu", "tensorrt",
-                  "TensorRT", isa, 1, None, None, spec=spec, fusion=_trt_rules(spec), cost=_cost(spec))
+                  "TensorRT", isa, 1, None, "gpu", spec=spec, fusion=_trt_rules(spec, name), cost=_cost(spec, name),
+                  host_check=_host_check)
 
 
-TARGETS = (
-    _gpu("t4", T4_SPEC, "cuda-sm75", "NVIDIA T4 GPU (Turing, sm_75, 70 W)"),
-    _gpu("a10", A10_SPEC, "cuda-sm86", "NVIDIA A10 GPU (Ampere, sm_86, 150 W)"),
-    _gpu("l4", L4_SPEC, "cuda-sm89", "NVIDIA L4 GPU (Ada Lovelace, sm_89, 72 W)"),
-    _gpu("a100", A100_SPEC, "cuda-sm80", "NVIDIA A100 SXM4 40 GB GPU (Ampere, sm_80)"),
-    _gpu("h100", H100_SPEC, "cuda-sm90", "NVIDIA H100 SXM5 80 GB GPU (Hopper, sm_90)"),
+def _ort_cuda_rules(spec):
+    def passes():
+        from ..fusion.ort_cuda import ort_cuda_rules
+
+        return ort_cuda_rules(sm=spec["sm"], tf32="tf32" in spec["peak_tflops"])
+    return passes
+
+
+# The second runtime is a target variant (``t4-ort-cuda``) rather than a ``--runtime`` option: a target
+# in this registry *is* a device + runtime + provider, and everything keyed by a target name follows
+# from that (a profile's rows and fingerprint in the store, `latency targets`, `latency profile --target`,
+# the pass list a target's declaration names). A runtime flag would make two runtimes share one target
+# name and so one profile; a variant keeps the CUDA EP's measurements apart from TensorRT's, and needs no
+# option on every command that takes --target.
+def _ort_gpu(name, spec, isa, what):
+    return Target(name, f"{what}, onnxruntime CUDA EP (derived from the spec sheet; no profile measured)", "gpu",
+                  "onnxruntime", "CUDAExecutionProvider", isa, 1, None, "gpu", spec=spec, fusion=_ort_cuda_rules(spec),
+                  cost=_cost(spec, name.split("-ort-cuda")[0]), host_check=_host_check)  # the card's measured terms
+
+
+_CARDS = (
+    ("t4", T4_SPEC, "cuda-sm75", "NVIDIA T4 GPU (Turing, sm_75, 70 W)"),
+    ("a10", A10_SPEC, "cuda-sm86", "NVIDIA A10 GPU (Ampere, sm_86, 150 W)"),
+    ("l4", L4_SPEC, "cuda-sm89", "NVIDIA L4 GPU (Ada Lovelace, sm_89, 72 W)"),
+    ("a100", A100_SPEC, "cuda-sm80", "NVIDIA A100 SXM4 40 GB GPU (Ampere, sm_80)"),
+    ("h100", H100_SPEC, "cuda-sm90", "NVIDIA H100 SXM5 80 GB GPU (Hopper, sm_90)"),
 )
+
+TARGETS = tuple(_gpu(*c) for c in _CARDS) + tuple(_ort_gpu(f"{c[0]}-ort-cuda", *c[1:]) for c in _CARDS)
+

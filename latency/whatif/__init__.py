@@ -3,15 +3,17 @@
     from latency import Estimator
     import latency.whatif as whatif
 
-    plan = whatif.prepare(Estimator("x86-avx512-ort"), "resnet50.onnx")   # or Estimator(...).plan(model)
+    plan = whatif.prepare(Estimator("x86-avx512-ort"), "resnet50.onnx")   # or Estimator(...).plan(model),
+                                                                          # or Estimator(...).prepare(model)
     plan.evaluate({"precision": "int8", "fp32_nodes": ["/Conv"]}).total_ms
     plan.evaluate_batch(code_matrix)          # numpy array of ms, one per candidate
     plan.nodes, plan.sensitivity(), plan.pareto(scores, budget_ms=5.0)
     plan.verify(choice)                       # the choice's model rewritten whole and estimated: the reference
 
 ``rewrite`` mirrors the compression tools on the graph (quantize_static QDQ, quantize_dynamic, channel
-pruning), ``structure`` names what a choice can change and who owns each kernel, ``tables`` learns
-from whole-model probes and evaluates, ``plan`` holds the public :class:`Plan`, ``present`` what the
+pruning), ``tools`` runs the fp16 and 4-bit weight-only tools themselves on the model, ``structure``
+names what a choice can change and who owns each kernel, ``tables`` learns from whole-model probes and
+evaluates, ``plan`` holds the public :class:`Plan`, ``present`` what the
 ``latency whatif`` command prints. Nothing is imported until used.
 """
 
@@ -29,7 +31,10 @@ def prepare(estimator, model, shapes=None, batch=None, warm: int = 8):
 
     estimator.prepare()
     graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
-    return Plan(estimator, graph, warm=warm)
+    plan = Plan(estimator, graph, warm=warm)
+    # fp16 / int4-weight are priced by converting the model itself with the tool
+    plan._source = (None if isinstance(model, Graph) else model, shapes, batch)
+    return plan
 
 
 def __getattr__(name):

@@ -8,9 +8,12 @@ A **choice** is a whole-model policy plus per-node overrides::
     {"precision": "int8-dynamic", "sparsity": "2:4", "prune": 0.25}
 
 ``precision``: ``fp32``, ``int8`` (``quantize_static``, QDQ, defaults) or ``int8-dynamic``
-(``quantize_dynamic``); a whole-model precision applies to every node the tool would quantize, a
-whole-model sparsity to every node with a weight, a whole-model prune to every node whose output
-channels can be pruned (the others are listed in the result's notes). A per-node setting that is
+(``quantize_dynamic``); ``fp16`` (``convert_float_to_float16``, ``fp32_nodes`` as its block list) and
+``int4-weight`` (``MatMulNBitsQuantizer``) take no sparsity or prune and are priced by converting the
+model with the tool (:mod:`latency.whatif.tools`, dict choices only); a whole-model precision applies
+to every node the tool would quantize, a whole-model sparsity to every node with a weight, a
+whole-model prune to every node whose output channels can be pruned (the others are listed in the
+result's notes). A per-node setting that is
 not possible is an error naming what is. One candidate uses one reduced precision (the tools make
 one per model). ``sparsity``: a fraction of zero weights (binned as the estimator bins real weights:
 50, 75, 90, 95%) or ``"2:4"``; 0 means the weights as the model holds them. ``prune``: 0, 0.25 or
@@ -30,12 +33,16 @@ from ..errors import LatencyError
 from .rewrite import dynamic_int8, static_qdq
 from .structure import analyse
 from .tables import COEFS, PRUNE_LEVELS, SPARSITY_LEVELS, PricedKernel, Pricer, Tables, finish
+from .tools import TOOL_PRECISIONS
+from .tools import TOOLS as _TOOLS_WHOLE
 
 #: precisions by code digit; the reduced ones are the families a candidate picks one of
 PRECISIONS = ("fp32", "int8", "int8-dynamic")
 FAMILIES = PRECISIONS[1:]
 _TOOL = {"int8": "onnxruntime.quantization.quantize_static (QDQ, defaults)",
          "int8-dynamic": "onnxruntime.quantization.quantize_dynamic (defaults)"}
+# precisions priced by running the tool itself on the model (see :mod:`latency.whatif.tools`): dict choices only
+_TOOL.update(_TOOLS_WHOLE)
 #: the table precision each family's kernels need data for
 _DATA_PRECISION = {"int8": "int8", "int8-dynamic": "int8_dynamic"}
 _NS, _NP = len(SPARSITY_LEVELS), len(PRUNE_LEVELS)
@@ -158,7 +165,9 @@ class Plan:
     exact where the plan has fused the situation, otherwise from the most similar situation it has
     fused (:meth:`exactness` says which; measured on random mixes: see
     ``benchmarks/results/whatif_speed.txt``). :meth:`verify` and ``evaluate_batch(..., refine=n)``
-    fuse and price candidates whole. Not priced yet: fp16, 4-bit weight-only, models with If/Loop
+    fuse and price candidates whole. ``fp16`` and ``int4-weight`` (dict choices only, no matrix codes)
+    are priced by converting the model with the tool and estimating it whole (:mod:`latency.whatif.tools`).
+    Not priced yet: models with If/Loop
     bodies (their kernels are taken as the plain model's), more than one reduced precision in one
     candidate.
     """
@@ -445,7 +454,11 @@ class Plan:
 
     def _precision_index(self, prec) -> int:
         if prec not in PRECISIONS:
-            raise InvalidChoice(f"unknown precision {prec!r}; valid: {', '.join(PRECISIONS)}")
+            if prec in TOOL_PRECISIONS:
+                raise InvalidChoice(f"{prec} has no matrix code and no Pareto front (it is priced by converting the "
+                                    f"model with the tool): ask evaluate / evaluate_batch with dict choices; "
+                                    f"families here: {', '.join(self.families)}")
+            raise InvalidChoice(f"unknown precision {prec!r}; valid: {', '.join(PRECISIONS + TOOL_PRECISIONS)}")
         if prec != "fp32" and prec not in self.families:
             raise InvalidChoice(self.missing_data.get(prec, f"precision {prec} is not available"))
         return PRECISIONS.index(prec)
@@ -467,6 +480,17 @@ class Plan:
         """Total ms per candidate: ``choices`` a list of dict choices or an int matrix of codes
         (candidates x :attr:`units`). ``refine``: probe (fuse and price whole) up to that many of the
         candidates not priced exactly, most uncertain first, before answering (see :meth:`exactness`)."""
+        if not isinstance(choices, np.ndarray):
+            choices = list(choices)
+            whole = [i for i, c in enumerate(choices) if _tool_claims(c)]
+            if whole:
+                ms = np.full(len(choices), np.nan)
+                for i in whole:
+                    ms[i] = self.tool_path.estimate(choices[i])[1].total_ms
+                rest = [i for i in range(len(choices)) if i not in set(whole)]
+                if rest:
+                    ms[rest] = self.evaluate_batch([choices[i] for i in rest], refine)
+                return ms
         codes = self._as_codes(choices)
         ms, _, _ = self._eval(codes, refine, need_exact=False)
         return ms
@@ -530,6 +554,8 @@ class Plan:
 
     def evaluate(self, choice) -> WhatIf:
         """The full answer for one choice: an :class:`~latency.Estimate`-like breakdown (see :class:`WhatIf`)."""
+        if _tool_claims(choice):
+            return self.tool_path.evaluate(choice)
         codes = self.codes([choice]) if isinstance(choice, dict) else self._as_codes(np.asarray(choice)[None, :])
         ms, exact, states = self._eval(codes, want_state=True)
         ((name, _), (_, state, bits_, pr_, sp_)), = states.items()
@@ -560,6 +586,8 @@ class Plan:
     def verify(self, choice):
         """The full re-estimate of a choice: the model rewritten as the tool would (real weights), then
         :meth:`latency.Estimator.estimate` (the reference every table price is checked against)."""
+        if _tool_claims(choice):
+            return self.tool_path.estimate(choice)[1]
         return self.estimator.estimate(self.rewritten(choice).graph)
 
     def _changes(self, mine, base, est) -> list:
@@ -691,11 +719,15 @@ class Plan:
                     out[r, k] = per.get(o, 0.0)
         return out
 
-    def sensitivity(self):
+    def sensitivity(self, tools: bool = True):
         """pandas DataFrame, one row per choosable node: the change of the model's total (ms, negative =
         faster) when only that node takes each alternative (int8, int8-dynamic, sparse50 ... 2:4,
-        prune25, prune50); NaN where the node cannot take it. ``attrs["notes"]`` says where sparsity
-        shows no gain on this target."""
+        prune25, prune50), with fp16 and int4-weight priced through the tools
+        (:mod:`latency.whatif.tools`); NaN where the node cannot take it, and a whole column NaN with a
+        note where the target has no data for it. ``attrs["notes"]`` says where sparsity shows no gain
+        on this target and ``attrs["sparsity_gain"]`` is False there. ``tools=False``: leave the fp16 and
+        int4-weight columns NaN (each of their entries converts the model with the tool and estimates it
+        whole: about 0.3-0.4 s per node on ResNet-50 or BERT-mini, see benchmarks/whatif_tools.py)."""
         import pandas as pd
 
         U = len(self.units)
@@ -720,7 +752,46 @@ class Plan:
         df.insert(0, "node", self.units)
         df.attrs["notes"] = [n for n in self.notes if n.startswith("sparsity")]
         df.attrs["baseline_ms"] = self.baseline_ms
+        self._tool_sensitivity(df, tools)
         return df
+
+    @property
+    def tool_path(self):
+        """The fp16 / int4-weight candidates (:class:`latency.whatif.tools.ToolPath`), made when first used."""
+        tp = self.__dict__.get("_tool_path")
+        if tp is None:
+            from .tools import ToolPath
+
+            src, shapes, batch = getattr(self, "_source", (None, None, None))
+            tp = self._tool_path = ToolPath(self, src, shapes, batch)
+        return tp
+
+    def _tool_sensitivity(self, df, tools: bool = True) -> None:
+        """Complete a sensitivity table: a column for every reduced precision (NaN, with a note, where the
+        target has no data), fp16 and int4-weight priced through the tools, and whether sparsity gains here."""
+        notes = df.attrs.get("notes", [])
+        at = 2
+        for f in FAMILIES:
+            if f not in df.columns:
+                df.insert(at, f, np.nan)
+                notes.append(self.missing_data.get(f, f"{f}: no data"))
+            at += 1
+        for prec in TOOL_PRECISIONS:
+            tp = self.tool_path
+            why = "not computed (sensitivity(tools=False))"
+            if tools:
+                try:
+                    tp.check(prec)
+                    why = ""
+                except LatencyError as e:
+                    why = str(e)
+            df.insert(at, prec, tp.single(prec, self.units) if not why else np.nan)
+            at += 1
+            if why:
+                notes.append(f"{prec}: {why}")
+        gain = not any(n.startswith("sparsity") for n in self.notes)
+        df.attrs["notes"] = notes
+        df.attrs["sparsity_gain"] = gain
 
     def pareto(self, scores, budget_ms: float | None = None, family: str = "int8") -> ParetoFront:
         """The mixed-precision front from all-``family`` to all-fp32: nodes fall back to fp32 in order of
@@ -955,3 +1026,9 @@ def _sparsify(rw, st, sparsity, family):
             thr = np.partition(np.abs(w).reshape(-1), k - 1)[k - 1] if k else -1
             w = np.where(np.abs(w) <= thr, 0, w).astype(w.dtype)
         cv._extra[wname] = w
+
+
+def _tool_claims(choice) -> bool:
+    from .tools import claims
+
+    return claims(choice)

@@ -9,11 +9,15 @@ def choice_from_flags(precision=None, fp32_nodes=None, sparsity=None, prune=None
     ``prune_nodes`` comma-separated names; ``prune`` applies to ``prune_nodes`` when given (refused there
     when impossible), else to every node that can be pruned."""
     from .plan import PRECISIONS, InvalidChoice, prune_digit, sparsity_digit
+    from .tools import TOOL_PRECISIONS
 
     choice: dict = {}
     if precision:
-        if precision not in PRECISIONS:
-            raise InvalidChoice(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        if precision not in PRECISIONS + TOOL_PRECISIONS:
+            raise InvalidChoice(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS + TOOL_PRECISIONS)}")
+        if precision in TOOL_PRECISIONS and (sparsity not in (None, "") or prune not in (None, "")):
+            raise InvalidChoice(f"--precision {precision} cannot be combined with --sparsity or --prune (one candidate "
+                                f"is converted by one tool); valid with it: --fp32-nodes")
         choice["precision"] = precision
     if fp32_nodes:
         choice["fp32_nodes"] = [n for n in fp32_nodes.split(",") if n]

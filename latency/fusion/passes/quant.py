@@ -50,6 +50,9 @@ def qdq(state: FusionState) -> None:
         if not has_q:
             if w.op not in ("MatMul", "Gemm") or chain:
                 continue
+        # the index is updated for the nodes this unit changes, not rebuilt
+        snap = state.snapshot([w, *dqs, *chain, q if has_q else None] +
+                              [state.producer(t) for i, t in enumerate(w.inputs) if i not in idx and t])
         members = list(w.members)
         new_inputs = list(w.inputs)
         for i, d in zip(idx, dqs):
@@ -84,7 +87,8 @@ def qdq(state: FusionState) -> None:
             w.outputs = list(q.outputs)
             w.pos = max(w.pos, q.pos, *[c.pos for c in chain]) if chain else max(w.pos, q.pos)
             q.dead = True
-        state.reindex()
+        state.update_index(snap)
+    state.reindex()
     # EnsureUniqueDQForNodeUnit: a DQ feeding several consumers is duplicated, one per consumer;
     # the copies inside int8 units vanish, every other consumer keeps a DQ kernel
     for d in list(state.live):

@@ -1,0 +1,241 @@
+"""The ARM64 path: derived named-core profiles, host matching by CPU part, the standalone profiler
+without the heavy dependencies, and (under qemu-user, when available) the profiler and onnxruntime's
+own arm64 optimized graph on an emulated Neoverse-N1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT / "tables"
+CORES = {"neoverse-n1": "Neoverse-N1", "cortex-a76": "Cortex-A76"}
+
+#: modules the standalone profiler must not need (a device has onnxruntime, onnx and numpy only)
+HEAVY = ("sqlite_utils", "pandas", "click", "xgboost", "matplotlib", "sklearn")
+
+
+# -- derived profiles ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("core", sorted(CORES))
+def test_derived_profile_is_small_labelled_and_names_its_core(core):
+    from latency.profiles import read_profile
+
+    path = TABLES / f"arm64-ort.{core}.db"
+    assert path.stat().st_size < 3 * 2 ** 20
+    (info,) = read_profile(path, "shipped")
+    assert info.target == "arm64-ort" and info.provenance == "derived"
+    assert info.device["arch"] == "aarch64" and info.device["cpu_model"] == CORES[core]
+    assert {"asimd", "asimddp", "fphp"} <= set(info.device["cpu_flags"]) and info.device["vendor"] == "ARM"
+    assert "derive_arm" in info.note and info.rows_ok > 1000
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
+        sources = dict(c.execute("SELECT source, count(*) FROM measurements GROUP BY source").fetchall())
+        kinds = {r[0] for r in c.execute("SELECT DISTINCT kind FROM measurements")}
+        precs = {r[0] for r in c.execute("SELECT DISTINCT precision FROM measurements WHERE kind='Conv'")}
+    assert set(sources) == {"derived"}
+    assert "Reorder" not in kinds and {"Conv", "MatMul", "Elementwise"} <= kinds  # no NCHWc on ARM
+    assert {"fp32", "fp16", "int8"} <= precs
+
+
+def test_derivation_scales_compute_and_memory_bound_rows_differently():
+    from latency.ops import Config
+    from profilers.derive_arm import CORES as SPECS, scale
+
+    with sqlite3.connect(f"file:{TABLES / 'x86-avx512-ort.db'}?mode=ro", uri=True) as c:
+        def biggest(kind):
+            sql = ("SELECT key FROM measurements WHERE kind=? AND precision='fp32' AND error IS NULL "
+                   "ORDER BY latency_us DESC LIMIT 1")
+            return Config.from_key(c.execute(sql, (kind,)).fetchone()[0])
+        gemm, add = biggest("MatMul"), biggest("Elementwise")
+    n1, a76 = SPECS["neoverse-n1"], SPECS["cortex-a76"]
+    # 4x fewer FLOP/cycle at a similar clock: a large GEMM is ~4x slower than on the Zen 5 core
+    assert 3.0 < scale(gemm, 100.0, n1) / 100.0 < 4.5
+    # fp16 has real kernels on these cores: twice the fp32 rate
+    assert scale(gemm, 100.0, n1, "fp16") < 0.6 * scale(gemm, 100.0, n1)
+    # a large memory-bound op moves with DRAM bandwidth, less than a GEMM with FLOPs; the A76's SoC has less
+    assert scale(add, 100.0, n1) < scale(gemm, 100.0, n1)
+    assert scale(add, 100.0, a76) > 1.5 * scale(add, 100.0, n1)
+
+
+def test_arm_host_gets_the_closest_named_core():
+    from latency.profiles import closest, read_profile
+
+    cands = [i for core in CORES for i in read_profile(TABLES / f"arm64-ort.{core}.db", "shipped")]
+    base = {"kind": "cpu", "vendor": "ARM", "arch": "aarch64", "cpu_flags": ["asimd", "asimddp", "fphp"],
+            "runtime": "onnxruntime"}
+    best, _ = closest(cands, dict(base, cpu_model="Cortex-A76", cpu_family_model="8/0xd0b", l2_mb=0.5, llc_mb=2.0))
+    assert best.device["cpu_model"] == "Cortex-A76"
+    best, diffs = closest(cands, dict(base, cpu_model="Neoverse-N1", cpu_family_model="8/0xd0c", l2_mb=1.0,
+                                      llc_mb=32.0))
+    assert best.device["cpu_model"] == "Neoverse-N1" and diffs == []
+    # a newer core with i8mm and SVE: the features are compared and said
+    best, diffs = closest(cands, dict(base, cpu_model="Neoverse-V1", cpu_flags=base["cpu_flags"] + ["i8mm", "sve"],
+                                      l2_mb=1.0, llc_mb=32.0))
+    assert best.device["cpu_model"] == "Neoverse-N1" and any("+i8mm" in d and "+sve" in d for d in diffs)
+    # an x86 host never gets an ARM profile
+    best, _ = closest(cands, dict(base, arch="x86_64"))
+    assert best is None
+
+
+def test_read_cpu_names_the_arm_part(tmp_path, monkeypatch):
+    import builtins
+
+    from latency import profiles
+    from profilers.standalone_qemu import FAKE_CPUINFO
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(FAKE_CPUINFO.format(n=0))
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(fake if f == "/proc/cpuinfo" else f, *a, **k))
+    cpu = profiles.read_cpu()
+    assert cpu["cpu_model"] == "Neoverse-N1" and cpu["vendor"] == "ARM" and cpu["cpu_family_model"] == "8/0xd0c"
+    assert {"asimd", "asimddp", "fphp"} <= set(cpu["cpu_flags"]) and "evtstrm" not in cpu["cpu_flags"]
+
+
+def test_estimate_arm64_on_any_host_says_derived(tmp_path):
+    from click.testing import CliRunner
+
+    import onnx
+    from latency.cli import main
+    from tests.models import small_cnn
+
+    p = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), p)
+    r = CliRunner().invoke(main, ["estimate", str(p), "--target", "arm64-ort", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output[r.output.index("{"):])
+    assert out["total_ms"] > 0
+    assert any("derived, not measured" in w for w in out["warnings"])
+    assert "neoverse-n1" in json.dumps(out)
+    r = CliRunner().invoke(main, ["targets"])
+    assert r.exit_code == 0 and r.output.count("derived on ARM") == 2
+
+
+# -- the standalone profiler ------------------------------------------------------------------------
+
+_BLOCK = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {heavy!r}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, _Block())
+from profilers.standalone import main
+rc = main(sys.argv[1:])
+assert not ({heavy!r} & set(m.split(".")[0] for m in sys.modules if sys.modules[m] is not None
+            and not getattr(sys.modules[m], "__name__", "").startswith("profilers.standalone"))), sorted(sys.modules)
+sys.exit(rc)
+"""
+
+
+def test_standalone_profiler_needs_only_the_standard_library_store(tmp_path):
+    db = tmp_path / "f.db"
+    code = _BLOCK.format(heavy=set(HEAVY))
+    r = subprocess.run([sys.executable, "-c", code, "--target", "fake", "--db", str(db), "--plan", "quick",
+                        "--limit", "5"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "5 measured" in r.stdout and "sqlite3 (stdlib)" in r.stdout
+    from latency.store import Store
+
+    with Store(db, readonly=True) as st:  # the same schema the full tool reads
+        (t,) = st.targets()
+        assert t["name"] == "fake" and st.target_summary(t["target_id"])["rows_ok"] == 5
+    # bad input: one line, non-zero
+    r = subprocess.run([sys.executable, "-m", "profilers.standalone", "--target", "x86-avx2-ort", "--db",
+                        str(tmp_path / "x.db"), "--limit", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, LATENCY_EMULATED=""))
+    if r.returncode != 0:
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+# -- under qemu-user ---------------------------------------------------------------------------------
+
+_RUNTIME_GRAPH = """
+import json, sys
+from profilers.runtime_graph import runtime_kernel_summary
+def enc(k):
+    return [enc(x) for x in k] if isinstance(k, tuple) else k
+json.dump({p: [[enc(k), v] for k, v in runtime_kernel_summary(p).items()] for p in sys.argv[2:]},
+          open(sys.argv[1], "w"))
+"""
+
+
+def _tup(k):
+    return tuple(_tup(x) for x in k) if isinstance(k, list) else k
+
+
+@pytest.fixture(scope="module")
+def qemu_arm():
+    from profilers import standalone_qemu as q
+
+    why = q.missing()
+    if why:
+        pytest.skip(f"qemu-user ARM environment unavailable: {why}")
+    try:
+        cache = q.build()
+    except (RuntimeError, OSError) as e:
+        pytest.skip(f"could not build the aarch64 root (network?): {str(e)[:300]}")
+    return q, cache
+
+
+@pytest.fixture(scope="module")
+def arm_src(tmp_path_factory):
+    """latency/ and profilers/ as a hardware team copies them (no shipped tables)."""
+    src = tmp_path_factory.mktemp("armsrc")
+    for d in ("latency", "profilers"):
+        shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__", "tables"))
+    return src
+
+
+def test_profiler_under_qemu_writes_an_emulated_neoverse_n1_profile(qemu_arm, arm_src, tmp_path):
+    q, cache = qemu_arm
+    db = tmp_path / "arm.db"
+    r = q.run(["-m", "profilers.standalone", "--db", db, "--plan", "quick", "--limit", "4", "--fast"],
+              cache=cache, pythonpath=[arm_src], cwd=arm_src, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[emulated]" in r.stdout and "Neoverse-N1" in r.stdout
+    from latency.profiles import read_profile
+
+    (info,) = read_profile(db, "user")
+    assert info.target == "arm64-ort" and info.provenance == "emulated" and "qemu" in info.note
+    assert info.device["arch"] == "aarch64" and info.device["cpu_model"] == "Neoverse-N1"
+    assert info.device["vendor"] == "ARM" and {"asimd", "asimddp"} <= set(info.device["cpu_flags"])
+    assert info.device["cpu_family_model"] == "8/0xd0c" and info.rows_ok + info.rows_failed == 4
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT source, latency_us FROM measurements").fetchall()
+    assert rows and all(s == "emulated" for s, _ in rows)
+    assert all(us is None or us > 0 for _, us in rows)
+
+
+def test_arm64_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):
+    import onnx
+
+    from latency.fusion import ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, compare_summaries, fuse, kernel_summary
+    from latency.graph import load_graph
+    from profilers import zoo
+
+    q, cache = qemu_arm
+    paths = []
+    for name in ("resnet20_cifar", "mobilenet_v2_050_128"):
+        paths.append(tmp_path / f"{name}.onnx")
+        onnx.save(zoo.build(name), paths[-1])
+    script, out = tmp_path / "rg.py", tmp_path / "rg.json"
+    script.write_text(_RUNTIME_GRAPH)
+    r = q.run([script, out, *paths], cache=cache, cpu="neoverse-n1", pythonpath=[arm_src], cwd=arm_src, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for p, items in json.loads(out.read_text()).items():
+        runtime = Counter({_tup(k): v for k, v in items})
+        assert runtime["conv_sum"] > 0 and not runtime["reorder"]  # residual Add fused, no NCHWc
+        g = load_graph(p)
+        ours, _ = fuse(g, ORT_CPU_ARM64_RULES)
+        assert compare_summaries(kernel_summary(ours), runtime) == {}, p
+        x86, _ = fuse(g, ORT_CPU_X86_RULES(16))
+        assert compare_summaries(kernel_summary(x86), runtime) != {}  # the x86 list does not describe ARM
