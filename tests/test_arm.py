@@ -30,7 +30,7 @@ def test_derived_profile_is_small_labelled_and_names_its_core(core):
     from latency.profiles import read_profile
 
     path = TABLES / f"arm64-ort.{core}.db"
-    assert path.stat().st_size < 3 * 2 ** 20
+    assert path.stat().st_size < 5 * 2 ** 20  # the wheel ships it
     (info,) = read_profile(path, "shipped")
     assert info.target == "arm64-ort" and info.provenance == "derived"
     assert info.device["arch"] == "aarch64" and info.device["cpu_model"] == CORES[core]

@@ -54,7 +54,12 @@ def test_prune_writes_a_smaller_model_that_runs(lenet):
     w = next(n.input[1] for n in m.graph.node if n.name == head)
     assert after[w].shape[0] == max(1, round(before[w].shape[0] * 0.5))
     assert _run(small)[0].shape == _run(m)[0].shape
-    assert plan.evaluate(choice).total_ms < plan.baseline_ms
+    # the what-if's price of the choice is the estimate of the file really pruned (lenet is too small for
+    # pruning to be reliably faster: on some profiles its 17 us total moves by under 2% either way)
+    from latency.graph import load_graph
+
+    whole = Estimator("x86-avx512-ort").prepare().estimate(load_graph(small)).total_ms
+    assert abs(plan.evaluate(choice).total_ms / whole - 1) < 0.03
 
 
 def test_sparsity_zeroes_half_of_each_weight(lenet):
