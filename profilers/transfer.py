@@ -30,7 +30,7 @@ from pathlib import Path
 
 from latency.errors import LatencyError
 from latency.ops import Config
-from latency.profiles import (INCOMPLETE, ProfileInfo, companion, discover, host_device, is_shipped, read_cpu, read_profile,
+from latency.profiles import (INCOMPLETE, ProfileInfo, companion, discover, host_device, is_shipped, read_profile,
                               user_profiles_dir, write_device_record)
 from latency.store import Store
 from latency.transfer import (MIN_PROBES, TRANSFERRED, TransferError, TransferModel, fit_transfer, group_of,

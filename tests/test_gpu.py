@@ -242,7 +242,8 @@ def test_trt_gemm_transpose_reads_the_operand_transposed():
     assert k.kind == "MatMul" and k.params["trans_b"] == 1 and set(k.nodes) == {"tr", "mm"}
 
 
-def test_trt_layernorm_and_skip_layernorm_give_one_normalization_kernel():
+def _skip_layernorm():
+    """A residual Add and a LayerNorm written out in primitive ops, as exporters write it."""
     c = {n: numpy_helper.from_array(np.float32(v), n) for n, v in (("two", 2.0), ("eps", 1e-5))}
     nodes = [helper.make_node("Add", ["x", "r"], ["s"], name="res"),
              helper.make_node("ReduceMean", ["s"], ["mu"], axes=[-1], name="rm1"),
@@ -250,7 +251,11 @@ def test_trt_layernorm_and_skip_layernorm_give_one_normalization_kernel():
              helper.make_node("ReduceMean", ["p"], ["var"], axes=[-1], name="rm2"),
              helper.make_node("Add", ["var", "eps"], ["ve"], name="addeps"),
              helper.make_node("Sqrt", ["ve"], ["sd"], name="sqrt"), helper.make_node("Div", ["d", "sd"], ["y"], name="div")]
-    ks, _ = _kernels(_model(nodes, [("x", F, [1, 4, 32]), ("r", F, [1, 4, 32])], ["y"], c.values(), opset=13))
+    return _model(nodes, [("x", F, [1, 4, 32]), ("r", F, [1, 4, 32])], ["y"], c.values(), opset=13)
+
+
+def test_trt_layernorm_and_skip_layernorm_give_one_normalization_kernel():
+    ks, _ = _kernels(_skip_layernorm())
     assert [(k.kind, k.params["skip"]) for k in ks] == [("LayerNorm", 1)] and "res" in ks[0].nodes
 
 

@@ -14,7 +14,7 @@ from latency.fusion.ort_cuda import ORT_CUDA_PASSES, ORT_CUDA_SOURCES, ORT_SOURC
 from latency.graph import load_graph
 from latency.targets import get_target
 from models import small_cnn
-from test_gpu import F, _attention, _conv, _ffn, _model, _qdq_block, helper, np, numpy_helper
+from test_gpu import F, _attention, _conv, _ffn, _model, _qdq_block, _skip_layernorm, helper, np, numpy_helper
 
 CARDS = ("t4", "a10", "l4", "a100", "h100")
 
@@ -92,14 +92,7 @@ def test_gelu_fuses_the_erf_pattern_into_one_kernel_after_the_gemm_took_the_bias
 
 
 def test_layernorm_and_skip_layernorm_give_one_normalization_kernel():
-    c = {n: numpy_helper.from_array(np.float32(v), n) for n, v in (("two", 2.0), ("eps", 1e-5))}
-    nodes = [helper.make_node("Add", ["x", "r"], ["s"], name="res"),
-             helper.make_node("ReduceMean", ["s"], ["mu"], axes=[-1], name="rm1"),
-             helper.make_node("Sub", ["s", "mu"], ["d"], name="sub"), helper.make_node("Pow", ["d", "two"], ["p"], name="pow"),
-             helper.make_node("ReduceMean", ["p"], ["var"], axes=[-1], name="rm2"),
-             helper.make_node("Add", ["var", "eps"], ["ve"], name="addeps"),
-             helper.make_node("Sqrt", ["ve"], ["sd"], name="sqrt"), helper.make_node("Div", ["d", "sd"], ["y"], name="div")]
-    ks, _ = _kernels(_model(nodes, [("x", F, [1, 4, 32]), ("r", F, [1, 4, 32])], ["y"], c.values(), opset=13))
+    ks, _ = _kernels(_skip_layernorm())
     assert [(k.kind, k.params["skip"]) for k in ks] == [("LayerNorm", 1)] and "res" in ks[0].nodes
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import sysconfig
 
-import pytest
 from click.testing import CliRunner
 
 import latency.profiles as P
@@ -34,15 +33,6 @@ def _profile(path, target, device, provenance="measured"):
         st.ensure_target(target, fp)
         P.write_device_record(st, target, device, provenance)
     return path
-
-
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    shipped, home = tmp_path / "shipped", tmp_path / "home"
-    shipped.mkdir()
-    monkeypatch.setenv("LATENCY_TABLES", str(shipped))
-    monkeypatch.setenv("LATENCY_HOME", str(home))
-    return shipped, home / "profiles"
 
 
 def test_shipped_profiles_are_package_data_and_readable_read_only(tmp_path):

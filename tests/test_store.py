@@ -213,7 +213,7 @@ def test_merge_of_two_devices_under_one_name_refuses_or_keeps_both(tmp_path):
     assert "cpu_flags ['avx2', 'fma'] here vs ['avx2', 'avx512f'] there" in r.output
     r = CliRunner().invoke(main, ["db", "merge", "--db", str(a), "--keep-both", str(b)])
     assert r.exit_code == 0, r.output
-    assert f"3 new" in r.output and f"cpu-a kept as cpu-a@{tb[:8]}" in r.output
+    assert "3 new" in r.output and f"cpu-a kept as cpu-a@{tb[:8]}" in r.output
     with Store(a) as sa:
         names = {t["name"]: t["target_id"] for t in sa.targets()}
         assert names == {"cpu-a": ta, f"cpu-a@{tb[:8]}": tb}

@@ -124,15 +124,6 @@ def test_description_model_uses_what_is_known():
     assert float(identity_model().ratio("Conv", "fp32", 10)[0]) == 1.0
 
 
-@pytest.fixture
-def dirs(tmp_path, monkeypatch):
-    shipped, home = tmp_path / "shipped", tmp_path / "home"
-    shipped.mkdir()
-    monkeypatch.setenv("LATENCY_TABLES", str(shipped))
-    monkeypatch.setenv("LATENCY_HOME", str(home))
-    return shipped, home / "profiles"
-
-
 def _base_profile(path, target="x86-avx512-ort", device=EPYC4):
     """A base profile measured "elsewhere": the small CNN's kernels and some quick-plan rows, each
     priced 2x what this host would take (roughly), with another device's fingerprint and record."""

@@ -67,17 +67,23 @@ def _digits(code):
     return _DIG[0][code], _DIG[1][code], _DIG[2][code]
 
 
+def _ratio(what: str, value, expected: str, hint: str) -> float:
+    """``value`` as a float in [0, 1), else InvalidChoice saying what ``what`` expects."""
+    try:
+        r = float(value)
+    except (TypeError, ValueError):
+        raise InvalidChoice(f"{what} {value!r} is not {expected}") from None
+    if not 0.0 <= r < 1.0:
+        raise InvalidChoice(f"{what} {value!r} is outside [0, 1); {hint}")
+    return r
+
+
 def sparsity_digit(value) -> int:
     """Sparsity digit of a ratio or "2:4": 0 (as the model holds it) below 25% zeros, else the bin the
     estimator gives a weight with that fraction of zeros."""
     if isinstance(value, str) and value.strip() == "2:4":
         return SPARSITY_LEVELS.index("2:4")
-    try:
-        r = float(value)
-    except (TypeError, ValueError):
-        raise InvalidChoice(f"sparsity {value!r} is not a ratio in [0, 1) or '2:4'") from None
-    if not 0.0 <= r < 1.0:
-        raise InvalidChoice(f"sparsity {value!r} is outside [0, 1); give a fraction of zero weights or '2:4'")
+    r = _ratio("sparsity", value, "a ratio in [0, 1) or '2:4'", "give a fraction of zero weights or '2:4'")
     for hi, digit in ((0.25, 0), (0.625, 1), (0.825, 2), (0.925, 3)):
         if r < hi:
             return digit
@@ -85,12 +91,7 @@ def sparsity_digit(value) -> int:
 
 
 def prune_digit(value) -> int:
-    try:
-        r = float(value)
-    except (TypeError, ValueError):
-        raise InvalidChoice(f"prune {value!r} is not a ratio in [0, 1)") from None
-    if not 0.0 <= r < 1.0:
-        raise InvalidChoice(f"prune {value!r} is outside [0, 1); valid: {', '.join(map(str, PRUNE_LEVELS))}")
+    r = _ratio("prune", value, "a ratio in [0, 1)", f"valid: {', '.join(map(str, PRUNE_LEVELS))}")
     for i, lv in enumerate(PRUNE_LEVELS):
         if abs(r - lv) < 1e-9:
             return i
