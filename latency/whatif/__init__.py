@@ -32,8 +32,13 @@ def prepare(estimator, model, shapes=None, batch=None, warm: int = 8):
     estimator.prepare()
     graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
     plan = Plan(estimator, graph, warm=warm)
-    # fp16 / int4-weight are priced by converting the model itself with the tool
-    plan._source = (None if isinstance(model, Graph) else model, shapes, batch)
+    # fp16 / int4-weight are priced by converting the model itself with the tool, later: a ModelProto is
+    # copied now (36 ms for ResNet-50), so a caller that changes it afterwards does not change the answers
+    src = None if isinstance(model, Graph) else model
+    if src is not None and not isinstance(src, (str, bytes, bytearray)) and hasattr(src, "CopyFrom"):
+        src = type(src)()
+        src.CopyFrom(model)
+    plan._source = (src, shapes, batch)
     return plan
 
 
