@@ -71,6 +71,8 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
         if op in ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcFusedConv"):
             wi = 3 if op == "QLinearConv" else 1
             ws = inits.get(n.input[wi]) if len(n.input) > wi else None
+            if ws is None and len(n.input) > wi:  # a weight read through a DequantizeLinear kernel
+                ws = tshape.get(n.input[wi])
             cout = ws[0] if ws else None
             if n.domain == "com.microsoft.nchwc":
                 base_t = _NCHWC_NAME.sub("", n.name)

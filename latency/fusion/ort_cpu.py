@@ -26,7 +26,8 @@ ARM64_PASSES = tuple(p for p in X86_PASSES if p is not NCHWC)
 def ORT_CPU_X86_RULES(block: int = 8) -> FusionRules:
     """onnxruntime CPU EP on x86-64 at ORT_ENABLE_ALL. ``block``: 8 (AVX2) or 16 (AVX-512)."""
     return FusionRules(name=f"ort-cpu-x86-nchwc{block}", passes=X86_PASSES, nchwc=True, nchwc_block=int(block),
-                       conv_add=True, qdq_nhwc=True, fp16_as_fp32=True)
+                       conv_add=True, qdq_nhwc=True, fp16_as_fp32=True,
+                       qdq_int8_allowed=False)
 
 
 #: onnxruntime CPU EP on arm64 (Neoverse-N1 class): no NCHWc; Conv(+bias)+Add(+act) -> FusedConv

@@ -64,6 +64,11 @@ class FusionRules:
     skip_layernorm: bool = True
     #: DQ -> op -> Q node units -> int8 kernels; standalone Q/DQ -> Quant kernels
     qdq: bool = True
+    #: int8 (signed) activations may run int8 convs and MatMuls (QDQIsInt8Allowed: true on arm64 only).
+    #: False (x86-64): a Q -> DQ pair whose Q feeds that one DQ becomes uint8 (QDQS8ToU8Transformer, and int8
+    #: constant weights become uint8); a unit whose activations stay int8 (a Q read by several DQs) is not
+    #: fused and runs in float between its Q/DQ kernels
+    qdq_int8_allowed: bool = True
     #: int8 convs / pools run NHWC: Transpose kernels where int8 regions start and end
     qdq_nhwc: bool = False
     #: DynamicQuantizeLinear + MatMulInteger/ConvInteger (+ Cast, Mul, Add) -> int8_dynamic kernel

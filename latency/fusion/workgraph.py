@@ -139,6 +139,8 @@ class FusionState:
         self.synthetic_shapes: dict = {}
         #: tensors each layout pass left in its layout ("blocked": NCHWc, "nhwc"), for latency.whatif
         self.layouts: dict = {}
+        #: tensor -> the element type a pass gave it (a Q/DQ pair or a weight the runtime turned to uint8)
+        self.dtype_override: dict = {}
         for r in graph.ops:
             if r.foldable:
                 continue
@@ -168,6 +170,8 @@ class FusionState:
         return s
 
     def dtype(self, name):
+        if name in self.dtype_override:
+            return self.dtype_override[name]
         if name in self.synthetic_shapes:
             name = name.rsplit("/untransposed", 1)[0]
         t = self.graph.tensors.get(self.shape_alias.get(name, name))

@@ -135,11 +135,17 @@ class Tables:
         def ccols(o):  # a shared constant's DQ decides whether a pattern (LayerNorm's eps) still matches
             return [self.Q0 + self.q_index[t] for t in o.consts if t in self.q_index]
 
+        def sibling_bits(o):
+            # the units that quantize the owner's tensors: how many DQs read a Q decides whether the
+            # runtime keeps it int8 (several) or turns it uint8 (one), and so whether a unit fuses
+            return [u for t in list(o.inputs) + list(o.tensors) if t in self.q_index
+                    for u in self.q_units[self.q_index[t]]]
+
         self.t_cols, self.c_cols, self.t_rad, self.c_rad = [], [], [], []
         for o in st.owners:
             spec = [(U + u, len(PRUNE_LEVELS), 0) for u in o.prunes] + [(c, 2, 0) for c in ccols(o)] + \
                 [(c, 2, 1) for c in own_bits[o.order]] + \
-                [(c, 2, 2) for c in qcols(o)] + \
+                [(c, 2, 2) for c in qcols(o)] + [(u, 2, 2) for u in sibling_bits(o)] + \
                 [(self.S0 + p, _SIGMA_RADIX, 4) for p in o.producers]
             t = _spec(spec)
             self.t_cols.append(np.array([c for c, _, _ in t], np.int64))

@@ -319,13 +319,26 @@ def nhwc_int8(state: FusionState) -> None:
         if layout.get(t) == "NHWC" and t not in to_nchw:
             to_nchw.add(t)
             p = state.producer(t)
+            # the transpose stays on the int8 side of a DequantizeLinear read by this one consumer
+            if state.is_op(p, "DequantizeLinear") and layout.get(p.inputs[0]) == "NHWC" and \
+                    len(state.consumers(t)) == 1 and t not in state.graph_outputs:
+                src = p.inputs[0]
+                if src in to_nchw:
+                    return
+                to_nchw.add(src)
+                q = state.producer(src)
+                state.inserted.append(InsertedKernel((q.pos if q else p.pos) + 0.25, TO_NCHW, src))
+                return
             state.inserted.append(InsertedKernel((p.pos if p else w.pos) + 0.25, TO_NCHW, t))
 
     for w in state.live:
         int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear") or \
             (w.op == "MaxPool" and state.dtype(w.inputs[0]) in INT8_DTYPES)
         data = [t for t in w.inputs if t and not state.const(t)]
-        if int8 and w.op in nhwc_ops and w.inputs and w.inputs[0] and (len(state.shape(w.inputs[0]) or []) == 4):
+        # a conv turns NHWC wherever it is; a pool only where its input already is (no transpose for it)
+        starts = w.op in ("Conv", "FusedConv", "QLinearConv") or (w.inputs and layout.get(w.inputs[0]) == "NHWC")
+        if int8 and w.op in nhwc_ops and starts and w.inputs and w.inputs[0] and \
+                (len(state.shape(w.inputs[0]) or []) == 4):
             x = w.inputs[0]
             if layout.get(x) != "NHWC" and x not in to_nhwc:
                 to_nhwc.add(x)

@@ -17,15 +17,89 @@ QDQ_UNIT_OPS = {
 }
 
 
+#: ops whose every present input must come from a DequantizeLinear (onnxruntime's selectors count the
+#: node's actual inputs: a float bias keeps a Conv or Gemm out of its int8 unit)
+ALL_INPUTS_DQ = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "ConvTranspose")
+#: ops with a weight input (position 1) whose type may differ from the activations'
+WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+
+
+def s8_to_u8(state: FusionState) -> None:
+    """Where the runtime cannot run signed int8 activations (x86-64): a QuantizeLinear whose output feeds
+    exactly one DequantizeLinear read once (after EnsureUniqueDQForNodeUnit, a DQ read by two nodes is two
+    DQs), neither a graph output, both with the same constant scalar int8 zero
+    point, becomes a uint8 pair; a DequantizeLinear of a constant int8 tensor that does not fit in 7 bits
+    becomes uint8 too. A Q read by several DQs (a residual branch point) stays int8.
+
+    Mirrors onnxruntime's QDQS8ToU8Transformer (level 2, before the QDQ selectors; weights_to_u8 off).
+    """
+    for q in state.live:
+        if not state.is_op(q, "QuantizeLinear") or len(q.inputs) < 3 or not q.inputs[2] or not q.outputs:
+            continue
+        out = q.outputs[0]
+        if state.dtype(out) != "int8" or out in state.graph_outputs or len(state.consumers(out)) != 1:
+            continue
+        dq = state.consumers(out)[0][0]
+        if not state.is_op(dq, "DequantizeLinear") or len(dq.inputs) < 3 or not dq.inputs[2]:
+            continue
+        # EnsureUniqueDQForNodeUnit (level 1) has already given each reader of the DQ its own copy:
+        # a DQ read twice means a Q with two DQs, which stays int8
+        if len(state.consumers(dq.outputs[0])) + (dq.outputs[0] in state.graph_outputs) != 1:
+            continue
+        zq, zd = state.value(q.inputs[2]), state.value(dq.inputs[2])
+        if zq is None or zd is None or zq.size != 1 or zd.size != 1 or \
+                int(zq.reshape(-1)[0]) != int(zd.reshape(-1)[0]):
+            continue
+        state.dtype_override[out] = "uint8"
+    for d in state.live:
+        if not state.is_op(d, "DequantizeLinear") or not d.inputs or not state.const(d.inputs[0]):
+            continue
+        x = d.inputs[0]
+        if state.dtype(x) != "int8":
+            continue
+        if len(d.inputs) > 2 and d.inputs[2] and not state.const(d.inputs[2]):
+            continue
+        v = state.value(x)
+        # a tensor within [-64, 63] is left int8 (no overflow to avoid); an unknown one is a real
+        # quantized weight, which uses the full range
+        if v is not None and v.dtype != object and v.size and int(v.min()) >= -64 and int(v.max()) <= 63:
+            continue
+        state.dtype_override[x] = "uint8"
+
+
+def _types_ok(state: FusionState, w, dqs, idx, q) -> bool:
+    """onnxruntime's selector type rules for a unit of ``w`` with input DQs ``dqs`` (at ``idx``) and
+    output Q ``q`` (None: float output)."""
+    types = [state.dtype(d.inputs[0]) for d in dqs]
+    act = types[0]
+    if w.op in WEIGHTED:
+        acts = [t for i, t in zip(idx, types) if i != 1]
+        weight = types[idx.index(1)] if 1 in idx else None
+        if act == "int8" and weight is not None and weight != "int8":
+            return False
+        if act == "int8" and w.op != "Gemm" and not state.rules.qdq_int8_allowed:
+            return False
+    else:
+        acts = types
+    if any(t != act for t in acts):
+        return False
+    if q is not None and state.dtype(q.outputs[0]) != act:
+        return False
+    return True
+
+
 def qdq(state: FusionState) -> None:
     """DQ -> op -> [Relu/Clip ->] Q node units of the ops in :data:`QDQ_UNIT_OPS` become one int8
     kernel of the op's kind (a float-output MatMul/Gemm unit needs no Q); the remaining standalone
     Q/DQ nodes stay Quant kernels, a DQ shared by several consumers once per consumer outside the
-    int8 units.
+    int8 units. A unit whose input and output types differ (int8 against uint8), or whose int8
+    activations the target cannot run, is not fused: its op runs in float between Q/DQ kernels.
 
-    Mirrors onnxruntime's QDQSelectorActionTransformer, QDQFinalCleanupTransformer and
-    EnsureUniqueDQForNodeUnit (level 2).
+    Mirrors onnxruntime's QDQS8ToU8Transformer, QDQSelectorActionTransformer (the type checks of its
+    selectors), QDQFinalCleanupTransformer and EnsureUniqueDQForNodeUnit (level 2).
     """
+    if not state.rules.qdq_int8_allowed:
+        s8_to_u8(state)
     for w in list(state.live):
         if w.dead or w.domain != "" or w.op not in QDQ_UNIT_OPS or w.info.get("qdq"):
             continue
@@ -37,6 +111,9 @@ def qdq(state: FusionState) -> None:
         if any(not state.is_op(d, "DequantizeLinear") for d in dqs):
             continue
         if any(state.dtype(d.inputs[0]) not in INT8_DTYPES for d in dqs):
+            continue
+        if w.op in ALL_INPUTS_DQ and any(t and i not in idx and not state.is_op(state.producer(t), "DequantizeLinear")
+                                         for i, t in enumerate(w.inputs)):
             continue
         # output side: [Relu/Clip ->] Q
         chain = []
@@ -50,6 +127,8 @@ def qdq(state: FusionState) -> None:
         if not has_q:
             if w.op not in ("MatMul", "Gemm") or chain:
                 continue
+        if not _types_ok(state, w, dqs, idx, q if has_q else None):
+            continue
         # the index is updated for the nodes this unit changes, not rebuilt
         snap = state.snapshot([w, *dqs, *chain, q if has_q else None] +
                               [state.producer(t) for i, t in enumerate(w.inputs) if i not in idx and t])
