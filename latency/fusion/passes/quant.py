@@ -27,9 +27,10 @@ WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 def s8_to_u8(state: FusionState) -> None:
     """Where the runtime cannot run signed int8 activations (x86-64): a QuantizeLinear whose output feeds
     exactly one DequantizeLinear read once (after EnsureUniqueDQForNodeUnit, a DQ read by two nodes is two
-    DQs), neither a graph output, both with the same constant scalar int8 zero
-    point, becomes a uint8 pair; a DequantizeLinear of a constant int8 tensor that does not fit in 7 bits
-    becomes uint8 too. A Q read by several DQs (a residual branch point) stays int8.
+    DQs), neither a graph output, both with the same constant scalar int8 zero point, becomes a uint8 pair.
+    A Q read by several DQs (a residual branch point) stays int8, and so do constant int8 weights (onnxruntime
+    1.32's optimized graphs keep them int8: an int8 embedding table read by a Gather whose output Q turned
+    uint8 is dequantized whole every run).
 
     Mirrors onnxruntime's QDQS8ToU8Transformer (level 2, before the QDQ selectors; weights_to_u8 off).
     """
@@ -51,20 +52,6 @@ def s8_to_u8(state: FusionState) -> None:
                 int(zq.reshape(-1)[0]) != int(zd.reshape(-1)[0]):
             continue
         state.dtype_override[out] = "uint8"
-    for d in state.live:
-        if not state.is_op(d, "DequantizeLinear") or not d.inputs or not state.const(d.inputs[0]):
-            continue
-        x = d.inputs[0]
-        if state.dtype(x) != "int8":
-            continue
-        if len(d.inputs) > 2 and d.inputs[2] and not state.const(d.inputs[2]):
-            continue
-        v = state.value(x)
-        # a tensor within [-64, 63] is left int8 (no overflow to avoid); an unknown one is a real
-        # quantized weight, which uses the full range
-        if v is not None and v.dtype != object and v.size and int(v.min()) >= -64 and int(v.max()) <= 63:
-            continue
-        state.dtype_override[x] = "uint8"
 
 
 def _types_ok(state: FusionState, w, dqs, idx, q) -> bool:
