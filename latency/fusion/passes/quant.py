@@ -102,6 +102,28 @@ def qdq(state: FusionState) -> None:
         if w.op in ALL_INPUTS_DQ and any(t and i not in idx and not state.is_op(state.producer(t), "DequantizeLinear")
                                          for i, t in enumerate(w.inputs)):
             continue
+        # a Split unit: one Q on every output (SplitSelector), all of the input's type
+        if w.op == "Split" and len([o for o in w.outputs if o]) > 1:
+            qs = [state.only_consumer(o) if o else None for o in w.outputs]
+            act = state.dtype(dqs[0].inputs[0])
+            if any(not state.is_op(q, "QuantizeLinear") or state.dtype(q.outputs[0]) != act for q in qs):
+                continue
+            snap = state.snapshot([w, *dqs, *qs])
+            d = dqs[0]
+            w.inputs = [d.inputs[0]] + list(w.inputs[1:])
+            if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
+                w.members = list(d.members) + list(w.members)
+                d.dead = True
+            else:
+                d.info.setdefault("shared_by", []).append(w)
+            for q in qs:
+                w.members = list(w.members) + list(q.members)
+                q.dead = True
+            w.outputs = [q.outputs[0] for q in qs]
+            w.pos = max([w.pos] + [q.pos for q in qs])
+            w.info.update({"qdq": True, "precision": "int8", "qdq_acts": []})
+            state.update_index(snap)
+            continue
         # output side: [Relu/Clip ->] Q
         chain = []
         cur = w
