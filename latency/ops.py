@@ -282,7 +282,8 @@ def _x_conv(p):
             "cin_per_group": cin // g, "depthwise": float(g == cin and g > 1),
             "act": float(p["act"] != "none"), "act_id": float(_ACT_ID.get(p["act"], 0)),
             **{f"act_{a}": float(p["act"] == a) for a in CONV_ACTS},
-            "sum": float(p["sum"]), "cin_mod8": cin % 8, "cout_mod8": p["cout"] % 8,
+            "sum": float(p["sum"]), "runtime_w": float(p.get("runtime_w", 0)),
+            "cin_mod8": cin % 8, "cout_mod8": p["cout"] % 8,
             "cin_mod16": cin % 16, "cout_mod16": p["cout"] % 16,
             "log_pflops": math.log1p(_padded_conv_flops(p, 16)),
             "pad_ratio8": _padded_conv_flops(p, 8) / max(1.0, _f_conv(p)["flops"])}
@@ -451,6 +452,8 @@ class OpKind:
     doc: str = ""
     precisions: tuple = ("fp32", "fp16", "int8")
     fields: tuple = field(default_factory=tuple)
+    #: fields a config may leave out (absent: the default, so keys measured before them stay valid)
+    optional: tuple = ()
 
     def features(self, params: dict, precision: str = "fp32", sparsity: str = "0") -> dict:
         """Numeric features of one config (pure; schema FEATURE_SCHEMA_VERSION)."""
@@ -492,8 +495,11 @@ def _register(k: OpKind):
 _register(OpKind("Conv", _with_variants(("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcFusedConv")),
                  _f_conv, _x_conv, has_weights=True,
                  precisions=("fp32", "fp16", "int8", "int8_dynamic"),
-                 doc="Conv (dense/grouped/depthwise/dilated) with fused bias, activation, residual sum",
-                 fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "act", "sum")))
+                 doc="Conv (dense/grouped/depthwise/dilated) with fused bias, activation, residual sum; "
+                     "runtime_w=1: weights computed at run time (a DequantizeLinear's output), which the "
+                     "runtime can neither pre-pack nor run blocked",
+                 fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "act", "sum",
+                         "runtime_w"), optional=("runtime_w",)))
 _register(OpKind("ConvTranspose", ("ConvTranspose",), _f_convt, _x_convt, has_weights=True,
                  doc="transposed convolution",
                  fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "output_padding")))

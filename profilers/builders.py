@@ -107,7 +107,11 @@ def _b_conv(g: _G, p: dict):
     x = g.inp(p["x"], name="x")
     cin, grp, cout = p["x"][1], p["group"], p["cout"]
     k = p["kernel"]
-    w = g.weight([cout, cin // grp] + list(k), (cin // grp) * int(np.prod(k)))
+    if p.get("runtime_w"):
+        # weights the graph computes (as a DequantizeLinear does in a QDQ model): fed as an input
+        w = g.inp([cout, cin // grp] + list(k), name="w_runtime")
+    else:
+        w = g.weight([cout, cin // grp] + list(k), (cin // grp) * int(np.prod(k)))
     b = g.const(np.zeros(cout, np.float32), "B")
     y = g.node("Conv", [x, w, b], name="conv", kernel_shape=list(k), strides=p["strides"], pads=p["pads"],
                dilations=p["dilations"], group=grp)

@@ -662,7 +662,18 @@ def _zoo_items(target=None) -> list[tuple[int, Config]]:
 
     target = target if target is not None else get_target("x86-avx2-ort")
     cfgs = model_kernels([zoo.build(n) for n in zoo.FIT], target, ("fp32", "int8"))
-    return [(0 if c.precision == "fp32" else 1, c) for c in cfgs]
+    items = [(0 if c.precision == "fp32" else 1, c) for c in cfgs]
+    # the same convs with weights computed at run time: the float fallback of a QDQ conv whose int8
+    # unit the runtime refuses (its weights come from a DequantizeLinear every run)
+    items += [(2, Config("Conv", runtime_weight_params(c.params), "fp32")) for c in cfgs
+              if c.kind == "Conv" and c.precision == "fp32" and not c.params.get("runtime_w")]
+    return items
+
+
+def runtime_weight_params(p: dict) -> dict:
+    """A conv's params as the float fallback of a refused QDQ unit runs it: weights computed at run
+    time; the activation before the Q is dropped as redundant (ReluQuantFusion, ClipQuantFusion)."""
+    return {**p, "runtime_w": 1, "act": "none", "sum": 0}
 
 
 PLANS = ("quick", "standard", "full", "zoo")

@@ -217,6 +217,8 @@ def _lower_conv(state: FusionState, w: WorkNode, make_kernel) -> Kernel:
     p = {"x": x, "cout": ws[0], "kernel": k, "strides": s, "pads": pads, "dilations": d, "group": g,
          "act": act or "none", "sum": 1 if w.info.get("sum") else 0}
     weights_known = state.const(w.inputs[1]) or state.producer(w.inputs[1]) is None
+    if not state.const(w.inputs[1]) and not (w.info.get("precision") or "").startswith("int8"):
+        p["runtime_w"] = 1  # e.g. a float conv reading a DequantizeLinear: no pre-packed weights
     sparsity = weight_sparsity(state.graph, w.inputs[1]) if weights_known else "0"
     return make_kernel("Conv", p, sparsity)
 

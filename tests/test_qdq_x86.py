@@ -1,0 +1,92 @@
+"""QDQ models as onnxruntime's x86 CPU provider really builds them, checked against the runtime's own
+optimized graph of files written by the real ``onnxruntime.quantization.quantize_static``."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from latency.fusion import ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, fuse
+from latency.graph import load_graph
+from profilers import zoo
+from profilers.runtime_graph import check_fusion
+
+X86 = ORT_CPU_X86_RULES(16)
+
+
+def _quantized(tmp_path, name, size=None):
+    """(fp32 path, QDQ path): quant_pre_process then quantize_static with its defaults."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from profilers.e2e import make_inputs
+
+    src, pre, dst = tmp_path / f"{name}.onnx", tmp_path / f"{name}.pre.onnx", tmp_path / f"{name}.int8.onnx"
+    onnx.save(zoo.build(name, size=size), src)
+    quant_pre_process(str(src), str(pre))
+    sess = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
+    feeds = iter([make_inputs(sess, onnx.load(str(pre)), seed=i) for i in range(2)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ)
+    return src, dst
+
+
+@pytest.fixture(scope="module")
+def resnet20_qdq(tmp_path_factory):
+    return _quantized(tmp_path_factory.mktemp("qdq"), "resnet20_cifar")[1]
+
+
+def test_resnet_qdq_kernels_are_the_runtimes(resnet20_qdq):
+    # the Q after each residual Add feeds two DQs, so it stays int8 and the convs reading it cannot
+    # run int8 on x86: onnxruntime runs them in float on DQ'd weights; ours must be the same graph
+    assert check_fusion(str(resnet20_qdq), X86) == {}
+
+
+def test_refused_units_run_float_convs_on_runtime_weights(resnet20_qdq):
+    ks, unc = fuse(load_graph(str(resnet20_qdq)), X86)
+    assert not unc
+    convs = [k for k in ks if k.kind == "Conv"]
+    fallback = [k for k in convs if k.precision == "fp32"]
+    assert fallback and len(fallback) < len(convs)
+    assert all(k.params.get("runtime_w") == 1 for k in fallback)
+    assert all("runtime_w" not in k.params for k in convs if k.precision == "int8")
+    # their weights are dequantized every run: one DQ kernel per fallback conv weight at least
+    dq = [k for k in ks if k.kind == "Quant" and k.params.get("op") == "DequantizeLinear"]
+    assert len(dq) >= 2 * len(fallback)
+
+
+def test_arm64_runs_int8_activations_so_every_conv_is_int8(resnet20_qdq):
+    ks, _ = fuse(load_graph(str(resnet20_qdq)), ORT_CPU_ARM64_RULES)
+    assert all(k.precision == "int8" for k in ks if k.kind == "Conv")
+
+
+def test_transformer_qdq_kernels_are_the_runtimes(tmp_path):
+    # the int8 embedding table stays int8 while its Gather's output Q turns uint8: the whole table
+    # is dequantized every run; Split with a Q per output runs int8
+    _, dst = _quantized(tmp_path, "bert_tiny")
+    assert check_fusion(str(dst), X86) == {}
+
+
+def test_runtime_weight_conv_builds_and_runs():
+    import onnxruntime as ort
+
+    from latency.ops import Config
+    from profilers.builders import build
+
+    p = {"x": [1, 8, 12, 12], "cout": 16, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+         "dilations": [1, 1], "group": 1, "act": "none", "sum": 0, "runtime_w": 1}
+    model = build(Config("Conv", p, "fp32"))
+    m = model if isinstance(model, onnx.ModelProto) else model[0]
+    names = [i.name for i in m.graph.input]
+    assert "w_runtime" in names and not any(t.name == "W" for t in m.graph.initializer)
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.random.default_rng(0).standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim])
+             .astype(np.float32) for i in m.graph.input}
+    assert s.run(None, feeds)[0].shape == (1, 16, 12, 12)
+    assert Config("Conv", p, "fp32").key != Config("Conv", {k: v for k, v in p.items() if k != "runtime_w"}).key
