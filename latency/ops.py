@@ -319,7 +319,8 @@ def _x_pool(p):
     x = p["x"]
     glob = p["op"].startswith("Global")
     return {"op_id": float(POOLS.index(p["op"])), "n": x[0], "c": x[1], "h": x[2], "w": x[-1],
-            "k": 0 if glob else p["kernel"][0], "stride": 0 if glob else p["strides"][0]}
+            "k": 0 if glob else p["kernel"][0], "stride": 0 if glob else p["strides"][0],
+            "nhwc": float(p.get("layout") == "nhwc")}
 
 
 def _x_shape(x):
@@ -509,8 +510,10 @@ _register(OpKind("MatMul", _with_variants(("MatMul", "Gemm", "FusedMatMul", "Fus
                  precisions=("fp32", "fp16", "int8", "int8_dynamic"),
                  doc="MatMul/Gemm, 2-D and batched, with fused bias, scale, activation",
                  fields=("a", "b", "const_b", "bias", "scale", "trans_b", "act")))
-_register(OpKind("Pool", _with_variants(POOLS), _f_pool, _x_pool, doc="max/average/global pooling",
-                 fields=("op", "x", "kernel", "strides", "pads", "ceil")))
+_register(OpKind("Pool", _with_variants(POOLS), _f_pool, _x_pool,
+                 doc="max/average/global pooling; layout='nhwc': the channels-last int8 kernel (NhwcMaxPool) the "
+                     "runtime runs after an NHWC int8 conv, where an NCHW int8 MaxPool takes a slow generic path",
+                 fields=("op", "x", "kernel", "strides", "pads", "ceil", "layout"), optional=("layout",)))
 _register(OpKind("Elementwise", _with_variants(ELEMENTWISE), _f_elementwise, _x_elementwise,
                  doc="elementwise n-ary ops with broadcasting", fields=("op", "inputs", "const_b")))
 _register(OpKind("Activation", _with_variants(ACTIVATIONS), _f_unary, _x_unary, doc="unary activations and math",

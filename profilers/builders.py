@@ -729,6 +729,22 @@ def _sparsify(m: onnx.ModelProto, sparsity: str, kind: str, rng) -> None:
         m.graph.initializer[i].CopyFrom(numpy_helper.from_array(w.astype(w.dtype), t.name))
 
 
+def _nhwc_int8_pool(cfg: Config) -> onnx.ModelProto:
+    """NhwcMaxPool on a uint8 channels-last tensor: the kernel onnxruntime's NhwcTransformer makes of an
+    int8 MaxPool after an NHWC int8 conv (``x`` in the config is the NCHW shape)."""
+    p = cfg.params
+    if cfg.precision != "int8" or p["op"] != "MaxPool":
+        raise NotBuildable("the NHWC pool layout is the int8 MaxPool's (NhwcMaxPool)")
+    n, c, h, w = p["x"]
+    g = _G()
+    g.domains["com.microsoft"] = 1
+    x = g.inp([n, h, w, c], TensorProto.UINT8, name="x")
+    y = g.node("NhwcMaxPool", [x], domain="com.microsoft", kernel_shape=p["kernel"], strides=p["strides"],
+               pads=p["pads"], ceil_mode=int(p.get("ceil", 0)))
+    g.out(y, TensorProto.UINT8)
+    return g.model()
+
+
 def build(cfg: Config, seed: int = 0) -> onnx.ModelProto:
     """The ONNX model that runs ``cfg``'s kernel. Raises NotBuildable when it cannot be expressed."""
     kind = get_kind(cfg.kind)
@@ -740,6 +756,8 @@ def build(cfg: Config, seed: int = 0) -> onnx.ModelProto:
         raise NotBuildable(f"{cfg.kind} has no weights to sparsify")
     if cfg.precision == "int8_dynamic":
         m = _dynamic_int8(cfg)
+    elif cfg.kind == "Pool" and cfg.params.get("layout") == "nhwc":
+        m = _nhwc_int8_pool(cfg)
     else:
         g = _G(seed)
         y = _BUILDERS[cfg.kind](g, cfg.params)

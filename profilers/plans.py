@@ -333,6 +333,30 @@ def int8_params(kind: str, p: dict) -> dict:
     return p
 
 
+def _quant_sizes():
+    """Q/DQ kernels at the sizes a QDQ model runs them besides activations: bias vectors, conv and GEMM
+    weights a float fallback dequantizes every run, small activations (tier, kind, params)."""
+    shapes = [[n] for n in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)]
+    shapes += [[c, c // 4 or 1, 1, 1] for c in (32, 64, 128, 256, 512, 1024)]
+    shapes += [[c, 1, k, k] for c in (32, 96, 240, 672) for k in (3, 5)]
+    shapes += [[c, c, 3, 3] for c in (16, 64, 256, 512)]
+    shapes += [[1, c, h, h] for c, h in ((16, 4), (64, 7), (32, 14), (128, 2), (256, 1), (1280, 1))]
+    shapes += [[s, h] for s, h in ((1, 128), (16, 256), (64, 512), (128, 768), (768, 768), (768, 3072))]
+    return [(2, "Quant", {"op": op, "x": x}) for x in shapes for op in ("QuantizeLinear", "DequantizeLinear")]
+
+
+def _nhwc_int8_pools():
+    """int8 MaxPools as they run after an NHWC int8 conv (NhwcMaxPool): stems and mid-network pools."""
+    out = []
+    for c, h in ((16, 56), (24, 64), (32, 48), (64, 112), (64, 56), (64, 47), (96, 28), (128, 28), (128, 23),
+                 (192, 14), (256, 14), (256, 11), (512, 7), (32, 32), (64, 16)):
+        for k, st, pad, ceil in ((3, 2, 1, 0), (3, 2, 0, 1), (2, 2, 0, 0), (3, 1, 1, 0)):
+            if k <= h:
+                out.append((2, "Pool", {"op": "MaxPool", "x": [1, c, h, h], "kernel": [k, k], "strides": [st, st],
+                                        "pads": [pad] * 4, "ceil": ceil, "layout": "nhwc"}))
+    return out
+
+
 def _cfgs(tier_kind_params, precision="fp32", sparsity="0"):
     if precision == "int8":
         return [(t, Config(k, int8_params(k, p), precision, sparsity)) for t, k, p in tier_kind_params]
@@ -582,6 +606,8 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     items = _cfgs([(0, "Conv", p) for p in convs]) + _cfgs([(0, "MatMul", p) for p in mms])
     items += _cfgs([x for x in simple if x[1] != "Quant"])
     items += _cfgs([x for x in simple if x[1] == "Quant"], "int8")
+    if name != "quick":
+        items += _cfgs(_quant_sizes(), "int8") + _cfgs(_nhwc_int8_pools(), "int8")
     items += _cfgs([(2, "Conv", p) for p in rand_convs]) + _cfgs([(2, "MatMul", p) for p in rand_mms])
     if name != "quick":  # its own seed: the samples above stay what they were
         items += _cfgs([(2, "Conv", p) for p in _fine_convs(random.Random(4321), 2000 * n_mult)])

@@ -90,3 +90,26 @@ def test_runtime_weight_conv_builds_and_runs():
              .astype(np.float32) for i in m.graph.input}
     assert s.run(None, feeds)[0].shape == (1, 16, 12, 12)
     assert Config("Conv", p, "fp32").key != Config("Conv", {k: v for k, v in p.items() if k != "runtime_w"}).key
+
+
+def test_nhwc_int8_maxpool_builds_and_runs():
+    import onnxruntime as ort
+
+    from latency.ops import Config
+    from profilers.builders import build, feeds
+
+    p = {"op": "MaxPool", "x": [1, 16, 12, 12], "kernel": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+         "ceil": 0, "layout": "nhwc"}
+    m = build(Config("Pool", p, "int8"))
+    assert [n.op_type for n in m.graph.node] == ["NhwcMaxPool"]
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert s.run(None, feeds(m))[0].shape == (1, 6, 6, 16)
+
+
+def test_maxpool_after_an_int8_conv_is_priced_as_the_nhwc_kernel(tmp_path):
+    _, dst = _quantized(tmp_path, "squeezenet1_1", size=64)
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    pools = [k for k in ks if k.kind == "Pool" and k.params["op"] == "MaxPool"]
+    # the stem's pool reads the NHWC int8 conv (NhwcMaxPool); the later ones read a QLinearConcat in NCHW
+    assert pools[0].params.get("layout") == "nhwc" and all("layout" not in k.params for k in pools[1:])
+    assert check_fusion(str(dst), X86) == {}

@@ -360,6 +360,8 @@ def lower_by_kind(state: FusionState, w: WorkNode, kind: str, make_kernel, preci
             if extra:
                 pads = [u + v for u, v in zip(pads, extra)]
             p = {"op": op, "x": x, "kernel": k, "strides": s, "pads": pads, "ceil": int(attrs.get("ceil_mode", 0) or 0)}
+            if op == "MaxPool" and (precision or state.precision_of(w)) == "int8" and w.info.get("nhwc"):
+                p["layout"] = "nhwc"  # NhwcMaxPool (x stays the NCHW shape)
         return make_kernel("Pool", p, precision=precision)
     if kind == "Concat":
         shapes = [state.need_shape(t) for t in ins if t]
