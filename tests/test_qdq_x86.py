@@ -113,3 +113,13 @@ def test_maxpool_after_an_int8_conv_is_priced_as_the_nhwc_kernel(tmp_path):
     # the stem's pool reads the NHWC int8 conv (NhwcMaxPool); the later ones read a QLinearConcat in NCHW
     assert pools[0].params.get("layout") == "nhwc" and all("layout" not in k.params for k in pools[1:])
     assert check_fusion(str(dst), X86) == {}
+
+
+def test_mobilenet_residual_adds_requantize_their_nhwc_operand(tmp_path):
+    # onnxruntime's transpose optimizer moves the NHWC int8 conv's transpose through the DQ of a residual
+    # Add's second operand and keeps a Q -> DQ pair after the float transpose
+    _, dst = _quantized(tmp_path, "mobilenet_v2_050", size=64)
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    assert any(k.kind == "Transpose" and k.precision == "fp32" for k in ks)
+    assert any(k.kind == "Quant" and not k.nodes for k in ks)
+    assert check_fusion(str(dst), X86) == {}

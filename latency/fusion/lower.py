@@ -67,7 +67,9 @@ def emit(state: FusionState) -> tuple[list, list]:
         if s is None:
             state.uncovered.extend(Uncovered(r.name, r.op_type, f"shape unknown for {t!r}") for r in recs)
             continue
-        if what in ops.REORDERS:
+        if what in ("QuantizeLinear", "DequantizeLinear"):
+            k = Kernel(f"{what}({t})", "Quant", {"op": what, "x": s}, "int8", "0", (), (what,))
+        elif what in ops.REORDERS:
             k = Kernel(f"{what}({t})", "Reorder", {"op": what, "x": s}, "fp32", "0",
                        tuple(r.name for r in recs), (what,) + tuple(r.op_type for r in recs))
         else:

@@ -299,6 +299,17 @@ def nchwc(state: FusionState) -> None:
     state.reindex()
 
 
+def _requantized(state: FusionState, c, pos: int) -> bool:
+    """Whether the transpose back to NCHW of a DQ read by float op ``c`` (at input ``pos``) runs in float
+    between a new Q -> DQ pair: onnxruntime 1.32's transpose optimizer does so when ``c`` is a float Add
+    or Mul reading the NHWC branch as its second operand and feeding a Q (seen in MobileNetV2's residual
+    Adds and EfficientNet's squeeze-excitation Muls; a first operand keeps its transpose on the int8
+    side, as in ResNet's residual Adds)."""
+    if c is None or c.info.get("qdq") or c.op not in ("Add", "Mul") or pos < 1:
+        return False
+    return state.is_op(state.out_single(c), "QuantizeLinear")
+
+
 def nhwc_int8(state: FusionState) -> None:
     """Transposes around NHWC int8 regions: int8 convs and pools run NHWC, int8 elementwise ops and
     Q/DQ between them stay NHWC, and a Transpose kernel is inserted where a region starts and where
@@ -322,6 +333,14 @@ def nhwc_int8(state: FusionState) -> None:
             # the transpose stays on the int8 side of a DequantizeLinear read by this one consumer
             if state.is_op(p, "DequantizeLinear") and layout.get(p.inputs[0]) == "NHWC" and \
                     len(state.consumers(t)) == 1 and t not in state.graph_outputs:
+                if _requantized(state, *state.consumers(t)[0]):
+                    # the transpose optimizer moves this transpose through the DQ towards the int8 conv
+                    # downstream, stops at the float op, and keeps the op's QDQ unit with a new Q -> DQ pair
+                    # after the (float) transpose
+                    state.inserted.append(InsertedKernel(p.pos + 0.25, TO_NCHW, t))
+                    state.inserted.append(InsertedKernel(p.pos + 0.3, "QuantizeLinear", t))
+                    state.inserted.append(InsertedKernel(p.pos + 0.35, "DequantizeLinear", t))
+                    return
                 src = p.inputs[0]
                 if src in to_nchw:
                     return
