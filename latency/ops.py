@@ -22,6 +22,9 @@ from typing import Callable
 from .errors import InvalidConfig, LatencyError, UnknownOpKind
 
 FEATURE_SCHEMA_VERSION = 3
+#: features added to schema 3 without a version bump: a regressor trained before them (every training row
+#: at the default, 0) prices configs without them; see latency.regressor
+OPTIONAL_FEATURES = frozenset({"runtime_w", "nhwc"})
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 SPARSITIES = ("0", "50", "75", "90", "95", "2:4")

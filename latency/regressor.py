@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LatencyError, MissingTable, RegressorError, StoreError
-from .ops import FEATURE_SCHEMA_VERSION, Config, get_kind, kinds as _all_kinds
+from .ops import FEATURE_SCHEMA_VERSION, OPTIONAL_FEATURES, Config, get_kind, kinds as _all_kinds
 
 #: fewer measured rows than this and a kind gets no regressor (train_all reports why)
 MIN_ROWS = 20
@@ -168,7 +168,7 @@ class KindRegressor:
         out = np.empty((len(configs), len(names)), dtype=np.float64)
         for i, c in enumerate(configs):
             f = c.features()
-            if len(f) != len(names) or any(n not in f for n in names):
+            if any(n not in f for n in names) or any(n not in names and n not in OPTIONAL_FEATURES for n in f):
                 raise RegressorError(self._mismatch_msg(names, sorted(f)))
             out[i] = [f[n] for n in names]
         return out
@@ -351,7 +351,7 @@ class KindRegressor:
         probe = meta.get("probe_key")
         if probe:
             current = sorted(Config.from_key(probe).features())
-            if current != names:
+            if sorted(set(current) - (OPTIONAL_FEATURES - set(names))) != sorted(names):
                 raise RegressorError(self._mismatch_msg(names, current, d))
         want = meta.get("model_sha256")  # regressors saved before it was recorded have none
         if want is not None and want != _sha256(model_path):

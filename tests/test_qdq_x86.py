@@ -123,3 +123,39 @@ def test_mobilenet_residual_adds_requantize_their_nhwc_operand(tmp_path):
     assert any(k.kind == "Transpose" and k.precision == "fp32" for k in ks)
     assert any(k.kind == "Quant" and not k.nodes for k in ks)
     assert check_fusion(str(dst), X86) == {}
+
+
+def test_dynamic_quant_shared_input_is_one_quantization_and_unfused_matmuls(tmp_path):
+    # quant_pre_process writes one input Reshape per projection; CommonSubexpressionElimination makes
+    # them (and then their DynamicQuantizeLinears) one, and a shared DynamicQuantizeLinear leaves its
+    # MatMulIntegers unfused
+    from onnxruntime.quantization import quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, pre, dst = tmp_path / "b.onnx", tmp_path / "b.pre.onnx", tmp_path / "b.dyn.onnx"
+    onnx.save(zoo.build("bert_tiny"), src)
+    quant_pre_process(str(src), str(pre))
+    quantize_dynamic(str(pre), str(dst))
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    assert any(k.kind == "MatMul" and k.precision == "int8" for k in ks)          # a bare MatMulInteger
+    assert any(k.kind == "MatMul" and k.precision == "int8_dynamic" for k in ks)  # a fused one
+    assert check_fusion(str(dst), X86) == {}
+
+
+def test_cse_merges_equal_nodes_only():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    shp = [helper.make_node("Constant", [], [f"s{i}"], value=helper.make_tensor(f"s{i}v", TensorProto.INT64, [2],
+                                                                                  [4, 8])) for i in range(3)]
+    shp[2] = helper.make_node("Constant", [], ["s2"], value=helper.make_tensor("s2v", TensorProto.INT64, [2], [8, 4]))
+    nodes = shp + [helper.make_node("Reshape", ["x", f"s{i}"], [f"r{i}"], name=f"r{i}") for i in range(3)]
+    nodes += [helper.make_node("Relu", [f"r{i}"], [f"y{i}"], name=f"relu{i}") for i in range(3)]
+    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(3)]
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 17)])
+    ks, _ = fuse(load_graph(m), X86)
+    # r0 and r1 reshape alike (equal constants): one Reshape and, reading it, one Relu... but the Relus
+    # produce graph outputs, so they stay; r2 reshapes differently
+    relus = [k for k in ks if "Relu" in k.op_types]
+    assert len(relus) == 3
+    assert sum("r0" in k.nodes or "r1" in k.nodes for k in ks) == 1

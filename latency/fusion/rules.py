@@ -26,6 +26,8 @@ class FusionRules:
     name: str = "custom"
     #: the passes, in the order they run (see :mod:`latency.fusion.passes`)
     passes: tuple = ORT_ORDER
+    #: equal ops on equal inputs are one node (CommonSubexpressionElimination)
+    cse: bool = True
     #: Conv + BatchNormalization (and Conv + per-channel constant Mul / Add) fold into the conv
     fold_bn: bool = True
     #: activations a Conv absorbs (ConvActivationFusion); () disables

@@ -6,7 +6,7 @@ produces, the onnxruntime transformer it mirrors, the rule switches that turn it
 that rewrites the work graph. A target's fusion is an ordered list of them (``fusion/ort_cpu.py``,
 ``fusion/generic_gpu.py``); a new runtime brings its own list, reusing these passes or adding some.
 
-    cleanup      Identity/Dropout elimination, HardSwish
+    cleanup      Identity/Dropout elimination, common subexpressions, HardSwish
     transpose    Transpose push/merge/cancel (TransposeOptimizer)
     conv         BN / Mul / Add / Pad folding, Conv + activation, Conv + residual Add
     matmul       MatMul + bias -> Gemm, Gemm + activation, FusedMatMul (transpose, scale)
@@ -17,7 +17,7 @@ that rewrites the work graph. A target's fusion is an ordered list of them (``fu
 
 from __future__ import annotations
 
-from .cleanup import ELIMINATE, HARDSWISH
+from .cleanup import CSE, ELIMINATE, HARDSWISH
 from .conv import CONV_ACTIVATION, CONV_ADD, FOLD_CONV
 from .layout import NCHWC, NHWC_INT8
 from .matmul import GEMM_ACTIVATION, MATMUL_ADD, MATMUL_SCALE, MATMUL_TRANSPOSE
@@ -30,14 +30,14 @@ from .transpose import CANCEL_TRANSPOSES, MERGE_TRANSPOSES, PUSH_SPLIT
 #: transposes, conv folding, MatMul + bias, GELU, LayerNorm), level 2 (QDQ, activations, dynamic
 #: quantization, RMSNorm, FusedMatMul, BiasGelu, SkipLayerNorm, FastGelu, QuickGelu), level 3 (NCHWc,
 #: Conv + residual Add, NHWC int8)
-ORT_ORDER = (ELIMINATE, HARDSWISH, PUSH_SPLIT, MERGE_TRANSPOSES, CANCEL_TRANSPOSES, FOLD_CONV, MATMUL_ADD, GELU,
+ORT_ORDER = (ELIMINATE, CSE, HARDSWISH, PUSH_SPLIT, MERGE_TRANSPOSES, CANCEL_TRANSPOSES, FOLD_CONV, MATMUL_ADD, GELU,
              LAYERNORM, QDQ, GEMM_ACTIVATION, DYNAMIC_QUANT, CONV_ACTIVATION, SIMPLIFIED_LAYERNORM, MATMUL_TRANSPOSE,
              BIAS_GELU, SKIP_LAYERNORM, FAST_GELU, QUICK_GELU, MATMUL_SCALE, NCHWC, CONV_ADD, NHWC_INT8)
 
 #: every pass by name
 BY_NAME = {p.name: p for p in ORT_ORDER}
 
-__all__ = ["ORT_ORDER", "BY_NAME", "ELIMINATE", "HARDSWISH", "PUSH_SPLIT", "MERGE_TRANSPOSES", "CANCEL_TRANSPOSES",
+__all__ = ["ORT_ORDER", "BY_NAME", "ELIMINATE", "CSE", "HARDSWISH", "PUSH_SPLIT", "MERGE_TRANSPOSES", "CANCEL_TRANSPOSES",
            "FOLD_CONV", "MATMUL_ADD", "GELU", "LAYERNORM", "QDQ", "GEMM_ACTIVATION", "DYNAMIC_QUANT", "CONV_ACTIVATION",
            "SIMPLIFIED_LAYERNORM", "MATMUL_TRANSPOSE", "BIAS_GELU", "SKIP_LAYERNORM", "FAST_GELU", "QUICK_GELU",
            "MATMUL_SCALE", "NCHWC", "CONV_ADD", "NHWC_INT8"]

@@ -34,6 +34,59 @@ def eliminate(state: FusionState) -> None:
     state.reindex()
 
 
+#: ops that must never be merged (random draws, control flow, anything with side effects)
+_NOT_CSE = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+            "If", "Loop", "Scan", "Dropout")
+
+
+def _input_key(state: FusionState, t: str):
+    if not t or not state.const(t):
+        return t
+    v = state.value(t)
+    if v is None or v.dtype == object or v.size > 4096:
+        return t
+    return ("const", str(v.dtype), tuple(v.shape), v.tobytes())
+
+
+def cse(state: FusionState) -> None:
+    """Nodes of one op with equal attributes reading equal inputs (constants compared by value) are
+    one node: the later ones' readers read the first one's outputs.
+
+    Mirrors onnxruntime's CommonSubexpressionElimination after ConstantSharing (level 1): e.g. the
+    per-MatMul input Reshapes quant_pre_process writes, and then the DynamicQuantizeLinear of each,
+    become one.
+    """
+    seen: dict = {}
+    merged = False
+    for w in list(state.live):
+        if w.op in _NOT_CSE or w.rec.op_type in _NOT_CSE or not w.inputs or len(w.members) != 1:
+            continue
+        if any(o in state.graph_outputs for o in w.outputs):
+            continue
+        # EnsureUniqueDQForNodeUnit (earlier in level 1) gave every reader of a DequantizeLinear its own
+        # copy, so readers of one DQ never look equal, and Q/DQ nodes themselves are left alone
+        if w.op in ("QuantizeLinear", "DequantizeLinear") or \
+                any(t and state.is_op(state.producer(t), "DequantizeLinear") for t in w.inputs):
+            continue
+        try:
+            attrs = repr(sorted(w.rec.attrs.items()))
+        except TypeError:
+            continue
+        key = (w.op, w.domain, attrs, tuple(_input_key(state, t) for t in w.inputs), len(w.outputs))
+        keep = seen.setdefault(key, w)
+        if keep is w or any(o and not k for o, k in zip(w.outputs, keep.outputs)):
+            continue
+        for old, new in zip(w.outputs, keep.outputs):
+            for c, i in list(state.consumers(old)) if old else ():
+                c.inputs[i] = new
+        # the merged record is the kept node's, at no extra cost
+        keep.members = list(keep.members) + list(w.members)
+        w.dead = True
+        merged = True
+    if merged:
+        state.reindex()
+
+
 def hardswish(state: FusionState) -> None:
     """x * HardSigmoid(x, alpha=1/6) -> one HardSwish node (what ORT inlines HardSwish into).
 
@@ -55,6 +108,8 @@ def hardswish(state: FusionState) -> None:
         state.reindex()
 
 
+CSE = Pass("cse", matches="equal ops on equal inputs", produces=(), mirrors="CommonSubexpressionElimination",
+           apply=cse, switches=("cse",))
 ELIMINATE = Pass("eliminate", matches="Identity; Dropout whose mask is unused", produces=(),
                  mirrors="EliminateIdentity, EliminateDropout", apply=eliminate)
 HARDSWISH = Pass("hardswish", matches="x * HardSigmoid(x, alpha=1/6, beta=0.5)", produces=("HardSwish",),

@@ -198,8 +198,26 @@ def dynamic_quant(state: FusionState) -> None:
     becomes one int8_dynamic MatMul / Conv kernel (a DynamicQuantizeLinear shared with other
     consumers stays a kernel of its own).
 
-    Mirrors onnxruntime's DynamicQuantizeMatMulFusion and MatMulIntegerToFloatFusion (level 2).
+    Mirrors onnxruntime's DynamicQuantizeMatMulFusion and MatMulIntegerToFloatFusion (level 2), after
+    CommonSubexpressionElimination (level 1) made the DynamicQuantizeLinears of one tensor one node.
     """
+    seen: dict = {}
+    merged = False
+    for d in list(state.live):
+        if not state.is_op(d, "DynamicQuantizeLinear") or not d.inputs or not d.inputs[0]:
+            continue
+        keep = seen.setdefault(d.inputs[0], d)
+        if keep is d or any(o in state.graph_outputs for o in d.outputs) or \
+                any(o and not k for o, k in zip(d.outputs, keep.outputs)):
+            continue
+        for old, new in zip(d.outputs, keep.outputs):
+            for c, i in list(state.consumers(old)) if old else ():
+                c.inputs[i] = new
+        keep.members = list(keep.members) + list(d.members)
+        d.dead = True
+        merged = True
+    if merged:
+        state.reindex()
     for w in list(state.live):
         if w.dead or not state.is_op(w, "MatMulInteger", "ConvInteger"):
             continue
@@ -227,6 +245,10 @@ def dynamic_quant(state: FusionState) -> None:
         exclusive = all(o == "" or (o not in state.graph_outputs and
                                    all(id(c) in inside for c, _ in state.consumers(o)))
                         for o in d.outputs)
+        if not exclusive and w.op == "MatMulInteger":
+            # a DynamicQuantizeLinear shared by several MatMulIntegers (attention's Q/K/V projections):
+            # onnxruntime 1.32 fuses none of them; each runs MatMulInteger, Cast, Mul [, Add]
+            continue
         if exclusive:
             members.append(d)
         recs = state.members_in_order(members)
