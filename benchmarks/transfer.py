@@ -4,7 +4,7 @@ The pair: the shipped x86-avx512-ort profile (measured on another AMD EPYC) -> t
 truth: held-out zoo models (none in ``profilers.zoo.FIT``, which choose the probe shares and fit the
 in-model context) measured end to end here with the robust protocol (``profilers.e2e.measure_models``:
 fresh-session phases, round-robin rounds, min of round medians; every round kept in the run folder),
-in two passes minutes apart, the faster of the two kept.
+in two passes after the probes, the faster of the two kept.
 
 Probes: the first N of the order ``latency calibrate --from`` measures (``profilers.transfer.choose_probes``:
 the base rows spread by ``latency.transfer.probe_order``, groups weighted by typical models' time), measured once here with the sweep's protocol (the largest N;
@@ -30,11 +30,22 @@ ceiling, and every transfer variant is scored row by row against it (:class:`Row
 itself under the mask, so the probes, the calibration and the held-out ground truth are all measured
 with onnxruntime's AVX2 kernels.
 
-    python benchmarks/transfer.py [--pair host|avx2] [--probes 0,30,100,300,1000] [--core 0] [--cached]
+The machine's state: a shared VM drifts between states minutes apart. The calibration normalises
+its runs by a sample of the probes re-measured around them (``profilers.transfer.StateReference``,
+as ``latency calibrate --from`` does); the same reference is also measured after the probes and after
+each ground-truth pass (measured right after the probes), and printed (evaluation only: it says whether the ground truth was
+measured in the probes' state; nothing is corrected with it): a last column scores every variant
+against the ground truth divided by that state (diagnosis only, the other columns use it as measured),
+and a "not normalised" row refits the same calibration without its state ratios.
 
-Output: benchmarks/results/transfer_<host>.txt; raw data in benchmarks/results/runs/transfer_<host>/
+    python benchmarks/transfer.py [--pair host|avx2] [--probes 0,30,100,300,1000] [--core 0] [--cached]
+                                  [--tag NAME] [--out FILE]
+    python benchmarks/transfer.py --profile NEW.db [--core 1] [--out FILE]   # a profile `latency calibrate --from`
+                                  # wrote, scored with its own context against the held-out models measured now
+
+Output: benchmarks/results/transfer_<host>[.<tag>].txt; raw data in benchmarks/results/runs/transfer_<host>[.<tag>]/
 (ground_truth.json and ground_truth_2.json with every round, probes.db with every probe's rounds,
-calibration.json).
+calibration.json, state.json). A new ``--tag`` measures everything afresh in a folder of its own.
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from latency.estimator import Estimator  # noqa: E402
+from latency.errors import LatencyError  # noqa: E402
 from latency.ops import Config  # noqa: E402
 from latency.profiles import companion, host_device, read_cpu, read_profile, shipped_dir  # noqa: E402
 from latency.regressor import train_all  # noqa: E402
@@ -65,7 +77,7 @@ from profilers.calibrate import calibrate  # noqa: E402
 from profilers.e2e import PROTOCOL as E2E_PROTOCOL, measure_models  # noqa: E402
 from profilers.measure import pin_to_core  # noqa: E402
 from profilers.sweep import run_sweep  # noqa: E402
-from profilers.transfer import _slug, choose_probes, write_transferred  # noqa: E402
+from profilers.transfer import StateReference, _slug, choose_probes, write_transferred  # noqa: E402
 
 TARGET = "x86-avx512-ort"
 #: the target the transfer writes (pair "avx2": x86-avx2-ort, measured under the CPUID mask)
@@ -97,6 +109,22 @@ def held_models() -> dict:
         assert name not in zoo.FIT, name
         out[f"{name}@{size}x{batch}"] = zoo.build(name, batch=batch, size=size)
     return out
+
+
+def ref_bounds() -> str:
+    from profilers.transfer import REFERENCE_US
+
+    return f"{REFERENCE_US[0]:g}-{REFERENCE_US[1]:g} us"
+
+
+def uptime() -> str:
+    """The host's load as ``uptime`` prints it (load averages over 1, 5, 15 minutes)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def ground_truth(models, path, cached):
@@ -203,6 +231,68 @@ class RowScore:
                 "kern_signed": 100 * float(np.sum(kw * ke) / kw.sum()), "groups": groups}
 
 
+def score_profile(a):
+    """``--profile PATH``: the held-out models measured now (two passes, the state reference of the
+    profile's own measured rows after each), estimated by the profile with its own context and overhead."""
+    pin_to_core(a.core)
+    target = get_target(NEW_TARGET)
+    t0 = time.time()
+    lines = []
+
+    def out(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    info = read_profile(a.profile, "user")[0]
+    with Store(a.profile, readonly=True) as st:
+        d = st.measurements(st.find_target(target.name), ok_only=True)
+    mine = d[d["source"] == "measured"]
+    doc = json.load(open(companion(a.profile, ".transfer.json")))
+    cal = json.load(open(companion(a.profile, ".calibration.json"))) if companion(a.profile, ".calibration.json").exists() \
+        else {}
+    out(f"# `latency calibrate --from` profile scored against the held-out models measured now "
+        f"({time.strftime('%Y-%m-%d %H:%M')} UTC)")
+    out(f"uptime at start: {uptime()}")
+    out(f"profile: {a.profile}: {info.provenance}, {info.note}; {len(mine)} rows measured here, "
+        f"{len(d) - len(mine)} transferred; made {doc.get('made_at')}")
+    st8 = cal.get("state") or {}
+    if st8:
+        out("its calibration's state reference: " + ", ".join(f"{r['label']} x{r['ratio']}" for r in st8.get("reference", [])
+                                                                 if r.get("ratio"))
+            + f" -> end-to-end run x{st8.get('e2e_scale')}, in-model run x{st8.get('in_model_scale')}")
+    ref = StateReference.from_rows(target, dict(zip(mine["key"], map(float, mine["latency_us"]))))
+    models = held_models()
+    passes, refs = [], []
+    for i in (1, 2):
+        say(f"ground truth, pass {i}")
+        passes.append(measure_models({n: m.SerializeToString() for n, m in models.items()}, progress=say))
+        refs.append(ref(f"after ground truth pass {i}") if ref.rows else {})
+    names = [n for n in models if all(p[n]["latency_ms"] for p in passes)]
+    p1, p2 = (np.array([p[n]["latency_ms"] for n in names]) for p in passes)
+    meas = np.minimum(p1, p2)
+    out(f"ground truth: {len(names)} held-out models, {E2E_PROTOCOL}; two passes, the faster kept (second/first median "
+        f"{np.median(p2 / p1):.3f}); state reference ({len(ref.rows)} of the profile's measured rows re-measured, now / "
+        "then): " + ", ".join(f"{r['label']} x{r['ratio']}" for r in refs if r.get("ratio")))
+    est = Estimator(target.name, profile=a.profile, check_host=False)
+    pred = np.array([est.estimate(models[n]).total_ms for n in names])
+    m = metrics(pred, meas)
+    out(f"within ±10% {m['within10']:.0f}%, ±20% {m['within20']:.0f}%, MAPE {m['mape']:.1f}%, median |e| "
+        f"{m['median_abs']:.1f}%, median e {m['median_signed']:+.1f}% ({m['n']} models)")
+    if all(r.get("ratio") for r in refs):
+        ms = np.minimum(p1 / refs[0]["ratio"], p2 / refs[1]["ratio"])
+        mm = metrics(pred, ms)
+        out(f"against the ground truth brought to the profile's state by the reference (diag.): within ±10% "
+            f"{mm['within10']:.0f}%, median e {mm['median_signed']:+.1f}%")
+    out(f"{'model':28s} {'measured ms':>11s} {'estimate':>9s} {'error':>7s}")
+    for i, n in enumerate(names):
+        out(f"{n:28s} {meas[i]:11.3f} {pred[i]:9.3f} {100 * (pred[i] / meas[i] - 1):+6.1f}%")
+    out(f"uptime at the end: {uptime()}; {time.time() - t0:.0f} s")
+    path = os.path.join(ROOT, "benchmarks", "results", a.out or "transfer_profile.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    say(f"wrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--probes", default="0,30,100,300,1000")
@@ -210,7 +300,14 @@ def main():
     ap.add_argument("--cached", action="store_true", help="reuse the ground truth, probes and calibration kept")
     ap.add_argument("--pair", choices=sorted(PAIRS), default="host",
                     help="host: shipped profile -> this host; avx2: full sweep here -> emulated AVX2 here")
+    ap.add_argument("--tag", default="", help="a run of its own: runs/transfer_<host>.<tag>/ and its own output file")
+    ap.add_argument("--out", default="", help="output file name under benchmarks/results (default from host and tag)")
+    ap.add_argument("--profile", default="", help="score this profile (as `latency calibrate --from` wrote it, with its "
+                                                  "own context and overhead) against ground truth measured now; "
+                                                  "nothing else")
     a = ap.parse_args()
+    if a.profile:
+        return score_profile(a)
     global NEW_TARGET
     if a.pair == "avx2":
         from profilers import emulate
@@ -228,6 +325,7 @@ def main():
     host = {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")}
     slug = _slug(f"{host['cpu_model']} {host.get('cpu_family_model') or ''}")
     slug += "-avx2-emulated" if a.pair == "avx2" else ""
+    slug += f".{a.tag}" if a.tag else ""
     work = os.path.join(ROOT, "benchmarks", "results", "runs", f"transfer_{slug}")
     os.makedirs(work, exist_ok=True)
     out_lines = []
@@ -245,6 +343,7 @@ def main():
         base = read_profile(base_path, "shipped")[0]
     out(f"# transfer: {PAIRS[a.pair]} ({time.strftime('%Y-%m-%d %H:%M')} UTC, load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} vCPUs)")
+    out(f"uptime at start: {uptime()}")
     if a.pair == "avx2":
         from profilers import emulate
 
@@ -258,17 +357,17 @@ def main():
         f"{base.device.get('cpu_family_model')}; note: {base.note}")
 
     models = held_models()
-    say(f"ground truth, first pass: {len(models)} held-out models")
-    t0 = time.time()
-    gt1 = ground_truth(models, os.path.join(work, "ground_truth.json"), a.cached)
-    t_gt = time.time() - t0
-
     with Store(base_path, readonly=True) as st:
         bdf = st.measurements(st.find_target(TARGET), ok_only=True)
     base_rows = [(k, float(v)) for k, v in zip(bdf["key"], bdf["latency_us"])]
     order = choose_probes(base_rows, base, max(counts))
-    t0 = time.time()
     probes_db = os.path.join(work, "probes.db")
+    state_path = os.path.join(work, "state.json")
+    state = json.load(open(state_path)) if a.cached and os.path.exists(state_path) else {}
+    fresh = not (a.cached and os.path.exists(os.path.join(work, "ground_truth.json")))
+    # the probes first, then the two ground-truth passes, each bracketed by the state reference (a
+    # sample of the probes re-measured), so that the output says whether they saw the probes' state
+    t0 = time.time()
     with Store(probes_db) as st:
         if max(counts):
             run_sweep(st, target, [Config.from_key(k) for k in order], cores=[a.core])
@@ -282,16 +381,35 @@ def main():
                                                       "rounds_us", "canary_us", "unstable", "remeasured", "kernel_ops",
                                                       "measured_at", "extra") if c in r}
     base_lat = dict(base_rows)
-    # the second pass of the ground truth, minutes later (FACTS 9: one pass on a shared VM can sit in a
-    # slow state for all its rounds); a model's truth is the faster of its two passes
+    ref = StateReference.from_rows(target, {k: float(r["latency_us"]) for k, r in probe_rows.items()}, order)
+    if fresh and ref.rows:
+        state["after the probes"] = ref("after the probes")
+    say(f"ground truth, first pass: {len(models)} held-out models")
+    t0 = time.time()
+    gt1 = ground_truth(models, os.path.join(work, "ground_truth.json"), a.cached)
+    t_gt = time.time() - t0
+    if fresh and ref.rows:
+        state["after ground truth pass 1"] = ref("after ground truth pass 1")
+    # the second pass (FACTS 9: one pass on a shared VM can sit in a slow state for all its rounds); a
+    # model's truth is the faster of its two passes
     say("ground truth, second pass")
     gt2 = ground_truth(models, os.path.join(work, "ground_truth_2.json"), a.cached)
+    if fresh and ref.rows:
+        state["after ground truth pass 2"] = ref("after ground truth pass 2")
     names = [n for n in models if gt1[n]["latency_ms"] and gt2[n]["latency_ms"]]
     p1, p2 = (np.array([g[n]["latency_ms"] for n in names]) for g in (gt1, gt2))
     meas = np.minimum(p1, p2)
     dis = np.abs(p2 / p1 - 1)
+    # diagnosis only: the ground truth brought to the probes' state by the reference measured around each
+    # pass (geometric mean of the two around it); the headline figures use the ground truth as measured
+    rs = [(state.get(k) or {}).get("ratio") for k in ("after the probes", "after ground truth pass 1",
+                                                      "after ground truth pass 2")]
+    meas_state = None
+    if all(rs):
+        s1, s2 = math.sqrt(rs[0] * rs[1]), math.sqrt(rs[1] * rs[2])
+        meas_state = np.minimum(p1 / s1, p2 / s2)
     out(f"ground truth: {len(names)} held-out models ({', '.join(names)}), {E2E_PROTOCOL}; two passes "
-        f"{t_probes / 60:.0f} min apart (the probes between them), the faster kept; the passes disagree by median "
+        f"after the probes, the faster kept; the passes disagree by median "
         f"{100 * np.median(dis):.1f}%, max {100 * dis.max():.1f}% (second/first median {np.median(p2 / p1):.3f}); "
         f"first pass {t_gt:.0f} s")
     if a.cached:
@@ -313,9 +431,15 @@ def main():
 
     def score(label, **kw):
         est = Estimator(kw.pop("target", NEW_TARGET), check_host=False, **kw)
-        pred = np.array([est.estimate(models[n]).total_ms for n in names])
+        try:
+            pred = np.array([est.estimate(models[n]).total_ms for n in names])
+        except LatencyError as e:  # e.g. a shipped profile's regressors older than this checkout's features
+            out(f"{label}: not scored ({e})")
+            return
         results[label] = metrics(pred, meas)
         results[label]["passes"] = [metrics(pred, p)["within10"] for p in (p1, p2)]
+        if meas_state is not None:
+            results[label]["at_probe_state"] = metrics(pred, meas_state)
         per_model[label] = pred
         m = results[label]
         say(f"{label}: within ±10% {m['within10']:.0f}%, MAPE {m['mape']:.1f}%")
@@ -363,7 +487,10 @@ def main():
             make_profile(p, target, base_rows, base_path, model, [probe_rows[k] for k in keys])
             if not (a.cached and os.path.exists(raw)) and n == max(counts):
                 tc = time.time()
-                calibrate(target, profile=p, progress=say)
+                # as `latency calibrate --from` runs it: the probes re-measured around its runs
+                ref.records = []
+                calibrate(target, profile=p, progress=say, reference=ref if ref.rows else None)
+                state["calibration"] = list(ref.records)
                 timings["calibration measured"] = time.time() - tc
                 shutil.copyfile(companion(p, ".calibration.json"), raw)
             else:
@@ -371,6 +498,16 @@ def main():
             if full:
                 row_scores[f"{n} probes"] = full.score(p, model)
             score(f"{n} probes, context here", profile=p)
+            if n == max(counts) and (json.load(open(raw)).get("state") or {}).get("reference"):
+                # diagnosis: the same calibration refitted without the state normalisation
+                flat = json.load(open(raw))
+                flat["state"] = None
+                flat_path = os.path.join(tmp, "calibration-not-normalised.json")
+                with open(flat_path, "w") as f:
+                    json.dump(flat, f)
+                refit_context(p, target, flat_path, fit_models)
+                score(f"{n} probes, context here, not normalised (diag.)", profile=p)
+                refit_context(p, target, raw, fit_models)
             score(f"{n} probes, base context", profile=p, **base_ctx)
             if full and n == max(counts):
                 # diagnosis only: these transferred rows with the context the full sweep's calibration fitted
@@ -385,12 +522,25 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if state:
+        with open(state_path, "w") as f:
+            json.dump(state, f, indent=1)
+        out(f"machine state: {len(ref.rows)} probes (the first in probe order of {ref_bounds()} here) re-measured with "
+            "the sweep protocol; median time now / at the probes (p10-p90):")
+        for label, rec in state.items():
+            for r in (rec if isinstance(rec, list) else [rec]):
+                if r.get("ratio"):
+                    out(f"  {r['at'][11:16]} {r['label'] or label:46s} x{r['ratio']:.3f} ({r['p10']:.3f}-{r['p90']:.3f})"
+                        + ("  [calibration: its runs divided by these]" if label == "calibration" else ""))
     out()
     out(f"{'variant':46s} {'n':>3s} {'±10%':>6s} {'±20%':>6s} {'MAPE':>7s} {'median |e|':>10s} {'median e':>9s}"
-        f"  {'±10% vs pass 1 / 2':>18s}")
+        f"  {'±10% vs pass 1 / 2':>18s}" + ("   ±10% / median e, truth at the probes' state (diag.)"
+                                              if meas_state is not None else ""))
     for label, m in results.items():
         out(f"{label:46s} {m['n']:3d} {m['within10']:5.0f}% {m['within20']:5.0f}% {m['mape']:6.1f}% "
-            f"{m['median_abs']:9.1f}% {m['median_signed']:+8.1f}%  {m['passes'][0]:8.0f}% / {m['passes'][1]:.0f}%")
+            f"{m['median_abs']:9.1f}% {m['median_signed']:+8.1f}%  {m['passes'][0]:8.0f}% / {m['passes'][1]:.0f}%"
+            + (f"   {m['at_probe_state']['within10']:5.0f}% / {m['at_probe_state']['median_signed']:+.1f}%"
+               if "at_probe_state" in m else ""))
     if full and row_scores:
         out()
         out("row-level score against the full sweep (log error of transferred vs measured here, in %; evaluation only):")
@@ -417,11 +567,12 @@ def main():
     out(f"columns: signed error of each variant's estimate; ground truth rounds in "
         f"{os.path.relpath(os.path.join(work, 'ground_truth.json'), ROOT)}")
     out("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; whole run {time.time() - t_all:.0f} s")
+    out(f"uptime at the end: {uptime()}")
     import sqlite3
 
     with sqlite3.connect(probes_db) as c:  # one self-contained file, as the shipped profiles
         c.execute("PRAGMA journal_mode=DELETE")
-    path = os.path.join(ROOT, "benchmarks", "results", f"transfer_{slug}.txt")
+    path = os.path.join(ROOT, "benchmarks", "results", a.out or f"transfer_{slug}.txt")
     with open(path, "w") as f:
         f.write("\n".join(out_lines) + "\n")
     say(f"wrote {path}")

@@ -385,7 +385,9 @@ def train(target_name, path, out):
 @click.option("--from", "base", default=None,
               help="transfer: a profile (FILE.db) or target measured on another device; probes measured here scale "
                    "it into a profile of this host (--db, default in the user profile directory)")
-@click.option("--budget", default="10m", show_default=True, help="with --from: the time the whole transfer may take")
+@click.option("--budget", default="10m", show_default=True,
+              help="with --from: the time the whole transfer may take (0: no probe, the base scaled by the two devices' "
+                   "descriptions)")
 @click.option("--max-probes", type=int, default=None, help="with --from: measure at most this many probes")
 def calibrate(target_name, path, core, refit, base, budget, max_probes):
     """Fit the in-model context and overhead models from whole models run on this device; with --from,
@@ -449,8 +451,11 @@ def _transfer(t, base, path, budget_s, core, max_probes):
                      else bar.echo(msg), argv=" ".join(sys.argv))
     click.echo(f"profile  {r['db']} ({r['probes']} probes measured here, {r['transferred_rows']} rows transferred "
                f"from {r['base']})")
-    for line in r["model"].summary()[:12]:
-        click.echo(f"  {line}")
+    if r.get("described"):
+        click.echo(f"  no probe: scaled by the device descriptions ({'; '.join(r['described'])})")
+    else:
+        for line in r["model"].summary()[:12]:
+            click.echo(f"  {line}")
     click.echo(f"regressors: {r['regressors']}")
     click.echo(f"context and overhead: {r['context']}")
     click.echo(f"transfer curves -> {r['transfer']}; "

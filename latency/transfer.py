@@ -409,12 +409,16 @@ def identity_model(note: str = "") -> TransferModel:
 #: the FMA datapath an AVX-512 instruction runs on (Zen 4 splits a 512-bit instruction over 256-bit
 #: pipes, Zen 5 server cores have full 512-bit pipes); ``load_bits``, the bits the core loads from L1
 #: per cycle (Zen 4: two 256-bit loads; Zen 5: two 512-bit loads, and AMD doubled the L2 -> L1 fill
-#: bandwidth with it); ``ipc``, integer/scalar IPC relative to the vendor's first entry (AMD states
-#: +16% for Zen 5 over Zen 4).
+#: bandwidth with it); ``l2_fill_bits``, the bits per cycle the L2 fills into L1 (Zen 3/Zen 4 32 bytes,
+#: Zen 5 64 bytes): a kernel whose data does not fit L1 streams no faster than that, whatever its
+#: loads; ``ipc``, integer/scalar IPC relative to the vendor's first entry (AMD states +16% for Zen 5
+#: over Zen 4).
 MICROARCH = {
-    ("AMD", "25"): {"name": "Zen 3/Zen 4", "avx512_bits": 256, "load_bits": 512, "ipc": 1.0},
-    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "load_bits": 1024, "ipc": 1.16},
+    ("AMD", "25"): {"name": "Zen 3/Zen 4", "avx512_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.0},
+    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.16},
 }
+#: FMA pipes of the cores above (both have two): the compute roof is pipes x lanes x 2 FLOPs per cycle
+FMA_PIPES = 2
 #: a family not recorded, inferred from the ISA flags (the first row whose flags a device has all
 #: of; Zen 5 added AVX-VNNI, Zen 4 added AVX-512)
 FAMILY_BY_FLAGS = ((("AMD", frozenset({"avx512f", "avx_vnni"})), "26"), (("AMD", frozenset({"avx512f"})), "25"))
@@ -460,6 +464,49 @@ def _load_bits(device: dict, core: dict | None) -> int:
     return min(core["load_bits"], 2 * width) if core else 2 * width
 
 
+def _stream_bits(device: dict, core: dict | None) -> int:
+    """Bits per cycle a kernel whose data is bigger than L1 streams at: its loads (:func:`_load_bits`),
+    no more than the L2 fills L1 (the core's ``l2_fill_bits`` when known)."""
+    load = _load_bits(device, core)
+    return min(load, core["l2_fill_bits"]) if core and core.get("l2_fill_bits") else load
+
+
+def _roof(device: dict, core: dict | None) -> dict:
+    """The device's roofline per cycle: FLOPs (fp) and int8 ops (int8) of its vector units, bytes
+    streamed from L2 (:func:`_stream_bits`)."""
+    lanes = _vector_bits(device, core) / 32
+    return {"fp": FMA_PIPES * lanes * 2, "int8": FMA_PIPES * lanes * 8 / (1.0 if _has_vnni(device) else NO_VNNI_INT8),
+            "bytes": _stream_bits(device, core) / 8}
+
+
+@dataclass(frozen=True)
+class DescriptionModel(TransferModel):
+    """The transfer of :func:`description_model`: with a kernel's arithmetic intensity (as
+    :meth:`TransferModel.apply_keys` gives it) its ratio comes from the two devices' rooflines
+    (``roof``: FLOPs and bytes per cycle of each side, the clock ratio, the latency ramp from dispatch);
+    without one, from the per-kind curves (compute kinds compute-bound, the others memory-bound)."""
+
+    roof: dict = field(default_factory=dict)
+
+    def log_ratio(self, kind: str, precision: str, base_us, log_intensity=None) -> np.ndarray:
+        if log_intensity is None or not self.roof:
+            return super().log_ratio(kind, precision, base_us)
+        r = self.roof
+        x = np.log10(np.maximum(np.atleast_1d(np.asarray(base_us, float)), 1e-3))
+        i = np.broadcast_to(np.maximum(10 ** np.asarray(log_intensity, float) - 0.01, 1e-3), x.shape)
+        q = "int8" if precision.startswith("int8") else "fp"
+        # time per byte of the kernel on each side: the longer of its compute and its streaming
+        tn = np.maximum(i / r["new"][q], 1.0 / r["new"]["bytes"])
+        tb = np.maximum(i / r["base"][q], 1.0 / r["base"]["bytes"])
+        cls = np.log(tn / tb)
+        if r.get("big_flat"):  # memory-bound kernels over 1 ms on a side with the smaller LLC: no faster
+            mem = (i / r["new"][q] <= 1.0 / r["new"]["bytes"]) & (i / r["base"][q] <= 1.0 / r["base"]["bytes"])
+            cls = np.where(mem & (x > 3.0), 0.0, cls)
+        x0 = math.log10(DISPATCH_US)
+        t = np.clip((x - x0), 0.0, 1.0)  # log-linear from DISPATCH_US to ten times it
+        return r["dispatch"] + t * (cls + r["log_clock"] - r["dispatch"])
+
+
 def _core(device: dict) -> tuple[dict | None, str]:
     """The MICROARCH entry of ``device`` and how it was found ("" when unknown)."""
     vendor, fm = device.get("vendor") or "", device.get("cpu_family_model") or ""
@@ -483,13 +530,19 @@ def description_model(base: dict, new: dict) -> TransferModel:
     as equal:
 
     * dispatch (kernels under :data:`DISPATCH_US` on the base): clock x IPC of the core family;
-    * compute kinds (:data:`COMPUTE_KINDS`): clock x vector bits per FMA (the ISA's width, no wider
-      than the core's datapath); int8 also x :data:`NO_VNNI_INT8` on the side without VNNI;
-    * the other kinds (memory-bound: copies, elementwise, pooling, normalisation): clock x bits loaded
-      from L1 per cycle (working sets of single-thread kernels sit in L1/L2 for most rows);
+    * above it, each kernel by its arithmetic intensity I (FLOPs per byte, from the op registry) on
+      the two devices' rooflines (:class:`DescriptionModel`): time per byte = max(I / compute roof,
+      1 / stream roof), the compute roof being FMA pipes x the vector lanes the ISA and the core's
+      datapath give (int8: x4 ops per lane, halved without VNNI, :data:`NO_VNNI_INT8`), the stream
+      roof the bytes per cycle a kernel bigger than L1 gets: the core's loads, no more than its L2
+      fills L1 (:func:`_stream_bits`); times the clock. A batch-1 matrix-vector product or a
+      depthwise convolution is then memory-bound where the vector units outrun the L2 (AVX-512 and
+      AVX2 on one Zen 5 core stream at the same 64 bytes per cycle), a dense convolution compute-bound;
       cache sizes enter only when they differ: a device whose last-level cache is smaller than the
-      other's is not assumed faster on kernels above 1 ms (they may stream from DRAM there; DRAM
-      bandwidth is not in the description, so those count as equal);
+      other's is not assumed faster on memory-bound kernels above 1 ms (they may stream from DRAM there;
+      DRAM bandwidth is not in the description, so those count as equal);
+    * without an intensity (:meth:`TransferModel.ratio` of a kind alone) compute kinds
+      (:data:`COMPUTE_KINDS`) are taken compute-bound and the others memory-bound;
 
     between :data:`DISPATCH_US` and ten times it the curve goes log-linearly from the dispatch ratio
     to the class's. None of these factors is fitted: they are the ratios of the described resources.
@@ -510,20 +563,24 @@ def description_model(base: dict, new: dict) -> TransferModel:
     vb, vn = _vector_bits(base, cb), _vector_bits(new, cn)
     log_vec = math.log(vb / vn)
     lb, ln = _load_bits(base, cb), _load_bits(new, cn)
-    log_load = math.log(lb / ln)
+    sb, sn = _stream_bits(base, cb), _stream_bits(new, cn)
+    log_load = math.log(sb / sn)
     if vb != vn:
         known.append(f"vector FMA width {vb} vs {vn} bits")
     if lb != ln:
         known.append(f"L1 loads {lb} vs {ln} bits/cycle")
+    if sb != sn or lb != ln:
+        known.append(f"streamed from L2 {sb} vs {sn} bits/cycle")
     log_int8 = math.log(NO_VNNI_INT8) * ((not _has_vnni(new)) - (not _has_vnni(base)))
     if log_int8:
         known.append(f"VNNI {'yes' if _has_vnni(base) else 'no'} vs {'yes' if _has_vnni(new) else 'no'}")
     log_big = log_load  # memory-bound kernels over 1 ms: the LLC may not hold them on the smaller side
     llb, lln = base.get("llc_mb"), new.get("llc_mb")
+    big_flat = False
     if llb and lln and llb != lln:
         known.append(f"LLC {llb:g} vs {lln:g} MB")
         if (lln < llb and log_load < 0) or (llb < lln and log_load > 0):
-            log_big = 0.0
+            log_big, big_flat = 0.0, True
     disp = log_clock + log_ipc
     x0, x1 = math.log10(DISPATCH_US), math.log10(DISPATCH_US) + 1
 
@@ -545,5 +602,10 @@ def description_model(base: dict, new: dict) -> TransferModel:
             "compute_ratio": round(math.exp(log_clock + log_vec), 4),
             "compute_int8_ratio": round(math.exp(log_clock + log_vec + log_int8), 4),
             "other_ratio": round(math.exp(log_clock + log_load), 4),
-            "rationale": "ratios of described resources (clock, IPC, vector width, L1 load width, VNNI); none fitted"}
-    return TransferModel(other, {}, curves, {}, spec)
+            "roofline": {"base": _roof(base, cb), "new": _roof(new, cn),
+                         "units": "FLOPs (fp), int8 ops (int8) and bytes streamed from L2 per cycle"},
+            "rationale": "ratios of described resources (clock, IPC, vector width, L1 load and L2 fill widths, VNNI) "
+                         "on each kernel's arithmetic intensity; none fitted"}
+    roof = {"base": _roof(base, cb), "new": _roof(new, cn), "dispatch": disp, "log_clock": log_clock,
+            "big_flat": big_flat}
+    return DescriptionModel(other, {}, curves, {}, spec, roof=roof)

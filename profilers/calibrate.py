@@ -16,6 +16,17 @@ latency, and both are fitted here from the training corpus (profilers.zoo.FIT) r
    (:mod:`profilers.chains`), timed in the same round-robin run as the models, and held fixed; the
    per-kernel terms are fitted on the models around it.
 
+Both fits compare times measured now (in-model, end to end) with the profile's prices, measured at
+another time. On a shared VM the whole machine drifts between states minutes apart (a calibration
+measured ~6% faster than the probes of the profile it calibrated), and a context fitted across two
+states absorbs the difference as if it were an in-model effect. With a ``reference``
+(:class:`profilers.transfer.StateReference`: a sample of the profile's own measured rows re-measured
+with the profile's protocol) the calibration measures it before the end-to-end run, between it and the
+in-model run and after that; the median ratio now / in the profile, averaged over the two
+measurements around each run, is the state of the machine during that run, and that run's times are
+divided by it before anything is fitted (:func:`state_scales`), so in-model / alone compares one
+state of the machine. The measured times are kept as measured in the raw file, the ratios beside them.
+
 Writes ``<profile>.context.json``, ``<profile>.overhead.json`` and the raw data they came from,
 ``<profile>.calibration.json`` (every kernel pair and every end-to-end round), next to the profile.
 """
@@ -55,6 +66,40 @@ LOWINT_US_PER_MB = 150.0
 #: (below the run-to-run noise of the calibration models' end-to-end times): among them the
 #: smallest working-set scale wins, nearest the cache probe's own measure (x1)
 TIED_ERROR = 0.05
+#: a state ratio beyond these bounds is not a drift of the machine but a reference that does not
+#: match the profile (another device, a broken row): it is recorded and not applied
+STATE_BOUNDS = (0.67, 1.5)
+
+
+def state_scales(records: list) -> dict:
+    """The machine's state during the end-to-end and in-model runs from the reference measurements
+    taken before, between and after them (``records``: dicts with ``ratio``, measured / profile, in
+    that order). Each run's scale is the geometric mean of the two measurements around it; a run
+    with one of them missing takes the other, with none 1.0 (not normalised). A scale outside
+    :data:`STATE_BOUNDS` is recorded and replaced by 1.0."""
+    r = [x.get("ratio") if x else None for x in list(records) + [None] * 3][:3]
+
+    def around(a, b):
+        v = [x for x in (a, b) if x and x > 0]
+        return math.exp(sum(math.log(x) for x in v) / len(v)) if v else 1.0
+
+    out = {}
+    for name, (a, b) in (("e2e_scale", (r[0], r[1])), ("in_model_scale", (r[1], r[2]))):
+        s = around(a, b)
+        if not STATE_BOUNDS[0] <= s <= STATE_BOUNDS[1]:
+            out[f"{name}_rejected"] = round(s, 4)
+            s = 1.0
+        out[name] = round(s, 4)
+    return out
+
+
+def _normalised(e2e: dict, pairs: list, state: dict | None) -> tuple[dict, list]:
+    """Copies of ``e2e`` and ``pairs`` with their measured times divided by the state scales
+    (:func:`state_scales`), i.e. brought to the state the profile was measured in."""
+    se, si = (state or {}).get("e2e_scale", 1.0), (state or {}).get("in_model_scale", 1.0)
+    e = {n: ({**r, "latency_ms": r["latency_ms"] / se} if r.get("latency_ms") else r) for n, r in e2e.items()}
+    p = [{**q, "in_model_us": q["in_model_us"] / si} for q in pairs]
+    return e, p
 
 
 def choose(trials: dict, tied: float = TIED_ERROR) -> tuple:
@@ -71,7 +116,7 @@ def choose(trials: dict, tied: float = TIED_ERROR) -> tuple:
 
 
 def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 20, progress=None,
-              refit: bool = False, chain_families=None, probes: bool = True, step=None) -> dict:
+              refit: bool = False, chain_families=None, probes: bool = True, step=None, reference=None) -> dict:
     """Fit and save the context and overhead models of ``profile`` (default: the target's shipped one).
 
     ``models``: name -> ModelProto (default: the zoo's FIT models). ``refit``: measure nothing, refit
@@ -81,7 +126,10 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     ``probes``: also measure the cache probe that sets the cache gate (else the gate's bounds come
     from the cache size in sysfs). ``progress``: called with one-line messages; ``step``: called as
     ``step(done, total, what)`` after each stage (end-to-end run, in-model kernel times, each private-cache
-    bound tried), for a progress bar. Returns a summary dict.
+    bound tried), for a progress bar. ``reference``: called as ``reference(label)`` before the end-to-end
+    run, between it and the in-model run and after it, returns a dict with ``ratio`` (this moment's
+    state against the profile's, :class:`profilers.transfer.StateReference`); the runs' times are
+    normalised by it (:func:`state_scales`). Returns a summary dict.
     """
     say = progress or (lambda msg: None)
     n_steps = len(PRIVATE_GATE_SCALES) + (0 if refit else 2)
@@ -103,20 +151,26 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             raise LatencyError(f"nothing to refit from: {paths['calibration']} does not exist; run a calibration first")
         raw = json.loads(paths["calibration"].read_text())
         host, e2e, match, pairs = raw["host"], raw["e2e"], raw["match"], raw["pairs"]
+        state = raw.get("state")
         gate_spec = footprint_gate((raw.get("gate") or {}).get("llc_mb") or llc_mb())
         models = models or {n: zoo.build(n) for n in e2e if ":" not in n}
         chain_models = {n: dispatch_chains.build(n) for n in e2e if n.startswith("chain:")}
         probe_models = {n: dispatch_chains.build_probe(n) for n in e2e if n.startswith("probe:")}
         say(f"refitting from {paths['calibration']} ({len(pairs)} kernel pairs, {len(e2e)} models)")
     else:
+        state, refs = None, []
         models = models or {n: zoo.build(n) for n in zoo.FIT}
         chain_models = dispatch_chains.chains(chain_families) if chain_families is None or chain_families else {}
         probe_models = dispatch_chains.cache_probes() if probes else {}
         say(f"end-to-end: {len(models)} calibration models, {len(chain_models)} dispatch chains and "
             f"{len(probe_models)} cache probes in one round-robin run")
+        if reference is not None:
+            refs.append(reference("before the end-to-end run"))
         e2e = measure_models({n: m.SerializeToString() for n, m in {**models, **chain_models, **probe_models}.items()},
                              progress=say)
         advance("end-to-end run done")
+        if reference is not None:
+            refs.append(reference("between the end-to-end and the in-model runs"))
         say(f"in-model kernel times: {len(models)} models, {repeats} round-robin repeats")
         times = in_model_times({n: m.SerializeToString() for n, m in models.items()}, repeats=repeats, runs=runs)
         pairs, match = [], {}
@@ -126,6 +180,16 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             match[name] = s
             say(f"in-model kernels of {name}: {len(p)} paired ({s['skipped']} left out)")
         advance("in-model kernel times done")
+        if reference is not None:
+            refs.append(reference("after the in-model run"))
+            state = {**state_scales(refs), "reference": refs,
+                     "basis": "a sample of the profile's measured rows re-measured with its protocol before, between "
+                              "and after the runs; scale = geometric mean of the median ratio (now / profile) of the "
+                              "two measurements around a run; that run's times are divided by it before the fits"}
+            say(f"machine state against the profile's: end-to-end run x{state['e2e_scale']:.3f}, in-model run "
+                f"x{state['in_model_scale']:.3f} (normalised)")
+    measured_e2e, measured_pairs = e2e, pairs
+    e2e, pairs = _normalised(e2e, pairs, state)
     run_term = dispatch_chains.per_run_us(base, e2e, chain_models) if chain_models else None
     if chain_models and run_term is None:
         say("no dispatch chain could be priced from this profile: the per-run term is fitted with the rest")
@@ -143,6 +207,8 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     source = {"source": f"fitted from {len(pairs)} kernels of {len(models)} models timed inside the model "
                         f"(onnxruntime per-node profile) on {host.get('cpu_model')}",
               "fitted_at": time.strftime("%Y-%m-%d"), "models": list(models), "host": host}
+    if state:
+        source["state"] = {k: v for k, v in state.items() if k != "reference"}
     ok = [n for n in models if e2e[n]["latency_ms"]]
     meas = [e2e[n]["latency_ms"] * 1000 for n in ok]
     # two bounds are fitted on the calibration models: the private-cache gate (a multiple of the L2
@@ -191,6 +257,8 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     ContextModel(spec).save(paths["context"])
     ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
                "context": spec["source"]})
+    if state:
+        ov["state"] = source["state"]
     if run_term:
         ov["dispatch_chains"] = {**run_term, "n_chains": len(chain_models),
                                  "basis": "per family and size: end-to-end minus kernel sum against kernel count "
@@ -199,7 +267,10 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     if not refit:
         with open(paths["calibration"], "w") as f:
             json.dump({"host": host, "seconds": time.time() - t0, "repeats": repeats, "runs": runs, "gate": gate_spec,
-                       "match": match, "pairs": pairs, "e2e": e2e}, f, indent=0)
+                       "match": match, "e2e": measured_e2e, "state": state,
+                       # the times as measured (the fits used them divided by the state scales)
+                       "pairs": [{**q, "in_model_us": m["in_model_us"]} for q, m in zip(pairs, measured_pairs)]},
+                      f, indent=0)
     return {"pairs": len(pairs), "models": len(models), "context": str(paths["context"]),
             "overhead": str(paths["overhead"]), "raw": str(paths["calibration"]), "per_run_us": ov["per_run_us"],
             "per_kernel_us": ov.get("per_kernel_us"), "per_short_kernel_us": ov.get("per_short_kernel_us"),
@@ -207,5 +278,5 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             "per_lowint_conv_mb_us": ov.get("per_lowint_conv_mb_us", 0.0),
             "stream_us_per_mb": spec["stream_us_per_mb"],
             "private_gate_scale": scale, "footprint_scale": fp_scale, "residual_rel_median": ov["residual_rel_median"],
-            "seconds": time.time() - t0,
+            "seconds": time.time() - t0, "state": {k: v for k, v in (state or {}).items() if k != "reference"},
             "gate": "cache probe" if curve else "sysfs cache size"}

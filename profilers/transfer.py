@@ -12,7 +12,17 @@
    base row this host did not measure is written scaled, with source ``transferred``;
 3. the regressors are retrained on the new table (``latency.regressor.train_all``), and the in-model
    context and overhead refitted on this host (``profilers.calibrate``) when the budget allows;
-   otherwise the base's context and overhead are copied and the summary says so.
+   otherwise the base's context and overhead are copied and the summary says so. The calibration
+   compares the probes (measured minutes earlier) with in-model and end-to-end times measured now; a
+   shared VM drifts between states in between (one calibration here ran ~6% faster than the probes,
+   and the context took it for an in-model effect: every estimate 6-10% low). So a sample of the
+   probes (:class:`StateReference`) is re-measured with the probes' protocol before, between and after
+   the calibration's runs, and each run's times are divided by the state ratio around it before the
+   fits (``profilers.calibrate.state_scales``): in-model / alone then compares one state of the machine.
+
+With ``--budget 0`` nothing is measured: every base row is scaled by what the two devices'
+descriptions say (:func:`latency.transfer.description_model`), the regressors retrained on that
+table and the base's context and overhead copied.
 
 The new profile has the usual layout (NAME.db, NAME.regressors/, NAME.context.json,
 NAME.overhead.json, NAME.calibration.json) plus NAME.transfer.json (the fitted curves and how they
@@ -28,18 +38,25 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from latency.errors import LatencyError
 from latency.ops import Config
 from latency.profiles import (INCOMPLETE, ProfileInfo, companion, discover, host_device, is_shipped, read_profile,
                               user_profiles_dir, write_device_record)
 from latency.store import Store
-from latency.transfer import (MIN_PROBES, TRANSFERRED, TransferError, TransferModel, fit_transfer, group_of,
-                              probe_order)
+from latency.transfer import (MIN_PROBES, TRANSFERRED, TransferError, TransferModel, description_model, fit_transfer,
+                              group_of, probe_order)
 
 #: what the steps after the probes cost on this kind of host (2 vCPU EPYC, measured: 1 s, 16 s and 61 s), seconds: the write of
 #: ~24k transferred rows, retraining every kind's regressor on them, and a calibration
-#: (profilers.calibrate with its defaults: FIT models end to end, in-model kernel times, the fits)
-WRITE_S, TRAIN_S, CALIBRATE_S = 10.0, 30.0, 90.0
+#: (profilers.calibrate with its defaults: FIT models end to end, in-model kernel times, the fits;
+#: plus the state reference measured three times, 5-10 s each)
+WRITE_S, TRAIN_S, CALIBRATE_S = 10.0, 30.0, 110.0
+#: the state reference: this many of the probes (the first in probe order whose time here is within
+#: REFERENCE_US: long enough for the profiler's integer microseconds, short enough to cost little)
+REFERENCE_N = 24
+REFERENCE_US = (20.0, 2000.0)
 #: the least probe time worth a transfer, and the least left to probes before calibration or
 #: training is given up to make room for them
 MIN_PROBE_S, PROBE_FLOOR_S = 20.0, 120.0
@@ -157,6 +174,98 @@ def choose_probes(base_rows, base_info: ProfileInfo, n: int) -> list[str]:
     return probe_order(base_rows, n, group_weights=group_weights(base_rows, kinds))
 
 
+def _describe(target, info: ProfileInfo, db: Path, base_rows, train: bool, say, argv: str, t0: float) -> dict:
+    """``--budget 0``: no probe. Every base row scaled by what the two devices' descriptions say
+    (:func:`latency.transfer.description_model`: clock, IPC, vector width, VNNI, L1 load and L2 fill
+    widths, each kernel on both rooflines by its arithmetic intensity), written as ``transferred``
+    rows; rows this host measured before are kept; the base's context and overhead copied; the
+    regressors retrained on the new table unless ``train`` is False (computation only)."""
+    host = host_device(cores_used=target.threads)
+    model = description_model(info.device, host)
+    say(f"no probe: {info.path} scaled by the device descriptions ({'; '.join(model.spec['known'])})")
+    timings = {}
+    t1 = time.monotonic()
+    with Store(db) as st:
+        tid = st.find_target(target.name)
+        if tid is not None:
+            st.delete_rows(tid, TRANSFERRED)
+        tid = st.ensure_target(target.name, target.fingerprint())
+        mine = st.measurements(tid, ok_only=True)
+        kept = set(mine[mine["source"] == "measured"]["key_hash"]) if len(mine) else set()
+        n_rows = write_transferred(st, tid, model, base_rows, kept, info.path, argv)
+        write_device_record(st, target.name, host_device(), TRANSFERRED,
+                            f"transferred from {Path(info.path).name} ({info.origin}; {info.describe()}) with no "
+                            f"probe: {n_rows} rows scaled by the two devices' descriptions (.transfer.json)")
+    timings["write_s"] = round(time.monotonic() - t1, 1)
+    model_path = companion(db, ".transfer.json")
+    with open(model_path, "w") as f:
+        json.dump({"base": {"path": info.path, "target": info.target, "origin": info.origin,
+                            "device": info.device, "describe": info.describe()},
+                   "host": host, "probes": 0, "method": "description: no probe, nothing measured",
+                   "model": model.to_dict(), "made_at": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
+    out = {"db": str(db), "base": info.path, "probes": 0, "probes_new": 0, "failed": 0, "transferred_rows": n_rows,
+           "transfer": str(model_path), "model": model, "described": model.spec["known"]}
+    if train:
+        from latency.regressor import train_all
+
+        t1 = time.monotonic()
+        say("training the regressors on the new table")
+        with Store(db, readonly=True) as st:
+            rep = train_all(st, st.find_target(target.name), companion(db, ".regressors"))
+        timings["train_s"] = round(time.monotonic() - t1, 1)
+        out["regressors"] = f"retrained ({int((rep['status'] == 'trained').sum())} kinds)"
+    else:
+        out["regressors"] = "none (kernels without a row are priced by the FLOPs/bytes prior fitted on the new table)"
+    copied = []
+    for suffix in (".context.json", ".overhead.json"):
+        src = companion(info.path, suffix)
+        if src.exists():
+            shutil.copyfile(src, companion(db, suffix))
+            copied.append(suffix[1:])
+    out["context"] = (f"copied from the base ({', '.join(copied)}; fitted on the base's host, not this one): no "
+                      "probe, nothing measured" if copied else "none (the base has none)")
+    timings["total_s"] = round(time.monotonic() - t0, 1)
+    out["timings"] = timings
+    return out
+
+
+class StateReference:
+    """A sample of a profile's measured rows, re-measured on demand with the protocol they were
+    measured with: how fast the machine runs now against when the profile was measured.
+
+    ``rows``: (key, latency_us in the profile) pairs; ``protocol``: the sweep protocol of those rows
+    (None: the backend's default, the sweep's). ``ref(label)`` measures the rows now and returns (and
+    keeps in ``records``) {label, at, n, ratio: median of now / profile, p10, p90, seconds}; ratio None
+    when nothing could be measured. A calibration passes it to ``profilers.calibrate.calibrate``."""
+
+    def __init__(self, target, rows, protocol=None):
+        self.target, self.rows, self.protocol = target, [(k, float(v)) for k, v in rows], protocol
+        self.records: list = []
+
+    @classmethod
+    def from_rows(cls, target, measured: dict, order=None, n: int = REFERENCE_N, protocol=None,
+                  bounds: tuple = REFERENCE_US) -> "StateReference":
+        """The first ``n`` keys of ``order`` (default: ``measured``'s own order) among ``measured``
+        (key -> latency_us here) within ``bounds`` (us)."""
+        keys = [k for k in (order if order is not None else measured)
+                if k in measured and bounds[0] <= measured[k] <= bounds[1]]
+        return cls(target, [(k, measured[k]) for k in keys[:n]], protocol)
+
+    def __call__(self, label: str = "") -> dict:
+        from .backends import measure
+
+        t0 = time.monotonic()
+        res = measure(self.target, [Config.from_key(k) for k, _ in self.rows], self.protocol) if self.rows else []
+        r = sorted(x["latency_us"] / v for (_, v), x in zip(self.rows, res) if x.get("latency_us") and v > 0)
+        rec = {"label": label, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "n": len(r),
+               "ratio": round(float(np.median(r)), 4) if r else None,
+               "p10": round(float(np.percentile(r, 10)), 4) if r else None,
+               "p90": round(float(np.percentile(r, 90)), 4) if r else None,
+               "seconds": round(time.monotonic() - t0, 1)}
+        self.records.append(rec)
+        return rec
+
+
 def _same_device(st: Store, tid: str, target, db) -> None:
     """TransferError, with both fingerprints, when ``db`` holds ``target`` measured on another device."""
     mine, theirs = target.fingerprint(), (st.target(tid) or {}).get("fingerprint") or {}
@@ -168,12 +277,16 @@ def _same_device(st: Store, tid: str, target, db) -> None:
 
 
 def _plan_steps(budget_s: float, calibrate: bool | None, train: bool | None) -> tuple[float, bool, bool]:
-    """(probe seconds, calibrate, train) for a budget; TransferError when it cannot fit a transfer."""
+    """(probe seconds, calibrate, train) for a budget; TransferError when it cannot fit a transfer
+    (a budget of 0: no probe, nothing measured, see :func:`transfer`)."""
+    if budget_s == 0:
+        return 0.0, False, train is not False
     avail = budget_s - WRITE_S
     if avail < MIN_PROBE_S:
         raise TransferError(f"a budget of {budget_s:.0f} s cannot fit a transfer: it needs at least "
                             f"{MIN_PROBE_S + WRITE_S:.0f} s ({MIN_PROBES}+ probes and writing the profile); "
-                            f"10m gives probes, regressors and an in-model calibration")
+                            f"10m gives probes, regressors and an in-model calibration, 0 no probe at all "
+                            f"(the base scaled by the two devices' descriptions)")
     do_train = train if train is not None else avail - TRAIN_S >= PROBE_FLOOR_S
     do_cal = calibrate if calibrate is not None else avail - TRAIN_S * do_train - CALIBRATE_S >= PROBE_FLOOR_S
     probe_s = avail - TRAIN_S * do_train - CALIBRATE_S * do_cal
@@ -192,13 +305,19 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
 
     ``base``: a profile database path or a target name. ``db``: the profile to write (default
     :func:`default_db`; never a shipped one). ``calibrate``/``train``: None decides by the budget.
-    ``max_probes``: measure at most this many (default: as many as the budget allows). Returns a
+    ``max_probes``: measure at most this many (default: as many as the budget allows). ``budget_s`` 0: no
+    probe at all, nothing measured (:func:`_describe`: the base scaled by the two devices' descriptions). Returns a
     summary dict (paths, probes measured, what was refitted or copied, seconds per step)."""
     from .sweep import run_sweep
 
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
     probe_s, do_cal, do_train = _plan_steps(budget_s, calibrate, train)  # the input first, then the host
+    if budget_s == 0 and max_probes:
+        raise TransferError(f"--max-probes {max_probes} with --budget 0: a budget of 0 measures no probe (the base "
+                            "scaled by the two devices' descriptions); give a budget for probes")
+    if max_probes is not None and max_probes < MIN_PROBES:
+        raise TransferError(f"--max-probes {max_probes} cannot fit a transfer: it needs at least {MIN_PROBES} probes")
     info = resolve_base(base, target)
     ok, why = target.host_supported()
     if not ok:
@@ -217,6 +336,12 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
     with Store(info.path, readonly=True) as st:
         bdf = st.measurements(st.find_target(info.target), ok_only=True)
     base_rows = [(k, float(v)) for k, v in zip(bdf["key"], bdf["latency_us"]) if v and v > 0]
+    if budget_s == 0:
+        return _describe(target, info, db, base_rows, do_train, say, argv, t0)
+    dense = sum(Config.from_key(k).sparsity == "0" for k, _ in base_rows)
+    if dense < MIN_PROBES:
+        raise TransferError(f"base profile {info.path} has {dense} measured dense row(s) to probe: a transfer needs at "
+                            f"least {MIN_PROBES}; transfer from a fuller profile")
     base_lat = {Config.from_key(k).hash: (k, v) for k, v in base_rows}  # key hash -> (key, base us)
     n_cap = int(min(max_probes or 1e9, probe_s * MAX_PROBES_PER_S))
     say(f"base {info.path} ({info.target}, {len(base_rows)} rows, {info.describe()}); choosing up to {n_cap} probes")
@@ -286,9 +411,22 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
 
         t1 = time.monotonic()
         say("calibrating the in-model context and overhead on this host")
-        c = run_calibration(target, profile=str(db), progress=say)
+        with Store(db, readonly=True) as st:  # this host's measured rows, the probes among them
+            here = st.measurements(st.find_target(target.name), ok_only=True)
+        here = here[here["source"] == "measured"]
+        ref = StateReference.from_rows(target, dict(zip(here["key"], map(float, here["latency_us"]))), order,
+                                       protocol=protocol)
+        c = run_calibration(target, profile=str(db), progress=say, reference=ref if ref.rows else None)
         timings["calibrate_s"] = round(time.monotonic() - t1, 1)
-        out["context"] = f"refitted here ({c['pairs']} kernel pairs from {c['models']} models)"
+        st8 = c.get("state") or {}
+        out["state"] = st8
+        out["context"] = (f"refitted here ({c['pairs']} kernel pairs from {c['models']} models; machine state against "
+                          f"the probes' from {len(ref.rows)} re-measured probes: end-to-end run "
+                          f"x{st8.get('e2e_scale', 1.0):.3f}, in-model run x{st8.get('in_model_scale', 1.0):.3f}, "
+                          "normalised)" if ref.rows else
+                          f"refitted here ({c['pairs']} kernel pairs from {c['models']} models; no probe within "
+                          f"{REFERENCE_US[0]:g}-{REFERENCE_US[1]:g} us to re-measure: the machine's state not "
+                          "normalised)")
     else:
         copied = []
         for suffix in (".context.json", ".overhead.json"):

@@ -15,7 +15,7 @@ from latency.estimator import Estimator
 from latency.ops import Config
 from latency.store import Store
 from latency.targets import choose_default, get_target
-from latency.transfer import (MIN_PROBES, TransferError, TransferModel, description_model, fit_transfer,
+from latency.transfer import (MIN_PROBES, TransferError, TransferModel, description_model, fit_transfer, log_intensity,
                               identity_model, probe_order, variant)
 from profilers.measure import Protocol
 from profilers.plans import model_kernels, plan
@@ -119,6 +119,18 @@ def test_description_model_uses_what_is_known():
     assert "inferred" in " ".join(m.spec["known"])
     same = description_model(EPYC4, EPYC4)
     assert float(same.ratio("Conv", "fp32", 1000)[0]) == 1.0 and same.spec["known"] == ["nothing that differs"]
+    # per kernel, by its arithmetic intensity on the two rooflines: with AVX-512 hidden on one Zen 5 core the
+    # vector units halve but the L2 streams as fast, so a batch-1 matrix-vector product (memory-bound on
+    # both) keeps its time while a dense convolution (compute-bound) doubles; Zen 4 -> Zen 5 doubles both
+    gemv = Config("MatMul", {"a": [1, 4096], "b": [4096, 4096], "const_b": 1, "bias": 0, "scale": 0, "trans_b": 0,
+                             "act": "none"}).key
+    conv = max((c for c in plan("quick") if c.kind == "Conv" and c.precision == "fp32" and c.sparsity == "0"),
+               key=log_intensity).key
+    g, c = masked.apply_keys([(gemv, 1000.0), (conv, 1000.0)])
+    assert abs(g - 1000.0) < 1e-6 and abs(c - 2000.0) < 1e-6
+    assert np.allclose(m.apply_keys([(gemv, 1000.0), (conv, 1000.0)]), [500.0, 500.0])
+    assert "streamed from L2 512 vs 512 bits/cycle" in masked.spec["known"]
+    assert masked.spec["roofline"]["new"]["bytes"] == masked.spec["roofline"]["base"]["bytes"] == 64
     clocked = description_model(dict(EPYC4, cpu_mhz=2000), dict(EPYC4, cpu_mhz=4000))
     assert abs(float(clocked.ratio("MatMul", "int8", 50)[0]) - 0.5) < 1e-9
     assert float(identity_model().ratio("Conv", "fp32", 10)[0]) == 1.0
@@ -257,10 +269,41 @@ def test_base_of_another_family_names_both_fingerprints(dirs, tmp_path):
 
 def test_budget_too_small_says_the_minimum(dirs, tmp_path):
     base = _base_profile(tmp_path / "x86.db")
-    for budget in ("5s", "0s"):
+    for budget in ("5s", "29s"):
         r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--from", str(base), "--budget", budget])
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
         assert "cannot fit a transfer: it needs at least 30 s" in r.output
+
+
+def test_budget_zero_scales_the_base_by_the_descriptions(dirs, tmp_path):
+    """--budget 0: no probe, nothing measured; every base row scaled by description_model, labelled."""
+    t = get_target("x86-avx512-ort")
+    if not t.host_supported()[0]:
+        pytest.skip(t.host_supported()[1])
+    shipped, _ = dirs
+    base = _base_profile(shipped / "x86-avx512-ort.db")
+    (shipped / "x86-avx512-ort.context.json").write_text('{"kinds": {}}')
+    out = tmp_path / "mine.db"
+    r = CliRunner().invoke(main, ["calibrate", "--target", t.name, "--from", str(base), "--budget", "0s",
+                                  "--max-probes", "20", "--db", str(out)])
+    assert r.exit_code == 2 and "--max-probes 20 with --budget 0" in r.output and not out.exists()
+    r = CliRunner().invoke(main, ["calibrate", "--target", t.name, "--from", str(base), "--budget", "0",
+                                  "--db", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "(0 probes measured here" in r.output and "no probe: scaled by the device descriptions (" in r.output
+    assert "copied from the base (context.json" in r.output and "regressors: retrained" in r.output
+    info = P.read_profile(out, "user")[0]
+    assert info.provenance == "transferred" and "with no probe" in info.note
+    want = description_model(EPYC4, P.host_device(cores_used=t.threads))
+    with Store(out, readonly=True) as st:
+        df = st.measurements(st.find_target(t.name))
+    with Store(base, readonly=True) as st:
+        n_base = len(st.measurements(st.find_target(t.name)))
+    assert set(df["source"]) == {"transferred"} and len(df) == n_base  # nothing measured, every base row
+    items = [(k, x["base_us"]) for k, x in zip(df["key"], df["extra"])]
+    assert np.allclose(df["latency_us"], want.apply_keys(items), rtol=1e-4)
+    doc = json.loads(P.companion(out, ".transfer.json").read_text())
+    assert doc["probes"] == 0 and doc["method"].startswith("description")
 
 
 def test_profiling_into_another_devices_database_names_both(tmp_path):
