@@ -359,10 +359,11 @@ def _gemm(m, n, k, precision="fp16"):
 
 def test_cost_model_has_wave_and_tile_quantisation_and_a_latency_floor():
     t4 = GpuCostModel(get_target("t4").spec)
-    # 40 SMs: 40 tiles of 128x128 fill one wave; 41 need a second (or smaller tiles / split-K, which TensorRT's
-    # tactics use against it): 2.5% more work costs well over 2.5% more time
-    one, two = t4.price(_gemm(128 * 40, 128, 4096)), t4.price(_gemm(128 * 41, 128, 4096))
-    assert two[0] > 1.075 * one[0] and "40 tiles on 40 SMs = 1 wave(s)" in one[2]
+    # 40 SMs: 40 tiles of 128x256 fill one wave; 41 need a second (or smaller tiles / split-K, which TensorRT's
+    # tactics use against it): 2.5% more work costs well over 2.5% more compute time
+    one, two = t4.price(_gemm(128 * 40, 256, 4096)), t4.price(_gemm(128 * 41, 256, 4096))
+    compute = [float(r[2].split("compute ")[1].split(" us")[0]) for r in (one, two)]
+    assert compute[1] > 1.075 * compute[0] and "40 tiles on 40 SMs = 1 wave(s)" in one[2] and two[0] > one[0]
     # int8 pads channels to 32: 33 input channels cost as much as 64
     conv = {"cout": 64, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1],
             "group": 1, "act": "none", "sum": 0}

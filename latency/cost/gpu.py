@@ -51,6 +51,21 @@ ACHIEVABLE = {
     "dram": (0.80, "assumed: streaming kernels reach roughly 80% of the quoted DRAM bandwidth (GDDR6 and HBM)"),
 }
 
+#: the share of a GEMM's achievable tensor-core rate that an implicit-GEMM convolution kernel sustains
+#: (``conv``: fp16 / tf32; ``conv_int8``: int8), and its basis. The values are the T4's, fitted on the fit
+#: half of benchmarks/gpu_published.py (the only card with published batch-1 CNN latencies in fp16 and
+#: int8 there); every other card takes the same shares until it is measured
+CONV_EFFICIENCY = {
+    "conv": (0.50, "implicit-GEMM convolutions gather their A operand through im2col index arithmetic, one filter "
+                  "tap at a time, and at batch 1 run few CTAs per SM: they sustain less of the tensor-core rate than "
+                  "a GEMM of the same M x N x K (cuDNN / TensorRT convolution tactics); fitted on the T4 "
+                  "(benchmarks/gpu_published.py --fit)"),
+    "conv_int8": (0.30, "int8 convolutions run on IMMA in TensorRT's channel-interleaved formats (kCHW32 / kCHW4): at "
+                       "batch 1 they gain little over fp16 (mmdeploy's TensorRT 7.2 T4 table: int8 only 3-10% faster "
+                       "than fp16 on ResNet-50, ResNeXt-50, SE-ResNet-50 and ShuffleNetV2), a far smaller gain than "
+                       "the 2x of the int8 peak; fitted on the T4 (benchmarks/gpu_published.py --fit)"),
+}
+
 #: how much faster an L2 hit is read than DRAM, and its basis
 L2_SPEEDUP = (3.0, "A100 whitepaper: L2 read bandwidth 5120 B/clk (7.2 TB/s at 1410 MHz), 4.6x its HBM2; "
                    "taken as 3x for the narrower L2 of the smaller parts")
@@ -118,6 +133,7 @@ class _Gemm:
     extra_bytes: float = 0.0
     taps: int = 1       # kernel taps (kh x kw) a convolution multiplies its channels by
     rows: int = 0       # fixed CTA rows (fused attention: one CTA per 64 query rows over every key), 0: free
+    conv: bool = False  # an implicit-GEMM convolution (priced at CONV_EFFICIENCY of the GEMM rate)
     cuda_flops: float = 0.0   # work done on the CUDA cores beside the GEMM (softmax of fused attention)
 
 
@@ -136,6 +152,7 @@ class GpuCostModel:
         over = dict(spec.get("model") or {})
         self.eff = {u: float(over.get(u, v[0])) for u, v in ACHIEVABLE.items()}
         self.lat = {t: float(over.get(t, v[0])) for t, v in LATENCY.items()}
+        self.conv = {t: float(over.get(t, v[0])) for t, v in CONV_EFFICIENCY.items()}
         self.sms = int(spec["sm_count"])
         self.peak = {u: float(v) for u, v in spec["peak_tflops"].items() if v}
         self.bw = float(spec["mem_gbs"]) * 1e3 * self.eff["dram"]          # bytes per us
@@ -203,13 +220,14 @@ class GpuCostModel:
             out = conv_out_shape(p)
             return _Gemm(g, p["x"][0] * _prod(out[2:]), cout // g, cpg, work["in_elems"] * eb,
                          work["w_elems"] * wb, work["out_elems"] * eb,
-                         extra_bytes=work["out_elems"] * eb if p.get("sum") else 0.0, taps=_prod(p["kernel"]))
+                         extra_bytes=work["out_elems"] * eb if p.get("sum") else 0.0, taps=_prod(p["kernel"]),
+                         conv=True)
         if kind == "ConvTranspose":
             g = p["group"]
             out = convt_out_shape(p)
             m, n = p["x"][0] * _prod(out[2:]), p["cout"] // g
             k = max(1, round(work["flops"] / (2.0 * g * m * n)))
-            return _Gemm(g, m, n, k, work["in_elems"] * eb, work["w_elems"] * wb, work["out_elems"] * eb)
+            return _Gemm(g, m, n, k, work["in_elems"] * eb, work["w_elems"] * wb, work["out_elems"] * eb, conv=True)
         if kind == "MatMul":
             bt, m, k, n = matmul_dims(p)
             b_bytes = work["w_elems"] * (wb if p.get("const_b") else eb)
@@ -232,8 +250,16 @@ class GpuCostModel:
             return None  # priced step by step in _stream_us
         return None
 
+    def conv_share(self, precision: str, unit: str) -> float:
+        """The share of the GEMM rate an implicit-GEMM convolution on ``unit`` sustains (1 on CUDA cores)."""
+        if "tensor" not in unit:
+            return 1.0
+        return self.conv["conv_int8" if precision in ("int8", "int8_dynamic") else "conv"]
+
     def _gemm_us(self, g: _Gemm, precision: str) -> tuple[float, dict]:
         unit, tflops, align, tiles = self.tensor_unit(precision)
+        conv_share = self.conv_share(precision, unit) if g.conv else 1.0
+        tflops *= conv_share
         per_sm = tflops * 1e6 / self.sms                       # flop per us per SM
         # channels pad to the format's vector width; a layer of a few channels (an image input) to 4 (kCHW4)
         k_align = align if g.k > 4 else min(align, 4)
@@ -268,10 +294,13 @@ class GpuCostModel:
         t, tm, tn, eff, s, ntiles, waves, compute, memory, dram, l2 = best
         kk = g.k * g.taps
         pad = f" (K {kk}->{k}, N {g.n}->{n} padded to the format's {k_align}/{align})" if (k != kk or n != g.n) else ""
-        share = self.eff["tensor" if "tensor" in unit else "cuda"]
+        share = self.eff["tensor" if "tensor" in unit else "cuda"] * conv_share
+        what = "implicit-GEMM convolution" if g.conv else "GEMM"
         terms = {
-            "compute": f"compute {compute:.2f} us: {g.batch}x GEMM M{g.m} N{g.n} K{kk}{pad} on {unit} at "
-                       f"{tflops:.1f} TFLOPS achievable ({share:.2f} of peak), tile {tm}x{tn} (efficiency {eff:.2f})"
+            "compute": f"compute {compute:.2f} us: {g.batch}x {what} M{g.m} N{g.n} K{kk}{pad} on {unit} at "
+                       f"{tflops:.1f} TFLOPS achievable ({share:.2f} of peak"
+                       + (f", {conv_share:.2f} of the GEMM rate" if conv_share != 1.0 else "")
+                       + f"), tile {tm}x{tn} (efficiency {eff:.2f})"
                        + (f", split-K {s}" if s > 1 else "") + f", {ntiles} tiles on {self.sms} SMs = {waves} wave(s) "
                        f"of {self.lat['wave_us']:g} us fixed each",
             "memory": f"memory {memory:.2f} us: {dram / 1e6:.3f} MB DRAM" + (f" + {l2 / 1e6:.3f} MB from L2" if l2
@@ -358,6 +387,7 @@ class GpuCostModel:
         """Every parameter the model prices with, its value and its basis (for reports and checks)."""
         out = {f"achievable_{u}": {"value": self.eff[u], "basis": ACHIEVABLE[u][1]} for u in ACHIEVABLE}
         out.update({t: {"value": self.lat[t], "basis": LATENCY[t][1]} for t in LATENCY})
+        out.update({t: {"value": self.conv[t], "basis": CONV_EFFICIENCY[t][1]} for t in CONV_EFFICIENCY})
         out["l2_speedup"] = {"value": L2_SPEEDUP[0], "basis": L2_SPEEDUP[1]}
         out["l2_share"] = {"value": L2_SHARE[0], "basis": L2_SHARE[1]}
         if self.spec.get("model"):
@@ -391,7 +421,7 @@ def calibrated_spec(spec: dict, doc: dict | None) -> dict:
     """``spec`` with measured terms (``load_terms``) over its derived ones; ``spec`` itself when none."""
     if not doc:
         return spec
-    terms = {k: float(v) for k, v in doc["terms"].items() if k in ACHIEVABLE or k in LATENCY}
+    terms = {k: float(v) for k, v in doc["terms"].items() if k in ACHIEVABLE or k in LATENCY or k in CONV_EFFICIENCY}
     return {**spec, "model": {**(spec.get("model") or {}), **terms},
             "model_basis": f"measured ({doc.get('measured_with', '?')}, {doc.get('measured_at', '?')}) on "
                            f"{(doc.get('device') or {}).get('gpu_name', 'this GPU')}"}
@@ -409,5 +439,5 @@ def model_for(spec: dict) -> GpuCostModel:
     return hit[1]
 
 
-__all__ = ["GpuCostModel", "model_for", "PCIE_ACHIEVABLE", "COPY_US", "terms_path", "load_terms", "calibrated_spec", "SOURCE", "ACHIEVABLE", "LATENCY", "L2_SPEEDUP", "L2_SHARE",
+__all__ = ["GpuCostModel", "model_for", "PCIE_ACHIEVABLE", "COPY_US", "terms_path", "load_terms", "calibrated_spec", "SOURCE", "ACHIEVABLE", "LATENCY", "CONV_EFFICIENCY", "L2_SPEEDUP", "L2_SHARE",
            "TENSOR_TILES", "CUDA_TILES", "ALIGN"]

@@ -77,11 +77,15 @@ T4_SPEC = _spec("NVIDIA T4", "NVIDIA T4 datasheet and Turing whitepaper", "Turin
                  "int8": _T4_DATASHEET, "mem_gbs": _T4_DATASHEET, "l2_mb": f"{_TURING_WP}; {_T4_QUERY}",
                  "pcie_gbs": f"{_T4_DATASHEET} (x16 PCIe Gen3: 8 GT/s x 16 lanes, 128b/130b, per direction)"},
                 "no TF32 (Turing): fp32 GEMMs run on the CUDA cores",
-                model={"tensor": 0.70, "dram": 0.90, "launch_us": 8.0}, pcie_gbs=15.75,
-                model_basis="fitted (grid search) on the 7 'fit' figures of benchmarks/gpu_published.py (NVIDIA "
-                            "demoBERT on TensorRT 8.4.3; mmdeploy's ResNet-50 and ShuffleNetV2 on TensorRT 7.2.3.4; "
-                            "all T4, batch 1); on the 8 held-out T4 figures the error is a median -2.1%, at most "
-                            "34.7% (benchmarks/results/gpu_published.txt)")
+                model={"tensor": 0.75, "dram": 0.80, "launch_us": 5.0, "min_kernel_us": 4.0, "wave_us": 2.0,
+                       "conv": 0.50, "conv_int8": 0.30},
+                pcie_gbs=15.75,
+                model_basis="fitted (multi-start coordinate descent over a grid) on the 14 'fit' figures of "
+                            "benchmarks/gpu_published.py (NVIDIA demoBERT on TensorRT 8.4.3; mmdeploy's ResNet-50, "
+                            "ResNeXt-50, SE-ResNet-50, ShuffleNetV2 and SRCNN on TensorRT 7.2.3.4; trtexec --fp16 "
+                            "MobileNetV3-Large, ResNet-152 and ResNeXt-50 on TensorRT 7.2.3.4; all T4, batch 1); on "
+                            "the 17 held-out T4 figures the error is a median -2.2%, 16 of 17 within 25% "
+                            "(benchmarks/results/gpu_published.txt)")
 
 #: NVIDIA A10 (Ampere GA102, sm_86), 150 W, 24 GB GDDR6
 A10_SPEC = _spec("NVIDIA A10", "NVIDIA A10 datasheet and GA102 whitepaper", "Ampere", 86, 72, 1695,
