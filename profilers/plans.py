@@ -613,6 +613,8 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     if name != "quick":
         items += _cfgs(_quant_sizes(), "int8") + _cfgs(_nhwc_int8_pools(), "int8")
     items += _cfgs([(2, "Conv", p) for p in rand_convs]) + _cfgs([(2, "MatMul", p) for p in rand_mms])
+    if name != "quick":  # float convs on run-time weights (QDQ fallbacks) over the same spread of shapes
+        items += _cfgs([(3, "Conv", runtime_weight_params(p)) for p in rand_convs[::2] + convs[::2]])
     if name != "quick":  # its own seed: the samples above stay what they were
         items += _cfgs([(2, "Conv", p) for p in _fine_convs(random.Random(4321), 2000 * n_mult)])
         items += _cfgs([(2, "Conv", p) for p in _act_convs(random.Random(8765), 1000 * n_mult)])
