@@ -14,6 +14,12 @@ The corpus is measured here and cached in benchmarks/results/coverage_e2e_<profi
 measures again); the zoo's end-to-end figures are read from benchmarks/accuracy.py's ground truth for the
 same profile (benchmarks/results/e2e_<profile>.json), when it was measured on this host.
 Goal: no uncovered node, >= 99% of estimated time from tables or regressors.
+
+``--nodes`` adds the kernel-level evidence for the decoder's cases (written to
+coverage_nodes_<profile>.txt): per kind (matrix-vector products apart), the estimate's kernels alone and
+in the model beside onnxruntime's own per-node profile of the model (``SessionOptions.enable_profiling``,
+the fastest of 5 profiled sessions of 20 runs each), and the model's weight-bearing products alone in a
+model of their own (a chain), end to end with the robust protocol, beside what the estimate prices them at.
 """
 
 from __future__ import annotations
@@ -73,6 +79,98 @@ def coverage(e) -> dict:
             "uncovered_ops": sorted({f"{u.op_type}" for u in e.uncovered})}
 
 
+def _products_model(path: str):
+    """The weight-bearing MatMul / MatMulNBits nodes of a decoder, alone: each reads one of two inputs (a
+    [1, 1, K] row for each K) and writes a graph output, with the model's own weights."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(path)
+    inits = {t.name: t for t in m.graph.initializer}
+    nodes, used, outs, ks = [], set(), [], {}
+    for n in m.graph.node:
+        if n.op_type not in ("MatMul", "MatMulNBits") or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        if n.op_type == "MatMul":
+            k, out = inits[n.input[1]].dims
+        else:
+            at = {a.name: a.i for a in n.attribute}
+            k, out = at["K"], at["N"]
+        ks[k] = f"x{k}"
+        nn = helper.make_node(n.op_type, [ks[k]] + list(n.input[1:]), ["y_" + n.name], name=n.name, domain=n.domain)
+        nn.attribute.extend(n.attribute)
+        nodes.append(nn)
+        used.update(i for i in n.input[1:] if i)
+        outs.append(helper.make_tensor_value_info("y_" + n.name, TensorProto.FLOAT, [1, 1, out]))
+    g = helper.make_graph(nodes, "products", [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 1, k])
+                                              for k, x in ks.items()], outs, [inits[u] for u in sorted(used)])
+    mm = helper.make_model(g, opset_imports=list(m.opset_import))
+    mm.ir_version = m.ir_version
+    return mm, {x: np.random.default_rng(0).standard_normal((1, 1, k)).astype(np.float32) for k, x in ks.items()}
+
+
+def node_evidence(est, cases, out) -> None:
+    """Print (to ``out``) the decoder cases' kernels by kind: alone, as estimated in the model, and in
+    onnxruntime's per-node profile of the model; then their products alone end to end."""
+    from latency.context import matrix_vector
+    from profilers import e2e
+
+    def say(line=""):
+        print(line)
+        out.write(line + "\n")
+
+    chains, chain_feeds, chain_est = {}, {}, {}
+    for c in cases:
+        if not c["name"].startswith("llm_") or c["feeds"] is None:
+            continue
+        b = open(c["path"], "rb").read()
+        e2e.kernel_profile(b, runs=3, feed=c["feeds"])  # a process's first sessions run slow
+        best = None
+        for _ in range(5):
+            ks = e2e.kernel_profile(b, runs=20, feed=c["feeds"])["kernels"]
+            if best is None:
+                best = {k["name"]: k for k in ks}
+            for k in ks:
+                if k["name"] in best:
+                    best[k["name"]]["dur_us"] = min(best[k["name"]]["dur_us"], k["dur_us"])
+        e = est.estimate(c["path"], shapes=c["shapes"])
+        groups: dict = {}
+        seen = set()
+        for k in e.kernels:
+            if k.source == "free":
+                continue
+            label = k.kind + (" matrix-vector" if k.key and matrix_vector(k.key) else "")
+            g = groups.setdefault(label, [0, 0.0, 0.0, 0.0, 0])
+            g[0] += 1
+            g[1] += k.isolated_us or 0.0
+            g[2] += k.latency_us
+            hit = next((best[n] for n in (k.name, *k.nodes) if n in best), None)
+            if hit is not None:
+                g[3] += hit["dur_us"]
+                g[4] += 1
+                seen.add(hit["name"])
+        rest = [k for n, k in best.items() if n not in seen]
+        say(f"\n{c['name']}: estimate {e.total_ms:.3f} ms; onnxruntime per-node profile (fastest of 5 sessions)")
+        say(f"  {'kind':28s} {'n':>4s} {'alone us':>9s} {'estimate us':>11s} {'in model us':>11s} (matched)")
+        for label, g in sorted(groups.items(), key=lambda x: -x[1][2]):
+            say(f"  {label:28s} {g[0]:4d} {g[1]:9.1f} {g[2]:11.1f} {g[3]:11.1f} ({g[4]})")
+        say(f"  runtime kernels the estimate has no kernel for: {len(rest)}, {sum(k['dur_us'] for k in rest):.1f} us "
+            f"in the profile ({', '.join(sorted({k['op_name'] for k in rest}))})")
+        base = c["name"].split("@")[0]
+        if base not in chains:
+            chains[base], chain_feeds[base] = _products_model(c["path"])
+            chain_est[base] = est.estimate(chains[base])
+    if chains:
+        from profilers.e2e import measure_models
+
+        res = measure_models({n: m.SerializeToString() for n, m in chains.items()}, feeds=chain_feeds)
+        say("\nthe decoders' weight-bearing products alone (a model of their own), end to end, min of round medians:")
+        for n, r in res.items():
+            ms, e = r.get("latency_ms"), chain_est[n]
+            say(f"  {n:22s} {sum(1 for k in e.kernels if k.source != 'free'):3d} products  measured "
+                f"{ms:.3f} ms  estimate {e.total_ms:.3f} ms  ({100 * (e.total_ms / ms - 1):+.1f}%)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", required=True, help="the profile describing this host (.db)")
@@ -82,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-measure", action="store_true", help="coverage only")
     ap.add_argument("--no-zoo", action="store_true")
     ap.add_argument("--tag", default="", help="suffix of the output file (coverage_<profile><tag>.json)")
+    ap.add_argument("--nodes", action="store_true", help="also the decoder's kernel-level evidence "
+                    "(onnxruntime's per-node profile, its products alone)")
     a = ap.parse_args(argv)
 
     from latency.estimator import Estimator
@@ -163,6 +263,12 @@ def main(argv=None) -> int:
         print(line)
     with open(os.path.join(OUT, f"coverage_{stem}{a.tag}.json"), "w") as f:
         json.dump({"profile": a.profile, "target": a.target, "rows": rows}, f, indent=1)
+    if a.nodes:
+        with open(os.path.join(OUT, f"coverage_nodes_{stem}{a.tag}.txt"), "w") as f:
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            f.write(f"host target {a.target}, profile {a.profile}; 1 thread, pinned; load average before: {load} "
+                    f"(other work on the machine inflates the in-model and end-to-end figures)\n")
+            node_evidence(est, cases, f)
     return 0
 
 

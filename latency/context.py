@@ -36,12 +36,25 @@ of 0.3 to 22 MB working set for that purpose. The rate and curves are fitted for
 (A second rate, for weights fetched from the shared cache in models that stay in it, was tried:
 four calibrations of the same machine split the fetch between the two rates in four ways, 2.9 to
 11.7 and 23.5 to 34.3 us per MB; one rate came out at 33.3-35.7 in all four.)
+
+**Matrix-vector products.** The fitted rate is what a kernel that computes on its weights pays per
+MB when they come from memory: the fetch does not overlap its work. A matrix-vector product (a
+batch-1 Gemm, the projections of an LLM decode step) does nothing but stream its weights once: alone
+it streams them from the cache, inside a model that evicts them it streams them from memory, and it
+takes what that stream takes, ``memory_rate x MB``. The cache probe measures that rate on exactly
+such products: the time per product of its largest chain (the furthest beyond the last-level cache)
+per MB of a product's weights (:func:`memory_rate`; 24.3 us/MB on the Zen 5 host). Such a kernel's
+fetch is ``gate x min(rate x MB, max(0, memory_rate x MB - time alone))``. Per-node profiles of the
+corpus decoder (benchmarks/coverage.py) at one decode step: its 29 fp32 products take 671 us alone,
+1,513 us inside the model (onnxruntime's profiler) and 1.72 ms end to end as a chain of their own,
+where ``time alone + rate x MB`` priced 2.64 ms.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +63,9 @@ from .errors import ProfileError
 
 #: log-ratio limits: the correction never scales a kernel by more than e^0.7 (~2x) either way
 _CLAMP = 0.7
+#: the cache probe's products (profilers.chains: [1, 256] x [256, 256], fp32): MB of weights each
+PROBE_WEIGHT_MB = 256 * 256 * 4 / 1e6
+
 #: kernels shorter than this alone (us) get no curve correction: their in-model profile durations are
 #: dominated by the profiler's own per-event cost and vary from run to run by 2x; what they cost
 #: inside a model is left to the per-kernel term of the overhead model, fitted on end-to-end runs
@@ -178,6 +194,44 @@ def cache_gate(footprint_mb: float | None, bounds, curve: dict | None = None) ->
     return float(min(1.0, max(0.0, (math.log(footprint_mb) - lo) / (hi - lo))))
 
 
+def memory_rate(spec: dict) -> float | None:
+    """The time a matrix-vector product takes per MB of weights streamed from memory (us/MB): given in
+    the spec (``memory_us_per_mb``), else read from the cache probe kept in its gate
+    (``gate.curve.us_per_product``, products of ``PROBE_WEIGHT_MB``): the probe with the largest working
+    set. None without a probe (the fitted rate then prices every kernel's fetch)."""
+    if spec.get("memory_us_per_mb"):
+        return float(spec["memory_us_per_mb"])
+    curve = (spec.get("gate") or {}).get("curve") or {}
+    t, fp = curve.get("us_per_product"), curve.get("footprint_mb")
+    if not t or not fp or len(t) != len(fp) or len(t) < 6:
+        return None
+    hi = float(t[int(np.argmax(np.asarray(fp, float)))])
+    return hi / PROBE_WEIGHT_MB if hi > 0 else None
+
+
+@lru_cache(maxsize=1 << 16)
+def matrix_vector(key: str) -> bool:
+    """Whether the kernel of config ``key`` is a matrix-vector product over constant weights (one row of
+    activations: a batch-1 Gemm, an LLM decode step's projections, a MatMulNBits with m = 1), which reads
+    each weight once and does nothing else (see :meth:`ContextModel.stream_us`)."""
+    from .ops import Config
+
+    if not key:
+        return False
+    c = Config.from_key(key)
+    if c.kind == "MatMul":
+        a = c.params.get("a") or []
+        return bool(c.params.get("const_b", 1)) and len(a) >= 2 and int(np.prod(a[:-1])) == 1
+    if c.kind == "MatMulNBits":
+        return int(c.params.get("m", 0)) == 1
+    return False
+
+
+#: a matrix-vector product's key (the probe's own shape), to check a loaded model with
+_PROBE_KEY = ('{"kind":"MatMul","params":{"a":[1,256],"act":"none","b":[256,256],"bias":0,"const_b":1,"scale":0,'
+              '"trans_b":0},"precision":"fp32","sparsity":"0"}')
+
+
 def read_json_file(path, what: str) -> dict:
     """A JSON object from ``path``; ProfileError naming the file when it cannot be read, is not JSON
     (truncated, binary) or is not an object."""
@@ -208,6 +262,7 @@ class ContextModel:
         self._fp_scale = float(self.spec.get("gate", {}).get("footprint_scale", 1.0))
         fp = self.spec.get("curve_gate", {}).get("footprint_mb")
         self._curve_bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
+        self._memory_rate = memory_rate(self.spec)
 
     def gate(self, footprint_mb: float | None) -> float:
         """How much of the memory-streaming correction applies to a model with this working set (0..1).
@@ -234,7 +289,8 @@ class ContextModel:
         spec = read_json_file(path, "context model")
         try:
             cm = cls(spec)
-            probes = [cm.gate(5.0), cm.curve_gate(5.0), cm.stream_us(1.0, 0.5)]
+            probes = [cm.gate(5.0), cm.curve_gate(5.0), cm.stream_us(1.0, 0.5),
+                      cm.stream_us(1.0, 0.5, 10.0, _PROBE_KEY)]
             for k, (x, y) in cm._curves.items():
                 if x.ndim != 1 or x.shape != y.shape or not len(x) or x.dtype.kind not in "fi" or \
                         y.dtype.kind not in "fi" or np.any(np.diff(x) < 0):
@@ -265,13 +321,21 @@ class ContextModel:
     def __bool__(self) -> bool:
         return bool(self._curves)
 
-    def stream_us(self, weight_mb: float, gate: float = 1.0) -> float:
+    def stream_us(self, weight_mb: float, gate: float = 1.0, isolated_us: float | None = None,
+                  key: str | None = None) -> float:
         """Extra time to read ``weight_mb`` of weights from memory in a model that evicts them
-        (context models fitted before every kernel with weights paid it set ``stream_min_mb``)."""
+        (context models fitted before every kernel with weights paid it set ``stream_min_mb``).
+
+        ``isolated_us`` and ``key``: the kernel's time alone and its config key. A matrix-vector product
+        (:func:`matrix_vector`) only streams its weights: with a memory rate (:func:`memory_rate`) it
+        takes ``memory_rate x MB`` inside the model, never more than the fitted rate adds (see the
+        module's docstring). Linear in ``gate``."""
         per_mb = self.spec.get("stream_us_per_mb") or 0.0
         cap = self.spec.get("stream_cap_mb") or float("inf")
         if not per_mb or weight_mb < self.spec.get("stream_min_mb", 0.0) or weight_mb <= 0 or weight_mb >= cap:
             return 0.0
+        if self._memory_rate and isolated_us is not None and key and matrix_vector(key):
+            return gate * min(per_mb * weight_mb, max(0.0, self._memory_rate * weight_mb - isolated_us))
         return per_mb * weight_mb * gate
 
     def factor(self, kind: str, isolated_us: float, gate: float = 1.0) -> float:

@@ -34,7 +34,10 @@ import numpy as np
 from .errors import LatencyError, MissingTable, UnsupportedOp
 from .context import cache_gate
 from .overhead import OverheadModel, dispatched_count, fit_overhead, lowint_conv_mb, overhead_us, settle_overhead
-from .ops import Config, elem_bytes, get_kind, key_hash
+from .ops import OPTIONAL_FEATURE_PARAMS, OPTIONAL_FEATURES, Config, elem_bytes, get_kind, key_hash
+
+#: marks a kernel priced by a regressor that has never seen its variant (see OPTIONAL_FEATURES)
+UNSEEN_VARIANT = "a variant the profile has no rows for"
 
 #: held while an estimator loads what it prices from (prepare, the lazy prior, a regressor): an
 #: estimator shared by threads is then never seen half-loaded, and each file is read once
@@ -341,9 +344,15 @@ class Estimator:
             self.memo_[key] = res
             out[i] = res
         for kind, idx in need_reg.items():
-            preds = self.regs_[kind].predict([cfgs[i] for i in idx])
+            reg = self.regs_[kind]
+            preds = reg.predict([cfgs[i] for i in idx])
+            lacking = [OPTIONAL_FEATURE_PARAMS[f] for f in OPTIONAL_FEATURES if f not in reg.feature_names_]
             for i, p in zip(idx, preds):
                 res = (float(p), "regressor", f"{kind} XGBoost model")
+                unseen = [q for q in lacking if q in cfgs[i].params]
+                if unseen:
+                    res = (float(p), "regressor", f"{kind} XGBoost model trained before {', '.join(unseen)} "
+                                                  f"existed: priced as without it ({UNSEEN_VARIANT})")
                 self.memo_[cfgs[i].key] = res
                 out[i] = res
         return out
@@ -466,6 +475,7 @@ class Estimator:
         graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch,
                                                                    trip_counts=trip_counts)
         kernels, cfgs, keys, unc = _fused(graph, rules)
+        refuse_unknown_shapes(graph, unc)
         ests, unc = [], list(unc)
         priced = self._price_many(cfgs, keys)
 
@@ -485,7 +495,7 @@ class Estimator:
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
                 f = self.context_.factor(k.kind, iso, cgate)
-                st = self.context_.stream_us(weight_mb(key), gate)
+                st = self.context_.stream_us(weight_mb(key), gate, isolated_us=iso, key=key)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
                     (f" + {st:.1f} us weight fetch" if st >= 0.05 else "") + f" (gates: private cache {cgate:.2f}, " \
@@ -505,6 +515,11 @@ class Estimator:
         warnings = list(self.warnings_) + list(getattr(graph, "notes", ())) + branch_notes
         if unc:
             warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
+        unseen = sum(1 for e in ests if UNSEEN_VARIANT in (e.detail or ""))
+        if unseen:
+            warnings.append(f"{unseen} kernel(s) are a variant this profile has no rows for (float convs on run-time "
+                            "weights, NHWC int8 pools of a QDQ model) and are priced as the plain kernel, likely under: "
+                            "'latency profile --plan zoo' on the device measures them")
         if total > _ABSURD_US:
             big = max(ests, key=lambda e: e.latency_us)
             warnings.append(f"the estimate is {total / 3.6e9:,.1f} hours, beyond any real inference: check the input "
@@ -523,6 +538,40 @@ class Estimator:
         from .whatif import prepare
 
         return prepare(self, model, shapes=shapes, batch=batch, **kw)
+
+
+#: op kinds whose price is decided by their shapes (steps, heads, cache length): a node of these whose
+#: shapes cannot be inferred stops the estimate with what would settle it, instead of being left out
+SHAPE_BOUND_KINDS = ("LSTM", "GRU", "RNN", "Attention")
+
+
+def refuse_unknown_shapes(graph, uncovered) -> None:
+    """DynamicShapeError (one line) for the first recurrent or attention node in ``uncovered`` whose
+    shapes could not be inferred: it names the node, the tensor, where it comes from and what settles
+    it (``--shape`` for inputs with free dims, else a shape for that tensor in the model's value_info).
+    Other uncovered nodes stay listed as uncovered."""
+    import re
+
+    from .errors import DynamicShapeError
+    from .ops import kind_of_op
+
+    for u in uncovered:
+        if kind_of_op(u.op_type) not in SHAPE_BOUND_KINDS or "unknown" not in u.reason or "shape" not in u.reason:
+            continue
+        m = re.search(r"'([^']*)'[^']*$", u.reason.split(";")[0])  # the tensor the reason names (last quoted)
+        t = m.group(1) if m and m.group(1) != u.node else None
+        what = f"the shape of its input {t!r}" if t else "the shapes of its inputs"
+        src = graph.producer(t) if t else None
+        came = f" (it comes from {src.domain or 'ai.onnx'}:{src.op_type} node {src.name!r})" if src is not None else ""
+        free = [x.name for x in graph.inputs if x.shape is None]
+        if free:
+            settle = "pass " + " ".join(f"--shape {n}=DIMS" for n in free) + " (every input with a free dim)"
+        elif t:
+            settle = (f"give {t!r} a static shape in the model's value_info, or export the model with static "
+                      "shapes")
+        else:
+            settle = "export the model with static shapes"
+        raise DynamicShapeError(f"{u.op_type} node {u.node!r}: {what} cannot be inferred{came}; {settle}")
 
 
 def _fused(graph, rules) -> tuple:

@@ -159,3 +159,16 @@ def test_cse_merges_equal_nodes_only():
     relus = [k for k in ks if "Relu" in k.op_types]
     assert len(relus) == 3
     assert sum("r0" in k.nodes or "r1" in k.nodes for k in ks) == 1
+
+
+def test_a_profile_without_runtime_weight_rows_says_so(resnet20_qdq):
+    # the earlier EPYC profile was measured before float convs on run-time weights had their own rows:
+    # its regressor prices them as plain convs, and the estimate says so
+    from latency import Estimator
+    from latency.profiles import shipped_dir
+
+    est = Estimator("x86-avx512-ort", profile=str(shipped_dir() / "x86-avx512-ort.db"))
+    e = est.estimate(str(resnet20_qdq))
+    flagged = [k for k in e.kernels if '"runtime_w":1' in k.key]
+    assert flagged and all("no rows" in k.detail for k in flagged)
+    assert any("no rows for" in w for w in e.warnings)
