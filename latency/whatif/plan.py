@@ -8,9 +8,11 @@ A **choice** is a whole-model policy plus per-node overrides::
     {"precision": "int8-dynamic", "sparsity": "2:4", "prune": 0.25}
 
 ``precision``: ``fp32``, ``int8`` (``quantize_static``, QDQ, defaults) or ``int8-dynamic``
-(``quantize_dynamic``); ``fp16`` (``convert_float_to_float16``, ``fp32_nodes`` as its block list) and
-``int4-weight`` (``MatMulNBitsQuantizer``) take no sparsity or prune and are priced by converting the
-model with the tool (:mod:`latency.whatif.tools`, dict choices only); a whole-model precision applies
+(``quantize_dynamic``), each on the model ``quant_pre_process`` leaves, as users run them (node names
+for ``nodes_to_exclude`` include the names it gives the nodes it fuses); ``fp16``
+(``convert_float_to_float16``, ``fp32_nodes`` as its block list) and ``int4-weight``
+(``MatMulNBitsQuantizer``) take no sparsity or prune and are priced by converting the model with the
+tool (:mod:`latency.whatif.tools`, dict choices only); a whole-model precision applies
 to every node the tool would quantize, a whole-model sparsity to every node with a weight, a
 whole-model prune to every node whose output channels can be pruned (the others are listed in the
 result's notes). A per-node setting that is
@@ -309,10 +311,13 @@ class Plan:
         off = {n for u, b in zip(st.units, bits) if not b for n in u.excludes}
         pr = {u.name: PRUNE_LEVELS[int(p)] for u, p in zip(st.units, prune) if int(p)}
         groups = {u.name: u.group for u in st.units if u.name in pr}
+        # the tool (and the pre-processing users run before it) touches the model only when it quantizes
+        # some node: a model left in fp32 (pruned or sparsified at most) is the plain one
+        touched = bool(np.any(np.asarray(bits)))
         if family == "int8-dynamic":
-            rw = dynamic_int8(self.graph, lambda n: n in q, pr, groups, materialize)
+            rw = dynamic_int8(self.graph, lambda n: n in q, pr, groups, materialize, pre_process=touched)
         else:
-            rw = static_qdq(self.graph, lambda n: n not in off, pr, groups, materialize)
+            rw = static_qdq(self.graph, lambda n: n not in off, pr, groups, materialize, pre_process=touched)
         if materialize and sparsity is not None and np.any(np.asarray(sparsity) > 0):
             _sparsify(rw, st, sparsity, family)
         return rw
@@ -636,6 +641,13 @@ class Plan:
                 yield (f"prune {choice['prune']}: {len(skipped)} node(s) with weights kept their channels, e.g. "
                        f"{skipped[0].name}: {skipped[0].group.reason if skipped[0].group else 'no group'}")
 
+    @property
+    def _tool_names(self) -> dict:
+        """Original node -> the name quant_pre_process gives the node it becomes."""
+        from .rewrite import quant_pre_processed
+
+        return quant_pre_processed(self.graph).tool_names
+
     def _nodes_to_exclude(self, family: str, code_row) -> list:
         """Node names for the tool's ``nodes_to_exclude`` that leave the fp32 units of ``code_row`` fp32."""
         p, _, _ = _digits(code_row)
@@ -643,9 +655,16 @@ class Plan:
         for u, pi in zip(self.structure.units, p):
             if family in u.families and not pi:
                 if family == "int8-dynamic":
+                    # quantize_dynamic makes each Gemm a MatMul named after it (a Gemm quant_pre_process
+                    # made of a MatMul and its bias Add too)
                     out.append(u.name + "_MatMul" if u.op == "Gemm" else u.name)
+                    if u.name in self._tool_names and u.op == "MatMul":
+                        out.append(self._tool_names[u.name] + "_MatMul")
                 else:
+                    # and the names quant_pre_process gives the nodes they become (a Gemm made of a MatMul
+                    # and its bias Add, a LayerNormalization), which quantize_static then reads
                     out.extend(u.excludes)
+                    out.extend(self._tool_names[n] for n in u.excludes if n in self._tool_names)
         return out
 
     # -- tables for people ---------------------------------------------------------------------
@@ -839,7 +858,7 @@ class Plan:
     def marking_units(self, family: str) -> dict:
         """tensor -> units whose reduced precision alone puts a quantize pair (static) or a
         DynamicQuantizeLinear (dynamic) on it, by the tool's own marking rules."""
-        from .rewrite import static_marks
+        from .rewrite import quant_pre_processed, static_marks
 
         st = self.structure
         out: dict = {}
@@ -849,14 +868,18 @@ class Plan:
                     r = self.graph.ops[self.node_order[u.name]]
                     out.setdefault(r.inputs[0].name, []).append(u.index)
             return out
+        # the quantizer marks the graph quant_pre_process leaves (see rewrite.quant_pre_processed)
+        pre = quant_pre_processed(self.graph)
         every = {n for u in st.units for n in u.excludes}
         for u in st.units:
             if family not in u.families:
                 continue
             off = every - set(u.excludes)
-            m = static_marks(self.graph, lambda n, off=off: n not in off)
+            m = static_marks(pre.graph, lambda n, off=off: n not in off)
             for t in list(m.act) + list(m.shared) + list(m.weight) + [b for _, b in m.bias]:
-                out.setdefault(t, []).append(u.index)
+                t = pre.tensor_origin.get(t, t)
+                if u.index not in out.get(t, ()):
+                    out.setdefault(t, []).append(u.index)
         return out
 
     # -- warm-up -------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 A what-if plan never writes an ONNX file: it rewrites the op records of the fp32 model the way the
 tool a user would run rewrites the ONNX graph, then hands the result to the target's fusion passes
-exactly as a loaded quantized model would be. Each rewrite mirrors one tool with its defaults:
+exactly as a loaded quantized model would be. Each rewrite mirrors one tool with its defaults, run
+on the graph ``quant_pre_process`` leaves (:func:`quant_pre_processed`: what users run first, and what
+decides which tensors the quantizer marks: a BatchNormalization folded into its Conv, a decomposed
+LayerNorm fused, MatMul + bias Add made a Gemm between Reshapes, constants made initializers):
 
 * :func:`static_qdq`: ``onnxruntime.quantization.quantize_static(quant_format=QDQ)`` (activations and
   weights int8, per-tensor, asymmetric activations): every node of a quantizable op type that is
@@ -99,14 +102,56 @@ class _Consts(Mapping):
 
 
 _STAND_IN: dict = {}
+_IDS: dict = {}
 
 
-def _stand_in(dtype) -> np.ndarray:
-    """A one-element non-zero array: what a probe shows the sparsity check of a weight (see module doc)."""
+def _uid(name: str) -> int:
+    """A number of its own for each tensor name (stand-ins and scales of different weights never compare
+    equal: the runtime merges equal nodes reading equal constants)."""
+    return _IDS.setdefault(name, len(_IDS) + 1)
+
+
+def _stand_in(dtype, name: str | None = None) -> np.ndarray:
+    """A one-element non-zero array: what a probe shows the sparsity check of a weight (see module doc);
+    with ``name``, a float value of that tensor's own."""
     dt = np.dtype(dtype)
+    if name is not None and dt.kind == "f":
+        key = (dt, name)
+        if key not in _STAND_IN:
+            _STAND_IN[key] = np.full((1,), 1.0 + 1e-3 * _uid(name), dt)
+        return _STAND_IN[key]
     if dt not in _STAND_IN:
         _STAND_IN[dt] = np.ones((1,), dt)
     return _STAND_IN[dt]
+
+
+def _int8_stand_in(name: str) -> np.ndarray:
+    """An int8 stand-in of a weight of its own (two small non-zero values)."""
+    k = _uid(name)
+    return np.array([k % 63 + 1, k // 63 % 63 + 1], np.int8)
+
+
+def _weight_scale(name: str) -> np.float32:
+    """The scale a quantized weight is given: its own (real ones differ per tensor)."""
+    return np.float32(0.01 * (1.0 + 1e-4 * _uid(name)))
+
+
+def _quantized_stand_in(g: Graph, w: str, qtype: str) -> np.ndarray:
+    """What a probe shows the fusion of weight ``w`` quantized to ``qtype``: one element with the range the
+    real quantized tensor has (the runtime turns an int8 constant that does not fit in 7 bits to uint8:
+    a quantized non-zero tensor reaches +-127, an all-zero one stays 0, one without a value is ones)."""
+    memo = g.__dict__.setdefault("_quantized_stand_ins", {})
+    hit = memo.get((w, qtype))
+    if hit is None:
+        dt = _np_dtype(qtype)
+        if w not in g.const_values:
+            hit = np.ones((1,), dt)
+        elif qtype == "int32" or not np.any(np.asarray(g.const_values[w])):
+            hit = np.zeros((1,), dt) if qtype != "int32" else np.ones((1,), dt)
+        else:
+            hit = np.full((1,), 127, dt)
+        memo[(w, qtype)] = hit
+    return hit
 
 
 def _np_dtype(name: str):
@@ -139,7 +184,7 @@ class _Builder:
         if not materialize:  # the weights of weighted nodes: stand-ins (see the module doc)
             for r in g.ops:
                 if r.op_type in WEIGHTED_OPS and len(r.inputs) > 1 and _is_init(g, r.inputs[1].name):
-                    self.extra[r.inputs[1].name] = _stand_in(_np_dtype(r.inputs[1].dtype))
+                    self.extra[r.inputs[1].name] = _stand_in(_np_dtype(r.inputs[1].dtype), r.inputs[1].name)
 
     # -- helpers -----------------------------------------------------------------------------
     def _eps(self) -> float:
@@ -203,7 +248,7 @@ class _Builder:
     def weight_value(self, name, dtype=None, shape=None, make=None):
         """Value of a (new or resized) weight: real when materializing, a stand-in otherwise."""
         if not self.materialize:
-            return _stand_in(dtype or np.float32)
+            return _stand_in(dtype or np.float32, name)
         return make() if make is not None else None
 
     def build(self) -> Graph:
@@ -439,10 +484,12 @@ def _weight_dq(b: _Builder, w: str, qtype: str, origin_node: str | None, pos: fl
         scale = float(np.abs(arr).max()) / 127.0 or 1.0
         return np.clip(np.round(arr / scale), -127, 127).astype(np.int8)
 
-    val = b.weight_value(w + "_quantized", _np_dtype(qtype), tw.shape, make) if src is not None or \
-        not b.materialize else np.ones(tw.shape or (1,), _np_dtype(qtype))
+    if b.materialize:
+        val = make() if src is not None else np.ones(tw.shape or (1,), _np_dtype(qtype))
+    else:
+        val = _quantized_stand_in(b.g, w, qtype)
     qn = b.tensor(w + "_quantized", tw.shape, qtype, True, val)
-    s = b.tensor(w + "_scale", (), "float32", True, np.float32(0.01))
+    s = b.tensor(w + "_scale", (), "float32", True, _weight_scale(w))
     z = b.tensor(w + "_zero_point", (), qtype, True, np.zeros((), _np_dtype(qtype)))
     out = w if qtype == "int32" else w + "_DequantizeLinear_Output"
     if qtype != "int32":
@@ -458,15 +505,18 @@ def _weight_dq(b: _Builder, w: str, qtype: str, origin_node: str | None, pos: fl
 
 
 def static_qdq(g: Graph, quantize, prune: dict | None = None, groups: dict | None = None,
-               materialize: bool = False) -> Rewritten:
+               materialize: bool = False, pre_process: bool = True) -> Rewritten:
     """``g`` as ``quantize_static(quant_format=QDQ)`` with defaults leaves it (see the module doc).
 
     ``quantize(name) -> bool``: whether node ``name`` may be quantized; ``prune``: {head node:
-    ratio} with ``groups`` their :func:`channel_group` results.
+    ratio} with ``groups`` their :func:`channel_group` results; ``pre_process``: run on the graph
+    ``quant_pre_process`` leaves (False: a model no tool touches, where nothing is quantized).
     """
+    pre = quant_pre_processed(g, materialize) if pre_process else _untouched(g)
+    g = pre.graph
     b = _Builder(g, materialize)
     if prune:
-        _apply_prune(b, prune, groups)
+        _apply_prune(b, prune, {h: _pre_group(pre, grp) for h, grp in groups.items()})
     marks = static_marks(g, quantize)
     # removed activations: the upstream node writes the activation's output
     for name, (up, o) in marks.removed.items():
@@ -505,8 +555,261 @@ def static_qdq(g: Graph, quantize, prune: dict | None = None, groups: dict | Non
                 b.tensor(name, b.tensors[t].shape, b.tensors[t].dtype, True)
                 b.replace_input(t, name, only=node)
             _weight_dq(b, name, "int32", node, b.nodes[node]["pos"])
-    reduced = frozenset(n for n in marks.quantized if n not in marks.removed)
-    return Rewritten(b.build(), b.node_origin, b.tensor_origin, reduced)
+    return _in_original(pre, b, frozenset(pre.node_origin.get(n, n) for n in marks.quantized
+                                          if n not in marks.removed))
+
+
+def _in_original(pre: PreProcessed, b: _Builder, reduced) -> Rewritten:
+    """The rewritten graph with its origins in the original graph (through what quant_pre_process made)."""
+    node_origin = {n: (("tensor", pre.tensor_origin.get(o[1], o[1])) if isinstance(o, tuple) else
+                       pre.node_origin.get(o, o) if o is not None else None) for n, o in b.node_origin.items()}
+    tensor_origin = dict(pre.tensor_origin)
+    tensor_origin.update({t: pre.tensor_origin.get(o, o) for t, o in b.tensor_origin.items()})
+    return Rewritten(b.build(), node_origin, tensor_origin, reduced)
+
+
+def _pre_group(pre: PreProcessed, grp: ChannelGroup) -> ChannelGroup:
+    """A channel group of the original graph in the pre-processed one: the tensors made from its tensors
+    (a Gemm's 2-D input and output) shrink on the same channel axis, counted from the last."""
+    if not grp.tensors:
+        return grp
+    g = pre.graph
+    made: dict = {}
+    for t, o in pre.tensor_origin.items():
+        made.setdefault(o, []).append(t)
+    out = []
+    for t, ax in grp.tensors:
+        shp = pre.source.tensors[t].shape if t in pre.source.tensors else None
+        rank = len(shp) if shp is not None else 0
+        for p in [t] + made.get(t, []):
+            ps = g.tensors[p].shape if p in g.tensors else None
+            if ps is None:
+                continue
+            a = len(ps) - (rank - ax)
+            if 0 <= a < len(ps) and ps[a] == grp.channels:
+                out.append((p, a))
+    return replace(grp, tensors=tuple(out))
+
+
+# ------------------------------------------------------------------------------------------------
+# quant_pre_process (what users run before quantize_static)
+
+
+@dataclass
+class PreProcessed:
+    """``g`` as ``onnxruntime.quantization.shape_inference.quant_pre_process`` (defaults) leaves it for the
+    quantizer: constants as initializers, a BatchNormalization folded into the Conv before it, a decomposed
+    LayerNorm as one LayerNormalization, MatMul + bias Add as Gemm (between Reshapes for inputs of rank > 2,
+    merged with a Reshape next to them). Nodes keep the original name of the node they come from (a Gemm
+    its MatMul's, a LayerNormalization its scale Mul's); ``node_origin`` / ``tensor_origin``: new node /
+    tensor -> original one; ``tool_names``: original node -> the name the tool's file gives the node it
+    became (what ``nodes_to_exclude`` must name there)."""
+
+    graph: Graph
+    node_origin: dict
+    tensor_origin: dict
+    tool_names: dict
+    source: Graph | None = None
+
+
+def quant_pre_processed(g: Graph, materialize: bool = False) -> PreProcessed:
+    """The graph ``quant_pre_process`` writes (see :class:`PreProcessed`); ``materialize``: real folded
+    weights (made anew each time), else stand-ins (made once per graph).
+
+    Mirrors onnxruntime's basic-level graph optimizations that change what ``quantize_static`` marks:
+    constant folding, ConvBNFusion, LayerNormFusion and MatMulAddFusion (ORT 1.32)."""
+    memo = g.__dict__.setdefault("_quant_pre_processed", {})
+    if not materialize and materialize in memo:
+        return memo[materialize]
+    b = _Builder(g, materialize)
+    b.node_origin = {}
+    tool_names: dict = {}
+    outputs = set(b.outputs)
+
+    def readers(t):
+        return [n for n in b.readers.get(t, ()) if n in b.nodes]
+
+    def const_init(t):
+        return bool(t) and b.tensors.get(t) is not None and b.tensors[t].const and b.producer(t) is None and \
+            (t in b.extra or t in g.const_values)
+
+    def value(t):
+        return b.extra[t] if t in b.extra else g.const_values[t]
+
+    # constant folding: Constant nodes, and folded nodes whose float outputs a live node reads, become
+    # initializers
+    for r in g.ops:
+        d = b.nodes.get(r.name)
+        if d is None or not (r.op_type == "Constant" or r.foldable):
+            continue
+        outs = [o for o in d["out"] if o]
+        if r.op_type != "Constant":
+            live = [o for o in outs if any(not b.nodes[n]["foldable"] for n in readers(o))]
+            if not live or any(b.tensors[o].dtype not in _FLOATS for o in live):
+                continue
+            for o in outs:
+                if o not in g.const_values:
+                    shp = b.tensors[o].shape or (1,)
+                    b.extra[o] = np.ones(shp, _np_dtype(b.tensors[o].dtype)) if materialize else \
+                        _stand_in(_np_dtype(b.tensors[o].dtype), o)
+        b.remove(r.name)
+    # Conv + BatchNormalization -> Conv (ConvBNFusion)
+    for r in g.ops:
+        if r.op_type != "Conv" or r.name not in b.nodes:
+            continue
+        d = b.nodes[r.name]
+        y = d["out"][0]
+        rs = readers(y)
+        if len(d["in"]) < 2 or not const_init(d["in"][1]) or len(rs) != 1 or y in outputs:
+            continue
+        bn = b.nodes[rs[0]]
+        if bn["op"] != "BatchNormalization" or bn["domain"] or len(bn["in"]) < 5 or \
+                not all(const_init(x) for x in bn["in"][1:5]) or len([o for o in bn["out"] if o]) != 1:
+            continue
+        scale, beta, mean, var = bn["in"][1:5]
+        has_bias = len(d["in"]) > 2 and bool(d["in"][2])
+        bias = d["in"][2] if has_bias and const_init(d["in"][2]) else (beta if not has_bias else None)
+        if bias is None:
+            continue
+        w = d["in"][1]
+        if materialize:
+            eps = float(bn["attrs"].get("epsilon", 1e-5))
+            f = np.asarray(value(scale), np.float32) / np.sqrt(np.asarray(value(var), np.float32) + eps)
+            wv = np.asarray(value(w), np.float32)
+            b.extra[w] = (wv * f.reshape((-1,) + (1,) * (wv.ndim - 1))).astype(wv.dtype)
+            b0 = np.asarray(value(d["in"][2]), np.float32) if has_bias else np.zeros_like(f)
+            b.extra[bias] = ((b0 - np.asarray(value(mean), np.float32)) * f +
+                             np.asarray(value(beta), np.float32)).astype(np.float32)
+        out = bn["out"][0]
+        b.remove(rs[0])
+        b.remove(r.name)
+        b.nodes[r.name] = dict(d, **{"in": [d["in"][0], w, bias], "out": [out]})
+        b._index(r.name, b.nodes[r.name])
+    # decomposed LayerNorm -> LayerNormalization (LayerNormFusion), named after its scale Mul
+    for r in g.ops:
+        if r.op_type != "ReduceMean" or r.name not in b.nodes:
+            continue
+        chain = _layernorm_chain(b, r.name, readers, const_init)
+        if chain is None:
+            continue
+        nodes, x, gamma, beta, eps, out, mul = chain
+        pos = b.nodes[mul]["pos"]
+        for n in nodes:
+            b.remove(n)
+        b.node(mul, "LayerNormalization", [x, gamma, beta], [out], pos, mul, attrs={"axis": -1, "epsilon": eps})
+        b.nodes[mul]["pos"] = pos
+        tool_names[mul] = mul + "/LayerNormFusion/"
+    # MatMul + Add(bias) -> Gemm (MatMulAddFusion), between Reshapes when the input has rank > 2
+    for r in g.ops:
+        if r.op_type != "MatMul" or r.name not in b.nodes:
+            continue
+        d = b.nodes[r.name]
+        a, w = d["in"][0], d["in"][1]
+        y = d["out"][0]
+        rs = readers(y)
+        sa, sw = b.tensors[a].shape, b.tensors[w].shape
+        if len(rs) != 1 or y in outputs or sa is None or sw is None or len(sw) != 2 or len(sa) < 2 or \
+                any(not isinstance(v, int) or v <= 0 for v in sa):
+            continue
+        add = b.nodes[rs[0]]
+        if add["op"] != "Add" or add["domain"] or len(add["in"]) != 2:
+            continue
+        c = add["in"][1] if add["in"][0] == y else add["in"][0]
+        sc = b.tensors[c].shape if c in b.tensors else None
+        n_out = sw[1]
+        if not const_init(c) or sc is None or tuple(sc) not in ((n_out,), (1, n_out)):
+            continue
+        z = add["out"][0]
+        sz = b.tensors[z].shape
+        pos = d["pos"]
+        # the input side: a Reshape read only by this MatMul is merged with the one the fusion adds
+        pa = b.producer(a)
+        merge_in = pa is not None and b.nodes[pa]["op"] == "Reshape" and len(readers(a)) == 1 and a not in outputs
+        b.remove(rs[0])
+        b.remove(r.name)
+        tool_names[r.name] = r.name + "/MatMulAddFusion"
+        if len(sa) == 2:
+            b.node(r.name, "Gemm", [a, w, c], [z], pos, r.name)
+            b.nodes[r.name]["pos"] = pos
+            continue
+        m = int(np.prod(sa[:-1]))
+        if merge_in:
+            b.set_shape(a, (m, sa[-1]))
+            a2 = a
+        else:
+            a2 = b.tensor(r.name + "/gemm_input_reshape_arg", (m, sa[-1]), b.tensors[a].dtype, origin=a)
+            shp = b.tensor(r.name + "/gemm_input_shape", (2,), "int64", True, np.array([-1, sa[-1]], np.int64))
+            b.node(r.name + "/gemm_input_reshape", "Reshape", [a, shp], [a2], pos - 0.2, r.name)
+        g_out = b.tensor(r.name + "/gemm_output_reshape_arg", (m, n_out), b.tensors[z].dtype, origin=z)
+        b.node(r.name, "Gemm", [a2, w, c], [g_out], pos, r.name)
+        b.nodes[r.name]["pos"] = pos
+        # the output side: a Reshape that is the only reader of the sum takes the Gemm's output directly
+        zr = readers(z)
+        if len(zr) == 1 and z not in outputs and b.nodes[zr[0]]["op"] == "Reshape":
+            rd = b.nodes[zr[0]]
+            rd["in"] = [g_out] + rd["in"][1:]
+            b.readers.setdefault(g_out, set()).add(zr[0])
+            b.readers.get(z, set()).discard(zr[0])
+        else:
+            shp = b.tensor(r.name + "/gemm_output_shape", (len(sz),), "int64", True, np.array(sz, np.int64))
+            b.node(r.name + "/gemm_output_reshape", "Reshape", [g_out, shp], [z], pos + 0.2, r.name)
+    out = PreProcessed(b.build(), dict(b.node_origin), dict(b.tensor_origin), tool_names, g)
+    if not materialize:
+        memo[materialize] = out
+    return out
+
+
+def _untouched(g: Graph) -> PreProcessed:
+    return PreProcessed(g, {}, {}, {}, g)
+
+
+def _layernorm_chain(b: _Builder, rm1: str, readers, const_init):
+    """(nodes, x, gamma, beta, epsilon, output, scale Mul) of the decomposed LayerNorm starting at ReduceMean
+    ``rm1`` (x - mean(x), its square's mean + eps, sqrt, divide, scale, shift over the last axis), or None."""
+    def only(t, op):
+        rs = readers(t)
+        if len(rs) != 1 or t in b.outputs or b.nodes[rs[0]]["op"] != op or b.nodes[rs[0]]["domain"]:
+            return None
+        return rs[0]
+
+    d1 = b.nodes[rm1]
+    x = d1["in"][0]
+    shape = b.tensors[x].shape
+    axes = d1["attrs"].get("axes")
+    if axes is None and len(d1["in"]) > 1 and const_init(d1["in"][1]):
+        axes = list(np.asarray(b.g.const_values[d1["in"][1]]).reshape(-1))
+    if not shape or axes is None or [int(a) % len(shape) for a in axes] != [len(shape) - 1]:
+        return None
+    sub = only(d1["out"][0], "Sub")
+    if sub is None or b.nodes[sub]["in"] != [x, d1["out"][0]]:
+        return None
+    dev = b.nodes[sub]["out"][0]
+    rs = readers(dev)
+    if len(rs) != 2 or dev in b.outputs:
+        return None
+    pw = next((n for n in rs if b.nodes[n]["op"] == "Pow"), None)
+    dv = next((n for n in rs if b.nodes[n]["op"] == "Div"), None)
+    if pw is None or dv is None or b.nodes[dv]["in"][0] != dev:
+        return None
+    rm2 = only(b.nodes[pw]["out"][0], "ReduceMean")
+    ad = only(b.nodes[rm2]["out"][0], "Add") if rm2 else None
+    sq = only(b.nodes[ad]["out"][0], "Sqrt") if ad else None
+    if sq is None or b.nodes[dv]["in"][1] != b.nodes[sq]["out"][0]:
+        return None
+    eps_t = [t for t in b.nodes[ad]["in"] if t != b.nodes[rm2]["out"][0]]
+    if len(eps_t) != 1 or not const_init(eps_t[0]):
+        return None
+    mul = only(b.nodes[dv]["out"][0], "Mul")
+    gamma = [t for t in b.nodes[mul]["in"] if t != b.nodes[dv]["out"][0]] if mul else []
+    if len(gamma) != 1 or not const_init(gamma[0]):
+        return None
+    shift = only(b.nodes[mul]["out"][0], "Add")
+    beta = [t for t in b.nodes[shift]["in"] if t != b.nodes[mul]["out"][0]] if shift else []
+    if len(beta) != 1 or not const_init(beta[0]):
+        return None
+    eps = float(np.asarray(b.extra[eps_t[0]] if eps_t[0] in b.extra else b.g.const_values[eps_t[0]]).reshape(-1)[0])
+    nodes = [rm1, sub, pw, rm2, ad, sq, dv, mul, shift]
+    return nodes, x, gamma[0], beta[0], eps, b.nodes[shift]["out"][0], mul
 
 
 # ------------------------------------------------------------------------------------------------
@@ -691,7 +994,7 @@ def _apply_prune(b: _Builder, prune: dict, groups: dict) -> None:
                 b.extra[w] = np.take(np.asarray(src), np.arange(keep), axis=ax)
             elif not b.materialize and node in b.nodes and b.nodes[node]["op"] in WEIGHTED_OPS and \
                     b.nodes[node]["in"][1] == w:
-                b.extra[w] = _stand_in(_np_dtype(tw.dtype))
+                b.extra[w] = _stand_in(_np_dtype(tw.dtype), w)
             elif src is not None:
                 b.extra[w] = np.take(np.asarray(src), np.arange(keep), axis=ax)
         for node in grp.depthwise:
@@ -727,14 +1030,16 @@ def _gemm_as_matmul(r: OpRecord) -> bool:
 
 
 def dynamic_int8(g: Graph, quantize, prune: dict | None = None, groups: dict | None = None,
-                 materialize: bool = False) -> Rewritten:
+                 materialize: bool = False, pre_process: bool = True) -> Rewritten:
     """``g`` as ``quantize_dynamic`` with defaults leaves it (see the module doc): every Gemm it can
     becomes MatMul + Add first (quantized or not), then Conv -> ConvInteger, MatMul -> MatMulInteger
     (constant B only, as its MatMulConstBOnly default says), Gather of a float table -> Gather of an
     int8 table + DequantizeLinear; one DynamicQuantizeLinear per quantized activation."""
+    pre = quant_pre_processed(g, materialize) if pre_process else _untouched(g)
+    g = pre.graph
     b = _Builder(g, materialize)
     if prune:
-        _apply_prune(b, prune, groups)
+        _apply_prune(b, prune, {h: _pre_group(pre, grp) for h, grp in groups.items()})
     chosen = set(dynamic_marks(g, quantize))
     # Gemm -> MatMul + Add, for every Gemm (ONNXModel.replace_gemm_with_matmul runs before quantizing)
     for r in g.ops:
@@ -747,7 +1052,7 @@ def dynamic_int8(g: Graph, quantize, prune: dict | None = None, groups: dict | N
         if r.attr("transB", 0):
             ws = b.tensors[w].shape
             wt = b.tensor(w + "_Transposed", (ws[1], ws[0]) if ws else None, b.tensors[w].dtype, True,
-                          _stand_in(np.float32) if not materialize else np.asarray(g.const_values[w]).T)
+                          _stand_in(np.float32, w) if not materialize else np.asarray(g.const_values[w]).T)
             w = wt
         b.remove(r.name)
         mm_out = b.tensor(out + "_MatMul", b.tensors[out].shape, b.tensors[out].dtype) if c else out
@@ -771,12 +1076,12 @@ def dynamic_int8(g: Graph, quantize, prune: dict | None = None, groups: dict | N
 
     def qweight(w, node):
         tw = b.tensors[w]
-        val = _stand_in(np.int8) if not materialize else np.clip(
+        val = _int8_stand_in(w) if not materialize else np.clip(
             np.round(np.asarray(g.const_values[w] if w in g.const_values else b.extra[w], np.float32) /
                      (float(np.abs(np.asarray(g.const_values[w] if w in g.const_values else b.extra[w])).max())
                       / 127.0 or 1.0)), -127, 127).astype(np.int8)
         wq = b.tensor(w + "_quantized", tw.shape, "int8", True, val)
-        ws = b.tensor(w + "_scale", (), "float32", True, np.float32(0.01))
+        ws = b.tensor(w + "_scale", (), "float32", True, _weight_scale(w))
         wz = b.tensor(w + "_zero_point", (), "int8", True, np.zeros((), np.int8))
         return wq, ws, wz
 
@@ -814,4 +1119,4 @@ def dynamic_int8(g: Graph, quantize, prune: dict | None = None, groups: dict | N
             b.node(out + "_bias_reshape", "Reshape", [bias, rs], [ro], pos + 0.03, name)
             b.nodes[out + "_bias_reshape"]["foldable"] = True
             b.node(out + "_bias_add", "Add", [scaled, ro], [out], pos + 0.04, name)
-    return Rewritten(b.build(), b.node_origin, b.tensor_origin, frozenset(chosen))
+    return _in_original(pre, b, frozenset(pre.node_origin.get(n, n) for n in chosen))

@@ -54,7 +54,7 @@ class Owner:
     members: tuple = ()            # original node names
     tensors: tuple = ()            # tensors it produces (a graph input's owner: that input)
     inputs: tuple = ()             # tensors it reads that others produce
-    consts: tuple = ()             # float initializers it reads (a quantized reader puts a DQ on them)
+    consts: tuple = ()             # float constants it reads (a quantized reader puts a DQ on them)
     unit: int = -1                 # the unit whose weighted head it holds (sparsity), or -1
     bits: tuple = ()               # units whose precision bit its kernels depend on
     producers: tuple = ()          # owners producing its inputs
@@ -88,6 +88,12 @@ def _static_head(g: Graph, r) -> bool:
     if r.op_type in ("Gather", "GatherElements"):
         return bool(ins) and _is_init(g, ins[0]) and _is_float(g, ins[0])
     return any(_is_float(g, t) and not _is_init(g, t) for t in ins)
+
+
+def _float_const(g: Graph, t: str) -> bool:
+    """A float constant a quantized reader marks: an initializer (it gets a DequantizeLinear) or the output
+    of a folded node (a Gather of a constant table at constant indices: it gets a quantize pair)."""
+    return _is_float(g, t) and (_is_init(g, t) or g.tensor(t).const and g.producer(t) is not None)
 
 
 def analyse(g: Graph, merge=None) -> Structure:
@@ -168,7 +174,7 @@ def analyse(g: Graph, merge=None) -> Structure:
     readers: dict = {}
     for r in live:
         for t in r.inputs:
-            if t.name and _is_init(g, t.name) and _is_float(g, t.name):
+            if t.name and _float_const(g, t.name):
                 readers.setdefault(t.name, []).append(r.name)
     shared = sorted(t for t, rs in readers.items() if len(set(rs)) > 1)
     for t in shared:
@@ -206,7 +212,7 @@ def analyse(g: Graph, merge=None) -> Structure:
             for t in r.inputs:
                 if t.name and not g.tensor(t.name).const and t.name not in mine:
                     ins.add(t.name)
-                elif t.name and _is_init(g, t.name) and _is_float(g, t.name):
+                elif t.name and _float_const(g, t.name):
                     consts.add(t.name)
         o.consts = tuple(sorted(consts))
         for t in o.tensors:

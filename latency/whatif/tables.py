@@ -65,8 +65,9 @@ class Tables:
     State of a candidate, per column: the precision bit of each unit, its prune digit, whether each
     tensor (or constant) carries a quantize pair (``q``: the OR of the bits of the units whose
     quantization marks it, found by the tool's own marking rules), each owner's layout state
-    (``sigma``, learned) and each unit's sparsity digit. An owner's transfer key (what decides its
-    layout state): its own bits, its tensors' ``q``, its prune digits, its producers' states. Its cost
+    (``sigma``, learned), each unit's sparsity digit, and whether any unit runs reduced (the tool's
+    pre-processing then rewrote the whole model: every key reads it, last). An owner's transfer key
+    (what decides its layout state): its own bits, its tensors' ``q``, its prune digits, its producers' states. Its cost
     key adds its consumers' bits and ``q`` (whether they absorb its DQ) and the states of itself and
     its consumers two deep (a fold into a conv reaches past a norm). Keys list the digits nearest
     first (prune digits: a pruned kernel is a different shape; own bits, own ``q``, consumers, layout
@@ -108,6 +109,8 @@ class Tables:
         for o in st.owners:
             tensors.extend(o.inputs)
             tensors.extend(o.tensors)
+        from .rewrite import quant_pre_processed
+
         g = self.plan.graph
         self.q_tensors = [t for t in dict.fromkeys(tensors) if not g.tensor(t).const]
         # float initializers: a quantized reader gives them a DequantizeLinear that every reader then reads
@@ -122,7 +125,9 @@ class Tables:
                     self.q_mat[u, self.q_index[t]] = 1.0
         self.q_units = [tuple(sorted(int(u) for u in np.flatnonzero(self.q_mat[:, i]))) for i in range(T)]
         self.Q0, self.S0, self.P0 = 2 * U, 2 * U + T, 2 * U + T + O
-        self.width = 3 * U + T + O
+        # the last column: whether any unit runs reduced (then the tool's pre-processing ran on the model)
+        self.A = 3 * U + T + O
+        self.width = self.A + 1
         own_bits = [sorted({st.unit_of_node[n] for n in o.members if n in st.unit_of_node}) for o in st.owners]
         for o in st.owners:
             if o.kind == "const":
@@ -135,18 +140,31 @@ class Tables:
         def ccols(o):  # a shared constant's DQ decides whether a pattern (LayerNorm's eps) still matches
             return [self.Q0 + self.q_index[t] for t in o.consts if t in self.q_index]
 
-        def sibling_bits(o):
-            # the units that quantize the owner's tensors: how many DQs read a Q decides whether the
-            # runtime keeps it int8 (several) or turns it uint8 (one), and so whether a unit fuses
-            return [u for t in list(o.inputs) + list(o.tensors) if t in self.q_index
-                    for u in self.q_units[self.q_index[t]]]
+        pp = quant_pre_processed(g) if self.family == "int8" else None
+        pre, pre_origin = (pp.graph, pp.node_origin) if pp is not None else (g, {})
+
+        def producer_bits(o):
+            # the precision of the units writing the owner's inputs: whether a tensor's quantize pair comes
+            # from its producer (and so also sits before a Reshape quant_pre_process put in front of a Gemm)
+            # or only from its readers, which the tensor's q alone does not tell
+            out = []
+            for t in o.inputs:
+                p = pre.producer(t) if t in pre.producers else g.producer(t)
+                if p is not None and pre_origin.get(p.name, p.name) in st.unit_of_node:
+                    out.append(st.unit_of_node[pre_origin.get(p.name, p.name)])
+                # the other units reading it (a few, not a hub): equal nodes on one input are merged by the
+                # runtime (the input Reshapes of the Q, K and V projections) only while all stay float
+                rs = [st.unit_of_node[c.name] for c in g.consumer_ops(t) if c.name in st.unit_of_node]
+                if len(rs) <= 4:
+                    out += rs
+            return out
 
         self.t_cols, self.c_cols, self.t_rad, self.c_rad = [], [], [], []
         for o in st.owners:
             spec = [(U + u, len(PRUNE_LEVELS), 0) for u in o.prunes] + [(c, 2, 0) for c in ccols(o)] + \
                 [(c, 2, 1) for c in own_bits[o.order]] + \
-                [(c, 2, 2) for c in qcols(o)] + [(u, 2, 2) for u in sibling_bits(o)] + \
-                [(self.S0 + p, _SIGMA_RADIX, 4) for p in o.producers]
+                [(c, 2, 2) for c in qcols(o)] + [(u, 2, 2) for u in producer_bits(o)] + \
+                [(self.S0 + p, _SIGMA_RADIX, 4) for p in o.producers] + [(self.A, 2, 5)]
             t = _spec(spec)
             self.t_cols.append(np.array([c for c, _, _ in t], np.int64))
             self.t_rad.append([r for _, r, _ in t])
@@ -169,8 +187,9 @@ class Tables:
         state[:, :U] = bits
         state[:, U: 2 * U] = prune
         state[:, self.Q0: self.S0] = (np.asarray(bits, float) @ self.q_mat) > 0
+        state[:, self.A] = np.asarray(bits).any(axis=1)
         if sparsity is not None:
-            state[:, self.P0:] = sparsity
+            state[:, self.P0: self.P0 + U] = sparsity
         return state
 
     # -- probes --------------------------------------------------------------------------------
@@ -292,7 +311,8 @@ class Tables:
             S = np.zeros((self.width, b - a), np.int32)
             S[:U] = bits[a:b].T
             S[U:2 * U] = prune[a:b].T
-            S[self.P0:] = sparsity[a:b].T
+            S[self.P0: self.P0 + U] = sparsity[a:b].T
+            S[self.A] = bits[a:b].any(axis=1)
             for i, us in enumerate(marks):
                 if len(us) == 1:
                     S[self.Q0 + i] = S[us[0]]
@@ -322,7 +342,8 @@ class Tables:
             exact[:] = False
         if self.cands:  # candidates probed whole: their own kernels, exactly
             h = _cand_hash(bits, prune)
-            for r in np.flatnonzero(np.isin(h, self._cand_hashes) & ~exact):
+            # (even where every key was seen: a key seen at two prices is not exact for all who share it)
+            for r in np.flatnonzero(np.isin(h, self._cand_hashes)):
                 c = self.cands.get(_cand_key(bits[r], prune[r]))
                 if c is not None:
                     acc[r] = c.coef(sparsity[r])
@@ -345,7 +366,7 @@ class Tables:
                 continue
             v, _ = trie.walk(S)
             e = self.entries[o.order][int(v[0])]
-            out += [(o.order, pk) for pk in e.kernels(state_row[self.P0:])]
+            out += [(o.order, pk) for pk in e.kernels(state_row[self.P0: self.P0 + self.n_units])]
             unc += list(e.uncovered)
         return out, unc
 
@@ -519,7 +540,8 @@ def run_probe(plan, family: str, bits, prune) -> dict:
     for name in rw.node_origin:
         for suffix in ("_QuantizeLinear", "_DequantizeLinear"):
             if name.endswith(suffix):
-                quantized.add(name[: -len(suffix)])
+                t = name[: -len(suffix)]
+                quantized.add(rw.tensor_origin.get(t, t))
     return {"bits": np.array(bits, np.int64), "prune": np.array(prune, np.int64), "kernels": out,
             "uncovered": unc, "layout": marks, "quantized": quantized}
 
@@ -562,6 +584,30 @@ def _spec(spec):
             best[c] = (r, p)
     order = sorted(best, key=lambda c: (best[c][1], [x for x, _, _ in spec].index(c)))
     return [(c, best[c][0], best[c][1]) for c in order]
+
+
+def _fetch_us(cm, key: str, iso: float, gate: float) -> float:
+    """The weight fetch :meth:`latency.Estimator.estimate` adds to a kernel (config ``key``, ``iso`` us
+    alone) in a model with last-level ``gate``: the context model's, given what it takes of the kernel
+    (its time alone, its config; a matrix-vector product's streaming time)."""
+    takes = _STREAM_ARGS.get(type(cm))
+    if takes is None:
+        import inspect
+
+        takes = _STREAM_ARGS[type(cm)] = frozenset(inspect.signature(cm.stream_us).parameters)
+    kw = {}
+    if "isolated_us" in takes:
+        kw["isolated_us"] = iso
+    if "key" in takes:
+        kw["key"] = key
+    if "streaming_us" in takes:
+        from ..estimator import matrix_vector
+
+        kw["streaming_us"] = iso if matrix_vector(key) else None
+    return cm.stream_us(weight_mb(key), gate, **kw)
+
+
+_STREAM_ARGS: dict = {}
 
 
 class Pricer:
@@ -607,7 +653,7 @@ class Pricer:
         v[0] = iso
         if self.cm and not free:
             v[1] = iso * (self.cm.factor(kind, iso, 1.0) - 1.0)
-            v[2] = self.cm.stream_us(weight_mb(key), 1.0)
+            v[2] = _fetch_us(self.cm, key, iso, 1.0)  # linear in the gate
         ke = KernelEstimate("k", kind, tuple(op_types), (), "", "", iso, source, key=key, isolated_us=iso)
         o0 = overhead_us([ke], self.ov, 0.0) - self.per_run
         o1 = overhead_us([ke], self.ov, 1.0) - self.per_run
@@ -678,7 +724,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
         lat, detail = iso, p.detail
         if cm and p.source != "free":
             f = cm.factor(k.kind, iso, cgate)
-            s = cm.stream_us(weight_mb(p.key), gate)
+            s = _fetch_us(cm, p.key, iso, gate)
             lat = iso * f + s
             detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
                 (f" + {s:.1f} us weight fetch" if s >= 0.05 else "") + f" (gates: private cache {cgate:.2f}, " \
