@@ -25,6 +25,8 @@ FEATURE_SCHEMA_VERSION = 3
 #: features added to schema 3 without a version bump: a regressor trained before them (every training row
 #: at the default, 0) prices configs without them; see latency.regressor
 OPTIONAL_FEATURES = frozenset({"runtime_w", "nhwc"})
+#: the config param behind each optional feature
+OPTIONAL_FEATURE_PARAMS = {"runtime_w": "runtime_w", "nhwc": "layout"}
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 SPARSITIES = ("0", "50", "75", "90", "95", "2:4")
@@ -892,7 +894,7 @@ def config_problem(key: str) -> str | None:
         f = c.features()
     except LatencyError as e:
         return f"invalid {c.kind} config: {e}"
-    except (ArithmeticError, ValueError, TypeError, KeyError, IndexError) as e:
+    except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         return f"invalid {c.kind} config (dims or attributes out of range): {type(e).__name__}: {e}"
     # every feature of a real kernel is >= 0 (dims, sizes, work; ids aside): a negative one is an output
     # dim below zero (a kernel larger than its padded input) or a negative input dim

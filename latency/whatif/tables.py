@@ -588,26 +588,9 @@ def _spec(spec):
 
 def _fetch_us(cm, key: str, iso: float, gate: float) -> float:
     """The weight fetch :meth:`latency.Estimator.estimate` adds to a kernel (config ``key``, ``iso`` us
-    alone) in a model with last-level ``gate``: the context model's, given what it takes of the kernel
-    (its time alone, its config; a matrix-vector product's streaming time)."""
-    takes = _STREAM_ARGS.get(type(cm))
-    if takes is None:
-        import inspect
-
-        takes = _STREAM_ARGS[type(cm)] = frozenset(inspect.signature(cm.stream_us).parameters)
-    kw = {}
-    if "isolated_us" in takes:
-        kw["isolated_us"] = iso
-    if "key" in takes:
-        kw["key"] = key
-    if "streaming_us" in takes:
-        from ..estimator import matrix_vector
-
-        kw["streaming_us"] = iso if matrix_vector(key) else None
-    return cm.stream_us(weight_mb(key), gate, **kw)
-
-
-_STREAM_ARGS: dict = {}
+    alone) in a model with last-level ``gate`` (the context model reads the kernel's time alone and its
+    config: a matrix-vector product streams at the memory rate)."""
+    return cm.stream_us(weight_mb(key), gate, isolated_us=iso, key=key)
 
 
 class Pricer:
