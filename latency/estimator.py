@@ -667,6 +667,8 @@ def weight_mb(key: str) -> float:
         w = 0.0  # both operands are activations (attention scores, context)
     elif c.kind == "Gather":
         w = work["out_elems"]  # an embedding lookup reads the gathered rows, not the whole table
+    elif c.kind == "Conv" and c.params.get("runtime_w"):
+        w = 0.0  # weights a DequantizeLinear wrote just before: read from cache, not streamed from memory
     return w * elem_bytes(c.precision, weights=True) / 1e6
 
 

@@ -15,7 +15,7 @@ from profilers.runtime_graph import check_fusion
 X86 = ORT_CPU_X86_RULES(16)
 
 
-def _quantized(tmp_path, name, size=None):
+def _quantized(tmp_path, name, size=None, exclude=()):
     """(fp32 path, QDQ path): quant_pre_process then quantize_static with its defaults."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
@@ -33,7 +33,7 @@ def _quantized(tmp_path, name, size=None):
         def get_next(self):
             return next(feeds, None)
 
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ)
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, nodes_to_exclude=list(exclude))
     return src, dst
 
 
@@ -172,3 +172,16 @@ def test_a_profile_without_runtime_weight_rows_says_so(resnet20_qdq):
     flagged = [k for k in e.kernels if '"runtime_w":1' in k.key]
     assert flagged and all("no rows" in k.detail for k in flagged)
     assert any("no rows for" in w for w in e.warnings)
+
+
+def test_an_excluded_conv_between_a_dq_and_a_q_is_quantized_by_the_runtime(tmp_path):
+    # WeightBiasQuantization: onnxruntime quantizes the float weight of a Conv/Gemm whose input is
+    # dequantized and whose output is quantized, so nodes_to_exclude does not keep it float there
+    _, dst = _quantized(tmp_path, "resnet20_cifar", exclude=["/layer2.1/Conv_1"])
+    m = onnx.load(str(dst))
+    conv = next(n for n in m.graph.node if n.name == "/layer2.1/Conv_1")
+    assert conv.input[1] in {t.name for t in m.graph.initializer}  # the file left its weight float
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    k = next(k for k in ks if "/layer2.1/Conv_1" in k.nodes)
+    assert k.precision == "int8"
+    assert check_fusion(str(dst), X86) == {}

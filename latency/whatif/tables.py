@@ -174,7 +174,7 @@ class Tables:
             cons.discard(o.order)
             # a consumer absorbs a DQ when it forms a QDQ unit: its own bits and its tensors' q decide
             spec += [(b, 2, 3) for k in o.consumers for b in own_bits[k]]
-            spec += [(c, 2, 3) for k in o.consumers for c in qcols(st.owners[k])]
+            spec += [(c, 2, 2) for k in o.consumers for c in qcols(st.owners[k])]
             spec += [(self.S0 + c, _SIGMA_RADIX, 4) for c in [o.order] + sorted(cons)]
             c = _spec(spec)
             self.c_cols.append(np.array([x for x, _, _ in c], np.int64))

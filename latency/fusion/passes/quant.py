@@ -54,14 +54,43 @@ def s8_to_u8(state: FusionState) -> None:
         state.dtype_override[out] = "uint8"
 
 
-def _types_ok(state: FusionState, w, dqs, idx, q) -> bool:
+def _weight_bias_quantized(state: FusionState, w) -> bool:
+    """Whether onnxruntime's WeightBiasQuantization quantizes ``w``'s float weight: a Conv, ConvTranspose
+    or Gemm whose input is a per-tensor DequantizeLinear, whose output reaches a QuantizeLinear with no
+    branch (a Relu/Clip between, or a Reshape/Transpose the Q is propagated across), and whose weight is
+    a float32 initializer."""
+    if w.op not in ("Conv", "ConvTranspose", "Gemm") or len(w.inputs) < 2 or not w.inputs[1]:
+        return False
+    d = state.producer(w.inputs[0])
+    if not state.is_op(d, "DequantizeLinear") or len(d.inputs) < 2:
+        return False
+    scale = state.shape(d.inputs[1])
+    if scale is None or any(v != 1 for v in scale):  # a per-tensor scale
+        return False
+    if state.producer(w.inputs[1]) is not None or not state.const(w.inputs[1]) or \
+            state.dtype(w.inputs[1]) != "float32":
+        return False
+    cur = w
+    while True:
+        nxt = state.out_single(cur)
+        if nxt is None:
+            return False
+        if state.is_op(nxt, "QuantizeLinear"):
+            return True
+        # Relu/Clip as the selector allows; data-movement ops QDQPropagation moves the Q across
+        if nxt.op not in ("Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"):
+            return False
+        cur = nxt
+
+
+def _types_ok(state: FusionState, w, dqs, idx, q, weight_type=None) -> bool:
     """onnxruntime's selector type rules for a unit of ``w`` with input DQs ``dqs`` (at ``idx``) and
-    output Q ``q`` (None: float output)."""
+    output Q ``q`` (None: float output); ``weight_type``: a weight the runtime quantizes itself."""
     types = [state.dtype(d.inputs[0]) for d in dqs]
     act = types[0]
     if w.op in WEIGHTED:
         acts = [t for i, t in zip(idx, types) if i != 1]
-        weight = types[idx.index(1)] if 1 in idx else None
+        weight = types[idx.index(1)] if 1 in idx else weight_type
         if act == "int8" and weight is not None and weight != "int8":
             return False
         if act == "int8" and w.op != "Gemm" and not state.rules.qdq_int8_allowed:
@@ -82,8 +111,9 @@ def qdq(state: FusionState) -> None:
     int8 units. A unit whose input and output types differ (int8 against uint8), or whose int8
     activations the target cannot run, is not fused: its op runs in float between Q/DQ kernels.
 
-    Mirrors onnxruntime's QDQS8ToU8Transformer, QDQSelectorActionTransformer (the type checks of its
-    selectors), QDQFinalCleanupTransformer and EnsureUniqueDQForNodeUnit (level 2).
+    Mirrors onnxruntime's WeightBiasQuantization (level 1), QDQS8ToU8Transformer,
+    QDQSelectorActionTransformer (the type checks of its selectors), QDQFinalCleanupTransformer and
+    EnsureUniqueDQForNodeUnit (level 2).
     """
     if not state.rules.qdq_int8_allowed:
         s8_to_u8(state)
@@ -94,12 +124,18 @@ def qdq(state: FusionState) -> None:
         idx = [i for i, t in enumerate(w.inputs) if t] if pos is None else [i for i in pos if i < len(w.inputs)]
         if not idx or any(not w.inputs[i] for i in idx):
             continue
+        # WeightBiasQuantization (level 1): a float Conv/ConvTranspose/Gemm between a DQ and a Q gets its
+        # float weight (and bias) quantized by the runtime, so it forms a QDQ unit after all
+        quantized_weight = _weight_bias_quantized(state, w)
+        if quantized_weight:
+            idx = [i for i in idx if i != 1]
         dqs = [state.producer(w.inputs[i]) for i in idx]
         if any(not state.is_op(d, "DequantizeLinear") for d in dqs):
             continue
         if any(state.dtype(d.inputs[0]) not in INT8_DTYPES for d in dqs):
             continue
         if w.op in ALL_INPUTS_DQ and any(t and i not in idx and not state.is_op(state.producer(t), "DequantizeLinear")
+                                         and not (quantized_weight and i in (1, 2) and state.const(t))
                                          for i, t in enumerate(w.inputs)):
             continue
         # a Split unit: one Q on every output (SplitSelector), all of the input's type
@@ -136,7 +172,7 @@ def qdq(state: FusionState) -> None:
         if not has_q:
             if w.op not in ("MatMul", "Gemm") or chain:
                 continue
-        if not _types_ok(state, w, dqs, idx, q if has_q else None):
+        if not _types_ok(state, w, dqs, idx, q if has_q else None, "int8" if quantized_weight else None):
             continue
         # the index is updated for the nodes this unit changes, not rebuilt
         snap = state.snapshot([w, *dqs, *chain, q if has_q else None] +
