@@ -185,3 +185,15 @@ def test_an_excluded_conv_between_a_dq_and_a_q_is_quantized_by_the_runtime(tmp_p
     k = next(k for k in ks if "/layer2.1/Conv_1" in k.nodes)
     assert k.precision == "int8"
     assert check_fusion(str(dst), X86) == {}
+
+
+def test_q_after_a_maxpool_of_a_float_conv_moves_before_it(tmp_path):
+    # the first conv left float: quantize_static quantizes after the MaxPool; onnxruntime moves the Q
+    # before it (QDQPropagation), so the MaxPool runs on uint8 in NCHW (a slow generic kernel)
+    src, _ = _quantized(tmp_path, "squeezenet1_1", size=64)
+    first = next(n.name for n in onnx.load(str(tmp_path / "squeezenet1_1.pre.onnx")).graph.node if n.op_type == "Conv")
+    _, dst = _quantized(tmp_path, "squeezenet1_1", size=64, exclude=[first])
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    pool = next(k for k in ks if k.kind == "Pool" and k.params["op"] == "MaxPool")
+    assert pool.precision == "int8" and "layout" not in pool.params
+    assert any(k.kind == "Quant" and not k.nodes and k.params["op"] == "QuantizeLinear" for k in ks)

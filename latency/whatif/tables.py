@@ -43,7 +43,7 @@ SPARSITY_LEVELS = ("model", "50", "75", "90", "95", "2:4")
 PRUNE_LEVELS = (0.0, 0.25, 0.5)
 _SIGMA_RADIX = 64
 _NROWS = 6  # sparsity rows of a weighted unit's entries: len(SPARSITY_LEVELS)
-_INSERTED = re.compile(r"^(?:ReorderInput|ReorderOutput|Cast)\((.*)\)$|^Transpose\((.*),(?:NHWC|NCHW)\)$")
+_INSERTED = re.compile(r"^(?:ReorderInput|ReorderOutput|Cast|QuantizeLinear|DequantizeLinear)\((.*)\)$|^Transpose\((.*),(?:NHWC|NCHW)\)$")
 
 
 @dataclass(frozen=True)

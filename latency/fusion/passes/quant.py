@@ -3,7 +3,7 @@ int8_dynamic kernel (level 2)."""
 
 from __future__ import annotations
 
-from ..workgraph import INT8_DTYPES, FusionState, Pass
+from ..workgraph import INT8_DTYPES, FusionState, InsertedKernel, Pass
 
 #: op types whose QDQ node unit runs as an int8 kernel of the op's kind (the positions of the data
 #: inputs that must come from a DequantizeLinear; None: every input): onnxruntime's QDQ selectors
@@ -22,6 +22,37 @@ QDQ_UNIT_OPS = {
 ALL_INPUTS_DQ = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "ConvTranspose")
 #: ops with a weight input (position 1) whose type may differ from the activations'
 WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+
+
+#: ops QDQPropagationTransformer moves a QuantizeLinear backward across (they run on int8 data as is)
+PROPAGATE_Q_ACROSS = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def propagate_q(state: FusionState) -> None:
+    """A QuantizeLinear that is the only reader of a data-movement op reading a float tensor moves before
+    that op, which then runs on int8 data: e.g. the MaxPool after a float conv left out of quantization
+    becomes the (slow, NCHW) uint8 MaxPool, with the quantization of its larger input before it.
+
+    Mirrors onnxruntime's QDQPropagationTransformer (level 1) for the backward direction, followed by the
+    DropQDQ selector.
+    """
+    for w in list(state.live):
+        if w.dead or w.domain != "" or w.op not in PROPAGATE_Q_ACROSS or not w.inputs or not w.inputs[0]:
+            continue
+        if state.is_op(state.producer(w.inputs[0]), "DequantizeLinear") or not state.f32(w.inputs[0]):
+            continue
+        q = state.out_single(w)
+        if not state.is_op(q, "QuantizeLinear"):
+            continue
+        snap = state.snapshot([w, q])
+        w.members = list(w.members) + list(q.members)
+        w.outputs = list(q.outputs)
+        w.pos = max(w.pos, q.pos)
+        w.info.update({"qdq": True, "precision": "int8", "qdq_acts": []})
+        q.dead = True
+        state.inserted.append(InsertedKernel(w.pos - 0.5, "QuantizeLinear", w.inputs[0]))
+        state.update_index(snap)
+    state.reindex()
 
 
 def s8_to_u8(state: FusionState) -> None:
@@ -115,6 +146,7 @@ def qdq(state: FusionState) -> None:
     QDQSelectorActionTransformer (the type checks of its selectors), QDQFinalCleanupTransformer and
     EnsureUniqueDQForNodeUnit (level 2).
     """
+    propagate_q(state)
     if not state.rules.qdq_int8_allowed:
         s8_to_u8(state)
     for w in list(state.live):
