@@ -44,6 +44,16 @@ def propagate_q(state: FusionState) -> None:
         q = state.out_single(w)
         if not state.is_op(q, "QuantizeLinear"):
             continue
+        # the moved pair feeds one DQ, so on x86 it turns uint8; the original Q does only where it feeds
+        # one DQ read once: otherwise it stays int8, the types differ, and the op runs in float between
+        # the new pair and the original Q
+        readers = state.consumers(q.outputs[0])
+        one_dq = len(readers) == 1 and state.is_op(readers[0][0], "DequantizeLinear") and \
+            len(state.consumers(readers[0][0].outputs[0])) == 1 and q.outputs[0] not in state.graph_outputs
+        if not state.rules.qdq_int8_allowed and not one_dq:
+            state.inserted.append(InsertedKernel(w.pos - 0.5, "QuantizeLinear", w.inputs[0]))
+            state.inserted.append(InsertedKernel(w.pos - 0.4, "DequantizeLinear", w.inputs[0]))
+            continue
         snap = state.snapshot([w, q])
         w.members = list(w.members) + list(q.members)
         w.outputs = list(q.outputs)
