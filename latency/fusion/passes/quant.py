@@ -118,6 +118,8 @@ def _weight_bias_quantized(state: FusionState, w) -> bool:
             return False
         if state.is_op(nxt, "QuantizeLinear"):
             return True
+        if nxt.op in PROPAGATE_Q_ACROSS and nxt.info.get("qdq"):
+            return True  # the Q that followed it was moved before it (propagate_q)
         # Relu/Clip as the selector allows; data-movement ops QDQPropagation moves the Q across
         if nxt.op not in ("Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"):
             return False
