@@ -216,17 +216,22 @@ def _describe(target, info: ProfileInfo, db: Path, base_rows, train: bool, say, 
         out["regressors"] = f"retrained ({int((rep['status'] == 'trained').sum())} kinds)"
     else:
         out["regressors"] = "none (kernels without a row are priced by the FLOPs/bytes prior fitted on the new table)"
+    out["context"] = _copy_base_calibration(info, db, "no probe, nothing measured")
+    timings["total_s"] = round(time.monotonic() - t0, 1)
+    out["timings"] = timings
+    return out
+
+
+def _copy_base_calibration(info, db, why: str) -> str:
+    """Copy the base profile's context and overhead files beside ``db``; what was done, for the summary."""
     copied = []
     for suffix in (".context.json", ".overhead.json"):
         src = companion(info.path, suffix)
         if src.exists():
             shutil.copyfile(src, companion(db, suffix))
             copied.append(suffix[1:])
-    out["context"] = (f"copied from the base ({', '.join(copied)}; fitted on the base's host, not this one): no "
-                      "probe, nothing measured" if copied else "none (the base has none)")
-    timings["total_s"] = round(time.monotonic() - t0, 1)
-    out["timings"] = timings
-    return out
+    return (f"copied from the base ({', '.join(copied)}; fitted on the base's host, not this one): {why}"
+            if copied else "none (the base has none)")
 
 
 class StateReference:
@@ -428,14 +433,7 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
                           f"{REFERENCE_US[0]:g}-{REFERENCE_US[1]:g} us to re-measure: the machine's state not "
                           "normalised)")
     else:
-        copied = []
-        for suffix in (".context.json", ".overhead.json"):
-            src = companion(info.path, suffix)
-            if src.exists():
-                shutil.copyfile(src, companion(db, suffix))
-                copied.append(suffix[1:])
-        out["context"] = (f"copied from the base ({', '.join(copied)}; fitted on the base's host, not this one): "
-                          "the budget left no time to calibrate" if copied else "none (the base has none)")
+        out["context"] = _copy_base_calibration(info, db, "the budget left no time to calibrate")
     timings["total_s"] = round(time.monotonic() - t0, 1)
     out["timings"] = timings
     return out

@@ -39,6 +39,16 @@ _NOT_CSE = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformL
             "If", "Loop", "Scan", "Dropout")
 
 
+def merge_into(state: FusionState, keep, w) -> None:
+    """``w`` computes what ``keep`` computes: its readers read ``keep``'s outputs and its records become
+    ``keep``'s, at no extra cost (the caller reindexes)."""
+    for old, new in zip(w.outputs, keep.outputs):
+        for c, i in list(state.consumers(old)) if old else ():
+            c.inputs[i] = new
+    keep.members = list(keep.members) + list(w.members)
+    w.dead = True
+
+
 def _input_key(state: FusionState, t: str):
     if not t or not state.const(t):
         return t
@@ -76,12 +86,7 @@ def cse(state: FusionState) -> None:
         keep = seen.setdefault(key, w)
         if keep is w or any(o and not k for o, k in zip(w.outputs, keep.outputs)):
             continue
-        for old, new in zip(w.outputs, keep.outputs):
-            for c, i in list(state.consumers(old)) if old else ():
-                c.inputs[i] = new
-        # the merged record is the kept node's, at no extra cost
-        keep.members = list(keep.members) + list(w.members)
-        w.dead = True
+        merge_into(state, keep, w)
         merged = True
     if merged:
         state.reindex()

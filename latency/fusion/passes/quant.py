@@ -4,6 +4,7 @@ int8_dynamic kernel (level 2)."""
 from __future__ import annotations
 
 from ..workgraph import INT8_DTYPES, FusionState, InsertedKernel, Pass
+from .cleanup import merge_into
 
 #: op types whose QDQ node unit runs as an int8 kernel of the op's kind (the positions of the data
 #: inputs that must come from a DequantizeLinear; None: every input): onnxruntime's QDQ selectors
@@ -290,11 +291,7 @@ def dynamic_quant(state: FusionState) -> None:
         if keep is d or any(o in state.graph_outputs for o in d.outputs) or \
                 any(o and not k for o, k in zip(d.outputs, keep.outputs)):
             continue
-        for old, new in zip(d.outputs, keep.outputs):
-            for c, i in list(state.consumers(old)) if old else ():
-                c.inputs[i] = new
-        keep.members = list(keep.members) + list(d.members)
-        d.dead = True
+        merge_into(state, keep, d)
         merged = True
     if merged:
         state.reindex()
