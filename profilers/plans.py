@@ -492,6 +492,10 @@ _NBITS_KN = ((896, 896), (896, 4864), (4864, 896), (2048, 2048), (2048, 8192), (
              (576, 16384))
 
 
+_NBITS_KN_ENCODER = ((128, 128), (128, 512), (512, 128), (256, 256), (256, 1024), (192, 192), (192, 768),
+                     (768, 192), (768, 768), (768, 3072), (3072, 768))
+
+
 def _llm_items(name: str) -> list[tuple[int, str, dict]]:
     """Attention (prefill: seq_len tokens, no cache; decode: one token over a past_len key/value cache),
     rotary embeddings, 4- and 8-bit MatMulNBits at LLM projection shapes, matmul-like Einsums."""
@@ -544,6 +548,15 @@ def _llm_items(name: str) -> list[tuple[int, str, dict]]:
             out.append((2, "MatMulNBits", _nb(m, k, n, 4, 32, 0, zp=0)))
             if m <= 16 and k * n <= 4096 * 2048:  # 8-bit at accuracy level 0 dequantizes slowly: spot checks
                 out.append((4, "MatMulNBits", _nb(m, k, n, 8, 32, 0)))
+    # encoder-size projections (BERT-tiny/mini/base, ViT-tiny), where weight-only 4-bit meets small
+    # matrices and whole sequences: the LLM shapes above start at 256 x 1024, and a regressor carried
+    # down to BERT-tiny's 128 x 128 at 128 tokens priced it 1.5x what the runtime takes
+    for k, n in _NBITS_KN_ENCODER:
+        for m in (1, 16, 64, 128, 256, 512):
+            for blk in (32, 128):
+                for acc in (0, 4):
+                    for zp in (0, 1):
+                        out.append((2, "MatMulNBits", _nb(m, k, n, 4, blk, acc, zp=zp)))
     for b, h, s, d in ((1, 12, 128, 64), (1, 8, 64, 64), (1, 16, 256, 64), (4, 12, 32, 64), (1, 4, 512, 32)):
         out += [(1, "Einsum", {"equation": "bhqd,bhkd->bhqk", "inputs": [[b, h, s, d], [b, h, s, d]]}),
                 (1, "Einsum", {"equation": "bhqk,bhkd->bhqd", "inputs": [[b, h, s, s], [b, h, s, d]]})]

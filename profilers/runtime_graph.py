@@ -23,7 +23,7 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
     Same keys as :func:`latency.fusion.kernel_summary`: conv, conv_act, conv_sum, ("conv", cout,
     kernel, strides, act), reorder(_input/_output), gemm(_act), fused_matmul, matmul,
     gelu/quickgelu/..., layernorm, skip_layernorm, quant, transpose, pool, elementwise, softmax,
-    free, kernels. Input dims are fixed like :func:`latency.graph.load_graph` does (``shapes`` /
+    reduce, cast, free, kernels. Input dims are fixed like :func:`latency.graph.load_graph` does (``shapes`` /
     ``batch``).
     """
     import os
@@ -122,6 +122,10 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
             c["elementwise"] += 1
         elif op in ("Softmax", "QLinearSoftmax"):
             c["softmax"] += 1
+        elif ops.kind_of_op(op) == "Reduce":
+            c["reduce"] += 1
+        elif op == "Cast":
+            c["cast"] += 1
         elif op in ops.FREE_OPS:
             c["free"] += 1
     return c

@@ -197,3 +197,19 @@ def test_q_after_a_maxpool_of_a_float_conv_moves_before_it(tmp_path):
     pool = next(k for k in ks if k.kind == "Pool" and k.params["op"] == "MaxPool")
     assert pool.precision == "int8" and "layout" not in pool.params
     assert any(k.kind == "Quant" and not k.nodes and k.params["op"] == "QuantizeLinear" for k in ks)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_64", "mobilenet_v2_050"])
+def test_fp16_kernels_are_the_runtimes(name):
+    """onnxconverter-common's fp16 file on x86: onnxruntime runs it as fp32 kernels, leaves data movement
+    and LayerNormalization in fp16 with Casts around them, fuses no Gelu / FusedMatMul / SkipLayerNorm and
+    inlines the Softmax; our kernels match its optimized graph within two Casts."""
+    pytest.importorskip("onnxconverter_common")
+    from onnxconverter_common import float16
+
+    m = float16.convert_float_to_float16(zoo.build(name), keep_io_types=True)
+    diff = check_fusion(m, X86)
+    cast = diff.pop("cast", (0, 0))
+    kernels = diff.pop("kernels", (0, 0))
+    assert not {k: v for k, v in diff.items() if not (isinstance(k, tuple) and k[0] == "conv")}, diff
+    assert abs(cast[0] - cast[1]) <= 2 and abs(kernels[0] - kernels[1]) <= 2, (cast, kernels)

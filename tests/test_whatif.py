@@ -378,8 +378,8 @@ def _fake_est(tmp_path_factory, precisions=None):
     fake = get_target("fake")
     db = tmp_path_factory.mktemp("whatif_fake") / "fake.db"
     with Store(db) as st:
-        run_sweep(st, fake, plan("quick", ops=["MatMulNBits", "MatMul", "Elementwise", "Activation", "Softmax"],
-                                 precisions=precisions))
+        run_sweep(st, fake, plan("quick", ops=["MatMulNBits", "MatMul", "Elementwise", "Activation", "Softmax",
+                                               "Reduce"], precisions=precisions))
     return Estimator(fake, profile=db, overhead=False, context=False)
 
 
@@ -473,8 +473,9 @@ def test_fp16_without_fp16_data_is_refused(tmp_path_factory):
     with Store(est0.profile_path_) as st:
         run_sweep(st, est0.target, sweep_plan("quick", ops=["MatMul", "Activation"], precisions=["fp16"]))
     plan = Estimator(est0.target, profile=est0.profile_path_, overhead=False, context=False).plan(_mlp(softmax=True))
-    with pytest.raises(InvalidChoice, match="no fp16 data for Softmax kernels .e.g. node 'softmax'"):
+    with pytest.raises(InvalidChoice, match="no fp16 data for Softmax kernels .e.g. node 'softmax'") as e:
         plan.evaluate({"precision": "fp16"})
+    assert "\n" not in str(e.value) and "valid: " in str(e.value)
     for ok in (plan.evaluate({"nodes": {"fc01": {"precision": "fp16"}}}),
                plan.evaluate({"precision": "fp16", "fp32_nodes": ["softmax"]})):
         assert ok.total_ms > 0 and not ok.uncovered

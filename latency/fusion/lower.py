@@ -100,6 +100,7 @@ def emit(state: FusionState) -> tuple[list, list]:
                     seen.add(key)
                     out.append((w.pos - 0.1, Kernel(f"Cast({t})", "Activation", {"op": "Cast", "x": state.shape(t)},
                                                     "fp32", "0", (), ("Cast",))))
+        out.extend(_fp16_boundary_casts(state))
         for t in state.graph.outputs:
             p = state.producer(t.name)
             if t.dtype == "float16" and t.shape is not None and p is not None:
@@ -125,6 +126,43 @@ def emit(state: FusionState) -> tuple[list, list]:
                     kernels.append(Kernel(r.name, "Free", {"op": r.op_type}, "fp32", "0", (r.name,),
                                           (r.op_type,)))
     return kernels, state.uncovered
+
+
+def _fp16_boundary_casts(state: FusionState) -> list:
+    """(position, Cast kernel) for every fp16 tensor between an op the runtime runs in fp16 itself
+    (``rules.fp16_native``) and one it runs in fp32: one Cast per tensor and direction, as
+    InsertCastTransformer leaves them once duplicate Casts are removed."""
+    native_ops = set(state.rules.fp16_native) - {"Cast"}
+    if not native_ops:
+        return []
+
+    def fp16_kernel(w) -> bool:
+        return (w.op in native_ops and w.domain in ("", "ai.onnx") and not w.info.get("precision")
+                and any(t and state.dtype(t) == "float16" for t in list(w.inputs[:1]) + list(w.outputs[:1])))
+
+    fp16_nodes = {id(w) for w in state.live if fp16_kernel(w)}
+
+    def native(w) -> bool:
+        return id(w) in fp16_nodes
+
+    def f32_run(w) -> bool:
+        return w.op != "Cast" and not native(w)
+
+    def cast(t, to):
+        return Kernel(f"Cast({t},{to})", "Activation", {"op": "Cast", "x": state.shape(t)}, "fp32", "0", (),
+                      ("Cast",))
+
+    out = []
+    for w in state.live:
+        for t in w.outputs:
+            if not t or state.dtype(t) != "float16" or state.shape(t) is None:
+                continue
+            users = [c for c, _ in state.consumers(t)]
+            if native(w) and any(f32_run(c) for c in users):
+                out.append((w.pos + 0.5, cast(t, "fp32")))
+            elif f32_run(w) and any(native(c) for c in users):
+                out.append((w.pos + 0.5, cast(t, "fp16")))
+    return out
 
 
 def lower_node(state: FusionState, w: WorkNode) -> list:
@@ -158,6 +196,20 @@ def lower_node(state: FusionState, w: WorkNode) -> list:
     if w.info.get("reorder_nhwc"):
         return [make_kernel("Reorder", {"op": ops.REORDER_OUTPUT, "x": state.need_shape(w.inputs[0])},
                             precision="fp32")]
+    if (op == "Softmax" and w.domain in ("", "ai.onnx") and state.rules.fp16_as_fp32
+            and state.rules.fp16_softmax_inline and state.dtype(w.inputs[0]) == "float16"):
+        # no fp16 Softmax kernel: the runtime inlines its function body, five fp32 kernels
+        x = state.need_shape(w.inputs[0])
+        ax = int(w.attr("axis", -1)) % len(x)
+        r = [1 if i == ax else d for i, d in enumerate(x)]
+        parts = (("Reduce", {"op": "ReduceMax", "x": x, "axes": [ax], "keepdims": 1}),
+                 ("Elementwise", {"op": "Sub", "inputs": [x, r], "const_b": 0}),
+                 ("Activation", {"op": "Exp", "x": x}),
+                 ("Reduce", {"op": "ReduceSum", "x": x, "axes": [ax], "keepdims": 1}),
+                 ("Elementwise", {"op": "Div", "inputs": [x, r], "const_b": 0}))
+        return [make_kernel(kind, params, name=w.name if i == 0 else f"{w.name}/{params['op']}",
+                            nodes=nodes if i == 0 else (), op_types=op_types if i == 0 else (params["op"],))
+                for i, (kind, params) in enumerate(parts)]
     if op == "HardSwish" and state.rules.hardswish_inline:
         x = state.need_shape(w.inputs[0])
         hs, mul = w.info.get("hs_parts", (w.members, []))

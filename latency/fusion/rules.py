@@ -84,6 +84,17 @@ class FusionRules:
     #: fp16 graphs run as fp32 kernels with Casts at the edges (ORT >= 1.31 on x86: no fp16 kernels, the
     #: inserted Cast pairs between ops cancel); False: fp16 kernels
     fp16_as_fp32: bool = False
+    #: with ``fp16_as_fp32``: the passes that also rewrite fp16 nodes (None: all). onnxruntime fuses an
+    #: fp16 node only where the fused kernel has an fp16 implementation on the EP; on x86 its CPU EP has
+    #: none for Gelu, FusedMatMul, SkipLayerNormalization, FusedGemm/FusedConv activations, so those
+    #: stay the separate fp32 kernels InsertCastTransformer later runs them as
+    fp16_passes: tuple | None = None
+    #: with ``fp16_as_fp32``: ops the EP runs in fp16 itself (data movement and LayerNormalization on
+    #: x86); a Cast kernel sits on every tensor between one of them and an op run in fp32
+    fp16_native: tuple = ()
+    #: with ``fp16_as_fp32``: Softmax has no fp16 kernel and its function body is inlined
+    #: (ReduceMax, Sub, Exp, ReduceSum, Div: five fp32 kernels)
+    fp16_softmax_inline: bool = False
 
     def __post_init__(self):
         # activation lists also accept True (the default list), False/None (none) or one name

@@ -26,7 +26,7 @@ def kernel_summary(kernels) -> Counter:
     """Counts comparable with :func:`profilers.runtime_graph.runtime_kernel_summary`: conv, conv_act,
     conv_sum, ("conv", cout, kernel, strides, act), reorder(_input/_output), gemm(_act), fused_matmul,
     matmul, gelu/quickgelu/..., layernorm, skip_layernorm, quant, transpose, pool, elementwise,
-    softmax, free, kernels."""
+    softmax, reduce, cast, free, kernels."""
     c = Counter()
     for k in kernels:
         c["kernels"] += 1
@@ -60,6 +60,10 @@ def kernel_summary(kernels) -> Counter:
             c["elementwise"] += 1
         elif k.kind == "Softmax":
             c["softmax"] += 1
+        elif k.kind == "Reduce":
+            c["reduce"] += 1
+        elif k.kind == "Activation" and k.params["op"] == "Cast":
+            c["cast"] += 1
         elif k.kind == "Free":
             c["free"] += 1
     return c
