@@ -3,7 +3,7 @@ measurements taken here with PyTorch (cuBLAS / cuDNN), timed with CUDA events.
 
 For a machine with an NVIDIA GPU, PyTorch and CUDA but no onnxruntime-gpu or TensorRT. It measures
 the GPU cost model's own terms and a few kernels and whole models, and prints beside each the
-price the derived target (``t4``, ``a10``, ``l4``, ``a100`` or ``h100``, picked from the GPU's name)
+price the derived target (``t4``, ``a10``, ``l4``, ``a100``, ``h100`` or ``h200``, picked from the GPU's name)
 gives the same work:
 
 * the per-kernel cost (back-to-back tiny kernels) and the shortest kernel;
@@ -16,8 +16,9 @@ gives the same work:
   target's TensorRT estimate of the zoo's ResNet-50 and BERT-Base (a different runtime: read the
   ratio as how far the derived target is from what this GPU does, not as a TensorRT check).
 
-Writes ``gpu_check.json`` and ``gpu_check.txt`` under ``--out`` (default: ``$OUT`` when set), and
-the measured terms as a ``model`` override a target's spec can carry. Without a GPU (or without
+Writes ``gpu_check.<gpu>.json`` and ``gpu_check.<gpu>.txt`` under ``--out`` (default: ``$OUT`` when set),
+``<gpu>`` the GPU's own name as the driver reports it, made a file name (``nvidia-h200``), and the measured
+terms as a ``model`` override a target's spec can carry (``<target>.<gpu>.gpu-terms.json``). Without a GPU (or without
 PyTorch) it says so and exits 0.
 
     python benchmarks/gpu_check.py [--out DIR] [--quick] [--target h100]
@@ -38,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: GPU name fragments -> the derived target of that card
-NAME_TO_TARGET = (("H100", "h100"), ("A100", "a100"), ("A10", "a10"), ("L4", "l4"), ("T4", "t4"))
+NAME_TO_TARGET = (("H200", "h200"), ("H100", "h100"), ("A100", "a100"), ("A10", "a10"), ("L4", "l4"), ("T4", "t4"))
 BUDGET_S = 540.0  # stop starting new sections after this long (the whole check stays under 10 minutes)
 
 
@@ -62,6 +63,13 @@ def _smi() -> dict:
     if r.returncode != 0 or not r.stdout.strip():
         return {}
     return dict(zip(fields, (v.strip() for v in r.stdout.strip().splitlines()[0].split(","))))
+
+
+def gpu_slug(name: str) -> str:
+    """The GPU's name as a file name: ``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
 
 
 def target_for(name: str) -> str | None:
@@ -100,7 +108,8 @@ def _price(model, cfg) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu_check.json and .txt (default: $OUT)")
+    ap.add_argument("--out", default=os.environ.get("OUT"),
+                    help="folder for gpu_check.<gpu>.json and .txt (default: $OUT)")
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (about 2 minutes)")
     ap.add_argument("--target", default=None, help="derived target to compare with (default: from the GPU's name)")
     args = ap.parse_args(argv)
@@ -138,6 +147,8 @@ def main(argv=None) -> int:
              f" power limit {smi.get('power.limit', '?')} W; torch {torch.__version__}, CUDA {torch.version.cuda}, "
              f"cuDNN {torch.backends.cudnn.version()}",
              f"derived target: {tname or 'none (no target declared for this GPU: terms are measured, not compared)'}"]
+    if spec and spec["name"] != props.name:
+        lines.append(f"note: this GPU reports itself as {props.name!r}; the {tname} spec sheet is the {spec['name']}'s")
     if spec and props.multi_processor_count != spec["sm_count"]:
         lines.append(f"note: this GPU has {props.multi_processor_count} SMs, the {tname} spec {spec['sm_count']}: "
                      f"another variant of the card")
@@ -271,6 +282,36 @@ def main(argv=None) -> int:
                                 if derived else "-"))
                 del net
 
+    # 6. whole models through onnxruntime-gpu (profilers/gpu.py, as `latency validate --target NAME` runs them),
+    # only where onnxruntime-gpu is installed
+    from profilers import gpu as gpu_backend
+
+    if tname and gpu_backend.available()[0] == "ort-gpu":
+        rows = section("onnxruntime-gpu models")
+        if rows is not None:
+            import tempfile
+
+            import onnx
+
+            from latency.errors import LatencyError
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = str(Path(tmp) / "resnet50.onnx")
+                onnx.save(zoo.build("resnet50"), path)
+                for tn in (f"{tname}-ort-cuda", tname):
+                    for prec in gpu_backend.e2e_precisions(get_target(tn)):
+                        if time.time() - t0 > BUDGET_S:
+                            break
+                        try:
+                            res = gpu_backend.validate_gpu(path, get_target(tn), prec, phases=1)
+                        except LatencyError as e:
+                            lines.append(f"resnet50 {tn} {prec}: not measured ({e})")
+                            continue
+                        rows.append({k: res[k] for k in ("target", "precision", "prepared", "providers", "measured_ms",
+                                                          "rounds_ms", "estimate_ms", "error_pct")})
+                        lines.append(f"resnet50 {tn:14s} {prec}: measured {res['measured_ms']:7.3f} ms, derived "
+                                     f"{res['estimate_ms']:7.3f} ms ({res['error_pct']:+.1f}%)")
+
     # the measured terms, as a spec["model"] override
     rows = report["sections"]
     terms = {}
@@ -285,8 +326,6 @@ def main(argv=None) -> int:
     # the GPU profiler backend's micro-benchmark mode (profilers/gpu.py), as `latency profile --target NAME`
     # runs it: its rows, its fitted terms and the measured-terms file that makes the derived target calibrated
     if tname and time.time() - t0 < BUDGET_S:
-        from profilers import gpu as gpu_backend
-
         runner = gpu_backend.TorchRunner(reps=5 if args.quick else 20)
         mb_rows = gpu_backend.microbenchmark(runner, budget_s=max(10.0, BUDGET_S - (time.time() - t0)))
         mb_fit = gpu_backend.fit_terms(spec, mb_rows)
@@ -295,8 +334,8 @@ def main(argv=None) -> int:
         for k, v in mb_fit["basis"].items():
             lines.append(f"  {k}: {v}")
         if out is not None:
-            written = gpu_backend.write_terms(get_target(tname), mb_fit, mb_rows,
-                                              f"micro-benchmark, {runner.version}", out / f"{tname}.gpu-terms.json")
+            written = gpu_backend.write_terms(get_target(tname), mb_fit, mb_rows, f"micro-benchmark, {runner.version}",
+                                              out / f"{tname}.{gpu_slug(props.name)}.gpu-terms.json")
             lines.append(f"  measured terms written to {written.name} (copy it to the user profiles folder as "
                          f"{tname}.gpu-terms.json to calibrate the target)")
     lines.append(f"({time.time() - t0:.0f} s)")
@@ -304,8 +343,8 @@ def main(argv=None) -> int:
     print(text)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
-        (out / "gpu_check.txt").write_text(text + "\n")
+        (out / f"gpu_check.{gpu_slug(props.name)}.json").write_text(json.dumps(report, indent=1, default=str))
+        (out / f"gpu_check.{gpu_slug(props.name)}.txt").write_text(text + "\n")
     return 0
 
 

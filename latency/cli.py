@@ -586,11 +586,30 @@ def _run_validation(model, t, profile_path, shapes, batch, core, phases, quiet):
               help="fresh-session phases of the end-to-end run (2 rounds each; up to twice as many when unconfirmed)")
 @click.option("--top", default=15, show_default=True, help="kernels to list (0: all)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def validate_cmd(model, target_name, profile_path, shapes, batch, core, phases, top, as_json):
-    """Measure a model on this host, end to end and per kernel, beside its estimate."""
+@click.option("--precision", default=None,
+              help="GPU targets: fp32 | fp16 | int8 (TensorRT's builder precision; fp32 | fp16 on the CUDA EP); "
+                   "default: int8 for a QDQ model on TensorRT, else fp32")
+def validate_cmd(model, target_name, profile_path, shapes, batch, core, phases, top, as_json, precision):
+    """Measure a model on this host, end to end and per kernel, beside its estimate (a GPU target: end to end
+    through onnxruntime-gpu's TensorRT or CUDA execution provider)."""
     from profilers.validate import render
 
     t = _host_measurable(target_name)
+    if t.device == "gpu":  # whole model through onnxruntime-gpu (profilers/gpu.py); never CPU numbers
+        from profilers.gpu import render_validation, validate_gpu
+
+        res = validate_gpu(model, t, precision, shapes=_parse_shapes(shapes) or None, batch=batch, phases=phases,
+                           profile=profile_path)
+        if as_json:
+            click.echo(json.dumps(res, indent=1))
+            return
+        for w in res["warnings"]:
+            click.echo(f"warning: {w}", err=True)
+        click.echo("\n".join(render_validation(res)))
+        return
+    if precision:
+        raise LatencyError(f"--precision goes with GPU targets; {t.name} is measured as the model is stored "
+                           "(quantize the model with onnxruntime.quantization to measure int8)")
     res = _run_validation(model, t, profile_path, shapes, batch, core, phases, as_json)
     if as_json:
         click.echo(json.dumps(res, indent=1))

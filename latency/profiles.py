@@ -239,6 +239,12 @@ class ProfileInfo:
             model = f"{d['vendor']} {model}"
         if d.get("cpu_mhz"):
             model += f" @ {d['cpu_mhz'] / 1000:.2f} GHz"
+        if d.get("kind") == "gpu":  # which card exactly: compute capability, driver, maximum SM clock
+            model += " (" + ", ".join(w for w in (
+                d.get("compute_capability") and f"compute capability {d['compute_capability']}",
+                d.get("driver_version") and f"driver {d['driver_version']}",
+                d.get("sm_clock_max_mhz") and f"SM clock up to {d['sm_clock_max_mhz']} MHz") if w) + ")"
+            return model.replace(" ()", "")
         used = d.get("cores_used")
         if used:
             model += f", {used} of {d['cores']} cores used" if d.get("cores") else f", {used} core(s) used"
@@ -268,6 +274,13 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
 
                 raise StoreError(f"profile database {path}: the device record or fingerprint of target {t['name']!r} "
                                  "is not a JSON object; the file is corrupt or was edited by hand")
+            if fp.get("gpu_name"):  # a GPU profile: the card, its driver and clocks, the runtime
+                device = {**{k: rec.get(k) for k in GPU_RECORD_KEYS}, **{k: fp.get(k) for k in fp}, "kind": "gpu",
+                          "vendor": rec.get("vendor") or "NVIDIA"}
+                out.append(ProfileInfo(str(path), t["name"], origin, rec.get("provenance", "measured"), device,
+                                       span["rows_ok"], span["rows_failed"], span["first"], span["last"],
+                                       rec.get("note", "")))
+                continue
             device = {"kind": "cpu", "vendor": rec.get("vendor", ""), "cpu_model": fp.get("cpu_model"),
                       "cpu_family_model": rec.get("cpu_family_model"),
                       "arch": fp.get("arch"), "cpu_flags": fp.get("cpu_flags", []), "l2_mb": rec.get("l2_mb"),
@@ -282,11 +295,17 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
     return out
 
 
+#: what a GPU's device record keeps beside its fingerprint (latency.targets.gpu: read_gpu, runtime_versions)
+GPU_RECORD_KEYS = ("kind", "gpu_name", "compute_capability", "driver_version", "sm_clock_max_mhz", "mem_clock_max_mhz",
+                   "sm_clock_mhz", "memory_total_mib", "power_limit_w", "onnxruntime_version", "tensorrt_version")
+
+
 def write_device_record(store, target: str, device: dict, provenance: str = "measured", note: str = "") -> None:
     """Keep ``device`` (vendor and caches; the fingerprint has the rest) in ``store``'s meta table."""
     rec = {"vendor": device.get("vendor", ""), "cpu_family_model": device.get("cpu_family_model"), "l2_mb": device.get("l2_mb"), "llc_mb": device.get("llc_mb"),
            "provenance": provenance, "note": note}
     rec.update({k: device[k] for k in ("cpu_mhz", "cpu_mhz_source", "cores", "cores_used") if device.get(k) is not None})
+    rec.update({k: device[k] for k in GPU_RECORD_KEYS if device.get(k) is not None})  # a GPU's record (kind "gpu")
     store.set_meta(DEVICE_META_KEY.format(target=target), json.dumps(rec, sort_keys=True))
 
 

@@ -161,7 +161,7 @@ def _confirmed(rounds_ms, confirm) -> bool:
 
 
 def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, level="all", budget_ms_per_round=20.0,
-                   progress=None, feeds=None, confirm=CONFIRM, max_phases=MAX_PHASES):
+                   progress=None, feeds=None, confirm=CONFIRM, max_phases=MAX_PHASES, session=None):
     """End-to-end latency of every model in ``models`` (name -> ONNX bytes, path or ModelProto).
 
     In each of ``phases`` phases, fresh sessions are created for all models and warmed up
@@ -173,6 +173,8 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
     phases`` rounds) until they have ``max_phases`` (``confirm=None``: no extra phases).
     ``feeds`` optionally maps a name to its input dict; otherwise random
     inputs are made (see :func:`make_inputs`). ``progress`` is called with one-line strings.
+    ``session``: ``(model, threads, level) -> session`` (``get_inputs()`` and ``run(None, feed)``) for
+    another device (:func:`profilers.gpu.measure_models_gpu`); default: an onnxruntime CPU session.
 
     Returns name -> dict with ``latency_ms`` (min over rounds of the round medians, ms),
     ``median_ms`` (median of the round medians, ms), ``rounds_ms`` (every round median, ms, in
@@ -201,7 +203,7 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
                 continue
             try:
                 t0 = time.perf_counter()
-                sess = _session(model, threads, level)
+                sess = (session or _session)(model, threads, level)
                 created = time.perf_counter() - t0
                 if name not in feeds:
                     feeds[name] = make_inputs(sess, model)

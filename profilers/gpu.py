@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -56,17 +54,15 @@ def available() -> tuple[str | None, str]:
 
 
 def device_record() -> dict:
-    """The GPU's name, driver, clocks and memory from nvidia-smi, and the runtimes' versions."""
+    """The GPU's name, compute capability, driver, clocks and memory from nvidia-smi
+    (:func:`latency.targets.gpu.read_gpu`, the fields a GPU profile's fingerprint keeps), and the runtimes' versions."""
+    from latency.targets.gpu import read_gpu
+
     rec: dict = {}
-    if shutil.which("nvidia-smi"):
-        fields = ("name", "driver_version", "clocks.max.sm", "clocks.max.mem", "clocks.sm", "memory.total",
-                  "pci.bus_id", "power.limit")
-        try:
-            out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=20, check=True).stdout.splitlines()[0]
-            rec.update({f"gpu_{k.replace('.', '_')}": v.strip() for k, v in zip(fields, out.split(","))})
-        except (subprocess.SubprocessError, OSError, IndexError) as e:
-            rec["gpu_query_error"] = str(e)
+    try:
+        rec.update(read_gpu())
+    except LatencyError as e:
+        rec["gpu_query_error"] = str(e)
     for mod in ("onnxruntime", "tensorrt", "torch", "cupy"):
         if _has(mod):
             try:
@@ -253,9 +249,11 @@ def calibrate_target(target, budget_s: float = 300.0, path: Path | None = None) 
 # ---- the operator sweep through onnxruntime-gpu ------------------------------------------------------------
 
 
-def providers_for(target, precision: str = "fp32") -> list:
+def providers_for(target, precision: str = "fp32", cache_dir: str | None = None) -> list:
     """onnxruntime providers that run ``target``'s runtime: the TensorRT EP (builder precision flags from
-    ``precision``) for the TensorRT targets, the CUDA EP for the ``*-ort-cuda`` ones."""
+    ``precision``) for the TensorRT targets, the CUDA EP for the ``*-ort-cuda`` ones. ``cache_dir``: where
+    the TensorRT EP keeps its engines and timing cache, so that a fresh session of a model already built
+    loads its engine instead of building it again (the whole-model protocol's fresh sessions per phase)."""
     import onnxruntime as ort
 
     have = set(ort.get_available_providers())
@@ -264,6 +262,9 @@ def providers_for(target, precision: str = "fp32") -> list:
             raise LatencyError(f"target {target.name} runs TensorRT: onnxruntime-gpu here has no TensorrtExecutionProvider "
                                f"(install TensorRT's libraries; available: {', '.join(sorted(have))})")
         opts = {"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8"}
+        if cache_dir:
+            opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache_dir, trt_timing_cache_enable=True,
+                        trt_timing_cache_path=cache_dir)
         return [("TensorrtExecutionProvider", opts), "CUDAExecutionProvider"]
     if "CUDAExecutionProvider" not in have:
         raise LatencyError(f"target {target.name}: onnxruntime here has no CUDAExecutionProvider; {GPU_INSTALL_HINT}")
@@ -344,3 +345,273 @@ def measure_chunk_for(target, reps: int = 50):
         return rows
 
     return measure_chunk
+
+
+# ---- whole models through onnxruntime-gpu ------------------------------------------------------------------
+
+#: the precisions a GPU runtime measures a whole model in: TensorRT's builder precisions (fp16 and int8 are
+#: builder flags of the TensorRT EP); onnxruntime's CUDA EP runs the model's own types, fp16 after conversion,
+#: and has no int8 convolution or GEMM path for a QDQ model (it runs the float ops between Q/DQ pairs)
+E2E_PRECISIONS = {"tensorrt": ("fp32", "fp16", "int8"), "onnxruntime": ("fp32", "fp16")}
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def e2e_precisions(target) -> tuple:
+    """The precisions :func:`measure_models_gpu` measures ``target``'s whole models in."""
+    return E2E_PRECISIONS.get(target.runtime, ())
+
+
+def _proto(model):
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        return onnx.load_model_from_string(bytes(model))
+    return onnx.load(str(model))
+
+
+def has_qdq(model) -> bool:
+    """Whether the model carries Q/DQ nodes (it is explicitly quantized)."""
+    return any(n.op_type in _QDQ for n in _proto(model).graph.node)
+
+
+def default_precision(target, model) -> str:
+    """The precision a model is measured in when none is asked: int8 for a QDQ model on TensorRT (explicit
+    quantization needs the int8 builder flag), else fp32 (as stored)."""
+    return "int8" if target.runtime == "tensorrt" and has_qdq(model) else "fp32"
+
+
+def _quantize_qdq(proto, feed):
+    """``proto`` quantized by onnxruntime.quantization.quantize_static into TensorRT's explicit-quantization
+    form: QDQ, symmetric int8 activations (zero point 0, as TensorRT requires) and per-channel int8 weights,
+    calibrated (MinMax) on ``feed``."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self.left = [feed]
+
+        def get_next(self):
+            return self.left.pop() if self.left else None
+
+    with tempfile.TemporaryDirectory(prefix="latency-qdq-") as tmp:
+        src, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.qdq.onnx"
+        onnx.save(proto, str(src))
+        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        return onnx.load(str(dst))
+
+
+def prepare_model(model, target, precision: str, feed: dict | None = None) -> tuple[bytes, str]:
+    """(the ONNX bytes the runtime runs for ``precision``, how they were made).
+
+    * TensorRT: the model as stored; fp16 and int8 are builder flags. A QDQ model is explicitly
+      quantized and measured in int8 only. A float model in int8 is first quantized by
+      :func:`_quantize_qdq` (calibrated on ``feed``): TensorRT's explicit quantization, as its
+      documentation recommends over implicit calibration, which the TensorRT EP would need a table for.
+    * onnxruntime's CUDA EP: fp32 as stored; fp16 the model converted by onnxconverter-common's
+      ``convert_float_to_float16`` (``keep_io_types=True``), as ``latency whatif --precision fp16`` does.
+
+    A precision the runtime has no whole-model path for is a :class:`latency.errors.UnknownPrecision`
+    naming the ones it has."""
+    from latency.errors import UnknownPrecision
+
+    valid = e2e_precisions(target)
+    if precision not in valid:
+        raise UnknownPrecision(target.name, precision, valid)
+    proto = _proto(model)
+    qdq = any(n.op_type in _QDQ for n in proto.graph.node)
+    if target.runtime == "tensorrt":
+        if qdq and precision != "int8":
+            raise LatencyError(f"the model carries Q/DQ nodes: TensorRT builds it explicitly quantized, so it is "
+                               f"measured in int8 (--precision int8), not {precision}")
+        if precision == "int8" and not qdq:
+            if feed is None:
+                raise LatencyError("a float model measured in int8 on TensorRT is quantized first: give its inputs")
+            return _quantize_qdq(proto, feed).SerializeToString(), (
+                "quantize_static (QDQ, symmetric int8 activations, per-channel int8 weights, MinMax on one random "
+                "input), built with TensorRT's int8 and fp16 flags")
+        flags = {"fp32": "no precision flag (TF32 where the card has it)", "fp16": "the fp16 flag",
+                 "int8": "the int8 and fp16 flags (explicit quantization: the model's own Q/DQ nodes)"}[precision]
+        return proto.SerializeToString(), f"the model as stored, built with {flags}"
+    if precision == "fp16":
+        from onnxconverter_common import float16
+
+        return (float16.convert_float_to_float16(proto, keep_io_types=True).SerializeToString(),
+                "onnxconverter-common convert_float_to_float16 (keep_io_types=True)")
+    return proto.SerializeToString(), "the model as stored"
+
+
+class BoundSession:
+    """An onnxruntime session whose inputs and outputs stay on the device (``device``: ``cuda``): a run is
+    ``run_with_iobinding`` of inputs copied to the device once, then the outputs synchronised; host copies
+    are not in its time (as trtexec's GPU compute time leaves them out). Has what
+    :func:`profilers.e2e.measure_models` calls: ``get_inputs()`` and ``run(None, feed)``."""
+
+    def __init__(self, sess, device: str = "cuda"):
+        self.sess, self.device, self._bound = sess, device, None
+
+    def get_inputs(self):
+        return self.sess.get_inputs()
+
+    def get_providers(self):
+        return self.sess.get_providers()
+
+    def run(self, _outputs, feed):
+        import onnxruntime as ort
+
+        if self._bound is None or self._bound[0] is not feed:
+            b = self.sess.io_binding()
+            for name, value in feed.items():
+                b.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self.device, 0))
+            for out in self.sess.get_outputs():
+                b.bind_output(out.name, self.device)
+            self._bound = (feed, b)
+        binding = self._bound[1]
+        self.sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+
+def session_factory(target, precision: str, cache_dir: str | None = None, device: str = "cuda", providers=None):
+    """``(model, threads, level) -> BoundSession`` on ``target``'s execution provider. A session in which
+    onnxruntime did not start that provider (a CUDA or TensorRT library missing: onnxruntime then runs the
+    model on the CPU and only warns) is refused with a :class:`LatencyError`, never measured."""
+    import onnxruntime as ort
+
+    from .e2e import _source, session_options
+
+    provs = providers if providers is not None else providers_for(target, precision, cache_dir)
+    want = provs[0][0] if isinstance(provs[0], tuple) else provs[0]
+
+    def make(model, threads, level):
+        sess = ort.InferenceSession(_source(model), session_options(threads, level), providers=provs)
+        have = sess.get_providers()
+        if want not in have:
+            raise LatencyError(f"onnxruntime did not start {want} for {target.name} (session providers: "
+                               f"{', '.join(have)}): refusing to measure what would run on the CPU")
+        return BoundSession(sess, device)
+
+    return make
+
+
+def measure_models_gpu(models, target, precision: str = "fp32", rounds: int = 6, phases: int = 3,
+                       confirm: float | None = None, max_phases: int = 6, feeds=None, progress=None,
+                       budget_ms_per_round: float = 20.0, providers=None, device: str = "cuda") -> dict:
+    """Whole models (name -> prepared ONNX bytes, :func:`prepare_model`) timed on ``target``'s GPU runtime with
+    the robust protocol of :func:`profilers.e2e.measure_models` (fresh sessions per phase, round-robin rounds,
+    median per round, minimum over rounds, extra phases until a second round confirms the fastest); each run
+    is a :class:`BoundSession` run. TensorRT engines are cached for the call, so a fresh session loads its
+    engine rather than building it again. Returns measure_models' dict per name."""
+    import tempfile
+
+    from .e2e import CONFIRM, measure_models
+
+    with tempfile.TemporaryDirectory(prefix="latency-trt-") as cache:
+        make = session_factory(target, precision, cache, device=device, providers=providers)
+        return measure_models(models, rounds=rounds, phases=phases, threads=1, level="all",
+                              budget_ms_per_round=budget_ms_per_round, progress=progress, feeds=feeds,
+                              confirm=CONFIRM if confirm is None else confirm, max_phases=max_phases, session=make)
+
+
+def require_ort_gpu(target) -> None:
+    """A :class:`LatencyError` in one line unless this host runs ``target``'s models through onnxruntime-gpu."""
+    backend, why = available()
+    if backend != "ort-gpu":
+        raise LatencyError(f"measuring whole models on {target.name} needs onnxruntime-gpu with its CUDA / TensorRT "
+                           f"execution provider ({GPU_INSTALL_HINT})" + (f"; this host has {backend} only (the "
+                           f"micro-benchmark mode: latency profile --target {target.name})" if backend else f": {why}"))
+
+
+def validate_gpu(model, target, precision: str | None = None, shapes=None, batch=None, phases: int = 3,
+                 progress=None, providers=None, device: str = "cuda", check_host: bool = True, profile=None) -> dict:
+    """Measure ``model`` (an ONNX path) end to end on this host's GPU through ``target``'s runtime and put it
+    beside ``target``'s estimate in the same precision: ``latency validate MODEL --target t4 --precision fp16``.
+
+    The measured time is the minimum over rounds of the round medians (:func:`measure_models_gpu`, ``phases``
+    fresh-session phases of 2 rounds, up to twice as many until confirmed); the GPU's record (name, compute
+    capability, driver, clocks) and the runtime versions come with it. ``providers`` / ``device`` /
+    ``check_host``: for a test of the pipeline on another execution provider; ``profile``: the profile to
+    estimate from (default: the target's, else its derived cost model). Returns a dict (the ``--json``
+    output); ``error_pct`` = 100 * (estimate - measured) / measured."""
+    import os
+
+    import onnxruntime as ort
+
+    from latency.estimator import Estimator
+    from latency.graph import load_graph
+    from latency.targets.gpu import runtime_versions
+
+    from .e2e import CONFIRM, _source, make_inputs, session_options
+    from .validate import _FixedShapes, error_pct
+
+    t0 = time.time()
+    if target.device != "gpu" and check_host:
+        raise LatencyError(f"target {target.name} is not a GPU target")
+    if phases < 1:
+        raise LatencyError(f"--phases must be at least 1, got {phases}")
+    if check_host:
+        require_ort_gpu(target)
+    path = os.fspath(model)
+    graph = load_graph(path, shapes=shapes, batch=batch)  # one-line ModelError/DynamicShapeError on bad input
+    precision = precision or default_precision(target, path)
+    if precision not in e2e_precisions(target):
+        from latency.errors import UnknownPrecision
+
+        raise UnknownPrecision(target.name, precision, e2e_precisions(target))
+    try:
+        cpu = ort.InferenceSession(_source(path), session_options(1, "all"), providers=["CPUExecutionProvider"])
+        feed = make_inputs(_FixedShapes(cpu, graph), path)
+        del cpu
+    except Exception as e:  # noqa: BLE001 - the runtime's own refusal, in one line
+        raise LatencyError(f"onnxruntime cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") \
+            from None
+    prepared, how = prepare_model(path, target, precision, feed)
+    est = Estimator(target, profile=profile).estimate(graph, precision=precision)
+    rounds = 2 * phases
+    r = measure_models_gpu({"model": prepared}, target, precision, rounds=rounds, phases=phases,
+                           max_phases=2 * phases, feeds={"model": feed}, providers=providers, device=device,
+                           progress=progress)["model"]
+    if r["error"]:
+        raise LatencyError(f"{target.name} cannot run {path} in {precision}: {r['error']}")
+    provs = providers if providers is not None else providers_for(target, precision)
+    warnings = list(est.warnings)
+    if not r["confirmed"]:
+        warnings.append(f"the end-to-end minimum is unconfirmed: no second round within {CONFIRM:.0%} of the fastest "
+                        f"after {r['phases']} phases; rerun, or with more --phases")
+    return {
+        "model": path, "target": target.name, "precision": precision, "prepared": how,
+        "runtime": target.runtime, "providers": [p[0] if isinstance(p, tuple) else p for p in provs],
+        "device": {**device_record(), **runtime_versions(target.runtime)} if check_host else {}, "protocol": (
+            f"end to end: {phases} phases x 2 rounds, fresh sessions per phase (TensorRT engines cached), up to "
+            f"{2 * phases} phases until a second round is within {CONFIRM:.0%} of the fastest, min of round medians; "
+            f"inputs and outputs bound on the GPU, each run synchronised"),
+        "measured_ms": r["latency_ms"], "median_ms": r["median_ms"], "rounds_ms": r["rounds_ms"],
+        "runs_per_round": r["runs_per_round"], "confirmed": r["confirmed"], "first_run_ms": r["first_run_ms"],
+        "session_s": r["session_s"],
+        "estimate_ms": est.total_ms, "estimate_source": est.profile or "derived (GPU cost model, spec sheet)",
+        "error_pct": error_pct(est.total_ms, r["latency_ms"]), "uncovered": len(est.uncovered),
+        "warnings": warnings, "seconds": round(time.time() - t0, 1),
+    }
+
+
+def render_validation(res: dict) -> list[str]:
+    """The lines ``latency validate`` prints for a GPU target."""
+    dev = res["device"]
+    card = dev.get("gpu_name") or "?"
+    lines = [f"{res['model']} on {res['target']} ({res['runtime']}, {res['precision']}: {res['prepared']})",
+             f"measured on {card} (compute capability {dev.get('compute_capability', '?')}, driver "
+             f"{dev.get('driver_version', '?')}, SM clock {dev.get('sm_clock_mhz', '?')}/"
+             f"{dev.get('sm_clock_max_mhz', '?')} MHz), onnxruntime {dev.get('onnxruntime_version', '?')}"
+             + (f", TensorRT {dev['tensorrt_version']}" if dev.get("tensorrt_version") else "")
+             + f", providers {', '.join(res['providers'])}",
+             f"protocol: {res['protocol']}",
+             f"measured  {res['measured_ms']:9.3f} ms (median of rounds {res['median_ms']:.3f} ms)",
+             f"estimate  {res['estimate_ms']:9.3f} ms ({res['estimate_source']})"
+             + (f", {res['uncovered']} node(s) uncovered" if res["uncovered"] else ""),
+             f"error     {res['error_pct']:+9.1f} %" if res["error_pct"] is not None else "error     -"]
+    return lines

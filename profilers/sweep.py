@@ -121,6 +121,11 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
         from latency.profiles import host_device, write_device_record
 
         write_device_record(store, target.name, host_device(cores_used=target.threads))
+    elif target.device == "gpu":  # the card's record: its fingerprint's fields, current clock, power limit, versions
+        from latency.profiles import write_device_record
+        from latency.targets.gpu import gpu_device_record
+
+        write_device_record(store, target.name, gpu_device_record(target))
     protocol_id = store.ensure_protocol(protocol.name, protocol.spec())
     done = store.done_hashes(target_id, include_failed=not retry_failed)
     todo = [c for c in configs if c.hash not in done]

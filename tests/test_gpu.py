@@ -24,7 +24,7 @@ from latency.targets import get_target
 from profilers import zoo
 from models import small_cnn
 
-GPUS = ("t4", "a10", "l4", "a100", "h100")
+GPUS = ("t4", "a10", "l4", "a100", "h100", "h200")
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
 
@@ -69,7 +69,8 @@ def test_targets_json_lists_each_gpu_derived_with_the_source_of_every_figure():
             assert "tf32" in prov["sources"]  # Ampere and later: TF32 tensor cores
 
 
-@pytest.mark.parametrize("name,lanes", [("t4", 64), ("a10", 128), ("l4", 128), ("a100", 64), ("h100", 128)])
+@pytest.mark.parametrize("name,lanes", [("t4", 64), ("a10", 128), ("l4", 128), ("a100", 64), ("h100", 128),
+                                        ("h200", 128)])
 def test_spec_sheets_agree_with_themselves(name, lanes):
     """The quoted FP32 peak is SMs x FP32 lanes per SM x 2 x boost clock (the whitepapers' lanes per SM)."""
     s = get_target(name).spec
@@ -392,3 +393,21 @@ def test_gpu_check_script_has_help_and_skips_cleanly_without_a_gpu(tmp_path):
                        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
     if "skipped" in r.stdout:
         assert r.returncode == 0 and "no" in r.stdout.lower()
+
+
+def test_gpu_check_compares_each_device_machine_card_with_its_own_derived_target():
+    """The prepared check picks the derived target from the GPU's name (the H200 its own, not the H100's) and
+    names what it writes after that GPU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gc)
+    assert gc.target_for("NVIDIA H200") == "h200" and gc.target_for("NVIDIA H100 80GB HBM3") == "h100"
+    assert gc.target_for("NVIDIA A10") == "a10" and gc.target_for("NVIDIA A100-SXM4-80GB") == "a100"
+    assert gc.target_for("Tesla T4") == "t4" and gc.target_for("NVIDIA GeForce RTX 4090") is None
+    assert gc.gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    h200, h100 = get_target("h200").spec, get_target("h100").spec
+    assert h200["sm_count"] == h100["sm_count"] and h200["mem_gbs"] > h100["mem_gbs"]
+    m = small_cnn(c=64, h=64)
+    assert Estimator("h200").estimate(m, precision="fp16").total_ms <= Estimator("h100").estimate(m, precision="fp16").total_ms

@@ -46,6 +46,9 @@ class Target:
     #: () -> the derived cost model (:mod:`latency.cost`) that prices a kernel no profile row prices:
     #: ``.price(Config) -> (us, source, detail)`` and ``.overhead()`` (GPU targets), or None
     cost: Callable | None = field(default=None, hash=False, compare=False, repr=False)
+    #: (target) -> the measuring device's fingerprint, where it is not this host's CPU and onnxruntime
+    #: (a GPU target: the card, its driver and clocks, the runtime; :func:`latency.targets.gpu.gpu_fingerprint`)
+    fingerprinter: Callable | None = field(default=None, hash=False, compare=False, repr=False)
 
     def fusion_rules(self):
         """The ordered fusion passes the target's runtime applies (from its declaration)."""
@@ -55,6 +58,8 @@ class Target:
 
     def fingerprint(self) -> dict:
         """What identifies the measuring host: CPU model and flags or GPU, runtime, version, threads."""
+        if self.fingerprinter is not None:
+            return self.fingerprinter(self)
         if self.backend == "fake":
             return {"cpu_model": "fake", "cpu_flags": [], "runtime": "formula", "runtime_version": "1",
                     "provider": "fake", "threads": 1}

@@ -1,4 +1,4 @@
-"""GPU targets: NVIDIA T4, A10, L4, A100 and H100 running TensorRT.
+"""GPU targets: NVIDIA T4, A10, L4, A100, H100 and H200 running TensorRT.
 
 Each declaration holds the card's spec sheet, every figure with the document it comes from, and is
 priced by the GPU cost model (:mod:`latency.cost.gpu`) through TensorRT's graph
@@ -46,6 +46,12 @@ _H100_DATASHEET = ("NVIDIA H100 Tensor Core GPU datasheet, https://resources.nvi
                    "nvidia-tensor-core-gpu-datasheet")
 _H100_WP = ("NVIDIA H100 Tensor Core GPU Architecture whitepaper, https://resources.nvidia.com/en-us-tensor-core/"
             "gtc22-whitepaper-hopper")
+_H200_DATASHEET = ("NVIDIA H200 Tensor Core GPU product page and datasheet (H200 SXM: 141 GB HBM3e, 4.8 TB/s, FP32 67 "
+                   "TFLOPS, TF32 989 / FP16 1,979 / INT8 3,958 with sparsity, up to 700 W), "
+                   "https://www.nvidia.com/en-us/data-center/h200/")
+_H200_DIE = ("the H200 is the H100 SXM5's GH100 die (132 SMs, 16,896 FP32 cores, 50 MB L2) with HBM3e stacks: "
+             "https://www.aiminingco.com/gpu/h200/specs, https://ai-hpc.github.io/ai-hardware-engineer-roadmap/ "
+             "(8x-H200 Hardware Architecture)")
 _H100_CLOCKS = ("H100 SXM5 clocks: 1.83 GHz at which the tensor peaks are quoted, 1.98 GHz max boost, "
                 "https://glennklockwood.com/garden/processors/h100")
 
@@ -132,6 +138,20 @@ H100_SPEC = _spec("NVIDIA H100-SXM5-80GB", "NVIDIA H100 datasheet and whitepaper
                   "a different target")
 
 
+#: NVIDIA H200 SXM 141 GB (Hopper GH100, sm_90), 700 W, HBM3e: the H100 SXM5's compute with 43% more bandwidth
+H200_SPEC = _spec("NVIDIA H200", "NVIDIA H200 datasheet and the H100 whitepaper (same GH100 die)", "Hopper", 90, 132,
+                  1980, {"fp32": 66.9, "fp16_cuda": 133.8, "tf32": 494.7, "fp16": 989.4, "int8": 1978.9}, 4800, 50.0,
+                  "141 GB HBM3e", 700,
+                  {"sm_count": f"{_H200_DIE}; {_H100_WP}", "boost_mhz": f"{_H200_DIE}; {_H100_CLOCKS}",
+                   "fp32": _H200_DATASHEET, "fp16_cuda": f"{_H100_WP}; {_H100_CLOCKS} (same die)",
+                   "tf32": f"{_H200_DATASHEET} (989 with sparsity, halved)",
+                   "fp16": f"{_H200_DATASHEET} (1,979 with sparsity, halved)",
+                   "int8": f"{_H200_DATASHEET} (3,958 with sparsity, halved)", "mem_gbs": _H200_DATASHEET,
+                   "l2_mb": f"{_H200_DIE}; {_H100_WP}"},
+                  "the H200 NVL (PCIe, 600 W) has the same memory but lower quoted peaks (FP16 1,671 with sparsity): "
+                  "a different target")
+
+
 def _spec_of(name, spec):
     """The spec the cost model prices ``name`` with: measured terms over the derived ones where
     ``latency profile --target NAME`` measured them on such a GPU (:func:`latency.cost.gpu.load_terms`)."""
@@ -207,10 +227,124 @@ def _host_check(_host) -> str:
     return gpu_backend()[1]
 
 
+# ---- the measuring GPU's fingerprint -------------------------------------------------------------------------
+
+#: nvidia-smi fields of a GPU's record -> its keys; ``compute_cap`` needs driver 510 or later (asked apart)
+SMI_FIELDS = {"name": "gpu_name", "driver_version": "driver_version", "clocks.max.sm": "sm_clock_max_mhz",
+              "clocks.max.mem": "mem_clock_max_mhz", "clocks.sm": "sm_clock_mhz", "memory.total": "memory_total_mib",
+              "power.limit": "power_limit_w", "pci.bus_id": "pci_bus_id"}
+#: the keys of a GPU's record that name the card (the rest, current clock, power limit, bus, describe its state)
+GPU_IDENTITY = ("gpu_name", "compute_capability", "driver_version", "sm_clock_max_mhz", "mem_clock_max_mhz")
+
+
+def _smi(fields, index: int) -> list[str] | None:
+    import subprocess
+
+    try:
+        r = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits",
+                            "-i", str(index)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    return [v.strip() for v in r.stdout.strip().splitlines()[0].split(",")]
+
+
+def read_gpu(index: int = 0) -> dict:
+    """GPU ``index`` as nvidia-smi reports it (keys of :data:`SMI_FIELDS` and ``compute_capability``);
+    a :class:`LatencyError` where there is no NVIDIA GPU or nvidia-smi cannot be read."""
+    import shutil
+
+    from ..errors import LatencyError
+
+    if shutil.which("nvidia-smi") is None:
+        raise LatencyError(f"no NVIDIA GPU on this host (no nvidia-smi): a GPU target's fingerprint names the card "
+                           f"it was measured on; run on a GPU host and {GPU_INSTALL}")
+    vals = _smi(tuple(SMI_FIELDS), index)
+    if vals is None or len(vals) != len(SMI_FIELDS):
+        raise LatencyError(f"nvidia-smi cannot describe GPU {index} on this host")
+    rec = {key: v for key, v in zip(SMI_FIELDS.values(), vals) if v and not v.startswith("[")}
+    cap = _smi(("compute_cap",), index)
+    if cap and cap[0] and not cap[0].startswith("["):
+        rec["compute_capability"] = cap[0]
+    return rec
+
+
+def runtime_versions(runtime: str) -> dict:
+    """Versions of what runs a GPU target's kernels here: onnxruntime (with its GPU providers) and, for
+    TensorRT, the TensorRT library (its Python module, else ``getInferLibVersion`` of libnvinfer);
+    a version that cannot be found is left out."""
+    import importlib.util
+
+    out: dict = {}
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+
+        out["onnxruntime_version"] = ort.__version__
+    if runtime == "tensorrt":
+        v = None
+        if importlib.util.find_spec("tensorrt") is not None:
+            try:
+                import tensorrt
+
+                v = tensorrt.__version__
+            except Exception:  # noqa: BLE001 - a broken install: try the library itself
+                v = None
+        if v is None:
+            v = _nvinfer_version()
+        if v:
+            out["tensorrt_version"] = v
+    return out
+
+
+def _nvinfer_version() -> str | None:
+    import ctypes
+
+    for lib in ("libnvinfer.so", "libnvinfer.so.10", "libnvinfer.so.8"):
+        try:
+            n = int(ctypes.CDLL(lib).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+        # TensorRT 10: major * 10000 + minor * 100 + patch; earlier: major * 1000 + minor * 100 + patch
+        return (f"{n // 10000}.{n // 100 % 100}.{n % 100}" if n >= 10000 else f"{n // 1000}.{n // 100 % 10}.{n % 100}")
+    return None
+
+
+def gpu_fingerprint(target, gpu: dict | None = None, versions: dict | None = None) -> dict:
+    """What identifies the device a GPU target's rows were measured on: the card (name, compute
+    capability, driver, maximum SM and memory clocks: :data:`GPU_IDENTITY`) and the runtime (runtime,
+    its version, provider). ``gpu``: a record as :func:`read_gpu` returns it (default: this host's GPU 0);
+    ``versions``: as :func:`runtime_versions` (default: this host's). Two cards of one target (an H100
+    SXM5 and an H100 PCIe under ``h100``, or one card on two drivers) get two fingerprints, so two target
+    ids in a profile database, and ``latency db merge`` keeps them apart."""
+    gpu = read_gpu() if gpu is None else gpu
+    versions = runtime_versions(target.runtime) if versions is None else versions
+    fp = {k: gpu.get(k) for k in GPU_IDENTITY}
+    runtime_version = versions.get("tensorrt_version") if target.runtime == "tensorrt" else \
+        versions.get("onnxruntime_version")
+    fp.update({"runtime": target.runtime, "runtime_version": runtime_version, "provider": target.provider,
+               "isa": target.isa, "threads": target.threads})
+    if target.runtime == "tensorrt":  # measured through onnxruntime-gpu's TensorRT execution provider
+        fp["onnxruntime_version"] = versions.get("onnxruntime_version")
+    return fp
+
+
+def gpu_device_record(target, gpu: dict | None = None, versions: dict | None = None) -> dict:
+    """The device record of a GPU profile (:func:`latency.profiles.write_device_record`): the card as
+    :func:`read_gpu` reports it and the runtime versions, ``kind`` ``gpu``."""
+    gpu = read_gpu() if gpu is None else gpu
+    versions = runtime_versions(target.runtime) if versions is None else versions
+    return {"kind": "gpu", "vendor": "NVIDIA", **gpu, **versions}
+
+
+def _fingerprint(target) -> dict:
+    return gpu_fingerprint(target)
+
+
 def _gpu(name, spec, isa, what):
     return Target(name, f"{what}, TensorRT (derived from the spec sheet; no profile measured)", "gpu", "tensorrt",
                   "TensorRT", isa, 1, None, "gpu", spec=spec, fusion=_trt_rules(spec, name), cost=_cost(spec, name),
-                  host_check=_host_check)
+                  host_check=_host_check, fingerprinter=_fingerprint)
 
 
 def _ort_cuda_rules(spec):
@@ -230,7 +364,8 @@ def _ort_cuda_rules(spec):
 def _ort_gpu(name, spec, isa, what):
     return Target(name, f"{what}, onnxruntime CUDA EP (derived from the spec sheet; no profile measured)", "gpu",
                   "onnxruntime", "CUDAExecutionProvider", isa, 1, None, "gpu", spec=spec, fusion=_ort_cuda_rules(spec),
-                  cost=_cost(spec, name.split("-ort-cuda")[0]), host_check=_host_check)  # the card's measured terms
+                  cost=_cost(spec, name.split("-ort-cuda")[0]),  # the card's measured terms
+                  host_check=_host_check, fingerprinter=_fingerprint)
 
 
 _CARDS = (
@@ -239,6 +374,7 @@ _CARDS = (
     ("l4", L4_SPEC, "cuda-sm89", "NVIDIA L4 GPU (Ada Lovelace, sm_89, 72 W)"),
     ("a100", A100_SPEC, "cuda-sm80", "NVIDIA A100 SXM4 40 GB GPU (Ampere, sm_80)"),
     ("h100", H100_SPEC, "cuda-sm90", "NVIDIA H100 SXM5 80 GB GPU (Hopper, sm_90)"),
+    ("h200", H200_SPEC, "cuda-sm90", "NVIDIA H200 SXM 141 GB GPU (Hopper, sm_90)"),
 )
 
 TARGETS = tuple(_gpu(*c) for c in _CARDS) + tuple(_ort_gpu(f"{c[0]}-ort-cuda", *c[1:]) for c in _CARDS)
