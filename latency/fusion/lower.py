@@ -141,6 +141,23 @@ def _fp16_boundary_casts(state: FusionState) -> list:
                 and any(t and state.dtype(t) == "float16" for t in list(w.inputs[:1]) + list(w.outputs[:1])))
 
     fp16_nodes = {id(w) for w in state.live if fp16_kernel(w)}
+    # IsIsolatedFp16NodeOnCpu: an fp16-capable node whose fp16 inputs all come from nodes run in fp32 and
+    # whose fp16 outputs all go to such nodes runs in fp32 too (no Casts around it); one pass in graph
+    # order, each decision seen by the later ones. LayerNormalization never qualifies (its fp32 kernel
+    # lookup needs the statistics' type, which a one-output node does not give)
+    for w in state.live:
+        if id(w) not in fp16_nodes or w.op == "LayerNormalization":
+            continue
+        if any(t in state.graph_outputs for t in w.outputs):
+            continue
+        prods = [state.producer(t) for t in w.inputs if t and state.dtype(t) == "float16"]
+        prods = [p for p in prods if p is not None]
+        users = [c for t in w.outputs if t and state.dtype(t) == "float16" for c, _ in state.consumers(t)]
+        if not prods or not users:
+            continue
+        if all(id(p) not in fp16_nodes and p.op != "Cast" for p in prods) and \
+                all(id(c) not in fp16_nodes and c.op != "Cast" for c in users):
+            fp16_nodes.discard(id(w))
 
     def native(w) -> bool:
         return id(w) in fp16_nodes
