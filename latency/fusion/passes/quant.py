@@ -148,6 +148,125 @@ def _types_ok(state: FusionState, w, dqs, idx, q, weight_type=None) -> bool:
     return True
 
 
+
+def _unit(state: FusionState, w) -> tuple:
+    """Fuse ``w`` with its DQs and Q into one int8 unit where the runtime does: (fused, whether
+    WeightBiasQuantization quantized its weight)."""
+    if w.dead or w.domain != "" or w.op not in QDQ_UNIT_OPS or w.info.get("qdq"):
+        return False, False
+    pos = QDQ_UNIT_OPS[w.op]
+    idx = [i for i, t in enumerate(w.inputs) if t] if pos is None else [i for i in pos if i < len(w.inputs)]
+    if not idx or any(not w.inputs[i] for i in idx):
+        return False, False
+    # WeightBiasQuantization (level 1): a float Conv/ConvTranspose/Gemm between a DQ and a Q gets its
+    # float weight (and bias) quantized by the runtime, so it forms a QDQ unit after all
+    quantized_weight = _weight_bias_quantized(state, w)
+    if quantized_weight:
+        idx = [i for i in idx if i != 1]
+    dqs = [state.producer(w.inputs[i]) for i in idx]
+    if any(not state.is_op(d, "DequantizeLinear") for d in dqs):
+        return False, quantized_weight
+    if any(state.dtype(d.inputs[0]) not in INT8_DTYPES for d in dqs):
+        return False, quantized_weight
+    if w.op in ALL_INPUTS_DQ and any(t and i not in idx and not state.is_op(state.producer(t), "DequantizeLinear")
+                                     and not (quantized_weight and i in (1, 2) and state.const(t))
+                                     for i, t in enumerate(w.inputs)):
+        return False, quantized_weight
+    # a Split unit: one Q on every output (SplitSelector), all of the input's type
+    if w.op == "Split" and len([o for o in w.outputs if o]) > 1:
+        qs = [state.only_consumer(o) if o else None for o in w.outputs]
+        act = state.dtype(dqs[0].inputs[0])
+        if any(not state.is_op(q, "QuantizeLinear") or state.dtype(q.outputs[0]) != act for q in qs):
+            return False, quantized_weight
+        snap = state.snapshot([w, *dqs, *qs])
+        d = dqs[0]
+        w.inputs = [d.inputs[0]] + list(w.inputs[1:])
+        if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
+            w.members = list(d.members) + list(w.members)
+            d.dead = True
+        else:
+            d.info.setdefault("shared_by", []).append(w)
+        for q in qs:
+            w.members = list(w.members) + list(q.members)
+            q.dead = True
+        w.outputs = [q.outputs[0] for q in qs]
+        w.pos = max([w.pos] + [q.pos for q in qs])
+        w.info.update({"qdq": True, "precision": "int8", "qdq_acts": []})
+        state.update_index(snap)
+        return True, quantized_weight
+    # output side: [Relu/Clip ->] Q
+    chain = []
+    cur = w
+    q = state.out_single(cur)
+    if q is not None and q.op in ("Relu", "Clip") and w.op not in ("Relu", "Clip"):
+        chain.append(q)
+        cur = q
+        q = state.out_single(q)
+    has_q = state.is_op(q, "QuantizeLinear")
+    if not has_q:
+        if w.op not in ("MatMul", "Gemm") or chain:
+            return False, quantized_weight
+    if not _types_ok(state, w, dqs, idx, q if has_q else None, "int8" if quantized_weight else None):
+        return False, quantized_weight
+    # the index is updated for the nodes this unit changes, not rebuilt
+    snap = state.snapshot([w, *dqs, *chain, q if has_q else None] +
+                          [state.producer(t) for i, t in enumerate(w.inputs) if i not in idx and t])
+    members = list(w.members)
+    new_inputs = list(w.inputs)
+    for i, d in zip(idx, dqs):
+        new_inputs[i] = d.inputs[0]
+        if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
+            members = list(d.members) + members
+            d.dead = True
+        else:
+            d.info.setdefault("shared_by", []).append(w)
+    # bias / extra DQs of constants
+    for i, t in enumerate(w.inputs):
+        if i in idx or not t:
+            continue
+        d = state.producer(t)
+        if state.is_op(d, "DequantizeLinear") and state.const(d.inputs[0]):
+            new_inputs[i] = d.inputs[0]
+            if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
+                members = list(d.members) + members
+                d.dead = True
+            else:
+                d.info.setdefault("shared_by", []).append(w)
+    for c in chain:
+        members += c.members
+        c.dead = True
+    w.inputs = new_inputs
+    w.members = members
+    w.info["qdq"] = True
+    w.info["precision"] = "int8"
+    w.info["qdq_acts"] = [c.op for c in chain]
+    if has_q:
+        members += q.members
+        w.outputs = list(q.outputs)
+        w.pos = max(w.pos, q.pos, *[c.pos for c in chain]) if chain else max(w.pos, q.pos)
+        q.dead = True
+    state.update_index(snap)
+    return True, quantized_weight
+
+
+WBQ_INPUTS = (1, 2)
+
+
+def _runtime_dequantized_weight(state: FusionState, w) -> None:
+    """A Conv/Gemm whose weight WeightBiasQuantization quantized (level 1) but whose unit the selectors
+    then refused runs in float on weights (and bias) dequantized every run: a DequantizeLinear kernel
+    each, and no pre-packed (NCHWc) weights."""
+    snap = state.snapshot([w])
+    for i in WBQ_INPUTS:
+        if i >= len(w.inputs) or not w.inputs[i] or not state.const(w.inputs[i]):
+            continue
+        t = w.inputs[i]
+        dq = f"{t}/weight_bias_dq"
+        state.shape_alias[dq] = t
+        w.inputs[i] = dq
+        state.inserted.append(InsertedKernel(w.pos - 0.45 + 0.01 * i, "DequantizeLinear", dq))
+    state.update_index(snap)
+
 def qdq(state: FusionState) -> None:
     """DQ -> op -> [Relu/Clip ->] Q node units of the ops in :data:`QDQ_UNIT_OPS` become one int8
     kernel of the op's kind (a float-output MatMul/Gemm unit needs no Q); the remaining standalone
@@ -163,100 +282,9 @@ def qdq(state: FusionState) -> None:
     if not state.rules.qdq_int8_allowed:
         s8_to_u8(state)
     for w in list(state.live):
-        if w.dead or w.domain != "" or w.op not in QDQ_UNIT_OPS or w.info.get("qdq"):
-            continue
-        pos = QDQ_UNIT_OPS[w.op]
-        idx = [i for i, t in enumerate(w.inputs) if t] if pos is None else [i for i in pos if i < len(w.inputs)]
-        if not idx or any(not w.inputs[i] for i in idx):
-            continue
-        # WeightBiasQuantization (level 1): a float Conv/ConvTranspose/Gemm between a DQ and a Q gets its
-        # float weight (and bias) quantized by the runtime, so it forms a QDQ unit after all
-        quantized_weight = _weight_bias_quantized(state, w)
-        if quantized_weight:
-            idx = [i for i in idx if i != 1]
-        dqs = [state.producer(w.inputs[i]) for i in idx]
-        if any(not state.is_op(d, "DequantizeLinear") for d in dqs):
-            continue
-        if any(state.dtype(d.inputs[0]) not in INT8_DTYPES for d in dqs):
-            continue
-        if w.op in ALL_INPUTS_DQ and any(t and i not in idx and not state.is_op(state.producer(t), "DequantizeLinear")
-                                         and not (quantized_weight and i in (1, 2) and state.const(t))
-                                         for i, t in enumerate(w.inputs)):
-            continue
-        # a Split unit: one Q on every output (SplitSelector), all of the input's type
-        if w.op == "Split" and len([o for o in w.outputs if o]) > 1:
-            qs = [state.only_consumer(o) if o else None for o in w.outputs]
-            act = state.dtype(dqs[0].inputs[0])
-            if any(not state.is_op(q, "QuantizeLinear") or state.dtype(q.outputs[0]) != act for q in qs):
-                continue
-            snap = state.snapshot([w, *dqs, *qs])
-            d = dqs[0]
-            w.inputs = [d.inputs[0]] + list(w.inputs[1:])
-            if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
-                w.members = list(d.members) + list(w.members)
-                d.dead = True
-            else:
-                d.info.setdefault("shared_by", []).append(w)
-            for q in qs:
-                w.members = list(w.members) + list(q.members)
-                q.dead = True
-            w.outputs = [q.outputs[0] for q in qs]
-            w.pos = max([w.pos] + [q.pos for q in qs])
-            w.info.update({"qdq": True, "precision": "int8", "qdq_acts": []})
-            state.update_index(snap)
-            continue
-        # output side: [Relu/Clip ->] Q
-        chain = []
-        cur = w
-        q = state.out_single(cur)
-        if q is not None and q.op in ("Relu", "Clip") and w.op not in ("Relu", "Clip"):
-            chain.append(q)
-            cur = q
-            q = state.out_single(q)
-        has_q = state.is_op(q, "QuantizeLinear")
-        if not has_q:
-            if w.op not in ("MatMul", "Gemm") or chain:
-                continue
-        if not _types_ok(state, w, dqs, idx, q if has_q else None, "int8" if quantized_weight else None):
-            continue
-        # the index is updated for the nodes this unit changes, not rebuilt
-        snap = state.snapshot([w, *dqs, *chain, q if has_q else None] +
-                              [state.producer(t) for i, t in enumerate(w.inputs) if i not in idx and t])
-        members = list(w.members)
-        new_inputs = list(w.inputs)
-        for i, d in zip(idx, dqs):
-            new_inputs[i] = d.inputs[0]
-            if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
-                members = list(d.members) + members
-                d.dead = True
-            else:
-                d.info.setdefault("shared_by", []).append(w)
-        # bias / extra DQs of constants
-        for i, t in enumerate(w.inputs):
-            if i in idx or not t:
-                continue
-            d = state.producer(t)
-            if state.is_op(d, "DequantizeLinear") and state.const(d.inputs[0]):
-                new_inputs[i] = d.inputs[0]
-                if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
-                    members = list(d.members) + members
-                    d.dead = True
-                else:
-                    d.info.setdefault("shared_by", []).append(w)
-        for c in chain:
-            members += c.members
-            c.dead = True
-        w.inputs = new_inputs
-        w.members = members
-        w.info["qdq"] = True
-        w.info["precision"] = "int8"
-        w.info["qdq_acts"] = [c.op for c in chain]
-        if has_q:
-            members += q.members
-            w.outputs = list(q.outputs)
-            w.pos = max(w.pos, q.pos, *[c.pos for c in chain]) if chain else max(w.pos, q.pos)
-            q.dead = True
-        state.update_index(snap)
+        fused, quantized_weight = _unit(state, w)
+        if quantized_weight and not fused:
+            _runtime_dequantized_weight(state, w)
     state.reindex()
     # EnsureUniqueDQForNodeUnit: a DQ feeding several consumers is duplicated, one per consumer;
     # the copies inside int8 units vanish, every other consumer keeps a DQ kernel
