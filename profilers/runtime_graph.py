@@ -61,6 +61,7 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
         ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
         opt = onnx.load(out)
     inits = {t.name: list(t.dims) for t in opt.graph.initializer}
+    producers = {o: n for n in opt.graph.node for o in n.output}
     c = Counter()
     for n in opt.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
@@ -73,6 +74,9 @@ def runtime_kernel_summary(model, level: str = "ALL", threads: int = 1, shapes: 
             ws = inits.get(n.input[wi]) if len(n.input) > wi else None
             if ws is None and len(n.input) > wi:  # a weight read through a DequantizeLinear kernel
                 ws = tshape.get(n.input[wi])
+                dq = producers.get(n.input[wi])
+                if ws is None and dq is not None and dq.op_type == "DequantizeLinear":
+                    ws = inits.get(dq.input[0])  # one the runtime inserted (WeightBiasQuantization)
             cout = ws[0] if ws else None
             if n.domain == "com.microsoft.nchwc":
                 base_t = _NCHWC_NAME.sub("", n.name)

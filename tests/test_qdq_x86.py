@@ -213,3 +213,18 @@ def test_fp16_kernels_are_the_runtimes(name):
     kernels = diff.pop("kernels", (0, 0))
     assert not {k: v for k, v in diff.items() if not (isinstance(k, tuple) and k[0] == "conv")}, diff
     assert abs(cast[0] - cast[1]) <= 2 and abs(kernels[0] - kernels[1]) <= 2, (cast, kernels)
+
+
+def test_excluded_conv_between_quantized_neighbours_runs_on_dequantized_weights(tmp_path):
+    # every 2nd conv of a resnet left out of quantize_static: WeightBiasQuantization quantizes the float
+    # weights of those between a DQ and a Q all the same; where the selectors then refuse the unit (its
+    # input is the int8 Q after a residual Add) the conv runs in float on weights and bias dequantized
+    # every run: no NCHWc reorders around it, and its kernels are the runtime's
+    g = load_graph(zoo.build("resnet20_cifar"))
+    convs = [r.name for r in g.ops if r.op_type == "Conv"]
+    _, dst = _quantized(tmp_path, "resnet20_cifar", exclude=convs[1::2])
+    ks, unc = fuse(load_graph(str(dst)), X86)
+    assert not unc
+    runtime_w = [k for k in ks if k.kind == "Conv" and k.params.get("runtime_w") == 1]
+    assert any(set(k.nodes) & set(convs[1::2]) for k in runtime_w)
+    assert check_fusion(str(dst), X86) == {}

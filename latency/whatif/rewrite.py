@@ -456,7 +456,12 @@ def _q_params(b: _Builder, t: str, pos: float, origin: str, qtype="int8"):
     tt = b.tensors[t]
     shape = tt.shape
     s = b.tensor(t + "_scale", (), "float32", True, np.float32(0.05))
-    z = b.tensor(t + "_zero_point", (), qtype, True, np.zeros((), _np_dtype(qtype)))
+    # calibration gives a ReLU's output (never negative) the bottom of the range as zero point, which lets
+    # the runtime drop the ReLU before the Q (ReluQuantFusion); elsewhere a mid-range one
+    p = b.producer(t)
+    low = p is not None and b.nodes[p]["op"] == "Relu"
+    zp = (np.iinfo(_np_dtype(qtype)).min if qtype in ("int8", "uint8") else 0) if low else 0
+    z = b.tensor(t + "_zero_point", (), qtype, True, np.array(zp, _np_dtype(qtype)))
     q_out = b.tensor(t + "_QuantizeLinear_Output", shape, qtype, origin=origin)
     if t in b.outputs:
         q_in = b.tensor(t + "_QuantizeLinear_Input", shape, tt.dtype, origin=origin)

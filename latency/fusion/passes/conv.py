@@ -117,6 +117,8 @@ def conv_act(state: FusionState) -> None:
             continue
         if state.dtype(w.inputs[0]) not in FLOAT_DTYPES:
             continue
+        if len(w.inputs) > 1 and w.inputs[1] and not state.const(w.inputs[1]):
+            continue  # a float conv on weights dequantized at run time keeps its activation apart
         a = state.out_single(w)
         if not state.act_ok(a, acts) or a.inputs[0] != w.outputs[0]:
             continue

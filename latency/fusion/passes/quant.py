@@ -249,6 +249,27 @@ def _unit(state: FusionState, w) -> tuple:
     return True, quantized_weight
 
 
+def _relu_quant(state: FusionState) -> None:
+    """A float Relu whose only reader is a QuantizeLinear at the bottom of its range (uint8 zero point 0,
+    int8 -128) is removed: the Q clamps the same (onnxruntime's ReluQuantFusion, level 2). Its record
+    goes with the Q kernel."""
+    for r in list(state.live):
+        if r.dead or not state.is_op(r, "Relu") or r.info.get("qdq") or r.outputs[0] in state.graph_outputs:
+            continue
+        q = state.only_consumer(r.outputs[0])
+        if not state.is_op(q, "QuantizeLinear") or q.inputs[0] != r.outputs[0] or len(q.inputs) < 3:
+            continue
+        zp = state.value(q.inputs[2])
+        if zp is None or zp.size != 1 or int(zp.reshape(-1)[0]) != {"uint8": 0, "int8": -128}.get(str(zp.dtype)):
+            continue
+        snap = state.snapshot([r, q])
+        q.inputs[0] = r.inputs[0]
+        q.members = list(r.members) + list(q.members)
+        r.dead = True
+        state.update_index(snap)
+    state.reindex()
+
+
 WBQ_INPUTS = (1, 2)
 
 
@@ -285,6 +306,8 @@ def qdq(state: FusionState) -> None:
         fused, quantized_weight = _unit(state, w)
         if quantized_weight and not fused:
             _runtime_dequantized_weight(state, w)
+    state.reindex()
+    _relu_quant(state)
     state.reindex()
     # EnsureUniqueDQForNodeUnit: a DQ feeding several consumers is duplicated, one per consumer;
     # the copies inside int8 units vanish, every other consumer keeps a DQ kernel
