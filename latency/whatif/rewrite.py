@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..graph import _NOT_FOLDABLE, Graph, OpRecord, Tensor
+from ..graph import _NOT_FOLDABLE, Graph, OpRecord, Tensor, _value_of
 
 #: op types ``quantize_static`` quantizes by default (onnxruntime.quantization.registry:
 #: QLinearOpsRegistry | QDQRegistry, ORT 1.32; tests check it against the installed registry)
@@ -451,6 +451,44 @@ def static_marks(g: Graph, quantize) -> _Marks:
     return m
 
 
+#: ops whose output keeps its input's sign (a ReLU's output stays non-negative through them)
+_ORDER_OPS = ("MaxPool", "GlobalMaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose",
+              "Squeeze", "Unsqueeze", "Identity")
+
+
+def _through_order_ops(b: _Builder, t: str):
+    """The node that sets the sign of tensor ``t``: its producer, looked through data-movement and pooling."""
+    p = b.producer(t)
+    for _ in range(8):
+        if p is None or b.nodes[p]["op"] not in _ORDER_OPS or not b.nodes[p]["in"]:
+            return p
+        p = b.producer(b.nodes[p]["in"][0])
+    return p
+
+
+def _clip_value(b: _Builder, node: str, i: int, attr: str):
+    d = b.nodes[node]
+    if attr in d["attrs"]:
+        return float(d["attrs"][attr])
+    if len(d["in"]) > i and d["in"][i]:
+        t = d["in"][i]
+        v = b.extra.get(t)
+        if v is None and b.g.tensor(t).const:
+            v = _value_of(b.g, t)
+        if v is not None and np.asarray(v).size == 1:
+            return float(np.asarray(v).reshape(-1)[0])
+    return None
+
+
+def _clip_low_zero(b: _Builder, node: str) -> bool:
+    lo = _clip_value(b, node, 1, "min")
+    return lo is not None and lo == 0.0
+
+
+def _clip_high(b: _Builder, node: str):
+    return _clip_value(b, node, 2, "max")
+
+
 def _q_params(b: _Builder, t: str, pos: float, origin: str, qtype="int8"):
     """Add the Q/DQ pair of activation ``t`` (consumers read the DQ output; a graph output keeps its name)."""
     tt = b.tensors[t]
@@ -458,9 +496,16 @@ def _q_params(b: _Builder, t: str, pos: float, origin: str, qtype="int8"):
     s = b.tensor(t + "_scale", (), "float32", True, np.float32(0.05))
     # calibration gives a ReLU's output (never negative) the bottom of the range as zero point, which lets
     # the runtime drop the ReLU before the Q (ReluQuantFusion); elsewhere a mid-range one
-    p = b.producer(t)
-    low = p is not None and b.nodes[p]["op"] == "Relu"
+    # (and a Clip(0, hi)'s output the range [0, at most hi], which lets it drop the Clip: ClipQuantFusion)
+    p = _through_order_ops(b, t)
+    op = b.nodes[p]["op"] if p is not None else None
+    low = op == "Relu" or (op == "Clip" and _clip_low_zero(b, p))
     zp = (np.iinfo(_np_dtype(qtype)).min if qtype in ("int8", "uint8") else 0) if low else 0
+    if op == "Clip" and low and qtype in ("int8", "uint8"):
+        hi = _clip_high(b, p)
+        if hi is not None:
+            info = np.iinfo(_np_dtype(qtype))
+            b.extra[s] = np.float32(hi / (int(info.max) - int(info.min)))
     z = b.tensor(t + "_zero_point", (), qtype, True, np.array(zp, _np_dtype(qtype)))
     q_out = b.tensor(t + "_QuantizeLinear_Output", shape, qtype, origin=origin)
     if t in b.outputs:

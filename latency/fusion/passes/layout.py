@@ -144,9 +144,9 @@ def nchwc(state: FusionState) -> None:
             if c is None or not state.f32(w.inputs[0]) or c % block:
                 continue
             x = w.inputs[0]
-            if x in blocked:
+            if x in blocked and not w.info.get("q_dq_before"):
                 use_blocked(x)
-            else:
+            else:  # (a Q -> DQ pair before it reads NCHW: the producer's blocked output is reordered back)
                 reorder_input(x, w)
             w.info["nchwc"] = True
             mark_blocked(w, w.outputs[0], c)

@@ -51,9 +51,19 @@ def propagate_q(state: FusionState) -> None:
         readers = state.consumers(q.outputs[0])
         one_dq = len(readers) == 1 and state.is_op(readers[0][0], "DequantizeLinear") and \
             len(state.consumers(readers[0][0].outputs[0])) == 1 and q.outputs[0] not in state.graph_outputs
+        r = state.producer(w.inputs[0])
+        if state.is_op(r, "Relu", "Clip") and state.only_consumer(r.outputs[0]) is w and \
+                _redundant_before_q(state, r, q):
+            # ReluQuantFusion / ClipQuantFusion on the moved Q: the activation goes
+            snap = state.snapshot([r, w])
+            w.inputs = [r.inputs[0]] + list(w.inputs[1:])
+            w.members = list(r.members) + list(w.members)
+            r.dead = True
+            state.update_index(snap)
         if not state.rules.qdq_int8_allowed and not one_dq:
             state.inserted.append(InsertedKernel(w.pos - 0.5, "QuantizeLinear", w.inputs[0]))
             state.inserted.append(InsertedKernel(w.pos - 0.4, "DequantizeLinear", w.inputs[0]))
+            w.info["q_dq_before"] = True  # its input is read through a Q -> DQ pair: NCHW, whatever the producer
             continue
         snap = state.snapshot([w, q])
         w.members = list(w.members) + list(q.members)
@@ -249,18 +259,73 @@ def _unit(state: FusionState, w) -> tuple:
     return True, quantized_weight
 
 
+def _bottom_zero_point(state: FusionState, q) -> bool:
+    """Whether QuantizeLinear ``q``'s zero point is the bottom of its type's range (uint8 0, int8 -128)."""
+    if len(q.inputs) < 3 or not q.inputs[2]:
+        return False
+    zp = state.value(q.inputs[2])
+    return zp is not None and zp.size == 1 and \
+        int(zp.reshape(-1)[0]) == {"uint8": 0, "int8": -128}.get(str(zp.dtype))
+
+
+def _clip_bounds(state: FusionState, c):
+    """(min, max) of Clip ``c`` (opset 11+: constant inputs; earlier: attributes), None if not constant."""
+    import math
+
+    lo, hi = -math.inf, math.inf
+    if len(c.inputs) > 1 or c.attr("min") is not None or c.attr("max") is not None:
+        if c.attr("min") is not None:
+            lo = float(c.attr("min"))
+        if c.attr("max") is not None:
+            hi = float(c.attr("max"))
+        for i in (1, 2):
+            if len(c.inputs) > i and c.inputs[i]:
+                v = state.value(c.inputs[i])
+                if v is None or v.size != 1:
+                    return None
+                if i == 1:
+                    lo = float(v.reshape(-1)[0])
+                else:
+                    hi = float(v.reshape(-1)[0])
+    return lo, hi
+
+
+def _q_range(state: FusionState, q):
+    """The float range QuantizeLinear ``q`` represents, None if its scale or zero point is not constant."""
+    import numpy as np
+
+    if len(q.inputs) < 3 or not q.inputs[1] or not q.inputs[2]:
+        return None
+    s, z = state.value(q.inputs[1]), state.value(q.inputs[2])
+    if s is None or z is None or s.size != 1 or z.size != 1 or z.dtype not in (np.uint8, np.int8):
+        return None
+    info = np.iinfo(z.dtype)
+    zp, sc = int(z.reshape(-1)[0]), float(s.reshape(-1)[0])
+    return (info.min - zp) * sc, (info.max - zp) * sc
+
+
+def _redundant_before_q(state: FusionState, a, q) -> bool:
+    """Whether activation ``a`` right before QuantizeLinear ``q`` changes nothing the Q keeps: a Relu when
+    the Q's zero point is the bottom of its range (ReluQuantFusion), a Clip whose bounds hold the Q's whole
+    range (ClipQuantFusion)."""
+    if a.op == "Relu":
+        return _bottom_zero_point(state, q)
+    if a.op == "Clip":
+        b, r = _clip_bounds(state, a), _q_range(state, q)
+        return b is not None and r is not None and b[0] <= r[0] + 1e-6 and b[1] >= r[1] - 1e-6 * max(1.0, abs(r[1]))
+    return False
+
+
 def _relu_quant(state: FusionState) -> None:
-    """A float Relu whose only reader is a QuantizeLinear at the bottom of its range (uint8 zero point 0,
-    int8 -128) is removed: the Q clamps the same (onnxruntime's ReluQuantFusion, level 2). Its record
-    goes with the Q kernel."""
+    """A float Relu or Clip whose only reader is a QuantizeLinear that keeps nothing it would change is
+    removed (onnxruntime's ReluQuantFusion and ClipQuantFusion, level 2). Its record goes with the Q kernel."""
     for r in list(state.live):
-        if r.dead or not state.is_op(r, "Relu") or r.info.get("qdq") or r.outputs[0] in state.graph_outputs:
+        if r.dead or not state.is_op(r, "Relu", "Clip") or r.info.get("qdq") or r.outputs[0] in state.graph_outputs:
             continue
         q = state.only_consumer(r.outputs[0])
-        if not state.is_op(q, "QuantizeLinear") or q.inputs[0] != r.outputs[0] or len(q.inputs) < 3:
+        if not state.is_op(q, "QuantizeLinear") or q.inputs[0] != r.outputs[0]:
             continue
-        zp = state.value(q.inputs[2])
-        if zp is None or zp.size != 1 or int(zp.reshape(-1)[0]) != {"uint8": 0, "int8": -128}.get(str(zp.dtype)):
+        if not _redundant_before_q(state, r, q):
             continue
         snap = state.snapshot([r, q])
         q.inputs[0] = r.inputs[0]
