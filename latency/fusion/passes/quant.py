@@ -350,7 +350,8 @@ def _runtime_dequantized_weight(state: FusionState, w) -> None:
         dq = f"{t}/weight_bias_dq"
         state.shape_alias[dq] = t
         w.inputs[i] = dq
-        state.inserted.append(InsertedKernel(w.pos - 0.45 + 0.01 * i, "DequantizeLinear", dq))
+        # named after the constant it dequantizes (which the what-if tables attribute to the node reading it)
+        state.inserted.append(InsertedKernel(w.pos - 0.45 + 0.01 * i, "DequantizeLinear", t))
     state.update_index(snap)
 
 def qdq(state: FusionState) -> None:
