@@ -188,12 +188,13 @@ def test_plain_and_uniform_choices_are_exact(est, plan18):
 
 def test_resnet18_random_mixes_match_full_re_estimates(est, plan18):
     """Random precision / sparsity / prune mixes, priced from the tables (none of them probed): each
-    within 2.5% of the estimate of the really rewritten model (an excluded conv between a DQ and a Q is
-    int8 again, WeightBiasQuantization: which depends on its neighbours' choices beyond the keys)."""
+    within 3% of the estimate of the really rewritten model (an excluded conv between a DQ and a Q is
+    int8 again, WeightBiasQuantization, or, where its unit is then refused, float on weights dequantized
+    every run: which depends on its neighbours' choices beyond the keys)."""
     codes = _random_codes(plan18, 8, seed=11)
     ms = plan18.evaluate_batch(codes)
     errs = [100 * (m / _full(est, plan18, row) - 1) for m, row in zip(ms, codes)]
-    assert max(abs(e) for e in errs) < 2.5, errs
+    assert max(abs(e) for e in errs) < 3.0, errs
 
 
 def test_bert_mini_random_mixes_match_full_re_estimates(est, planbert):
