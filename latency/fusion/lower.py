@@ -51,6 +51,7 @@ def emit(state: FusionState) -> tuple[list, list]:
     """(kernels in execution order, uncovered nodes) of the fused work graph: each live node lowered,
     the kernels the runtime inserts, fp16-as-fp32 Casts, eliminated Identity/Dropout records attached."""
     out: list[tuple] = []
+    state.fp16_run = fp16_run_nodes(state)
     for w in state.live:
         try:
             ks = lower_node(state, w)
@@ -128,13 +129,12 @@ def emit(state: FusionState) -> tuple[list, list]:
     return kernels, state.uncovered
 
 
-def _fp16_boundary_casts(state: FusionState) -> list:
-    """(position, Cast kernel) for every fp16 tensor between an op the runtime runs in fp16 itself
-    (``rules.fp16_native``) and one it runs in fp32: one Cast per tensor and direction, as
-    InsertCastTransformer leaves them once duplicate Casts are removed."""
+def fp16_run_nodes(state: FusionState) -> set:
+    """ids of the live nodes the runtime runs in fp16 itself (``rules.fp16_native`` ops on fp16 data, less
+    the isolated ones); empty where fp16 graphs do not run as fp32 kernels."""
     native_ops = set(state.rules.fp16_native) - {"Cast"}
-    if not native_ops:
-        return []
+    if not (state.rules.fp16_as_fp32 and native_ops):
+        return set()
 
     def fp16_kernel(w) -> bool:
         return (w.op in native_ops and w.domain in ("", "ai.onnx") and not w.info.get("precision")
@@ -158,6 +158,16 @@ def _fp16_boundary_casts(state: FusionState) -> list:
         if all(id(p) not in fp16_nodes and p.op != "Cast" for p in prods) and \
                 all(id(c) not in fp16_nodes and c.op != "Cast" for c in users):
             fp16_nodes.discard(id(w))
+    return fp16_nodes
+
+
+def _fp16_boundary_casts(state: FusionState) -> list:
+    """(position, Cast kernel) for every fp16 tensor between an op the runtime runs in fp16 itself
+    (:func:`fp16_run_nodes`) and one it runs in fp32: one Cast per tensor and direction, as
+    InsertCastTransformer leaves them once duplicate Casts are removed."""
+    fp16_nodes = state.fp16_run
+    if not fp16_nodes:
+        return []
 
     def native(w) -> bool:
         return id(w) in fp16_nodes

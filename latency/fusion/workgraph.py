@@ -130,6 +130,8 @@ class FusionState:
         self.nodes: list[WorkNode] = []
         #: kernels the runtime inserts (reorders, layout transposes)
         self.inserted: list[InsertedKernel] = []
+        #: ids of the nodes the runtime keeps in fp16 (set by the lowering: fusion.lower.fp16_run_nodes)
+        self.fp16_run: set = set()
         #: tensor -> the Identity/Dropout records eliminated on it
         self.eliminated_on: dict = {}
         self.graph_outputs = set(graph.output_names)
@@ -300,6 +302,8 @@ class FusionState:
     def precision_of(self, w):
         if w.info.get("precision"):
             return w.info["precision"]
+        if id(w) in self.fp16_run:  # an op the runtime keeps in fp16 where fp16 graphs run as fp32 kernels
+            return "fp16"
         for t in list(w.inputs) + list(w.outputs):
             dt = self.dtype(t) if t else ""
             if dt in ("float16", "bfloat16"):
