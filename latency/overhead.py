@@ -187,9 +187,20 @@ def lowint_conv_mb(kernels, rule: dict | None, gate: float = 1.0) -> float:
     return total * gate
 
 
+def _chain_extra(k) -> int:
+    """Kernels beyond the first that one priced kernel stands for: a dynamic-int8 convolution is measured
+    as the chain the runtime runs unfused (DynamicQuantizeLinear, the scales' Mul, ConvInteger, Cast,
+    the rescaling Mul: one kernel each in onnxruntime's optimized graph), priced as one."""
+    if k.kind == "Conv" and k.precision == "int8_dynamic" and k.op_types:
+        return max(0, len(k.op_types) - 1)
+    return 0
+
+
 def dispatched_count(kernels) -> int:
-    """Kernels the runtime dispatches: every priced one, and the metadata ops it still dispatches."""
-    return sum(1 for k in kernels if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
+    """Kernels the runtime dispatches: every priced one (a dynamic-int8 conv chain each of its kernels),
+    and the metadata ops it still dispatches."""
+    return sum(1 + _chain_extra(k) for k in kernels
+               if k.source != "free" or (k.op_types and k.op_types[0] in _DISPATCHED_FREE))
 
 
 def kernel_terms_us(kernels, per_short_us: float, per_long_us: float, short_us: float) -> float:
@@ -210,6 +221,7 @@ def kernel_terms_us(kernels, per_short_us: float, per_long_us: float, short_us: 
             continue
         iso = k.isolated_us if k.isolated_us is not None else k.latency_us
         t = per_short_us if iso < short_us else per_long_us
+        t += per_short_us * _chain_extra(k)  # the chain's other kernels: short ones
         total += max(t, -iso) if t < 0 else t
     return total
 
@@ -222,9 +234,10 @@ def _kernel_counts(kernels, short_us: float) -> tuple[float, float]:
         if k.source == "free":
             short += bool(k.op_types and k.op_types[0] in _DISPATCHED_FREE)
         elif (k.isolated_us if k.isolated_us is not None else k.latency_us) < short_us:
-            short += 1
+            short += 1 + _chain_extra(k)
         else:
             long_ += 1
+            short += _chain_extra(k)
     return float(short), float(long_)
 
 

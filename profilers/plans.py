@@ -644,6 +644,8 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     # dynamic int8: MatMul with constant untransposed B, and some Conv
     items += _cfgs([(2, "MatMul", p) for p in mms if p["const_b"] and not p["trans_b"]], "int8_dynamic")
     items += _cfgs([(3, "Conv", p) for p in convs[::6]], "int8_dynamic")
+    if name != "quick":  # dynamic int8 convs over the random spread too (the grid alone: ~300 shapes)
+        items += _cfgs([(4, "Conv", p) for p in rand_convs[1::5]], "int8_dynamic")
     # fp16 and sparsity: spot checks measured, never assumed
     spot = random.Random(99)
     by_kind = {}
