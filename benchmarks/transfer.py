@@ -14,12 +14,21 @@ retrained on that table; then it is scored two ways:
 
 * ``context here``: the in-model context and overhead fitted on this host (one calibration measured
   here on the largest-N profile; for the others its raw pairs are re-priced with their own table and
-  refitted, ``profilers.calibrate`` with ``refit``), what a 10-minute budget gives;
+  refitted, ``profilers.calibrate`` with ``refit``);
 * ``base context``: the base profile's context and overhead copied, what a small budget gives.
+
+These rows are a FIXED-COUNT CURVE, not the command: every ``context here`` row shares the one
+calibration run of this script (measured after the ground truth), so that run's own error (a few %
+on a shared VM, the same sign for every row) is in all of them; the command a user runs measures as
+many probes as its budget allows and calibrates right after them. ``--cli`` runs that command itself
+(``profilers.transfer.transfer``) and measures the held-out models right after it, and cuts the
+same curve from its own probes with its own calibration (:func:`cli_run`).
 
 With no probe: the closest profile as is (its own context and overhead), and the base scaled by what
 the two device descriptions say (``latency.transfer.description_model``: clock, IPC, vector width,
-L1 load width, VNNI; the base's family is inferred from its flags), with the base's context.
+L1 load width, VNNI; the base's family is inferred from its flags), with the base's context and
+overhead moved by the same description as ``--budget 0`` writes them
+(``latency.transfer.transfer_calibration``), and, for comparison, copied unchanged.
 
 Evaluation only (nothing is fitted on them): when this host's own full sweep exists
 (tables/<target>.epyc-zen5.db, shipped with its context and overhead) it is scored as the
@@ -40,12 +49,16 @@ and a "not normalised" row refits the same calibration without its state ratios.
 
     python benchmarks/transfer.py [--pair host|avx2] [--probes 0,30,100,300,1000] [--core 0] [--cached]
                                   [--tag NAME] [--out FILE]
+    python benchmarks/transfer.py --cli [--budget 10m] [--core 1] [--cached] [--tag NAME]   # the command a user runs,
+                                  # the held-out models measured right after it (see cli_run)
     python benchmarks/transfer.py --profile NEW.db [--core 1] [--out FILE]   # a profile `latency calibrate --from`
                                   # wrote, scored with its own context against the held-out models measured now
 
 Output: benchmarks/results/transfer_<host>[.<tag>].txt; raw data in benchmarks/results/runs/transfer_<host>[.<tag>]/
 (ground_truth.json and ground_truth_2.json with every round, probes.db with every probe's rounds,
-calibration.json, state.json). A new ``--tag`` measures everything afresh in a folder of its own.
+calibration.json, state.json). A new ``--tag`` measures everything afresh in a folder of its own;
+``--cached`` on a folder with its ground truth measures nothing (a probe of today's probe order that
+probes.db lacks, the base having changed since, is left out of every curve, never measured in another state).
 """
 
 from __future__ import annotations
@@ -72,6 +85,7 @@ from latency.regressor import train_all  # noqa: E402
 from latency.store import Store  # noqa: E402
 from latency.targets import get_target  # noqa: E402
 from latency.transfer import description_model, fit_transfer  # noqa: E402
+from latency.transfer import transfer_calibration  # noqa: E402
 from profilers import zoo  # noqa: E402
 from profilers.calibrate import calibrate  # noqa: E402
 from profilers.e2e import PROTOCOL as E2E_PROTOCOL, measure_models  # noqa: E402
@@ -293,6 +307,214 @@ def score_profile(a):
     say(f"wrote {path}")
 
 
+#: ``--cli``: the probe counts of the curve cut from the command's own probes (evaluation only)
+CLI_COUNTS = (30, 100, 300, 1000)
+
+
+def cli_run(a):
+    """``--cli``: the path a user runs, then the held-out models measured right after it.
+
+    1. ``profilers.transfer.transfer`` with ``--budget`` (default 10m): the function ``latency calibrate
+       --target x86-avx512-ort --from tables/x86-avx512-ort.db --budget 10m`` calls, unchanged (probes for
+       what the budget leaves, transfer, regressors, the calibration normalised by its state reference);
+       the profile is written under benchmarks/out/ (ignored by git: 11 MB); its measured rows
+       (probes.db), calibration.json and transfer.json are copied into the run folder;
+    2. the held-out models measured in two passes, each followed by the state reference (the profile's
+       own measured rows re-measured); a model's truth is the faster pass;
+    3. the headline: the command's profile with its own context and overhead;
+    4. evaluation only, within the same run: the first N of the command's probes (its probe order)
+       fitted alone, each table with the command's own calibration refitted (``refit_context``: the same
+       end-to-end and in-model measurements, the isolated prices read from that table) or with the
+       base's context and overhead; no probe (the description, with the base's and with the transferred
+       context, as ``--budget 0`` writes it); this host's full sweep as the ceiling.
+
+    ``--cached``: nothing measured; the run folder's probes, calibration and ground truth re-scored with
+    this checkout (the command's profile rebuilt from its probes and refitted calibration, which gives
+    the written profile's estimates exactly: the same fit, the same regressors, the same context fit)."""
+    from profilers.transfer import transfer
+
+    pin_to_core(a.core)
+    t_all = time.time()
+    target = get_target(TARGET)
+    host = {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")}
+    slug = _slug(f"{host['cpu_model']} {host.get('cpu_family_model') or ''}") + f".{a.tag or 'cli'}"
+    work = os.path.join(ROOT, "benchmarks", "results", "runs", f"transfer_{slug}")
+    big = os.path.join(ROOT, "benchmarks", "out", f"transfer_{slug}")
+    os.makedirs(work, exist_ok=True)
+    os.makedirs(big, exist_ok=True)
+    lines = []
+
+    def out(line=""):
+        print(line, flush=True)
+        lines.append(line)
+
+    base_path = str(shipped_dir() / f"{TARGET}.db")
+    base = read_profile(base_path, "shipped")[0]
+    full_path = os.path.join(ROOT, "tables", f"{TARGET}.{FULL_SWEEP}.db")
+    budget_s = _parse_budget(a.budget)
+    cached = a.cached and os.path.exists(os.path.join(work, "ground_truth_2.json"))
+    out(f"# transfer, the command a user runs: `latency calibrate --target {TARGET} --from {os.path.relpath(base_path, ROOT)} "
+        f"--budget {a.budget} --core {a.core}` (profilers.transfer.transfer), then the held-out models measured right "
+        f"after ({time.strftime('%Y-%m-%d %H:%M')} UTC)")
+    out(f"uptime at start: {uptime()}")
+    cpu = host["cpu_model"] if host["vendor"].lower() in host["cpu_model"].lower() else f"{host['vendor']} {host['cpu_model']}"
+    out(f"host CPU: {cpu}, family/model {host.get('cpu_family_model')}, {host.get('cpu_mhz')} MHz (/proc/cpuinfo), "
+        f"onnxruntime {host['runtime_version']}, 1 thread pinned to core {a.core}; base: {base.describe()}")
+    models = held_models()
+    db = os.path.join(big, "cli.db")
+    if cached:
+        run = json.load(open(os.path.join(work, "run.json")))
+        out(f"--cached: nothing measured now; the command ran {run['at']} ({run['summary']['timings']}), the ground "
+            f"truth {json.load(open(os.path.join(work, 'ground_truth.json')))['at']}")
+    else:
+        for f in os.listdir(big):
+            p = os.path.join(big, f)
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+        say(f"running the command into {db}")
+        t0 = time.time()
+        r = transfer(target, base_path, db=db, budget_s=budget_s, core=a.core, progress=say,
+                     argv=f"latency calibrate --target {TARGET} --from {base_path} --budget {a.budget} --core {a.core}")
+        summ = {k: r[k] for k in ("probes", "probes_new", "failed", "transferred_rows", "regressors", "context",
+                                  "timings") if k in r}
+        run = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 1), "summary": summ,
+               "uptime_after": uptime()}
+        with Store(db, readonly=True) as st:  # the probes alone, with their rounds, for --cached
+            d = st.measurements(st.find_target(TARGET), ok_only=True)
+        d = d[d["source"] == "measured"]
+        pdb = os.path.join(work, "probes.db")
+        if os.path.exists(pdb):
+            os.remove(pdb)
+        cols = ("key", "latency_us", "median_us", "spread", "n_rounds", "n_runs", "rounds_us", "canary_us", "unstable",
+                "remeasured", "kernel_ops", "measured_at", "extra")
+        with Store(pdb) as st:
+            tid = st.ensure_target(TARGET, target.fingerprint())
+            st.upsert_measurements([{**{c: rec[c] for c in cols if c in rec}, "target_id": tid}
+                                    for rec in d.to_dict("records")])
+        import sqlite3
+
+        with sqlite3.connect(pdb) as c:
+            c.execute("PRAGMA journal_mode=DELETE")
+        for suffix in (".calibration.json", ".transfer.json"):
+            shutil.copyfile(companion(db, suffix), os.path.join(work, suffix[1:]))
+        ref = StateReference.from_rows(target, dict(zip(d["key"], map(float, d["latency_us"]))))
+        passes, refs = [], {}
+        for i in (1, 2):
+            say(f"ground truth, pass {i}")
+            t1 = time.time()
+            res = measure_models({n: m.SerializeToString() for n, m in models.items()}, progress=say)
+            with open(os.path.join(work, f"ground_truth{'' if i == 1 else '_2'}.json"), "w") as f:
+                json.dump({"host": target.fingerprint(), "protocol": E2E_PROTOCOL, "seconds": time.time() - t1,
+                           "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": res}, f, indent=1)
+            passes.append(res)
+            refs[f"after ground truth pass {i}"] = ref(f"after ground truth pass {i}") if ref.rows else {}
+        run["state_after_ground_truth"] = refs
+        with open(os.path.join(work, "run.json"), "w") as f:
+            json.dump(run, f, indent=1)
+    summ = run["summary"]
+    out(f"the command: {summ['probes']} probes measured here, {summ['transferred_rows']} rows transferred; regressors "
+        f"{summ['regressors']}; context and overhead {summ['context']}; "
+        + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in summ["timings"].items()))
+    g = [json.load(open(os.path.join(work, f)))["results"] for f in ("ground_truth.json", "ground_truth_2.json")]
+    names = [n for n in models if g[0][n]["latency_ms"] and g[1][n]["latency_ms"]]
+    p1, p2 = (np.array([x[n]["latency_ms"] for n in names]) for x in g)
+    meas = np.minimum(p1, p2)
+    rs = run.get("state_after_ground_truth") or {}
+    out(f"ground truth: {len(names)} held-out models (none in the calibration corpus), {E2E_PROTOCOL}; two passes right "
+        f"after the command, the faster kept (second/first median {np.median(p2 / p1):.3f}); the command's probes "
+        "re-measured after each pass (now / at the probes): "
+        + ", ".join(f"{k} x{v['ratio']}" for k, v in rs.items() if v.get("ratio")))
+
+    with Store(os.path.join(work, "probes.db"), readonly=True) as st:
+        pdf = st.measurements(st.find_target(TARGET), ok_only=True)
+    probe_rows = {rec["key"]: rec for rec in pdf.to_dict("records")}
+    with Store(base_path, readonly=True) as st:
+        bdf = st.measurements(st.find_target(TARGET), ok_only=True)
+    base_rows = [(k, float(v)) for k, v in zip(bdf["key"], bdf["latency_us"])]
+    base_lat = dict(base_rows)
+    order = [k for k in choose_probes(base_rows, base, len(probe_rows) + 50) if k in probe_rows]
+    out(f"probes: {len(probe_rows)} ({len(order)} of them in the command's probe order, which the curve below cuts)")
+    fit_models = {n: zoo.build(n) for n in zoo.FIT}
+    raw = os.path.join(work, "calibration.json")
+    base_ctx = {"context": str(companion(base_path, ".context.json")),
+                "overhead": str(companion(base_path, ".overhead.json"))}
+    results, per_model = {}, {}
+
+    def score(label, **kw):
+        est = Estimator(TARGET, check_host=False, **kw)
+        pred = np.array([est.estimate(models[n]).total_ms for n in names])
+        m = results[label] = metrics(pred, meas)
+        m["passes"] = [metrics(pred, p)["within10"] for p in (p1, p2)]
+        per_model[label] = pred
+        say(f"{label}: within ±10% {m['within10']:.0f}%, MAPE {m['mape']:.1f}%")
+
+    tmp = tempfile.mkdtemp(prefix="latency-transfer-cli-")
+    try:
+        if cached or not os.path.exists(db):
+            db = os.path.join(tmp, "cli.db")  # rebuilt: all the probes, the command's calibration refitted
+            model = fit_transfer([(k, base_lat[k], float(probe_rows[k]["latency_us"])) for k in probe_rows if k in base_lat])
+            make_profile(db, target, base_rows, base_path, model, list(probe_rows.values()))
+            refit_context(db, target, shutil.copyfile(raw, os.path.join(tmp, "raw-all.json")), fit_models)
+            headline = f"the command's profile ({len(probe_rows)} probes, rebuilt)"
+        else:
+            headline = f"the command's profile ({len(probe_rows)} probes)"
+        score(headline, profile=db)
+        for n in CLI_COUNTS:
+            if n >= len(order):
+                continue
+            keys = order[:n]
+            model = fit_transfer([(k, base_lat[k], float(probe_rows[k]["latency_us"])) for k in keys])
+            p = os.path.join(tmp, f"p{n}.db")
+            make_profile(p, target, base_rows, base_path, model, [probe_rows[k] for k in keys])
+            refit_context(p, target, shutil.copyfile(raw, os.path.join(tmp, f"raw{n}.json")), fit_models)
+            score(f"first {n} of its probes, its calibration", profile=p)
+            score(f"first {n} of its probes, base context", profile=p, **base_ctx)
+        desc = description_model(base.device, host)
+        p = os.path.join(tmp, "desc.db")
+        make_profile(p, target, base_rows, base_path, desc, [])
+        score("0 probes: description, base context copied", profile=p, **base_ctx)
+        c, o = os.path.join(tmp, "desc.context.json"), os.path.join(tmp, "desc.overhead.json")
+        transfer_calibration(desc, base_ctx["context"], base_ctx["overhead"], c, o)
+        score("0 probes: description (as --budget 0)", profile=p, context=c, overhead=o)
+        if os.path.exists(full_path):
+            score("full sweep here, its own context (ceiling)", profile=full_path)
+            p = os.path.join(tmp, "full.db")
+            import sqlite3
+
+            with sqlite3.connect(f"file:{full_path}?mode=ro", uri=True) as src, sqlite3.connect(p) as dst:
+                src.backup(dst)
+            shutil.copytree(companion(full_path, ".regressors"), companion(p, ".regressors"))
+            refit_context(p, target, shutil.copyfile(raw, os.path.join(tmp, "raw-full.json")), fit_models)
+            score("full sweep here, the command's calibration", profile=p)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out()
+    out(f"{'variant':48s} {'n':>3s} {'±10%':>6s} {'±20%':>6s} {'MAPE':>7s} {'median |e|':>10s} {'median e':>9s}"
+        f"  {'±10% vs pass 1 / 2':>18s}")
+    for label, m in results.items():
+        out(f"{label:48s} {m['n']:3d} {m['within10']:5.0f}% {m['within20']:5.0f}% {m['mape']:6.1f}% "
+            f"{m['median_abs']:9.1f}% {m['median_signed']:+8.1f}%  {m['passes'][0]:8.0f}% / {m['passes'][1]:.0f}%")
+    out("the first row is what the command gives; the rows below it are evaluation only (the curve cuts the command's own "
+        "probes and refits its one calibration on each table; the full sweep is this host's own, nothing is fitted on it)")
+    out()
+    labels = list(per_model)
+    out(f"{'model':28s} {'measured ms':>11s} " + " ".join(f"{'v' + str(i):>7s}" for i in range(len(labels))))
+    for i, n in enumerate(names):
+        out(f"{n:28s} {meas[i]:11.3f} " + " ".join(f"{100 * (per_model[lab][i] / meas[i] - 1):+6.1f}%" for lab in labels))
+    out("columns: " + "; ".join(f"v{i} {lab}" for i, lab in enumerate(labels)))
+    out(f"uptime at the end: {uptime()}; this script {time.time() - t_all:.0f} s")
+    path = os.path.join(ROOT, "benchmarks", "results", a.out or f"transfer_{slug}.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    say(f"wrote {path}")
+
+
+def _parse_budget(s: str) -> float:
+    """'10m', '600s', '600' -> seconds."""
+    s = s.strip().lower()
+    mult = {"s": 1, "m": 60, "h": 3600}.get(s[-1:], None)
+    return float(s[:-1]) * mult if mult else float(s)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--probes", default="0,30,100,300,1000")
@@ -305,9 +527,15 @@ def main():
     ap.add_argument("--profile", default="", help="score this profile (as `latency calibrate --from` wrote it, with its "
                                                   "own context and overhead) against ground truth measured now; "
                                                   "nothing else")
+    ap.add_argument("--cli", action="store_true", help="the path a user runs: the command (profilers.transfer.transfer "
+                                                       "with --budget) then the held-out models measured right after, "
+                                                       "and the probe-count curve cut from its own probes")
+    ap.add_argument("--budget", default="10m", help="with --cli: the command's budget")
     a = ap.parse_args()
     if a.profile:
         return score_profile(a)
+    if a.cli:
+        return cli_run(a)
     global NEW_TARGET
     if a.pair == "avx2":
         from profilers import emulate
@@ -368,8 +596,10 @@ def main():
     # the probes first, then the two ground-truth passes, each bracketed by the state reference (a
     # sample of the probes re-measured), so that the output says whether they saw the probes' state
     t0 = time.time()
-    with Store(probes_db) as st:
-        if max(counts):
+    # --cached with its ground truth kept measures nothing: a probe of the order missing from probes.db (the
+    # base changed since, so its order did) is left out of every curve, never measured in another state
+    with Store(probes_db, readonly=not fresh) as st:
+        if max(counts) and fresh:
             run_sweep(st, target, [Config.from_key(k) for k in order], cores=[a.core])
         tid = st.find_target(NEW_TARGET)
         pdf = st.measurements(tid, ok_only=True) if tid else None
@@ -414,8 +644,9 @@ def main():
         f"first pass {t_gt:.0f} s")
     if a.cached:
         ats = [json.load(open(os.path.join(work, f))).get("at") for f in ("ground_truth.json", "ground_truth_2.json")]
-        out(f"--cached: ground-truth passes reused from {ats[0]} and {ats[1]}, the calibration's measurements from "
-            f"calibration.json; probes missing from probes.db measured now ({time.strftime('%H:%M')})")
+        out(f"--cached: nothing measured; ground-truth passes reused from {ats[0]} and {ats[1]}, the calibration's "
+            f"measurements from calibration.json, the probes from probes.db ({sum(k not in probe_rows for k in order)} "
+            "of the probe order's keys not there: left out of every curve)")
     out(f"probes: {sum(k in probe_rows for k in order)} of the first {len(order)} in probe order measured here "
         f"({t_probes:.0f} s; sweep protocol, rounds kept in {os.path.relpath(probes_db, ROOT)})")
     ratios = np.array([probe_rows[k]["latency_us"] / base_lat[k] for k in order if k in probe_rows])
@@ -460,7 +691,10 @@ def main():
         desc = description_model(base.device, host)
         p = os.path.join(tmp, "desc.db")
         make_profile(p, target, base_rows, base_path, desc, [])
-        score("0 probes: scaled by the device descriptions", profile=p, **base_ctx)
+        c, o = os.path.join(tmp, "desc.context.json"), os.path.join(tmp, "desc.overhead.json")
+        transfer_calibration(desc, base_ctx["context"], base_ctx["overhead"], c, o)
+        score("0 probes: description (as --budget 0)", profile=p, context=c, overhead=o)
+        score("0 probes: description, base context copied", profile=p, **base_ctx)
         if full:
             row_scores["0 probes: description"] = full.score(p, desc)
         out(f"description scaling: {'; '.join(desc.spec['known'])} -> dispatch-bound kernels (< 3 us) "
@@ -541,6 +775,10 @@ def main():
             f"{m['median_abs']:9.1f}% {m['median_signed']:+8.1f}%  {m['passes'][0]:8.0f}% / {m['passes'][1]:.0f}%"
             + (f"   {m['at_probe_state']['within10']:5.0f}% / {m['at_probe_state']['median_signed']:+.1f}%"
                if "at_probe_state" in m else ""))
+    out("the 'N probes' rows are a fixed-count curve, not the command: the first N probes fitted alone, every 'context "
+        "here' row sharing this script's one calibration run (measured after the ground truth, refitted per table); the "
+        "command a user runs (its budget's probes, calibrated right after them) is scored by --cli "
+        "(transfer_<host>.cli.txt)")
     if full and row_scores:
         out()
         out("row-level score against the full sweep (log error of transferred vs measured here, in %; evaluation only):")
@@ -558,7 +796,8 @@ def main():
     out()
     labels = list(per_model)
     short = {lab: lab.replace(" probes", "p").replace(", context here", "/here").replace(", base context", "/base")
-             .replace("0p: closest profile as is", "as-is").replace("0p: scaled by the device descriptions", "desc")
+             .replace("0p: closest profile as is", "as-is").replace("0p: description (as --budget 0)", "desc")
+             .replace("0p: description, base context copied", "desc/base")
              for lab in labels}
     out(f"{'model':28s} {'measured ms':>11s} " + " ".join(f"{short[lab]:>10s}" for lab in labels))
     for i, n in enumerate(names):

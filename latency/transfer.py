@@ -9,7 +9,8 @@ bigger cache each move some sizes more than others. Every base row, scaled by it
 
 This module is pure (numpy only): which probes to measure (:func:`probe_order`), the fit
 (:func:`fit_transfer` -> :class:`TransferModel`) and the scale a device description implies when
-nothing is measured (:func:`description_model`). Measuring and writing a profile is
+nothing is measured (:func:`description_model`), and the base's context and overhead files moved by
+that description (:func:`transfer_calibration`). Measuring and writing a profile is
 ``profilers.transfer``.
 
 The curve: piecewise linear in x = log10(base latency, us) through fixed knots (1 us .. 100 ms,
@@ -33,6 +34,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -412,7 +414,11 @@ def identity_model(note: str = "") -> TransferModel:
 #: bandwidth with it); ``l2_fill_bits``, the bits per cycle the L2 fills into L1 (Zen 3/Zen 4 32 bytes,
 #: Zen 5 64 bytes): a kernel whose data does not fit L1 streams no faster than that, whatever its
 #: loads; ``ipc``, integer/scalar IPC relative to the vendor's first entry (AMD states +16% for Zen 5
-#: over Zen 4).
+#: over Zen 4). The datapath widths: A. J. Yee, "Zen5's AVX512 Teardown" (numberworld.org/blogs/
+#: 2024_8_7_zen5_avx512_teardown: Zen 4 runs a 512-bit instruction by double-pumping its 256-bit units,
+#: Zen 5 widens them to 512 bits). Clocks are not in this table: they differ between parts of one family
+#: (EPYC 9004: the 128-core 9754 2.25 GHz base / 3.10 GHz boost, the 64-core 9554 3.10 / 3.75 GHz, as the
+#: vendor's table is listed at hpctech.co.jp/product/amd-epyc-9004-series) and come from the device record only.
 MICROARCH = {
     ("AMD", "25"): {"name": "Zen 3/Zen 4", "avx512_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.0},
     ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.16},
@@ -609,3 +615,51 @@ def description_model(base: dict, new: dict) -> TransferModel:
     roof = {"base": _roof(base, cb), "new": _roof(new, cn), "dispatch": disp, "log_clock": log_clock,
             "big_flat": big_flat}
     return DescriptionModel(other, {}, curves, {}, spec, roof=roof)
+
+
+# -- no probe: the base's context and overhead moved with the description ---------------------------
+
+#: overhead terms that are per-run or per-kernel dispatch work (scalar runtime code: the dispatch ratio)
+_DISPATCH_TERMS = ("per_run_us", "per_kernel_us", "per_short_kernel_us", "per_long_kernel_us")
+#: overhead and context terms in microseconds per MB of weights (memory traffic: the memory-bound ratio)
+_MEMORY_TERMS = ("per_weight_mb_us", "per_lowint_conv_mb_us", "stream_us_per_mb", "memory_us_per_mb")
+
+
+def transfer_calibration(model: TransferModel, context_in, overhead_in, context_out, overhead_out) -> dict:
+    """Write the base's context and overhead files (``context_in``, ``overhead_in``; either may be None
+    or missing, then nothing is written for it) moved to the new device by ``model`` (a
+    :func:`description_model`): what ``--budget 0`` gives the new profile.
+
+    Both files hold microseconds measured on the base. The per-run and per-kernel overhead terms are
+    dispatch work (x the dispatch ratio: clock x IPC) and the split between short and long kernels a
+    kernel time (x the memory-bound kinds' ratio at that time); the time per MB of weights fetched
+    inside a model and of low-intensity convolution weights is memory traffic (x the memory-bound
+    kinds' ratio). The dimensionless parts are the base's: the in-model log ratios (keyed by a kernel's
+    time alone; re-keying them by each kind's ratio was tried: pair 1's median moved by under 2 points,
+    the emulated-AVX2 pair lost 8 points within ±10% on one of its two ground truths) and the cache gates
+    by working set (their memory level is DRAM's, which no description gives).
+    Returns the ratios used and the terms scaled."""
+    spec = model.spec or {}
+    r_disp = float(spec.get("dispatch_ratio", 1.0))
+    r_mem = float(spec.get("other_ratio", 1.0))
+    done = {"dispatch_ratio": r_disp, "memory_ratio": r_mem, "scaled": []}
+    note = (f"moved from the base by the device descriptions (no probe): dispatch terms x{r_disp:g}, memory "
+            f"traffic terms x{r_mem:g}; in-model ratios and cache gates the base's")
+    for path_in, path_out, what in ((context_in, context_out, "context"), (overhead_in, overhead_out, "overhead")):
+        if not (path_in and os.path.exists(path_in)):
+            continue
+        with open(path_in) as f:
+            d = json.load(f)
+        for k in _DISPATCH_TERMS + _MEMORY_TERMS:
+            if isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool):
+                d[k] = d[k] * (r_disp if k in _DISPATCH_TERMS else r_mem)
+                done["scaled"].append(f"{what}.{k}")
+        if isinstance(d.get("short_us"), (int, float)) and d["short_us"] > 0:
+            d["short_us"] = d["short_us"] * float(model.ratio("Elementwise", "fp32", [d["short_us"]])[0])
+            done["scaled"].append(f"{what}.short_us")
+        d["transferred"] = note
+        tmp = f"{path_out}.tmp"
+        with open(tmp, "w") as f:  # atomically: a reader never sees half a file
+            json.dump(d, f, indent=1)
+        os.replace(tmp, path_out)
+    return done

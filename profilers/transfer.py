@@ -22,7 +22,9 @@
 
 With ``--budget 0`` nothing is measured: every base row is scaled by what the two devices'
 descriptions say (:func:`latency.transfer.description_model`), the regressors retrained on that
-table and the base's context and overhead copied.
+table and the base's context and overhead moved by the same description
+(:func:`latency.transfer.transfer_calibration`: dispatch terms by clock x IPC, memory-traffic terms by
+the memory-bound ratio).
 
 The new profile has the usual layout (NAME.db, NAME.regressors/, NAME.context.json,
 NAME.overhead.json, NAME.calibration.json) plus NAME.transfer.json (the fitted curves and how they
@@ -46,7 +48,7 @@ from latency.profiles import (INCOMPLETE, ProfileInfo, companion, discover, host
                               user_profiles_dir, write_device_record)
 from latency.store import Store
 from latency.transfer import (MIN_PROBES, TRANSFERRED, TransferError, TransferModel, description_model, fit_transfer,
-                              group_of, probe_order)
+                              group_of, probe_order, transfer_calibration)
 
 #: what the steps after the probes cost on this kind of host (2 vCPU EPYC, measured: 1 s, 16 s and 61 s), seconds: the write of
 #: ~24k transferred rows, retraining every kind's regressor on them, and a calibration
@@ -178,8 +180,9 @@ def _describe(target, info: ProfileInfo, db: Path, base_rows, train: bool, say, 
     """``--budget 0``: no probe. Every base row scaled by what the two devices' descriptions say
     (:func:`latency.transfer.description_model`: clock, IPC, vector width, VNNI, L1 load and L2 fill
     widths, each kernel on both rooflines by its arithmetic intensity), written as ``transferred``
-    rows; rows this host measured before are kept; the base's context and overhead copied; the
-    regressors retrained on the new table unless ``train`` is False (computation only)."""
+    rows; rows this host measured before are kept; the base's context and overhead moved by the same
+    description (:func:`_describe_base_calibration`); the regressors retrained on the new table unless
+    ``train`` is False (computation only)."""
     host = host_device(cores_used=target.threads)
     model = description_model(info.device, host)
     say(f"no probe: {info.path} scaled by the device descriptions ({'; '.join(model.spec['known'])})")
@@ -216,10 +219,24 @@ def _describe(target, info: ProfileInfo, db: Path, base_rows, train: bool, say, 
         out["regressors"] = f"retrained ({int((rep['status'] == 'trained').sum())} kinds)"
     else:
         out["regressors"] = "none (kernels without a row are priced by the FLOPs/bytes prior fitted on the new table)"
-    out["context"] = _copy_base_calibration(info, db, "no probe, nothing measured")
+    out["context"] = _describe_base_calibration(info, db, model)
     timings["total_s"] = round(time.monotonic() - t0, 1)
     out["timings"] = timings
     return out
+
+
+def _describe_base_calibration(info, db, model) -> str:
+    """The base profile's context and overhead moved to this host by the description ``model``
+    (:func:`latency.transfer.transfer_calibration`), written beside ``db``; what was done, for the summary."""
+    src = {s: companion(info.path, s) for s in (".context.json", ".overhead.json")}
+    if not any(p.exists() for p in src.values()):
+        return "none (the base has none)"
+    done = transfer_calibration(model, src[".context.json"], src[".overhead.json"], companion(db, ".context.json"),
+                                companion(db, ".overhead.json"))
+    files = ", ".join(s[1:] for s, p in src.items() if p.exists())
+    return (f"moved from the base ({files}; fitted on the base's host) by the device descriptions, no probe: dispatch "
+            f"terms x{done['dispatch_ratio']:g}, memory-traffic terms x{done['memory_ratio']:g}, in-model ratios "
+            "the base's")
 
 
 def _copy_base_calibration(info, db, why: str) -> str:

@@ -16,7 +16,7 @@ from latency.ops import Config
 from latency.store import Store
 from latency.targets import choose_default, get_target
 from latency.transfer import (MIN_PROBES, TransferError, TransferModel, description_model, fit_transfer, log_intensity,
-                              identity_model, probe_order, variant)
+                              identity_model, probe_order, transfer_calibration, variant)
 from profilers.measure import Protocol
 from profilers.plans import model_kernels, plan
 from tests.models import small_cnn
@@ -134,6 +134,39 @@ def test_description_model_uses_what_is_known():
     clocked = description_model(dict(EPYC4, cpu_mhz=2000), dict(EPYC4, cpu_mhz=4000))
     assert abs(float(clocked.ratio("MatMul", "int8", 50)[0]) - 0.5) < 1e-9
     assert float(identity_model().ratio("Conv", "fp32", 10)[0]) == 1.0
+
+
+def test_transfer_calibration_moves_the_microsecond_terms(tmp_path):
+    """No probe: the base's overhead and context move with the description (dispatch terms by clock x IPC,
+    memory traffic by the memory-bound ratio); the in-model ratios stay; the files still load."""
+    from latency.context import ContextModel
+    from latency.overhead import OverheadModel
+
+    zen5 = dict(EPYC4, cpu_family_model="26/2", cpu_flags=EPYC4["cpu_flags"] + ["avx_vnni"], cpu_mhz=4000.0)
+    m = description_model(dict(EPYC4, cpu_mhz=3000.0), zen5)
+    disp, mem = 0.75 / 1.16, 0.75 * 0.5  # clock 3 -> 4 GHz, IPC 1.16, L2 fill 2x
+    curve = {"log_us": [3.5, 5.0], "log_ratio": [0.1, 0.02], "pairs": 40}
+    (tmp_path / "b.context.json").write_text(json.dumps({"kinds": {"Conv": curve}, "min_us": 30.0,
+                                                         "stream_us_per_mb": 30.0}))
+    (tmp_path / "b.overhead.json").write_text(json.dumps({"format": 1, "per_run_us": 4.0, "per_short_kernel_us": -1.0,
+                                                          "per_long_kernel_us": 3.0, "short_us": 30.0,
+                                                          "per_weight_mb_us": 0.0, "per_lowint_conv_mb_us": 20.0}))
+    ctx, ov = tmp_path / "n.context.json", tmp_path / "n.overhead.json"
+    done = transfer_calibration(m, tmp_path / "b.context.json", tmp_path / "b.overhead.json", ctx, ov)
+    assert done["dispatch_ratio"] == pytest.approx(disp, rel=1e-3)
+    assert done["memory_ratio"] == pytest.approx(mem, rel=1e-3)
+    o, c = json.loads(ov.read_text()), json.loads(ctx.read_text())
+    assert o["per_run_us"] == pytest.approx(4.0 * disp, rel=1e-3)
+    assert o["per_long_kernel_us"] == pytest.approx(3.0 * disp, rel=1e-3)
+    assert o["per_lowint_conv_mb_us"] == pytest.approx(20.0 * mem, rel=1e-3)
+    assert c["stream_us_per_mb"] == pytest.approx(30.0 * mem, rel=1e-3)
+    assert 30.0 * mem < o["short_us"] < 30.0 * disp  # a 30 us kernel is between dispatch- and memory-bound
+    assert c["kinds"]["Conv"] == curve and c["min_us"] == 30.0  # dimensionless: the base's
+    assert OverheadModel.load(ov)["per_run_us"] == o["per_run_us"] and ContextModel.load(ctx)
+    same = transfer_calibration(description_model(EPYC4, EPYC4), tmp_path / "b.context.json", None,
+                                tmp_path / "s.context.json", tmp_path / "s.overhead.json")
+    assert json.loads((tmp_path / "s.context.json").read_text())["stream_us_per_mb"] == 30.0
+    assert not (tmp_path / "s.overhead.json").exists() and same["scaled"] == ["context.stream_us_per_mb"]
 
 
 def _base_profile(path, target="x86-avx512-ort", device=EPYC4):
@@ -291,7 +324,8 @@ def test_budget_zero_scales_the_base_by_the_descriptions(dirs, tmp_path):
                                   "--db", str(out)])
     assert r.exit_code == 0, r.output
     assert "(0 probes measured here" in r.output and "no probe: scaled by the device descriptions (" in r.output
-    assert "copied from the base (context.json" in r.output and "regressors: retrained" in r.output
+    assert "moved from the base (context.json" in r.output and "regressors: retrained" in r.output
+    assert json.loads(P.companion(out, ".context.json").read_text())["transferred"].startswith("moved from the base")
     info = P.read_profile(out, "user")[0]
     assert info.provenance == "transferred" and "with no probe" in info.note
     want = description_model(EPYC4, P.host_device(cores_used=t.threads))
