@@ -482,3 +482,39 @@ def test_fp16_without_fp16_data_is_refused(tmp_path_factory):
         assert ok.total_ms > 0 and not ok.uncovered
     col = plan.tool_path.single("fp16", plan.units)  # the sensitivity table's fp16 column
     assert np.isnan(col[plan.units.index("softmax")]) and np.isfinite(col).sum() > 0
+
+
+def test_runtime_refusal_of_a_converted_file_is_said():
+    """A file the target's runtime cannot load (types that do not check) is named with the runtime's own
+    error; a sound file is not, and neither is a target whose runtime is not onnxruntime on a CPU."""
+    from onnx import TensorProto, helper
+
+    from latency.targets import get_target
+    from latency.whatif.tools import _runtime_refuses
+
+    def add(t_b):
+        g = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "g",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2]),
+                               helper.make_tensor_value_info("b", t_b, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    cpu = get_target("x86-avx512-ort")
+    why = _runtime_refuses(cpu, add(TensorProto.FLOAT16))
+    assert why.startswith("onnxruntime ") and "\n" not in why
+    assert _runtime_refuses(cpu, add(TensorProto.FLOAT)) == ""
+    assert _runtime_refuses(get_target("t4"), add(TensorProto.FLOAT16)) == ""
+
+
+def test_fp16_answer_says_when_the_converted_file_does_not_load(est):
+    pytest.importorskip("onnxconverter_common")
+    from onnxconverter_common import float16
+
+    from latency.whatif.tools import _runtime_refuses
+
+    m = zoo.build("bert_tiny", size=32)
+    plan = est.plan(m)
+    w = plan.evaluate({"precision": "fp16"})
+    refused = _runtime_refuses(est.target, float16.convert_float_to_float16(m, keep_io_types=True))
+    said = [n for n in w.notes if "does not load" in n]
+    assert bool(said) == bool(refused) and (not said or refused in said[0])

@@ -51,6 +51,8 @@ class ToolPath:
         self.shapes, self.batch = shapes, batch
         self._proto = None
         self._cache: dict = {}
+        #: (precision, nodes) -> why the target's runtime refuses the file the tool wrote ("" where it loads)
+        self._unloadable: dict = {}
         self._checked: dict = {}
 
     # -- the model the tools read ----------------------------------------------------------------
@@ -271,9 +273,10 @@ class ToolPath:
                 self.check(prec)
             from ..graph import load_graph
 
-            e = self.plan.estimator.estimate(load_graph(self.convert(prec, on, kept), shapes=self.shapes,
-                                                        batch=self.batch))
+            model = self.convert(prec, on, kept)
+            e = self.plan.estimator.estimate(load_graph(model, shapes=self.shapes, batch=self.batch))
             self._cache[key] = e
+            self._unloadable[key] = _runtime_refuses(self.plan.estimator.target, model)
         if check:
             before = {(u.op_type, u.reason) for u in self.plan.baseline.uncovered}
             new = [u for u in e.uncovered if (u.op_type, u.reason) not in before]
@@ -298,6 +301,10 @@ class ToolPath:
         changes = _kernel_changes(est, base, self.plan.node_order)
         desc = {n: {"precision": c.precision} for n in self.candidates(c.precision) if n in c.nodes}
         notes = [f"priced by converting with {TOOLS[c.precision]} and estimating the written model whole"]
+        why = self._unloadable.get((c.precision, c.nodes))
+        if why:
+            notes.append(f"the file the tool writes for this choice does not load in the target's runtime ({why}): "
+                         "the price is of a model that cannot run as converted")
         return WhatIf(est, self.plan.baseline_ms, c.precision, desc, tuple(changes), tuple(c.kept) if c.nodes else (),
                       float(sum(_wmb(k.key) for k in est.kernels if k.source != "free")),
                       float(sum(_wmb(k.key) for k in base.kernels if k.source != "free")), tuple(notes))
@@ -322,6 +329,26 @@ class ToolPath:
                 except InvalidChoice:
                     pass
         return out
+
+
+def _runtime_refuses(target, model) -> str:
+    """Why onnxruntime (a CPU target's runtime, installed here) refuses to load ``model``: its first error
+    line, or "" where it loads or the target runs something else. onnxconverter-common can write an fp16
+    file whose types do not check (a float32 constant left beside an fp16 input)."""
+    if getattr(target, "runtime", "") != "onnxruntime" or getattr(target, "device", "cpu") != "cpu":
+        return ""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return ""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4
+    try:
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - whatever the runtime says, reported as it says it
+        return f"onnxruntime {ort.__version__}: " + (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return ""
 
 
 def _origin(name: str) -> str:
