@@ -337,14 +337,10 @@ def gpu_device_record(target, gpu: dict | None = None, versions: dict | None = N
     return {"kind": "gpu", "vendor": "NVIDIA", **gpu, **versions}
 
 
-def _fingerprint(target) -> dict:
-    return gpu_fingerprint(target)
-
-
 def _gpu(name, spec, isa, what):
     return Target(name, f"{what}, TensorRT (derived from the spec sheet; no profile measured)", "gpu", "tensorrt",
                   "TensorRT", isa, 1, None, "gpu", spec=spec, fusion=_trt_rules(spec, name), cost=_cost(spec, name),
-                  host_check=_host_check, fingerprinter=_fingerprint)
+                  host_check=_host_check, fingerprinter=gpu_fingerprint)
 
 
 def _ort_cuda_rules(spec):
@@ -365,7 +361,7 @@ def _ort_gpu(name, spec, isa, what):
     return Target(name, f"{what}, onnxruntime CUDA EP (derived from the spec sheet; no profile measured)", "gpu",
                   "onnxruntime", "CUDAExecutionProvider", isa, 1, None, "gpu", spec=spec, fusion=_ort_cuda_rules(spec),
                   cost=_cost(spec, name.split("-ort-cuda")[0]),  # the card's measured terms
-                  host_check=_host_check, fingerprinter=_fingerprint)
+                  host_check=_host_check, fingerprinter=gpu_fingerprint)
 
 
 _CARDS = (

@@ -316,7 +316,7 @@ def _redundant_before_q(state: FusionState, a, q) -> bool:
     return False
 
 
-def _relu_quant(state: FusionState) -> None:
+def _drop_redundant_activations(state: FusionState) -> None:
     """A float Relu or Clip whose only reader is a QuantizeLinear that keeps nothing it would change is
     removed (onnxruntime's ReluQuantFusion and ClipQuantFusion, level 2). Its record goes with the Q kernel."""
     for r in list(state.live):
@@ -373,7 +373,7 @@ def qdq(state: FusionState) -> None:
         if quantized_weight and not fused:
             _runtime_dequantized_weight(state, w)
     state.reindex()
-    _relu_quant(state)
+    _drop_redundant_activations(state)
     state.reindex()
     # EnsureUniqueDQForNodeUnit: a DQ feeding several consumers is duplicated, one per consumer;
     # the copies inside int8 units vanish, every other consumer keeps a DQ kernel
