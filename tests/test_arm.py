@@ -239,3 +239,59 @@ def test_arm64_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path
         assert compare_summaries(kernel_summary(ours), runtime) == {}, p
         x86, _ = fuse(g, ORT_CPU_X86_RULES(16))
         assert compare_summaries(kernel_summary(x86), runtime) != {}  # the x86 list does not describe ARM
+
+
+def test_arm64_fp16_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):
+    """fp16 has kernels on arm64: group-1 convs run NHWC (NhwcFusedConv) between two layout Transposes,
+    and a downsampling block's residual Add goes to its shortcut conv."""
+    import dataclasses
+
+    import onnx
+    from onnxconverter_common import float16
+
+    from latency.fusion import ORT_CPU_ARM64_RULES, compare_summaries, fuse, kernel_summary
+    from latency.graph import load_graph
+    from profilers import zoo
+
+    q, cache = qemu_arm
+    p = tmp_path / "resnet20_fp16.onnx"
+    onnx.save(float16.convert_float_to_float16(zoo.build("resnet20_cifar"), keep_io_types=True), p)
+    script, out = tmp_path / "rg.py", tmp_path / "rg.json"
+    script.write_text(_RUNTIME_GRAPH)
+    r = q.run([script, out, p], cache=cache, cpu="neoverse-n1", pythonpath=[arm_src], cwd=arm_src, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (items,) = json.loads(out.read_text()).values()
+    runtime = Counter({_tup(k): v for k, v in items})
+    assert runtime["transpose"] == 2 and runtime["cast"] == 2 and runtime["conv_sum"] == 9
+    # the shortcut 1x1 conv of each downsampling block takes the residual Add and its Relu
+    assert runtime[("conv", 32, (1, 1), (2, 2), "Relu")] == runtime[("conv", 64, (1, 1), (2, 2), "Relu")] == 1
+    g = load_graph(p)
+    ours, _ = fuse(g, ORT_CPU_ARM64_RULES)
+    assert compare_summaries(kernel_summary(ours), runtime) == {}
+    nchw, _ = fuse(g, dataclasses.replace(ORT_CPU_ARM64_RULES, fp16_nhwc=False))
+    diff = compare_summaries(kernel_summary(nchw), runtime)
+    assert diff["transpose"] == (0, 2) and diff[("conv", 32, (1, 1), (2, 2), "none")] == (1, 0)
+
+
+def test_arm64_fp16_convs_run_nhwc_and_depthwise_ones_nchw():
+    """Without qemu: the arm64 rules' fp16 layout on MobileNetV2 (onnxruntime 1.31's arm64 graph of it
+    has 36 Transposes: in and out of the NHWC region at the graph's edges and around each of the 17
+    depthwise convs, which keep their NCHW fp16 kernel); the x86 rules run the same file in fp32 with
+    no layout Transposes."""
+    from onnxconverter_common import float16
+
+    from latency.fusion import ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, fuse, kernel_summary
+    from latency.graph import load_graph
+    from profilers import zoo
+
+    g = load_graph(float16.convert_float_to_float16(zoo.build("mobilenet_v2_050", size=64), keep_io_types=True))
+    ks, unc = fuse(g, ORT_CPU_ARM64_RULES)
+    assert not unc
+    s = kernel_summary(ks)
+    assert s["transpose"] == 36 and s["cast"] == 2 and s["conv"] == 52
+    convs = [k for k in ks if k.kind == "Conv"]
+    assert {k.precision for k in convs} == {"fp16"}
+    depthwise = [k for k in convs if k.params["group"] > 1]
+    assert len(depthwise) == 17
+    x86 = kernel_summary(fuse(g, ORT_CPU_X86_RULES(16))[0])
+    assert x86["transpose"] == 0

@@ -34,7 +34,8 @@ The onnxruntime CPU passes, in order (see :data:`passes.ORT_ORDER`):
   convs, Add/Sum/Mul/Concat/Resize/activations inside the blocked region, residual Add/Sum [+ act]
   and activations folded into single-use convs, ReorderInput / ReorderOutput where blocked regions
   start and end, channels-last reorders replacing NHWC<->NCHW Transposes); Conv(+bias) + residual
-  Add [+ act] for the convs that stay NCHW; NHWC Transposes around int8 conv/pool regions.
+  Add [+ act] for the convs that stay NCHW; NHWC Transposes around int8 conv/pool regions, and (arm64)
+  around fp16 conv/pool regions.
 
 The per-target rule sets are :func:`ORT_CPU_X86_RULES`, :data:`ORT_CPU_ARM64_RULES` and
 :data:`GENERIC_GPU_RULES`; a new target brings its own :class:`FusionRules` (its own pass list).

@@ -77,6 +77,8 @@ def emit(state: FusionState) -> tuple[list, list]:
             perm = [0, 2, 3, 1] if what == TO_NHWC else [0, 3, 1, 2]
             x = s if what == TO_NHWC else [s[0], s[2], s[3], s[1]]
             prec = "int8" if state.dtype(t) in INT8_DTYPES else "fp32"
+            if state.dtype(t) == "float16" and not state.rules.fp16_as_fp32:
+                prec = "fp16"  # the layout Transposes of an fp16 NHWC region (arm64)
             k = Kernel(f"Transpose({t},{'NHWC' if what == TO_NHWC else 'NCHW'})", "Transpose",
                        {"x": x, "perm": perm}, prec, "0", (), ("Transpose",))
         out.append((pos, k))
@@ -223,9 +225,9 @@ def lower_node(state: FusionState, w: WorkNode) -> list:
     if w.info.get("reorder_nhwc"):
         return [make_kernel("Reorder", {"op": ops.REORDER_OUTPUT, "x": state.need_shape(w.inputs[0])},
                             precision="fp32")]
-    if (op == "Softmax" and w.domain in ("", "ai.onnx") and state.rules.fp16_as_fp32
-            and state.rules.fp16_softmax_inline and state.dtype(w.inputs[0]) == "float16"):
-        # no fp16 Softmax kernel: the runtime inlines its function body, five fp32 kernels
+    if (op == "Softmax" and w.domain in ("", "ai.onnx") and state.rules.fp16_softmax_inline
+            and state.dtype(w.inputs[0]) == "float16"):
+        # no fp16 Softmax kernel (x86, arm64): the runtime inlines its function body, five fp32 kernels
         x = state.need_shape(w.inputs[0])
         ax = int(w.attr("axis", -1)) % len(x)
         r = [1 if i == ax else d for i, d in enumerate(x)]
@@ -234,7 +236,7 @@ def lower_node(state: FusionState, w: WorkNode) -> list:
                  ("Activation", {"op": "Exp", "x": x}),
                  ("Reduce", {"op": "ReduceSum", "x": x, "axes": [ax], "keepdims": 1}),
                  ("Elementwise", {"op": "Div", "inputs": [x, r], "const_b": 0}))
-        return [make_kernel(kind, params, name=w.name if i == 0 else f"{w.name}/{params['op']}",
+        return [make_kernel(kind, params, name=w.name if i == 0 else f"{w.name}/{params['op']}", precision="fp32",
                             nodes=nodes if i == 0 else (), op_types=op_types if i == 0 else (params["op"],))
                 for i, (kind, params) in enumerate(parts)]
     if op == "HardSwish" and state.rules.hardswish_inline:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .passes import (BIAS_GELU, CANCEL_TRANSPOSES, CONV_ACTIVATION, CONV_ADD, CSE, DYNAMIC_QUANT, ELIMINATE, FAST_GELU,
                      FOLD_CONV, GELU, GEMM_ACTIVATION, HARDSWISH, LAYERNORM, MATMUL_ADD, MATMUL_SCALE, MATMUL_TRANSPOSE,
-                     MERGE_TRANSPOSES, NCHWC, NHWC_INT8, PUSH_SPLIT, QDQ, QUICK_GELU, SIMPLIFIED_LAYERNORM,
+                     MERGE_TRANSPOSES, NCHWC, NHWC_FP16, NHWC_INT8, PUSH_SPLIT, QDQ, QUICK_GELU, SIMPLIFIED_LAYERNORM,
                      SKIP_LAYERNORM)
 from .rules import FusionRules
 
@@ -19,8 +19,9 @@ X86_PASSES = (ELIMINATE, CSE, HARDSWISH, PUSH_SPLIT, MERGE_TRANSPOSES, CANCEL_TR
               LAYERNORM, QDQ, GEMM_ACTIVATION, DYNAMIC_QUANT, CONV_ACTIVATION, SIMPLIFIED_LAYERNORM, MATMUL_TRANSPOSE,
               BIAS_GELU, SKIP_LAYERNORM, FAST_GELU, QUICK_GELU, MATMUL_SCALE, NCHWC, CONV_ADD, NHWC_INT8)
 
-#: the same without the NCHWc blocked layout, which onnxruntime has on x86-64 only
-ARM64_PASSES = tuple(p for p in X86_PASSES if p is not NCHWC)
+#: the same without the NCHWc blocked layout, which onnxruntime has on x86-64 only, and with the NHWC
+#: layout of fp16 convs, which run as fp16 kernels on arm64 only
+ARM64_PASSES = tuple(p for p in X86_PASSES if p is not NCHWC) + (NHWC_FP16,)
 
 
 #: the passes that still rewrite fp16 nodes on x86 (the level-1 clean-ups, folds and MatMul + bias, which
@@ -48,6 +49,16 @@ def ORT_CPU_X86_RULES(block: int = 8) -> FusionRules:
                        qdq_int8_allowed=False)
 
 
-#: onnxruntime CPU EP on arm64 (Neoverse-N1 class): no NCHWc; Conv(+bias)+Add(+act) -> FusedConv
+#: the passes that still rewrite fp16 nodes on arm64: the x86 ones less QuickGelu (EfficientNet's x * Sigmoid(x)
+#: stays two kernels), plus the fp16 NHWC layout; no Gelu, FusedMatMul or FusedGemm either (ViT-tiny, LeNet-5)
+ARM64_FP16_PASSES = tuple(n for n in X86_FP16_PASSES if n not in (QUICK_GELU.name, NCHWC.name)) + (NHWC_FP16.name,)
+
+#: onnxruntime CPU EP on arm64 (Neoverse-N1 class): no NCHWc; Conv(+bias)+Add(+act) -> FusedConv; fp16 kernels,
+#: fp16 convs with group 1 NHWC (NhwcFusedConv). Checked under qemu-user (Neoverse-N1, onnxruntime 1.31) on
+#: onnxconverter-common fp16 files (keep_io_types) of resnet20_cifar, resnet18 / resnet50 at 64 px and
+#: mobilenet_v2_050 at 96 px: same kernel counts as the runtime's optimized graph; the Casts around ops with
+#: no arm64 fp16 kernel (BatchNormalization, Sigmoid, HardSigmoid, ...) are not modelled
+#: (benchmarks/arm_fp16_fusion.py)
 ORT_CPU_ARM64_RULES = FusionRules(name="ort-cpu-arm64", passes=ARM64_PASSES, nchwc=False, conv_add=True,
-                                  qdq_nhwc=True)
+                                  qdq_nhwc=True, fp16_nhwc=True, fp16_conv_act=("Relu", "Clip"),
+                                  fp16_passes=ARM64_FP16_PASSES, fp16_softmax_inline=True)

@@ -73,6 +73,15 @@ class FusionRules:
     qdq_int8_allowed: bool = True
     #: int8 convs / pools run NHWC: Transpose kernels where int8 regions start and end
     qdq_nhwc: bool = False
+    #: fp16 convs with group 1 run as NHWC kernels (onnxruntime's NhwcFusedConv on arm64, where the CPU EP
+    #: has fp16 conv kernels); fp16 pools on NHWC data and the elementwise ops and Concats between stay
+    #: NHWC, grouped and depthwise convs stay NCHW; Transpose kernels where NHWC regions start and end. The residual
+    #: Add goes to the conv the NhwcTransformer re-created first (a downsampling block's shortcut conv)
+    fp16_nhwc: bool = False
+    #: activations an fp16 Conv absorbs where they differ from ``conv_act`` (None: the same): on arm64
+    #: onnxruntime fuses Relu and Clip into fp16 convs, not Sigmoid (EfficientNet's squeeze-excitation)
+    #: or HardSigmoid (MobileNetV3's)
+    fp16_conv_act: tuple | None = None
     #: DynamicQuantizeLinear + MatMulInteger/ConvInteger (+ Cast, Mul, Add) -> int8_dynamic kernel
     dynamic_quant: bool = True
     #: Transpose -> Transpose merged into one (TransposeOptimizer)
@@ -84,16 +93,16 @@ class FusionRules:
     #: fp16 graphs run as fp32 kernels with Casts at the edges (ORT >= 1.31 on x86: no fp16 kernels, the
     #: inserted Cast pairs between ops cancel); False: fp16 kernels
     fp16_as_fp32: bool = False
-    #: with ``fp16_as_fp32``: the passes that also rewrite fp16 nodes (None: all). onnxruntime fuses an
-    #: fp16 node only where the fused kernel has an fp16 implementation on the EP; on x86 its CPU EP has
-    #: none for Gelu, FusedMatMul, SkipLayerNormalization, FusedGemm/FusedConv activations, so those
-    #: stay the separate fp32 kernels InsertCastTransformer later runs them as
+    #: the passes that also rewrite fp16 nodes (None: all). onnxruntime fuses an fp16 node only where the
+    #: fused kernel has an fp16 implementation on the EP; on x86 its CPU EP has none for Gelu, FusedMatMul,
+    #: SkipLayerNormalization, FusedGemm/FusedConv activations, so those stay the separate fp32 kernels
+    #: InsertCastTransformer later runs them as; on arm64 none for Gelu, QuickGelu, FusedMatMul, FusedGemm
     fp16_passes: tuple | None = None
     #: with ``fp16_as_fp32``: ops the EP runs in fp16 itself (data movement and LayerNormalization on
     #: x86); a Cast kernel sits on every tensor between one of them and an op run in fp32
     fp16_native: tuple = ()
-    #: with ``fp16_as_fp32``: Softmax has no fp16 kernel and its function body is inlined
-    #: (ReduceMax, Sub, Exp, ReduceSum, Div: five fp32 kernels)
+    #: Softmax has no fp16 kernel and its function body is inlined (ReduceMax, Sub, Exp, ReduceSum, Div:
+    #: five fp32 kernels); x86 and arm64
     fp16_softmax_inline: bool = False
 
     def __post_init__(self):
@@ -109,6 +118,10 @@ class FusionRules:
             elif isinstance(value, str):
                 value = (value,)
             object.__setattr__(self, name, tuple(value))
+        if isinstance(self.fp16_conv_act, str):
+            object.__setattr__(self, "fp16_conv_act", (self.fp16_conv_act,))
+        elif self.fp16_conv_act is not None:
+            object.__setattr__(self, "fp16_conv_act", tuple(self.fp16_conv_act))
         object.__setattr__(self, "passes", tuple(self.passes))
 
     @property

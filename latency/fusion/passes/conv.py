@@ -5,6 +5,7 @@ in the blocked layout (level 3)."""
 from __future__ import annotations
 
 from ..workgraph import FLOAT_DTYPES, INT8_PRECISIONS, FusionState, Pass
+from .layout import fp16_nhwc_conv
 
 
 def _conv_ok_for_fold(state: FusionState, w) -> bool:
@@ -107,7 +108,8 @@ def _fold_pad(state: FusionState, p) -> bool:
 
 
 def conv_act(state: FusionState) -> None:
-    """A float Conv followed by one of the target's ``conv_act`` activations becomes a FusedConv.
+    """A float Conv followed by one of the target's ``conv_act`` activations (of ``fp16_conv_act`` too for
+    an fp16 conv, where set) becomes a FusedConv.
 
     Mirrors onnxruntime's ConvActivationFusion (level 2).
     """
@@ -120,7 +122,10 @@ def conv_act(state: FusionState) -> None:
         if len(w.inputs) > 1 and w.inputs[1] and not state.const(w.inputs[1]):
             continue  # a float conv on weights dequantized at run time keeps its activation apart
         a = state.out_single(w)
-        if not state.act_ok(a, acts) or a.inputs[0] != w.outputs[0]:
+        mine = acts
+        if state.rules.fp16_conv_act is not None and state.dtype(w.inputs[0]) == "float16":
+            mine = tuple(x for x in acts if x in state.rules.fp16_conv_act)
+        if not state.act_ok(a, mine) or a.inputs[0] != w.outputs[0]:
             continue
         w.info["act"] = a.op
         w.op = "FusedConv"
@@ -134,7 +139,10 @@ def conv_add(state: FusionState) -> None:
     activations it takes along).
 
     Mirrors onnxruntime's ConvAddActivationFusion (level 3); on GPUs the TensorRT-style conv +
-    residual epilogue.
+    residual epilogue. The Add goes to the first eligible producer in node order; convs that run NHWC in
+    fp16 (``rules.fp16_nhwc``) were re-created by the NhwcTransformer, after every other node and in its
+    topological order, which reaches an Add's later input first: a downsampling block's shortcut conv
+    takes the Add there, its second 3x3 conv in fp32.
     """
     for a in list(state.live):
         if a.dead or not state.is_op(a, "Add") or a.domain != "" or a.info.get("nchwc"):
@@ -146,7 +154,7 @@ def conv_add(state: FusionState) -> None:
         if s0 is None or s1 is None or len(s0) != 4 or s0 != s1 or state.dtype(ins[0]) not in FLOAT_DTYPES:
             continue
         producers = sorted({id(p): p for p in (state.producer(t) for t in ins) if p is not None}.values(),
-                           key=lambda p: p.rec.index)
+                           key=lambda p: (1, -p.rec.index) if fp16_nhwc_conv(state, p) else (0, p.rec.index))
         conv = None
         for p in producers:
             if not state.is_op(p, "Conv") or p.info.get("nchwc") or p.info.get("sum") or "act" in p.info:

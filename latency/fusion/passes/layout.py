@@ -383,6 +383,66 @@ def nhwc_int8(state: FusionState) -> None:
     state.reindex()
 
 
+def fp16_nhwc_conv(state: FusionState, w) -> bool:
+    """Whether conv ``w`` runs as an NHWC fp16 kernel under ``rules.fp16_nhwc``: a float16 Conv /
+    FusedConv with group 1 on 4-D data (onnxruntime's NhwcTransformer leaves depthwise fp16 convs NCHW:
+    MobileNetV2's run as FusedConv between two Transposes)."""
+    if not state.rules.fp16_nhwc or w.op not in CONV_OPS or not w.inputs or not w.inputs[0]:
+        return False
+    if w.info.get("precision") in INT8_PRECISIONS or state.dtype(w.inputs[0]) != "float16":
+        return False
+    return int(w.attr("group", 1) or 1) == 1 and len(state.shape(w.inputs[0]) or []) == 4
+
+
+def nhwc_fp16(state: FusionState) -> None:
+    """Transposes around NHWC fp16 regions: fp16 convs with group 1 run NHWC (:func:`fp16_nhwc_conv`),
+    fp16 pools reading NHWC data and the elementwise ops and Concats between NHWC tensors stay NHWC (the
+    transpose optimizer pushes the layout Transposes through them), and a Transpose
+    kernel is inserted where a region starts (a conv's data or sum input in NCHW) and where an NCHW
+    consumer (or a graph output) reads from it.
+
+    Mirrors onnxruntime's NhwcTransformer (level 3) for fp16 convs, where the CPU EP has fp16 conv
+    kernels (arm64): NhwcFusedConv, and MaxPool / GlobalAveragePool in its internal NHWC domain.
+    """
+    transparent = ("Add", "Mul", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid", "Concat")
+    layout: dict = {}
+    moved: set = set()
+
+    def transpose(t, pos, what):
+        if t not in moved:
+            moved.add(t)
+            state.inserted.append(InsertedKernel(pos, what, t))
+
+    for w in state.live:
+        data = [t for t in w.inputs if t and not state.const(t)]
+        if fp16_nhwc_conv(state, w) or (w.op in POOL_OPS and data and layout.get(data[0]) == "NHWC"
+                                        and state.dtype(data[0]) == "float16"):
+            for t in data:  # the data input and a fused residual (sum) input
+                if layout.get(t) != "NHWC":
+                    transpose(t, w.pos - 0.25, TO_NHWC)
+            for o in w.outputs:
+                if o:
+                    layout[o] = "NHWC"
+            w.info["nhwc"] = True
+            continue
+        if w.op in transparent and data and all(layout.get(t) == "NHWC" for t in data) and \
+                all(len(state.shape(t) or []) == 4 for t in data):
+            for o in w.outputs:
+                if o:
+                    layout[o] = "NHWC"
+            continue
+        for t in data:
+            if layout.get(t) == "NHWC":
+                p = state.producer(t)
+                transpose(t, (p.pos if p else w.pos) + 0.25, TO_NCHW)
+    for t in state.graph_outputs:
+        if layout.get(t) == "NHWC":
+            p = state.producer(t)
+            transpose(t, (p.pos if p else len(state.live)) + 0.25, TO_NCHW)
+    state.layouts["nhwc"] = set(state.layouts.get("nhwc", ())) | {t for t, v in layout.items() if v == "NHWC"}
+    state.reindex()
+
+
 NCHWC = Pass("nchwc", matches="float Conv / pools / BatchNormalization / per-channel Mul, and the Add, Sum, Mul, "
              "Concat, Resize, activations between them, with channels a multiple of the block",
              produces=("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Add", "Sum", "Concat",
@@ -391,3 +451,6 @@ NCHWC = Pass("nchwc", matches="float Conv / pools / BatchNormalization / per-cha
 NHWC_INT8 = Pass("nhwc_int8", matches="int8 Conv / pools and the int8 elementwise ops between them",
                  produces=("Transpose", "NhwcMaxPool"), mirrors="NhwcTransformer", apply=nhwc_int8,
                  switches=("qdq_nhwc",))
+NHWC_FP16 = Pass("nhwc_fp16", matches="fp16 Conv with group 1, fp16 pools on NHWC data and the elementwise ops "
+                 "between them", produces=("Transpose",), mirrors="NhwcTransformer (fp16)", apply=nhwc_fp16,
+                 switches=("fp16_nhwc",))
