@@ -3,8 +3,8 @@
 Builds onnxconverter-common fp16 files (keep_io_types) of zoo models, lets onnxruntime (aarch64 wheel,
 emulated Neoverse-N1: profilers/standalone_qemu.py) write its optimized graph and count its kernels, and
 prints, per model, the runtime's kernel count, the count of ``ORT_CPU_ARM64_RULES`` and of the same
-rules without their fp16 switches (fp16 convs NCHW, every pass on fp16 nodes, Softmax one kernel), and
-the keys where the rules still differ. Functional only: no timing is taken.
+rules without their fp16 switches (fp16 convs NCHW, every pass on fp16 nodes, Softmax one kernel, every
+fp16 op in fp16 with no Casts), and the keys where the rules still differ. Functional only: no timing is taken.
 
     python benchmarks/arm_fp16_fusion.py [--models resnet20_cifar,resnet18:64,...]
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         return 2
     cache = q.build()
     before = dataclasses.replace(ORT_CPU_ARM64_RULES, fp16_nhwc=False, fp16_conv_act=None, fp16_passes=None,
-                                 fp16_softmax_inline=False)
+                                 fp16_softmax_inline=False, fp16_no_kernel=())
     print(f"onnxruntime arm64 under qemu-user (QEMU_CPU=neoverse-n1, {' '.join(q.WHEELS)}); fp16 files from "
           "onnxconverter-common (keep_io_types=True); kernel counts of the optimized graph")
     print(f"{'model':<26}{'runtime':>8}{'before':>8}{'after':>8}  where the rules still differ (ours, runtime)")

@@ -243,7 +243,8 @@ def test_arm64_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path
 
 def test_arm64_fp16_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):
     """fp16 has kernels on arm64: group-1 convs run NHWC (NhwcFusedConv) between two layout Transposes,
-    and a downsampling block's residual Add goes to its shortcut conv."""
+    and a downsampling block's residual Add goes to its shortcut conv; an op with no arm64 fp16 kernel
+    (MobileNetV3's HardSigmoid, inlined HardSwish's included) runs in fp32 between two Casts."""
     import dataclasses
 
     import onnx
@@ -256,12 +257,20 @@ def test_arm64_fp16_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp
     q, cache = qemu_arm
     p = tmp_path / "resnet20_fp16.onnx"
     onnx.save(float16.convert_float_to_float16(zoo.build("resnet20_cifar"), keep_io_types=True), p)
+    mb = tmp_path / "mobilenet_v3_small_fp16.onnx"
+    onnx.save(float16.convert_float_to_float16(zoo.build("mobilenet_v3_small", size=64), keep_io_types=True), mb)
     script, out = tmp_path / "rg.py", tmp_path / "rg.json"
     script.write_text(_RUNTIME_GRAPH)
-    r = q.run([script, out, p], cache=cache, cpu="neoverse-n1", pythonpath=[arm_src], cwd=arm_src, timeout=900)
+    r = q.run([script, out, p, mb], cache=cache, cpu="neoverse-n1", pythonpath=[arm_src], cwd=arm_src, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    (items,) = json.loads(out.read_text()).values()
-    runtime = Counter({_tup(k): v for k, v in items})
+    found = {k: Counter({_tup(x): v for x, v in items}) for k, items in json.loads(out.read_text()).items()}
+    runtime, mb_runtime = found[str(p)], found[str(mb)]
+    # 9 SE HardSigmoids and 19 inlined HardSwishes, each in fp32 between two Casts, plus the graph's own two
+    assert mb_runtime["cast"] == 2 + 2 * 28
+    mg = load_graph(mb)
+    assert compare_summaries(kernel_summary(fuse(mg, ORT_CPU_ARM64_RULES)[0]), mb_runtime) == {}
+    no_casts = fuse(mg, dataclasses.replace(ORT_CPU_ARM64_RULES, fp16_no_kernel=()))[0]
+    assert compare_summaries(kernel_summary(no_casts), mb_runtime)["cast"] == (2, 58)
     assert runtime["transpose"] == 2 and runtime["cast"] == 2 and runtime["conv_sum"] == 9
     # the shortcut 1x1 conv of each downsampling block takes the residual Add and its Relu
     assert runtime[("conv", 32, (1, 1), (2, 2), "Relu")] == runtime[("conv", 64, (1, 1), (2, 2), "Relu")] == 1
@@ -295,3 +304,34 @@ def test_arm64_fp16_convs_run_nhwc_and_depthwise_ones_nchw():
     assert len(depthwise) == 17
     x86 = kernel_summary(fuse(g, ORT_CPU_X86_RULES(16))[0])
     assert x86["transpose"] == 0
+
+
+def test_arm64_fp16_ops_without_fp16_kernel_run_in_fp32_between_casts():
+    """Without qemu: on arm64 the fp16 nodes of ops with no fp16 kernel (EfficientNet's Sigmoid, DenseNet's
+    BatchNormalization, ViT's inlined Softmax ReduceMax / Exp / ReduceSum) are fp32 kernels with a Cast on
+    each fp16 tensor between them and the fp16 kernels (onnxruntime 1.31's arm64 graphs:
+    benchmarks/results/arm_fp16_fusion_neoverse-n1-qemu.txt); the x86 rules run the whole file in fp32."""
+    from onnxconverter_common import float16
+
+    from latency.fusion import ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, fuse, kernel_summary
+    from latency.graph import load_graph
+    from profilers import zoo
+
+    g = load_graph(float16.convert_float_to_float16(zoo.build("efficientnet_b0_64"), keep_io_types=True))
+    ks, unc = fuse(g, ORT_CPU_ARM64_RULES)
+    assert not unc
+    sig = [k for k in ks if k.params.get("op") == "Sigmoid"]
+    assert len(sig) == 65 and {k.precision for k in sig} == {"fp32"}
+    assert kernel_summary(ks)["cast"] == 2 + 2 * 65
+    assert {k.precision for k in ks if k.kind == "Conv"} == {"fp16"}
+    muls = [k for k in ks if k.params.get("op") == "Mul"]
+    assert muls and {k.precision for k in muls} == {"fp16"}
+    x86 = fuse(g, ORT_CPU_X86_RULES(16))[0]
+    assert {k.precision for k in x86 if k.kind == "Conv"} == {"fp32"}  # x86: no fp16 kernels
+
+    v = load_graph(float16.convert_float_to_float16(zoo.build("vit_tiny_64"), keep_io_types=True))
+    ks, unc = fuse(v, ORT_CPU_ARM64_RULES)
+    assert not unc
+    prec = Counter((k.params.get("op"), k.precision) for k in ks if k.kind in ("Reduce", "Activation"))
+    assert prec[("ReduceMax", "fp32")] == prec[("ReduceSum", "fp32")] == prec[("Exp", "fp32")] == 12
+    assert kernel_summary(ks)["cast"] == 2 + 5 * 12  # per Softmax: x, max, x - max, exp and sum

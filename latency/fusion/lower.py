@@ -109,6 +109,8 @@ def emit(state: FusionState) -> tuple[list, list]:
             if t.dtype == "float16" and t.shape is not None and p is not None:
                 out.append((p.pos + 0.75, Kernel(f"Cast({t.name})", "Activation", {"op": "Cast", "x": list(t.shape)},
                                                  "fp16", "0", (), ("Cast",))))
+    elif state.rules.fp16_no_kernel:
+        out.extend(_fp16_boundary_casts(state))  # fp16 kernels: Casts around the ops run in fp32
     out.sort(key=lambda pk: pk[0])
     kernels = [k for _, k in out]
     # Identity / Dropout eliminated by the runtime: attach them to the kernel that produces
@@ -132,15 +134,24 @@ def emit(state: FusionState) -> tuple[list, list]:
 
 
 def fp16_run_nodes(state: FusionState) -> set:
-    """ids of the live nodes the runtime runs in fp16 itself (``rules.fp16_native`` ops on fp16 data, less
-    the isolated ones); empty where fp16 graphs do not run as fp32 kernels."""
-    native_ops = set(state.rules.fp16_native) - {"Cast"}
-    if not (state.rules.fp16_as_fp32 and native_ops):
+    """ids of the live nodes the runtime runs in fp16 itself, less the isolated ones: ``rules.fp16_native``
+    ops on fp16 data where fp16 graphs run as fp32 kernels, every op on fp16 data but those in
+    ``rules.fp16_no_kernel`` where they run as fp16 kernels; empty where neither list is given."""
+    rules = state.rules
+    native_ops = set(rules.fp16_native) - {"Cast"}
+    no_kernel = set(rules.fp16_no_kernel)
+    if not ((rules.fp16_as_fp32 and native_ops) or (not rules.fp16_as_fp32 and no_kernel)):
         return set()
 
+    def fp16_data(w) -> bool:
+        return any(t and state.dtype(t) == "float16" for t in list(w.inputs[:1]) + list(w.outputs[:1]))
+
     def fp16_kernel(w) -> bool:
-        return (w.op in native_ops and w.domain in ("", "ai.onnx") and not w.info.get("precision")
-                and any(t and state.dtype(t) == "float16" for t in list(w.inputs[:1]) + list(w.outputs[:1])))
+        if w.info.get("precision") or not fp16_data(w):
+            return False
+        if rules.fp16_as_fp32:
+            return w.op in native_ops and w.domain in ("", "ai.onnx")
+        return w.op != "Cast" and w.op not in no_kernel
 
     fp16_nodes = {id(w) for w in state.live if fp16_kernel(w)}
     # IsIsolatedFp16NodeOnCpu: an fp16-capable node whose fp16 inputs all come from nodes run in fp32 and
@@ -194,6 +205,33 @@ def _fp16_boundary_casts(state: FusionState) -> list:
     return out
 
 
+def _fp16_inline_casts(state: FusionState, w: WorkNode, ks: list, reads: tuple, writes: tuple, shapes: dict) -> list:
+    """The kernels ``ks`` of an fp16 node whose function body the runtime inlines (kernel i reads the
+    tensors ``reads[i]``, writes ``writes[i]``; ``x`` the node's fp16 input, the last output its fp16
+    output), where the EP has fp16 kernels: those of ``rules.fp16_no_kernel`` in fp32, the others in fp16,
+    and a Cast kernel wherever a tensor is read (or leaves the node) in the other precision."""
+    have = {"x": {"fp16"}}
+    out = []
+
+    def cast(label, to):
+        out.append(Kernel(f"Cast({w.name}/{label},{to})", "Activation", {"op": "Cast", "x": shapes[label]}, "fp32",
+                          "0", (), ("Cast",)))
+        have[label].add(to)
+
+    for k, ins, o in zip(ks, reads, writes):
+        prec = "fp32" if k.params.get("op") in state.rules.fp16_no_kernel else "fp16"
+        for label in ins:
+            if prec not in have[label]:
+                cast(label, prec)
+        allowed = ops.get_kind(k.kind).precisions
+        out.append(replace(k, precision=prec if prec in allowed else allowed[0]))
+        have[o] = {prec}
+    if "fp16" not in have[writes[-1]]:
+        shapes.setdefault(writes[-1], shapes["x"])
+        cast(writes[-1], "fp16")
+    return out
+
+
 def lower_node(state: FusionState, w: WorkNode) -> list:
     """The kernels of one live work node (one, or more: a HardSwish run inlined, a Gemm on N-D A with
     its Reshapes, a shared DequantizeLinear once per consumer); Unpriceable when none prices it."""
@@ -236,17 +274,25 @@ def lower_node(state: FusionState, w: WorkNode) -> list:
                  ("Activation", {"op": "Exp", "x": x}),
                  ("Reduce", {"op": "ReduceSum", "x": x, "axes": [ax], "keepdims": 1}),
                  ("Elementwise", {"op": "Div", "inputs": [x, r], "const_b": 0}))
-        return [make_kernel(kind, params, name=w.name if i == 0 else f"{w.name}/{params['op']}", precision="fp32",
-                            nodes=nodes if i == 0 else (), op_types=op_types if i == 0 else (params["op"],))
-                for i, (kind, params) in enumerate(parts)]
+        ks = [make_kernel(kind, params, name=w.name if i == 0 else f"{w.name}/{params['op']}", precision="fp32",
+                          nodes=nodes if i == 0 else (), op_types=op_types if i == 0 else (params["op"],))
+              for i, (kind, params) in enumerate(parts)]
+        if id(w) not in state.fp16_run or state.rules.fp16_as_fp32:
+            return ks
+        # fp16 kernels (arm64): the inlined ops with an fp16 kernel run in fp16, Casts between
+        return _fp16_inline_casts(state, w, ks, (("x",), ("x", "m"), ("s",), ("e",), ("e", "r")),
+                                  ("m", "s", "e", "r", "y"), {"x": x, "m": r, "s": x, "e": x, "r": r})
     if op == "HardSwish" and state.rules.hardswish_inline:
         x = state.need_shape(w.inputs[0])
         hs, mul = w.info.get("hs_parts", (w.members, []))
-        return [make_kernel("Activation", {"op": "HardSigmoid", "x": x}, name=hs[0].name,
-                            nodes=tuple(r.name for r in hs), op_types=tuple(r.op_type for r in hs)),
-                make_kernel("Elementwise", {"op": "Mul", "inputs": [x, x], "const_b": 0},
-                            name=mul[0].name if mul else w.name + "/Mul",
-                            nodes=tuple(r.name for r in mul), op_types=tuple(r.op_type for r in mul) or ("Mul",))]
+        ks = [make_kernel("Activation", {"op": "HardSigmoid", "x": x}, name=hs[0].name,
+                          nodes=tuple(r.name for r in hs), op_types=tuple(r.op_type for r in hs)),
+              make_kernel("Elementwise", {"op": "Mul", "inputs": [x, x], "const_b": 0},
+                          name=mul[0].name if mul else w.name + "/Mul",
+                          nodes=tuple(r.name for r in mul), op_types=tuple(r.op_type for r in mul) or ("Mul",))]
+        if id(w) not in state.fp16_run or state.rules.fp16_as_fp32:
+            return ks
+        return _fp16_inline_casts(state, w, ks, (("x",), ("x", "h")), ("h", "y"), {"x": x, "h": x})
     if op in CONV_OPS or (op == "Conv" and w.info.get("dyn")):
         return [_lower_conv(state, w, make_kernel)]
     if op in MATMUL_OPS or w.info.get("dyn"):

@@ -54,12 +54,20 @@ def ORT_CPU_X86_RULES(block: int = 8) -> FusionRules:
 #: stays two kernels), plus the fp16 NHWC layout; no Gelu, FusedMatMul or FusedGemm either (ViT-tiny, LeNet-5)
 ARM64_FP16_PASSES = tuple(n for n in X86_FP16_PASSES if n not in (QUICK_GELU.name, NCHWC.name)) + (NHWC_FP16.name,)
 
+#: ops onnxruntime's arm64 CPU EP has no fp16 kernel for: they run in fp32 between Cast kernels in its
+#: optimized graphs of MobileNetV3-small (HardSigmoid), EfficientNet-B0 (Sigmoid), DenseNet-121
+#: (BatchNormalization), ShuffleNetV2 (ReduceMean), ViT-tiny (Softmax's inlined ReduceMax, Exp, ReduceSum;
+#: its Sub and Div stay fp16) and a small U-Net (Resize, ConvTranspose), onnxruntime 1.31 under qemu-user
+#: (Neoverse-N1)
+ARM64_FP16_NO_KERNEL = ("BatchNormalization", "Sigmoid", "HardSigmoid", "ReduceMean", "ReduceMax", "ReduceSum", "Exp",
+                        "Resize", "ConvTranspose")
+
 #: onnxruntime CPU EP on arm64 (Neoverse-N1 class): no NCHWc; Conv(+bias)+Add(+act) -> FusedConv; fp16 kernels,
-#: fp16 convs with group 1 NHWC (NhwcFusedConv). Checked under qemu-user (Neoverse-N1, onnxruntime 1.31) on
-#: onnxconverter-common fp16 files (keep_io_types) of resnet20_cifar, resnet18 / resnet50 at 64 px and
-#: mobilenet_v2_050 at 96 px: same kernel counts as the runtime's optimized graph; the Casts around ops with
-#: no arm64 fp16 kernel (BatchNormalization, Sigmoid, HardSigmoid, ...) are not modelled
-#: (benchmarks/arm_fp16_fusion.py)
+#: fp16 convs with group 1 NHWC (NhwcFusedConv), ops with no fp16 kernel in fp32 between Casts. Checked under
+#: qemu-user (Neoverse-N1, onnxruntime 1.31) on onnxconverter-common fp16 files (keep_io_types) of
+#: resnet20_cifar, resnet18 / resnet50 at 64 px, mobilenet_v2_050 at 96 px, mobilenet_v3_small at 64 px and
+#: efficientnet_b0_64: same kernel counts as the runtime's optimized graph (benchmarks/arm_fp16_fusion.py)
 ORT_CPU_ARM64_RULES = FusionRules(name="ort-cpu-arm64", passes=ARM64_PASSES, nchwc=False, conv_add=True,
                                   qdq_nhwc=True, fp16_nhwc=True, fp16_conv_act=("Relu", "Clip"),
-                                  fp16_passes=ARM64_FP16_PASSES, fp16_softmax_inline=True)
+                                  fp16_passes=ARM64_FP16_PASSES, fp16_softmax_inline=True,
+                                  fp16_no_kernel=ARM64_FP16_NO_KERNEL)

@@ -104,6 +104,10 @@ class FusionRules:
     #: Softmax has no fp16 kernel and its function body is inlined (ReduceMax, Sub, Exp, ReduceSum, Div:
     #: five fp32 kernels); x86 and arm64
     fp16_softmax_inline: bool = False
+    #: without ``fp16_as_fp32`` (fp16 kernels): ops the EP has no fp16 kernel for; their fp16 nodes run as
+    #: fp32 kernels, a Cast kernel on every fp16 tensor between one of them and an op run in fp16
+    #: (InsertCastTransformer; an isolated fp16 node between them runs in fp32 too)
+    fp16_no_kernel: tuple = ()
 
     def __post_init__(self):
         # activation lists also accept True (the default list), False/None (none) or one name
@@ -123,6 +127,8 @@ class FusionRules:
         elif self.fp16_conv_act is not None:
             object.__setattr__(self, "fp16_conv_act", tuple(self.fp16_conv_act))
         object.__setattr__(self, "passes", tuple(self.passes))
+        object.__setattr__(self, "fp16_no_kernel", (self.fp16_no_kernel,) if isinstance(self.fp16_no_kernel, str)
+                           else tuple(self.fp16_no_kernel or ()))
 
     @property
     def pass_names(self) -> tuple:

@@ -307,7 +307,13 @@ class FusionState:
         for t in list(w.inputs) + list(w.outputs):
             dt = self.dtype(t) if t else ""
             if dt in ("float16", "bfloat16"):
-                return "fp32" if self.rules.fp16_as_fp32 else "fp16"
+                if self.rules.fp16_as_fp32:
+                    return "fp32"
+                # fp16 kernels: an op with none, or an isolated fp16 node, runs in fp32 between Casts
+                if dt == "float16" and w.op != "Cast" and self.rules.fp16_no_kernel and \
+                        (w.op in self.rules.fp16_no_kernel or self.fp16_run):
+                    return "fp32"
+                return "fp16"
             if dt == "float32":
                 return "fp32"
         return "fp32"
