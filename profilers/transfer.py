@@ -209,20 +209,26 @@ def _describe(target, info: ProfileInfo, db: Path, base_rows, train: bool, say, 
     out = {"db": str(db), "base": info.path, "probes": 0, "probes_new": 0, "failed": 0, "transferred_rows": n_rows,
            "transfer": str(model_path), "model": model, "described": model.spec["known"]}
     if train:
-        from latency.regressor import train_all
-
-        t1 = time.monotonic()
-        say("training the regressors on the new table")
-        with Store(db, readonly=True) as st:
-            rep = train_all(st, st.find_target(target.name), companion(db, ".regressors"))
-        timings["train_s"] = round(time.monotonic() - t1, 1)
-        out["regressors"] = f"retrained ({int((rep['status'] == 'trained').sum())} kinds)"
+        out["regressors"] = _train_regressors(db, target, say, timings)
     else:
         out["regressors"] = "none (kernels without a row are priced by the FLOPs/bytes prior fitted on the new table)"
     out["context"] = _describe_base_calibration(info, db, model)
     timings["total_s"] = round(time.monotonic() - t0, 1)
     out["timings"] = timings
     return out
+
+
+def _train_regressors(db, target, say, timings: dict) -> str:
+    """Retrain every kind's regressor on the new profile ``db`` (its ``.regressors`` beside it); the time goes
+    into ``timings["train_s"]``; what was done, for the summary."""
+    from latency.regressor import train_all
+
+    t1 = time.monotonic()
+    say("training the regressors on the new table")
+    with Store(db, readonly=True) as st:
+        rep = train_all(st, st.find_target(target.name), companion(db, ".regressors"))
+    timings["train_s"] = round(time.monotonic() - t1, 1)
+    return f"retrained ({int((rep['status'] == 'trained').sum())} kinds)"
 
 
 def _describe_base_calibration(info, db, model) -> str:
@@ -415,14 +421,7 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
     # retrain (calibrate) when it was planned, or when the probes ended early and left room for it
     # with a margin (these steps take longer on a busy machine: a calibration took 61 to 123 s here)
     if train is not False and (do_train or left() >= 1.5 * TRAIN_S + (CALIBRATE_S if do_cal else 0)):
-        from latency.regressor import train_all
-
-        t1 = time.monotonic()
-        say("training the regressors on the new table")
-        with Store(db, readonly=True) as st:
-            rep = train_all(st, st.find_target(target.name), companion(db, ".regressors"))
-        timings["train_s"] = round(time.monotonic() - t1, 1)
-        out["regressors"] = f"retrained ({int((rep['status'] == 'trained').sum())} kinds)"
+        out["regressors"] = _train_regressors(db, target, say, timings)
     else:
         reg = companion(db, ".regressors")
         out["regressors"] = ("none: the budget left no time to train (kernels without a row are priced by the "

@@ -13,7 +13,7 @@ def fused_graph(graph: Graph, rules: FusionRules) -> FusionState:
     """The work graph of ``graph`` after ``rules.passes`` ran in order (each when one of its switches is
     on): the runtime's optimized graph, before lowering."""
     state = FusionState(graph, rules)
-    gate = rules.fp16_passes is not None
+    gate = rules.fp16_passes is not None and state.has_fp16
     for fusion_pass in rules.passes:
         if not fusion_pass.enabled(rules):
             continue

@@ -140,7 +140,7 @@ def fp16_run_nodes(state: FusionState) -> set:
     rules = state.rules
     native_ops = set(rules.fp16_native) - {"Cast"}
     no_kernel = set(rules.fp16_no_kernel)
-    if not ((rules.fp16_as_fp32 and native_ops) or (not rules.fp16_as_fp32 and no_kernel)):
+    if not state.has_fp16 or not ((rules.fp16_as_fp32 and native_ops) or (not rules.fp16_as_fp32 and no_kernel)):
         return set()
 
     def fp16_data(w) -> bool:

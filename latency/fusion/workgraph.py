@@ -132,6 +132,8 @@ class FusionState:
         self.inserted: list[InsertedKernel] = []
         #: ids of the nodes the runtime keeps in fp16 (set by the lowering: fusion.lower.fp16_run_nodes)
         self.fp16_run: set = set()
+        #: whether any tensor is float16 (else the fp16 rules have nothing to do)
+        self.has_fp16 = any(t.dtype == "float16" for t in graph.tensors.values())
         #: tensor -> the Identity/Dropout records eliminated on it
         self.eliminated_on: dict = {}
         self.graph_outputs = set(graph.output_names)

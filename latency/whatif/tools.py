@@ -273,10 +273,9 @@ class ToolPath:
                 self.check(prec)
             from ..graph import load_graph
 
-            model = self.convert(prec, on, kept)
-            e = self.plan.estimator.estimate(load_graph(model, shapes=self.shapes, batch=self.batch))
+            e = self.plan.estimator.estimate(load_graph(self.convert(prec, on, kept), shapes=self.shapes,
+                                                        batch=self.batch))
             self._cache[key] = e
-            self._unloadable[key] = _runtime_refuses(self.plan.estimator.target, model)
         if check:
             before = {(u.op_type, u.reason) for u in self.plan.baseline.uncovered}
             new = [u for u in e.uncovered if (u.op_type, u.reason) not in before]
@@ -298,10 +297,14 @@ class ToolPath:
 
         c, est = self.estimate(choice)
         base = self.plan.baseline
+        key = (c.precision, c.nodes)
+        if key not in self._unloadable:  # one runtime session per candidate answered, not per one priced
+            self._unloadable[key] = _runtime_refuses(self.plan.estimator.target,
+                                                     self.convert(c.precision, c.nodes, c.kept))
         changes = _kernel_changes(est, base, self.plan.node_order)
         desc = {n: {"precision": c.precision} for n in self.candidates(c.precision) if n in c.nodes}
         notes = [f"priced by converting with {TOOLS[c.precision]} and estimating the written model whole"]
-        why = self._unloadable.get((c.precision, c.nodes))
+        why = self._unloadable[key]
         if why:
             notes.append(f"the file the tool writes for this choice does not load in the target's runtime ({why}): "
                          "the price is of a model that cannot run as converted")

@@ -310,6 +310,26 @@ def _requantized(state: FusionState, c, pos: int) -> bool:
     return state.is_op(state.out_single(c), "QuantizeLinear")
 
 
+def _mark_nhwc(w, layout: dict) -> None:
+    """Node ``w`` runs channels-last: its outputs are NHWC."""
+    for o in w.outputs:
+        if o:
+            layout[o] = "NHWC"
+    w.info["nhwc"] = True
+
+
+def _stays_nhwc(state: FusionState, w, data, layout: dict, transparent) -> bool:
+    """Whether ``w`` (one of the ``transparent`` ops) reads only 4-D NHWC tensors and so stays in the region;
+    if so its outputs are marked NHWC."""
+    if not (w.op in transparent and data and all(layout.get(t) == "NHWC" for t in data)
+            and all(len(state.shape(t) or []) == 4 for t in data)):
+        return False
+    for o in w.outputs:
+        if o:
+            layout[o] = "NHWC"
+    return True
+
+
 def nhwc_int8(state: FusionState) -> None:
     """Transposes around NHWC int8 regions: int8 convs and pools run NHWC, int8 elementwise ops and
     Q/DQ between them stay NHWC, and a Transpose kernel is inserted where a region starts and where
@@ -364,16 +384,9 @@ def nhwc_int8(state: FusionState) -> None:
                 state.inserted.append(InsertedKernel(w.pos - 0.25, TO_NHWC, x))
             for t in data[1:]:
                 need_nchw(t, w)
-            for o in w.outputs:
-                if o:
-                    layout[o] = "NHWC"
-            w.info["nhwc"] = True
+            _mark_nhwc(w, layout)
             continue
-        if w.op in transparent and data and all(layout.get(t) == "NHWC" for t in data) and \
-                all(len(state.shape(t) or []) == 4 for t in data):
-            for o in w.outputs:
-                if o:
-                    layout[o] = "NHWC"
+        if _stays_nhwc(state, w, data, layout, transparent):
             continue
         for t in data:
             need_nchw(t, w)
@@ -420,16 +433,9 @@ def nhwc_fp16(state: FusionState) -> None:
             for t in data:  # the data input and a fused residual (sum) input
                 if layout.get(t) != "NHWC":
                     transpose(t, w.pos - 0.25, TO_NHWC)
-            for o in w.outputs:
-                if o:
-                    layout[o] = "NHWC"
-            w.info["nhwc"] = True
+            _mark_nhwc(w, layout)
             continue
-        if w.op in transparent and data and all(layout.get(t) == "NHWC" for t in data) and \
-                all(len(state.shape(t) or []) == 4 for t in data):
-            for o in w.outputs:
-                if o:
-                    layout[o] = "NHWC"
+        if _stays_nhwc(state, w, data, layout, transparent):
             continue
         for t in data:
             if layout.get(t) == "NHWC":

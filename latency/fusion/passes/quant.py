@@ -223,25 +223,17 @@ def _unit(state: FusionState, w) -> tuple:
                           [state.producer(t) for i, t in enumerate(w.inputs) if i not in idx and t])
     members = list(w.members)
     new_inputs = list(w.inputs)
-    for i, d in zip(idx, dqs):
+    # the unit's DQs, then the bias / extra DQs of constants
+    absorbed = list(zip(idx, dqs)) + [(i, state.producer(t)) for i, t in enumerate(w.inputs) if i not in idx and t]
+    for i, d in absorbed:
+        if i not in idx and not (state.is_op(d, "DequantizeLinear") and state.const(d.inputs[0])):
+            continue
         new_inputs[i] = d.inputs[0]
         if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
             members = list(d.members) + members
             d.dead = True
         else:
             d.info.setdefault("shared_by", []).append(w)
-    # bias / extra DQs of constants
-    for i, t in enumerate(w.inputs):
-        if i in idx or not t:
-            continue
-        d = state.producer(t)
-        if state.is_op(d, "DequantizeLinear") and state.const(d.inputs[0]):
-            new_inputs[i] = d.inputs[0]
-            if len(state.consumers(d.outputs[0])) == 1 and d.outputs[0] not in state.graph_outputs:
-                members = list(d.members) + members
-                d.dead = True
-            else:
-                d.info.setdefault("shared_by", []).append(w)
     for c in chain:
         members += c.members
         c.dead = True
