@@ -83,10 +83,12 @@ def test_kill_9_at_random_points_then_resume(tmp_path):
     rng = random.Random(20261206)
     base = [sys.executable, "-m", "latency.cli", "profile", "--target", "fake", "--db", str(db), "--plan", "quick",
             "--no-progress"]
-    # (chunk size, delay per chunk, kill after rows or after a time): small chunks with no delay kill
-    # mostly inside writes; the first kill lands while it starts (imports, schema, first chunks)
-    settings = [("3", "0", "time"), ("1", "0", "rows"), ("10", "0.05", "rows"), ("7", "0.02", "rows"),
-                ("1", "0", "rows")]
+    # (chunk size, delay per chunk, kill after rows or after a time): small chunks with a tiny delay kill
+    # mostly inside writes; the first kill lands while it starts (imports, schema, first chunks). Every
+    # setting has some delay: on a host where the CLI starts in ~0.2 s the whole fake plan with none is
+    # written before the first kill, and nothing is left to kill
+    settings = [("3", "0.01", "time"), ("1", "0.002", "rows"), ("10", "0.05", "rows"), ("7", "0.02", "rows"),
+                ("1", "0.002", "rows")]
     kills = 0
     for chunk, delay, mode in settings:
         before = len(_stored(db)) if db.exists() else 0  # read before the sweep starts writing
