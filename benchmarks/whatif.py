@@ -341,10 +341,15 @@ def main() -> None:
             if m["error"]:
                 refused.append((tag, label, f"measurement failed: {m['error'][:120]}"))
                 continue
+            change = paired_change(m, meas["fp32"])
             rows.append({"model": tag, "variant": label, "pred_ms": p, "meas_ms": m["latency_ms"],
-                         "base_pred": plan.baseline_ms, "base_meas": base, "spread": m["spread"]})
+                         "base_pred": plan.baseline_ms, "base_meas": base, "spread": m["spread"],
+                         "meas_change": change})
             print(f"  {label:28s} predicted {p:9.3f} ms  measured {m['latency_ms']:9.3f} ms  "
-                  f"err {100 * (p / m['latency_ms'] - 1):+6.1f}%")
+                  f"err {100 * (p / m['latency_ms'] - 1):+6.1f}%"
+                  + ("" if label == "fp32" or change is None else
+                     f"  change vs fp32: predicted {100 * (p / plan.baseline_ms - 1):+6.1f}%, "
+                     f"measured (paired) {100 * change:+6.1f}%"))
         for t_, lp in loops:
             if t_ == tag and "meas_ms" not in lp:
                 m = meas["pareto pick"]
@@ -382,13 +387,24 @@ def closed_loop_prepare(plan, model, pre, tmp):
             "fp32": plan.baseline_ms}
 
 
+def paired_change(var, base):
+    """The measured change of a variant against the fp32 model as a paired comparison: the median, over
+    the phases both ran in, of the ratio of their round medians in that phase, minus 1 (the two ran side by
+    side in each phase, so a slow stretch of the host moves both; the ratio of the two minima compares
+    rounds from different moments). None without a common phase."""
+    b = dict(zip(base.get("rounds_phase", []), base.get("rounds_ms", [])))
+    r = [v / b[ph] for ph, v in zip(var.get("rounds_phase", []), var.get("rounds_ms", [])) if b.get(ph)]
+    return float(np.median(r)) - 1.0 if r else None
+
+
 def rescore(path, kendalltau):
     """The summary of a saved run's variant rows (``model: plan prepared in X s`` headers and ``label
     predicted P ms measured M ms`` lines), computed again; nothing is measured."""
     import re
 
     head = re.compile(r"^(\S+): plan prepared in ([0-9.]+) s")
-    line = re.compile(r"^  (.+?)\s+predicted\s+([0-9.]+) ms\s+measured\s+([0-9.]+) ms")
+    line = re.compile(r"^  (.+?)\s+predicted\s+([0-9.]+) ms\s+measured\s+([0-9.]+) ms"
+                      r"(?:.*measured \(paired\)\s+([-+0-9.]+)%)?")
     rows, prep, cur, base = [], {}, None, {}
     with open(path) as f:
         for ln in f:
@@ -402,7 +418,8 @@ def rescore(path, kendalltau):
                 label, p, ms = m.group(1).strip(), float(m.group(2)), float(m.group(3))
                 if label == "fp32":
                     base[cur] = (p, ms)
-                rows.append({"model": cur, "variant": label, "pred_ms": p, "meas_ms": ms, "spread": float("nan")})
+                rows.append({"model": cur, "variant": label, "pred_ms": p, "meas_ms": ms, "spread": float("nan"),
+                             "meas_change": float(m.group(4)) / 100 if m.group(4) else None})
     if not rows:
         raise SystemExit(f"{path}: no variant rows to re-score")
     for r in rows:
@@ -431,30 +448,43 @@ def report(rows, refused, loops, prep, kendalltau):
     # the measured change is within the noise too
     pc = nb.pred_ms / nb.base_pred - 1
     nb["sign_pred"] = np.where(pc.abs() < 0.005, 0.0, np.sign(pc))
-    nb["sign_meas"] = np.sign(nb.meas_ms - nb.base_meas)
+    # the measured change: paired per phase where the run recorded it (see paired_change), else the ratio of
+    # the two minima (runs saved before the pairing)
+    ratio_of_minima = nb.meas_ms / nb.base_meas - 1
+    paired = pd.to_numeric(nb["meas_change"], errors="coerce") if "meas_change" in nb else ratio_of_minima * np.nan
+    nb["mchange"] = paired.fillna(ratio_of_minima)
+    print(f"measured change vs fp32 taken paired per phase for {int(paired.notna().sum())} of {len(nb)} variants")
+    nb["sign_meas"] = np.sign(nb.mchange)
     # a measured change under 2% is within the protocol's noise: either sign counts as right
-    small = (nb.meas_ms / nb.base_meas - 1).abs() < 0.02
+    small = nb.mchange.abs() < 0.02
     ok = (nb.sign_pred == nb.sign_meas) | small
     print(f"sign of the change vs fp32 right: {int(ok.sum())}/{len(nb)} "
           f"({int(small.sum())} measured changes under 2% count as right either way)")
     for v, g in nb[~ok].iterrows():
         print(f"  wrong sign: {g.model} {g.variant}: predicted {100 * (g.pred_ms / g.base_pred - 1):+.1f}%, "
-              f"measured {100 * (g.meas_ms / g.base_meas - 1):+.1f}%")
+              f"measured {100 * g.mchange:+.1f}%")
     # what a compression search acts on: the change against the plain model, predicted as the ratio of the
     # two predictions and measured as the ratio of the two measurements (the fp32 model's own error, shared
     # by all of its variants, cancels)
-    nb["rel_err"] = (nb.pred_ms / nb.base_pred) / (nb.meas_ms / nb.base_meas) - 1
+    nb["rel_err"] = (nb.pred_ms / nb.base_pred) / (1 + nb.mchange) - 1
     print(f"change against the fp32 model (predicted ratio / measured ratio - 1): within +-5% "
           f"{int((nb.rel_err.abs() <= 0.05).sum())}/{len(nb)}, within +-10% {int((nb.rel_err.abs() <= 0.10).sum())}"
           f"/{len(nb)}; MAPE {100 * nb.rel_err.abs().mean():.1f}%; median {100 * nb.rel_err.median():+.1f}%")
     print("\nper model: Kendall tau over its variants (measured vs predicted order), within +-10%, MAPE, prepare")
-    taus = []
+    # the measured order of a model's variants: by their paired change against its fp32 model where the run
+    # recorded it (one common scale per phase), else by their minima; tau over the minima printed beside it
+    df["mchange"] = 0.0
+    df.loc[nb.index, "mchange"] = nb.mchange
+    taus, taus_min = [], []
     for mname, g in df.groupby("model", sort=False):
-        tau = kendalltau(g.pred_ms, g.meas_ms).statistic if len(g) > 1 else float("nan")
+        tau = kendalltau(g.pred_ms, g.mchange).statistic if len(g) > 1 else float("nan")
+        tau_min = kendalltau(g.pred_ms, g.meas_ms).statistic if len(g) > 1 else float("nan")
         taus.append(tau)
-        print(f"  {mname:22s} tau {tau:+.2f}  within {int((g.err.abs() <= 0.1).sum())}/{len(g)}  "
-              f"MAPE {100 * g.err.abs().mean():5.1f}%  prepare {prep[mname]:.2f} s")
-    print(f"  mean tau {np.nanmean(taus):+.2f}, min {np.nanmin(taus):+.2f}")
+        taus_min.append(tau_min)
+        print(f"  {mname:22s} tau {tau:+.2f} (over minima {tau_min:+.2f})  within {int((g.err.abs() <= 0.1).sum())}"
+              f"/{len(g)}  MAPE {100 * g.err.abs().mean():5.1f}%  prepare {prep[mname]:.2f} s")
+    print(f"  mean tau {np.nanmean(taus):+.2f}, min {np.nanmin(taus):+.2f} (over minima: mean "
+          f"{np.nanmean(taus_min):+.2f}, min {np.nanmin(taus_min):+.2f})")
     print("\nper variant type: within +-10%, MAPE, median error")
     df["kind"] = df.variant.str.replace(r",.*| \(.*", "", regex=True)
     for k, g in df.groupby("kind", sort=False):

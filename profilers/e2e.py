@@ -178,7 +178,8 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
 
     Returns name -> dict with ``latency_ms`` (min over rounds of the round medians, ms),
     ``median_ms`` (median of the round medians, ms), ``rounds_ms`` (every round median, ms, in
-    order), ``n_runs`` (timed runs in total), ``runs_per_round``, ``spread`` (second-lowest /
+    order), ``rounds_phase`` (the phase of each of those rounds: rounds of two models in one phase ran
+    side by side, so their ratio is a paired comparison), ``n_runs`` (timed runs in total), ``runs_per_round``, ``spread`` (second-lowest /
     lowest round median - 1; None with fewer than 2 rounds), ``phases`` (how many it ran in),
     ``confirmed`` (a second round within ``confirm`` of the fastest), ``first_run_ms`` (first
     warm-up run of the first phase, ms), ``session_s`` (session creation in the first phase, s) and
@@ -190,7 +191,7 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
     say = progress or (lambda msg: None)
     feeds = dict(feeds or {})
     res = {name: {"latency_ms": None, "median_ms": None, "rounds_ms": [], "n_runs": 0,
-                  "runs_per_round": None, "spread": None, "phases": 0, "confirmed": False, "first_run_ms": None,
+                  "runs_per_round": None, "rounds_phase": [], "spread": None, "phases": 0, "confirmed": False, "first_run_ms": None,
                   "session_s": None, "error": None} for name in models}
     todo, p = list(models), 0
     while todo:
@@ -223,9 +224,18 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
             r["phases"] += 1
             live[name] = (sess, feed)
         say(f"phase {label}: {len(live)} sessions, {n_rounds} rounds")
+        # the model timed first after the phase's session creation runs a few % slower (bert_mini@64:
+        # +3 to +7% in three runs of 8 identical sessions): the order turns by one model a phase so that
+        # no model holds that place in every phase
+        order = list(live.items())
+        if order:
+            turn = p % len(order)
+            order = order[turn:] + order[:turn]
         for k in range(n_rounds):
             t_round = time.perf_counter()
-            for name, (sess, feed) in list(live.items()):
+            for name, (sess, feed) in order:
+                if name not in live:
+                    continue
                 r = res[name]
                 times = []
                 try:
@@ -238,6 +248,7 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
                     del live[name]
                     continue
                 r["rounds_ms"].append(statistics.median(times) / 1e6)
+                r["rounds_phase"].append(p)
                 r["n_runs"] += len(times)
             say(f"phase {label} round {k + 1}/{n_rounds}: {time.perf_counter() - t_round:.2f} s")
         live.clear()
