@@ -538,6 +538,15 @@ class Store:
         return "ok" if msgs == ["ok"] else "; ".join(msgs)
 
     def close(self) -> None:
+        """Close; a writable file is left as one self-contained file in rollback-journal mode when no other
+        connection holds it (the WAL folded in), so that it can be shipped and opened read-only; each writable
+        open switches back to WAL. Another connection still open keeps it in WAL (tried, not waited for)."""
+        if not self.readonly and self.path != ":memory:":
+            try:
+                self.conn.execute("PRAGMA busy_timeout=0")
+                self.conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+            except sqlite3.Error:
+                pass
         self.conn.close()
 
     def __enter__(self) -> "Store":

@@ -61,6 +61,39 @@ def test_round_trip(mem):
         s.finish_run(run, "bogus", 0, 0)
 
 
+def test_closed_file_is_self_contained_and_opens_read_only(tmp_path):
+    """A profile closed by its last writer is one file in rollback-journal mode (the WAL folded in), so a
+    read-only install can open it; a writer closing while another connection is open leaves WAL to it."""
+    path = tmp_path / "p.db"
+    a = Store(path)
+    tid = a.ensure_target("cpu-a", FP)
+    a.upsert_measurements([row(tid, 0)])
+    b = Store(path)
+    b.upsert_measurements([row(tid, 1)])
+
+    def mode():
+        c = sqlite3.connect(path)
+        try:
+            return c.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            c.close()
+
+    b.close()  # a still holds the file: stays WAL
+    assert mode() == "wal"
+    a.close()
+    assert mode() == "delete"
+    assert not (tmp_path / "p.db-wal").exists()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "p.db").write_bytes(path.read_bytes())
+    ro.chmod(0o555)
+    try:
+        with Store(ro / "p.db", readonly=True) as r:
+            assert len(r.measurements(tid)) == 2
+    finally:
+        ro.chmod(0o755)
+
+
 def test_upsert_twice_one_row(mem):
     s, tid = mem
     s.upsert_measurements([row(tid, 0, latency=10.0)])
@@ -135,7 +168,8 @@ def test_readonly_reads_but_refuses_writes(tmp_path):
         tid = s.ensure_target("cpu-a", FP)
         s.upsert_measurements([row(tid, 0)])
     with Store(p, readonly=True) as r:
-        assert r.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        # the writer left it self-contained (rollback journal); a read-only open changes nothing
+        assert r.db.conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
         assert r.db.conn.execute("PRAGMA busy_timeout").fetchone() == (60000,)
         assert r.db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
         assert len(r.latency_table(tid)) == 1
