@@ -180,6 +180,7 @@ class Estimator:
             self.profile_ = prof or Profile(path)
             tid, self.table_, self.fingerprint_ = self.profile_.table(self.target.name)
             self.target_id_ = tid
+            self.rules_ = self.target.fusion_rules(self.fingerprint_)  # the profile's device's own rules
             self._evidence_ready = False
             if self.check_host:
                 self._host_check()
@@ -438,7 +439,7 @@ class Estimator:
         ok, why = self.target.host_supported()
         if not ok or self.target.backend != "ort-cpu":
             raise LatencyError(f"cannot check fusion against the runtime here: {why or 'not an onnxruntime CPU target'}")
-        kernels, _ = fuse(load_graph(model, shapes=shapes, batch=batch), self.target.fusion_rules())
+        kernels, _ = fuse(load_graph(model, shapes=shapes, batch=batch), self.target.fusion_rules(self.target.fingerprint()))
         return compare_summaries(kernel_summary(kernels), runtime_summary)
 
     def _rules_for(self, precision):

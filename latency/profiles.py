@@ -30,11 +30,11 @@ from .errors import MissingTable
 #: the CPU flags that change which kernels onnxruntime's MLAS picks
 ISA_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp",
-             "fphp", "sve", "sve2", "i8mm", "bf16")
+             "fphp", "sve", "sve2", "i8mm", "bf16", "sme", "sme2")
 
 #: flags whose difference changes the kernels a lot (int8 and bf16 paths, the vector width)
 MAJOR_FLAGS = ("avx512f", "avx2", "amx_int8", "amx_tile", "amx_bf16", "avx512_vnni", "avx_vnni", "sve", "i8mm",
-               "asimddp")
+               "asimddp", "sme")
 
 #: ARM's own cores by /proc/cpuinfo "CPU part" (implementer 0x41), as the Arm TRMs number them
 ARM_PARTS = {"0xd03": "Cortex-A53", "0xd05": "Cortex-A55", "0xd08": "Cortex-A72", "0xd0a": "Cortex-A75",

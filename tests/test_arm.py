@@ -241,6 +241,56 @@ def test_arm64_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path
         assert compare_summaries(kernel_summary(x86), runtime) != {}  # the x86 list does not describe ARM
 
 
+def test_arm64_sme_fp32_convs_match_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):
+    """On a core with SME (QEMU_CPU=max) onnxruntime runs the fp32 convs KleidiAI takes (group 1, kernel >= 3x3)
+    as NhwcFusedConv between layout Transposes; resnet18's identity blocks after the NCHW MaxPool keep their Add
+    and Relu apart. The SME rules reproduce its graph kernel for kernel; the plain arm64 rules do not."""
+    import onnx
+
+    from latency.fusion import ORT_CPU_ARM64_RULES, ORT_CPU_ARM64_SME_RULES, compare_summaries, fuse, kernel_summary
+    from latency.graph import load_graph
+    from profilers import zoo
+
+    q, cache = qemu_arm
+    paths = []
+    for name, size in (("resnet20_cifar", None), ("resnet18", 64), ("squeezenet1_1", 64)):
+        paths.append(tmp_path / f"{name}.onnx")
+        onnx.save(zoo.build(name, size=size) if size else zoo.build(name), paths[-1])
+    script, out = tmp_path / "rg.py", tmp_path / "rg.json"
+    script.write_text(_RUNTIME_GRAPH)
+    r = q.run([script, out, *paths], cache=cache, cpu="max", pythonpath=[arm_src], cwd=arm_src, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for p, items in json.loads(out.read_text()).items():
+        runtime = Counter({_tup(k): v for k, v in items})
+        g = load_graph(p)
+        ours, _ = fuse(g, ORT_CPU_ARM64_SME_RULES)
+        assert compare_summaries(kernel_summary(ours), runtime) == {}, p
+        plain, _ = fuse(g, ORT_CPU_ARM64_RULES)
+        assert compare_summaries(kernel_summary(plain), runtime) != {}, p
+
+
+def test_arm64_sme_rules_convs_and_residual_adds():
+    """Which fp32 convs go NHWC with SME (no emulator): 3x3 / 7x7 group-1 convs yes; 1x1 and depthwise no; a
+    residual Add joins the NHWC conv only where its other input is an NHWC conv's output (resnet20's first
+    stage), not after resnet18's NCHW MaxPool. The counts are onnxruntime 1.31's under QEMU_CPU=max."""
+    from latency.fusion import ORT_CPU_ARM64_SME_RULES, fuse
+    from latency.graph import load_graph
+    from latency.targets import get_target
+    from profilers import zoo
+
+    def count(name, size=None):
+        ks, _ = fuse(load_graph(zoo.build(name, size=size) if size else zoo.build(name)), ORT_CPU_ARM64_SME_RULES)
+        alone = Counter(k.op_types[0] for k in ks if len(k.op_types) == 1)
+        return len(ks), sum(k.kind == "Transpose" for k in ks), alone["Add"], alone["Relu"]
+
+    assert count("resnet20_cifar") == (45, 13, 4, 4)
+    assert count("resnet18", 64) == (52, 18, 5, 5)
+    assert count("mobilenet_v2_050", 96) == (57, 2, 0, 0)  # only the stem conv: the rest are 1x1 or depthwise
+    t = get_target("arm64-ort")
+    assert t.fusion_rules({"cpu_flags": ["asimd", "asimddp", "sme", "sme2"]}).name == "ort-cpu-arm64-sme"
+    assert t.fusion_rules({"cpu_flags": ["asimd", "asimddp"]}).name == "ort-cpu-arm64" == t.fusion_rules().name
+
+
 def test_arm64_fp16_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):
     """fp16 has kernels on arm64: group-1 convs run NHWC (NhwcFusedConv) between two layout Transposes,
     and a downsampling block's residual Add goes to its shortcut conv; an op with no arm64 fp16 kernel

@@ -47,7 +47,8 @@ from __future__ import annotations
 
 from .driver import fuse, fused_graph
 from .generic_gpu import GENERIC_GPU_PASSES, GENERIC_GPU_RULES
-from .ort_cpu import ARM64_PASSES, ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, X86_PASSES
+from .ort_cpu import (ARM64_PASSES, ORT_CPU_ARM64_RULES, ORT_CPU_ARM64_SME_RULES, ORT_CPU_X86_RULES, X86_PASSES,
+                      ort_cpu_arm64_rules)
 from .passes import ORT_ORDER
 from .records import Kernel, Uncovered
 from .rules import FusionRules
@@ -65,7 +66,8 @@ def used_by(fusion_pass: Pass) -> tuple:
     return tuple(name for name, passes in SHIPPED_PASS_LISTS.items() if fusion_pass in passes)
 
 
-__all__ = ["Kernel", "Uncovered", "FusionRules", "Pass", "ORT_CPU_X86_RULES", "ORT_CPU_ARM64_RULES",
+__all__ = ["Kernel", "Uncovered", "FusionRules", "Pass", "ORT_CPU_X86_RULES", "ORT_CPU_ARM64_RULES", "ORT_CPU_ARM64_SME_RULES",
+           "ort_cpu_arm64_rules",
            "GENERIC_GPU_RULES", "X86_PASSES", "ARM64_PASSES", "GENERIC_GPU_PASSES", "ORT_ORDER",
            "TENSORRT_PASSES", "TensorRTRules", "tensorrt_rules",
            "SHIPPED_PASS_LISTS", "used_by", "fuse", "fused_graph", "kernel_summary", "compare_summaries"]

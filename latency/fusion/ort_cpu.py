@@ -8,6 +8,8 @@ hand-built patterns, the onnx "light" model zoo and profilers/zoo: same kernels,
 
 from __future__ import annotations
 
+import dataclasses
+
 from .passes import (BIAS_GELU, CANCEL_TRANSPOSES, CONV_ACTIVATION, CONV_ADD, CSE, DYNAMIC_QUANT, ELIMINATE, FAST_GELU,
                      FOLD_CONV, GELU, GEMM_ACTIVATION, HARDSWISH, LAYERNORM, MATMUL_ADD, MATMUL_SCALE, MATMUL_TRANSPOSE,
                      MERGE_TRANSPOSES, NCHWC, NHWC_FP16, NHWC_INT8, PUSH_SPLIT, QDQ, QUICK_GELU, SIMPLIFIED_LAYERNORM,
@@ -71,3 +73,18 @@ ORT_CPU_ARM64_RULES = FusionRules(name="ort-cpu-arm64", passes=ARM64_PASSES, nch
                                   qdq_nhwc=True, fp16_nhwc=True, fp16_conv_act=("Relu", "Clip"),
                                   fp16_passes=ARM64_FP16_PASSES, fp16_softmax_inline=True,
                                   fp16_no_kernel=ARM64_FP16_NO_KERNEL)
+
+#: the same on an arm64 core with SME (Scalable Matrix Extension): fp32 convs that KleidiAI's SME kernels take
+#: (group 1, kernel >= 3x3, equal pads, more than one filter) run NHWC (NhwcFusedConv) between Transposes, their
+#: residual Add joins them only from NHWC convs (:attr:`FusionRules.fp32_nhwc`). Checked under qemu-user
+#: (QEMU_CPU=max, onnxruntime 1.31) on fp32 resnet20_cifar, resnet18 / resnet50 / squeezenet1_1 / googlenet /
+#: mobilenet_v3_small at 64 px, mobilenet_v2_050 at 96 px, unet_small_48, efficientnet_b0_64: the runtime's
+#: kernel counts (benchmarks/arm_fp16_fusion.py --sme); ConvNeXt has 2 Transposes more (a model Transpose next to
+#: an NHWC region merges with the layout one, as in fp16)
+ORT_CPU_ARM64_SME_RULES = dataclasses.replace(ORT_CPU_ARM64_RULES, name="ort-cpu-arm64-sme", fp32_nhwc=True)
+
+
+def ort_cpu_arm64_rules(fingerprint: dict | None = None) -> FusionRules:
+    """The arm64 rules for a device: with SME among its CPU flags (``sme``, ``sme2``) the KleidiAI NHWC fp32 convs."""
+    flags = set((fingerprint or {}).get("cpu_flags") or ())
+    return ORT_CPU_ARM64_SME_RULES if flags & {"sme", "sme2"} else ORT_CPU_ARM64_RULES

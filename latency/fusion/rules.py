@@ -78,6 +78,13 @@ class FusionRules:
     #: NHWC, grouped and depthwise convs stay NCHW; Transpose kernels where NHWC regions start and end. The residual
     #: Add goes to the conv the NhwcTransformer re-created first (a downsampling block's shortcut conv)
     fp16_nhwc: bool = False
+    #: fp32 convs run as NHWC kernels too (onnxruntime's NhwcFusedConv through KleidiAI's SME kernels on arm64
+    #: cores with SME: NhwcTransformer for float Conv / FusedConv, MLAS CheckCapabilitiesSme): group 1, batch 1,
+    #: a kernel of at least 3x3, the four pads equal, more than one filter; 1x1, depthwise and grouped convs
+    #: stay NCHW, and so do fp32 pools (no NHWC fp32 pool kernel), with Transpose kernels between. A residual
+    #: Add joins an NHWC conv only where its other input comes NHWC from a conv too (else a Transpose sits
+    #: between the conv and the Add, which then runs alone, and so does its activation)
+    fp32_nhwc: bool = False
     #: activations an fp16 Conv absorbs where they differ from ``conv_act`` (None: the same): on arm64
     #: onnxruntime fuses Relu and Clip into fp16 convs, not Sigmoid (EfficientNet's squeeze-excitation)
     #: or HardSigmoid (MobileNetV3's)

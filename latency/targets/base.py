@@ -39,6 +39,9 @@ class Target:
     spec: dict = field(default_factory=dict, hash=False, compare=False)  # spec-sheet figures
     #: () -> the runtime's fusion passes for this target (a declaration names them)
     fusion: Callable | None = field(default=None, hash=False, compare=False, repr=False)
+    #: (device fingerprint) -> the passes on that device, where its CPU features change them (arm64 with SME);
+    #: None: ``fusion`` for every device
+    fusion_for_device: Callable | None = field(default=None, hash=False, compare=False, repr=False)
     #: (host device record) -> whether this host is a device of this target's kind
     host_kind: Callable | None = field(default=None, hash=False, compare=False, repr=False)
     #: (host device record) -> "" when this host can measure the target, else why not
@@ -50,8 +53,11 @@ class Target:
     #: (a GPU target: the card, its driver and clocks, the runtime; :func:`latency.targets.gpu.gpu_fingerprint`)
     fingerprinter: Callable | None = field(default=None, hash=False, compare=False, repr=False)
 
-    def fusion_rules(self):
-        """The ordered fusion passes the target's runtime applies (from its declaration)."""
+    def fusion_rules(self, fingerprint: dict | None = None):
+        """The ordered fusion passes the target's runtime applies (from its declaration); on the device
+        ``fingerprint`` names (a profile's), where its features change them."""
+        if fingerprint is not None and self.fusion_for_device is not None:
+            return self.fusion_for_device(fingerprint)
         if self.fusion is None:
             raise MissingTable(f"target {self.name} declares no fusion rules")
         return self.fusion()

@@ -5,7 +5,7 @@ in the blocked layout (level 3)."""
 from __future__ import annotations
 
 from ..workgraph import FLOAT_DTYPES, INT8_PRECISIONS, FusionState, Pass
-from .layout import fp16_nhwc_conv
+from .layout import fp32_nhwc_conv, nhwc_float_conv
 
 
 def _conv_ok_for_fold(state: FusionState, w) -> bool:
@@ -154,11 +154,18 @@ def conv_add(state: FusionState) -> None:
         if s0 is None or s1 is None or len(s0) != 4 or s0 != s1 or state.dtype(ins[0]) not in FLOAT_DTYPES:
             continue
         producers = sorted({id(p): p for p in (state.producer(t) for t in ins) if p is not None}.values(),
-                           key=lambda p: (1, -p.rec.index) if fp16_nhwc_conv(state, p) else (0, p.rec.index))
+                           key=lambda p: (1, -p.rec.index) if nhwc_float_conv(state, p) else (0, p.rec.index))
         conv = None
         for p in producers:
             if not state.is_op(p, "Conv") or p.info.get("nchwc") or p.info.get("sum") or "act" in p.info:
                 continue
+            if fp32_nhwc_conv(state, p):
+                # an NHWC fp32 conv takes the Add only where the Add's other input comes NHWC from a conv; else
+                # the layout Transpose back to NCHW sits between the two (resnet18's identity blocks after the
+                # NCHW MaxPool: Add and Relu run alone)
+                o = state.producer(ins[1] if state.producer(ins[0]) is p else ins[0])
+                if o is None or not nhwc_float_conv(state, o):
+                    continue
             if p.info.get("precision") in INT8_PRECISIONS or state.out_single(p) is not a:
                 continue
             has_bias = (len(p.inputs) > 2 and p.inputs[2]) or p.info.get("bias_folded")

@@ -407,6 +407,39 @@ def fp16_nhwc_conv(state: FusionState, w) -> bool:
     return int(w.attr("group", 1) or 1) == 1 and len(state.shape(w.inputs[0]) or []) == 4
 
 
+def fp32_nhwc_conv(state: FusionState, w) -> bool:
+    """Whether conv ``w`` runs as an NHWC fp32 kernel under ``rules.fp32_nhwc`` (KleidiAI's SME convolution on
+    arm64, taken where MLAS CheckCapabilitiesSme accepts it): a float32 Conv / FusedConv with group 1, batch 1,
+    4-D data, a kernel of at least 3x3, the four pads equal, more than one filter and a non-empty output. (The
+    runtime converts the conv before ConvAddActivationFusion gives it a residual Add, so a sum input the
+    conv_add pass already gave it does not count.)"""
+    if not state.rules.fp32_nhwc or w.op not in CONV_OPS or not w.inputs or not w.inputs[0]:
+        return False
+    if w.info.get("precision") in INT8_PRECISIONS or state.dtype(w.inputs[0]) != "float32":
+        return False
+    x = state.shape(w.inputs[0]) or []
+    wt = state.shape(w.inputs[1]) if len(w.inputs) > 1 and w.inputs[1] else None
+    if len(x) != 4 or x[0] != 1 or not wt or len(wt) != 4 or int(w.attr("group", 1) or 1) != 1:
+        return False
+    if not all(isinstance(d, int) and d > 0 for d in (*x, *wt)) or wt[0] <= 1 or wt[2] < 3 or wt[3] < 3:
+        return False
+    pads = list(w.attr("pads", None) or [0, 0, 0, 0])
+    if (w.attr("auto_pad", "NOTSET") or "NOTSET") not in ("NOTSET", b"NOTSET") or len(set(pads)) != 1:
+        return False
+    dil = list(w.attr("dilations", None) or [1, 1])
+    strides = list(w.attr("strides", None) or [1, 1])
+    for i in (0, 1):
+        span = dil[i] * (wt[2 + i] - 1) + 1
+        if x[2 + i] + 2 * pads[0] < span or strides[i] <= 0:
+            return False
+    return True
+
+
+def nhwc_float_conv(state: FusionState, w) -> bool:
+    """Whether float conv ``w`` runs NHWC: fp16 under ``rules.fp16_nhwc`` or fp32 under ``rules.fp32_nhwc``."""
+    return fp16_nhwc_conv(state, w) or fp32_nhwc_conv(state, w)
+
+
 def nhwc_fp16(state: FusionState) -> None:
     """Transposes around NHWC fp16 regions: fp16 convs with group 1 run NHWC (:func:`fp16_nhwc_conv`),
     fp16 pools reading NHWC data and the elementwise ops and Concats between NHWC tensors stay NHWC (the
@@ -415,7 +448,8 @@ def nhwc_fp16(state: FusionState) -> None:
     consumer (or a graph output) reads from it.
 
     Mirrors onnxruntime's NhwcTransformer (level 3) for fp16 convs, where the CPU EP has fp16 conv
-    kernels (arm64): NhwcFusedConv, and MaxPool / GlobalAveragePool in its internal NHWC domain.
+    kernels (arm64): NhwcFusedConv, and MaxPool / GlobalAveragePool in its internal NHWC domain; and for the
+    fp32 convs KleidiAI's SME kernels take (``rules.fp32_nhwc``, :func:`fp32_nhwc_conv`), whose pools stay NCHW.
     """
     transparent = ("Add", "Mul", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Tanh", "HardSigmoid", "Concat")
     layout: dict = {}
@@ -428,7 +462,7 @@ def nhwc_fp16(state: FusionState) -> None:
 
     for w in state.live:
         data = [t for t in w.inputs if t and not state.const(t)]
-        if fp16_nhwc_conv(state, w) or (w.op in POOL_OPS and data and layout.get(data[0]) == "NHWC"
+        if nhwc_float_conv(state, w) or (w.op in POOL_OPS and data and layout.get(data[0]) == "NHWC"
                                         and state.dtype(data[0]) == "float16"):
             for t in data:  # the data input and a fused residual (sum) input
                 if layout.get(t) != "NHWC":
@@ -458,5 +492,6 @@ NHWC_INT8 = Pass("nhwc_int8", matches="int8 Conv / pools and the int8 elementwis
                  produces=("Transpose", "NhwcMaxPool"), mirrors="NhwcTransformer", apply=nhwc_int8,
                  switches=("qdq_nhwc",))
 NHWC_FP16 = Pass("nhwc_fp16", matches="fp16 Conv with group 1, fp16 pools on NHWC data and the elementwise ops "
-                 "between them", produces=("Transpose",), mirrors="NhwcTransformer (fp16)", apply=nhwc_fp16,
-                 switches=("fp16_nhwc",))
+                 "between them; with rules.fp32_nhwc the fp32 convs KleidiAI's SME kernels take",
+                 produces=("Transpose",), mirrors="NhwcTransformer (fp16; fp32 with KleidiAI on SME)", apply=nhwc_fp16,
+                 switches=("fp16_nhwc", "fp32_nhwc"))
