@@ -439,7 +439,8 @@ class Estimator:
         ok, why = self.target.host_supported()
         if not ok or self.target.backend != "ort-cpu":
             raise LatencyError(f"cannot check fusion against the runtime here: {why or 'not an onnxruntime CPU target'}")
-        kernels, _ = fuse(load_graph(model, shapes=shapes, batch=batch), self.target.fusion_rules(self.target.fingerprint()))
+        rules = self.target.fusion_rules(self.target.fingerprint())  # this host's runtime on this host's CPU
+        kernels, _ = fuse(load_graph(model, shapes=shapes, batch=batch), rules)
         return compare_summaries(kernel_summary(kernels), runtime_summary)
 
     def _rules_for(self, precision):

@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,6 +290,33 @@ def test_arm64_sme_rules_convs_and_residual_adds():
     t = get_target("arm64-ort")
     assert t.fusion_rules({"cpu_flags": ["asimd", "asimddp", "sme", "sme2"]}).name == "ort-cpu-arm64-sme"
     assert t.fusion_rules({"cpu_flags": ["asimd", "asimddp"]}).name == "ort-cpu-arm64" == t.fusion_rules().name
+
+
+def test_arm64_sme_conv_conditions():
+    """KleidiAI's SME convolution (MLAS CheckCapabilitiesSme): the four pads equal (auto_pad resolved as the
+    runtime pads), a kernel of at least 3x3, more than one filter, group 1. Each case as onnxruntime 1.31 built
+    it under qemu-user with QEMU_CPU=max (NhwcFusedConv between two Transposes, or the plain Conv)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from latency.fusion import ORT_CPU_ARM64_SME_RULES, fuse
+    from latency.graph import load_graph
+
+    def nhwc(cout, k, group=1, **attrs):
+        rng = np.random.default_rng(0)
+        w = numpy_helper.from_array(rng.standard_normal((cout, 8 // group, k, k)).astype(np.float32), "w")
+        node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[k, k], group=group, **attrs)
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        ks, _ = fuse(load_graph(onnx.shape_inference.infer_shapes(m)), ORT_CPU_ARM64_SME_RULES)
+        return any(k.kind == "Transpose" for k in ks)
+
+    assert nhwc(16, 3, pads=[1, 1, 1, 1]) and nhwc(16, 5, pads=[2, 2, 2, 2], strides=[2, 2])
+    assert nhwc(16, 3, auto_pad="SAME_UPPER") and nhwc(16, 3, auto_pad="VALID")
+    assert not nhwc(16, 4, auto_pad="SAME_UPPER")  # 3 pad rows: 1 before, 2 after
+    assert not nhwc(16, 3, pads=[0, 0, 1, 1]) and not nhwc(16, 2) and not nhwc(16, 1)
+    assert not nhwc(1, 3, pads=[1, 1, 1, 1]) and not nhwc(8, 3, group=8, pads=[1, 1, 1, 1])
 
 
 def test_arm64_fp16_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):

@@ -66,8 +66,8 @@ def used_by(fusion_pass: Pass) -> tuple:
     return tuple(name for name, passes in SHIPPED_PASS_LISTS.items() if fusion_pass in passes)
 
 
-__all__ = ["Kernel", "Uncovered", "FusionRules", "Pass", "ORT_CPU_X86_RULES", "ORT_CPU_ARM64_RULES", "ORT_CPU_ARM64_SME_RULES",
-           "ort_cpu_arm64_rules",
+__all__ = ["Kernel", "Uncovered", "FusionRules", "Pass", "ORT_CPU_X86_RULES", "ORT_CPU_ARM64_RULES",
+           "ORT_CPU_ARM64_SME_RULES", "ort_cpu_arm64_rules",
            "GENERIC_GPU_RULES", "X86_PASSES", "ARM64_PASSES", "GENERIC_GPU_PASSES", "ORT_ORDER",
            "TENSORRT_PASSES", "TensorRTRules", "tensorrt_rules",
            "SHIPPED_PASS_LISTS", "used_by", "fuse", "fused_graph", "kernel_summary", "compare_summaries"]

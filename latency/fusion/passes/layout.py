@@ -423,16 +423,24 @@ def fp32_nhwc_conv(state: FusionState, w) -> bool:
         return False
     if not all(isinstance(d, int) and d > 0 for d in (*x, *wt)) or wt[0] <= 1 or wt[2] < 3 or wt[3] < 3:
         return False
-    pads = list(w.attr("pads", None) or [0, 0, 0, 0])
-    if (w.attr("auto_pad", "NOTSET") or "NOTSET") not in ("NOTSET", b"NOTSET") or len(set(pads)) != 1:
-        return False
     dil = list(w.attr("dilations", None) or [1, 1])
     strides = list(w.attr("strides", None) or [1, 1])
-    for i in (0, 1):
-        span = dil[i] * (wt[2 + i] - 1) + 1
-        if x[2 + i] + 2 * pads[0] < span or strides[i] <= 0:
-            return False
-    return True
+    if len(dil) != 2 or len(strides) != 2 or min(strides) <= 0:
+        return False
+    spans = [dil[i] * (wt[2 + i] - 1) + 1 for i in (0, 1)]
+    auto = w.attr("auto_pad", "NOTSET") or "NOTSET"
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto == "VALID":
+        pads = [0, 0, 0, 0]
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):  # the runtime's own padding, head and tail per axis
+        total = [max(0, (-(-x[2 + i] // strides[i]) - 1) * strides[i] + spans[i] - x[2 + i]) for i in (0, 1)]
+        head = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = [head[0], head[1], total[0] - head[0], total[1] - head[1]]
+    else:
+        pads = list(w.attr("pads", None) or [0, 0, 0, 0])
+    if len(pads) != 4 or len(set(pads)) != 1:
+        return False
+    return all(x[2 + i] + 2 * pads[0] >= spans[i] for i in (0, 1))
 
 
 def nhwc_float_conv(state: FusionState, w) -> bool:
