@@ -527,7 +527,8 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
     for w in ([note] if note else []) + list(est.warnings):
         click.echo(f"warning: {w}", err=True)
     how = "" if target_name else " (the profile closest to this host)"
-    click.echo(f"model    {model}\ntarget   {est.target}{how}\nprofile  {est.profile or '-'}")
+    click.echo(f"model    {model}\ntarget   {est.target}{how}\nprofile  {est.profile or '-'}"
+               + (f"\nfusion   {est.fusion}" if est.fusion else ""))
     click.echo(f"total    {est.total_ms:.3f} ms  = kernels {est.kernel_sum_us / 1000:.3f} ms + overhead "
                f"{est.overhead_us / 1000:.3f} ms [{est.overhead_source}]")
     click.echo(f"context  {est.context_source} [working set {est.footprint_mb:.0f} MB, gates: private cache "

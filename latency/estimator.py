@@ -81,6 +81,7 @@ class Estimate:
     footprint_mb: float = 0.0   # working set per run: weights + half the activations
     cache_gate: float = 1.0     # 0: the model stays in the last-level cache between runs, 1: it does not
     private_gate: float = 1.0   # the same for the core's private cache (scales the in-model curves)
+    fusion: str = ""            # the fusion rules that built the kernels (FusionRules.name)
 
     def to_dict(self) -> dict:
         return {
@@ -94,6 +95,7 @@ class Estimate:
             "private_gate": self.private_gate,
             "target": self.target,
             "profile": self.profile,
+            "fusion": self.fusion,
             "sources": self.sources,
             "kernels": [asdict(k) | {"op_types": list(k.op_types), "nodes": list(k.nodes)} for k in self.kernels],
             "uncovered": [asdict(u) for u in self.uncovered],
@@ -529,7 +531,7 @@ class Estimator:
                             f"{big.latency_us / 1e6:,.0f} s)")
         est = Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(unc), self.target.name,
                        self.profile_path_, ov_source, tuple(warnings), sources, self.context_source_,
-                       footprint, gate, cgate)
+                       footprint, gate, cgate, getattr(rules, "name", ""))
         if strict and unc:
             raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "
                                 f"{unc[0].reason}")

@@ -319,6 +319,30 @@ def test_arm64_sme_conv_conditions():
     assert not nhwc(1, 3, pads=[1, 1, 1, 1]) and not nhwc(8, 3, group=8, pads=[1, 1, 1, 1])
 
 
+def test_profile_of_an_sme_core_prices_the_nhwc_convs(tmp_path):
+    """The rules follow the profile's device: the derived Neoverse-N1 profile with sme2 added to its device's
+    flags gets the SME rules (layout Transposes around resnet18's 3x3 convs) and the estimate names them."""
+    import json as js
+
+    from latency import Estimator
+    from profilers import zoo
+
+    db = tmp_path / "sme.db"
+    shutil.copy(ROOT / "latency" / "tables" / "arm64-ort.neoverse-n1.db", db)
+    with sqlite3.connect(db) as c:
+        tid, fp = c.execute("SELECT target_id, fingerprint FROM targets WHERE name='arm64-ort'").fetchone()
+        fp = js.loads(fp)
+        fp["cpu_flags"] = fp["cpu_flags"] + ["sme", "sme2"]
+        c.execute("UPDATE targets SET fingerprint=?, cpu_flags=? WHERE target_id=?",
+                  (js.dumps(fp, sort_keys=True, separators=(",", ":")), js.dumps(fp["cpu_flags"]), tid))
+    model = zoo.build("resnet18", size=64)
+    sme = Estimator("arm64-ort", profile=db, check_host=False).estimate(model)
+    plain = Estimator("arm64-ort", check_host=False).estimate(model)
+    assert sme.fusion == "ort-cpu-arm64-sme" and plain.fusion == "ort-cpu-arm64"
+    assert sum(k.kind == "Transpose" for k in sme.kernels) == 18 and not any(k.kind == "Transpose" for k in plain.kernels)
+    assert sme.to_dict()["fusion"] == "ort-cpu-arm64-sme"
+
+
 def test_arm64_fp16_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):
     """fp16 has kernels on arm64: group-1 convs run NHWC (NhwcFusedConv) between two layout Transposes,
     and a downsampling block's residual Add goes to its shortcut conv; an op with no arm64 fp16 kernel

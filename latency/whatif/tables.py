@@ -724,6 +724,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
     if uncovered:
         warnings.append(f"{len(uncovered)} node(s) could not be priced and are NOT in the total (see uncovered)")
     return Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(uncovered), target, profile, ov_source,
-                    tuple(warnings), sources, pricer.est.context_source_, fp, gate, cgate)
+                    tuple(warnings), sources, pricer.est.context_source_, fp, gate, cgate,
+                    getattr(pricer.est.rules_, "name", ""))
 
 
