@@ -389,7 +389,10 @@ def train(target_name, path, out):
               help="with --from: the time the whole transfer may take (0: no probe, the base scaled by the two devices' "
                    "descriptions)")
 @click.option("--max-probes", type=int, default=None, help="with --from: measure at most this many probes")
-def calibrate(target_name, path, core, refit, base, budget, max_probes):
+@click.option("--int8-context", "int8_ctx", is_flag=True,
+              help="add in-model curves of their own for static int8 kernels to the profile's calibrated context "
+                   "model: six models quantized with quantize_static, timed inside the model here (~1 minute)")
+def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx):
     """Fit the in-model context and overhead models from whole models run on this device; with --from,
     first make this device's profile from another device's and a budget of probes (transfer)."""
     from profilers.calibrate import calibrate as run
@@ -413,6 +416,16 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes):
                            f"and pass --db my.db")
     if not refit:
         pin_to_core(core)
+    if int8_ctx:
+        if refit:
+            raise LatencyError("--int8-context measures; it does not go with --refit")
+        from profilers.calibrate import int8_context
+
+        r = int8_context(t, profile=path, progress=lambda m: click.echo(m, err=True))
+        click.echo(f"int8 in-model curves: {', '.join(f'{k} ({n} kernels)' for k, n in r['curves'].items())} from "
+                   f"{r['pairs']} int8 kernel pairs; machine state x{r['state']:.3f} against the calibration "
+                   f"-> {r['context']} (pairs kept in {r['raw']}; {r['seconds']:.0f} s)")
+        return
     from .progress import Bar, wanted
 
     with Bar(0, "calibrate", enabled=wanted()) as bar:

@@ -141,6 +141,41 @@ def fit_context(pairs, min_pairs: int = 16, min_bin: int = 8, max_bins: int = 6,
             "stream_pairs": int(clean.sum()), "stream_cap_mb": llc, "stream_min_mb": 0.0}
 
 
+#: precisions whose kernels get in-model curves of their own: static int8 (QDQ) kernels run ~1.3-1.6x their
+#: time alone inside a model where fp32 kernels of the same time run ~1.1-1.2x (Zen 5: int8 Conv / MatMul pairs
+#: of six quantized models, 30-1000 us alone: 1.34 / 1.47-1.65, their fp32 calibration pairs 1.12-1.18 / 1.18-1.23)
+OWN_CURVE_PRECISIONS = ("int8",)
+
+
+def fit_precision_curves(pairs, precision: str, base: "ContextModel", state: float = 1.0, min_pairs: int = 16,
+                         min_bin: int = 8, max_bins: int = 6) -> dict:
+    """Curves keyed ``"KIND:precision"`` from ``pairs`` (dicts with ``kind``, ``key``, ``isolated_us``,
+    ``in_model_us``, ``gate``: the model's last-level gate) of that precision: the ratio in-model / alone left
+    after ``base``'s weight fetch, for kernels of at least ``MIN_US`` alone, per kind with ``min_pairs`` such
+    pairs. ``state``: how much slower the machine ran the in-model times than it ran the profile's rows (the
+    in-model times are divided by it). The fp32 curves are ``base``'s and stay as they are."""
+    from .ops import Config
+
+    curves = {}
+    by_kind: dict = {}
+    for p in pairs:
+        if p["isolated_us"] <= 0 or p["in_model_us"] <= 0 or Config.from_key(p["key"]).precision != precision:
+            continue
+        iso = float(p["isolated_us"])
+        inm = float(p["in_model_us"]) / state
+        from .estimator import weight_mb
+
+        fetch = base.stream_us(weight_mb(p["key"]), p.get("gate", 1.0), isolated_us=iso, key=p["key"])
+        by_kind.setdefault(p["kind"], []).append((iso, max(inm - fetch, 0.2 * inm)))
+    for kind, v in sorted(by_kind.items()):
+        a = np.array(v, float)
+        big = a[:, 0] >= MIN_US
+        if big.sum() >= min_pairs:
+            curves[f"{kind}:{precision}"] = {**_curve(a[big, 0], a[big, 1] / a[big, 0], min_bin, max_bins),
+                                             "max_us": float(a[big, 0].max())}
+    return curves
+
+
 def _data_caches_mb() -> dict:
     """This host's data (or unified) caches, level -> MB (read by latency.profiles from sysfs)."""
     from .profiles import _data_caches_mb as read
@@ -256,6 +291,8 @@ class ContextModel:
         self.spec = spec or {}
         self._curves = {k: (np.array(v["log_us"]), np.array(v["log_ratio"]))
                         for k, v in self.spec.get("kinds", {}).items()}
+        #: a precision's own curve prices kernels up to the longest one it was fitted on, no further
+        self._max_us = {k: float(v["max_us"]) for k, v in self.spec.get("kinds", {}).items() if "max_us" in v}
         fp = self.spec.get("gate", {}).get("footprint_mb")
         self._bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
         self._gate_curve = self.spec.get("gate", {}).get("curve")
@@ -338,8 +375,14 @@ class ContextModel:
             return gate * min(per_mb * weight_mb, max(0.0, self._memory_rate * weight_mb - isolated_us))
         return per_mb * weight_mb * gate
 
-    def factor(self, kind: str, isolated_us: float, gate: float = 1.0) -> float:
-        c = self._curves.get(kind) or self._curves.get("*")
+    def factor(self, kind: str, isolated_us: float, gate: float = 1.0, precision: str | None = None) -> float:
+        """In-model / alone for a kernel of ``kind`` (and ``precision``: a curve of its own where the model has
+        one, ``"Conv:int8"``, up to the longest kernel it was fitted on; else the kind's, else the pooled one)
+        taking ``isolated_us`` alone, at curve gate ``gate``."""
+        own = f"{kind}:{precision}" if precision else None
+        if own is not None and isolated_us > self._max_us.get(own, math.inf):
+            own = None
+        c = (self._curves.get(own) if own else None) or self._curves.get(kind) or self._curves.get("*")
         if c is None or not isolated_us >= self.spec.get("min_us", 0.0) or not isolated_us > 0 or gate <= 0:
             return 1.0
         return 1.0 + gate * (float(math.exp(np.interp(math.log(isolated_us), c[0], c[1]))) - 1.0)

@@ -38,6 +38,8 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from latency.context import (MIN_US, ContextModel, cache_gate, fit_context, footprint_gate, l2_mb, llc_mb,
                              private_gate)
 from latency.errors import LatencyError
@@ -254,6 +256,16 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
                  "context and overhead models refitted, the lowest mean absolute error over the calibration models "
                  f"without their worst tenth kept; pairs within {TIED_ERROR:.0%} of it are tied: the smallest footprint "
                  "scale among them"}}
+    if paths["context"].exists():  # curves of their own for int8 kernels (int8_context) stay until measured again
+        try:
+            old = json.loads(paths["context"].read_text())
+        except (OSError, ValueError):
+            old = {}
+        kept = {k: v for k, v in (old.get("kinds") or {}).items() if ":" in k}
+        if kept and old.get("precision_curves"):
+            spec["kinds"] = {**spec["kinds"], **kept}
+            spec["precision_curves"] = {**old["precision_curves"], "note": "kept from the context model this "
+                                        "calibration replaced; 'latency calibrate --int8-context' measures them again"}
     ContextModel(spec).save(paths["context"])
     ov.update({"fitted_on": ok, "host": host, "fitted_at": time.strftime("%Y-%m-%d"), "protocol": PROTOCOL_E2E,
                "context": spec["source"]})
@@ -280,3 +292,85 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             "private_gate_scale": scale, "footprint_scale": fp_scale, "residual_rel_median": ov["residual_rel_median"],
             "seconds": time.time() - t0, "state": {k: v for k, v in (state or {}).items() if k != "reference"},
             "gate": "cache probe" if curve else "sysfs cache size"}
+
+
+#: the quantized models whose kernels give the int8 in-model curves (none of them in benchmarks/whatif.py,
+#: which scores the int8 estimates): two transformers and four CNNs
+INT8_CONTEXT_MODELS = ("bert_small:64", "distilbert:32", "resnet34:96", "mobilenet_v3_small:128", "regnet_x_400mf:96",
+                       "googlenet:96")
+
+
+def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int = 20, progress=None) -> dict:
+    """Add in-model curves of their own for static int8 (QDQ) kernels to ``profile``'s context model.
+
+    The quantized models (``models``: "NAME[:SIZE]" zoo names, default :data:`INT8_CONTEXT_MODELS`, quantized with
+    :func:`profilers.quantized.qdq_int8`) and their fp32 originals are timed inside the model in one round-robin
+    run; each int8 kernel's time is paired with its price alone and the ratio left after the weight fetch fitted
+    per kind (:func:`latency.context.fit_precision_curves`), for kernels of at least ``MIN_US`` alone. The fp32
+    kernels of the same run say how the machine runs now against the calibration the context model came from
+    (the median of their in-model time over what the context model prices them at): the int8 times are divided
+    by it. The fp32 curves, the weight fetch and the gates stay as calibrated. Writes the context model back
+    (with the run's provenance under ``precision_curves``) and keeps the pairs in ``<profile>.int8-context.json``.
+    """
+    from latency.context import fit_precision_curves
+
+    from .quantized import qdq_int8
+
+    say = progress or (lambda msg: None)
+    base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
+    full = Estimator(target, profile=profile, check_host=False).prepare()
+    stem = Path(base.profile_path_)
+    path = stem.with_name(stem.stem + ".context.json")
+    if not path.exists():
+        raise LatencyError(f"{path} does not exist: calibrate the profile first ('latency calibrate'), then add the "
+                           "int8 curves")
+    cm = ContextModel.load(path)
+    names = tuple(models or INT8_CONTEXT_MODELS)
+    built = {}
+    for spec in names:
+        name, _, size = spec.partition(":")
+        fp = zoo.build(name, size=int(size)) if size else zoo.build(name)
+        built[f"fp32 {spec}"] = fp
+        built[f"int8 {spec}"] = qdq_int8(fp)
+        say(f"quantized {spec}")
+    t0 = time.time()
+    times = in_model_times({n: m.SerializeToString() for n, m in built.items()}, repeats=repeats, runs=runs)
+    pairs = {"fp32": [], "int8": []}
+    for n, m in built.items():
+        e = full.estimate(m)
+        p, s = kernel_pairs(m, base, name=n, prof=times[n])
+        for x in p:
+            x.update(model=n, gate=e.cache_gate, private_gate=e.private_gate)
+        pairs[n.split()[0]] += p
+        say(f"{n}: {len(p)} kernels paired ({s['skipped']} left out)")
+    ratios = []
+    for x in pairs["fp32"]:
+        iso = x["isolated_us"]
+        if iso >= MIN_US and x["in_model_us"] > 0 and x["kind"] in ("Conv", "MatMul"):
+            priced = iso * cm.factor(x["kind"], iso, x["private_gate"]) + \
+                cm.stream_us(weight_mb(x["key"]), x["gate"], isolated_us=iso, key=x["key"])
+            ratios.append(x["in_model_us"] / priced)
+    if len(ratios) < 16:
+        raise LatencyError(f"only {len(ratios)} fp32 Conv/MatMul kernels of {MIN_US:g} us or more paired: too few to "
+                           "tell the machine's state; pass larger models")
+    state = float(np.median(ratios))
+    curves = fit_precision_curves(pairs["int8"], "int8", cm, state=state)
+    if not curves:
+        raise LatencyError(f"no int8 kind had 16 kernels of {MIN_US:g} us or more alone among {len(pairs['int8'])} "
+                           "pairs: pass larger models")
+    spec = dict(cm.spec)
+    spec["kinds"] = {**{k: v for k, v in spec.get("kinds", {}).items() if not k.endswith(":int8")}, **curves}
+    spec["precision_curves"] = {"int8": {
+        "models": list(names), "pairs": len(pairs["int8"]), "curves": sorted(curves), "state": round(state, 4),
+        "fitted_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": base.target.fingerprint(),
+        "basis": "static int8 (quantize_static QDQ) kernels timed inside these models (onnxruntime's per-node profile, "
+                 f"{repeats} round-robin repeats of {runs} runs, minimum) against their price alone, the weight fetch "
+                 "taken off, per kind for kernels of at least MIN_US alone; the in-model times divided by 'state', the "
+                 "median in-model / priced of the fp32 originals' Conv and MatMul kernels in the same run"}}
+    ContextModel(spec).save(path)
+    raw = stem.with_name(stem.stem + ".int8-context.json")
+    tmp = raw.with_name(raw.name + ".tmp")
+    tmp.write_text(json.dumps({"state": state, "pairs": pairs}, indent=0))
+    tmp.replace(raw)
+    return {"context": str(path), "raw": str(raw), "state": state, "curves": {k: v["pairs"] for k, v in curves.items()},
+            "pairs": len(pairs["int8"]), "seconds": time.time() - t0}

@@ -77,6 +77,37 @@ def test_context_model_recovers_a_size_dependent_ratio(tmp_path):
     assert not ContextModel(None) and ContextModel(None).factor("Conv", 50.0) == 1.0
 
 
+def test_context_model_int8_curves_of_their_own(tmp_path):
+    """int8 kernels that run 1.4x alone inside a model get a curve of their own (keyed KIND:int8, up to the
+    longest kernel it was fitted on); fp32 kernels keep the kind's curve; the machine's state divides the
+    in-model times."""
+    from latency.context import ContextModel, fit_context, fit_precision_curves
+    from latency.ops import Config
+
+    rng = np.random.default_rng(1)
+
+    def key(prec, n):
+        return Config("MatMul", {"a": [64, 256], "b": [256, int(n)], "const_b": 1, "bias": 1, "scale": 0,
+                                 "trans_b": 0, "act": "none"}, prec).key
+
+    fp32 = [{"kind": "MatMul", "key": key("fp32", 64 + i), "isolated_us": u, "in_model_us": 1.1 * u}
+            for i, u in enumerate(np.exp(rng.uniform(np.log(40), np.log(400), 80)))]
+    base = ContextModel(fit_context(fp32, min_pairs=16))
+    int8 = [{"kind": "MatMul", "key": key("int8", 64 + i), "isolated_us": u, "in_model_us": 1.05 * 1.4 * u, "gate": 0.0}
+            for i, u in enumerate(np.exp(rng.uniform(np.log(40), np.log(300), 40)))]
+    curves = fit_precision_curves(int8 + fp32, "int8", base, state=1.05)
+    assert set(curves) == {"MatMul:int8"} and curves["MatMul:int8"]["max_us"] <= 300.0
+    cm = ContextModel({**base.spec, "kinds": {**base.spec["kinds"], **curves}})
+    assert cm.factor("MatMul", 100.0, precision="int8") == pytest.approx(1.4, rel=0.02)
+    assert cm.factor("MatMul", 100.0, precision="fp32") == pytest.approx(1.1, rel=0.02) == cm.factor("MatMul", 100.0)
+    assert cm.factor("MatMul", 5000.0, precision="int8") == cm.factor("MatMul", 5000.0)  # beyond its data
+    assert cm.factor("MatMul", 10.0, precision="int8") == 1.0  # short kernels as before
+    cm.save(tmp_path / "c.json")
+    assert ContextModel.load(tmp_path / "c.json").factor("MatMul", 100.0, precision="int8") == \
+        cm.factor("MatMul", 100.0, precision="int8")
+    assert fit_precision_curves(int8[:10], "int8", base) == {}  # too few pairs: no curve
+
+
 def test_context_model_weight_streaming_term():
     """Kernels with weights pay a fixed time per MB in models that evict them (gate), none when cached."""
     from latency.context import ContextModel, cache_gate, fit_context

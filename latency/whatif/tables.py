@@ -30,12 +30,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
 from ..context import cache_gate
 from ..estimator import KernelEstimate, _act_mb, overhead_us, weight_mb
-from ..ops import config_problem
+from ..ops import Config, config_problem
 
 COEFS = ("iso", "curve", "fetch", "ov0", "ov1", "fp", "wmb")
 #: sparsity digits: 0 is the weight as the model holds it
@@ -635,7 +636,7 @@ class Pricer:
         free = source == "free"
         v[0] = iso
         if self.cm and not free:
-            v[1] = iso * (self.cm.factor(kind, iso, 1.0) - 1.0)
+            v[1] = iso * (self.cm.factor(kind, iso, 1.0, _key_precision(key)) - 1.0)
             v[2] = _fetch_us(self.cm, key, iso, 1.0)  # linear in the gate
         ke = KernelEstimate("k", kind, tuple(op_types), (), "", "", iso, source, key=key, isolated_us=iso)
         o0 = overhead_us([ke], self.ov, 0.0) - self.per_run
@@ -706,7 +707,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
         iso = max(0.0, float(p.iso_us))
         lat, detail = iso, p.detail
         if cm and p.source != "free":
-            f = cm.factor(k.kind, iso, cgate)
+            f = cm.factor(k.kind, iso, cgate, k.precision)
             s = _fetch_us(cm, p.key, iso, gate)
             lat = iso * f + s
             detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
@@ -728,3 +729,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
                     getattr(pricer.est.rules_, "name", ""))
 
 
+@lru_cache(maxsize=None)
+def _key_precision(key: str) -> str:
+    """The precision a config key names (its in-model curve may be the precision's own)."""
+    return Config.from_key(key).precision

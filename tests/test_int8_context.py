@@ -1,0 +1,70 @@
+"""int8 kernels' own in-model curves (`latency calibrate --int8-context`), run for real at small scale."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+STEM = "x86-avx512-ort.epyc-zen5"
+
+
+@pytest.fixture
+def profile(tmp_path):
+    """A private copy of the Zen 5 profile (its rows, regressors and calibrated context and overhead)."""
+    tables = ROOT / "latency" / "tables"
+    for suffix in (".db", ".context.json", ".overhead.json"):
+        shutil.copy(tables / f"{STEM}{suffix}", tmp_path / f"p{suffix}")
+    shutil.copytree(tables / f"{STEM}.regressors", tmp_path / "p.regressors")
+    ctx = json.loads((tmp_path / "p.context.json").read_text())
+    ctx["kinds"] = {k: v for k, v in ctx["kinds"].items() if ":" not in k}
+    ctx.pop("precision_curves", None)
+    (tmp_path / "p.context.json").write_text(json.dumps(ctx))
+    return tmp_path / "p.db"
+
+
+def test_int8_context_measures_int8_curves_and_leaves_fp32_alone(profile):
+    import onnxruntime  # noqa: F401  (a real runtime measures)
+
+    from latency import Estimator
+    from latency.errors import LatencyError
+    from latency.targets import get_target
+    from profilers import zoo
+    from profilers.calibrate import int8_context
+    from profilers.quantized import qdq_int8
+
+    t = get_target("x86-avx512-ort")
+    bert = zoo.build("bert_tiny")
+    int8 = qdq_int8(bert)
+    before = Estimator(t, profile=profile, check_host=False)
+    fp32_before, int8_before = before.estimate(bert).total_ms, before.estimate(int8).total_ms
+    old = json.loads(profile.with_suffix(".context.json").read_text())
+
+    r = int8_context(t, profile=profile, models=("bert_small:64", "resnet34:96"), repeats=1, runs=5)
+    assert r["curves"].get("MatMul:int8", 0) >= 16 and 0.5 < r["state"] < 2.0
+    new = json.loads(profile.with_suffix(".context.json").read_text())
+    assert {k: v for k, v in new["kinds"].items() if ":" not in k} == old["kinds"]  # fp32 curves as calibrated
+    assert new["precision_curves"]["int8"]["models"] == ["bert_small:64", "resnet34:96"]
+    assert new["kinds"]["MatMul:int8"]["max_us"] > 30.0 and Path(r["raw"]).exists()
+    after = Estimator(t, profile=profile, check_host=False)
+    assert after.estimate(bert).total_ms == pytest.approx(fp32_before, rel=1e-9)
+    e = after.estimate(int8)
+    assert e.total_ms != pytest.approx(int8_before, rel=1e-6)
+    assert any("in-model context" in k.detail for k in e.kernels if k.precision == "int8")
+
+    with pytest.raises(LatencyError, match="too few|pass larger models"):
+        int8_context(t, profile=profile, models=("lenet5",), repeats=1, runs=3)
+
+
+def test_int8_context_cli_refuses_a_shipped_profile():
+    from click.testing import CliRunner
+
+    from latency.cli import main
+
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--int8-context"])
+    assert r.exit_code != 0 and "shipped profile" in r.output and "Traceback" not in r.output
