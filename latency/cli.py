@@ -406,6 +406,9 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
     if base is not None:
         if refit:
             raise LatencyError("--refit and --from do not go together: --from measures probes and calibrates")
+        if int8_ctx:
+            raise LatencyError("--int8-context and --from do not go together: make the profile with --from first, "
+                               "then add the int8 curves to it with --db FILE --int8-context")
         return _transfer(t, base, path, _parse_duration(budget), core, max_probes)
     ok, why = t.host_supported()
     if not ok and not refit:

@@ -154,6 +154,7 @@ def fit_precision_curves(pairs, precision: str, base: "ContextModel", state: flo
     after ``base``'s weight fetch, for kernels of at least ``MIN_US`` alone, per kind with ``min_pairs`` such
     pairs. ``state``: how much slower the machine ran the in-model times than it ran the profile's rows (the
     in-model times are divided by it). The fp32 curves are ``base``'s and stay as they are."""
+    from .estimator import weight_mb
     from .ops import Config
 
     curves = {}
@@ -163,8 +164,6 @@ def fit_precision_curves(pairs, precision: str, base: "ContextModel", state: flo
             continue
         iso = float(p["isolated_us"])
         inm = float(p["in_model_us"]) / state
-        from .estimator import weight_mb
-
         fetch = base.stream_us(weight_mb(p["key"]), p.get("gate", 1.0), isolated_us=iso, key=p["key"])
         by_kind.setdefault(p["kind"], []).append((iso, max(inm - fetch, 0.2 * inm)))
     for kind, v in sorted(by_kind.items()):

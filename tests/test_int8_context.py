@@ -68,3 +68,5 @@ def test_int8_context_cli_refuses_a_shipped_profile():
 
     r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--int8-context"])
     assert r.exit_code != 0 and "shipped profile" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--int8-context", "--from", "x86-avx512-ort"])
+    assert r.exit_code != 0 and "do not go together" in r.output and "Traceback" not in r.output
