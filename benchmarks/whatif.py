@@ -59,42 +59,17 @@ CLOSED_LOOP_QUICK = ("resnet20_cifar",)
 # making the variants with the real tools
 
 
-class _RandomReader:
-    """Calibration data for quantize_static: random feeds like the benchmark's own."""
-
-    def __init__(self, path, n=4):
-        import onnxruntime as ort
-
-        from profilers.e2e import make_inputs
-
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        import onnx
-
-        m = onnx.load(path)
-        self._it = iter([make_inputs(sess, m, seed=i) for i in range(n)])
-
-    def get_next(self):
-        return next(self._it, None)
-
-
 def preprocessed(model, tmp):
     """quant_pre_process of the fp32 model, as users run it before quantize_static: path."""
-    import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from profilers.quantized import pre_process
 
-    src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "fp32.pre.onnx")
-    onnx.save(model, src)
-    quant_pre_process(src, dst, skip_symbolic_shape=False)
-    return dst
+    return pre_process(model, tmp)
 
 
 def int8_static(pre_path, tmp, exclude, tag):
-    from onnxruntime.quantization import QuantFormat, quantize_static
+    from profilers.quantized import quantize_qdq
 
-    out = os.path.join(tmp, f"{tag}.onnx")
-    quantize_static(pre_path, out, _RandomReader(pre_path), quant_format=QuantFormat.QDQ,
-                    nodes_to_exclude=list(exclude))
-    return out
+    return quantize_qdq(pre_path, os.path.join(tmp, f"{tag}.onnx"), exclude)
 
 
 def int8_dynamic(pre_path, tmp):

@@ -318,7 +318,6 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
 
     say = progress or (lambda msg: None)
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
-    full = Estimator(target, profile=profile, check_host=False).prepare()
     stem = Path(base.profile_path_)
     path = stem.with_name(stem.stem + ".context.json")
     if not path.exists():
@@ -337,10 +336,10 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
     times = in_model_times({n: m.SerializeToString() for n, m in built.items()}, repeats=repeats, runs=runs)
     pairs = {"fp32": [], "int8": []}
     for n, m in built.items():
-        e = full.estimate(m)
         p, s = kernel_pairs(m, base, name=n, prof=times[n])
+        footprint = base.estimate(m).footprint_mb  # the model's gates, as the calibrated context reads them
         for x in p:
-            x.update(model=n, gate=e.cache_gate, private_gate=e.private_gate)
+            x.update(model=n, gate=cm.gate(footprint), private_gate=cm.curve_gate(footprint))
         pairs[n.split()[0]] += p
         say(f"{n}: {len(p)} kernels paired ({s['skipped']} left out)")
     ratios = []

@@ -173,6 +173,23 @@ def _tup(k):
     return tuple(_tup(x) for x in k) if isinstance(k, list) else k
 
 
+def _runtime_summaries(qemu_arm, arm_src, tmp_path, models: dict, cpu: str) -> dict:
+    """path -> onnxruntime's kernel summary of each of ``models`` (name -> ModelProto), saved under ``tmp_path``,
+    from its own optimized graph under qemu-user with QEMU_CPU=``cpu``."""
+    import onnx
+
+    q, cache = qemu_arm
+    paths = []
+    for name, m in models.items():
+        paths.append(tmp_path / f"{name}.onnx")
+        onnx.save(m, paths[-1])
+    script, out = tmp_path / "rg.py", tmp_path / "rg.json"
+    script.write_text(_RUNTIME_GRAPH)
+    r = q.run([script, out, *paths], cache=cache, cpu=cpu, pythonpath=[arm_src], cwd=arm_src, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {p: Counter({_tup(k): v for k, v in items}) for p, items in json.loads(out.read_text()).items()}
+
+
 @pytest.fixture(scope="module")
 def qemu_arm():
     from profilers import standalone_qemu as q
@@ -217,23 +234,12 @@ def test_profiler_under_qemu_writes_an_emulated_neoverse_n1_profile(qemu_arm, ar
 
 
 def test_arm64_fusion_matches_onnxruntime_under_qemu(qemu_arm, arm_src, tmp_path):
-    import onnx
-
     from latency.fusion import ORT_CPU_ARM64_RULES, ORT_CPU_X86_RULES, compare_summaries, fuse, kernel_summary
     from latency.graph import load_graph
     from profilers import zoo
 
-    q, cache = qemu_arm
-    paths = []
-    for name in ("resnet20_cifar", "mobilenet_v2_050_128"):
-        paths.append(tmp_path / f"{name}.onnx")
-        onnx.save(zoo.build(name), paths[-1])
-    script, out = tmp_path / "rg.py", tmp_path / "rg.json"
-    script.write_text(_RUNTIME_GRAPH)
-    r = q.run([script, out, *paths], cache=cache, cpu="neoverse-n1", pythonpath=[arm_src], cwd=arm_src, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    for p, items in json.loads(out.read_text()).items():
-        runtime = Counter({_tup(k): v for k, v in items})
+    models = {name: zoo.build(name) for name in ("resnet20_cifar", "mobilenet_v2_050_128")}
+    for p, runtime in _runtime_summaries(qemu_arm, arm_src, tmp_path, models, "neoverse-n1").items():
         assert runtime["conv_sum"] > 0 and not runtime["reorder"]  # residual Add fused, no NCHWc
         g = load_graph(p)
         ours, _ = fuse(g, ORT_CPU_ARM64_RULES)
@@ -246,23 +252,13 @@ def test_arm64_sme_fp32_convs_match_onnxruntime_under_qemu(qemu_arm, arm_src, tm
     """On a core with SME (QEMU_CPU=max) onnxruntime runs the fp32 convs KleidiAI takes (group 1, kernel >= 3x3)
     as NhwcFusedConv between layout Transposes; resnet18's identity blocks after the NCHW MaxPool keep their Add
     and Relu apart. The SME rules reproduce its graph kernel for kernel; the plain arm64 rules do not."""
-    import onnx
-
     from latency.fusion import ORT_CPU_ARM64_RULES, ORT_CPU_ARM64_SME_RULES, compare_summaries, fuse, kernel_summary
     from latency.graph import load_graph
     from profilers import zoo
 
-    q, cache = qemu_arm
-    paths = []
-    for name, size in (("resnet20_cifar", None), ("resnet18", 64), ("squeezenet1_1", 64)):
-        paths.append(tmp_path / f"{name}.onnx")
-        onnx.save(zoo.build(name, size=size) if size else zoo.build(name), paths[-1])
-    script, out = tmp_path / "rg.py", tmp_path / "rg.json"
-    script.write_text(_RUNTIME_GRAPH)
-    r = q.run([script, out, *paths], cache=cache, cpu="max", pythonpath=[arm_src], cwd=arm_src, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    for p, items in json.loads(out.read_text()).items():
-        runtime = Counter({_tup(k): v for k, v in items})
+    models = {name: zoo.build(name, size=size) if size else zoo.build(name)
+              for name, size in (("resnet20_cifar", None), ("resnet18", 64), ("squeezenet1_1", 64))}
+    for p, runtime in _runtime_summaries(qemu_arm, arm_src, tmp_path, models, "max").items():
         g = load_graph(p)
         ours, _ = fuse(g, ORT_CPU_ARM64_SME_RULES)
         assert compare_summaries(kernel_summary(ours), runtime) == {}, p
