@@ -557,6 +557,10 @@ def _llm_items(name: str) -> list[tuple[int, str, dict]]:
                 for acc in (0, 4):
                     for zp in (0, 1):
                         out.append((2, "MatMulNBits", _nb(m, k, n, 4, blk, acc, zp=zp)))
+            # with the bias onnxruntime's MatMulNBitsFusion moves in from a following Add (every
+            # projection of a BERT or GPT-2 with biases), at the quantizer's default block of 128
+            for zp in (0, 1):
+                out.append((2, "MatMulNBits", _nb(m, k, n, 4, 128, 0, zp=zp, bias=1)))
     for b, h, s, d in ((1, 12, 128, 64), (1, 8, 64, 64), (1, 16, 256, 64), (4, 12, 32, 64), (1, 4, 512, 32)):
         out += [(1, "Einsum", {"equation": "bhqd,bhkd->bhqk", "inputs": [[b, h, s, d], [b, h, s, d]]}),
                 (1, "Einsum", {"equation": "bhqk,bhkd->bhqd", "inputs": [[b, h, s, s], [b, h, s, d]]})]

@@ -471,6 +471,34 @@ def test_conformance_bert_layer(opset):
     assert ours["kernels"] == rt["kernels"]
 
 
+def test_conformance_bert_layer_int4_weight_bias_fuses_into_matmul_nbits():
+    """MatMulNBitsQuantizer's file of an encoder layer: each projection's bias Add joins its MatMulNBits
+    (onnxruntime's MatMulNBitsFusion) except where BiasGelu took it first; an Add whose other input is
+    not [N] stays a kernel of its own."""
+    import logging
+
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    q = MatMulNBitsQuantizer(bert_layer(opset=17))
+    q.process()
+    m = q.model.model
+    ours, rt = _conforms(m)
+    assert ours["kernels"] == rt["kernels"]
+    ks, _ = run(m, _host_rules())
+    nb = [k for k in ks if k.kind == "MatMulNBits"]
+    assert len(nb) == 6 and sum(k.params["bias"] for k in nb) == 5  # the FFN's first: BiasGelu's Add
+    assert all("Add" in k.op_types for k in nb if k.params["bias"])
+
+    b = B()
+    y = b.op("Add", [b.op("MatMul", ["x", b.w(64, 32)], name="mm"), b.w(16, 32)], name="add2d")
+    q = MatMulNBitsQuantizer(b.model([vi("x", [16, 64])], [vi(y, None)]), block_size=32)
+    q.process()
+    ks, _ = run(q.model.model, _host_rules())
+    assert sorted(k.kind for k in ks if k.kind != "Free") == ["Elementwise", "MatMulNBits"]
+    assert ks[[k.kind for k in ks].index("MatMulNBits")].params["bias"] == 0
+
+
 def test_conformance_nchwc_region_ops():
     """SE block, concat, standalone BN, resize, pools, an NHWC transpose and a HardSwish."""
     b = B()

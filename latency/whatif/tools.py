@@ -206,7 +206,13 @@ class ToolPath:
             else:
                 est = self._estimate(prec, frozenset(self.candidates(prec)), tuple(), check=False)
                 before = {(u.op_type, u.reason) for u in self.plan.baseline.uncovered}
-                new = sorted({u.op_type for u in est.uncovered if (u.op_type, u.reason) not in before})
+                # one op per reason: a kernel's nodes share its reason and its own op comes first (the
+                # bias Add inside a MatMulNBits is not an Add kernel)
+                first = {}
+                for u in est.uncovered:
+                    if (u.op_type, u.reason) not in before:
+                        first.setdefault(u.reason, u.op_type)
+                new = sorted(set(first.values()))
                 why = ""
                 if new:
                     why = (f"target {self.plan.estimator.target.name} has no data for {prec} ({', '.join(new)} "

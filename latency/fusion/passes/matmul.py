@@ -1,5 +1,6 @@
 """MatMul passes: MatMul + bias Add -> Gemm (level 1); Gemm / MatMul + activation, Transpose of the
-last two dims + MatMul, MatMul + scalar Mul / Div -> FusedMatMul (level 2)."""
+last two dims + MatMul, MatMul + scalar Mul / Div -> FusedMatMul, MatMulNBits + bias Add -> MatMulNBits
+with a bias (level 2)."""
 
 from __future__ import annotations
 
@@ -140,6 +141,32 @@ def matmul_scale(state: FusionState) -> None:
             state.reindex()
 
 
+def matmul_nbits_bias(state: FusionState) -> None:
+    """com.microsoft MatMulNBits (no bias yet) whose one output edge goes to an Add whose other input has
+    shape [N] takes that input as its bias (input 5) and the Add's output.
+
+    Mirrors onnxruntime's MatMulNBitsFusion (level 2, CPU EP; core/optimizer/matmul_nbits_fusion.cc,
+    selector BiasFusion): the Add's other operand need not be a constant, only 1-D of length N. An Add
+    that a level-2 fusion listed before it took (BiasGelu) is not there any more.
+    """
+    for w in list(state.live):
+        if w.dead or w.op != "MatMulNBits" or w.domain != "com.microsoft":
+            continue
+        if len(w.inputs) > 5 and w.inputs[5]:
+            continue
+        c = state.out_single(w)
+        if not state.is_op(c, "Add") or c.domain != "":
+            continue
+        bias = state.other_input(c, w.outputs[0])
+        shape = state.shape(bias) if bias is not None else None
+        n = w.attr("N")
+        if shape is None or n is None or len(shape) != 1 or shape[0] != int(n):
+            continue
+        w.inputs = list(w.inputs[:5]) + [""] * (5 - len(w.inputs)) + [bias]
+        state.absorb(w, c)
+    state.reindex()
+
+
 MATMUL_ADD = Pass("matmul_add", matches="float MatMul(A, B 2-D) -> bias Add", produces=("Gemm",),
                   mirrors="MatMulAddFusion", apply=matmul_add, switches=("matmul_add",))
 GEMM_ACTIVATION = Pass("gemm_activation", matches="float Gemm -> activation in rules.gemm_act; MatMul / "
@@ -148,6 +175,8 @@ GEMM_ACTIVATION = Pass("gemm_activation", matches="float Gemm -> activation in r
 MATMUL_TRANSPOSE = Pass("matmul_transpose", matches="Transpose(last two dims swapped) -> float MatMul",
                         produces=("FusedMatMul",), mirrors="MatmulTransposeFusion", apply=matmul_transpose,
                         switches=("matmul_trans",))
+MATMUL_NBITS_BIAS = Pass("matmul_nbits_bias", matches="MatMulNBits -> Add(other input of shape [N])",
+                         produces=("MatMulNBits",), mirrors="MatMulNBitsFusion", apply=matmul_nbits_bias)
 MATMUL_SCALE = Pass("matmul_scale", matches="scalar constant Mul / Div on a float MatMul's input or output",
                     produces=("FusedMatMul",), mirrors="MatMulScaleFusion", apply=matmul_scale,
                     switches=("matmul_scale",))
