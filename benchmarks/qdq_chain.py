@@ -2,8 +2,8 @@
 
 Chains ``x -> [Q -> DQ -> Tanh] x n`` and ``x -> [Tanh] x n`` on [1, C] tensors, n = 1 and 16, measured end to
 end with the robust protocol (:func:`profilers.e2e.measure_models`, wall clock, no profiler in the timing): the
-slope per step of the first minus that of the second is one Q + DQ pair inside a model. The same chains are
-estimated; the difference of the predicted slopes is what the estimate charges the pair.
+slope per step of the first minus that of the second is one Q + DQ pair inside a model. Priced: what one step's
+kernels add to an estimate (their in-model prices and per-kernel overhead terms, :func:`step_price`).
 
     taskset -c 0 python benchmarks/qdq_chain.py [--target x86-avx512-ort] [--sizes 1024,8192,32768]
 """
@@ -25,24 +25,29 @@ LENGTHS = (1, 16)
 
 
 def chain(c: int, n: int, qdq: bool):
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    """The chain ``latency calibrate --int8-context`` measures (profilers.chains.build_qdq_chain)."""
+    from profilers.chains import build_qdq_chain
 
-    nodes = []
-    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")]
-    cur = "x"
-    for i in range(n):
-        if qdq:
-            nodes.append(helper.make_node("QuantizeLinear", [cur, "s", "z"], [f"q{i}"], name=f"Q{i}"))
-            nodes.append(helper.make_node("DequantizeLinear", [f"q{i}", "s", "z"], [f"d{i}"], name=f"DQ{i}"))
-            cur = f"d{i}"
-        nodes.append(helper.make_node("Tanh", [cur], [f"t{i}"], name=f"T{i}"))
-        cur = f"t{i}"
-    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c])],
-                          [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return build_qdq_chain(c, n, qdq)
+
+
+def step_price(est, model) -> float:
+    """What one step of ``model``'s chain adds to an estimate of a real model (us): its kernels' in-model prices
+    with their per-kernel overhead terms. Not the difference of two whole-chain estimates: on a chain of tiny
+    kernels the estimate's floor (the total never under half the kernel sum) binds, which it does not in a
+    model of real size."""
+    from latency.overhead import kernel_terms_us
+
+    e = est.estimate(model)
+    ov = est.overhead_
+    terms = (ov.get("per_short_kernel_us", 0.0), ov.get("per_long_kernel_us", 0.0), ov.get("short_us", 0.0)) \
+        if "per_long_kernel_us" in ov else (0.0, 0.0, 0.0)
+    total = 0.0
+    for k in e.kernels:
+        iso = k.isolated_us
+        f = est.context_.factor(k.kind, iso, e.private_gate, k.precision, k.key) if est.context_ else 1.0
+        total += iso * f + kernel_terms_us([k], *terms)
+    return total
 
 
 def main() -> int:
@@ -66,13 +71,13 @@ def main() -> int:
     print(f"target {a.target}; profile {est.prepare().profile_path_}\n")
     print(f"{'elements':>9}  {'Tanh step: measured':>20} {'priced':>7}  {'Q+DQ pair: measured':>20} {'priced':>7}")
     for c in sizes:
-        slope = {}
+        slope, steps = {}, {}
         for q in ("tanh", "qdq"):
             m1, m16 = (meas[f"{q}{c}x{n}"]["latency_ms"] * 1000 for n in LENGTHS)
-            e1, e16 = (est.estimate(models[f"{q}{c}x{n}"]).total_ms * 1000 for n in LENGTHS)
-            slope[q] = ((m16 - m1) / (LENGTHS[1] - LENGTHS[0]), (e16 - e1) / (LENGTHS[1] - LENGTHS[0]))
-        pair = (slope["qdq"][0] - slope["tanh"][0], slope["qdq"][1] - slope["tanh"][1])
-        print(f"{c:9d}  {slope['tanh'][0]:17.2f} us {slope['tanh'][1]:7.2f}  {pair[0]:17.2f} us {pair[1]:7.2f}")
+            slope[q] = (m16 - m1) / (LENGTHS[1] - LENGTHS[0])
+            steps[q] = step_price(est, models[f"{q}{c}x1"])
+        pair = slope["qdq"] - slope["tanh"]
+        print(f"{c:9d}  {slope['tanh']:17.2f} us {steps['tanh']:7.2f}  {pair:17.2f} us {steps['qdq'] - steps['tanh']:7.2f}")
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -428,6 +428,11 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
         click.echo(f"int8 in-model curves: {', '.join(f'{k} ({n} kernels)' for k, n in r['curves'].items())} from "
                    f"{r['pairs']} int8 kernel pairs; machine state x{r['state']:.3f} against the calibration "
                    f"-> {r['context']} (pairs kept in {r['raw']}; {r['seconds']:.0f} s)")
+        sm = r.get("small") or {}
+        if sm.get("ratio"):
+            click.echo(f"small Q/DQ kernels (chains of [1, C]): one pair inside a model "
+                       f"{', '.join(f'{v:.2f} us at C={c}' for c, v in sorted(sm['pair_us'].items()))}; their prices "
+                       f"alone x{min(sm['ratio']):.2f}-{max(sm['ratio']):.2f}")
         return
     from .progress import Bar, wanted
 

@@ -175,6 +175,52 @@ def fit_precision_curves(pairs, precision: str, base: "ContextModel", state: flo
     return curves
 
 
+#: kinds whose kernels shorter than ``MIN_US`` alone get a curve of their own from chains measured end to end
+#: (wall clock, no profiler): a small QuantizeLinear / DequantizeLinear costs a third to two thirds of its time
+#: alone inside a model (Zen 5, Q + DQ pairs on [1, C]: 0.53 us at C = 1k against 1.72 priced before)
+SMALL_CURVE_KINDS = ("Quant:int8",)
+
+
+def fit_small_quant_curve(pair_us: dict, isolated: dict, per_short_us: float, state: float = 1.0) -> dict | None:
+    """The ``"Quant:int8"`` curve for Q / DQ kernels shorter than ``MIN_US`` alone, from chains.
+
+    ``pair_us``: C -> one Q + DQ pair's time inside a model (us; :func:`profilers.chains.qdq_pair_us`);
+    ``isolated``: C -> (Q alone, DQ alone) as the profile prices them (us); ``per_short_us``: the overhead
+    model's per-kernel term for short kernels (the estimate adds it to each of the two); ``state``: how much
+    slower the machine ran the chains than it ran the profile's rows. The ratio at C is what both kernels'
+    prices alone are scaled by so that the pair adds ``pair_us`` to an estimate. Knots over log C (the
+    kernel's elements: its price alone is flat at ~2 us below 4k elements, too flat to tell sizes apart);
+    None when fewer than three sizes were measured."""
+    kx, ky = [], []
+    for c in sorted(pair_us):
+        if c not in isolated or c <= 0:
+            continue
+        q, dq = isolated[c]
+        if q <= 0 or dq <= 0:
+            continue
+        g = (pair_us[c] / state - 2.0 * per_short_us) / (q + dq)
+        kx.append(float(np.log(c)))
+        ky.append(float(np.clip(np.log(max(g, 1e-3)), -_CLAMP, _CLAMP)))
+    if len(kx) < 3:
+        return None
+    return {"log_elements": kx, "log_ratio": ky, "pairs": len(kx)}
+
+
+@lru_cache(maxsize=65536)
+def key_elements(key: str) -> int | None:
+    """Elements of a Q / DQ kernel's input (its key's ``x`` shape), None where the key has none."""
+    try:
+        x = json.loads(key)["params"].get("x")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(x, list) or not x:
+        return None
+    n = 1
+    for d in x:
+        n *= int(d)
+    return n
+
+
 def _data_caches_mb() -> dict:
     """This host's data (or unified) caches, level -> MB (read by latency.profiles from sysfs)."""
     from .profiles import _data_caches_mb as read
@@ -292,6 +338,9 @@ class ContextModel:
                         for k, v in self.spec.get("kinds", {}).items()}
         #: a precision's own curve prices kernels up to the longest one it was fitted on, no further
         self._max_us = {k: float(v["max_us"]) for k, v in self.spec.get("kinds", {}).items() if "max_us" in v}
+        #: curves for kernels shorter than min_us alone (fitted on chains: SMALL_CURVE_KINDS)
+        self._small = {k: (np.array(v["log_elements"]), np.array(v["log_ratio"]))
+                       for k, v in self.spec.get("small_kinds", {}).items()}
         fp = self.spec.get("gate", {}).get("footprint_mb")
         self._bounds = tuple(fp) if fp and 0 < fp[0] < fp[1] else None
         self._gate_curve = self.spec.get("gate", {}).get("curve")
@@ -374,11 +423,30 @@ class ContextModel:
             return gate * min(per_mb * weight_mb, max(0.0, self._memory_rate * weight_mb - isolated_us))
         return per_mb * weight_mb * gate
 
-    def factor(self, kind: str, isolated_us: float, gate: float = 1.0, precision: str | None = None) -> float:
+    def small_factor(self, kind: str, isolated_us: float, precision: str | None, key: str | None) -> float | None:
+        """In-model / alone from a chain-fitted curve (``small_kinds``) for a kernel shorter than ``min_us``
+        alone, read at the elements of ``key``; None where none applies. Not scaled by a cache gate: the chains
+        measured it in models whose data stays in the private caches, and a small Q / DQ reads little."""
+        if not self._small or precision is None or key is None:
+            return None
+        c = self._small.get(f"{kind}:{precision}")
+        if c is None or not 0 < isolated_us < self.spec.get("min_us", 0.0):
+            return None
+        n = key_elements(key)
+        if not n:
+            return None
+        return float(math.exp(np.interp(math.log(n), c[0], c[1])))
+
+    def factor(self, kind: str, isolated_us: float, gate: float = 1.0, precision: str | None = None,
+               key: str | None = None) -> float:
         """In-model / alone for a kernel of ``kind`` (and ``precision``: a curve of its own where the model has
         one, ``"Conv:int8"``, up to the longest kernel it was fitted on; else the kind's, else the pooled one)
-        taking ``isolated_us`` alone, at curve gate ``gate``."""
+        taking ``isolated_us`` alone, at curve gate ``gate``. A kernel shorter than ``min_us`` alone gets no curve,
+        except a kind with a chain-fitted one (:meth:`small_factor`, read at the elements of ``key``)."""
         own = f"{kind}:{precision}" if precision else None
+        small = self.small_factor(kind, isolated_us, precision, key)
+        if small is not None:
+            return small
         if own is not None and isolated_us > self._max_us.get(own, math.inf):
             own = None
         c = (self._curves.get(own) if own else None) or self._curves.get(kind) or self._curves.get("*")

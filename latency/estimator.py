@@ -498,7 +498,7 @@ class Estimator:
             iso = max(0.0, float(res[0]))
             lat, detail = iso, res[2]
             if self.context_ and res[1] != "free":
-                f = self.context_.factor(k.kind, iso, cgate, k.precision)
+                f = self.context_.factor(k.kind, iso, cgate, k.precision, key)
                 st = self.context_.stream_us(weight_mb(key), gate, isolated_us=iso, key=key)
                 lat = iso * f + st
                 detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \

@@ -264,6 +264,8 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
         kept = {k: v for k, v in (old.get("kinds") or {}).items() if ":" in k}
         if kept and old.get("precision_curves"):
             spec["kinds"] = {**spec["kinds"], **kept}
+            if old.get("small_kinds"):
+                spec["small_kinds"] = old["small_kinds"]
             spec["precision_curves"] = {**old["precision_curves"], "note": "kept from the context model this "
                                         "calibration replaced; 'latency calibrate --int8-context' measures them again"}
     ContextModel(spec).save(paths["context"])
@@ -312,8 +314,9 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
     by it. The fp32 curves, the weight fetch and the gates stay as calibrated. Writes the context model back
     (with the run's provenance under ``precision_curves``) and keeps the pairs in ``<profile>.int8-context.json``.
     """
-    from latency.context import fit_precision_curves
+    from latency.context import fit_precision_curves, fit_small_quant_curve
 
+    from .chains import QDQ_SIZES, qdq_chains, qdq_pair_us
     from .quantized import qdq_int8
 
     say = progress or (lambda msg: None)
@@ -357,19 +360,48 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
     if not curves:
         raise LatencyError(f"no int8 kind had 16 kernels of {MIN_US:g} us or more alone among {len(pairs['int8'])} "
                            "pairs: pass larger models")
+    # small Q / DQ kernels: chains measured end to end right after, divided by the same state
+    say("Q + DQ chains")
+    ch = qdq_chains()
+    e2e = measure_models({n: m.SerializeToString() for n, m in ch.items()}, progress=None)
+    pair = qdq_pair_us(e2e)
+    alone = {}
+    for c in QDQ_SIZES:
+        ks = base.estimate(ch[f"qdq:{c}:1"]).kernels
+        q = [k.isolated_us for k in ks if k.kind == "Quant" and k.op_types == ("QuantizeLinear",)]
+        dq = [k.isolated_us for k in ks if k.kind == "Quant" and k.op_types == ("DequantizeLinear",)]
+        if q and dq:
+            alone[c] = (float(q[0]), float(dq[0]))
+    ov = Estimator(target, profile=profile, context=False, check_host=False).prepare().overhead_
+    per_short = float(ov.get("per_short_kernel_us", ov.get("per_kernel_us", 0.0)) or 0.0)
+    small = fit_small_quant_curve(pair, alone, per_short, state=state)
     spec = dict(cm.spec)
     spec["kinds"] = {**{k: v for k, v in spec.get("kinds", {}).items() if not k.endswith(":int8")}, **curves}
+    spec.pop("small_kinds", None)
+    if small:
+        spec["small_kinds"] = {"Quant:int8": small}
     spec["precision_curves"] = {"int8": {
         "models": list(names), "pairs": len(pairs["int8"]), "curves": sorted(curves), "state": round(state, 4),
         "fitted_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": base.target.fingerprint(),
         "basis": "static int8 (quantize_static QDQ) kernels timed inside these models (onnxruntime's per-node profile, "
                  f"{repeats} round-robin repeats of {runs} runs, minimum) against their price alone, the weight fetch "
                  "taken off, per kind for kernels of at least MIN_US alone; the in-model times divided by 'state', the "
-                 "median in-model / priced of the fp32 originals' Conv and MatMul kernels in the same run"}}
+                 "median in-model / priced of the fp32 originals' Conv and MatMul kernels in the same run",
+        "small": {"curve": "Quant:int8" if small else None, "per_short_kernel_us": round(per_short, 4),
+                  "pair_us": {str(c): round(v, 4) for c, v in pair.items()},
+                  "alone_us": {str(c): [round(x, 4) for x in v] for c, v in alone.items()},
+                  "basis": "Q / DQ kernels shorter than min_us alone: chains x -> [Q -> DQ -> Tanh] x n against "
+                           "x -> [Tanh] x n on [1, C], n = 1 and 16, measured end to end (profilers.e2e.measure_models, "
+                           "wall clock); one pair's slope divided by 'state', less the overhead model's two "
+                           "per-kernel terms, over the two kernels' prices alone"}}}
     ContextModel(spec).save(path)
     raw = stem.with_name(stem.stem + ".int8-context.json")
     tmp = raw.with_name(raw.name + ".tmp")
-    tmp.write_text(json.dumps({"state": state, "pairs": pairs}, indent=0))
+    tmp.write_text(json.dumps({"state": state, "pairs": pairs, "qdq_chains": {
+        "pair_us": {str(c): v for c, v in pair.items()}, "alone_us": {str(c): v for c, v in alone.items()},
+        "e2e": {n: {k: r.get(k) for k in ("latency_ms", "rounds_ms", "error")} for n, r in e2e.items()}}}, indent=0))
     tmp.replace(raw)
     return {"context": str(path), "raw": str(raw), "state": state, "curves": {k: v["pairs"] for k, v in curves.items()},
+            "small": {"pair_us": pair, "alone_us": alone, "ratio": [round(math.exp(v), 3) for v in
+                                                                    (small or {}).get("log_ratio", [])]},
             "pairs": len(pairs["int8"]), "seconds": time.time() - t0}

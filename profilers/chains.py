@@ -42,6 +42,60 @@ FAMILIES = {
 }
 
 
+#: the Q + DQ chains (``x -> [QuantizeLinear -> DequantizeLinear -> Tanh] x n`` against ``x -> [Tanh] x n`` on
+#: [1, C]): what a small Q / DQ kernel costs inside a model, where its time alone is mostly the profiler's
+#: per-event cost (:func:`qdq_pair_us`, used by ``latency calibrate --int8-context``); not part of the
+#: per-run calibration
+QDQ_SIZES = (16, 256, 1024, 4096, 16384, 65536)
+QDQ_LENGTHS = (1, 16)
+
+
+def build_qdq_chain(c: int, n: int, qdq: bool):
+    """``x -> [Q -> DQ ->] Tanh`` repeated ``n`` times on [1, c] (uint8, one scale and zero point: the form
+    ``quantize_static`` writes for activations). The Tanh keeps the runtime from dropping a Q -> DQ pair."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = []
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")]
+    cur = "x"
+    for i in range(n):
+        if qdq:
+            nodes.append(helper.make_node("QuantizeLinear", [cur, "s", "z"], [f"q{i}"], name=f"Q{i}"))
+            nodes.append(helper.make_node("DequantizeLinear", [f"q{i}", "s", "z"], [f"d{i}"], name=f"DQ{i}"))
+            cur = f"d{i}"
+        nodes.append(helper.make_node("Tanh", [cur], [f"t{i}"], name=f"T{i}"))
+        cur = f"t{i}"
+    g = helper.make_graph(nodes, "qdq_chain" if qdq else "tanh_chain",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c])],
+                          [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, c])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def qdq_chains(sizes=QDQ_SIZES, lengths=QDQ_LENGTHS) -> dict:
+    """name -> ModelProto: ``qdq:C:N`` and ``tanh:C:N`` for every size and length."""
+    return {f"{'qdq' if q else 'tanh'}:{c}:{n}": build_qdq_chain(c, n, q) for c in sizes for n in lengths
+            for q in (False, True)}
+
+
+def qdq_pair_us(e2e: dict, sizes=QDQ_SIZES, lengths=QDQ_LENGTHS) -> dict:
+    """C -> one Q + DQ pair's time inside a model (us): the slope per step of the Q + DQ chains minus that of
+    the Tanh chains (``e2e``: name -> measure_models result of :func:`qdq_chains`)."""
+    out = {}
+    a, b = lengths[0], lengths[-1]
+    for c in sizes:
+        slope = {}
+        for q in ("tanh", "qdq"):
+            r1, r2 = e2e.get(f"{q}:{c}:{a}"), e2e.get(f"{q}:{c}:{b}")
+            if not r1 or not r2 or r1.get("error") or r2.get("error"):
+                break
+            slope[q] = (r2["latency_ms"] - r1["latency_ms"]) * 1000.0 / (b - a)
+        if len(slope) == 2:
+            out[c] = slope["qdq"] - slope["tanh"]
+    return out
+
+
 def _size_tag(size) -> str:
     return "x".join(str(s) for s in size) if isinstance(size, tuple) else str(size)
 

@@ -108,6 +108,38 @@ def test_context_model_int8_curves_of_their_own(tmp_path):
     assert fit_precision_curves(int8[:10], "int8", base) == {}  # too few pairs: no curve
 
 
+def test_small_quant_curve_from_chains_prices_the_pair_as_measured(tmp_path):
+    """Q / DQ kernels shorter than min_us alone get the chains' ratio, read at their elements (not at their time
+    alone, flat at ~2 us below 4k elements), with no cache gate; other kinds and long kernels are untouched, and
+    an estimate charges a pair what the chain measured, once the per-kernel term is taken off."""
+    import math
+
+    from latency.context import MIN_US, ContextModel, fit_small_quant_curve
+    from latency.ops import Config
+
+    pair = {16: 0.38, 1024: 0.52, 16384: 2.6, 65536: 9.1}
+    alone = {16: (2.0, 2.0), 1024: (1.86, 1.86), 16384: (2.8, 3.0), 65536: (4.8, 6.8)}
+    curve = fit_small_quant_curve(pair, alone, per_short_us=-1.03, state=1.1)
+    assert curve["pairs"] == 4 and curve["log_elements"] == [math.log(c) for c in sorted(pair)]
+    assert fit_small_quant_curve({16: 0.4, 1024: 0.5}, alone, -1.03) is None  # too few sizes
+    cm = ContextModel({"kinds": {}, "min_us": MIN_US, "small_kinds": {"Quant:int8": curve}})
+
+    def qkey(op, n):
+        return Config("Quant", {"op": op, "x": [1, n]}, "int8").key
+
+    for c, (q, dq) in alone.items():  # each size: both kernels' in-model prices less the term add up to the pair
+        fq, fdq = (cm.factor("Quant", u, g, "int8", qkey(op, c)) for u, g, op in
+                   ((q, 1.0, "QuantizeLinear"), (dq, 0.0, "DequantizeLinear")))
+        assert q * fq + dq * fdq - 2 * 1.03 == pytest.approx(pair[c] / 1.1, rel=1e-9)
+    assert cm.factor("Quant", 2.0, 1.0, "int8", qkey("QuantizeLinear", 16)) < 0.7
+    assert cm.factor("Quant", 40.0, 1.0, "int8", qkey("QuantizeLinear", 1 << 20)) == 1.0  # long: the curves' job
+    assert cm.factor("Quant", 2.0, 1.0, "int8") == 1.0  # no key, no elements
+    assert cm.factor("Activation", 2.0, 1.0, "fp32", Config("Activation", {"op": "Tanh", "x": [1, 16]}, "fp32").key) == 1.0
+    cm.save(tmp_path / "c.json")
+    assert ContextModel.load(tmp_path / "c.json").small_factor("Quant", 2.0, "int8", qkey("QuantizeLinear", 1024)) == \
+        cm.small_factor("Quant", 2.0, "int8", qkey("QuantizeLinear", 1024))
+
+
 def test_context_model_weight_streaming_term():
     """Kernels with weights pay a fixed time per MB in models that evict them (gate), none when cached."""
     from latency.context import ContextModel, cache_gate, fit_context

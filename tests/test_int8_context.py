@@ -24,6 +24,7 @@ def profile(tmp_path):
     ctx = json.loads((tmp_path / "p.context.json").read_text())
     ctx["kinds"] = {k: v for k, v in ctx["kinds"].items() if ":" not in k}
     ctx.pop("precision_curves", None)
+    ctx.pop("small_kinds", None)
     (tmp_path / "p.context.json").write_text(json.dumps(ctx))
     return tmp_path / "p.db"
 
@@ -56,6 +57,11 @@ def test_int8_context_measures_int8_curves_and_leaves_fp32_alone(profile):
     e = after.estimate(int8)
     assert e.total_ms != pytest.approx(int8_before, rel=1e-6)
     assert any("in-model context" in k.detail for k in e.kernels if k.precision == "int8")
+    # small Q / DQ: the chains measured (one pair inside a model well under their ~4 us alone at 1k elements)
+    small = new["small_kinds"]["Quant:int8"]
+    assert small["pairs"] == 6 and all(-0.7 <= r < 0.3 for r in small["log_ratio"])
+    assert 0 < r["small"]["pair_us"][1024] < sum(r["small"]["alone_us"][1024])
+    assert json.loads(Path(r["raw"]).read_text())["qdq_chains"]["pair_us"]
 
     with pytest.raises(LatencyError, match="too few|pass larger models"):
         int8_context(t, profile=profile, models=("lenet5",), repeats=1, runs=3)

@@ -636,7 +636,11 @@ class Pricer:
         free = source == "free"
         v[0] = iso
         if self.cm and not free:
-            v[1] = iso * (self.cm.factor(kind, iso, 1.0, _key_precision(key)) - 1.0)
+            small = self.cm.small_factor(kind, iso, _key_precision(key), key)
+            if small is not None:  # no cache gate on it: all in the fixed part
+                v[0] = iso * small
+            else:
+                v[1] = iso * (self.cm.factor(kind, iso, 1.0, _key_precision(key), key) - 1.0)
             v[2] = _fetch_us(self.cm, key, iso, 1.0)  # linear in the gate
         ke = KernelEstimate("k", kind, tuple(op_types), (), "", "", iso, source, key=key, isolated_us=iso)
         o0 = overhead_us([ke], self.ov, 0.0) - self.per_run
@@ -707,7 +711,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
         iso = max(0.0, float(p.iso_us))
         lat, detail = iso, p.detail
         if cm and p.source != "free":
-            f = cm.factor(k.kind, iso, cgate, k.precision)
+            f = cm.factor(k.kind, iso, cgate, k.precision, p.key)
             s = _fetch_us(cm, p.key, iso, gate)
             lat = iso * f + s
             detail = (detail + "; " if detail else "") + f"in-model context x{f:.3f}" + \
