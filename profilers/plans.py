@@ -492,6 +492,11 @@ _NBITS_KN = ((896, 896), (896, 4864), (4864, 896), (2048, 2048), (2048, 8192), (
              (576, 16384))
 
 
+#: vocabulary heads (a decoder's last projection; GPT-2's tied embedding is 768 x 50257), fp32 and 4-bit: no other
+#: entry reaches a product this wide, and DistilGPT-2's head (half its time at 16 tokens) was priced by regressors
+#: carried from products 15x smaller
+_VOCAB_HEADS = ((768, 50257), (1024, 50257))
+
 _NBITS_KN_ENCODER = ((128, 128), (128, 512), (512, 128), (256, 256), (256, 1024), (192, 192), (192, 768),
                      (768, 192), (768, 768), (768, 3072), (3072, 768))
 
@@ -561,6 +566,12 @@ def _llm_items(name: str) -> list[tuple[int, str, dict]]:
             # projection of a BERT or GPT-2 with biases), at the quantizer's default block of 128
             for zp in (0, 1):
                 out.append((2, "MatMulNBits", _nb(m, k, n, 4, 128, 0, zp=zp, bias=1)))
+    for k, n in _VOCAB_HEADS:
+        for m in (1, 16, 64, 128):
+            out.append((2, "MatMul", _mm([1, m, k], [k, n])))
+            for zp in (0, 1):
+                out.append((2, "MatMulNBits", _nb(m, k, n, 4, 128, 0, zp=zp)))
+            out.append((3, "MatMulNBits", _nb(m, k, n, 4, 32, 4)))
     for b, h, s, d in ((1, 12, 128, 64), (1, 8, 64, 64), (1, 16, 256, 64), (4, 12, 32, 64), (1, 4, 512, 32)):
         out += [(1, "Einsum", {"equation": "bhqd,bhkd->bhqk", "inputs": [[b, h, s, d], [b, h, s, d]]}),
                 (1, "Einsum", {"equation": "bhqk,bhkd->bhqd", "inputs": [[b, h, s, s], [b, h, s, d]]})]
