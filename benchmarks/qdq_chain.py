@@ -77,7 +77,8 @@ def main() -> int:
             slope[q] = (m16 - m1) / (LENGTHS[1] - LENGTHS[0])
             steps[q] = step_price(est, models[f"{q}{c}x1"])
         pair = slope["qdq"] - slope["tanh"]
-        print(f"{c:9d}  {slope['tanh']:17.2f} us {steps['tanh']:7.2f}  {pair:17.2f} us {steps['qdq'] - steps['tanh']:7.2f}")
+        print(f"{c:9d}  {slope['tanh']:17.2f} us {steps['tanh']:7.2f}  {pair:17.2f} us "
+              f"{steps['qdq'] - steps['tanh']:7.2f}")
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
     return 0
 

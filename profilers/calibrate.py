@@ -314,7 +314,7 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
     by it. The fp32 curves, the weight fetch and the gates stay as calibrated. Writes the context model back
     (with the run's provenance under ``precision_curves``) and keeps the pairs in ``<profile>.int8-context.json``.
     """
-    from latency.context import fit_precision_curves, fit_small_quant_curve
+    from latency.context import SMALL_CURVE_KINDS, fit_precision_curves, fit_small_quant_curve
 
     from .chains import QDQ_SIZES, qdq_chains, qdq_pair_us
     from .quantized import qdq_int8
@@ -379,7 +379,7 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
     spec["kinds"] = {**{k: v for k, v in spec.get("kinds", {}).items() if not k.endswith(":int8")}, **curves}
     spec.pop("small_kinds", None)
     if small:
-        spec["small_kinds"] = {"Quant:int8": small}
+        spec["small_kinds"] = {SMALL_CURVE_KINDS[0]: small}
     spec["precision_curves"] = {"int8": {
         "models": list(names), "pairs": len(pairs["int8"]), "curves": sorted(curves), "state": round(state, 4),
         "fitted_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": base.target.fingerprint(),
@@ -387,12 +387,13 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
                  f"{repeats} round-robin repeats of {runs} runs, minimum) against their price alone, the weight fetch "
                  "taken off, per kind for kernels of at least MIN_US alone; the in-model times divided by 'state', the "
                  "median in-model / priced of the fp32 originals' Conv and MatMul kernels in the same run",
-        "small": {"curve": "Quant:int8" if small else None, "per_short_kernel_us": round(per_short, 4),
+        "small": {"curve": SMALL_CURVE_KINDS[0] if small else None, "per_short_kernel_us": round(per_short, 4),
                   "pair_us": {str(c): round(v, 4) for c, v in pair.items()},
                   "alone_us": {str(c): [round(x, 4) for x in v] for c, v in alone.items()},
                   "basis": "Q / DQ kernels shorter than min_us alone: chains x -> [Q -> DQ -> Tanh] x n against "
-                           "x -> [Tanh] x n on [1, C], n = 1 and 16, measured end to end (profilers.e2e.measure_models, "
-                           "wall clock); one pair's slope divided by 'state', less the overhead model's two "
+                           "x -> [Tanh] x n on [1, C], n = 1 and 16, measured end to end "
+                           "(profilers.e2e.measure_models, wall clock); one pair's slope divided by 'state', less the "
+                           "overhead model's two "
                            "per-kernel terms, over the two kernels' prices alone"}}}
     ContextModel(spec).save(path)
     raw = stem.with_name(stem.stem + ".int8-context.json")

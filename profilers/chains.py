@@ -56,7 +56,8 @@ def build_qdq_chain(c: int, n: int, qdq: bool):
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = []
-    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")]
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z")]
     cur = "x"
     for i in range(n):
         if qdq:

@@ -134,7 +134,8 @@ def test_small_quant_curve_from_chains_prices_the_pair_as_measured(tmp_path):
     assert cm.factor("Quant", 2.0, 1.0, "int8", qkey("QuantizeLinear", 16)) < 0.7
     assert cm.factor("Quant", 40.0, 1.0, "int8", qkey("QuantizeLinear", 1 << 20)) == 1.0  # long: the curves' job
     assert cm.factor("Quant", 2.0, 1.0, "int8") == 1.0  # no key, no elements
-    assert cm.factor("Activation", 2.0, 1.0, "fp32", Config("Activation", {"op": "Tanh", "x": [1, 16]}, "fp32").key) == 1.0
+    tanh = Config("Activation", {"op": "Tanh", "x": [1, 16]}, "fp32").key
+    assert cm.factor("Activation", 2.0, 1.0, "fp32", tanh) == 1.0
     cm.save(tmp_path / "c.json")
     assert ContextModel.load(tmp_path / "c.json").small_factor("Quant", 2.0, "int8", qkey("QuantizeLinear", 1024)) == \
         cm.small_factor("Quant", 2.0, "int8", qkey("QuantizeLinear", 1024))

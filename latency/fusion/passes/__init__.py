@@ -28,8 +28,8 @@ from .transpose import CANCEL_TRANSPOSES, MERGE_TRANSPOSES, PUSH_SPLIT
 
 #: every pass, in the order onnxruntime applies the transformers they mirror: level 1 (clean-up,
 #: transposes, conv folding, MatMul + bias, GELU, LayerNorm), level 2 (QDQ, activations, dynamic
-#: quantization, RMSNorm, FusedMatMul, BiasGelu, MatMulNBits + bias, SkipLayerNorm, FastGelu, QuickGelu), level 3 (NCHWc,
-#: Conv + residual Add, NHWC int8, NHWC fp16)
+#: quantization, RMSNorm, FusedMatMul, BiasGelu, MatMulNBits + bias, SkipLayerNorm, FastGelu, QuickGelu),
+#: level 3 (NCHWc, Conv + residual Add, NHWC int8, NHWC fp16)
 ORT_ORDER = (ELIMINATE, CSE, HARDSWISH, PUSH_SPLIT, MERGE_TRANSPOSES, CANCEL_TRANSPOSES, FOLD_CONV, MATMUL_ADD, GELU,
              LAYERNORM, QDQ, GEMM_ACTIVATION, DYNAMIC_QUANT, CONV_ACTIVATION, SIMPLIFIED_LAYERNORM, MATMUL_TRANSPOSE,
              BIAS_GELU, MATMUL_NBITS_BIAS, SKIP_LAYERNORM, FAST_GELU, QUICK_GELU, MATMUL_SCALE, NCHWC, CONV_ADD,
@@ -40,5 +40,5 @@ BY_NAME = {p.name: p for p in ORT_ORDER}
 
 __all__ = ["ORT_ORDER", "BY_NAME", "ELIMINATE", "CSE", "HARDSWISH", "PUSH_SPLIT", "MERGE_TRANSPOSES", "CANCEL_TRANSPOSES",
            "FOLD_CONV", "MATMUL_ADD", "GELU", "LAYERNORM", "QDQ", "GEMM_ACTIVATION", "DYNAMIC_QUANT", "CONV_ACTIVATION",
-           "SIMPLIFIED_LAYERNORM", "MATMUL_TRANSPOSE", "BIAS_GELU", "MATMUL_NBITS_BIAS", "SKIP_LAYERNORM", "FAST_GELU", "QUICK_GELU",
-           "MATMUL_SCALE", "NCHWC", "CONV_ADD", "NHWC_INT8", "NHWC_FP16"]
+           "SIMPLIFIED_LAYERNORM", "MATMUL_TRANSPOSE", "BIAS_GELU", "MATMUL_NBITS_BIAS", "SKIP_LAYERNORM", "FAST_GELU",
+           "QUICK_GELU", "MATMUL_SCALE", "NCHWC", "CONV_ADD", "NHWC_INT8", "NHWC_FP16"]
