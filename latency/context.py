@@ -208,17 +208,16 @@ def fit_small_quant_curve(pair_us: dict, isolated: dict, per_short_us: float, st
 
 @lru_cache(maxsize=65536)
 def key_elements(key: str) -> int | None:
-    """Elements of a Q / DQ kernel's input (its key's ``x`` shape), None where the key has none."""
+    """Elements of the input of the kernel of config ``key`` (the op registry's ``in_elems``), None where the
+    key is not a config."""
+    from .errors import LatencyError
+    from .ops import Config, get_kind
+
     try:
-        x = json.loads(key)["params"].get("x")
-    except (ValueError, KeyError, TypeError, AttributeError):
+        c = Config.from_key(key)
+        return int(get_kind(c.kind).work(c.params)["in_elems"])
+    except (LatencyError, KeyError, TypeError, ValueError):
         return None
-    if not isinstance(x, list) or not x:
-        return None
-    n = 1
-    for d in x:
-        n *= int(d)
-    return n
 
 
 def _data_caches_mb() -> dict:

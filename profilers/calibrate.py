@@ -372,7 +372,7 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
         dq = [k.isolated_us for k in ks if k.kind == "Quant" and k.op_types == ("DequantizeLinear",)]
         if q and dq:
             alone[c] = (float(q[0]), float(dq[0]))
-    ov = Estimator(target, profile=profile, context=False, check_host=False).prepare().overhead_
+    ov = OverheadModel.load(stem.with_name(stem.stem + ".overhead.json"))  # the profile's, as the estimate reads it
     per_short = float(ov.get("per_short_kernel_us", ov.get("per_kernel_us", 0.0)) or 0.0)
     small = fit_small_quant_curve(pair, alone, per_short, state=state)
     spec = dict(cm.spec)
