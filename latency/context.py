@@ -15,7 +15,8 @@ Weight fetch: alone, a kernel's weights stay in the cache from one run to the ne
 the other kernels evict them. Every kernel with weights (a 1x1 conv on a 7x7 map priced at a few
 us alone included: inside a model it is mostly weight reads) pays a **memory rate** per MB,
 scaled by the model's last-level gate. Two gates, functions of the model's working set (weights
-plus half the activations its kernels read and write), scale the corrections:
+plus half the activations its kernels read and write, a runtime's layout or type copy counted as its
+source: :func:`latency.estimator.footprint_term_mb`), scale the corrections:
 
 * the private-cache gate scales the curves: none up to ``scale`` times the core's L2 size (from
   sysfs), all from twice that, log-linear between (the slowdown they describe shows in models that

@@ -78,7 +78,7 @@ class Estimate:
     warnings: tuple = ()
     sources: dict = field(default_factory=dict)
     context_source: str = ""
-    footprint_mb: float = 0.0   # working set per run: weights + half the activations
+    footprint_mb: float = 0.0   # working set per run: weights + half the activations (footprint_term_mb)
     cache_gate: float = 1.0     # 0: the model stays in the last-level cache between runs, 1: it does not
     private_gate: float = 1.0   # the same for the core's private cache (scales the in-model curves)
     fusion: str = ""            # the fusion rules that built the kernels (FusionRules.name)
@@ -676,18 +676,28 @@ def weight_mb(key: str) -> float:
     return w * elem_bytes(c.precision, weights=True) / 1e6
 
 
+#: kernels that copy a tensor the model already holds into another layout or element type (the runtime's
+#: NCHWc reorders and Casts): the copy stands in for its source, which the next kernel would have read,
+#: so it adds no tensor to the working set (counting it would count that tensor twice: an fp16 CNN runs a
+#: Cast and a reorder at each convolution, and its working set came out twice its fp32 model's)
+COPY_OPS = frozenset({"ReorderInput", "ReorderOutput", "Cast"})
+
+
 @lru_cache(maxsize=1 << 16)
-def _act_mb(key: str) -> float:
+def footprint_term_mb(key: str) -> float:
+    """One kernel's share of a model's working set, MB: the constant weights it reads plus half the
+    activations it reads and writes (each tensor is written once and read once), none for a copy."""
     c = Config.from_key(key)
+    if c.params.get("op") in COPY_OPS:
+        return weight_mb(key)
     w = get_kind(c.kind).work(c.params)
-    return (w["in_elems"] + w["out_elems"]) * elem_bytes(c.precision) / 1e6
+    return weight_mb(key) + 0.5 * (w["in_elems"] + w["out_elems"]) * elem_bytes(c.precision) / 1e6
 
 
 def _footprint_mb(keys, priced) -> float:
-    """A model's working set per run, MB: constant weights plus half the activations its priced
-    kernels (config ``keys``) touch."""
-    return sum(weight_mb(key) + 0.5 * _act_mb(key) for key, res in zip(keys, priced)
-               if res is not None and res[1] != "free")
+    """A model's working set per run, MB: the :func:`footprint_term_mb` of its priced kernels
+    (config ``keys``)."""
+    return sum(footprint_term_mb(key) for key, res in zip(keys, priced) if res is not None and res[1] != "free")
 
 
 def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False, trip_counts=None,

@@ -726,7 +726,7 @@ class Plan:
             t = self.tables[name]
             for j, r in enumerate(rows):
                 ks, _ = t.kernels_of(state[j], bits[j], pr[j], sp[j])
-                fp = sum(_wmb(pk.key) + 0.5 * _amb(pk.key) for _, pk in ks if pk.source != "free")
+                fp = sum(_fpmb(pk.key) for _, pk in ks if pk.source != "free")
                 g, cg = self.pricer.gates(fp)
                 per: dict = {}
                 for o, pk in ks:
@@ -992,10 +992,10 @@ class _Lazy:
 _KeyedConfig = _Lazy(_keyed_config)
 
 
-def _amb(key):
-    from ..estimator import _act_mb
+def _fpmb(key):
+    from ..estimator import footprint_term_mb
 
-    return _act_mb(key)
+    return footprint_term_mb(key)
 
 
 def _wmb(key):

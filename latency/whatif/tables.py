@@ -35,7 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..context import cache_gate
-from ..estimator import KernelEstimate, _act_mb, overhead_us, weight_mb
+from ..estimator import KernelEstimate, footprint_term_mb, overhead_us, weight_mb
 from ..ops import Config, config_problem
 
 COEFS = ("iso", "curve", "fetch", "ov0", "ov1", "fp", "wmb")
@@ -647,7 +647,7 @@ class Pricer:
         o1 = overhead_us([ke], self.ov, 1.0) - self.per_run
         v[3], v[4] = o0, o1 - o0
         if not free:
-            v[5] = weight_mb(key) + 0.5 * _act_mb(key)
+            v[5] = footprint_term_mb(key)
             v[6] = weight_mb(key)
         self._coef[ck] = v
         return v
@@ -703,7 +703,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
     from ..overhead import settle_overhead
 
     cm, ov = pricer.cm, pricer.ov
-    fp = sum(weight_mb(p.key) + 0.5 * _act_mb(p.key) for p in priced if p.source != "free")
+    fp = sum(footprint_term_mb(p.key) for p in priced if p.source != "free")
     gate, cgate = pricer.gates(fp)
     ests = []
     for p in priced:
