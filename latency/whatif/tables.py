@@ -474,6 +474,10 @@ class _Trie:
         self.empty = not obs
         self.width = width
         self.L = L
+        # flat tables for the walk: the row of node k starts at k * width, and a step reads the child's
+        # row start directly (every digit of a column is below its radix, so below ``width``)
+        self._next = (self.trans.astype(np.intp) * width).ravel()
+        self._same = self.same.ravel()
 
     def walk(self, S: np.ndarray, exact: bool = True):
         """(values, exact) for the candidates in the columns of state ``S`` (digits x candidates);
@@ -481,17 +485,20 @@ class _Trie:
         m = S.shape[1]
         if self.empty:
             return np.zeros(m, np.int64), np.zeros(m, bool)
-        node = np.zeros(m, np.int32)
+        at = np.zeros(m, np.intp)  # the current node's row start
+        nxt, w = self._next, self.width
         if not exact:
             for c in self.cols[: self.decide]:
-                node = self.trans[node, np.minimum(S[c], self.width - 1)]
-            return self.sub[node], None
+                at += S[c]
+                at = nxt.take(at)
+            return self.sub.take(at // w), None
         ex = np.ones(m, bool)
+        same = self._same
         for c in self.cols:
-            d = np.minimum(S[c], self.width - 1)
-            ex &= self.same[node, d]
-            node = self.trans[node, d]
-        return self.value[node], ex
+            at += S[c]
+            ex &= same.take(at)
+            at = nxt.take(at)
+        return self.value.take(at // w), ex
 
 
 def _cand_hash(bits: np.ndarray, prune: np.ndarray) -> np.ndarray:
