@@ -518,3 +518,35 @@ def test_fp16_answer_says_when_the_converted_file_does_not_load(est):
     refused = _runtime_refuses(est.target, float16.convert_float_to_float16(m, keep_io_types=True))
     said = [n for n in w.notes if "does not load" in n]
     assert bool(said) == bool(refused) and (not said or refused in said[0])
+
+
+def test_prepare_pauses_the_collector_and_puts_it_back(est):
+    import gc
+
+    from latency.gcpause import gc_paused
+
+    g = load_graph(zoo.build("resnet20_cifar"))
+    seen = []
+    from latency.whatif import plan as plan_mod
+
+    orig = plan_mod.Plan._warm_family
+
+    def spy(self, t, family):
+        seen.append(gc.isenabled())
+        return orig(self, t, family)
+
+    plan_mod.Plan._warm_family = spy
+    try:
+        assert gc.isenabled()
+        est.plan(g)
+        assert seen == [False] and gc.isenabled()
+        gc.disable()  # a caller who has it off keeps it off
+        try:
+            with gc_paused():
+                with gc_paused():
+                    assert not gc.isenabled()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        plan_mod.Plan._warm_family = orig

@@ -26,12 +26,14 @@ def prepare(estimator, model, shapes=None, batch=None, warm: int = 8):
     the first precision family (int8) with ``warm`` random mixes; the other families are prepared when
     first asked about, and so is any local situation no probe has seen yet.
     ``warm``: random mixed candidates probed up front (each one full fusion of the rewritten model)."""
+    from ..gcpause import gc_paused
     from ..graph import Graph, load_graph
     from .plan import Plan
 
     estimator.prepare()
-    graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
-    plan = Plan(estimator, graph, warm=warm)
+    with gc_paused():
+        graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch)
+        plan = Plan(estimator, graph, warm=warm)
     # fp16 / int4-weight are priced by converting the model itself with the tool, later: a ModelProto is
     # copied now (36 ms for ResNet-50), so a caller that changes it afterwards does not change the answers
     src = None if isinstance(model, Graph) else model

@@ -545,14 +545,18 @@ class Plan:
             bits = (pf == f) if f else np.zeros(pf.shape, bool)
             acc, ex, state = t.sums(bits, pr, sp, want_state=want_state, want_exact=need_exact or refine > 0)
             done = 0
-            while done < refine and not ex.all():
-                j = int(np.flatnonzero(~ex)[0])
-                t.probe(bits[j].astype(np.int64), pr[j].astype(np.int64))
-                done += 1
-                if self._pending:
-                    self._regroup()
-                    t = self.tables[name]
-                acc, ex, state = t.sums(bits, pr, sp, want_state=want_state)
+            if refine > 0 and not ex.all():
+                from ..gcpause import gc_paused
+
+                with gc_paused():
+                    while done < refine and not ex.all():
+                        j = int(np.flatnonzero(~ex)[0])
+                        t.probe(bits[j].astype(np.int64), pr[j].astype(np.int64))
+                        done += 1
+                        if self._pending:
+                            self._regroup()
+                            t = self.tables[name]
+                        acc, ex, state = t.sums(bits, pr, sp, want_state=want_state)
             ms[rows] = self.pricer.totals_us(acc) / 1000.0
             exact[rows] = ex
             states[(name, int(f))] = (rows, state, bits, pr, sp)
@@ -895,6 +899,12 @@ class Plan:
         t = self.tables[family]
         if t.warmed:
             return
+        from ..gcpause import gc_paused
+
+        with gc_paused():
+            self._warm_family(t, family)
+
+    def _warm_family(self, t, family: str):
         t.warmed = True
         U = len(self.units)
         z = np.zeros(U, np.int64)
