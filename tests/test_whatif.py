@@ -292,6 +292,11 @@ def test_pareto_front_is_monotone_and_respects_the_budget(est, plan18):
     ({"nodes": {"/layer1.0/Add": {"sparsity": 0.5}}}, "has no weight"),
     ({"nodes": {"/layer1.0/Add": {"precision": "int8-dynamic"}}}, "cannot be int8-dynamic"),
     ({"colour": 1}, "unknown choice key"),
+    ({"nodes": ["/Conv"]}, "nodes is a dict of node name"),
+    ({"precision": "int8", "fp32_nodes": "/Conv"}, "fp32_nodes is a list of node names, not str"),
+    ({"precision": "fp16", "fp32_nodes": "/Conv"}, "fp32_nodes is a list of node names, not str"),
+    ("int8", "a choice is a dict"),
+    ([0.5, 1.5], "a choice is a dict"),
 ])
 def test_bad_choices_are_one_line_errors(plan18, choice, says):
     with pytest.raises(InvalidChoice) as e:
@@ -550,3 +555,21 @@ def test_prepare_pauses_the_collector_and_puts_it_back(est):
             gc.enable()
     finally:
         plan_mod.Plan._warm_family = orig
+
+
+def test_batch_prices_a_dynamic_int8_conv_chain_as_evaluate_does(est):
+    # the overhead terms of a dynamic-int8 conv count the chain's kernels (DynamicQuantizeLinear, ConvInteger,
+    # ...): the table path must see the kernel's precision as the estimator does
+    plan = est.plan(load_graph(zoo.build("lenet5")))
+    c = {"precision": "int8-dynamic"}
+    one = plan.evaluate(c).total_ms
+    assert plan.evaluate_batch([c, {}])[0] == pytest.approx(one, rel=1e-9)
+    assert plan.verify(c).total_ms == pytest.approx(one, rel=1e-9)
+
+
+def test_nodes_table_lists_a_constant_folded_unit(est):
+    # BERT's position-id Gather reads constants only: a choosable node the runtime folds away
+    plan = est.plan(load_graph(zoo.build("bert_tiny", size=32)))
+    df = plan.nodes
+    folded = df[df.priced_with.str.startswith("(constant-folded")]
+    assert len(df) == len(plan.units) and len(folded) >= 1 and (folded.fp32_us == 0).all()

@@ -416,7 +416,11 @@ class Plan:
                 for i, u in enumerate(st):
                     if PRECISIONS[pi] in u.families:
                         p[i] = pi
-            for n in ch.get("fp32_nodes", ()) or ():
+            fp32_nodes = ch.get("fp32_nodes", ()) or ()
+            if isinstance(fp32_nodes, (str, bytes)) or not isinstance(fp32_nodes, (list, tuple, set, frozenset)):
+                raise InvalidChoice(f"fp32_nodes is a list of node names, not {type(fp32_nodes).__name__} "
+                                    f"({str(fp32_nodes)[:60]!r})")
+            for n in fp32_nodes:
                 p[self._unit(n)] = 0
             s = np.zeros(U, np.int64)
             if ch.get("sparsity") not in (None, 0, 0.0):
@@ -430,7 +434,11 @@ class Plan:
                 for i, u in enumerate(st):
                     if u.prunable:
                         r[i] = d
-            for n, spec in (ch.get("nodes") or {}).items():
+            per_node = ch.get("nodes") or {}
+            if not isinstance(per_node, dict):
+                raise InvalidChoice(f"nodes is a dict of node name -> setting (precision, sparsity, prune), not "
+                                    f"{type(per_node).__name__}")
+            for n, spec in per_node.items():
                 i = self._unit(n)
                 if not isinstance(spec, dict):
                     raise InvalidChoice(f"the setting of node {n!r} is a dict (precision, sparsity, prune)")
@@ -566,7 +574,14 @@ class Plan:
         """The full answer for one choice: an :class:`~latency.Estimate`-like breakdown (see :class:`WhatIf`)."""
         if _tool_claims(choice):
             return self.tool_path.evaluate(choice)
-        codes = self.codes([choice]) if isinstance(choice, dict) else self._as_codes(np.asarray(choice)[None, :])
+        if isinstance(choice, dict):
+            codes = self.codes([choice])
+        else:
+            row = np.asarray(choice)
+            if row.ndim != 1 or row.dtype.kind not in "iu":
+                raise InvalidChoice(f"a choice is a dict (precision, fp32_nodes, sparsity, prune, nodes) or one row "
+                                    f"of {len(self.units)} alternative codes, not {type(choice).__name__}")
+            codes = self._as_codes(row[None, :])
         ms, exact, states = self._eval(codes, want_state=True)
         ((name, _), (_, state, bits_, pr_, sp_)), = states.items()
         t = self.tables[name]
@@ -702,7 +717,8 @@ class Plan:
         rows = []
         for i, u in enumerate(st.units):
             rec = {"node": u.name, "op": u.op, "kernel": kernel_of.get(u.name, ""), "follows": list(u.members[1:]),
-                   "priced_with": st.owners[st.owner_of_node[u.name]].name,
+                   "priced_with": st.owners[st.owner_of_node[u.name]].name if u.name in st.owner_of_node
+                   else "(constant-folded: no kernel)",
                    "weighted": u.weighted, "families": ",".join(u.families),
                    "prune": "ok" if u.prunable else (u.group.reason if u.group else "no weight")}
             for col in cols:
@@ -725,7 +741,7 @@ class Plan:
         ms, _, states = self._eval(codes, want_state=True)
         out = np.full(codes.shape, np.nan)
         owner_of = self.structure.owner_of_node
-        uo = [owner_of[u] for u in self.units]
+        uo = [owner_of.get(u) for u in self.units]  # None: folded away (a Gather of constants), no kernel
         for (name, _), (rows, state, bits, pr, sp) in states.items():
             t = self.tables[name]
             for j, r in enumerate(rows):
@@ -740,7 +756,7 @@ class Plan:
                                                  pk.key)
                     per[o] = per.get(o, 0.0) + c[0] + cg * c[1] + g * c[2]
                 for k, o in enumerate(uo):
-                    out[r, k] = per.get(o, 0.0)
+                    out[r, k] = per.get(o, 0.0) if o is not None else 0.0
         return out
 
     def sensitivity(self, tools: bool = True):

@@ -635,7 +635,9 @@ class Pricer:
         return out
 
     def coefficients(self, kind, op_types, iso, source, key) -> np.ndarray:
-        ck = (key, source, op_types[:1], iso)
+        # the op types decide the overhead terms: a dispatched metadata op (the first), a dynamic-int8 conv
+        # chain's extra kernels (their number)
+        ck = (key, source, op_types[:1], len(op_types), iso)
         hit = self._coef.get(ck)
         if hit is not None:
             return hit
@@ -649,7 +651,8 @@ class Pricer:
             else:
                 v[1] = iso * (self.cm.factor(kind, iso, 1.0, _key_precision(key), key) - 1.0)
             v[2] = _fetch_us(self.cm, key, iso, 1.0)  # linear in the gate
-        ke = KernelEstimate("k", kind, tuple(op_types), (), "", "", iso, source, key=key, isolated_us=iso)
+        ke = KernelEstimate("k", kind, tuple(op_types), (), _key_precision(key) or "", "", iso, source, key=key,
+                            isolated_us=iso)
         o0 = overhead_us([ke], self.ov, 0.0) - self.per_run
         o1 = overhead_us([ke], self.ov, 1.0) - self.per_run
         v[3], v[4] = o0, o1 - o0

@@ -112,8 +112,15 @@ class ToolPath:
         top = choice.get("precision", "fp32")
         if top != "fp32":
             precs.add(top)
+        fp32_nodes = choice.get("fp32_nodes") or ()
+        if isinstance(fp32_nodes, (str, bytes)) or not isinstance(fp32_nodes, (list, tuple, set, frozenset)):
+            raise InvalidChoice(f"fp32_nodes is a list of node names, not {type(fp32_nodes).__name__} "
+                                f"({str(fp32_nodes)[:60]!r})")
+        per_node = choice.get("nodes") or {}
+        if not isinstance(per_node, dict):
+            raise InvalidChoice(f"nodes is a dict of node name -> setting (precision), not {type(per_node).__name__}")
         per = {}
-        for n, spec in (choice.get("nodes") or {}).items():
+        for n, spec in per_node.items():
             if not isinstance(spec, dict):
                 raise InvalidChoice(f"the setting of node {n!r} is a dict (precision, sparsity, prune)")
             extra = set(spec) - {"precision"}
@@ -133,11 +140,11 @@ class ToolPath:
         self.check(prec)
         cands = self.candidates(prec)
         can = set(cands)
-        for n in list(choice.get("fp32_nodes") or ()) + list(per):
+        for n in list(fp32_nodes) + list(per):
             if n not in can:
                 self._bad_node(n, prec, cands)
         on = set(cands) if top == prec else set()
-        on -= set(choice.get("fp32_nodes") or ())
+        on -= set(fp32_nodes)
         for n, p in per.items():
             if p == prec:
                 on.add(n)
