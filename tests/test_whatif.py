@@ -123,6 +123,8 @@ def test_static_rewrite_is_what_quantize_static_writes(tmp_path, est, resnet18, 
 @pytest.mark.parametrize("name,size,fp32", [
     ("mobilenet_v2_050", 64, ["/features.2/Conv_1"]),
     ("bert_tiny", 32, ["/encoder.layer.0/ffn/MatMul", "/encoder.layer.1/attention/Mul"]),
+    # LayerNormalization ops: MatMulAddFusion keeps each block's Q/K/V and output projections as MatMul + Add
+    ("distilbert", 8, ["/encoder.layer.0/ffn/MatMul"]),
 ])
 def test_static_rewrite_kernels_match_the_real_file(tmp_path, est, name, size, fp32):
     """The rewrite of a small CNN (BatchNormalization folded into its convs, ReLU6 Clips) and a small

@@ -749,7 +749,35 @@ def quant_pre_processed(g: Graph, materialize: bool = False) -> PreProcessed:
         b.node(mul, "LayerNormalization", [x, gamma, beta], [out], pos, mul, attrs={"axis": -1, "epsilon": eps})
         b.nodes[mul]["pos"] = pos
         tool_names[mul] = mul + "/LayerNormFusion/"
-    # MatMul + Add(bias) -> Gemm (MatMulAddFusion), between Reshapes when the input has rank > 2
+    # MatMul + Add(bias) -> Gemm (MatMulAddFusion), between Reshapes when the input has rank > 2; at the basic
+    # level it keeps an attention block's four projections for AttentionFusion (preserve_attention_pattern,
+    # read in matmul_add_fusion.cc): a LayerNormalization read by one Add, three MatMuls and Shapes only marks
+    # the three as Q/K/V, and the Add's other input (the output projection's bias Add) as the fourth. It runs
+    # before LayerNormFusion, so a LayerNorm the model writes out in ops does not count (BERT exported
+    # decomposed: all fused; DistilBERT with LayerNormalization ops: the four kept as MatMul + Add)
+    attn_ln, attn_add = set(), set()
+
+    def attention_pattern(parent, add_name):
+        if parent in attn_ln or add_name in attn_add:
+            return True
+        pd = b.nodes.get(parent) if parent is not None else None
+        rec = pd["rec"] if pd is not None else None
+        if rec is None or rec.op_type != "LayerNormalization" or pd["op"] != "LayerNormalization":
+            return False
+        rs = readers(pd["out"][0])
+        ops = [b.nodes[n]["op"] for n in rs]
+        adds = [n for n in rs if b.nodes[n]["op"] == "Add"]
+        if len(adds) != 1 or ops.count("MatMul") != 3 or ops.count("Shape") != len(rs) - 4:
+            return False
+        ins = b.nodes[adds[0]]["in"]
+        other = ins[1] if ins[0] == pd["out"][0] else ins[0]
+        q = b.producer(other)
+        if q is None or b.nodes[q]["op"] != "Add":
+            return False
+        attn_ln.add(parent)
+        attn_add.add(q)
+        return True
+
     for r in g.ops:
         if r.op_type != "MatMul" or r.name not in b.nodes:
             continue
@@ -768,6 +796,8 @@ def quant_pre_processed(g: Graph, materialize: bool = False) -> PreProcessed:
         sc = b.tensors[c].shape if c in b.tensors else None
         n_out = sw[1]
         if not const_init(c) or sc is None or tuple(sc) not in ((n_out,), (1, n_out)):
+            continue
+        if len(sa) != 2 and attention_pattern(b.producer(a), rs[0]):
             continue
         z = add["out"][0]
         sz = b.tensors[z].shape
