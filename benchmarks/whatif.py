@@ -20,7 +20,12 @@ budget between the all-int8 and the all-fp32 prediction; quantize with the nodes
 returns; measure). Run pinned to one core:
 
     taskset -c 0 python benchmarks/whatif.py [--profile DB] [--quick] [--models a,b[:size]] [--rounds N]
-                                             [--clock wall|thread]
+                                             [--clock wall|thread] [--emulate avx2]
+
+The second shipped CPU profile, on this host with AVX-512 hidden from onnxruntime (as it was measured):
+
+    taskset -c 0 python benchmarks/whatif.py --target x86-avx2-ort --emulate avx2 \
+        --profile tables/x86-avx2-ort.epyc-zen5-emulated.db
 
 ``--clock thread`` times each run by the calling thread's CPU time instead of wall time (onnxruntime
 with one intra-op thread runs the model on the calling thread): for a host whose core is shared with
@@ -236,7 +241,23 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
                     help="time each run by wall clock (the protocol's) or by the CPU time of the calling thread "
                          "(onnxruntime with 1 thread runs on it): for a host whose core is shared with other work")
+    ap.add_argument("--emulate", choices=("avx2",), default=None,
+                    help="measure with this ISA level emulated (AVX-512, AVX-VNNI and AMX hidden from onnxruntime by "
+                         "a CPUID mask, profilers/emulate.py): with --target x86-avx2-ort and the emulated profile")
     a = ap.parse_args()
+    if a.emulate:
+        import subprocess
+
+        from profilers import emulate
+
+        if emulate.active_level() != a.emulate:
+            why = emulate.host_problem()
+            if why:
+                print(f"error: {why}", file=sys.stderr)
+                sys.exit(2)
+            env = emulate.emulated_env(a.emulate)
+            env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            sys.exit(subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env=env).returncode)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
 
