@@ -483,7 +483,7 @@ class Estimator:
         ests, unc = [], list(unc)
         priced = self._price_many(cfgs, keys)
 
-        footprint = _footprint_mb(keys, priced)
+        footprint = _footprint_mb(keys, priced, [getattr(k, "repeat", False) for k in kernels])
         if self.context_ and self.context_.spec.get("gate"):
             gate = self.context_.gate(footprint)
         else:  # profiles calibrated before the context model kept the gate bounds in the overhead file
@@ -694,10 +694,12 @@ def footprint_term_mb(key: str) -> float:
     return weight_mb(key) + 0.5 * (w["in_elems"] + w["out_elems"]) * elem_bytes(c.precision) / 1e6
 
 
-def _footprint_mb(keys, priced) -> float:
+def _footprint_mb(keys, priced, repeats=None) -> float:
     """A model's working set per run, MB: the :func:`footprint_term_mb` of its priced kernels
-    (config ``keys``)."""
-    return sum(footprint_term_mb(key) for key, res in zip(keys, priced) if res is not None and res[1] != "free")
+    (config ``keys``), less those that repeat a loop body's first iteration (``repeats``)."""
+    repeats = repeats or [False] * len(keys)
+    return sum(footprint_term_mb(key) for key, res, rep in zip(keys, priced, repeats)
+               if res is not None and res[1] != "free" and not rep)
 
 
 def estimate(model, target=None, profile=None, shapes=None, batch=None, strict=False, trip_counts=None,

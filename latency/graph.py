@@ -1295,6 +1295,8 @@ def _load_control_flow(graph: Graph, model, light, user_inputs, big, base, label
             continue
         try:
             cf = _control_flow(graph, model, r, value, label, trip_counts, depth)
+        except _BadTripCount:
+            raise
         except (DynamicShapeError, ModelError) as e:
             cf = ControlFlow(r.name, r.op_type, problem=f"its body cannot be loaded: {str(e).split(': ', 1)[-1]}")
         if cf is None:
@@ -1308,6 +1310,10 @@ def _load_control_flow(graph: Graph, model, light, user_inputs, big, base, label
         example = " ".join(f"--trip-count {_show(r.name)}=N" for r in missing)
         raise DynamicShapeError(f"{label}: the trip count of {what} is neither static in the graph (a constant M "
                                 f"input) nor given; pass {example} (its iterations per run)")
+
+
+class _BadTripCount(ModelError):
+    """A --trip-count the graph contradicts: the user's input is wrong, not the body (never left as uncovered)."""
 
 
 def _control_flow(graph: Graph, model, r: OpRecord, value, label, trip_counts, depth) -> ControlFlow | None:
@@ -1336,11 +1342,19 @@ def _control_flow(graph: Graph, model, r: OpRecord, value, label, trip_counts, d
     if r.op_type == "Loop":
         m_in = r.inputs[0].name if r.inputs else ""
         trips, source = None, ""
+        v = value(m_in)
+        static_m = int(np.asarray(v).reshape(-1)[0]) if v is not None and np.size(v) == 1 else None
         if r.name in trip_counts:
             trips, source = int(trip_counts[r.name]), "--trip-count"
+            # the graph's own M bounds the loop; with no condition that can end it sooner, M is the count
+            if static_m is not None and static_m >= 0 and trips != static_m and (
+                    trips > static_m or _runs_all(r, body, value)):
+                raise _BadTripCount(f"{label}: --trip-count {_show(r.name)}={trips}: the graph fixes this Loop at "
+                                 f"{'at most ' if not _runs_all(r, body, value) else ''}{static_m} iterations "
+                                 f"(its input M); give {'0..' if not _runs_all(r, body, value) else ''}{static_m} "
+                                 f"or leave it out")
         else:
-            v = value(m_in)
-            if v is not None and np.size(v) == 1 and 0 <= int(np.asarray(v).reshape(-1)[0]) <= _MAX_STATIC_TRIPS:
+            if static_m is not None and 0 <= static_m <= _MAX_STATIC_TRIPS:
                 trips, source = int(np.asarray(v).reshape(-1)[0]), "static"
                 if not _runs_all(r, body, value):
                     graph.notes.append(f"Loop {_show(r.name)} priced at its maximum of {trips} iterations: its "

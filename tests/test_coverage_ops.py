@@ -227,6 +227,21 @@ def test_a_bad_trip_count_is_a_one_line_error(arg, needles, prof, tmp_path):
     assert ok.exit_code == 0 and sum(k["kind"] == "MatMul" for k in json.loads(ok.stdout)["kernels"]) == 3
 
 
+def test_a_loop_body_is_one_working_set_whatever_its_trips(est):
+    # the same weight read every iteration is not a bigger model: the working set (and the cache gates it
+    # drives) stays that of one iteration, so the price per iteration is flat
+    g = lambda n: load_graph(_loop_model(n, const=False), trip_counts={"loop": n})  # noqa: E731
+    few, many = est.estimate(g(4)), est.estimate(g(400))
+    assert many.footprint_mb == pytest.approx(few.footprint_mb) and many.cache_gate == few.cache_gate
+    assert many.kernel_sum_us == pytest.approx(100 * few.kernel_sum_us, rel=1e-6)
+
+
+def test_a_trip_count_the_graph_contradicts_is_refused(est):
+    with pytest.raises(ModelError, match="fixes this Loop at 5 iterations"):
+        load_graph(_loop_model(5), trip_counts={"loop": 100})
+    assert load_graph(_loop_model(5), trip_counts={"loop": 5}).control["loop"].trips == 5
+
+
 def test_scan_runs_its_body_once_per_step(est):
     body = helper.make_graph([helper.make_node("MatMul", ["s_in", "W"], ["s_out"], name="mm"),
                               helper.make_node("Identity", ["s_out"], ["y_t"], name="emit")],

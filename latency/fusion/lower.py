@@ -797,7 +797,7 @@ def _lower_control_flow(state: FusionState, w: WorkNode) -> list:
                               f"{MAX_EXPANDED_KERNELS:,} kernels")
         out += ks
         for i in range(1, cf.trips):
-            out += [replace(k, name=f"{w.name}/{attr}[{i}]/{k.name[len(prefix):]}", nodes=()) for k in ks]
+            out += [replace(k, name=f"{w.name}/{attr}[{i}]/{k.name[len(prefix):]}", nodes=(), repeat=True) for k in ks]
         if cf.trips == 0:
             out = []
     # the control-flow node itself belongs to its first kernel (or to a free one when its bodies run none)

@@ -25,6 +25,9 @@ class Kernel:
     nodes: tuple = ()
     op_types: tuple = ()
     branch: tuple = ()
+    #: an iteration after the first of a Loop / Scan body: the same weights and buffers again, so no new
+    #: working set (the cache gates read the working set: a loop of N iterations is not N models)
+    repeat: bool = False
 
     @property
     def config(self) -> ops.Config:

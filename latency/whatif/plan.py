@@ -378,7 +378,7 @@ class Plan:
                 iso = max(0.0, float(rr[0]))
                 key = jobs[at + j].key
                 rows.append(PricedKernel(v, nodes, iso, rr[1], rr[2], key))
-                coef[j] = self.pricer.coefficients(v.kind, tuple(v.op_types), iso, rr[1], key)
+                coef[j] = self.pricer.coefficients(v.kind, tuple(v.op_types), iso, rr[1], key, v.repeat)
             out.append((rows, coef, unc, unit))
         return out
 
@@ -628,7 +628,8 @@ class Plan:
             for o, pk in items:
                 if o is None:
                     o = owner_of.get(pk.nodes[0], len(st.owners) - 1) if pk.nodes else len(st.owners) - 1
-                c = self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source, pk.key)
+                c = self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source, pk.key,
+                                             pk.kernel.repeat)
                 v = d.setdefault(o, [0.0, []])
                 v[0] += c[0] + cgate * c[1] + gate * c[2]
                 v[1].append(pk.kernel.name)
@@ -746,7 +747,7 @@ class Plan:
             t = self.tables[name]
             for j, r in enumerate(rows):
                 ks, _ = t.kernels_of(state[j], bits[j], pr[j], sp[j])
-                fp = sum(_fpmb(pk.key) for _, pk in ks if pk.source != "free")
+                fp = sum(_fpmb(pk.key) for _, pk in ks if pk.source != "free" and not pk.kernel.repeat)
                 g, cg = self.pricer.gates(fp)
                 per: dict = {}
                 for o, pk in ks:

@@ -634,10 +634,10 @@ class Pricer:
             out[i] = r
         return out
 
-    def coefficients(self, kind, op_types, iso, source, key) -> np.ndarray:
+    def coefficients(self, kind, op_types, iso, source, key, repeat: bool = False) -> np.ndarray:
         # the op types decide the overhead terms: a dispatched metadata op (the first), a dynamic-int8 conv
-        # chain's extra kernels (their number)
-        ck = (key, source, op_types[:1], len(op_types), iso)
+        # chain's extra kernels (their number); ``repeat``: a loop body's later iteration (no working set)
+        ck = (key, source, op_types[:1], len(op_types), iso, repeat)
         hit = self._coef.get(ck)
         if hit is not None:
             return hit
@@ -657,7 +657,7 @@ class Pricer:
         o1 = overhead_us([ke], self.ov, 1.0) - self.per_run
         v[3], v[4] = o0, o1 - o0
         if not free:
-            v[5] = footprint_term_mb(key)
+            v[5] = 0.0 if repeat else footprint_term_mb(key)
             v[6] = weight_mb(key)
         self._coef[ck] = v
         return v
@@ -713,7 +713,7 @@ def finish(pricer: Pricer, priced: list, uncovered: list, target: str, profile, 
     from ..overhead import settle_overhead
 
     cm, ov = pricer.cm, pricer.ov
-    fp = sum(footprint_term_mb(p.key) for p in priced if p.source != "free")
+    fp = sum(footprint_term_mb(p.key) for p in priced if p.source != "free" and not getattr(p.kernel, "repeat", False))
     gate, cgate = pricer.gates(fp)
     ests = []
     for p in priced:
