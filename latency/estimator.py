@@ -121,8 +121,11 @@ class Estimator:
 
     def __init__(self, target, profile=None, regressors=None, *, overhead=None, context=None,
                  check_host: bool = True):
-        from .targets import get_target
+        from .errors import UnknownTarget
+        from .targets import Target, get_target, targets
 
+        if not isinstance(target, (str, Target)):
+            raise UnknownTarget(target, targets())
         self.target = get_target(target) if isinstance(target, str) else target
         self.profile = profile
         self.regressors = regressors

@@ -219,7 +219,11 @@ def read_model(src):
         data = bytes(src)
         path, base, label = None, None, "<bytes>"
     else:
-        path = os.fspath(src)
+        try:
+            path = os.fspath(src)
+        except TypeError:
+            raise ModelError(f"a model is a path, bytes, an onnx.ModelProto or a loaded Graph, not "
+                             f"{type(src).__name__}") from None
         label = path
         if not os.path.exists(path):
             raise ModelError(f"model file not found: {path}")

@@ -560,3 +560,16 @@ def test_working_set_counts_a_copied_tensor_once():
 
     # x1.9 from the BatchNormalizations and Clips the fp16 graph runs apart (x3.6 with the copies counted)
     assert copies > 50 and acts(b) < 2.5 * acts(a)
+
+
+@pytest.mark.parametrize("target", [None, 123, ["t4"]])
+def test_a_target_that_is_not_a_name_is_refused_at_once(target):
+    from latency.errors import UnknownTarget
+
+    with pytest.raises(UnknownTarget, match="valid targets: .*x86-avx512-ort"):
+        Estimator(target)
+
+
+def test_a_model_of_the_wrong_type_is_a_model_error():
+    with pytest.raises(ModelError, match="a model is a path, bytes, an onnx.ModelProto or a loaded Graph, not int"):
+        load_graph(42)
