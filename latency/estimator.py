@@ -520,6 +520,11 @@ class Estimator:
         for e in ests:
             sources[e.source] = sources.get(e.source, 0) + 1
         warnings = list(self.warnings_) + list(getattr(graph, "notes", ())) + branch_notes
+        if precision is None and getattr(rules, "builder_precision", None) == "fp32" and \
+                "fp16" in getattr(rules, "precisions", ()) and _stores_fp16(graph):
+            warnings.append("the model stores fp16 weights, and this target builds fp32 by default (TensorRT's weakly "
+                            "typed build without --fp16 runs them as fp32 layers): --precision fp16 prices its fp16 "
+                            "kernels")
         if unc:
             warnings.append(f"{len(unc)} node(s) could not be priced and are NOT in the total (see uncovered)")
         unseen = sum(1 for e in ests if UNSEEN_VARIANT in (e.detail or ""))
@@ -677,6 +682,12 @@ def weight_mb(key: str) -> float:
     elif c.kind == "Conv" and c.params.get("runtime_w"):
         w = 0.0  # weights a DequantizeLinear wrote just before: read from cache, not streamed from memory
     return w * elem_bytes(c.precision, weights=True) / 1e6
+
+
+def _stores_fp16(graph) -> bool:
+    """Whether a convolution or matrix product of ``graph`` reads an fp16 weight."""
+    return any(r.op_type in ("Conv", "MatMul", "Gemm", "ConvTranspose") and len(r.inputs) > 1
+               and r.inputs[1].dtype == "float16" for r in graph.ops)
 
 
 #: kernels that copy a tensor the model already holds into another layout or element type (the runtime's

@@ -150,3 +150,27 @@ def test_ort_cuda_is_slower_than_tensorrt_on_a_cnn(card):
     ort = Estimator(f"{card}-ort-cuda").estimate(m, precision="fp16")
     assert len(ort.kernels) > len(trt.kernels) and ort.total_ms > trt.total_ms
     assert {k.source for k in ort.kernels if k.kind != "Free"} <= {"derived:gpu-model"}
+
+
+def test_a_stored_fp16_model_runs_fp16_kernels_on_the_cuda_ep_and_tensorrt_says_how_to_get_them():
+    pytest.importorskip("onnxconverter_common")
+    from onnxconverter_common import float16
+
+    from profilers import zoo
+
+    m = zoo.build("resnet20_cifar")
+    h = float16.convert_float_to_float16(m, keep_io_types=True)
+    del h.graph.value_info[:]
+    cuda = Estimator("t4-ort-cuda")
+    fp32, fp16 = cuda.estimate(load_graph(m)), cuda.estimate(load_graph(h))
+    convs = [k for k in fp16.kernels if k.kind == "Conv"]
+    assert convs and all(k.precision == "fp16" for k in convs) and fp16.total_ms != fp32.total_ms
+    assert all(k.precision == "fp32" for k in fp32.kernels if k.kind == "Conv")
+    # an explicit fp32 on the CUDA EP still means fp32
+    assert all(k.precision == "fp32" for k in cuda.estimate(load_graph(h), precision="fp32").kernels
+               if k.kind == "Conv")
+    trt = Estimator("t4")
+    plain = trt.estimate(load_graph(h))
+    assert any("--precision fp16" in w for w in plain.warnings)
+    assert not any("--precision fp16" in w for w in trt.estimate(load_graph(h), precision="fp16").warnings)
+    assert not any("stores fp16" in w for w in trt.estimate(load_graph(m)).warnings)

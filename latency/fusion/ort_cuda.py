@@ -103,9 +103,10 @@ class OrtCudaRules(TensorRTRules):
         return replace(self, name=f"{self.name.split('@')[0]}@{precision}", builder_precision=precision)
 
 
-def ort_cuda_rules(sm: int = 75, tf32: bool = False, precision: str = "fp32") -> OrtCudaRules:
+def ort_cuda_rules(sm: int = 75, tf32: bool = False, precision: str | None = None) -> OrtCudaRules:
     """onnxruntime CUDA EP rules on a GPU of compute capability ``sm``; ``tf32`` when fp32 GEMMs and
-    convolutions run on TF32 tensor cores (sm >= 80 with the default ``use_tf32``)."""
+    convolutions run on TF32 tensor cores (sm >= 80 with the default ``use_tf32``). ``precision`` None:
+    each op in the element type the model stores it in (the CUDA EP runs an fp16 model's ops in fp16)."""
     return OrtCudaRules(
         name=f"ort-cuda-sm{sm}", passes=ORT_CUDA_PASSES, sm=sm, tf32=tf32, pricer=None, builder_precision=precision,
         nchwc=False, fold_bn=True, pad_fusion=True, conv_act=(), conv_add=False, matmul_add=True, matmul_scale=True,

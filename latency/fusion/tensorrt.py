@@ -698,6 +698,8 @@ def trt_precision(state: FusionState) -> None:
         if kind is None or ops.get_kind(kind).free or kind in ("Quant", "Reorder"):
             continue
         cands = _candidates(state, w, kind, mode, explicit)
+        if mode is None and w.inputs and state.dtype(w.inputs[0]) == "float16":
+            cands = ("fp16",)  # as stored (the CUDA EP's default): an fp16 op runs its fp16 kernel
         if len(cands) > 1 and getattr(rules, "pricer", None) is not None:
             prices = {p: _price(state, w, p) for p in cands}
             w.info["precision"] = min(cands, key=lambda p: (prices[p], cands.index(p)))
