@@ -76,6 +76,17 @@ def _parse_trip_counts(items) -> dict:
     return out
 
 
+def _core_option(ctx, param, core):
+    """--core, when given: a core this process can run on (os.sched_getaffinity), else one line listing them."""
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.DEFAULT:
+        return core
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if core < 0 or (allowed is not None and core not in allowed):
+        valid = f"; valid cores: {', '.join(map(str, allowed))}" if allowed is not None else ""
+        raise click.BadParameter(f"this process cannot run on core {core}{valid}")
+    return core
+
+
 def _csv(s):
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
@@ -150,8 +161,8 @@ def ops():
 @main.command()
 @click.argument("name", required=False)
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="ONNX file to write")
-@click.option("--batch", default=1, show_default=True)
-@click.option("--size", default=None, type=int, help="input resolution (pixels) or sequence length")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--size", default=None, type=click.IntRange(min=1), help="input resolution (pixels) or sequence length")
 def zoo(name, out, batch, size):
     """Write a real architecture (random weights) as ONNX; without NAME, list them."""
     from profilers import zoo as z
@@ -163,8 +174,19 @@ def zoo(name, out, batch, size):
         raise LatencyError(f"unknown zoo model {name!r}; valid: {', '.join(z.NAMES)}")
     import onnx
 
+    from pathlib import Path
+
     out = out or f"{name}.onnx"
-    onnx.save(z.build(name, batch=batch, size=size), out)
+    if not Path(out).parent.is_dir():
+        raise LatencyError(f"cannot write {out}: the folder {Path(out).parent} does not exist")
+    try:
+        m = z.build(name, batch=batch, size=size)
+    except onnx.shape_inference.InferenceError:
+        if size is None:
+            raise
+        raise LatencyError(f"--size {size} is too small an input for {name}: its layers shrink it to nothing "
+                           f"(give a bigger --size, or none for its default)") from None
+    onnx.save(m, out)
     click.echo(f"wrote {out}")
 
 
@@ -183,9 +205,11 @@ def _gpu_backend():
 @click.option("--ops", "ops_", default=None, help="comma-separated op kinds to restrict to")
 @click.option("--precision", default=None, help="comma-separated precisions to restrict to")
 @click.option("--budget", default=None, help="stop starting new chunks after this long (e.g. 30m)")
-@click.option("--workers", default=1, show_default=True, help="pinned single-thread worker processes")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="pinned single-thread worker processes")
 @click.option("--retry-failed", is_flag=True, help="re-measure rows stored with an error")
-@click.option("--chunk", default=100, show_default=True, help="configs per chunk (unit of work and of writing)")
+@click.option("--chunk", default=100, show_default=True, type=click.IntRange(min=1),
+              help="configs per chunk (unit of work and of writing)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @click.option("--emulate", is_flag=True,
               help="measure a lesser x86 ISA level on this host: onnxruntime runs with AVX-512 (for x86-avx2-ort) "
@@ -198,13 +222,16 @@ def _gpu_backend():
 def profile(target_name, db, plan, models, ops_, precision, budget, workers, retry_failed, chunk, no_progress,
             emulate, ray_address, shards):
     """Measure a sweep plan (or a model's kernels) on a target into a profiling database (resumable)."""
-    from profilers.plans import model_kernels
+    from profilers.plans import model_kernels, plan as make_plan
     from profilers.sweep import run_sweep
 
     from .store import Store
     from .targets import get_target
 
     target = get_target(target_name)
+    budget_s = _parse_duration(budget)  # bad input fails before the database is created
+    if not models:
+        make_plan(plan, _csv(ops_), _csv(precision), target=target)
     if emulate:
         from profilers.emulate import active_level, level_for, run_emulated
 
@@ -222,7 +249,7 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
         # no onnxruntime-gpu but PyTorch / CuPy: the micro-benchmark mode fits the cost model's terms on this GPU
         from profilers.gpu import calibrate_target
 
-        path = calibrate_target(target, budget_s=_parse_duration(budget) or 300.0)
+        path = calibrate_target(target, budget_s=budget_s or 300.0)
         click.echo(f"measured the GPU cost model's terms of {target.name} on this GPU: {path}")
         return
     if models:
@@ -242,7 +269,7 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
     with Store(db) as st:
         try:
             r = run_sweep(st, target, plan, ops=_csv(ops_), precisions=_csv(precision),
-                          budget_s=_parse_duration(budget), workers=workers, retry_failed=retry_failed,
+                          budget_s=budget_s, workers=workers, retry_failed=retry_failed,
                           chunk_size=chunk, progress=not no_progress, argv=" ".join(sys.argv))
         finally:
             if emulate and st.find_target(target.name) is not None:  # the sweep wrote this host's record
@@ -380,7 +407,8 @@ def train(target_name, path, out):
 @main.command()
 @click.option("--target", "target_name", required=True)
 @click.option("--db", "path", default=None, type=click.Path(dir_okay=False), help="default: the shipped profile")
-@click.option("--core", type=int, default=0, show_default=True, help="core to pin the measurements to")
+@click.option("--core", type=int, default=0, show_default=True, callback=_core_option,
+              help="core to pin the measurements to")
 @click.option("--refit", is_flag=True, help="measure nothing: refit from the raw data of the last calibration")
 @click.option("--from", "base", default=None,
               help="transfer: a profile (FILE.db) or target measured on another device; probes measured here scale "
@@ -409,7 +437,15 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
         if int8_ctx:
             raise LatencyError("--int8-context and --from do not go together: make the profile with --from first, "
                                "then add the int8 curves to it with --db FILE --int8-context")
+        from profilers.transfer import resolve_base
+
+        resolve_base(base, t)  # a bad --from says so before the budget is checked
         return _transfer(t, base, path, _parse_duration(budget), core, max_probes)
+    given = [o for o, p in (("--budget", "budget"), ("--max-probes", "max_probes"))
+             if click.get_current_context().get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise LatencyError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with --from (a transfer from "
+                           "another device's profile)")
     ok, why = t.host_supported()
     if not ok and not refit:
         raise LatencyError(why)
@@ -489,7 +525,7 @@ def _transfer(t, base, path, budget_s, core, max_probes):
 @click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False))
 @click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
 @click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
-@click.option("--top", default=15, show_default=True, help="kernels to list (0: all)")
+@click.option("--top", default=15, show_default=True, type=click.IntRange(min=0), help="kernels to list (0: all)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--strict", is_flag=True, help="fail when any node is uncovered")
 @click.option("--trip-count", "trip_counts", multiple=True,
@@ -520,13 +556,13 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
         shapes = {**step, **shapes}
 
     note = ""
-    if target_name:
+    if target_name is not None:  # "" is no target: Estimator says so, with the valid ones
         tname = target_name
     else:
         t, info, note = choose_default()
         tname = t.name
         profile_path = profile_path or (info.path if info else None)
-    estimator = Estimator(tname, profile=profile_path, check_host=bool(target_name))
+    estimator = Estimator(tname, profile=profile_path, check_host=target_name is not None)
     est = estimator.estimate(model, shapes=shapes or None, batch=batch, strict=strict,
                              trip_counts=_parse_trip_counts(trip_counts) or None, precision=precision)
     if check_fusion:
@@ -547,7 +583,7 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
         return
     for w in ([note] if note else []) + list(est.warnings):
         click.echo(f"warning: {w}", err=True)
-    how = "" if target_name else " (the profile closest to this host)"
+    how = "" if target_name is not None else " (the profile closest to this host)"
     click.echo(f"model    {model}\ntarget   {est.target}{how}\nprofile  {est.profile or '-'}"
                + (f"\nfusion   {est.fusion}" if est.fusion else ""))
     click.echo(f"total    {est.total_ms:.3f} ms  = kernels {est.kernel_sum_us / 1000:.3f} ms + overhead "
@@ -573,7 +609,7 @@ def _host_measurable(target_name):
     """The target to measure on this host (default: this host's own); an error when this host cannot run it."""
     from .targets import get_target, host_target
 
-    t = get_target(target_name) if target_name else host_target()
+    t = get_target(target_name) if target_name is not None else host_target()
     ok, why = t.host_supported()
     if not ok:
         raise LatencyError(f"cannot measure {t.name} on this host: {why}")
@@ -603,10 +639,11 @@ def _run_validation(model, t, profile_path, shapes, batch, core, phases, quiet):
               help="profiling database to estimate from (default: the target's)")
 @click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
 @click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
-@click.option("--core", type=int, default=0, show_default=True, help="core to pin the measurements to")
+@click.option("--core", type=int, default=0, show_default=True, callback=_core_option,
+              help="core to pin the measurements to")
 @click.option("--phases", type=int, default=3, show_default=True,
               help="fresh-session phases of the end-to-end run (2 rounds each; up to twice as many when unconfirmed)")
-@click.option("--top", default=15, show_default=True, help="kernels to list (0: all)")
+@click.option("--top", default=15, show_default=True, type=click.IntRange(min=0), help="kernels to list (0: all)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--precision", default=None,
               help="GPU targets: fp32 | fp16 | int8 (TensorRT's builder precision; fp32 | fp16 on the CUDA EP); "
@@ -652,9 +689,13 @@ def validate_cmd(model, target_name, profile_path, shapes, batch, core, phases, 
 @click.option("--validate", "with_validation", is_flag=True, help="also measure the model on this host (first target)")
 @click.option("--shape", "shapes", multiple=True, help="NAME=1x3x224x224 for inputs with dynamic dims")
 @click.option("--batch", type=int, default=None, help="value for a dynamic leading (batch) dim")
-@click.option("--core", type=int, default=0, show_default=True, help="core to pin --validate's measurements to")
-@click.option("--top", default=15, show_default=True, help="kernels in the breakdown")
-def report(model, target_names, out, profile_path, with_validation, shapes, batch, core, top):
+@click.option("--core", type=int, default=0, show_default=True, callback=_core_option,
+              help="core to pin --validate's measurements to")
+@click.option("--top", default=15, show_default=True, type=click.IntRange(min=0),
+              help="kernels in the breakdown (0: all)")
+@click.option("--trip-count", "trip_counts", multiple=True,
+              help="NAME=N: iterations of Loop/Scan node NAME when the graph does not fix them (repeatable)")
+def report(model, target_names, out, profile_path, with_validation, shapes, batch, core, top, trip_counts):
     """Figures and one self-contained HTML page about a model's estimate (and, with --validate, its measurement)."""
     from pathlib import Path
 
@@ -666,7 +707,11 @@ def report(model, target_names, out, profile_path, with_validation, shapes, batc
     names = list(dict.fromkeys(target_names)) or [default_target()[0].name]
     for n in names:
         get_target(n)  # an unknown name fails before anything runs
-    graph = load_graph(model, shapes=_parse_shapes(shapes) or None, batch=batch)
+    if trip_counts and with_validation:
+        raise LatencyError("--trip-count does not go with --validate: the measurement runs the model as its inputs "
+                           "drive it; estimate the model with --trip-count, validate it without")
+    graph = load_graph(model, shapes=_parse_shapes(shapes) or None, batch=batch,
+                       trip_counts=_parse_trip_counts(trip_counts) or None)
     compare = names if len(names) > 1 else names + [n for n, t in all_targets().items()
                                                     if n != names[0] and t.device != "fake"]
     ests, derived, skipped = {}, {}, {}
@@ -689,7 +734,7 @@ def report(model, target_names, out, profile_path, with_validation, shapes, batc
 
     with Bar(5, "report", enabled=wanted()) as bar:
         r = write_report(Path(model).stem, ests, out, validation=validation, derived=derived, skipped=skipped,
-                         top=top, progress=lambda done, total, what: bar.update(done, total=total, note=what))
+                         top=top or None, progress=lambda done, total, what: bar.update(done, total=total, note=what))
     for n, why in skipped.items():
         click.echo(f"note: {n} not compared: {why}", err=True)
     click.echo(f"wrote {r['html']} ({len(r['figures'])} figures embedded; PNGs beside it)")
@@ -724,7 +769,7 @@ def plot(path, target_name, kind, out):
 @click.option("--sensitivity", is_flag=True, help="per node: the change of the total under each alternative alone")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="write --sensitivity here")
 @click.option("--verify", is_flag=True, help="also fuse and price the rewritten model whole (the reference)")
-@click.option("--top", default=10, show_default=True, help="rows to list")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0), help="rows to list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_nodes, sparsity, prune, prune_nodes,
                sensitivity, csv_path, verify, top, as_json):
@@ -734,7 +779,7 @@ def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_
     from .targets import choose_default
     from .whatif.present import choice_from_flags, sensitivity_text, text
 
-    if not target_name:
+    if target_name is None:
         t, info, _ = choose_default()
         target_name, profile_path = t.name, profile_path or (info.path if info else None)
     choice = choice_from_flags(precision, fp32_nodes, sparsity, prune, prune_nodes)  # bad flags fail before loading

@@ -1,0 +1,222 @@
+"""CLI options that took bad values silently or failed with a traceback-like message: each is now refused in one
+`error: ...` line with exit 2 (or, for --trip-count and report --top 0, does what it says).
+
+Nothing here measures: calibrate, transfer and sweeps are refused before they start, and stubs make a
+regression fail fast instead of running a real calibration or sweep."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from latency.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARM_DB = os.path.join(ROOT, "latency", "tables", "arm64-ort.cortex-a76.db")
+TWO = ("--target", "x86-avx512-ort", "--target", "x86-avx2-ort")  # report: no comparison across every target
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    assert isinstance(r.exception, SystemExit), r.exception
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _keep_affinity():
+    """A regression could pin this process; give the test session its cores back."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    yield
+    if cores is not None:
+        os.sched_setaffinity(0, cores)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_measures(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a measurement started: the option was not refused")
+
+    import profilers.calibrate
+    import profilers.sweep
+
+    monkeypatch.setattr(profilers.calibrate, "calibrate", refuse)
+    monkeypatch.setattr(profilers.calibrate, "int8_context", refuse)
+    monkeypatch.setattr(profilers.sweep, "run_sweep", refuse)
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    p = tmp_path_factory.mktemp("m") / "lenet5.onnx"
+    r = cli("zoo", "lenet5", "-o", p)
+    assert r.exit_code == 0, r.output
+    return p
+
+
+@pytest.fixture(scope="module")
+def loop_model(tmp_path_factory):
+    """A Loop whose trip count M is a graph input: only --trip-count says how many iterations it runs."""
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("MatMul", ["x_in", "W"], ["y0"]),
+         helper.make_node("Relu", ["y0"], ["x_out"])],
+        "body",
+        [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []), vi("x_in", TensorProto.FLOAT, [1, 16])],
+        [vi("cond_out", TensorProto.BOOL, []), vi("x_out", TensorProto.FLOAT, [1, 16])])
+    w = helper.make_tensor("W", TensorProto.FLOAT, [16, 16], np.random.default_rng(0).random(256).astype("float32"))
+    cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
+    g = helper.make_graph([helper.make_node("Loop", ["M", "cond", "x"], ["y"], name="loop", body=body)], "g",
+                          [vi("M", TensorProto.INT64, []), vi("x", TensorProto.FLOAT, [1, 16])],
+                          [vi("y", TensorProto.FLOAT, [1, 16])], initializer=[w, cond])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    p = tmp_path_factory.mktemp("m") / "loop.onnx"
+    onnx.save(m, p)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. calibrate: --budget / --max-probes without --from; a bad --from before the budget
+
+
+@pytest.mark.parametrize("args, named", [(("--budget", "1s"), "--budget goes with --from"),
+                                         (("--budget", "0"), "--budget goes with --from"),
+                                         (("--max-probes", "20"), "--max-probes goes with --from"),
+                                         (("--budget", "5m", "--max-probes", "20"), "--budget and --max-probes go")])
+def test_calibrate_refuses_transfer_options_without_from(args, named, tmp_path):
+    _one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", *args), named)
+    assert not (tmp_path / "cal.db").exists()
+
+
+@pytest.mark.parametrize("base, needle", [("nope.db", "does not exist"), ("bogus", "neither a profile database"),
+                                          (ARM_DB, "another family")])
+def test_calibrate_from_is_checked_before_the_budget(base, needle, tmp_path):
+    base = tmp_path / base if base == "nope.db" else base
+    line = _one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", "--from", base,
+                               "--budget", "1s"), needle)
+    assert "budget" not in line
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. --core: a core this process can run on
+
+
+def _bad_cores():
+    return [max(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else 99999, -1]
+
+
+@pytest.mark.parametrize("core", _bad_cores())
+def test_validate_refuses_a_core_it_cannot_run_on(core, lenet):
+    line = _one_line_error(cli("validate", lenet, "--core", core), f"core {core}", "--core")
+    if hasattr(os, "sched_getaffinity"):
+        assert "valid cores: " + ", ".join(map(str, sorted(os.sched_getaffinity(0)))) in line
+
+
+@pytest.mark.parametrize("core", _bad_cores())
+def test_calibrate_and_report_refuse_a_core_they_cannot_run_on(core, lenet, tmp_path):
+    _one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", "--core", core),
+                    f"core {core}")
+    _one_line_error(cli("report", lenet, "--out", tmp_path / "rep", "--core", core), f"core {core}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. --trip-count on report (and validate's estimate)
+
+
+def test_report_takes_trip_count(loop_model, tmp_path):
+    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r0"), "--trip-count loop=N")
+    r = cli("report", loop_model, *TWO, "--out", tmp_path / "r1", "--trip-count", "loop=3")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r1" / "report.html").is_file()
+    html = (tmp_path / "r1" / "report.html").read_text()
+    assert "loop/body[2]/MatMul" in html  # the third iteration is priced
+    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r2", "--trip-count", "loop=x"),
+                    "bad --trip-count")
+    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r3", "--trip-count", "nosuch=3"), "nosuch")
+
+
+def test_estimate_trip_count_as_before(loop_model):
+    r = cli("estimate", loop_model, "--target", "x86-avx512-ort", "--trip-count", "loop=3", "--top", "0")
+    assert r.exit_code == 0, r.output
+    assert "loop/body[2]/MatMul" in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. --top: 0 is all in report; negative refused everywhere
+
+
+def test_report_top_0_lists_every_kernel(lenet, tmp_path):
+    r = cli("report", lenet, *TWO, "--out", tmp_path / "r", "--top", "0")
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "r" / "report.html").read_text()
+    for k in ("/features/Conv_1", "/classifier/Gemm_2"):
+        assert f">{k}</td>" in html, k
+
+
+@pytest.mark.parametrize("cmd", ["estimate", "report", "validate", "whatif"])
+def test_negative_top_is_refused(cmd, lenet, tmp_path):
+    extra = ("--out", tmp_path / "r") if cmd == "report" else ()
+    _one_line_error(cli(cmd, lenet, *extra, "--top", "-1"), "--top", "-1")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. profile: --workers, --chunk, and no database left behind by a refused run
+
+
+@pytest.mark.parametrize("args, needle", [(("--workers", "0"), "--workers"), (("--chunk", "0"), "--chunk"),
+                                          (("--chunk", "-3"), "--chunk"), (("--ops", "Bogus"), "unknown op kind"),
+                                          (("--plan", "bogus"), "unknown plan"), (("--budget", "5x"), "bad duration"),
+                                          (("--ops", "Activation", "--precision", "int4"), "names no config")])
+def test_profile_refuses_bad_arguments_before_creating_the_database(args, needle, tmp_path):
+    db = tmp_path / "x.db"
+    _one_line_error(cli("profile", "--target", "fake", "--db", db, "--no-progress", *args), needle)
+    assert not db.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. zoo: --size / --batch, a size too small for the architecture, a missing output folder
+
+
+@pytest.mark.parametrize("args, needle", [(("--size", "0"), "--size"), (("--size", "-5"), "--size"),
+                                          (("--batch", "0"), "--batch")])
+def test_zoo_refuses_non_positive_size_and_batch(args, needle, tmp_path):
+    out = tmp_path / "m.onnx"
+    _one_line_error(cli("zoo", "lenet5", "-o", out, *args), needle)
+    assert not out.exists()
+
+
+def test_zoo_says_a_size_is_too_small(tmp_path):
+    out = tmp_path / "m.onnx"
+    _one_line_error(cli("zoo", "lenet5", "--size", "7", "-o", out), "--size 7 is too small", "lenet5")
+    assert not out.exists()
+
+
+def test_zoo_says_the_output_folder_is_missing(tmp_path):
+    _one_line_error(cli("zoo", "lenet5", "-o", tmp_path / "nodir" / "x.onnx"), "does not exist", "nodir")
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. an empty --target is no target
+
+
+@pytest.mark.parametrize("cmd", ["estimate", "validate", "whatif"])
+def test_empty_target_is_refused(cmd, lenet):
+    _one_line_error(cli(cmd, lenet, "--target", ""), "unknown target ''", "valid targets:", "x86-avx512-ort")
+
+
+def test_report_refuses_trip_count_with_validate(loop_model, tmp_path):
+    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r", "--validate", "--trip-count", "loop=3"),
+                    "--trip-count does not go with --validate")
