@@ -1159,9 +1159,42 @@ def _load(model, shapes, batch, trip_counts, depth: int, label_of: str | None = 
     graph = Graph(ops=records, inputs=g_inputs, outputs=g_outputs, opset=opset, producers=producers,
                   consumers=consumers, const_values=const_values, path=path,
                   shape_source=shape_source, tensors=tensors, opsets=opsets, notes=notes)
+    _check_weight_shapes(records, label)
     if any(r.op_type in _BODY_OPS and r.domain == "" for r in records):
         _load_control_flow(graph, model, light, user_inputs, big, base, label, trip_counts or {}, depth)
     return graph
+
+
+def _check_weight_shapes(records, label) -> None:
+    """ModelError (one line) where an input's shape contradicts a constant weight it meets: a Conv's
+    channels against its weight's (times ``group``), a MatMul / Gemm's inner dimension against its constant
+    B. A ``--shape`` the model cannot run with would otherwise be priced as if it could."""
+    def dims(t):
+        s = t.shape if t is not None else None
+        return list(s) if s is not None and all(isinstance(d, int) and d > 0 for d in s) else None
+
+    for r in records:
+        if r.domain not in ("", "ai.onnx") or len(r.inputs) < 2 or not r.inputs[1].name or not r.inputs[1].const:
+            continue
+        x, w = dims(r.inputs[0]), dims(r.inputs[1])
+        if x is None or w is None:
+            continue
+        if r.op_type == "Conv" and len(x) >= 3 and len(w) == len(x):
+            g = int(r.attrs.get("group", 1) or 1)
+            if x[1] != w[1] * g:
+                raise ModelError(f"{label}: {r.op_type} {_show(r.name)} reads {x[1]} channels ({r.inputs[0].name!r} "
+                                 f"{'x'.join(map(str, x))}) but its weight {'x'.join(map(str, w))} (group {g}) "
+                                 f"takes {w[1] * g}: check --shape / --batch")
+        elif r.op_type == "MatMul" and len(w) == 2 and len(x) >= 1 and x[-1] != w[0]:
+            raise ModelError(f"{label}: MatMul {_show(r.name)} reads rows of {x[-1]} ({r.inputs[0].name!r} "
+                             f"{'x'.join(map(str, x))}) but its weight is {'x'.join(map(str, w))}: check --shape / --batch")
+        elif r.op_type == "Gemm" and len(w) == 2 and len(x) == 2:
+            k_a = x[0] if r.attrs.get("transA", 0) else x[1]
+            k_b = w[1] if r.attrs.get("transB", 0) else w[0]
+            if k_a != k_b:
+                raise ModelError(f"{label}: Gemm {_show(r.name)} reads rows of {k_a} ({r.inputs[0].name!r} "
+                                 f"{'x'.join(map(str, x))}) but its weight is {'x'.join(map(str, w))}"
+                                 f"{' (transB)' if r.attrs.get('transB', 0) else ''}: check --shape / --batch")
 
 
 # --------------------------------------------------------------------------------------------

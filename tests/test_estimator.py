@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 import pytest
 from click.testing import CliRunner
 
@@ -573,3 +574,14 @@ def test_a_target_that_is_not_a_name_is_refused_at_once(target):
 def test_a_model_of_the_wrong_type_is_a_model_error():
     with pytest.raises(ModelError, match="a model is a path, bytes, an onnx.ModelProto or a loaded Graph, not int"):
         load_graph(42)
+
+
+def test_a_shape_the_weights_contradict_is_refused(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "c", 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = numpy_helper.from_array(np.zeros((8, 3, 3, 3), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g", [x], [y], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError, match=r"Conv conv reads 5 channels .* takes 3: check --shape"):
+        load_graph(m, shapes={"x": (1, 5, 16, 16)})
+    assert load_graph(m, shapes={"x": (1, 3, 16, 16)}).tensor("y").shape == (1, 8, 14, 14)
