@@ -616,7 +616,7 @@ def _host_measurable(target_name):
     return t
 
 
-def _run_validation(model, t, profile_path, shapes, batch, core, phases, quiet):
+def _run_validation(model, t, profile_path, shapes, batch, core, phases, quiet, trip_counts=None):
     """profilers.validate under a progress bar, pinned to ``core``."""
     from profilers.measure import pin_to_core
     from profilers.validate import ValidateProtocol, validate as run
@@ -629,7 +629,8 @@ def _run_validation(model, t, profile_path, shapes, batch, core, phases, quiet):
     proto = ValidateProtocol(phases=phases, rounds=2 * phases, max_phases=2 * phases)
     with Bar(proto.rounds + proto.kernel_repeats, "validate", enabled=wanted(quiet)) as bar:
         return run(model, t, profile=profile_path, shapes=_parse_shapes(shapes) or None, batch=batch, protocol=proto,
-                   core=core, progress=lambda done, total, note: bar.update(done, note=note, total=total))
+                   core=core, progress=lambda done, total, note: bar.update(done, note=note, total=total),
+                   trip_counts=_parse_trip_counts(trip_counts or ()) or None)
 
 
 @main.command("validate")
@@ -648,7 +649,10 @@ def _run_validation(model, t, profile_path, shapes, batch, core, phases, quiet):
 @click.option("--precision", default=None,
               help="GPU targets: fp32 | fp16 | int8 (TensorRT's builder precision; fp32 | fp16 on the CUDA EP); "
                    "default: int8 for a QDQ model on TensorRT, else fp32")
-def validate_cmd(model, target_name, profile_path, shapes, batch, core, phases, top, as_json, precision):
+@click.option("--trip-count", "trip_counts", multiple=True,
+              help="NAME=N: iterations of Loop node NAME when the graph does not fix them (repeatable); a count "
+                   "that is a graph input is fed N in the measured run")
+def validate_cmd(model, target_name, profile_path, shapes, batch, core, phases, top, as_json, precision, trip_counts):
     """Measure a model on this host, end to end and per kernel, beside its estimate (a GPU target: end to end
     through onnxruntime-gpu's TensorRT or CUDA execution provider)."""
     from profilers.validate import render
@@ -669,7 +673,7 @@ def validate_cmd(model, target_name, profile_path, shapes, batch, core, phases, 
     if precision:
         raise LatencyError(f"--precision goes with GPU targets; {t.name} is measured as the model is stored "
                            "(quantize the model with onnxruntime.quantization to measure int8)")
-    res = _run_validation(model, t, profile_path, shapes, batch, core, phases, as_json)
+    res = _run_validation(model, t, profile_path, shapes, batch, core, phases, as_json, trip_counts)
     if as_json:
         click.echo(json.dumps(res, indent=1))
         return
@@ -707,9 +711,8 @@ def report(model, target_names, out, profile_path, with_validation, shapes, batc
     names = list(dict.fromkeys(target_names)) or [default_target()[0].name]
     for n in names:
         get_target(n)  # an unknown name fails before anything runs
-    if trip_counts and with_validation:
-        raise LatencyError("--trip-count does not go with --validate: the measurement runs the model as its inputs "
-                           "drive it; estimate the model with --trip-count, validate it without")
+    if not with_validation and click.get_current_context().get_parameter_source("core").name != "DEFAULT":
+        raise LatencyError("--core pins --validate's measurements; without --validate nothing is measured")
     graph = load_graph(model, shapes=_parse_shapes(shapes) or None, batch=batch,
                        trip_counts=_parse_trip_counts(trip_counts) or None)
     compare = names if len(names) > 1 else names + [n for n, t in all_targets().items()
@@ -729,7 +732,7 @@ def report(model, target_names, out, profile_path, with_validation, shapes, batc
     validation = None
     if with_validation:
         t = _host_measurable(names[0])
-        validation = _run_validation(model, t, profile_path, shapes, batch, core, 3, False)
+        validation = _run_validation(model, t, profile_path, shapes, batch, core, 3, False, trip_counts)
     from .progress import Bar, wanted
 
     with Bar(5, "report", enabled=wanted()) as bar:

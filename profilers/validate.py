@@ -142,16 +142,19 @@ def _device(target, profile_path) -> dict:
 
 
 def validate(model, target, profile=None, shapes=None, batch=None, protocol: ValidateProtocol | None = None,
-             core: int | None = None, progress=None) -> dict:
+             core: int | None = None, progress=None, trip_counts: dict | None = None) -> dict:
     """Measure ``model`` (an ONNX path) on this host and put it beside ``target``'s estimate.
 
     ``target``: a target name or :class:`latency.targets.Target` whose runtime this host runs (else
     :class:`LatencyError`). ``profile``: the profiling database to estimate from (default: the
     target's). ``shapes``/``batch``: as for an estimate; the runtime is fed the same shapes.
-    ``core``: recorded in the protocol (the caller pins). ``progress``: called as
+    ``core``: recorded in the protocol (the caller pins). ``trip_counts``: iterations of Loop nodes by
+    name, for the estimate and, where a Loop's count is a graph input, fed to the measured run as that
+    input. ``progress``: called as
     ``progress(done, total, note)`` after each measuring step. Returns a dict with the keys
     ``RESULT_KEYS``; times in ``*_us`` (microseconds) and ``*_ms`` (milliseconds).
     """
+    import numpy as np
     import onnx
 
     from latency.estimator import Estimator
@@ -174,7 +177,8 @@ def validate(model, target, profile=None, shapes=None, batch=None, protocol: Val
     if not isinstance(model, (str, os.PathLike)):
         raise LatencyError("validate takes the path of an ONNX file")
     path = os.fspath(model)
-    graph = load_graph(path, shapes=shapes, batch=batch)  # one-line ModelError/DynamicShapeError on bad input
+    # one-line ModelError/DynamicShapeError on bad input
+    graph = load_graph(path, shapes=shapes, batch=batch, trip_counts=trip_counts)
     est = Estimator(t, profile=profile).estimate(graph)
     device = _device(t, est.profile)
 
@@ -202,6 +206,10 @@ def validate(model, target, profile=None, shapes=None, batch=None, protocol: Val
         sess = _session(path, proto_.threads, proto_.level)
         feed = make_inputs(_FixedShapes(sess, graph), path)
         del sess
+        for node in onnx.load(path, load_external_data=False).graph.node:  # a Loop's count fed as asked
+            if node.op_type == "Loop" and node.name in (trip_counts or {}) and node.input and node.input[0] in feed:
+                m = feed[node.input[0]]
+                feed[node.input[0]] = np.full(m.shape, int(trip_counts[node.name]), m.dtype)
     except Exception as e:  # noqa: BLE001 - the runtime's own refusal, in one line
         raise LatencyError(f"onnxruntime cannot run {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") \
             from None

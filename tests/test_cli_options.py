@@ -4,6 +4,7 @@
 Nothing here measures: calibrate, transfer and sweeps are refused before they start, and stubs make a
 regression fail fast instead of running a real calibration or sweep."""
 
+import json
 import os
 
 import numpy as np
@@ -217,6 +218,14 @@ def test_empty_target_is_refused(cmd, lenet):
     _one_line_error(cli(cmd, lenet, "--target", ""), "unknown target ''", "valid targets:", "x86-avx512-ort")
 
 
-def test_report_refuses_trip_count_with_validate(loop_model, tmp_path):
-    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r", "--validate", "--trip-count", "loop=3"),
-                    "--trip-count does not go with --validate")
+def test_validate_takes_trip_count_and_feeds_the_loop(loop_model):
+    r = cli("validate", loop_model, "--trip-count", "loop=3", "--phases", "1", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert any(k["name"].startswith("loop/body[2]/") for k in res["kernels"])
+    assert res["total"]["measured_ms"] > 0
+
+
+def test_report_core_without_validate_is_refused(lenet, tmp_path):
+    _one_line_error(cli("report", lenet, *TWO, "--out", tmp_path / "r", "--core", "0"),
+                    "--core pins --validate's measurements")
