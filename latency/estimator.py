@@ -203,6 +203,17 @@ class Estimator:
                            if self.reg_dir_ else set())
         self.overhead_ = self._load_overhead(None)
         self.context_, self.context_source_ = self._load_context(None)
+        if self.profile_ is not None:
+            missing = [what for what, have in (
+                (f"regressors ({Path(self.profile_path_).stem}.regressors/: shapes the table misses are priced by a "
+                 "FLOP/byte prior)", self.reg_dir_ is not None),
+                ("in-model context (.context.json)", bool(self.context_) or self.context is not None),
+                ("overhead model (.overhead.json)", bool(self.overhead_) or self.overhead is not None))
+                if not have]
+            if missing:
+                listed = ", ".join(missing[:-1]) + (" or " if len(missing) > 1 else "") + missing[-1]
+                self.warnings_.append(f"profile {os.path.basename(self.profile_path_)} has no {listed} beside it "
+                                      f"(found by its file name): 'latency train' and 'latency calibrate' make them")
         self._prepared = True
 
     def _evidence(self) -> None:

@@ -585,3 +585,14 @@ def test_a_shape_the_weights_contradict_is_refused(tmp_path):
     with pytest.raises(ModelError, match=r"Conv conv reads 5 channels .* takes 3: check --shape"):
         load_graph(m, shapes={"x": (1, 5, 16, 16)})
     assert load_graph(m, shapes={"x": (1, 3, 16, 16)}).tensor("y").shape == (1, 8, 14, 14)
+
+
+def test_a_profile_without_its_side_files_says_so(fake_profile):
+    # a copied or renamed profile loses its regressors, context and overhead (found by file name): the answer
+    # changes a lot, so the estimate says why
+    bare = Estimator(FAKE, profile=fake_profile).estimate(small_cnn())
+    w = [x for x in bare.warnings if "beside it" in x]
+    assert len(w) == 1 and "no regressors" in w[0] and "in-model context" in w[0] and "overhead model" in w[0]
+    told = Estimator(FAKE, profile=fake_profile, overhead=False, context=False).estimate(small_cnn())
+    w = [x for x in told.warnings if "beside it" in x]
+    assert len(w) == 1 and "in-model context" not in w[0] and "overhead model" not in w[0]
