@@ -565,20 +565,26 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
     estimator = Estimator(tname, profile=profile_path, check_host=target_name is not None)
     est = estimator.estimate(model, shapes=shapes or None, batch=batch, strict=strict,
                              trip_counts=_parse_trip_counts(trip_counts) or None, precision=precision)
+    fusion_check = None
     if check_fusion:
         from profilers.runtime_graph import runtime_kernel_summary  # runs onnxruntime: the measuring side
 
         fixed = shapes or None
         diff = estimator.check_fusion(model, runtime_kernel_summary(model, shapes=fixed, batch=batch), shapes=fixed,
                                       batch=batch)
+        fusion_check = {"agrees": not diff, "differences": {str(k): list(v) if isinstance(v, tuple) else v
+                                                            for k, v in diff.items()}}
         msg = ("fusion check: kernels agree with onnxruntime's optimized graph" if not diff else
                "fusion check: differs from onnxruntime's optimized graph (ours, runtime): "
                + "; ".join(f"{k}: {v}" for k, v in list(diff.items())[:8]))
-        click.echo(msg, err=True)
+        if not as_json:
+            click.echo(msg, err=True)
     if as_json:
         d = est.to_dict()
         if note:
             d["warnings"] = [note] + d["warnings"]
+        if fusion_check is not None:
+            d["fusion_check"] = fusion_check
         click.echo(json.dumps(d, indent=1))
         return
     for w in ([note] if note else []) + list(est.warnings):

@@ -229,3 +229,10 @@ def test_validate_takes_trip_count_and_feeds_the_loop(loop_model):
 def test_report_core_without_validate_is_refused(lenet, tmp_path):
     _one_line_error(cli("report", lenet, *TWO, "--out", tmp_path / "r", "--core", "0"),
                     "--core pins --validate's measurements")
+
+
+def test_check_fusion_goes_into_the_json(lenet):
+    r = cli("estimate", lenet, "--target", "x86-avx512-ort", "--check-fusion", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["fusion_check"]["agrees"] is True and d["fusion_check"]["differences"] == {}
