@@ -22,6 +22,15 @@ class FigureFile:
     caption: str
 
 
+def _tight(fig) -> None:
+    """tight_layout, quietly where a figure's labels leave it no room (a one-kernel model)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+
+
 def _figure(w: float, h: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -98,7 +107,7 @@ def breakdown(est, path, model: str, top: int = 15) -> FigureFile:
     ax2.set_title("by op kind (% of kernel sum)", fontsize=10)
     title = f"{model} on {est.target}: estimated {est.total_ms:.2f} ms"
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    _tight(fig)
     caption = (f"Estimated latency of each kernel inside the model (the profile's price alone, corrected by the "
                f"in-model context model), the {len(shown)} largest of {len(ks)} priced kernels, coloured by op kind; "
                f"hatched bars are derived (regressor or prior), the others are table hits (measured configs). "
@@ -119,7 +128,7 @@ def targets(ests: dict, path, model: str, derived: dict | None = None) -> Figure
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
     colors = ["#bbbbbb" if n in derived else "#4c72b0" for n in names]
     # totals a factor 20 or more apart go on a log axis, as dots: a bar's length means nothing there
-    log = len(totals) > 1 and max(totals) / max(min(totals), 1e-9) > 20
+    log = len(totals) > 1 and min(totals) > 0 and max(totals) / min(totals) > 20
     for i, n in enumerate(names):
         if log:
             ax.scatter([totals[i]], [i], s=90, color=colors[i], edgecolor="black", zorder=3,
@@ -133,7 +142,9 @@ def targets(ests: dict, path, model: str, derived: dict | None = None) -> Figure
     ax.invert_yaxis()
     if log:
         ax.set_xscale("log")
-        ax.set_xlim(min(totals) / 3, max(totals) * 8)
+        pos = [t for t in totals if t > 0]  # a model of free ops only estimates 0 ms on some target
+        if pos:
+            ax.set_xlim(min(pos) / 3, max(pos) * 8)
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.grid(True, axis="x", which="major", alpha=0.3)
     else:
@@ -164,7 +175,7 @@ def targets(ests: dict, path, model: str, derived: dict | None = None) -> Figure
     ax2.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5))
     title = f"{model} across targets"
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    _tight(fig)
     why = "; ".join(f"{n}: {w}" for n, w in derived.items())
     caption = ("Estimated total latency of the same model on each target (left) and how the kernel sum splits by "
                "op kind (right). Blue marks come from each target's measured profile (table hits, regressors and "
@@ -227,7 +238,7 @@ def roofline(points: list, ceil: dict, path, model: str, target: str, measured: 
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    _tight(fig)
     roofs = "; ".join(f"{p} compute roof {c['gops']:.0f} GOP/s: {c['basis']}"
                       for p, c in ceil.get("compute", {}).items())
     if ceil.get("bandwidth"):
@@ -280,7 +291,7 @@ def validation(res: dict, path, model: str) -> FigureFile:
             va="top", fontsize=8.5, bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "grey"})
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    _tight(fig)
     caption = (f"One point per kernel paired with the runtime ({len(ks)} of {res['matching']['priced_kernels']} "
                f"priced kernels): x is its time measured inside the model on this host (onnxruntime per-node "
                f"profile, min over {res['protocol']['kernel_repeats']} sessions of the median of "
@@ -330,7 +341,7 @@ def latency_vs_ops(df, kind: str, target: str, path) -> FigureFile:
         h.set_alpha(1)
         if hasattr(h, "set_sizes"):
             h.set_sizes([30])  # one marker size in the legend, whatever the cloud's density
-    fig.tight_layout()
+    _tight(fig)
     caption = (f"Every dense {kind} row of the profile ({len(d)} measured configs): the latency stored by the "
                f"profiler (min over rounds of the per-node kernel time, one thread) against the config's operation "
                f"count from the op registry. Spread at equal work is shape and layout, what the regressor learns.")
@@ -367,7 +378,7 @@ def precision_ratio(ratios, kind: str, target: str, path) -> FigureFile:
         h.set_alpha(1)
         if hasattr(h, "set_sizes"):
             h.set_sizes([30])  # one marker size in the legend, whatever the cloud's density
-    fig.tight_layout()
+    _tight(fig)
     caption = (f"For each {kind} shape the profile measured at fp32 and at another precision (dense weights), the "
                f"ratio of the two measured latencies, against the fp32 latency. int8 is static QDQ (the int8 kernel "
                f"only), int8_dynamic quantizes its activations at run time, fp16 runs whatever kernels the "
@@ -417,7 +428,7 @@ def sparsity(sr, target: str, path, kind: str | None = None) -> FigureFile:
         ax.text(0.5, 0.5, "the profile has no sparse rows with a dense twin", transform=ax.transAxes, ha="center")
     else:
         ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    _tight(fig)
     caption = (f"Median ratio of measured latency with zeroed weights to the same shape dense ({n} sparse rows of "
                f"the profile), band: 10th to 90th percentile over shapes; stars: 2:4 structured sparsity. A flat "
                f"line at 1 means the runtime's kernels do not exploit sparsity on this target"
