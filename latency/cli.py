@@ -430,7 +430,9 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
 
     from .profiles import is_shipped
 
-    t = get_target(target_name)
+    t = _calibrate_target(target_name, base)
+    if t.pinned_profile and path is None:
+        path = t.pinned_profile  # a device-named profile: it is the one written
     if base is not None:
         if refit:
             raise LatencyError("--refit and --from do not go together: --from measures probes and calibrates")
@@ -492,6 +494,29 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
                f"big low-intensity conv weights + {r['per_weight_mb_us']:.2f} us/weight-MB "
                f"(median residual {100 * r['residual_rel_median']:.1f}%) -> {r['overhead']}")
     click.echo(f"raw pairs and end-to-end rounds -> {r['raw']} ({r['seconds']:.0f} s)")
+
+
+def _calibrate_target(name: str, base: str | None):
+    """The target ``latency calibrate --target NAME`` writes: a target, an installed device-named profile
+    (its family's target pinned to it), or, with ``--from``, a new device name: this host's target family,
+    pinned to ``<user profiles>/FAMILY.NAME.db`` (the transfer checks that the base is of that family)."""
+    from .errors import UnknownTarget
+    from .targets import get_target, host_target
+
+    try:
+        return get_target(name)
+    except UnknownTarget:
+        if base is None or not name:
+            raise
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
+        raise LatencyError(f"--target {name!r}: a new device name is letters, digits, '-' and '_' (it names the "
+                           f"profile file FAMILY.{name}.db)")
+    from dataclasses import replace
+
+    from .profiles import user_profiles_dir
+
+    fam = host_target()
+    return replace(fam, pinned_profile=str(user_profiles_dir() / f"{fam.name}.{name}.db"))
 
 
 def _transfer(t, base, path, budget_s, core, max_probes):

@@ -379,3 +379,32 @@ def test_device_record_names_clock_with_its_source_and_cores(tmp_path):
     assert new.describe().startswith("measured on AMD EPYC 9R45 @ 3.70 GHz, 1 of 96 cores used")
     assert old.device_name() == "Intel Xeon 8480, 1 core(s) used" and old.device["cpu_mhz"] is None
     assert new.to_dict()["device_name"] == new.device_name()
+
+
+def test_a_new_device_name_is_a_profile_of_its_own_named_by_it(dirs, tmp_path):
+    """`latency calibrate --target mine --from BASE`: a device-named profile FAMILY.mine.db in the user folder,
+    which `--target mine` then names (an estimate, the targets list); bad names say what a name is."""
+    t = get_target("x86-avx512-ort")
+    if not t.host_supported()[0]:
+        pytest.skip(t.host_supported()[1])
+    shipped, user = dirs
+    base = _base_profile(shipped / "x86-avx512-ort.db")
+    r = CliRunner().invoke(main, ["calibrate", "--target", "mine", "--from", str(base), "--budget", "0"])
+    assert r.exit_code == 0, r.output
+    db = user / "x86-avx512-ort.mine.db"
+    assert db.exists() and f"profile  {db}" in r.output
+    mine = get_target("mine")
+    assert mine.name == "x86-avx512-ort" and mine.profile_path() == db
+    assert get_target("x86-avx512-ort.mine").profile_path() == db
+    m = tmp_path / "m.onnx"
+    import onnx
+
+    onnx.save(small_cnn(), m)
+    e = CliRunner().invoke(main, ["estimate", str(m), "--target", "mine", "--json"])
+    assert e.exit_code == 0, e.output
+    assert json.loads(e.stdout)["profile"] == str(db)
+    bad = CliRunner().invoke(main, ["calibrate", "--target", "my/dev", "--from", str(base), "--budget", "0"])
+    assert bad.exit_code == 2 and "a new device name is letters, digits" in bad.output
+    unknown = CliRunner().invoke(main, ["estimate", str(m), "--target", "yours"])
+    assert unknown.exit_code == 2 and "unknown target 'yours'" in unknown.output
+    assert "x86-avx512-ort.mine" in unknown.output

@@ -106,11 +106,36 @@ def targets() -> dict[str, Target]:
 
 
 def get_target(name: str) -> Target:
+    """The target ``name``; or, for the name of an installed device-named profile (a profile file's name
+    less ``.db``, ``x86-avx512-ort.epyc-zen5``, or the device part alone, ``epyc-zen5``, as
+    ``latency calibrate --target mine --from ...`` names one ``x86-avx512-ort.mine``), its family's target
+    pinned to that profile."""
     _load()
     try:
         return _TARGETS[name]
     except KeyError:
-        raise UnknownTarget(name, _TARGETS) from None
+        pass
+    hits = named_profiles(name) if isinstance(name, str) and name else []
+    if len(hits) == 1:
+        from dataclasses import replace
+
+        return replace(_TARGETS[hits[0].target], pinned_profile=hits[0].path)
+    if len(hits) > 1:
+        raise LatencyError(f"{name!r} names {len(hits)} profiles: {', '.join(h.path for h in hits)}; name one by its "
+                           f"full name (FAMILY.DEVICE) or pass --profile FILE")
+    raise UnknownTarget(name, list(_TARGETS) + [Path(p.path).stem for p in _named_candidates()])
+
+
+def _named_candidates() -> list:
+    from ..profiles import discover
+
+    return [p for p in discover() if p.target in _TARGETS and Path(p.path).stem.startswith(p.target + ".")]
+
+
+def named_profiles(name: str) -> list:
+    """Installed profiles (shipped or user) whose file is ``NAME.db`` or ``FAMILY.NAME.db`` (FAMILY a target)."""
+    return [p for p in _named_candidates()
+            if Path(p.path).stem == name or Path(p.path).stem == f"{p.target}.{name}"]
 
 
 def host_target() -> Target:

@@ -52,6 +52,9 @@ class Target:
     #: (target) -> the measuring device's fingerprint, where it is not this host's CPU and onnxruntime
     #: (a GPU target: the card, its driver and clocks, the runtime; :func:`latency.targets.gpu.gpu_fingerprint`)
     fingerprinter: Callable | None = field(default=None, hash=False, compare=False, repr=False)
+    #: a device-named profile this target was asked by (``--target mine``: FAMILY.mine.db): its path,
+    #: which :meth:`choose_profile` then always returns (see :func:`latency.targets.get_target`)
+    pinned_profile: str | None = field(default=None, compare=False)
 
     def fusion_rules(self, fingerprint: dict | None = None):
         """The ordered fusion passes the target's runtime applies (from its declaration); on the device
@@ -107,6 +110,9 @@ class Target:
         from ..profiles import closest, host_device
 
         cands = self.profiles()
+        if self.pinned_profile:
+            pinned = [c for c in cands if Path(c.path).resolve() == Path(self.pinned_profile).resolve()]
+            return (pinned[0], []) if pinned else (None, [])
         if not cands:
             return None, []
         host = host or host_device()
