@@ -754,7 +754,7 @@ class Plan:
                     if o is None:
                         o = owner_of.get(pk.nodes[0]) if pk.nodes else None
                     c = self.pricer.coefficients(pk.kernel.kind, tuple(pk.kernel.op_types), pk.iso_us, pk.source,
-                                                 pk.key)
+                                                 pk.key, pk.kernel.repeat)
                     per[o] = per.get(o, 0.0) + c[0] + cg * c[1] + g * c[2]
                 for k, o in enumerate(uo):
                     out[r, k] = per.get(o, 0.0) if o is not None else 0.0
