@@ -562,7 +562,8 @@ def _transfer(t, base, path, budget_s, core, max_probes):
               help="also compare the fusion rules with onnxruntime's own optimized graph (this host's target)")
 @click.option("--precision", default=None,
               help="build the model in this precision as the target's runtime would: fp32 | fp16 | int8 | best on "
-                   "GPU targets (TensorRT's builder precision); default: as the model is stored")
+                   "GPU targets (TensorRT's builder precision); default: as the model is stored (on TensorRT targets an "
+                   "fp32 build, as trtexec without --fp16/--int8, plus int8 where the model has Q/DQ)")
 def estimate(model, target_name, profile_path, shapes, batch, top, as_json, strict, trip_counts, decode_step,
              check_fusion, precision):
     """Estimate a model's latency on a target, with a per-kernel breakdown."""
