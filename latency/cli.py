@@ -230,6 +230,9 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
 
     target = get_target(target_name)
     budget_s = _parse_duration(budget)  # bad input fails before the database is created
+    for opt, val in (("--ops", ops_), ("--precision", precision)):
+        if val is not None and not _csv(val):
+            raise LatencyError(f"{opt} {val!r} names nothing: give comma-separated names (see 'latency ops')")
     if not models:
         make_plan(plan, _csv(ops_), _csv(precision), target=target)
     if emulate:
@@ -279,6 +282,9 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
                 write_device_record(st, target.name, host_device(), "emulated", note(active_level()))
     click.echo(f"run {r.run_id}: {r.status}; planned {r.planned}, already stored {r.skipped}, measured {r.measured} "
                f"({r.failed} failed) in {r.seconds:.0f}s")
+    if r.status == "interrupted":  # what was measured is stored and the next run resumes; a script still sees it
+        click.echo("interrupted: run the same command again to resume", err=True)
+        sys.exit(130)
 
 
 def _profile_farm(target, db, plan, ops, precisions, address, shards, workers, chunk, retry_failed, bad):
@@ -290,6 +296,8 @@ def _profile_farm(target, db, plan, ops, precisions, address, shards, workers, c
 
     if bad:
         raise LatencyError(f"{' and '.join(bad)} cannot be used with --ray: the farm runs whole shards on the workers")
+    if shards is not None and shards < 1:
+        raise LatencyError(f"--shards {shards}: give at least 1 shard")
     if isinstance(plan, str):
         configs = make_plan(plan, ops, precisions, target=target)
     else:
@@ -401,6 +409,9 @@ def train(target_name, path, out):
             rep = train_all(st, tid, out, progress=lambda rec: bar.update(order.index(rec["kind"]) + 1,
                                                                           note=f"{rec['kind']} trained"))
     click.echo(rep.to_string(index=False))
+    if not (rep["status"] == "trained").any():
+        raise LatencyError(f"no regressor trained: every op kind has too few measured rows in {p} (see above); "
+                           f"profile more shapes first ('latency profile --target {t.name} --db {p} --plan standard')")
     click.echo(f"saved to {out}")
 
 
@@ -430,7 +441,7 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
 
     from .profiles import is_shipped
 
-    t = _calibrate_target(target_name, base)
+    t = _calibrate_target(target_name, base, path)
     if t.pinned_profile and path is None:
         path = t.pinned_profile  # a device-named profile: it is the one written
     if base is not None:
@@ -496,7 +507,7 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
     click.echo(f"raw pairs and end-to-end rounds -> {r['raw']} ({r['seconds']:.0f} s)")
 
 
-def _calibrate_target(name: str, base: str | None):
+def _calibrate_target(name: str, base: str | None, path: str | None = None):
     """The target ``latency calibrate --target NAME`` writes: a target, an installed device-named profile
     (its family's target pinned to it), or, with ``--from``, a new device name: this host's target family,
     pinned to ``<user profiles>/FAMILY.NAME.db`` (the transfer checks that the base is of that family)."""
@@ -511,6 +522,9 @@ def _calibrate_target(name: str, base: str | None):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
         raise LatencyError(f"--target {name!r}: a new device name is letters, digits, '-' and '_' (it names the "
                            f"profile file FAMILY.{name}.db)")
+    if path is not None:
+        raise LatencyError(f"--target {name!r} names a new profile, FAMILY.{name}.db in the user profile folder: "
+                           f"leave out --db, or keep --db {path} and give a target ({host_target().name})")
     from dataclasses import replace
 
     from .profiles import user_profiles_dir

@@ -127,6 +127,8 @@ def connect(address: str, num_cpus: int | None = None):
     ray = import_ray()
     if ray.is_initialized():
         return ray
+    if address not in ("local", "auto"):
+        _check_reachable(address)
     try:
         if address == "local":
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -135,6 +137,24 @@ def connect(address: str, num_cpus: int | None = None):
     except Exception as e:  # ConnectionError, RuntimeError, ...: one line
         raise FarmError(f"cannot connect to the Ray cluster at {address!r}: {str(e).splitlines()[0] if str(e) else e}") from None
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """FarmError (one line) unless the cluster's head answers at HOST:PORT within ``timeout_s``: ray.init
+    itself retries an unreachable head for minutes, logging, and does not stop on SIGTERM."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://"):
+        host, sep, port = address[len("ray://"):].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not HOST:PORT: ray.init says what it makes of it
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise FarmError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or type(e).__name__} within "
+                        f"{timeout_s:g} s): start its head with 'ray start --head' and pass its address") from None
 
 
 def run_farm(store: Store, target, configs: list[Config], n_shards: int, protocol=None, chunk_size: int = 100,

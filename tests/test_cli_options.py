@@ -236,3 +236,53 @@ def test_check_fusion_goes_into_the_json(lenet):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["fusion_check"]["agrees"] is True and d["fusion_check"]["differences"] == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# device farm, empty filters, train with nothing to train, an interrupted sweep, a new name with --db
+
+
+def test_an_unreachable_ray_cluster_is_one_line_at_once(tmp_path):
+    db = tmp_path / "r.db"
+    r = cli("profile", "--target", "fake", "--db", db, "--ops", "Activation", "--no-progress", "--ray", "127.0.0.1:1")
+    assert r.exit_code == 2 and r.output.count("error:") == 1 and "Traceback" not in r.output, r.output
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in r.output or "pip install" in r.output
+    assert not db.exists()
+
+
+def test_shards_below_one_and_empty_filters_are_refused(tmp_path):
+    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "a.db", "--ray", "local", "--shards", "0",
+                        "--no-progress"), "--shards 0: give at least 1 shard")
+    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "b.db", "--ops", ",", "--no-progress"),
+                    "--ops ',' names nothing")
+
+
+def test_train_with_nothing_to_train_fails(tmp_path, monkeypatch):
+    monkeypatch.undo()  # this test measures a few rows itself (the fake target's formula): the stubs off
+    from latency.store import Store
+    from latency.targets import get_target
+    from profilers.plans import plan
+    from profilers.sweep import run_sweep
+
+    db = tmp_path / "tiny.db"
+    with Store(db) as st:
+        run_sweep(st, get_target("fake"), plan("quick", ops=["Activation"])[:5])
+    r = cli("train", "--target", "fake", "--db", db, "--out", tmp_path / "r")
+    # the per-kind table says why each was skipped, then one error line and a non-zero exit
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith("error: no regressor trained"), r.output
+    assert "saved to" not in r.output and "Traceback" not in r.output
+
+
+def test_an_interrupted_sweep_exits_non_zero(tmp_path, monkeypatch):
+    import profilers.sweep
+    from profilers.sweep import SweepResult
+
+    monkeypatch.setattr(profilers.sweep, "run_sweep",
+                        lambda *a, **k: SweepResult("r1", 1, 10, 0, 3, 0, "interrupted", 1.0))
+    r = cli("profile", "--target", "fake", "--db", tmp_path / "i.db", "--ops", "Activation", "--no-progress")
+    assert r.exit_code == 130 and "run the same command again to resume" in r.output, r.output
+
+
+def test_a_new_device_name_with_db_is_refused(tmp_path):
+    _one_line_error(cli("calibrate", "--target", "brandnew", "--from", "x86-avx512-ort", "--budget", "0", "--db",
+                        tmp_path / "m.db"), "names a new profile", "leave out --db")
