@@ -256,8 +256,14 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
         click.echo(f"measured the GPU cost model's terms of {target.name} on this GPU: {path}")
         return
     if models:
+        if click.get_current_context().get_parameter_source("plan") is not click.core.ParameterSource.DEFAULT:
+            raise LatencyError("--plan and --model do not go together: --model profiles the model's own kernels")
         unc: list = []
         plan = model_kernels(list(models), target, tuple(_csv(precision) or ("fp32",)), uncovered=unc)
+        if ops_:
+            plan = [c for c in plan if c.kind in set(_csv(ops_))]
+            if not plan:
+                raise LatencyError(f"no kernel of {', '.join(models)} is of the kinds --ops {ops_} names")
         for i, u in unc:  # never silently dropped: what cannot be measured is said
             click.echo(f"warning: {models[i]}: node {u.node!r} [{u.op_type}] is not profiled: {u.reason}", err=True)
         if not plan:
@@ -369,6 +375,8 @@ def merge(path, others, keep_both):
     for o in others:  # checked before anything is written
         if not Path(o).is_file():
             raise LatencyError(f"profile database {o} does not exist")
+        if Path(path).exists() and Path(o).resolve() == Path(path).resolve():
+            raise LatencyError(f"{o} is the database merged into (--db): nothing to merge")
     with Store(path) as st:
         for o in others:
             c = st.merge_from(o, keep_both=keep_both, counts=True)

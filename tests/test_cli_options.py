@@ -286,3 +286,19 @@ def test_an_interrupted_sweep_exits_non_zero(tmp_path, monkeypatch):
 def test_a_new_device_name_with_db_is_refused(tmp_path):
     _one_line_error(cli("calibrate", "--target", "brandnew", "--from", "x86-avx512-ort", "--budget", "0", "--db",
                         tmp_path / "m.db"), "names a new profile", "leave out --db")
+
+
+def test_model_profiling_refuses_plan_and_an_empty_kind_filter(lenet, tmp_path):
+    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "a.db", "--model", lenet, "--plan", "full",
+                        "--no-progress"), "--plan and --model do not go together")
+    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "b.db", "--model", lenet, "--ops",
+                        "Attention", "--no-progress"), "no kernel of", "Attention")
+
+
+def test_merging_a_database_into_itself_is_refused(tmp_path):
+    from latency.store import Store
+
+    db = tmp_path / "a.db"
+    with Store(db):
+        pass
+    _one_line_error(cli("db", "merge", "--db", db, db), "is the database merged into")
