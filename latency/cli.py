@@ -347,10 +347,13 @@ def stats(path, target_name):
 @db.command()
 @click.option("--db", "path", required=True, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", default="csv", show_default=True, help="csv | jsonl")
+@click.option("--format", "fmt", default=None, help="csv | jsonl (default: by the --out suffix, .jsonl or else csv)")
 def export(path, out, fmt):
     """Export every measurement with its provenance."""
     from .store import Store
+
+    if fmt is None:
+        fmt = "jsonl" if str(out).lower().endswith((".jsonl", ".json")) else "csv"
 
     with Store(path, readonly=True) as st:
         n = st.export(out, fmt)

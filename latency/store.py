@@ -427,7 +427,17 @@ class Store:
         rows = self._rows("SELECT t.name AS target_name, r.protocol_id, m.* FROM measurements m "
                           "JOIN targets t ON t.target_id = m.target_id LEFT JOIN runs r ON r.run_id = m.run_id "
                           "ORDER BY m.target_id, m.kind, m.key_hash")
-        cols = ["target_name", "protocol_id", *MEASUREMENT_COLS]
+        # each row's device record provenance beside its own source: an emulated or derived profile's rows are
+        # "measured" there (how the profile came about is the device's, not the row's)
+        prov = {}
+        for k, v in self.meta().items():
+            if k.startswith("device:"):
+                try:
+                    prov[k[len("device:"):]] = json.loads(v).get("provenance") or "measured"
+                except (ValueError, AttributeError):
+                    prov[k[len("device:"):]] = ""
+        rows = [dict(r, device_provenance=prov.get(r["target_name"], "measured")) for r in rows]
+        cols = ["target_name", "device_provenance", "protocol_id", *MEASUREMENT_COLS]
         try:
             with open(out_path, "w", newline="") as f:
                 if fmt == "csv":

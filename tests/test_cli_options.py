@@ -302,3 +302,16 @@ def test_merging_a_database_into_itself_is_refused(tmp_path):
     with Store(db):
         pass
     _one_line_error(cli("db", "merge", "--db", db, db), "is the database merged into")
+
+
+def test_db_export_takes_its_format_from_the_suffix(tmp_path):
+    from latency.store import Store
+
+    db = tmp_path / "a.db"
+    with Store(db):
+        pass
+    r = cli("db", "export", "--db", db, "--out", tmp_path / "x.jsonl")
+    assert r.exit_code == 0, r.output
+    r = cli("db", "export", "--db", db, "--out", tmp_path / "x.csv")
+    assert r.exit_code == 0 and (tmp_path / "x.csv").read_text().startswith("target_name,device_provenance")
+    assert (tmp_path / "x.jsonl").read_text() == ""  # no rows: JSON lines write nothing, CSV its header

@@ -182,10 +182,15 @@ def test_export(tmp_path, mem):
     s.upsert_measurements([row(tid, i) for i in range(4)] + [row(tid, 9, error="bad")])
     assert s.export(tmp_path / "m.csv", "csv") == 5
     lines = (tmp_path / "m.csv").read_text().splitlines()
-    assert len(lines) == 6 and lines[0].startswith("target_name,protocol_id,target_id")
+    assert len(lines) == 6 and lines[0].startswith("target_name,device_provenance,protocol_id,target_id")
     assert s.export(tmp_path / "m.jsonl", "jsonl") == 5
     recs = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert len(recs) == 5 and recs[0]["target_name"] == "cpu-a" and isinstance(recs[0]["rounds_us"], list)
+    # a profile's device record says how it came about (emulated, derived, ...): every exported row carries it
+    s.set_meta("device:cpu-a", json.dumps({"provenance": "emulated"}))
+    s.export(tmp_path / "e.jsonl", "jsonl")
+    recs = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert {r["device_provenance"] for r in recs} == {"emulated"} and recs[0]["source"] == "measured"
     with pytest.raises(StoreError, match="valid formats: csv, jsonl"):
         s.export(tmp_path / "m.xml", "xml")
 
