@@ -14,10 +14,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from latency.cli import main
+from cli_helpers import cli, one_line_error
 from latency.estimator import Estimator
 from latency.store import Store
 from latency.targets import get_target
@@ -130,22 +129,6 @@ def files(tmp_path_factory):
     return out
 
 
-def _one_line_error(r, *needles):
-    """The CLI answered with exit 2 and exactly one stderr line 'error: ...' containing every needle."""
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    assert isinstance(r.exception, SystemExit), r.exception  # handled, not escaped
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 # ---------------------------------------------------------------------------------------------
 # files that are not models
 
@@ -155,7 +138,7 @@ def cli(*args):
                                   "external_truncated"])
 def test_estimate_refuses_a_file_that_is_not_a_model(name, files, prof):
     p = files[name]
-    line = _one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof))
+    line = one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof))
     assert p.name in line or str(p) in line  # names the file
 
 
@@ -164,7 +147,7 @@ def test_estimate_refuses_a_file_that_is_not_a_model(name, files, prof):
 def test_profile_model_refuses_a_file_that_is_not_a_model(name, files, tmp_path):
     p = files[name]
     db = tmp_path / "p.db"
-    _one_line_error(cli("profile", "--target", "fake", "--db", db, "--model", p, "--no-progress"), p.name)
+    one_line_error(cli("profile", "--target", "fake", "--db", db, "--model", p, "--no-progress"), p.name)
 
 
 @pytest.mark.parametrize("name", list(broken_models()))
@@ -176,14 +159,14 @@ def test_estimate_refuses_a_broken_graph(name, tmp_path, prof):
     if needle is None:  # a model whose shapes do not fit together: refused or its node listed, never a crash
         assert r.exit_code in (0, 2) and isinstance(r.exception, (SystemExit, type(None))), r.output
         return
-    _one_line_error(r, needle)
+    one_line_error(r, needle)
 
 
 def test_profile_model_refuses_a_broken_graph(tmp_path):
     m, _ = broken_models()["dangling_input"]
     p = tmp_path / "m.onnx"
     p.write_bytes(m.SerializeToString())
-    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "p.db", "--model", p, "--no-progress"),
+    one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "p.db", "--model", p, "--no-progress"),
                     "'ghost'")
 
 
@@ -199,12 +182,12 @@ def cnn(tmp_path_factory):
 
 
 def test_batch_on_a_static_batch_is_an_error_naming_it(cnn, prof):
-    _one_line_error(cli("estimate", cnn, "--target", "fake", "--profile", prof, "--batch", "8"),
+    one_line_error(cli("estimate", cnn, "--target", "fake", "--profile", prof, "--batch", "8"),
                     "--batch 8", "static", "1x3x16x16", "--shape x=8x3x16x16")
     # the batch the model already has changes nothing and says nothing wrong
     assert cli("estimate", cnn, "--target", "fake", "--profile", prof, "--batch", "1").exit_code == 0
     for bad in ("0", "-2"):
-        _one_line_error(cli("estimate", cnn, "--target", "fake", "--profile", prof, "--batch", bad), "--batch")
+        one_line_error(cli("estimate", cnn, "--target", "fake", "--profile", prof, "--batch", bad), "--batch")
 
 
 def test_batch_fills_a_dynamic_batch(tmp_path, prof):
@@ -227,7 +210,7 @@ def test_batch_fills_a_dynamic_batch(tmp_path, prof):
     ("x=1x3x100000x100000", ["'x'", "1x3x100000x100000", "3e+10 elements"]),
 ])
 def test_bad_shape_options(shape, needles, cnn, prof):
-    _one_line_error(cli("estimate", cnn, "--target", "fake", "--profile", prof, "--shape", shape), *needles)
+    one_line_error(cli("estimate", cnn, "--target", "fake", "--profile", prof, "--shape", shape), *needles)
 
 
 def test_shape_error_names_inputs_with_odd_names_on_one_line(tmp_path, prof):
@@ -235,9 +218,9 @@ def test_shape_error_names_inputs_with_odd_names_on_one_line(tmp_path, prof):
     m = _model([_relu(odd, "y", "r")], [_vi(odd, ["N", "T"])], [_vi("y", None)])
     p = tmp_path / "odd.onnx"
     p.write_bytes(m.SerializeToString())
-    line = _one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof, "--shape", "x=1x4"), "'x'")
+    line = one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof, "--shape", "x=1x4"), "'x'")
     assert repr(odd) in line
-    line = _one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof), "no value")
+    line = one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof), "no value")
     # the hint can be typed back: --shape with the quoted name
     assert repr(odd) in line
 
@@ -278,7 +261,7 @@ def test_unknown_ops_and_domains_are_uncovered_never_zero(tmp_path, prof):
     assert d["total_ms"] > 0 and any("NOT in the total" in w for w in d["warnings"])
     r = cli("estimate", p, "--target", "fake", "--profile", prof)
     assert r.exit_code == 0 and "uncovered (3" in r.stdout and "custom_relu" in r.stdout
-    _one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof, "--strict"), "uncovered")
+    one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof, "--strict"), "uncovered")
 
 
 @pytest.mark.parametrize("node, needles", [
@@ -294,8 +277,8 @@ def test_attributes_no_runtime_accepts_are_refused_naming_the_node(node, needles
                [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")])
     p = tmp_path / "bad_attr.onnx"
     p.write_bytes(m.SerializeToString())
-    _one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof), "'conv0'", *needles)
-    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "p.db", "--model", p, "--no-progress"),
+    one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof), "'conv0'", *needles)
+    one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "p.db", "--model", p, "--no-progress"),
                     "'conv0'", *needles)
 
 
@@ -312,7 +295,7 @@ def test_a_kernel_no_runtime_could_run_is_uncovered_not_a_crash(tmp_path, prof):
     unc = {u["node"]: u["reason"] for u in d["uncovered"]}
     assert "invalid Conv config" in unc["conv0"]  # (and the output reorder the runtime would add after it)
     assert {n for k in d["kernels"] for n in k["nodes"]} == {"ok"}
-    _one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof, "--strict"), "conv0")
+    one_line_error(cli("estimate", p, "--target", "fake", "--profile", prof, "--strict"), "conv0")
     r = cli("profile", "--target", "fake", "--db", tmp_path / "p.db", "--model", p, "--no-progress")
     assert r.exit_code == 0 and "'conv0'" in r.stderr and "not profiled" in r.stderr, r.output
 
@@ -374,16 +357,16 @@ def test_db_commands_refuse_a_bad_database(name, bad_dbs, prof, tmp_path):
     for args in (["db", "stats", "--db", p], ["db", "export", "--db", p, "--out", tmp_path / "o.csv"],
                  ["train", "--target", "fake", "--db", p, "--out", tmp_path / "regs"],
                  ["estimate", str(small_cnn_path(tmp_path)), "--target", "fake", "--profile", p]):
-        _one_line_error(cli(*args), p.name)
+        one_line_error(cli(*args), p.name)
     # merging it into a good database is refused, and leaves that database as it was
     into = tmp_path / "into.db"
     into.write_bytes(prof.read_bytes())
-    _one_line_error(cli("db", "merge", "--db", into, p), p.name)
+    one_line_error(cli("db", "merge", "--db", into, p), p.name)
     with Store(into, readonly=True) as st:
         assert st.integrity_check() == "ok" and len(st.measurements()) == len(Store(prof, readonly=True).measurements())
     # and a bad database as the target of a merge is refused too (missing: created, that is fine)
     if name != "missing" and name != "empty":
-        _one_line_error(cli("db", "merge", "--db", p, prof), p.name)
+        one_line_error(cli("db", "merge", "--db", p, prof), p.name)
 
 
 def small_cnn_path(d):
@@ -397,7 +380,7 @@ def test_profile_refuses_a_database_that_is_not_one(bad_dbs, tmp_path):
     for name in ("random_bytes", "text", "onnx_model", "not_ours", "schema_newer"):
         p = bad_dbs[name]
         before = p.read_bytes()
-        _one_line_error(cli("profile", "--target", "fake", "--db", p, "--ops", "Pool", "--no-progress"), p.name)
+        one_line_error(cli("profile", "--target", "fake", "--db", p, "--ops", "Pool", "--no-progress"), p.name)
         assert p.read_bytes() == before  # never written to
 
 
@@ -482,9 +465,9 @@ def test_shipped_profiles_on_tiny_models(target):
 
 
 def test_usage_errors_are_one_line_and_a_group_alone_shows_its_help(cnn):
-    _one_line_error(cli("estimate"), "Missing argument 'MODEL'", "--help")
-    _one_line_error(cli("estimate", cnn, "--bogus"), "--bogus")
-    _one_line_error(cli("estimate", cnn, "--top", "many"), "--top")
-    _one_line_error(cli("db", "stats"), "--db")
+    one_line_error(cli("estimate"), "Missing argument 'MODEL'", "--help")
+    one_line_error(cli("estimate", cnn, "--bogus"), "--bogus")
+    one_line_error(cli("estimate", cnn, "--top", "many"), "--top")
+    one_line_error(cli("db", "stats"), "--db")
     r = cli("db")
     assert "Usage" in r.output and "stats" in r.output and "error:" not in r.output

@@ -10,29 +10,13 @@ import os
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from latency.cli import main
+from cli_helpers import cli, one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARM_DB = os.path.join(ROOT, "latency", "tables", "arm64-ort.cortex-a76.db")
 TWO = ("--target", "x86-avx512-ort", "--target", "x86-avx2-ort")  # report: no comparison across every target
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _one_line_error(r, *needles):
-    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
-    assert isinstance(r.exception, SystemExit), r.exception
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
-    assert "Traceback" not in r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +82,7 @@ def loop_model(tmp_path_factory):
                                          (("--max-probes", "20"), "--max-probes goes with --from"),
                                          (("--budget", "5m", "--max-probes", "20"), "--budget and --max-probes go")])
 def test_calibrate_refuses_transfer_options_without_from(args, named, tmp_path):
-    _one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", *args), named)
+    one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", *args), named)
     assert not (tmp_path / "cal.db").exists()
 
 
@@ -106,7 +90,7 @@ def test_calibrate_refuses_transfer_options_without_from(args, named, tmp_path):
                                           (ARM_DB, "another family")])
 def test_calibrate_from_is_checked_before_the_budget(base, needle, tmp_path):
     base = tmp_path / base if base == "nope.db" else base
-    line = _one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", "--from", base,
+    line = one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", "--from", base,
                                "--budget", "1s"), needle)
     assert "budget" not in line
 
@@ -121,16 +105,16 @@ def _bad_cores():
 
 @pytest.mark.parametrize("core", _bad_cores())
 def test_validate_refuses_a_core_it_cannot_run_on(core, lenet):
-    line = _one_line_error(cli("validate", lenet, "--core", core), f"core {core}", "--core")
+    line = one_line_error(cli("validate", lenet, "--core", core), f"core {core}", "--core")
     if hasattr(os, "sched_getaffinity"):
         assert "valid cores: " + ", ".join(map(str, sorted(os.sched_getaffinity(0)))) in line
 
 
 @pytest.mark.parametrize("core", _bad_cores())
 def test_calibrate_and_report_refuse_a_core_they_cannot_run_on(core, lenet, tmp_path):
-    _one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", "--core", core),
+    one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "cal.db", "--core", core),
                     f"core {core}")
-    _one_line_error(cli("report", lenet, "--out", tmp_path / "rep", "--core", core), f"core {core}")
+    one_line_error(cli("report", lenet, "--out", tmp_path / "rep", "--core", core), f"core {core}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,15 +122,15 @@ def test_calibrate_and_report_refuse_a_core_they_cannot_run_on(core, lenet, tmp_
 
 
 def test_report_takes_trip_count(loop_model, tmp_path):
-    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r0"), "--trip-count loop=N")
+    one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r0"), "--trip-count loop=N")
     r = cli("report", loop_model, *TWO, "--out", tmp_path / "r1", "--trip-count", "loop=3")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "r1" / "report.html").is_file()
     html = (tmp_path / "r1" / "report.html").read_text()
     assert "loop/body[2]/MatMul" in html  # the third iteration is priced
-    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r2", "--trip-count", "loop=x"),
+    one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r2", "--trip-count", "loop=x"),
                     "bad --trip-count")
-    _one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r3", "--trip-count", "nosuch=3"), "nosuch")
+    one_line_error(cli("report", loop_model, *TWO, "--out", tmp_path / "r3", "--trip-count", "nosuch=3"), "nosuch")
 
 
 def test_estimate_trip_count_as_before(loop_model):
@@ -170,7 +154,7 @@ def test_report_top_0_lists_every_kernel(lenet, tmp_path):
 @pytest.mark.parametrize("cmd", ["estimate", "report", "validate", "whatif"])
 def test_negative_top_is_refused(cmd, lenet, tmp_path):
     extra = ("--out", tmp_path / "r") if cmd == "report" else ()
-    _one_line_error(cli(cmd, lenet, *extra, "--top", "-1"), "--top", "-1")
+    one_line_error(cli(cmd, lenet, *extra, "--top", "-1"), "--top", "-1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +167,7 @@ def test_negative_top_is_refused(cmd, lenet, tmp_path):
                                           (("--ops", "Activation", "--precision", "int4"), "names no config")])
 def test_profile_refuses_bad_arguments_before_creating_the_database(args, needle, tmp_path):
     db = tmp_path / "x.db"
-    _one_line_error(cli("profile", "--target", "fake", "--db", db, "--no-progress", *args), needle)
+    one_line_error(cli("profile", "--target", "fake", "--db", db, "--no-progress", *args), needle)
     assert not db.exists()
 
 
@@ -195,18 +179,18 @@ def test_profile_refuses_bad_arguments_before_creating_the_database(args, needle
                                           (("--batch", "0"), "--batch")])
 def test_zoo_refuses_non_positive_size_and_batch(args, needle, tmp_path):
     out = tmp_path / "m.onnx"
-    _one_line_error(cli("zoo", "lenet5", "-o", out, *args), needle)
+    one_line_error(cli("zoo", "lenet5", "-o", out, *args), needle)
     assert not out.exists()
 
 
 def test_zoo_says_a_size_is_too_small(tmp_path):
     out = tmp_path / "m.onnx"
-    _one_line_error(cli("zoo", "lenet5", "--size", "7", "-o", out), "--size 7 is too small", "lenet5")
+    one_line_error(cli("zoo", "lenet5", "--size", "7", "-o", out), "--size 7 is too small", "lenet5")
     assert not out.exists()
 
 
 def test_zoo_says_the_output_folder_is_missing(tmp_path):
-    _one_line_error(cli("zoo", "lenet5", "-o", tmp_path / "nodir" / "x.onnx"), "does not exist", "nodir")
+    one_line_error(cli("zoo", "lenet5", "-o", tmp_path / "nodir" / "x.onnx"), "does not exist", "nodir")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +199,7 @@ def test_zoo_says_the_output_folder_is_missing(tmp_path):
 
 @pytest.mark.parametrize("cmd", ["estimate", "validate", "whatif"])
 def test_empty_target_is_refused(cmd, lenet):
-    _one_line_error(cli(cmd, lenet, "--target", ""), "unknown target ''", "valid targets:", "x86-avx512-ort")
+    one_line_error(cli(cmd, lenet, "--target", ""), "unknown target ''", "valid targets:", "x86-avx512-ort")
 
 
 def test_validate_takes_trip_count_and_feeds_the_loop(loop_model):
@@ -227,7 +211,7 @@ def test_validate_takes_trip_count_and_feeds_the_loop(loop_model):
 
 
 def test_report_core_without_validate_is_refused(lenet, tmp_path):
-    _one_line_error(cli("report", lenet, *TWO, "--out", tmp_path / "r", "--core", "0"),
+    one_line_error(cli("report", lenet, *TWO, "--out", tmp_path / "r", "--core", "0"),
                     "--core pins --validate's measurements")
 
 
@@ -251,9 +235,9 @@ def test_an_unreachable_ray_cluster_is_one_line_at_once(tmp_path):
 
 
 def test_shards_below_one_and_empty_filters_are_refused(tmp_path):
-    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "a.db", "--ray", "local", "--shards", "0",
+    one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "a.db", "--ray", "local", "--shards", "0",
                         "--no-progress"), "--shards 0: give at least 1 shard")
-    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "b.db", "--ops", ",", "--no-progress"),
+    one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "b.db", "--ops", ",", "--no-progress"),
                     "--ops ',' names nothing")
 
 
@@ -284,14 +268,14 @@ def test_an_interrupted_sweep_exits_non_zero(tmp_path, monkeypatch):
 
 
 def test_a_new_device_name_with_db_is_refused(tmp_path):
-    _one_line_error(cli("calibrate", "--target", "brandnew", "--from", "x86-avx512-ort", "--budget", "0", "--db",
+    one_line_error(cli("calibrate", "--target", "brandnew", "--from", "x86-avx512-ort", "--budget", "0", "--db",
                         tmp_path / "m.db"), "names a new profile", "leave out --db")
 
 
 def test_model_profiling_refuses_plan_and_an_empty_kind_filter(lenet, tmp_path):
-    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "a.db", "--model", lenet, "--plan", "full",
+    one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "a.db", "--model", lenet, "--plan", "full",
                         "--no-progress"), "--plan and --model do not go together")
-    _one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "b.db", "--model", lenet, "--ops",
+    one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "b.db", "--model", lenet, "--ops",
                         "Attention", "--no-progress"), "no kernel of", "Attention")
 
 
@@ -301,7 +285,7 @@ def test_merging_a_database_into_itself_is_refused(tmp_path):
     db = tmp_path / "a.db"
     with Store(db):
         pass
-    _one_line_error(cli("db", "merge", "--db", db, db), "is the database merged into")
+    one_line_error(cli("db", "merge", "--db", db, db), "is the database merged into")
 
 
 def test_db_export_takes_its_format_from_the_suffix(tmp_path):
