@@ -1464,7 +1464,8 @@ def _value_of(graph: Graph, name: str, depth: int = 0):
             v = graph.const_values[name]
         except ModelError:
             return None
-        return v if isinstance(v, np.ndarray) else None
+        # a numpy scalar (a rewrite's scale) is a 0-d value like any other
+        return np.asarray(v) if isinstance(v, (np.ndarray, np.generic)) else None
     if depth > 8:
         return None
     r = graph.producer(name)

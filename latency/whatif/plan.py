@@ -107,7 +107,8 @@ class WhatIf:
     breakdown with sources, uncovered nodes), ``baseline_ms`` (the plain model), ``choice`` (each
     node's precision / sparsity / prune as priced), ``changes`` (owners whose kernels changed, with
     the in-model delta in us), ``nodes_to_exclude`` (for the quantization tool that makes it),
-    ``weight_mb`` (constant weights the kernels read), ``notes``."""
+    ``weight_mb`` (constant weights the kernels read), ``notes``, ``exact`` (False: priced from the
+    most similar situations the plan has fused, not this candidate's own fusion)."""
 
     estimate: object
     baseline_ms: float
@@ -118,6 +119,7 @@ class WhatIf:
     weight_mb: float
     baseline_weight_mb: float
     notes: tuple = ()
+    exact: bool = True
 
     @property
     def total_ms(self) -> float:
@@ -138,16 +140,23 @@ class WhatIf:
                 "family": self.family, "tool": _TOOL.get(self.family, "none (fp32)"),
                 "nodes_to_exclude": list(self.nodes_to_exclude), "weight_mb": self.weight_mb,
                 "baseline_weight_mb": self.baseline_weight_mb, "choice": self.choice,
-                "changes": [dict(c) for c in self.changes], "notes": list(self.notes), **{
+                "changes": [dict(c) for c in self.changes], "notes": list(self.notes), "exact": self.exact, **{
                     k: v for k, v in d.items() if k != "total_ms"}}
+
+
+#: most candidates :meth:`Plan.pareto` fuses whole to confirm its pick under a budget, and how far over
+#: the budget an inexact price may be for its candidate to be checked
+_PARETO_REFINES = 32
+_PARETO_SLACK = 0.05
 
 
 @dataclass
 class ParetoFront:
     """``points`` (pandas): one row per fallback count, from all-int8 (k = 0) to all-fp32, with
     ``fp32_nodes``, ``latency_ms``, ``score`` (summed sensitivity of the nodes left int8) and
-    ``on_front``; ``best``: the lowest-score point within ``budget_ms`` (None without a budget or when
-    no point meets it); ``nodes_to_exclude``: what produces ``best`` with the family's tool."""
+    ``on_front`` and ``exact`` (priced from its own fusion; near a budget the plan fuses candidates
+    whole before it picks one); ``best``: the lowest-score point within ``budget_ms`` (None without a
+    budget or when no point meets it); ``nodes_to_exclude``: what produces ``best`` with the family's tool."""
 
     points: object
     budget_ms: float | None = None
@@ -167,8 +176,9 @@ class Plan:
     Prices come from tables learned on whole rewritten models (see :mod:`latency.whatif.tables`):
     exact where the plan has fused the situation, otherwise from the most similar situation it has
     fused (:meth:`exactness` says which; measured on random mixes: see
-    ``benchmarks/results/whatif_speed.txt``). :meth:`verify` and ``evaluate_batch(..., refine=n)``
-    fuse and price candidates whole. ``fp16`` and ``int4-weight`` (dict choices only, no matrix codes)
+    ``benchmarks/results/whatif_speed.txt``). :meth:`evaluate` fuses and prices a candidate whole
+    when its situation is new (``refine=False``: arithmetic only); :meth:`verify` and
+    ``evaluate_batch(..., refine=n)`` fuse and price candidates whole. ``fp16`` and ``int4-weight`` (dict choices only, no matrix codes)
     are priced by converting the model with the tool and estimating it whole (:mod:`latency.whatif.tools`).
     Not priced yet: models with If/Loop
     bodies (their kernels are taken as the plain model's), more than one reduced precision in one
@@ -570,8 +580,13 @@ class Plan:
             states[(name, int(f))] = (rows, state, bits, pr, sp)
         return ms, exact, states
 
-    def evaluate(self, choice) -> WhatIf:
-        """The full answer for one choice: an :class:`~latency.Estimate`-like breakdown (see :class:`WhatIf`)."""
+    def evaluate(self, choice, refine: bool = True) -> WhatIf:
+        """The full answer for one choice: an :class:`~latency.Estimate`-like breakdown (see :class:`WhatIf`).
+
+        ``refine`` (default): a candidate whose situation the tables have not fused is fused and priced
+        whole once (one probe, learned for every later candidate that shares its situations), so the
+        answer is the full re-estimate's; ``refine=False``: arithmetic only, from the most similar
+        situations fused (what :meth:`evaluate_batch` answers), with a note when that is not exact."""
         if _tool_claims(choice):
             return self.tool_path.evaluate(choice)
         if isinstance(choice, dict):
@@ -582,7 +597,7 @@ class Plan:
                 raise InvalidChoice(f"a choice is a dict (precision, fp32_nodes, sparsity, prune, nodes) or one row "
                                     f"of {len(self.units)} alternative codes, not {type(choice).__name__}")
             codes = self._as_codes(row[None, :])
-        ms, exact, states = self._eval(codes, want_state=True)
+        ms, exact, states = self._eval(codes, refine=1 if refine else 0, want_state=True)
         ((name, _), (_, state, bits_, pr_, sp_)), = states.items()
         t = self.tables[name]
         mine, unc = t.kernels_of(state[0], bits_[0], pr_[0], sp_[0])
@@ -606,7 +621,8 @@ class Plan:
                          "plan.verify(choice) fuses and prices this one whole")
         return WhatIf(est, self.baseline_ms, fam, choice_out, tuple(changes), tuple(excl),
                       float(sum(_wmb(k.key) for k in est.kernels if k.source != "free")),
-                      float(sum(_wmb(k.key) for k in self.baseline.kernels if k.source != "free")), tuple(notes))
+                      float(sum(_wmb(k.key) for k in self.baseline.kernels if k.source != "free")), tuple(notes),
+                      bool(exact[0]))
 
     def verify(self, choice):
         """The full re-estimate of a choice: the model rewritten as the tool would (real weights), then
@@ -838,7 +854,8 @@ class Plan:
         """The mixed-precision front from all-``family`` to all-fp32: nodes fall back to fp32 in order of
         ``scores`` (per node, higher = more sensitive to quantization: any label-free proxy), every
         point priced by :meth:`evaluate_batch` (boundary Q/DQ kernels and fusion changes included, not
-        a sum of per-node savings). With ``budget_ms``: the lowest-score point within it."""
+        a sum of per-node savings). With ``budget_ms``: the lowest-score point within it, confirmed by fusing
+        the candidates near the budget whole (at most :data:`_PARETO_REFINES`)."""
         import pandas as pd
 
         if family not in self.families:
@@ -857,8 +874,20 @@ class Plan:
         for k in range(len(order) + 1):
             for i in order[k:]:
                 rows[k, i] = code_of(q, 0, 0)
-        ms = self.evaluate_batch(rows)
+        ms, exact, _ = self._eval(rows)
         risk = np.array([sum(vals[i] for i in order[k:]) for k in range(len(order) + 1)])
+        if budget_ms is not None:
+            # the pick must hold under its own fusion, not only by the most similar situations: the
+            # lowest-score candidate within the budget (or within _PARETO_SLACK of it by an inexact price)
+            # is fused and priced whole, and the front priced again with what the tables learned, until
+            # that candidate is exact (a few probes)
+            for _ in range(_PARETO_REFINES):
+                near = [k for k in np.lexsort((ms, risk))
+                        if ms[k] <= budget_ms * (1.0 if exact[k] else 1.0 + _PARETO_SLACK)]
+                if not near or exact[near[0]]:
+                    break
+                self._eval(rows[near[0]:near[0] + 1], refine=1)
+                ms, exact, _ = self._eval(rows)
         on = np.ones(len(ms), bool)
         for k in range(len(ms)):
             # dominated: another point is at least as fast and no riskier, and better in one
@@ -866,7 +895,7 @@ class Plan:
             on[k] = not dom.any()
         pts = pd.DataFrame({"n_fp32": np.arange(len(ms)), "fp32_nodes": [[self.units[i] for i in order[:k]]
                                                                           for k in range(len(ms))],
-                            "latency_ms": ms, "score": risk, "on_front": on})
+                            "latency_ms": ms, "score": risk, "on_front": on, "exact": exact})
         front = ParetoFront(pts, budget_ms, family=family)
         if budget_ms is not None:
             ok = pts[(pts.latency_ms <= budget_ms) & pts.on_front]
@@ -944,6 +973,14 @@ class Plan:
                     cut = np.where(prunable & (flip > 0), level, 0)
                     t.probe(z, cut)
                     t.probe(can.astype(np.int64), cut)
+        # every prunable node cut at once (a whole-model --prune): a node between two prunable ones (a
+        # bottleneck's middle conv, a depthwise conv) loses input and output channels together, which the
+        # one-at-a-time probes never show it
+        if prunable.sum() > 1:
+            for level in range(1, _NP):
+                cut = np.where(prunable, level, 0)
+                t.probe(z, cut)
+                t.probe(can.astype(np.int64), cut)
         for k in range(self.warm):
             bits = ((rng.random(U) < rng.random()) & can).astype(np.int64)
             pr = np.where((rng.random(U) < 0.3) & prunable, rng.integers(1, _NP, U), 0) if k % 2 else z

@@ -703,6 +703,20 @@ def quant_pre_processed(g: Graph, materialize: bool = False) -> PreProcessed:
                     b.extra[o] = np.ones(shp, _np_dtype(b.tensors[o].dtype)) if materialize else \
                         _stand_in(_np_dtype(b.tensors[o].dtype), o)
         b.remove(r.name)
+    # HardSwish -> HardSigmoid(alpha=1/6, beta=0.5) + Mul: the saved model carries the function body the
+    # runtime inlined (HardSwish has no CPU kernel of its own); the two nodes have no name in the tool's
+    # file, so nodes_to_exclude cannot keep them float and quantize_static marks the Mul (a QDQ op) always
+    for r in g.ops:
+        d = b.nodes.get(r.name)
+        if d is None or d["op"] != "HardSwish" or d["domain"] or len(d["in"]) != 1:
+            continue
+        x, y = d["in"][0], d["out"][0]
+        pos = d["pos"]
+        b.remove(r.name)
+        hs = b.tensor(r.name + "/inlined/HardSigmoid_output", b.tensors[y].shape, b.tensors[y].dtype, origin=y)
+        b.node(r.name + "/inlined/HardSigmoid", "HardSigmoid", [x], [hs], pos - 0.1, r.name,
+               attrs={"alpha": 1.0 / 6.0, "beta": 0.5})
+        b.node(r.name + "/inlined/Mul", "Mul", [x, hs], [y], pos, r.name)
     # Conv + BatchNormalization -> Conv (ConvBNFusion)
     for r in g.ops:
         if r.op_type != "Conv" or r.name not in b.nodes:
