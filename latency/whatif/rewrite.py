@@ -847,10 +847,179 @@ def quant_pre_processed(g: Graph, materialize: bool = False) -> PreProcessed:
         else:
             shp = b.tensor(r.name + "/gemm_output_shape", (len(sz),), "int64", True, np.array(sz, np.int64))
             b.node(r.name + "/gemm_output_reshape", "Reshape", [g_out, shp], [z], pos + 0.2, r.name)
+    _push_transposes(b, const_init, value)
     out = PreProcessed(b.build(), dict(b.node_origin), dict(b.tensor_origin), tool_names, g)
     if not materialize:
         memo[materialize] = out
     return out
+
+
+#: ops onnxruntime's transpose optimizer pushes a Transpose through (its simple and broadcast handlers;
+#: the elementwise ones a quantized model meets): every non-scalar input transposed, the output transposed back
+_TP_UNARY = frozenset({"Abs", "Ceil", "Cos", "Elu", "Erf", "Exp", "Floor", "HardSigmoid", "LeakyRelu", "Log", "Neg",
+                       "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin", "Softplus", "Softsign",
+                       "Sqrt", "Tanh", "Gelu"})
+_TP_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "PRelu"})
+#: and the ones whose axis follows the permutation (split_handler, squeeze_handler: the first input only)
+_TP_AXIS = frozenset({"Split", "Squeeze"})
+
+
+def _rank(shape) -> int:
+    """onnxruntime's transpose cost of a value: its dimensions other than 1 (5 when unknown)."""
+    return 5 if shape is None else sum(1 for d in shape if d != 1)
+
+
+def _push_transposes(b: _Builder, const_init, value) -> None:
+    """A Transpose pushed through the elementwise ops after it where that removes transposes, as
+    onnxruntime's transpose optimizer (level 1, run by quant_pre_process) does: nodes in order; a node
+    with an input written by a Transpose of permutation p moves when the cost of transposing its inputs
+    by p's inverse is negative (a constant 0; a Transpose of p whose every reader can take it, minus its
+    rank; another Transpose 0; any other value plus its rank), plus its output's rank unless the output
+    leads through such ops to a Transpose (read in onnx_transpose_optimization.cc: OptimizeImpl,
+    EstimateTransposeValueCost, CanLikelyRemoveTranspose). A ConvNeXt block's layer scale and residual
+    Add then run channels-last, so its depthwise conv reads a quantized tensor no Add shares; a ViT's
+    qkv Transpose moves behind its Split (one Transpose per output, K's merged with the K^T one)."""
+
+    def handled(n):
+        d = b.nodes[n]
+        return not d["domain"] and (d["op"] in _TP_UNARY or d["op"] in _TP_BROADCAST or d["op"] in _TP_AXIS or
+                                    d["op"] == "Transpose")
+
+    def movable(n):
+        d = b.nodes[n]
+        if d["op"] in _TP_UNARY or d["op"] in _TP_AXIS:
+            return [0]
+        return [i for i, t in enumerate(d["in"]) if t and (b.tensors[t].shape is None or len(b.tensors[t].shape))]
+
+    def perm_of(n):
+        d = b.nodes.get(n)
+        if d is None or d["op"] != "Transpose" or d["domain"]:
+            return None
+        p = d["attrs"].get("perm")
+        return tuple(int(v) for v in p) if p is not None else None
+
+    def readers(t):
+        return [n for n in b.readers.get(t, ()) if n in b.nodes]
+
+    order = sorted(b.nodes, key=lambda n: b.nodes[n]["pos"])
+    leading: set = set()
+    for n in reversed(order):
+        d = b.nodes[n]
+        if d["op"] == "Transpose":
+            leading.add(d["in"][0])
+        elif handled(n) and any(o in leading for o in d["out"]):
+            leading.update(d["in"][i] for i in movable(n))
+    outputs = set(b.outputs)
+    for n in order:
+        d = b.nodes.get(n)
+        if d is None or d["domain"]:
+            continue
+        if d["op"] == "Transpose" and perm_of(n) is not None and perm_of(b.producer(d["in"][0])) is not None:
+            # Transpose(Transpose(x, p1), p2): one Transpose of x (none when they cancel; HandleTranspose)
+            first = b.producer(d["in"][0])
+            p1, p2 = perm_of(first), perm_of(n)
+            if len(p1) != len(p2):
+                continue
+            x, t, y = b.nodes[first]["in"][0], d["in"][0], d["out"][0]
+            both = tuple(p1[j] for j in p2)
+            if both == tuple(range(len(both))) and y not in outputs:
+                b.remove(n)
+                b.replace_input(y, x)
+            else:
+                d["in"][0] = x
+                d["attrs"] = dict(d["attrs"], perm=list(both))
+                b.readers.get(t, set()).discard(n)
+                b.readers.setdefault(x, set()).add(n)
+            if not readers(t) and t not in outputs:
+                b.remove(first)
+            continue
+        if not (d["op"] in _TP_UNARY or d["op"] in _TP_BROADCAST or d["op"] in _TP_AXIS):
+            continue
+        idx = movable(n)
+        perm = next((perm_of(b.producer(d["in"][i])) for i in idx if perm_of(b.producer(d["in"][i]))), None)
+        if perm is None or any(b.tensors[t].shape is not None and len(b.tensors[t].shape) > len(perm)
+                               for t in (d["in"][i] for i in idx)):
+            continue
+        out_perm = perm
+        if d["op"] == "Split":
+            axis = int(d["attrs"].get("axis", 0))
+            if not -len(perm) <= axis < len(perm):
+                continue
+            new_attrs = dict(d["attrs"], axis=perm[axis % len(perm)])
+        elif d["op"] == "Squeeze":
+            axes = d["attrs"].get("axes")
+            if axes is None and len(d["in"]) > 1 and d["in"][1] and const_init(d["in"][1]):
+                axes = np.asarray(value(d["in"][1])).reshape(-1).tolist()
+            if axes is None or any(not -len(perm) <= int(a) < len(perm) for a in axes):
+                continue  # axes unknown: the output rank is unknown (HandleSqueeze)
+            new_axes = sorted(perm[int(a) % len(perm)] for a in axes)
+            keep = [i for i in range(len(perm)) if i not in new_axes]
+            out_perm = tuple(keep.index(v) for v in perm if v not in new_axes)
+        cost = 0
+        for i in idx:
+            t = d["in"][i]
+            if const_init(t):
+                continue
+            pp = b.producer(t)
+            if perm_of(pp) is not None:
+                if perm_of(pp) == perm and t not in outputs and all(handled(r) for r in readers(t)):
+                    cost -= _rank(b.tensors[t].shape)
+                continue
+            cost += _rank(b.tensors[t].shape)
+        if cost < 0 and not any(o in leading for o in d["out"]):
+            cost += max(_rank(b.tensors[o].shape) for o in d["out"] if o)
+        if cost >= 0:
+            continue
+        inv = tuple(int(v) for v in np.argsort(perm))
+        out_inv = tuple(int(v) for v in np.argsort(out_perm))
+        pos = d["pos"]
+        if d["op"] == "Split":
+            d["attrs"] = new_attrs
+        elif d["op"] == "Squeeze":
+            if "axes" in d["attrs"]:
+                d["attrs"] = dict(d["attrs"], axes=new_axes)
+            else:
+                ax = b.tensor(f"{n}/axes_for_transposed_input", (len(new_axes),), "int64", True,
+                              np.array(new_axes, np.int64))
+                b.readers.get(d["in"][1], set()).discard(n)
+                d["in"][1] = ax
+                b.readers.setdefault(ax, set()).add(n)
+        for i in idx:
+            t = d["in"][i]
+            pp = b.producer(t)
+            if perm_of(pp) == perm:  # transposing it back cancels it
+                src = b.nodes[pp]["in"][0]
+                d["in"][i] = src
+                b.readers.get(t, set()).discard(n)
+                b.readers.setdefault(src, set()).add(n)
+                if not readers(t) and t not in outputs:
+                    b.remove(pp)
+                continue
+            shp = b.tensors[t].shape
+            if shp is not None and len(shp) < len(perm):  # broadcast: leading 1s first
+                shp = (1,) * (len(perm) - len(shp)) + tuple(shp)
+            new_shape = tuple(shp[j] for j in inv) if shp is not None else None
+            nt = f"{t}/transposed_for/{n}"
+            if const_init(t):
+                v = np.asarray(value(t))
+                v = v.reshape((1,) * (len(perm) - v.ndim) + v.shape).transpose(inv)
+                b.tensor(nt, new_shape, b.tensors[t].dtype, True, v, origin=t)
+            else:
+                b.tensor(nt, new_shape, b.tensors[t].dtype, origin=t)
+                b.node(nt, "Transpose", [t], [nt], pos - 0.05, n, attrs={"perm": list(inv)})
+            d["in"][i] = nt
+            b.readers.get(t, set()).discard(n)
+            b.readers.setdefault(nt, set()).add(n)
+        for k, y in enumerate(d["out"]):
+            if not y:
+                continue
+            ys = b.tensors[y].shape
+            yt = b.tensor(f"{y}/before_transpose", tuple(ys[j] for j in out_inv) if ys is not None else None,
+                          b.tensors[y].dtype, origin=y)
+            d["out"][k] = yt
+            b.writer[yt] = n
+            b.node(f"{n}/output_transpose_{k}", "Transpose", [yt], [y], pos + 0.05, n,
+                   attrs={"perm": list(out_perm)})
 
 
 def _untouched(g: Graph) -> PreProcessed:

@@ -91,10 +91,11 @@ class Tables:
         self.sigma_ids = [dict() for _ in st.owners]
         self.obs_t = [dict() for _ in st.owners]   # transfer key -> layout state id
         self.obs_c = [dict() for _ in st.owners]   # cost key -> entry id
+        self.ambiguous_c = [set() for _ in st.owners]  # cost keys seen at two prices (not exact for anyone)
         self.entries = [[] for _ in st.owners]     # per owner: _OwnerEntry per distinct price
         self._entry_index = [dict() for _ in st.owners]
         self.cands: dict = {}                      # probed candidates (bits, prune) -> their exact kernels
-        self._cand_hashes = np.zeros(0)
+        self._cand_hashes = np.zeros(0, np.int64)
         self._arrays = None
         self.probes = 0
         self.warmed = False
@@ -258,6 +259,7 @@ class Tables:
             old = self.obs_c[i].setdefault(ckey, e)
             if old != e:
                 self.inconsistencies.append((o.name, "price", self.entries[i][old].total(), self.entries[i][e].total()))
+                self.ambiguous_c[i].add(ckey)
         self._arrays = None
 
     def _entry_id(self, o: int, entry) -> int:
@@ -289,7 +291,7 @@ class Tables:
                             arr[k, :len(pc)] = pc
                             arr[k, len(pc):] = pc[-1]
                 var.append((u, arr))
-            costs.append((_Trie(self.obs_c[i], self.c_cols[i], self.c_rad[i]), fixed, var))
+            costs.append((_Trie(self.obs_c[i], self.c_cols[i], self.c_rad[i], self.ambiguous_c[i]), fixed, var))
         self._arrays = (trans, costs)
         return self._arrays
 
@@ -419,7 +421,7 @@ class _Trie:
     """Observed keys (digit tuples, nearest digit first) -> values, walked for many candidates at once:
     follow the candidate's digit where a seen key did, else the branch most seen keys took."""
 
-    def __init__(self, obs: dict, cols, radices):
+    def __init__(self, obs: dict, cols, radices, ambiguous=()):
         self.cols = [int(c) for c in cols]
         L = len(self.cols)
         width = max([int(r) for r in radices] + [2])
@@ -453,6 +455,16 @@ class _Trie:
         self.value = np.full(n, -1, np.int64)
         for node, v in leaf.items():
             self.value[node] = v
+        # a key seen at two prices gives its first, and never counts as exact
+        self.ambiguous = np.zeros(n, bool)
+        for key in ambiguous:
+            node = 0
+            for d in key:
+                node = children[node].get(d)
+                if node is None:
+                    break
+            if node is not None:
+                self.ambiguous[node] = True
         # below which depth every subtree holds one value: a walk for the value can stop there
         depth = [0] * n
         sub = [None] * n
@@ -498,14 +510,19 @@ class _Trie:
             at += S[c]
             ex &= same.take(at)
             at = nxt.take(at)
-        return self.value.take(at // w), ex
+        leaf = at // w
+        if self.ambiguous.any():
+            ex &= ~self.ambiguous.take(leaf)
+        return self.value.take(leaf), ex
 
 
 def _cand_hash(bits: np.ndarray, prune: np.ndarray) -> np.ndarray:
-    """A float fingerprint per candidate row of (bits, prune) (a quick filter before the exact key)."""
-    bits, prune = np.asarray(bits), np.asarray(prune)
-    w = np.random.default_rng(12345).random((2, bits.shape[1])) + 0.5
-    return bits.astype(np.float64) @ w[0] + prune.astype(np.float64) @ (w[1] * np.pi)
+    """An integer fingerprint per candidate row of (bits, prune) (a quick filter before the exact key).
+    Integer arithmetic: a float product may round differently for a row of a matrix than for the same
+    row alone (BLAS blocking), and a probed candidate would then not be found."""
+    bits, prune = np.asarray(bits, np.int64), np.asarray(prune, np.int64)
+    w = np.random.default_rng(12345).integers(1, 1 << 40, (2, bits.shape[1]), dtype=np.int64)
+    return bits @ w[0] + prune @ w[1]
 
 
 def _cand_key(bits, prune) -> bytes:
