@@ -295,6 +295,12 @@ def main() -> None:
     print("predicted: plan prepared from the fp32 model alone, plan.evaluate(choice).total_ms\n")
     rows, refused, loops, prep = [], [], [], {}
     kw = {} if a.rounds is None else {"rounds": a.rounds, "phases": a.rounds}
+    from int8_heldout import _state_reference
+
+    ref = _state_reference(est)
+    states = [ref("before the first model")["ratio"]]
+    print(f"machine state before: x{states[0]:.3f} (24 of the profile's fp32 rows re-measured, now / profile, "
+          f"median)\n", flush=True)
     for name, size in models:
         model = zoo.build(name, size=size)
         tag = f"{name}" + (f"@{size}" if size else "")
@@ -352,7 +358,10 @@ def main() -> None:
                 lp["meas_ms"] = m["latency_ms"]
         sys.stdout.flush()
 
-    report(rows, refused, loops, prep, kendalltau)
+    states.append(ref("after the last model")["ratio"])
+    state = float(np.sqrt(states[0] * states[1])) if states[0] and states[1] else None
+    print(f"\nmachine state after: x{states[1]:.3f}")
+    report(rows, refused, loops, prep, kendalltau, state)
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
 
 
@@ -426,7 +435,7 @@ def rescore(path, kendalltau):
     report(rows, [], [], prep, kendalltau)
 
 
-def report(rows, refused, loops, prep, kendalltau):
+def report(rows, refused, loops, prep, kendalltau, state=None):
     import pandas as pd
 
     df = pd.DataFrame(rows)
@@ -439,6 +448,13 @@ def report(rows, refused, loops, prep, kendalltau):
     print(f"variants compared: {len(df)} over {df.model.nunique()} models")
     print(f"within +-10%: {100 * within:.0f}% ({int((df.err.abs() <= 0.10).sum())}/{len(df)}); "
           f"MAPE {100 * df.err.abs().mean():.1f}%; median error {100 * df.err.median():+.1f}%")
+    if state:
+        # diagnosis only: the measured times brought to the state the profile was measured in (the host moves
+        # whole models by 10-25% between runs; FACTS section 9)
+        eb = (1 + df.err) * state - 1
+        print(f"  (diag.) against the times divided by the machine state x{state:.3f}: within +-10% "
+              f"{int((eb.abs() <= 0.10).sum())}/{len(df)}; MAPE {100 * eb.abs().mean():.1f}%; "
+              f"median {100 * eb.median():+.1f}%")
     nb = df[df.variant != "fp32"].copy()
     # a predicted change under 0.5% is "no change" (not the sign of a rounding difference): right only where
     # the measured change is within the noise too

@@ -940,6 +940,9 @@ def _push_transposes(b: _Builder, const_init, value) -> None:
         if perm is None or any(b.tensors[t].shape is not None and len(b.tensors[t].shape) > len(perm)
                                for t in (d["in"][i] for i in idx)):
             continue
+        if any(not const_init(t) and (b.tensors[t].shape is None or len(b.tensors[t].shape) != len(perm))
+               for t in (d["in"][i] for i in idx)):
+            continue  # a lower-rank activation would need an Unsqueeze first (NormalizeInputRanks): left
         out_perm = perm
         if d["op"] == "Split":
             axis = int(d["attrs"].get("axis", 0))
