@@ -68,7 +68,8 @@ def main() -> int:
     else:
         models = [(n, SIZES.get(n)) for n in zoo.NAMES]
     est = Estimator(a.target, profile=a.profile).prepare()
-    print(f"what-if price vs the estimate of the real tool's file, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    now = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    print(f"what-if price vs the estimate of the real tool's file, {now}")
     print(f"target {a.target}; profile {est.profile_path_}; flagged: |difference| > {a.tol:g}%\n")
     n_all = n_flag = n_fail = 0
     worst = []

@@ -178,8 +178,9 @@ class Plan:
     fused (:meth:`exactness` says which; measured on random mixes: see
     ``benchmarks/results/whatif_speed.txt``). :meth:`evaluate` fuses and prices a candidate whole
     when its situation is new (``refine=False``: arithmetic only); :meth:`verify` and
-    ``evaluate_batch(..., refine=n)`` fuse and price candidates whole. ``fp16`` and ``int4-weight`` (dict choices only, no matrix codes)
-    are priced by converting the model with the tool and estimating it whole (:mod:`latency.whatif.tools`).
+    ``evaluate_batch(..., refine=n)`` fuse and price candidates whole. ``fp16`` and ``int4-weight``
+    (dict choices only, no matrix codes) are priced by converting the model with the tool and
+    estimating it whole (:mod:`latency.whatif.tools`).
     Not priced yet: models with If/Loop
     bodies (their kernels are taken as the plain model's), more than one reduced precision in one
     candidate.
