@@ -45,12 +45,38 @@ def _counts(est, graph):
     return collections.Counter(f"{k.kind}/{k.precision}" for k in kernels)
 
 
+def random_mixes(plan, name, n):
+    """``n`` int8 static choices with random weighted nodes kept fp32, and their makers (quantize_static
+    with the nodes_to_exclude the what-if returns)."""
+    import zlib
+
+    import numpy as np
+
+    from whatif import int8_static
+
+    weighted = [u.name for u in plan.structure.units if u.weighted and "int8" in u.families]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    out = []
+    for k in range(n if len(weighted) > 1 else 0):
+        p = rng.uniform(0.1, 0.9)
+        fp32 = [w for w in weighted if rng.random() < p]
+        ch = {"precision": "int8", "fp32_nodes": fp32}
+
+        def make(tmp_, pre_, ch=ch, k=k):
+            return int8_static(pre_, tmp_, plan.evaluate(ch).nodes_to_exclude, f"rand{k}")
+        out.append((f"int8, random mix {k} ({len(fp32)} fp32)", ch, make))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", default="x86-avx512-ort")
     ap.add_argument("--profile", default=None)
     ap.add_argument("--models", default=None, help="comma-separated zoo names (name or name:size); default all")
     ap.add_argument("--tol", type=float, default=2.0, help="flag differences above this many %% (default 2)")
+    ap.add_argument("--random", type=int, default=0, metavar="N",
+                    help="also N int8 static mixes per model with a random set of weighted nodes kept fp32 "
+                         "(each node with a random probability of its mix; seeded by the model's name)")
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -87,7 +113,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             pre = preprocessed(model, tmp)
             print(f"{tag}: baseline {plan.baseline_ms:.3f} ms")
-            for label, choice, make in variants(plan, model, name, is_transformer(model)):
+            todo = list(variants(plan, model, name, is_transformer(model)))
+            todo += random_mixes(plan, name, a.random)
+            for label, choice, make in todo:
                 if label == "fp32":
                     continue
                 try:
