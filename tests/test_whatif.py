@@ -617,3 +617,18 @@ def test_mixes_whose_situations_were_seen_at_two_prices_are_fused_whole(est):
     for fp32 in (weighted[::2], weighted[: len(weighted) // 2], [weighted[0], weighted[-1]]):
         ch = {"precision": "int8", "fp32_nodes": fp32}
         assert plan.evaluate(ch).total_ms == pytest.approx(plan.verify(ch).total_ms, rel=1e-9)
+
+
+def test_candidate_fingerprint_is_the_same_alone_and_in_a_batch():
+    """A probed candidate is found again inside any batch: its fingerprint does not depend on the rows
+    around it (a float product with fractional weights could round differently row by row)."""
+    from latency.whatif.tables import _cand_hash
+
+    rng = np.random.default_rng(3)
+    for width in (7, 71, 400):
+        bits = (rng.random((257, width)) < 0.5).astype(np.int64)
+        prune = rng.integers(0, 3, (257, width))
+        batch = _cand_hash(bits, prune)
+        alone = np.array([_cand_hash(bits[r:r + 1], prune[r:r + 1])[0] for r in range(len(bits))])
+        assert np.array_equal(batch, alone)
+        assert len(set(batch.tolist())) == len(batch)  # distinct candidates, distinct fingerprints here

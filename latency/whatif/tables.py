@@ -95,7 +95,7 @@ class Tables:
         self.entries = [[] for _ in st.owners]     # per owner: _OwnerEntry per distinct price
         self._entry_index = [dict() for _ in st.owners]
         self.cands: dict = {}                      # probed candidates (bits, prune) -> their exact kernels
-        self._cand_hashes = np.zeros(0, np.int64)
+        self._cand_hashes = np.zeros(0)
         self._arrays = None
         self.probes = 0
         self.warmed = False
@@ -517,12 +517,13 @@ class _Trie:
 
 
 def _cand_hash(bits: np.ndarray, prune: np.ndarray) -> np.ndarray:
-    """An integer fingerprint per candidate row of (bits, prune) (a quick filter before the exact key).
-    Integer arithmetic: a float product may round differently for a row of a matrix than for the same
-    row alone (BLAS blocking), and a probed candidate would then not be found."""
-    bits, prune = np.asarray(bits, np.int64), np.asarray(prune, np.int64)
-    w = np.random.default_rng(12345).integers(1, 1 << 40, (2, bits.shape[1]), dtype=np.int64)
-    return bits @ w[0] + prune @ w[1]
+    """A fingerprint per candidate row of (bits, prune) (a quick filter before the exact key). Integer
+    weights below 2**20 on digits below 3: every partial sum is an integer a float64 holds exactly, so the
+    BLAS product gives the same value for a row of a matrix as for that row alone (with fractional
+    weights it could round differently, and a probed candidate would then not be found)."""
+    bits, prune = np.asarray(bits), np.asarray(prune)
+    w = np.random.default_rng(12345).integers(1, 1 << 20, (2, bits.shape[1])).astype(np.float64)
+    return bits.astype(np.float64) @ w[0] + prune.astype(np.float64) @ w[1]
 
 
 def _cand_key(bits, prune) -> bytes:
