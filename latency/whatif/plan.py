@@ -854,8 +854,8 @@ class Plan:
     def pareto(self, scores, budget_ms: float | None = None, family: str = "int8") -> ParetoFront:
         """The mixed-precision front from all-``family`` to all-fp32: nodes fall back to fp32 in order of
         ``scores`` (per node, higher = more sensitive to quantization: any label-free proxy), every
-        point priced by :meth:`evaluate_batch` (boundary Q/DQ kernels and fusion changes included, not
-        a sum of per-node savings). With ``budget_ms``: the lowest-score point within it, confirmed by fusing
+        point priced as :meth:`evaluate_batch` prices it (boundary Q/DQ kernels and fusion changes included,
+        not a sum of per-node savings). With ``budget_ms``: the lowest-score point within it, confirmed by fusing
         the candidates near the budget whole (at most :data:`_PARETO_REFINES`)."""
         import pandas as pd
 
@@ -958,8 +958,13 @@ class Plan:
         rng = np.random.default_rng(0)
         prunable = np.array([u.prunable for u in self.structure.units])
         can = np.array([family in u.families for u in self.structure.units])
-        t.probe(z, z)
-        t.probe(can.astype(np.int64), z)
+        reduced = can.astype(np.int64)
+
+        def from_both(cut):  # the same cut from the all-fp32 and from the all-reduced model
+            t.probe(z, cut)
+            t.probe(reduced, cut)
+
+        from_both(z)
         # one factor at a time, many at once: units no owner sees together are flipped in the same probe,
         # from the all-fp32 and from the all-reduced model (each owner sees its neighbours' effects alone)
         colors = self._colors(t, family)
@@ -968,20 +973,16 @@ class Plan:
             flip = np.zeros(U, np.int64)
             flip[color] = 1
             t.probe(flip, z)
-            t.probe(can.astype(np.int64) - flip, z)
+            t.probe(reduced - flip, z)
             if prunable[color].any():
                 for level in range(1, _NP):
-                    cut = np.where(prunable & (flip > 0), level, 0)
-                    t.probe(z, cut)
-                    t.probe(can.astype(np.int64), cut)
+                    from_both(np.where(prunable & (flip > 0), level, 0))
         # every prunable node cut at once (a whole-model --prune): a node between two prunable ones (a
         # bottleneck's middle conv, a depthwise conv) loses input and output channels together, which the
         # one-at-a-time probes never show it
         if prunable.sum() > 1:
             for level in range(1, _NP):
-                cut = np.where(prunable, level, 0)
-                t.probe(z, cut)
-                t.probe(can.astype(np.int64), cut)
+                from_both(np.where(prunable, level, 0))
         for k in range(self.warm):
             bits = ((rng.random(U) < rng.random()) & can).astype(np.int64)
             pr = np.where((rng.random(U) < 0.3) & prunable, rng.integers(1, _NP, U), 0) if k % 2 else z

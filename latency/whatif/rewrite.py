@@ -862,6 +862,7 @@ _TP_UNARY = frozenset({"Abs", "Ceil", "Cos", "Elu", "Erf", "Exp", "Floor", "Hard
 _TP_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "PRelu"})
 #: and the ones whose axis follows the permutation (split_handler, squeeze_handler: the first input only)
 _TP_AXIS = frozenset({"Split", "Squeeze"})
+_TP_MOVES = _TP_UNARY | _TP_BROADCAST | _TP_AXIS
 
 
 def _rank(shape) -> int:
@@ -882,8 +883,7 @@ def _push_transposes(b: _Builder, const_init, value) -> None:
 
     def handled(n):
         d = b.nodes[n]
-        return not d["domain"] and (d["op"] in _TP_UNARY or d["op"] in _TP_BROADCAST or d["op"] in _TP_AXIS or
-                                    d["op"] == "Transpose")
+        return not d["domain"] and (d["op"] in _TP_MOVES or d["op"] == "Transpose")
 
     def movable(n):
         d = b.nodes[n]
@@ -933,7 +933,7 @@ def _push_transposes(b: _Builder, const_init, value) -> None:
             if not readers(t) and t not in outputs:
                 b.remove(first)
             continue
-        if not (d["op"] in _TP_UNARY or d["op"] in _TP_BROADCAST or d["op"] in _TP_AXIS):
+        if d["op"] not in _TP_MOVES:
             continue
         idx = movable(n)
         perm = next((perm_of(b.producer(d["in"][i])) for i in idx if perm_of(b.producer(d["in"][i]))), None)

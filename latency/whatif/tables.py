@@ -522,8 +522,16 @@ def _cand_hash(bits: np.ndarray, prune: np.ndarray) -> np.ndarray:
     BLAS product gives the same value for a row of a matrix as for that row alone (with fractional
     weights it could round differently, and a probed candidate would then not be found)."""
     bits, prune = np.asarray(bits), np.asarray(prune)
-    w = np.random.default_rng(12345).integers(1, 1 << 20, (2, bits.shape[1])).astype(np.float64)
+    w = _hash_weights(bits.shape[1])
     return bits.astype(np.float64) @ w[0] + prune.astype(np.float64) @ w[1]
+
+
+@lru_cache(maxsize=64)
+def _hash_weights(width: int) -> np.ndarray:
+    """The fingerprint's weights for ``width`` units (made once per width)."""
+    w = np.random.default_rng(12345).integers(1, 1 << 20, (2, width)).astype(np.float64)
+    w.setflags(write=False)
+    return w
 
 
 def _cand_key(bits, prune) -> bytes:
