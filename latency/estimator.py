@@ -103,8 +103,7 @@ class Estimate:
         }
 
 
-def _dense_key(cfg: Config) -> str:
-    return Config(cfg.kind, cfg.params, cfg.precision, "0").key
+_BATCHED = object()  # Estimator._dense_equivalent: queued for one regressor call
 
 
 class Estimator:
@@ -217,39 +216,65 @@ class Estimator:
         self._prepared = True
 
     def _evidence(self) -> None:
-        """Fit the prior and the sparsity evidence from the table, on first need (not on the hot path)."""
+        """The sparsity evidence and which (kind, precision) groups the table has, read on first need (not
+        on the hot path): the sparse rows and a count per group, not the whole table."""
         if getattr(self, "_evidence_ready", True):
             return
-        from .errors import InvalidConfig, StoreError
         from .store import Store
 
         with _LOAD_LOCK:
             if self._evidence_ready:
                 return
             with Store(self.profile_path_, readonly=True) as st:
-                df = st.measurements(self.target_id_, ok_only=True)
-            try:
-                self._fit_prior(df)
-                self._sparsity_evidence(df)
-            except InvalidConfig as e:
-                raise StoreError(f"profile database {self.profile_path_}: a measurement row has a bad key: {e}") \
-                    from None
+                sparse = st.key_latencies(self.target_id_, sparse=True)
+                self.data_groups_ = {k for k, n in st.group_counts(self.target_id_).items() if n >= 3}
+            self._sparsity_evidence(self._configs(sparse))
             self._evidence_ready = True
 
-    def _fit_prior(self, df) -> None:
-        """Per (kind, precision): latency_us ~ a + flops/F + bytes/B, a non-negative least squares."""
-        if df is None or df.empty:
-            return
+    def data_groups(self) -> set:
+        """(kind, precision) pairs the profile has at least three dense measurements of (empty without a
+        profile): what a FLOP/byte prior can be fitted on."""
+        if not getattr(self, "profile_path_", None):
+            return set()
+        self._evidence()
+        return self.data_groups_
+
+    def _configs(self, rows) -> list:
+        """``(Config, latency_us)`` of ``(key, latency_us)`` rows; StoreError naming the file on a bad key."""
+        from .errors import InvalidConfig, StoreError
+
+        try:
+            return [(Config.from_key(key), float(lat)) for key, lat in rows]
+        except InvalidConfig as e:
+            raise StoreError(f"profile database {self.profile_path_}: a measurement row has a bad key: {e}") \
+                from None
+
+    def _prior_coef(self, kind: str, precision: str):
+        """The FLOP/byte prior of (kind, precision), fitted on the whole dense table on first need."""
+        if not getattr(self, "_prior_ready", False) and getattr(self, "profile_path_", None):
+            from .store import Store
+
+            with _LOAD_LOCK:
+                if not getattr(self, "_prior_ready", False):
+                    with Store(self.profile_path_, readonly=True) as st:
+                        dense = st.key_latencies(self.target_id_, sparse=False)
+                    self._fit_prior(self._configs(dense))
+                    self._prior_ready = True
+        return self.prior_.get((kind, precision))
+
+    def _fit_prior(self, cfgs) -> None:
+        """Per (kind, precision): latency_us ~ a + flops/F + bytes/B, a non-negative least squares over the
+        dense rows of ``cfgs`` ((Config, latency_us) pairs)."""
+        from .ops import elem_bytes
+
         groups: dict = {}
-        for key, lat in zip(df["key"], df["latency_us"]):
-            cfg = Config.from_key(key)
+        for cfg, lat in cfgs:
             if cfg.sparsity != "0":
                 continue
             f = get_kind(cfg.kind).work(cfg.params)
-            from .ops import bytes_moved
-
-            groups.setdefault((cfg.kind, cfg.precision), []).append(
-                (1.0, f["flops"] / 1e6, bytes_moved(get_kind(cfg.kind), cfg.params, cfg.precision) / 1e6, lat))
+            moved = ((f["in_elems"] + f["out_elems"]) * elem_bytes(cfg.precision)
+                     + f["w_elems"] * elem_bytes(cfg.precision, True))  # ops.bytes_moved, work computed once
+            groups.setdefault((cfg.kind, cfg.precision), []).append((1.0, f["flops"] / 1e6, moved / 1e6, lat))
         for k, rows in groups.items():
             if len(rows) < 3:
                 continue
@@ -259,17 +284,14 @@ class Estimator:
             coef = _nnls(x * w[:, None], y * w)
             self.prior_[k] = tuple(float(c) for c in coef)
 
-    def _sparsity_evidence(self, df) -> None:
-        """Median measured latency ratio sparse/dense per (kind, precision, sparsity) on the same shapes."""
-        if df is None or df.empty:
-            return
-        lat = dict(zip(df["key"], df["latency_us"]))
+    def _sparsity_evidence(self, cfgs) -> None:
+        """Median measured latency ratio sparse/dense per (kind, precision) on the same shapes (``cfgs``:
+        the sparse rows; their dense twins from the table)."""
         ratios: dict = {}
-        for key, v in lat.items():
-            cfg = Config.from_key(key)
+        for cfg, v in cfgs:
             if cfg.sparsity == "0":
                 continue
-            dense = lat.get(_dense_key(cfg))
+            dense = self.table_.get(Config(cfg.kind, cfg.params, cfg.precision, "0").hash)
             if dense:
                 ratios.setdefault((cfg.kind, cfg.precision), []).append(v / dense)
         for k, r in ratios.items():
@@ -338,6 +360,7 @@ class Estimator:
         nothing can price it."""
         out: list = [None] * len(cfgs)
         need_reg: dict[str, list] = {}
+        need_dense: dict[str, list] = {}  # sparse configs priced as their dense twin by a regressor
         for i, c in enumerate(cfgs):
             key = c.key if keys is None else keys[i]
             hit = self.memo_.get(key)
@@ -352,7 +375,9 @@ class Estimator:
                 lat = self.table_.get(h)
                 res = (lat, *self._table_label(h)) if lat is not None else None
                 if res is None and c.sparsity != "0":
-                    res = self._dense_equivalent(c)
+                    res = self._dense_equivalent(c, batch=need_dense, i=i)
+                    if res is _BATCHED:
+                        continue
                 if res is None and self._reg(c.kind) is not None:
                     need_reg.setdefault(c.kind, []).append(i)
                     continue
@@ -370,6 +395,12 @@ class Estimator:
                 if unseen:
                     res = (float(p), "regressor", f"{kind} XGBoost model trained before {', '.join(unseen)} "
                                                   f"existed: priced as without it ({UNSEEN_VARIANT})")
+                self.memo_[cfgs[i].key] = res
+                out[i] = res
+        for kind, items in need_dense.items():  # one regressor call per kind, not one per config
+            preds = self.regs_[kind].predict([dense for _, dense, _ in items])
+            for (i, _, ev), p in zip(items, preds):
+                res = self._dense_result(float(p), "regressor:dense-equivalent", ev, cfgs[i].sparsity)
                 self.memo_[cfgs[i].key] = res
                 out[i] = res
         return out
@@ -404,20 +435,29 @@ class Estimator:
                     self.regs_[kind] = KindRegressor.load(self.reg_dir_, kind)
         return self.regs_[kind]
 
-    def _dense_equivalent(self, c: Config):
+    def _dense_equivalent(self, c: Config, batch: dict | None = None, i: int = -1):
+        """A sparse config priced as its dense twin where this target measured sparsity no faster (None:
+        it did not, or nothing prices the twin). With ``batch``: a twin that needs the regressor is queued
+        there as ``(i, dense config, evidence)`` under its kind and ``_BATCHED`` returned."""
         self._evidence()
         ev = self.sparsity_ratio_.get((c.kind, c.precision))
         if not ev or not (0.9 <= ev[0] <= 1.1):
             return None
         dense = Config(c.kind, c.params, c.precision, "0")
         lat = self.table_.get(dense.hash)
-        src = self._table_label(dense.hash)[0] + ":dense-equivalent"
-        if lat is None and self._reg(c.kind) is not None:
-            lat = float(self._reg(c.kind).predict([dense])[0])
-            src = "regressor:dense-equivalent"
-        if lat is None:
+        if lat is not None:
+            return self._dense_result(lat, self._table_label(dense.hash)[0] + ":dense-equivalent", ev, c.sparsity)
+        if self._reg(c.kind) is None:
             return None
-        return (lat, src, f"sparsity {c.sparsity} measured no faster here: sparse/dense median "
+        if batch is not None:
+            batch.setdefault(c.kind, []).append((i, dense, ev))
+            return _BATCHED
+        return self._dense_result(float(self._reg(c.kind).predict([dense])[0]), "regressor:dense-equivalent", ev,
+                                  c.sparsity)
+
+    @staticmethod
+    def _dense_result(lat: float, src: str, ev: tuple, sparsity: str) -> tuple:
+        return (lat, src, f"sparsity {sparsity} measured no faster here: sparse/dense median "
                           f"{ev[0]:.3f} (p10 {ev[1]:.3f}, p90 {ev[2]:.3f}, {ev[3]} spot checks)")
 
     def _prior(self, c: Config):
@@ -426,8 +466,7 @@ class Estimator:
         from .ops import bytes_moved
 
         by = bytes_moved(kind, c.params, c.precision)
-        self._evidence()
-        coef = self.prior_.get((c.kind, c.precision))
+        coef = self._prior_coef(c.kind, c.precision)
         if coef is not None:
             a, inv_f, inv_b = coef
             return (a + inv_f * w["flops"] / 1e6 + inv_b * by / 1e6, "prior",

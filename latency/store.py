@@ -352,6 +352,27 @@ class Store:
                 r[c] = self._dec_col(r, c)
         return pd.DataFrame(rows, columns=list(MEASUREMENT_COLS))
 
+    def key_latencies(self, target_id: str, sparse: bool | None = None) -> list[tuple[str, float]]:
+        """``(key, latency_us)`` of a target's successful rows (``sparse``: only the sparse ones, or only
+        the dense ones): the two columns the estimator's evidence reads, without decoding the rest."""
+        cond = "" if sparse is None else " AND sparsity != '0'" if sparse else " AND sparsity = '0'"
+        try:
+            return self.conn.execute(
+                "SELECT key, latency_us FROM measurements WHERE target_id=? AND error IS NULL "
+                f"AND latency_us IS NOT NULL{cond} ORDER BY kind, key_hash", (target_id,)).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"profile database {self.path}: {e}") from None
+
+    def group_counts(self, target_id: str, sparse: bool = False) -> dict[tuple[str, str], int]:
+        """{(kind, precision): successful rows} of a target, dense rows only (``sparse``: sparse only)."""
+        try:
+            return {(k, p): n for k, p, n in self.conn.execute(
+                "SELECT kind, precision, count(*) FROM measurements WHERE target_id=? AND error IS NULL AND "
+                f"latency_us IS NOT NULL AND sparsity {'!=' if sparse else '='} '0' GROUP BY kind, precision",
+                (target_id,))}
+        except sqlite3.Error as e:
+            raise StoreError(f"profile database {self.path}: {e}") from None
+
     def _dec_col(self, r: dict, c: str):
         """The decoded JSON column ``c`` of row ``r``; StoreError naming the file when it is not JSON."""
         try:

@@ -269,7 +269,7 @@ class Plan:
         have = None
         if getattr(est, "profile_path_", None):
             est._evidence()
-            have = {p for (_, p) in est.prior_}
+            have = {p for (_, p) in est.data_groups()}
             ev = est.sparsity_ratio_
             for (kind, prec), (med, p10, p90, n) in sorted(ev.items()):
                 if kind in ("Conv", "MatMul") and 0.9 <= med <= 1.1:

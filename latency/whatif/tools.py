@@ -167,8 +167,7 @@ class ToolPath:
             est = self.plan.estimator
             k = None
             if getattr(est, "profile_path_", None):
-                est._evidence()
-                k = {kind for (kind, p) in est.prior_ if p == "fp16"}
+                k = {kind for (kind, p) in est.data_groups() if p == "fp16"}
             self._fp16_kinds = k
         return k
 
