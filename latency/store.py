@@ -55,6 +55,17 @@ def _enc(v):
     return json.dumps(v, separators=(",", ":"), default=str) if isinstance(v, (dict, list, tuple)) else v
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 def _dec(v):
     return json.loads(v) if isinstance(v, str) and v[:1] in ("[", "{") else v
 
@@ -242,13 +253,14 @@ class Store:
         return pid
 
     def start_run(self, target_id: str, protocol_id: str | None, plan: str, ops, argv) -> str:
-        """Record a profiling run in status 'running'; returns its run_id (uuid4 hex)."""
+        """Record a profiling run in status 'running'; returns its run_id (uuid4 hex). ``host`` names the
+        machine and the process ("HOST pid N"), so that a later run can tell one that died unfinished."""
         run_id = uuid.uuid4().hex
         with self._tx():
             self.db["runs"].insert({"run_id": run_id, "target_id": target_id, "protocol_id": protocol_id,
                                     "plan": plan, "ops": _enc(list(ops)) if ops is not None else None,
                                     "argv": argv if isinstance(argv, str) or argv is None else _enc(list(argv)),
-                                    "host": socket.gethostname(), "started_at": _now(), "finished_at": None,
+                                    "host": f"{socket.gethostname()} pid {os.getpid()}", "started_at": _now(), "finished_at": None,
                                     "status": "running", "n_measured": 0, "n_failed": 0})
         return run_id
 
@@ -260,6 +272,30 @@ class Store:
                                (status, int(n_measured), int(n_failed), _now(), run_id))
             if cur.rowcount != 1:
                 raise StoreError(f"unknown run {run_id!r} in {self.path}")
+
+    def close_dead_runs(self) -> list[str]:
+        """Mark 'interrupted' every run still 'running' that was started on this machine by a process that
+        no longer exists (killed: SIGKILL, power loss, out of memory), with the rows it wrote counted and
+        its last row's time as its end; returns their run_ids. Runs of other machines, and of a live
+        process, are left as they are."""
+        me = socket.gethostname()
+        dead = []
+        for run_id, host in self.conn.execute("SELECT run_id, host FROM runs WHERE status='running'").fetchall():
+            name, _, pid = (host or "").rpartition(" pid ")
+            if name != me or not pid.isdigit() or _alive(int(pid)):
+                continue
+            dead.append(run_id)
+        if not dead:
+            return []
+        with self._tx() as conn:
+            for run_id in dead:
+                ok, failed, last = conn.execute(
+                    "SELECT sum(error IS NULL), sum(error IS NOT NULL), max(measured_at) FROM measurements "
+                    "WHERE run_id=?", (run_id,)).fetchone()
+                conn.execute("UPDATE runs SET status='interrupted', n_measured=?, n_failed=?, "
+                             "finished_at=COALESCE(?, started_at) WHERE run_id=? AND status='running'",
+                             (int(ok or 0), int(failed or 0), last, run_id))
+        return dead
 
     def _target_row(self, r: dict) -> dict:
         try:

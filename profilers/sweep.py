@@ -127,6 +127,7 @@ def run_sweep(store: Store, target, plan: str | list[Config] = "quick", ops=None
 
         write_device_record(store, target.name, gpu_device_record(target))
     protocol_id = store.ensure_protocol(protocol.name, protocol.spec())
+    store.close_dead_runs()  # a sweep killed outright left its run 'running': record it as interrupted
     done = store.done_hashes(target_id, include_failed=not retry_failed)
     todo = [c for c in configs if c.hash not in done]
     run_id = store.start_run(target_id, protocol_id, plan if isinstance(plan, str) else "custom", ops, argv)

@@ -355,3 +355,30 @@ def test_shipped_profiles_use_a_rollback_journal():
             assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete", db.name
         finally:
             con.close()
+
+
+def test_a_run_whose_process_was_killed_is_closed_as_interrupted(tmp_path):
+    """A sweep killed outright (SIGKILL: no handler runs) leaves its run 'running'; the next sweep's store
+    marks it interrupted with the rows it wrote counted, and leaves a live process's run alone."""
+    db = tmp_path / "p.db"
+    with Store(db) as s:
+        tid = s.ensure_target("cpu-a", FP)
+        mine = s.start_run(tid, None, "smoke", None, ["x"])
+    code = (f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from latency.store import Store\n"
+            f"from tests.test_store import row\n"
+            f"s = Store({str(db)!r}); tid = s.find_target('cpu-a')\n"
+            "run = s.start_run(tid, None, 'smoke', None, ['y'])\n"
+            "s.upsert_measurements([row(tid, 1, run_id=run), row(tid, 2, run_id=run, error='boom')])\n"
+            "print(run, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    killed = p.stdout.strip()
+    with Store(db) as s:
+        assert s.conn.execute("SELECT status FROM runs WHERE run_id=?", (killed,)).fetchone() == ("running",)
+        assert s.close_dead_runs() == [killed]
+        st, n_ok, n_failed, end = s.conn.execute(
+            "SELECT status, n_measured, n_failed, finished_at FROM runs WHERE run_id=?", (killed,)).fetchone()
+        assert (st, n_ok, n_failed) == ("interrupted", 1, 1) and end
+        assert s.conn.execute("SELECT status FROM runs WHERE run_id=?", (mine,)).fetchone() == ("running",)
+        assert s.close_dead_runs() == []
