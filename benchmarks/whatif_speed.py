@@ -99,6 +99,21 @@ def main():
         est.estimate(graph)
     print(f"plain estimate, warm, the same loaded graph (its fused kernels kept on it): "
           f"{1000 * (time.perf_counter() - t) / n:.1f} ms per call")
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{a.model}.onnx")
+        onnx.save(zoo.build(a.model), path)
+        t = time.perf_counter()
+        est.estimate(path)
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(n):
+            est.estimate(path)
+        print(f"plain estimate of a model file: {1000 * first:.1f} ms the first time (read, parse, fuse, price), "
+              f"{1000 * (time.perf_counter() - t) / n:.2f} ms per call after (the file unchanged: its estimate kept)")
     fresh = [load_graph(zoo.build(a.model)) for _ in range(3)]
     t = time.perf_counter()
     for g in fresh:

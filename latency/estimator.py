@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -103,6 +104,45 @@ class Estimate:
         }
 
 
+#: model files whose estimates an Estimator keeps (see Estimator._keep)
+_KEPT_FILES = 16
+_KEPT_LOCK = threading.Lock()
+
+
+def _strict_check(est):
+    """``est``, or UnsupportedOp when it left nodes uncovered (``estimate(strict=True)``)."""
+    unc = est.uncovered
+    if unc:
+        raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): {unc[0].reason}")
+    return est
+
+
+def _file_stats(paths) -> tuple:
+    """(size, modification time in ns, inode) of each file (None where it cannot be read)."""
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _file_key(model, shapes, batch, trip_counts, precision):
+    """The key of an estimate of a model given as a path to an existing file (None otherwise)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    try:
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            return None
+        return (os.path.realpath(path), _file_stats([path]), repr(shapes), repr(batch), repr(trip_counts),
+                precision)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 _BATCHED = object()  # Estimator._dense_equivalent: queued for one regressor call
 
 
@@ -141,6 +181,7 @@ class Estimator:
 
         self.prepare()
         other = copy.copy(self)
+        other.__dict__.pop("kept_", None)  # estimates this one kept were priced with its own models
         if context is not None:
             other.context = context
             other.context_, other.context_source_ = other._load_context()
@@ -529,6 +570,11 @@ class Estimator:
         rules = self._rules_for(precision) if precision is not None else None  # a bad one fails before any loading
         self.prepare()
         rules = rules or self.rules_
+        fkey = None if isinstance(model, Graph) else _file_key(model, shapes, batch, trip_counts, precision)
+        if fkey is not None:
+            hit = self._kept(fkey)
+            if hit is not None:
+                return _strict_check(hit) if strict else hit
         graph = model if isinstance(model, Graph) else load_graph(model, shapes=shapes, batch=batch,
                                                                    trip_counts=trip_counts)
         kernels, cfgs, keys, unc = _fused(graph, rules)
@@ -590,10 +636,30 @@ class Estimator:
         est = Estimate(total / 1000.0, ksum, overhead, tuple(ests), tuple(unc), self.target.name,
                        self.profile_path_, ov_source, tuple(warnings), sources, self.context_source_,
                        footprint, gate, cgate, getattr(rules, "name", ""))
-        if strict and unc:
-            raise UnsupportedOp(f"{len(unc)} node(s) uncovered, e.g. {unc[0].node} ({unc[0].op_type}): "
-                                f"{unc[0].reason}")
-        return est
+        if fkey is not None:
+            self._keep(fkey, est, graph.external_files)
+        return _strict_check(est) if strict else est
+
+    def _kept(self, fkey):
+        """The estimate kept for a model file (see :meth:`_keep`) while the file and its external data files
+        still have the size, modification time and inode they had; None otherwise."""
+        with _KEPT_LOCK:
+            hit = self.__dict__.get("kept_", {}).get(fkey)
+            if hit is not None and _file_stats(hit[1]) == hit[2]:
+                self.kept_.move_to_end(fkey)
+                return hit[0]
+        return None
+
+    def _keep(self, fkey, est, external) -> None:
+        """Keep the estimate of a model file (a few, newest first): a loop estimating one path loads and
+        fuses it once. Only the answer is kept, not the loaded model and its weights. Bytes and ModelProtos
+        are estimated every time (one may have been changed in place since)."""
+        ext = tuple(external)
+        with _KEPT_LOCK:
+            kept = self.__dict__.setdefault("kept_", OrderedDict())
+            kept[fkey] = (est, ext, _file_stats(ext))
+            while len(kept) > _KEPT_FILES:
+                kept.popitem(last=False)
 
     def plan(self, model, shapes=None, batch=None, **kw):
         """A what-if plan of ``model`` on this target (see :func:`latency.whatif.prepare`)."""

@@ -132,6 +132,15 @@ class ConstValues(Mapping):
     def __contains__(self, name) -> bool:
         return name in self._protos
 
+    def size(self, name: str) -> int:
+        """Elements of constant ``name``, read from its dims without decoding its data."""
+        p = self._cache.get(name)
+        if p is None:
+            p = self._protos[name]
+        if isinstance(p, np.ndarray):
+            return int(p.size)
+        return int(np.prod(p.dims, dtype=np.int64)) if len(p.dims) else 1
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._protos)
 
@@ -158,6 +167,8 @@ class Graph:
     control: dict = field(default_factory=dict)
     #: one-line notes an estimate repeats (a batch dim set to 1, a Loop priced at its upper bound)
     notes: list = field(default_factory=list)
+    #: the external data files its weights were read from (paths)
+    external_files: tuple = ()
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors.get(name) or Tensor(name, None, "unknown", False)
@@ -264,7 +275,8 @@ def _iter_tensor_protos(graph):
                     yield from _iter_tensor_protos(g)
 
 
-def _check_external_data(model, base, label):
+def _check_external_data(model, base, label) -> tuple:
+    """ModelError when a tensor's external data file is missing or short; the files read (paths)."""
     import onnx
 
     checked = {}
@@ -286,6 +298,7 @@ def _check_external_data(model, base, label):
         if end > size:
             raise ModelError(f"{label}: external data file {loc!r} is truncated ({size} bytes, tensor "
                              f"{t.name!r} needs {end})")
+    return tuple(checked)
 
 
 #: bytes per element in raw_data, by TensorProto data type (4-bit types are packed two per byte)
@@ -1028,7 +1041,7 @@ def _load(model, shapes, batch, trip_counts, depth: int, label_of: str | None = 
     label = label_of or label
     if depth == 0:
         trip_counts = _check_trip_counts(model, trip_counts, label)
-    _check_external_data(model, base, label)
+    external = _check_external_data(model, base, label)
     _check_structure(model, label)
     light, big = light_copy(model, base)
     notes: list = []
@@ -1158,7 +1171,8 @@ def _load(model, shapes, batch, trip_counts, depth: int, label_of: str | None = 
                  for vi in g.output]
     graph = Graph(ops=records, inputs=g_inputs, outputs=g_outputs, opset=opset, producers=producers,
                   consumers=consumers, const_values=const_values, path=path,
-                  shape_source=shape_source, tensors=tensors, opsets=opsets, notes=notes)
+                  shape_source=shape_source, tensors=tensors, opsets=opsets, notes=notes,
+                  external_files=external)
     _check_weight_shapes(records, label)
     if any(r.op_type in _BODY_OPS and r.domain == "" for r in records):
         _load_control_flow(graph, model, light, user_inputs, big, base, label, trip_counts or {}, depth)

@@ -596,3 +596,33 @@ def test_a_profile_without_its_side_files_says_so(fake_profile):
     told = Estimator(FAKE, profile=fake_profile, overhead=False, context=False).estimate(small_cnn())
     w = [x for x in told.warnings if "beside it" in x]
     assert len(w) == 1 and "in-model context" not in w[0] and "overhead model" not in w[0]
+
+
+def test_a_model_file_is_estimated_once_until_it_changes(fake_profile, tmp_path, monkeypatch):
+    """A loop estimating one path pays the load and fusion once; a rewritten file, other shapes, or a
+    strict call on a kept estimate with uncovered nodes are never answered from what was kept."""
+    import os
+
+    import latency.graph as graph_mod
+
+    loads = []
+    real = graph_mod.load_graph
+    monkeypatch.setattr(graph_mod, "load_graph", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    path = tmp_path / "m.onnx"
+    onnx.save(small_cnn(), path)
+    est = Estimator(FAKE, profile=fake_profile, overhead=False)
+    first = est.estimate(str(path))
+    assert est.estimate(str(path)) is first and est.estimate(path) is first and len(loads) == 1
+    assert est.estimate(small_cnn()).total_ms == first.total_ms and len(loads) == 2  # a ModelProto: every time
+    onnx.save(small_cnn(c=16), path)  # rewritten in place: another size, another time
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = est.estimate(str(path))
+    assert len(loads) == 3 and second.total_ms != first.total_ms
+    assert est.estimate(str(path), shapes={"x": [2, 3, 16, 16]}) is not second and len(loads) == 4
+    onnx.save(with_unknown_op(), path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    assert est.estimate(str(path)).uncovered
+    with pytest.raises(UnsupportedOp):
+        est.estimate(str(path), strict=True)  # kept, and still refused
+    assert len(loads) == 5

@@ -93,6 +93,13 @@ class _Consts(Mapping):
     def __contains__(self, name):
         return name in self._extra or name in self._base
 
+    def size(self, name) -> int:
+        """Elements of constant ``name`` (an original one's read from its dims, see ``ConstValues.size``)."""
+        if name in self._extra:
+            return int(np.size(self._extra[name]))
+        size = getattr(self._base, "size", None)
+        return size(name) if size is not None else int(np.size(self._base[name]))
+
     def __iter__(self):
         yield from self._extra
         yield from (n for n in self._base if n not in self._extra)

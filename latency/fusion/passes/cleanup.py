@@ -52,6 +52,10 @@ def merge_into(state: FusionState, keep, w) -> None:
 def _input_key(state: FusionState, t: str):
     if not t or not state.const(t):
         return t
+    cv = state.graph.const_values
+    size = getattr(cv, "size", None)
+    if size is not None and t in cv and size(t) > 4096:  # a weight: not decoded only to be found too large
+        return t
     v = state.value(t)
     if v is None or v.dtype == object or v.size > 4096:
         return t
