@@ -11,7 +11,9 @@ demoBERT engines run it, without the pooler's 0.6 % of the FLOPs being left out)
 split in two halves by a rule fixed before their errors were seen (see the comment above ``Published``):
 ``fit`` (what ``--fit`` may tune the T4's terms on) and ``held-out`` (scored only); the figures on
 other cards check them with nothing fitted there. T4 figures found after that split was fixed form a third
-group, ``added`` (never fitted, and not moved into either half): they are scored with the same terms.
+group, ``added`` (never fitted, and not moved into either half): they are scored with the same terms. Figures
+found after ``added`` was settled form a fourth group, ``added2`` (T4 and other cards alike; never fitted):
+scored the same way and summarised apart, T4 and each other card on a line of its own.
 
     python benchmarks/gpu_published.py            # errors of the targets as declared
     python benchmarks/gpu_published.py --fit      # fit the T4 terms on the fit half, score both halves
@@ -80,6 +82,17 @@ DEMOBERT_T4_TRT80 = ("NVIDIA/TensorRT demo/BERT/README.md at commit 60024121 (Te
 TFQUANT_A100 = ("NVIDIA/TensorRT tools/tensorflow-quantization/docs/source/docs/model_zoo.md at commit 768d994b "
                 "(TensorRT 8.4, A100), QAT (TensorRT) latency at bs=1 of tf.keras.applications models quantized with "
                 "Q/DQ nodes by the toolkit")
+DEMOBERT_T4_TRT82 = ("NVIDIA/TensorRT demo/BERT/README.md at commit 8f76bfe9 (TensorRT 8.2: the commit is 'update perf "
+                     "number for rel-8.2', the README's version table still reads 8.0.1.6), 'Inference performance: NVIDIA "
+                     "T4 (16GB)', average latency")
+DEMOBERT_L4 = ("NVIDIA/TensorRT demo/BERT/README.md at commit 37c01d41 (TensorRT 10.7.0.23), 'Inference Performance NVIDIA "
+               "L4', average latency ('scripts/inference_benchmark.sh --gpu Ampere on NVIDIA L4')")
+#: the vit-small README's first version: 't4上执行' perf_g.sh, whose trtexec --fp16 --shapes=image:1x3x224x224 run
+#: it turns into 'gpu bs1 fps' as 1000 / GPU Compute mean; the README reports it as the '基准性能' (baseline) column
+ASCEND_VIT_SMALL = ("Ascend/ModelZoo-PyTorch ACL_PyTorch/contrib/cv/classfication/vit-small/README.md at commit 05360171 "
+                    "(timm vit_small_patch16_224: 'vit-small bs1 ... 基准性能 222.4976' fps, from perf_g.sh run on the T4: "
+                    "trtexec --fp16, batch 1, GPU Compute mean; the README gives no TensorRT version, and its rewrite at "
+                    "commit 3bf12d85 lists T4 bs1 391.5258 fps without saying how it was measured)")
 
 #: How the T4 figures are split (fixed before their errors were looked at): the first 15 figures keep the
 #: split they were given (demoBERT: half of each model's four figures; MLPerf: held out). Figures added
@@ -90,6 +103,10 @@ TFQUANT_A100 = ("NVIDIA/TensorRT tools/tensorflow-quantization/docs/source/docs/
 #: Figures on other cards are "check": nothing is fitted on them. T4 figures found after the fit was settled
 #: are "added": scored with the fitted terms, never fitted and never moved into the split (the same engines'
 #: figures from older demoBERT releases, TensorRT 7.1 and 8.0, and two more Ascend model zoo trtexec figures).
+#: Figures found after ``added`` was settled are "added2", on every card: never fitted, summarised apart (demoBERT's
+#: T4 table of the TensorRT 8.2 release, its L4 table of TensorRT 10.7, and the Ascend model zoo's ViT-S/16 trtexec
+#: figure). demoBERT's T4 tables of TensorRT 7.2.0, 7.2.2 and 7.2.3 repeat the 7.1 figures digit for digit and are
+#: left out.
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,8 @@ class Published:
     precision: str   # our builder precision: demoBERT's and MLPerf's "INT8" engines are int8 with fp16 fallback
     ms: float
     source: str
-    half: str        # "fit" | "held-out" | "check" (another card) | "added" (T4, found later); only "fit" is fitted
+    half: str        # "fit" | "held-out" | "check" (another card) | "added" (T4, found later) | "added2" (any card,
+    #                  found after "added"); only "fit" is fitted
     #: bytes copied host -> device and device -> host inside the published figure (0: it excludes copies)
     io: tuple = (0, 0)
 
@@ -180,6 +198,31 @@ PUBLISHED = (
     Published("a100", "mobilenet_v1", 224, "int8", 0.16, TFQUANT_A100, "check"),
     Published("a100", "mobilenet_v2", 224, "int8", 0.30, TFQUANT_A100, "check"),
     Published("a100", "efficientnet_b0", 224, "int8", 0.68, TFQUANT_A100, "check"),
+    # found after 'added' was settled: scored, never fitted. demoBERT T4, TensorRT 8.2, batch 1, the "Average" columns
+    # of its rows (INT8 p95 p99 average, FP16 p95 p99 average): BERT Base '| 128 | 1 | 1.64 | 1.68 | 1.37 | 2.00 |
+    # 2.15 | 1.96 |', '| 384 | 1 | 2.59 | 2.63 | 2.51 | 4.12 | 4.16 | 4.03 |'; BERT Large '| 128 | 1 | 3.72 | 3.81 |
+    # 3.67 | 5.69 | 5.76 | 5.57 |', '| 384 | 1 | 7.50 | 7.54 | 7.31 | 12.56 | 12.67 | 12.37 |'
+    Published("t4", "bert_base", 128, "fp16", 1.96, DEMOBERT_T4_TRT82, "added2"),
+    Published("t4", "bert_base", 128, "int8", 1.37, DEMOBERT_T4_TRT82, "added2"),
+    Published("t4", "bert_base", 384, "fp16", 4.03, DEMOBERT_T4_TRT82, "added2"),
+    Published("t4", "bert_base", 384, "int8", 2.51, DEMOBERT_T4_TRT82, "added2"),
+    Published("t4", "bert_large", 128, "fp16", 5.57, DEMOBERT_T4_TRT82, "added2"),
+    Published("t4", "bert_large", 128, "int8", 3.67, DEMOBERT_T4_TRT82, "added2"),
+    Published("t4", "bert_large", 384, "fp16", 12.37, DEMOBERT_T4_TRT82, "added2"),
+    Published("t4", "bert_large", 384, "int8", 7.31, DEMOBERT_T4_TRT82, "added2"),
+    # trtexec --fp16 on a T4, GPU compute mean: 1000 / 222.4976 fps at batch 1
+    Published("t4", "vit_small", 224, "fp16", 1000 / 222.4976, ASCEND_VIT_SMALL, "added2"),
+    # demoBERT on an L4, TensorRT 10.7, batch 1, "Average" columns (nothing is fitted on the L4): BERT base '| 128 | 1 |
+    # 0.62 | 0.62 | 0.61 | 1.01 | 1.02 | 1.00 |', '| 384 | 1 | 1.31 | 1.31 | 1.30 | 2.10 | 2.10 | 2.09 |'; BERT large
+    # '| 128 | 1 | 1.80 | 1.80 | 1.78 | 3.12 | 3.12 | 3.10 |', '| 384 | 1 | 3.47 | 3.48 | 3.45 | 6.64 | 6.75 | 6.43 |'
+    Published("l4", "bert_base", 128, "fp16", 1.00, DEMOBERT_L4, "added2"),
+    Published("l4", "bert_base", 128, "int8", 0.61, DEMOBERT_L4, "added2"),
+    Published("l4", "bert_base", 384, "fp16", 2.09, DEMOBERT_L4, "added2"),
+    Published("l4", "bert_base", 384, "int8", 1.30, DEMOBERT_L4, "added2"),
+    Published("l4", "bert_large", 128, "fp16", 3.10, DEMOBERT_L4, "added2"),
+    Published("l4", "bert_large", 128, "int8", 1.78, DEMOBERT_L4, "added2"),
+    Published("l4", "bert_large", 384, "fp16", 6.43, DEMOBERT_L4, "added2"),
+    Published("l4", "bert_large", 384, "int8", 3.45, DEMOBERT_L4, "added2"),
 )
 
 #: the grid --fit searches: the T4's achievable tensor-core and DRAM fractions, its per-kernel launch gap and
@@ -452,6 +495,14 @@ def main(argv=None) -> int:
     print(f"{'T4+added':9s} {summary(t4 + halves.get('added', []))}")
     for src in sorted({p.source.split(" (")[0] for p, _, _ in halves.get("added", [])}):
         print(f"  added from {src}: {summary([r for r in halves['added'] if r[0].source.split(' (')[0] == src])}")
+    added2 = halves.get("added2", [])
+    t4_added2 = [r for r in added2 if r[0].target == "t4"]
+    print(f"{'added2':9s} {summary(t4_added2)} (T4, found after 'added')")
+    for tgt in sorted({p.target for p, _, _ in added2} - {"t4"}):
+        print(f"{'added2 ' + tgt:9s} {summary([r for r in added2 if r[0].target == tgt])} (nothing fitted on this card)")
+    print(f"{'T4+all':9s} {summary(t4 + halves.get('added', []) + t4_added2)} (fit + held-out + added + added2)")
+    for src in sorted({p.source.split(" (")[0] for p, _, _ in added2}):
+        print(f"  added2 from {src}: {summary([r for r in added2 if r[0].source.split(' (')[0] == src])}")
     print()
     print("sources:")
     for s in sorted({p.source for p in PUBLISHED}):
