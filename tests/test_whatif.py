@@ -632,3 +632,29 @@ def test_candidate_fingerprint_is_the_same_alone_and_in_a_batch():
         alone = np.array([_cand_hash(bits[r:r + 1], prune[r:r + 1])[0] for r in range(len(bits))])
         assert np.array_equal(batch, alone)
         assert len(set(batch.tolist())) == len(batch)  # distinct candidates, distinct fingerprints here
+
+
+def test_whatif_on_a_gpu_target_prices_builder_precisions_and_refuses_what_tensorrt_cannot_run():
+    """On t4 (TensorRT, derived): a whole-model precision is the builder's (the same as ``estimate
+    --precision``), dynamic int8 is refused with the op the runtime cannot run, a per-node fp16 choice is
+    refused (the builder picks layer precisions itself), per-node int8 is explicit Q/DQ placement; the
+    plan is prepared at all (a merge the structure keeps apart used to regroup for ever)."""
+    from profilers import zoo
+
+    model = zoo.build("resnet18", size=64)
+    est = Estimator("t4")
+    plan = est.plan(model)
+    assert "int8-dynamic" not in plan.families and "DynamicQuantizeLinear" in plan.missing_data["int8-dynamic"]
+    for p in ("fp16", "int8", "best"):
+        want = est.estimate(model, precision=p).total_ms
+        assert plan.evaluate({"precision": p}).total_ms == pytest.approx(want)
+    got = plan.evaluate_batch([{"precision": "int8"}, {"precision": "fp16"}, {}])
+    assert got.tolist() == pytest.approx([est.estimate(model, precision="int8").total_ms,
+                                          est.estimate(model, precision="fp16").total_ms, plan.baseline_ms])
+    assert got[0] < got[1] < got[2]  # int8 < fp16 < fp32 on the card
+    with pytest.raises(InvalidChoice, match="int8-dynamic"):
+        plan.evaluate({"precision": "int8-dynamic"})
+    with pytest.raises(InvalidChoice, match="builder's whole-model precision"):
+        plan.evaluate({"precision": "fp16", "fp32_nodes": [plan.units[0]]})
+    mixed = plan.evaluate({"precision": "int8", "fp32_nodes": [plan.units[0]]})
+    assert mixed.nodes_to_exclude and mixed.total_ms > 0 and not mixed.uncovered

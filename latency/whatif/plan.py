@@ -35,7 +35,7 @@ from ..errors import LatencyError
 from .rewrite import dynamic_int8, static_qdq
 from .structure import analyse
 from .tables import COEFS, PRUNE_LEVELS, SPARSITY_LEVELS, PricedKernel, Pricer, Tables, finish
-from .tools import TOOL_PRECISIONS
+from .tools import TOOL_PRECISIONS, _kernel_changes
 from .tools import TOOLS as _TOOLS_WHOLE
 
 #: precisions by code digit; the reduced ones are the families a candidate picks one of
@@ -215,6 +215,8 @@ class Plan:
         # owners that share a kernel (in the plain model, a whole-model reduced variant, or any probe
         # later: then the plan regroups and replays its probes) become one
         self._merge_sets = self._fusion_sets()
+        if self.missing_data:  # _fusion_sets may have found a family the runtime cannot run
+            self._valid, self._why = self._validity()
         self._pending: list = []
         self.logs: dict = {f: [] for f in self.families}
         self.rebuilds = 0
@@ -235,8 +237,14 @@ class Plan:
     def _regroup(self) -> None:
         """Rebuild the owners with every fusion seen so far and replay the probes (no new fusion runs)."""
         while self._pending:
-            self._merge_sets += self._pending
+            # a merge seen before changes nothing (analyse keeps apart one that would make a cycle, and the
+            # replay below asks for it again): only new ones regroup, so the replay cannot loop for ever
+            known = {frozenset(m) for m in self._merge_sets}
+            new = [m for m in self._pending if frozenset(m) not in known]
             self._pending = []
+            if not new:
+                break
+            self._merge_sets += new
             self.rebuilds += 1
             self.structure = analyse(self.graph, merge=self._merge_sets)
             old = self.tables
@@ -254,10 +262,18 @@ class Plan:
         heads = self._weighted_heads
         sets = [set(k.nodes) - heads for k in self.baseline.kernels if len(set(k.nodes) - heads) > 1]
         U = len(self.units)
-        for f in self.families:
+        gpu = getattr(self.estimator.target, "device", "cpu") == "gpu"
+        before = {(u.op_type, u.reason) for u in self.baseline.uncovered}
+        for f in list(self.families):
             bits = np.array([f in u.families for u in st.units], np.int64)
             rw = self.rewrite(f, bits, np.zeros(U, np.int64))
-            kernels, _ = fuse(rw.graph, self.rules)
+            kernels, unc = fuse(rw.graph, self.rules)
+            new = [u for u in unc if (u.op_type, u.reason) not in before]
+            if gpu and new:  # the runtime cannot run the ops this precision's tool writes: not a choice there
+                self.families.remove(f)
+                self.missing_data[f] = (f"target {self.estimator.target.name} cannot run {f} models: "
+                                        f"{new[0].op_type} ({new[0].reason})")
+                continue
             for k in kernels:
                 ns = {o for o in (rw.node_origin.get(n) for n in k.nodes) if isinstance(o, str)} - heads
                 if len(ns) > 1:
@@ -328,7 +344,8 @@ class Plan:
         if family == "int8-dynamic":
             rw = dynamic_int8(self.graph, lambda n: n in q, pr, groups, materialize, pre_process=touched)
         else:
-            rw = static_qdq(self.graph, lambda n: n not in off, pr, groups, materialize, pre_process=touched)
+            rw = static_qdq(self.graph, lambda n: n not in off, pr, groups, materialize, pre_process=touched,
+                            symmetric=getattr(self.estimator.target, "device", "cpu") == "gpu")
         if materialize and sparsity is not None and np.any(np.asarray(sparsity) > 0):
             _sparsify(rw, st, sparsity, family)
         return rw
@@ -483,7 +500,9 @@ class Plan:
                 raise InvalidChoice(f"{prec} has no matrix code and no Pareto front (it is priced by converting the "
                                     f"model with the tool): ask evaluate / evaluate_batch with dict choices; "
                                     f"families here: {', '.join(self.families)}")
-            raise InvalidChoice(f"unknown precision {prec!r}; valid: {', '.join(PRECISIONS + TOOL_PRECISIONS)}")
+            gpu = "" if prec != "best" else (f" (best is a GPU builder's per-layer choice; {self.estimator.target.name} "
+                                              "is not a GPU target)")
+            raise InvalidChoice(f"unknown precision {prec!r}{gpu}; valid: {', '.join(PRECISIONS + TOOL_PRECISIONS)}")
         if prec != "fp32" and prec not in self.families:
             raise InvalidChoice(self.missing_data.get(prec, f"precision {prec} is not available"))
         return PRECISIONS.index(prec)
@@ -507,11 +526,13 @@ class Plan:
         candidates not priced exactly, most uncertain first, before answering (see :meth:`exactness`)."""
         if not isinstance(choices, np.ndarray):
             choices = list(choices)
-            whole = [i for i, c in enumerate(choices) if _tool_claims(c)]
+            built = {i: b for i, b in ((i, self._builder_precision(c)) for i, c in enumerate(choices)) if b}
+            whole = [i for i, c in enumerate(choices) if i in built or _tool_claims(c)]
             if whole:
                 ms = np.full(len(choices), np.nan)
                 for i in whole:
-                    ms[i] = self.tool_path.estimate(choices[i])[1].total_ms
+                    ms[i] = self._evaluate_builder(built[i]).total_ms if i in built else \
+                        self.tool_path.estimate(choices[i])[1].total_ms
                 rest = [i for i in range(len(choices)) if i not in set(whole)]
                 if rest:
                     ms[rest] = self.evaluate_batch([choices[i] for i in rest], refine)
@@ -588,6 +609,9 @@ class Plan:
         whole once (one probe, learned for every later candidate that shares its situations), so the
         answer is the full re-estimate's; ``refine=False``: arithmetic only, from the most similar
         situations fused (what :meth:`evaluate_batch` answers), with a note when that is not exact."""
+        builder = self._builder_precision(choice)
+        if builder is not None:
+            return self._evaluate_builder(builder)
         if _tool_claims(choice):
             return self.tool_path.evaluate(choice)
         if isinstance(choice, dict):
@@ -617,6 +641,10 @@ class Plan:
         notes = list(self._choice_notes(choice)) if isinstance(choice, dict) else []
         if any(v.get("sparsity", "model") != "model" for v in choice_out.values()):
             notes += [n for n in self.notes if n.startswith("sparsity")]
+        if fam == "int8" and getattr(self.estimator.target, "device", "cpu") == "gpu":
+            notes.append("priced as explicit Q/DQ placement with symmetric activations (zero points 0, all TensorRT's "
+                         "parser takes): quantize_static(..., extra_options={'ActivationSymmetric': True}) with these "
+                         "nodes_to_exclude")
         if not exact[0]:
             notes.append("priced from the most similar situations the plan has fused (not this exact model): "
                          "plan.verify(choice) fuses and prices this one whole")
@@ -660,6 +688,32 @@ class Plan:
                 out.append({"owner": st.owners[o].name, "delta_us": now[0] - was[0], "kernels": now[1],
                             "kernels_before": was[1]})
         return out
+
+    def _builder_precision(self, choice):
+        """The builder precision a whole-model choice asks of a GPU target (``{"precision": P}`` and nothing
+        else, P one of the target's builder precisions), else None: TensorRT builds the whole model in P
+        (``latency estimate --precision P``); per-node choices are priced as explicit Q/DQ placement."""
+        if not isinstance(choice, dict) or set(choice) != {"precision"}:
+            return None
+        if getattr(self.estimator.target, "device", "cpu") != "gpu":
+            return None
+        p = choice["precision"]
+        return p if p in getattr(self.rules, "precisions", ()) and p != "int8-dynamic" else None
+
+    def _evaluate_builder(self, precision: str) -> "WhatIf":
+        kept = self.__dict__.setdefault("_built", {})
+        if precision in kept:
+            return kept[precision]
+        est = self.estimator.estimate(self.graph, precision=precision)
+        base = self.baseline
+        changes = _kernel_changes(est, base, self.node_order)
+        notes = (f"priced as {getattr(self.rules, 'name', 'the runtime')} builds the whole model with builder "
+                 f"precision {precision} (latency estimate --precision {precision}); per-node choices (fp32_nodes, "
+                 "nodes) are priced as the explicit Q/DQ placement onnxruntime.quantization writes",)
+        kept[precision] = WhatIf(est, self.baseline_ms, precision, {u: {"precision": precision} for u in self.units},
+                                 tuple(changes), (), float(sum(_wmb(k.key) for k in est.kernels if k.source != "free")),
+                                 float(sum(_wmb(k.key) for k in base.kernels if k.source != "free")), notes)
+        return kept[precision]
 
     def _describe(self, code_row) -> dict:
         p, s, r = _digits(code_row)

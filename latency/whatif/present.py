@@ -13,8 +13,14 @@ def choice_from_flags(precision=None, fp32_nodes=None, sparsity=None, prune=None
 
     choice: dict = {}
     if precision:
+        if precision == "best":  # a GPU builder's own choice per layer (TensorRT): the whole model, nothing else
+            if fp32_nodes or sparsity not in (None, "") or prune not in (None, ""):
+                raise InvalidChoice("--precision best (the builder picks each layer's precision) cannot be combined "
+                                    "with --fp32-nodes, --sparsity or --prune")
+            return {"precision": "best"}
         if precision not in PRECISIONS + TOOL_PRECISIONS:
-            raise InvalidChoice(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS + TOOL_PRECISIONS)}")
+            raise InvalidChoice(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS + TOOL_PRECISIONS)}, "
+                                "best (GPU targets)")
         if precision in TOOL_PRECISIONS and (sparsity not in (None, "") or prune not in (None, "")):
             raise InvalidChoice(f"--precision {precision} cannot be combined with --sparsity or --prune (one candidate "
                                 f"is converted by one tool); valid with it: --fp32-nodes")

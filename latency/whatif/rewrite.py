@@ -507,7 +507,8 @@ def _q_params(b: _Builder, t: str, pos: float, origin: str, qtype="int8"):
     p = _through_order_ops(b, t)
     op = b.nodes[p]["op"] if p is not None else None
     low = op == "Relu" or (op == "Clip" and _clip_low_zero(b, p))
-    zp = (np.iinfo(_np_dtype(qtype)).min if qtype in ("int8", "uint8") else 0) if low else 0
+    zp = (np.iinfo(_np_dtype(qtype)).min if qtype in ("int8", "uint8") else 0) if low and \
+        not getattr(b, "symmetric", False) else 0
     if op == "Clip" and low and qtype in ("int8", "uint8"):
         hi = _clip_high(b, p)
         if hi is not None:
@@ -562,8 +563,10 @@ def _weight_dq(b: _Builder, w: str, qtype: str, origin_node: str | None, pos: fl
 
 
 def static_qdq(g: Graph, quantize, prune: dict | None = None, groups: dict | None = None,
-               materialize: bool = False, pre_process: bool = True) -> Rewritten:
-    """``g`` as ``quantize_static(quant_format=QDQ)`` with defaults leaves it (see the module doc).
+               materialize: bool = False, pre_process: bool = True, symmetric: bool = False) -> Rewritten:
+    """``g`` as ``quantize_static(quant_format=QDQ)`` with defaults leaves it (see the module doc);
+    ``symmetric``: with ``extra_options={"ActivationSymmetric": True}`` (every zero point 0: what TensorRT's
+    parser takes).
 
     ``quantize(name) -> bool``: whether node ``name`` may be quantized; ``prune``: {head node:
     ratio} with ``groups`` their :func:`channel_group` results; ``pre_process``: run on the graph
@@ -572,6 +575,7 @@ def static_qdq(g: Graph, quantize, prune: dict | None = None, groups: dict | Non
     pre = quant_pre_processed(g, materialize) if pre_process else _untouched(g)
     g = pre.graph
     b = _Builder(g, materialize)
+    b.symmetric = symmetric
     if prune:
         _apply_prune(b, prune, {h: _pre_group(pre, grp) for h, grp in groups.items()})
     marks = static_marks(g, quantize)

@@ -285,8 +285,16 @@ class ToolPath:
                 self.check(prec)
             from ..graph import load_graph
 
-            e = self.plan.estimator.estimate(load_graph(self.convert(prec, on, kept), shapes=self.shapes,
-                                                        batch=self.batch))
+            est = self.plan.estimator
+            if prec == "fp16" and getattr(est.target, "device", "cpu") == "gpu":
+                from .plan import InvalidChoice
+
+                # TensorRT's builder picks each layer's precision itself: with --fp16 every layer may run fp16,
+                # without it the converted fp16 layers run as fp32; a per-node fp16 choice has no build to price
+                raise InvalidChoice(f"on {est.target.name} fp16 is the builder's whole-model precision: ask "
+                                    "{'precision': 'fp16'} alone (latency estimate --precision fp16); per-node choices "
+                                    "there: int8 with fp32_nodes (explicit Q/DQ placement)")
+            e = est.estimate(load_graph(self.convert(prec, on, kept), shapes=self.shapes, batch=self.batch))
             self._cache[key] = e
         if check:
             before = {(u.op_type, u.reason) for u in self.plan.baseline.uncovered}
