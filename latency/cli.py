@@ -39,6 +39,12 @@ class _Group(click.Group):
             sys.exit(2)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except OSError as e:  # a file that cannot be written or read (no such folder, disk full, no permission)
+            if _DEBUG:
+                raise
+            what = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+            click.echo(f"error: {what}" + (f": {e.filename}" if e.filename else ""), err=True)
+            sys.exit(2)
         except Exception as e:  # last resort: still one line
             if _DEBUG:
                 raise
@@ -230,6 +236,10 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
 
     target = get_target(target_name)
     budget_s = _parse_duration(budget)  # bad input fails before the database is created
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers > cores and ray_address is None:
+        raise LatencyError(f"--workers {workers}: this host gives the process {cores} core(s); each worker is pinned to "
+                           f"one of its own (valid: 1 to {cores})")
     for opt, val in (("--ops", ops_), ("--precision", precision)):
         if val is not None and not _csv(val):
             raise LatencyError(f"{opt} {val!r} names nothing: give comma-separated names (see 'latency ops')")
@@ -822,10 +832,11 @@ def plot(path, target_name, kind, out):
 @click.option("--precision", default=None, help="int8 (quantize_static, QDQ) | int8-dynamic (quantize_dynamic) | "
               "fp16 (convert_float_to_float16, --fp32-nodes as node_block_list) | int4-weight (MatMulNBitsQuantizer) "
               "| fp32")
-@click.option("--fp32-nodes", default=None, help="comma-separated nodes kept fp32 (nodes_to_exclude)")
+@click.option("--fp32-nodes", multiple=True, help="comma-separated nodes kept fp32 (nodes_to_exclude); repeatable")
 @click.option("--sparsity", default=None, help="fraction of zero weights in [0, 1), or 2:4, for every weighted node")
 @click.option("--prune", default=None, help="fraction of output channels pruned: 0.25 or 0.5")
-@click.option("--prune-nodes", default=None, help="comma-separated nodes --prune applies to (default: all it can)")
+@click.option("--prune-nodes", multiple=True, help="comma-separated nodes --prune applies to (default: all it can); "
+              "repeatable")
 @click.option("--sensitivity", is_flag=True, help="per node: the change of the total under each alternative alone")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="write --sensitivity here")
 @click.option("--verify", is_flag=True, help="also fuse and price the rewritten model whole (the reference)")
@@ -842,6 +853,22 @@ def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_
     if target_name is None:
         t, info, _ = choose_default()
         target_name, profile_path = t.name, profile_path or (info.path if info else None)
+    fp32_nodes = ",".join(fp32_nodes) or None
+    prune_nodes = ",".join(prune_nodes) or None
+    # an option that would do nothing is refused, never ignored
+    if fp32_nodes and precision in (None, "", "fp32"):
+        raise click.UsageError("--fp32-nodes keeps nodes fp32 under a reduced --precision (int8, int8-dynamic, fp16, "
+                               "int4-weight); give one")
+    if prune_nodes and prune in (None, ""):
+        raise click.UsageError("--prune-nodes names where --prune applies; give --prune too")
+    if csv_path and not sensitivity:
+        raise click.UsageError("--csv writes the --sensitivity table; give --sensitivity too")
+    if sensitivity:
+        extra = [f for f, v in (("--precision", precision), ("--fp32-nodes", fp32_nodes), ("--sparsity", sparsity),
+                                ("--prune", prune), ("--verify", verify)) if v not in (None, "", False)]
+        if extra:
+            raise click.UsageError(f"--sensitivity prices every alternative of every node alone; {', '.join(extra)} "
+                                   "would do nothing with it")
     choice = choice_from_flags(precision, fp32_nodes, sparsity, prune, prune_nodes)  # bad flags fail before loading
     plan = Estimator(target_name, profile=profile_path).plan(model, shapes=_parse_shapes(shapes) or None, batch=batch)
     if sensitivity:

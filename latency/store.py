@@ -495,6 +495,9 @@ class Store:
                     prov[k[len("device:"):]] = ""
         rows = [dict(r, device_provenance=prov.get(r["target_name"], "measured")) for r in rows]
         cols = ["target_name", "device_provenance", "protocol_id", *MEASUREMENT_COLS]
+        if self.path != ":memory:" and os.path.exists(out_path) and os.path.samefile(out_path, self.path):
+            raise StoreError(f"refusing to export {self.path} onto itself: that would overwrite the profile with "
+                             f"its {fmt} export; give another --out")
         try:
             with open(out_path, "w", newline="") as f:
                 if fmt == "csv":

@@ -471,3 +471,58 @@ def test_usage_errors_are_one_line_and_a_group_alone_shows_its_help(cnn):
     one_line_error(cli("db", "stats"), "--db")
     r = cli("db")
     assert "Usage" in r.output and "stats" in r.output and "error:" not in r.output
+
+
+def test_whatif_refusals_found_by_a_bad_input_battery(tmp_path):
+    """Options that would do nothing are refused; a profile is never exported onto itself; a model with no
+    node a choice can change is priced as itself with the reason; a pareto call with scores of the wrong
+    length or a budget that is not a positive number is refused, and one below every point says so."""
+    from latency.whatif import InvalidChoice
+    from profilers import zoo
+
+    m = tmp_path / "m.onnx"
+    onnx.save(zoo.build("resnet18", size=32), m)
+    one_line_error(cli("whatif", m, "--fp32-nodes", "/Conv"), "--fp32-nodes", "--precision")
+    one_line_error(cli("whatif", m, "--prune-nodes", "/Conv"), "--prune")
+    one_line_error(cli("whatif", m, "--csv", tmp_path / "s.csv"), "--sensitivity")
+    one_line_error(cli("whatif", m, "--sensitivity", "--precision", "int8"), "--precision")
+    one_line_error(cli("whatif", m, "--sensitivity", "--csv", tmp_path / "no" / "s.csv"), "no")
+    one_line_error(cli("whatif", m, "--target", "t4-ort-cuda", "--precision", "int8"), "no int8")
+    r = cli("whatif", m, "--precision", "int8", "--fp32-nodes", "/Conv", "--fp32-nodes", "/layer1.0/Conv", "--json")
+    assert r.exit_code == 0, r.output
+    assert {"/Conv", "/layer1.0/Conv"} <= set(json.loads(r.stdout)["nodes_to_exclude"])  # both, not the last
+    r = cli("whatif", m, "--sparsity", "0.3", "--json")
+    assert r.exit_code == 0 and any("priced as 50% zeros" in n for n in json.loads(r.stdout)["notes"])
+    one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "p.db", "--workers", 9999), "--workers")
+    assert not (tmp_path / "p.db").exists()
+    db = tmp_path / "prof.db"
+    with Store(db) as st:
+        run_sweep(st, get_target("fake"), plan("quick", ops=["Conv"], precisions=["fp32"])[:3])
+    size = db.stat().st_size
+    one_line_error(cli("db", "export", "--db", db, "--out", db), "onto itself")
+    with Store(db, readonly=True) as st:
+        assert len(st.measurements()) == 3 and db.stat().st_size == size
+    relu = tmp_path / "relu.onnx"
+    onnx.save(_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [_vi("x", [1, 8])], [_vi("y", [1, 8])]),
+              relu)
+    r = cli("whatif", relu, "--precision", "int8", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["total_ms"] == d["baseline_ms"] and any("no node of this model" in n for n in d["notes"])
+    plan_ = Estimator("x86-avx512-ort").plan(str(m))
+    n = len(plan_.units)
+    for bad, needle in (([1.0, 2.0], "has 2 values"), (None, "not NoneType"), (np.ones((n, 2)), "not ndarray"),
+                        (["a"] * n, "not a number")):
+        with pytest.raises(InvalidChoice, match=needle):
+            plan_.pareto(bad)
+    for b in (-1, 0, float("nan"), "x"):
+        with pytest.raises(InvalidChoice, match="budget_ms"):
+            plan_.pareto(np.ones(n), budget_ms=b)
+    front = plan_.pareto(np.ones(n), budget_ms=1e-6)
+    assert front.best is None and "no point is within" in front.note
+    with pytest.raises(InvalidChoice, match="fp32_nodes keeps nodes fp32"):
+        plan_.evaluate({"fp32_nodes": ["/Conv"]})
+    with pytest.raises(InvalidChoice, match="named by a string"):
+        plan_.evaluate({"precision": "int8", "fp32_nodes": [None]})
+    with pytest.raises(InvalidChoice, match="int matrix"):
+        plan_.evaluate_batch(None)

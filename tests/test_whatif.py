@@ -355,7 +355,8 @@ def test_cli_whatif_json_and_errors(tmp_path, resnet18):
     r = CliRunner().invoke(main, ["whatif", str(path), "--target", TARGET, "--sensitivity", "--csv",
                                   str(tmp_path / "s.csv")])
     assert r.exit_code == 0 and (tmp_path / "s.csv").read_text().startswith("node,op,int8")
-    for args, says in ((["--fp32-nodes", "/nope"], "no choosable node"), (["--sparsity", "1.5"], "outside [0, 1)"),
+    for args, says in ((["--precision", "int8", "--fp32-nodes", "/nope"], "no choosable node"),
+                       (["--fp32-nodes", "/Conv"], "give one"), (["--sparsity", "1.5"], "outside [0, 1)"),
                        (["--prune", "0.25", "--prune-nodes", "/layer1.0/Conv_1"], "residual Add"),
                        (["--precision", "bf16"], "unknown precision"),
                        (["--precision", "fp16", "--sparsity", "0.5"], "cannot be combined"),

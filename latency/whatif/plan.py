@@ -163,6 +163,8 @@ class ParetoFront:
     best: dict | None = None
     nodes_to_exclude: list = field(default_factory=list)
     family: str = "int8"
+    #: why there is no ``best`` under a budget (empty otherwise)
+    note: str = ""
 
 
 class Plan:
@@ -292,10 +294,18 @@ class Plan:
                     self.notes.append(f"sparsity: {kind} {prec} measured no faster here (sparse/dense median "
                                       f"{med:.3f}, p10 {p10:.3f}, p90 {p90:.3f}, {n} spot checks): sparse "
                                       f"alternatives are priced as dense (source table:dense-equivalent)")
+        gpu = getattr(est.target, "device", "cpu") == "gpu"
+        if gpu:
+            self.notes.append(f"sparsity: {est.target.name}'s cost model has no sparse kernels (2:4 sparse tensor "
+                              "cores are not modelled): sparse alternatives are priced as dense")
+        builder = tuple(getattr(self.rules, "precisions", ()))
         fams = []
         self.missing_data: dict = {}
         for f in FAMILIES:
-            if have is None or _DATA_PRECISION[f] in have:
+            if gpu and f == "int8" and "int8" not in builder:
+                self.missing_data[f] = (f"target {est.target.name} runs no int8 kernels ({getattr(self.rules, 'name', '')}"
+                                        f" precisions: {', '.join(builder)})")
+            elif have is None or _DATA_PRECISION[f] in have:
                 fams.append(f)
             else:
                 self.missing_data[f] = (f"target {est.target.name} has no {_DATA_PRECISION[f]} measurements in its "
@@ -412,6 +422,8 @@ class Plan:
 
     # -- choices -------------------------------------------------------------------------------
     def _unit(self, name: str) -> int:
+        if not isinstance(name, str):
+            raise InvalidChoice(f"a node is named by a string, not {type(name).__name__} ({name!r})")
         i = self._unit_index.get(name)
         if i is not None:
             return i
@@ -450,6 +462,9 @@ class Plan:
                                     f"({str(fp32_nodes)[:60]!r})")
             for n in fp32_nodes:
                 p[self._unit(n)] = 0
+            if fp32_nodes and not pi:
+                raise InvalidChoice("fp32_nodes keeps nodes fp32 under a reduced precision; give 'precision' "
+                                    f"({', '.join(FAMILIES + TOOL_PRECISIONS)})")
             s = np.zeros(U, np.int64)
             if ch.get("sparsity") not in (None, 0, 0.0):
                 d = sparsity_digit(ch["sparsity"])
@@ -500,8 +515,10 @@ class Plan:
                 raise InvalidChoice(f"{prec} has no matrix code and no Pareto front (it is priced by converting the "
                                     f"model with the tool): ask evaluate / evaluate_batch with dict choices; "
                                     f"families here: {', '.join(self.families)}")
-            gpu = "" if prec != "best" else (f" (best is a GPU builder's per-layer choice; {self.estimator.target.name} "
-                                              "is not a GPU target)")
+            is_gpu = getattr(self.estimator.target, "device", "cpu") == "gpu"
+            gpu = "" if prec != "best" else \
+                " (best is the builder's choice for the whole model: ask {'precision': 'best'} alone)" if is_gpu else \
+                f" (best is a GPU builder's per-layer choice; {self.estimator.target.name} is not a GPU target)"
             raise InvalidChoice(f"unknown precision {prec!r}{gpu}; valid: {', '.join(PRECISIONS + TOOL_PRECISIONS)}")
         if prec != "fp32" and prec not in self.families:
             raise InvalidChoice(self.missing_data.get(prec, f"precision {prec} is not available"))
@@ -510,6 +527,8 @@ class Plan:
     def _family_of(self, codes: np.ndarray) -> np.ndarray:
         """Per candidate: 0 (all fp32) or the precision digit of its one reduced precision."""
         p = _DIG[0][codes]
+        if p.shape[1] == 0:  # no choosable node: every candidate is the plain model
+            return np.zeros(len(p), np.int64)
         hi, lo = p.max(axis=1), np.where(p > 0, p, 99).min(axis=1)
         mixed = (hi > 0) & (lo != hi)
         if mixed.any():
@@ -525,6 +544,9 @@ class Plan:
         (candidates x :attr:`units`). ``refine``: probe (fuse and price whole) up to that many of the
         candidates not priced exactly, most uncertain first, before answering (see :meth:`exactness`)."""
         if not isinstance(choices, np.ndarray):
+            if isinstance(choices, (dict, str, bytes)) or not hasattr(choices, "__iter__"):
+                raise InvalidChoice(f"choices are a list of dict choices or an int matrix (candidates x "
+                                    f"{len(self.units)} codes), not {type(choices).__name__}")
             choices = list(choices)
             built = {i: b for i, b in ((i, self._builder_precision(c)) for i, c in enumerate(choices)) if b}
             whole = [i for i, c in enumerate(choices) if i in built or _tool_claims(c)]
@@ -726,6 +748,21 @@ class Plan:
 
     def _choice_notes(self, choice):
         st = self.structure.units
+        prec = choice.get("precision")
+        if prec in FAMILIES and not any(prec in u.families for u in st):
+            yield (f"precision {prec}: no node of this model is one {_TOOL[prec].split(' (')[0]} converts (no Conv, "
+                   "MatMul, Gemm or other quantizable op with a constant weight): the candidate is the plain model")
+        sp = choice.get("sparsity")
+        if sp not in (None, "", "2:4") and any(u.weighted for u in st):
+            level = SPARSITY_LEVELS[sparsity_digit(sp)]
+            dense = not level.isdigit()  # "model": the weights as the model holds them
+            if dense or abs(float(sp) - int(level) / 100) > 1e-9:
+                yield (f"sparsity {sp}: priced as {'the model holds it' if dense else level + '% zeros'}, the level the "
+                       "estimator gives a weight with that fraction of zeros (levels measured: 50, 75, 90, 95% and 2:4; "
+                       "under 25% counts as dense)")
+        for key, verb in (("sparsity", "sparsify"), ("prune", "prune")):
+            if choice.get(key) not in (None, 0, 0.0, "0") and not any(u.weighted for u in st):
+                yield f"{key} {choice[key]}: this model has no node with a constant weight: nothing to {verb}"
         if choice.get("prune") not in (None, 0, 0.0):
             skipped = [u for u in st if u.weighted and not u.prunable]
             if skipped:
@@ -916,10 +953,30 @@ class Plan:
         if family not in self.families:
             self._precision_index(family)
         cand = [i for i, u in enumerate(self.structure.units) if family in u.families]
-        sc = dict(scores.items()) if hasattr(scores, "items") else dict(zip(self.units, scores))
+        if hasattr(scores, "items"):
+            sc = dict(scores.items())
+        else:
+            if isinstance(scores, (str, bytes)) or not hasattr(scores, "__len__") or np.ndim(scores) != 1:
+                raise InvalidChoice(f"scores are one number per plan.units node ({len(self.units)}), as a sequence or a "
+                                    f"{{node: score}} mapping, not {type(scores).__name__}")
+            if len(scores) != len(self.units):
+                raise InvalidChoice(f"scores has {len(scores)} values; plan.units has {len(self.units)} nodes (one "
+                                    "score each, in that order, or a {node: score} mapping)")
+            sc = dict(zip(self.units, scores))
         for n in sc:
             self._unit(n)
-        vals = {i: float(sc.get(self.units[i], 0.0)) for i in cand}
+        try:
+            vals = {i: float(sc.get(self.units[i], 0.0)) for i in cand}
+        except (TypeError, ValueError):
+            bad = next(n for n, v in sc.items() if not isinstance(v, (int, float, np.number)))
+            raise InvalidChoice(f"score of {bad!r} is not a number ({sc[bad]!r})") from None
+        if budget_ms is not None:
+            try:
+                budget_ms = float(budget_ms)
+            except (TypeError, ValueError):
+                raise InvalidChoice(f"budget_ms is a number of milliseconds, not {budget_ms!r}") from None
+            if not (np.isfinite(budget_ms) and budget_ms > 0):
+                raise InvalidChoice(f"budget_ms must be a finite number of milliseconds > 0, not {budget_ms!r}")
         bad = [self.units[i] for i, v in vals.items() if not np.isfinite(v)]
         if bad:
             raise InvalidChoice(f"score of {bad[0]!r} is not a finite number")
@@ -958,6 +1015,10 @@ class Plan:
                 best = ok.sort_values(["score", "latency_ms"]).iloc[0]
                 front.best = best.to_dict()
                 front.nodes_to_exclude = self._nodes_to_exclude(family, rows[int(best.n_fp32)])
+            else:
+                fast = pts.sort_values("latency_ms").iloc[0]
+                front.note = (f"no point is within {budget_ms:g} ms: the fastest is {fast.latency_ms:.3f} ms "
+                              f"({int(fast.n_fp32)} node(s) fp32); best is None and nodes_to_exclude empty")
         return front
 
     def marking_units(self, family: str) -> dict:
@@ -1010,8 +1071,8 @@ class Plan:
         U = len(self.units)
         z = np.zeros(U, np.int64)
         rng = np.random.default_rng(0)
-        prunable = np.array([u.prunable for u in self.structure.units])
-        can = np.array([family in u.families for u in self.structure.units])
+        prunable = np.array([u.prunable for u in self.structure.units], bool)  # bool even with no unit
+        can = np.array([family in u.families for u in self.structure.units], bool)
         reduced = can.astype(np.int64)
 
         def from_both(cut):  # the same cut from the all-fp32 and from the all-reduced model
