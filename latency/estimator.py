@@ -223,7 +223,7 @@ class Estimator:
         self.profile_ = None
         if path is not None:
             self.profile_ = prof or Profile(path)
-            tid, self.table_, self.fingerprint_ = self.profile_.table(self.target.name)
+            tid, self.table_, self.fingerprint_ = self.profile_.table(self.target.table_name)
             self.target_id_ = tid
             self.rules_ = self.target.fusion_rules(self.fingerprint_)  # the profile's device's own rules
             self._evidence_ready = False
@@ -349,7 +349,7 @@ class Estimator:
 
         if self.target.backend != "ort-cpu":
             return
-        infos = [i for i in read_profile(self.profile_path_, "") if i.target == self.target.name]
+        infos = [i for i in read_profile(self.profile_path_, "") if i.target == self.target.table_name]
         if infos and infos[0].provenance in ("derived", "emulated"):  # never shown as if measured on the device
             self.warnings_.append(f"profile {os.path.basename(str(self.profile_path_))} is {infos[0].provenance}, "
                                   f"not measured on the device: {infos[0].note or infos[0].describe()}")

@@ -626,3 +626,28 @@ def test_a_model_file_is_estimated_once_until_it_changes(fake_profile, tmp_path,
     with pytest.raises(UnsupportedOp):
         est.estimate(str(path), strict=True)  # kept, and still refused
     assert len(loads) == 5
+
+
+def test_a_device_kept_by_merge_keep_both_is_estimated_by_its_name(fake_profile, tmp_path):
+    """`db merge --keep-both` keeps a second device's rows as NAME@<id8>; `--target NAME@<id8>` prices with them."""
+    import shutil
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    shutil.copy(fake_profile, a)
+    with Store(fake_profile, readonly=True) as st:
+        tid = st.find_target("fake")
+        rows = st.measurements(tid, ok_only=True).to_dict("records")
+        fp = dict(st.target(tid)["fingerprint"], cpu_model="another fake device")
+    with Store(b) as sb:
+        tb = sb.ensure_target("fake", fp)
+        sb.upsert_measurements([dict(r, target_id=tb, run_id=None, latency_us=2 * r["latency_us"]) for r in rows])
+    r = CliRunner().invoke(main, ["db", "merge", "--db", str(a), "--keep-both", str(b)])
+    assert r.exit_code == 0, r.output
+    one = Estimator("fake", profile=a, overhead=False).estimate(small_cnn())
+    two = Estimator(f"fake@{tb[:8]}", profile=a, overhead=False).estimate(small_cnn())
+    assert two.total_ms == pytest.approx(2 * one.total_ms)
+    r = CliRunner().invoke(main, ["estimate", str(tmp_path / "m.onnx"), "--target", "fake@00000000", "--profile", str(a)])
+    assert r.exit_code == 2
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    r = CliRunner().invoke(main, ["estimate", str(tmp_path / "m.onnx"), "--target", "fake@00000000", "--profile", str(a)])
+    assert r.exit_code == 2 and f"fake@{tb[:8]}" in r.output and "has no rows for target fake@00000000" in r.output

@@ -115,6 +115,11 @@ def get_target(name: str) -> Target:
         return _TARGETS[name]
     except KeyError:
         pass
+    base, at, dev = name.partition("@") if isinstance(name, str) else ("", "", "")
+    if at and base in _TARGETS and dev:  # a device kept beside the first by `latency db merge --keep-both`
+        from dataclasses import replace
+
+        return replace(_TARGETS[base], rows_name=name)
     hits = named_profiles(name) if isinstance(name, str) and name else []
     if len(hits) == 1:
         from dataclasses import replace

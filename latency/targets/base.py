@@ -55,6 +55,14 @@ class Target:
     #: a device-named profile this target was asked by (``--target mine``: FAMILY.mine.db): its path,
     #: which :meth:`choose_profile` then always returns (see :func:`latency.targets.get_target`)
     pinned_profile: str | None = field(default=None, compare=False)
+    #: the rows a profile keeps under another name for this target: ``NAME@<id8>``, a second device that
+    #: ``latency db merge --keep-both`` kept beside the first (see :func:`latency.targets.get_target`)
+    rows_name: str | None = field(default=None, compare=False)
+
+    @property
+    def table_name(self) -> str:
+        """The target name a profile's rows for it are stored under."""
+        return self.rows_name or self.name
 
     def fusion_rules(self, fingerprint: dict | None = None):
         """The ordered fusion passes the target's runtime applies (from its declaration); on the device
