@@ -192,6 +192,8 @@ def zoo(name, out, batch, size):
             raise
         raise LatencyError(f"--size {size} is too small an input for {name}: its layers shrink it to nothing "
                            f"(give a bigger --size, or none for its default)") from None
+    except ValueError as e:  # a size the architecture cannot take (a transformer's position table)
+        raise LatencyError(f"--size {size} for {name}: {e}") from None
     onnx.save(m, out)
     click.echo(f"wrote {out}")
 

@@ -275,6 +275,18 @@ def _iter_tensor_protos(graph):
                     yield from _iter_tensor_protos(g)
 
 
+def _check_opset(model, label) -> None:
+    """ModelError when the model declares a default-domain opset newer than any ONNX release this onnx knows:
+    its ops' meaning (and shapes) cannot be read."""
+    import onnx
+
+    known = onnx.defs.onnx_opset_version()
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version > known:
+            raise ModelError(f"{label}: declares ONNX opset {o.version}; the installed onnx {onnx.__version__} knows "
+                             f"opsets up to {known} (re-export it at opset {known} or less, or upgrade onnx)")
+
+
 def _check_external_data(model, base, label) -> tuple:
     """ModelError when a tensor's external data file is missing or short; the files read (paths)."""
     import onnx
@@ -1042,6 +1054,7 @@ def _load(model, shapes, batch, trip_counts, depth: int, label_of: str | None = 
     if depth == 0:
         trip_counts = _check_trip_counts(model, trip_counts, label)
     external = _check_external_data(model, base, label)
+    _check_opset(model, label)
     _check_structure(model, label)
     light, big = light_copy(model, base)
     notes: list = []

@@ -755,6 +755,8 @@ def _convnext(net, size=224, depths=(1, 1, 3, 1), dims=(96, 192, 384, 768)):
 def _bert(net, size=128, layers=2, hidden=128, heads=2, ffn=None, vocab=30522,
           token_types=True, distil=False):
     seq, hd, ffn = size, hidden // heads, ffn or 4 * hidden
+    if seq > 512:
+        raise ValueError(f"a BERT reads at most 512 tokens (its position table), not {seq}: give --size 512 or less")
     b = net.batch
     ids = net.input("input_ids", TensorProto.INT64, [b, seq])
     mask = net.input("attention_mask", TensorProto.INT64, [b, seq])
@@ -846,6 +848,8 @@ def _vit(net, size=224, patch=16, dim=192, depth=12, heads=3, mlp=None):
 
 def _gpt2(net, size=128, layers=6, dim=768, heads=12, vocab=50257):
     seq, hd, b = size, dim // heads, net.batch
+    if seq > 1024:
+        raise ValueError(f"a GPT-2 reads at most 1024 tokens (its position table), not {seq}: give --size 1024 or less")
     ids = net.input("input_ids", TensorProto.INT64, [b, seq])
     x = net.op("Gather", [net.param([vocab, dim], prefix="wte.weight"), ids])
     pos = net.op("Gather", [net.param([1024, dim], 0.01, prefix="wpe.weight"),

@@ -526,3 +526,15 @@ def test_whatif_refusals_found_by_a_bad_input_battery(tmp_path):
         plan_.evaluate({"precision": "int8", "fp32_nodes": [None]})
     with pytest.raises(InvalidChoice, match="int matrix"):
         plan_.evaluate_batch(None)
+
+
+def test_a_model_of_an_unknown_opset_and_a_zoo_size_past_the_position_table_are_refused(tmp_path):
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+                                            [_vi("x", [1, 8])], [_vi("y", [1, 8])]),
+                          opset_imports=[helper.make_opsetid("", 99)])
+    m.ir_version = 8
+    p = tmp_path / "op99.onnx"
+    onnx.save(m, p)
+    one_line_error(cli("estimate", p, "--target", "x86-avx512-ort"), "opset 99", "knows opsets up to")
+    one_line_error(cli("zoo", "bert_tiny", "--size", 600, "-o", tmp_path / "b.onnx"), "at most 512 tokens")
+    assert not (tmp_path / "b.onnx").exists()
