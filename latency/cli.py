@@ -67,7 +67,9 @@ def _parse_shapes(items) -> dict:
     for it in items:
         name, eq, dims = it.rpartition("=")
         if not eq or not name or not re.fullmatch(r"\d+(x\d+)*", dims):
-            raise LatencyError(f"bad --shape {it!r}; use NAME=1x3x224x224")
+            raise LatencyError(f"bad --shape {it!r}; use INPUT=1x3x224x224 (a whole input) or DIM=224 (a named dim)")
+        if name in out:
+            raise LatencyError(f"--shape {name} given twice ({'x'.join(map(str, out[name]))} and {dims}): give it once")
         out[name] = [int(d) for d in dims.split("x")]
     return out
 

@@ -500,6 +500,15 @@ def _shape_str(dims):
     return "x".join(str(v) if v is not None else f"<{p or '?'}>" for v, p in dims)
 
 
+def _lead_of(spec):
+    """The leading dim of a whole-input --shape value (None where it cannot be read)."""
+    try:
+        parts = [p for p in spec.replace(",", "x").split("x") if p.strip()] if isinstance(spec, str) else list(spec)
+        return int(parts[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
     """Set the dims of the user inputs (in place); raise DynamicShapeError naming the ones without value.
 
@@ -537,6 +546,19 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
         raise ModelError(f"--batch must be a positive integer, got {batch}")
     if batch is not None:
         _check_batch_applies(user, int(batch), label)
+    # a dim name or --batch that only inputs given whole by --shape carry would do nothing: refused
+    whole = [vi.name for vi in user if vi.name in shapes]
+    for n in named:
+        having = [vi.name for vi in user if any(p == n for _, p in (_dims(vi) or ()))]
+        if having and all(h in shapes for h in having):
+            raise ModelError(f"{label}: --shape {_show(n)}={named[n]} does nothing: every input with dim {n!r} "
+                             f"({', '.join(_show(h) for h in having)}) is given whole by --shape; give one or the other")
+    if batch is not None and whole:
+        lead = [vi.name for vi in user if (_dims(vi) or [(1, "")])[0][0] is None]
+        if lead and all(h in shapes for h in lead) and any(_lead_of(shapes[h]) != int(batch) for h in lead):
+            raise ModelError(f"{label}: --batch {batch} does nothing: every input with a dynamic batch "
+                             f"({', '.join(_show(h) for h in lead)}) is given whole by --shape, with another batch; "
+                             "put the batch there")
     for vi in user:  # a dim name that one input's --shape settles settles it everywhere
         dims = _dims(vi)
         spec = shapes.get(vi.name)

@@ -204,7 +204,7 @@ def test_batch_fills_a_dynamic_batch(tmp_path, prof):
 @pytest.mark.parametrize("shape, needles", [
     ("y=1x3x16x16", ["'y'", "valid inputs: x"]),
     ("x=1x3x0x16", ["x=1x3x0x16", "> 0"]),
-    ("x=1x3x-1x16", ["--shape", "NAME=1x3x224x224"]),
+    ("x=1x3x-1x16", ["--shape", "INPUT=1x3x224x224"]),
     ("x=1x3x16", ["rank 4", "3 dims"]),
     ("x=1x3xax16", ["--shape"]),
     ("x=1x3x100000x100000", ["'x'", "1x3x100000x100000", "3e+10 elements"]),
@@ -538,3 +538,19 @@ def test_a_model_of_an_unknown_opset_and_a_zoo_size_past_the_position_table_are_
     one_line_error(cli("estimate", p, "--target", "x86-avx512-ort"), "opset 99", "knows opsets up to")
     one_line_error(cli("zoo", "bert_tiny", "--size", 600, "-o", tmp_path / "b.onnx"), "at most 512 tokens")
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_shape_options_that_would_do_nothing_are_refused(tmp_path):
+    """--shape twice for one input, a dim name only a whole --shape input carries, and a --batch that an input's
+    whole --shape contradicts: each one line, never the last one silently winning."""
+    w = numpy_helper.from_array(np.full((4, 3, 3, 3), 0.1, np.float32), "w")
+    m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], [_vi("x", ["N", 3, "H", "W"])],
+               [_vi("y", None)], [w])
+    p = tmp_path / "dyn.onnx"
+    onnx.save(m, p)
+    base = ["estimate", p, "--target", "x86-avx512-ort"]
+    one_line_error(cli(*base, "--shape", "x=1x3x64x64", "--shape", "x=2x3x32x32"), "given twice")
+    one_line_error(cli(*base, "--shape", "x=1x3x64x64", "--shape", "H=32"), "H=32 does nothing")
+    one_line_error(cli(*base, "--shape", "x=1x3x64x64", "--batch", 4), "--batch 4 does nothing")
+    assert cli(*base, "--shape", "x=4x3x64x64", "--batch", 4).exit_code == 0
+    assert cli(*base, "--shape", "H=32", "--shape", "W=32", "--batch", 2).exit_code == 0
