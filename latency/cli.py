@@ -240,6 +240,8 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
 
     target = get_target(target_name)
     budget_s = _parse_duration(budget)  # bad input fails before the database is created
+    if budget_s is not None and budget_s <= 0:
+        raise LatencyError(f"--budget {budget} measures nothing: give a duration > 0 (e.g. 90s, 30m)")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if workers > cores and ray_address is None:
         raise LatencyError(f"--workers {workers}: this host gives the process {cores} core(s); each worker is pinned to "

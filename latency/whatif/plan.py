@@ -902,6 +902,8 @@ class Plan:
         df.attrs["notes"] = [n for n in self.notes if n.startswith("sparsity")]
         df.attrs["baseline_ms"] = self.baseline_ms
         self._tool_sensitivity(df, tools)
+        num = [c for c in df.columns if c not in ("node", "op")]
+        df[num] = df[num].mask(df[num].abs() < 1e-9, 0.0)  # a sum's rounding (-4e-16) is no change, not a saving
         return df
 
     @property
