@@ -542,6 +542,13 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
             raise ModelError(f"{label}: --shape {_show(n)}={spec!r}: {n!r} names a dim, give it one integer > 0 "
                              f"(e.g. --shape {_show(n)}=128)")
         named[n] = v
+    if batch is not None:
+        try:
+            whole_batch = not isinstance(batch, bool) and float(batch).is_integer()
+        except (TypeError, ValueError):
+            whole_batch = False
+        if not whole_batch:
+            raise ModelError(f"--batch must be a whole number, got {batch!r}")
     if batch is not None and int(batch) <= 0:
         raise ModelError(f"--batch must be a positive integer, got {batch}")
     if batch is not None:

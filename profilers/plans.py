@@ -755,6 +755,11 @@ def plan(name: str, ops: list[str] | None = None, precisions: list[str] | None =
     if ops:
         for k in ops:
             get_kind(k)
+    from latency.ops import PRECISIONS
+
+    unknown = [p for p in precisions or () if p not in PRECISIONS]
+    if unknown:
+        raise EmptyPlan(f"unknown precision {unknown[0]!r}; valid: {', '.join(PRECISIONS)}")
     items = _zoo_items(target) if name == "zoo" else _plan_items(name)
     seen, out = set(), []
     rng = random.Random(5)
