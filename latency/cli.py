@@ -184,6 +184,8 @@ def zoo(name, out, batch, size):
 
     from pathlib import Path
 
+    if out is not None and not str(out).strip():
+        raise LatencyError("-o names no file: give a path (default: NAME.onnx here)")
     out = out or f"{name}.onnx"
     if not Path(out).parent.is_dir():
         raise LatencyError(f"cannot write {out}: the folder {Path(out).parent} does not exist")
@@ -255,7 +257,10 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
         from profilers.emulate import active_level, level_for, run_emulated
 
         if active_level() is None:  # re-run this very command under the mask, in a child process
-            argv = ["profile", "--target", target_name, "--db", db, "--plan", plan, "--workers", str(workers),
+            plan_given = click.get_current_context().get_parameter_source("plan") is not \
+                click.core.ParameterSource.DEFAULT
+            argv = ["profile", "--target", target_name, "--db", db, *(["--plan", plan] if plan_given else []),
+                    "--workers", str(workers),
                     "--chunk", str(chunk), "--emulate", *[a for m in models for a in ("--model", m)],
                     *(["--ops", ops_] if ops_ else []), *(["--precision", precision] if precision else []),
                     *(["--budget", budget] if budget else []), *(["--retry-failed"] if retry_failed else []),
