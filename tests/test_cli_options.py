@@ -164,7 +164,7 @@ def test_negative_top_is_refused(cmd, lenet, tmp_path):
 @pytest.mark.parametrize("args, needle", [(("--workers", "0"), "--workers"), (("--chunk", "0"), "--chunk"),
                                           (("--chunk", "-3"), "--chunk"), (("--ops", "Bogus"), "unknown op kind"),
                                           (("--plan", "bogus"), "unknown plan"), (("--budget", "5x"), "bad duration"),
-                                          (("--ops", "Activation", "--precision", "int4"), "names no config")])
+                                          (("--ops", "Activation", "--precision", "int4"), "unknown precision 'int4'")])
 def test_profile_refuses_bad_arguments_before_creating_the_database(args, needle, tmp_path):
     db = tmp_path / "x.db"
     one_line_error(cli("profile", "--target", "fake", "--db", db, "--no-progress", *args), needle)
