@@ -571,6 +571,9 @@ class Plan:
         return exact
 
     def _as_codes(self, choices) -> np.ndarray:
+        if isinstance(choices, np.ndarray) and choices.dtype.kind not in "iuO":
+            raise InvalidChoice(f"a code matrix holds integer alternative codes (see plan.alternatives), not "
+                                f"{choices.dtype} values")
         if isinstance(choices, np.ndarray) and choices.dtype.kind in "iu":
             codes = choices.astype(np.int64, copy=False)
             if codes.ndim != 2 or codes.shape[1] != len(self.units):
