@@ -264,7 +264,7 @@ class Plan:
         heads = self._weighted_heads
         sets = [set(k.nodes) - heads for k in self.baseline.kernels if len(set(k.nodes) - heads) > 1]
         U = len(self.units)
-        gpu = getattr(self.estimator.target, "device", "cpu") == "gpu"
+        gpu = self._on_gpu
         before = {(u.op_type, u.reason) for u in self.baseline.uncovered}
         for f in list(self.families):
             bits = np.array([f in u.families for u in st.units], np.int64)
@@ -294,7 +294,7 @@ class Plan:
                     self.notes.append(f"sparsity: {kind} {prec} measured no faster here (sparse/dense median "
                                       f"{med:.3f}, p10 {p10:.3f}, p90 {p90:.3f}, {n} spot checks): sparse "
                                       f"alternatives are priced as dense (source table:dense-equivalent)")
-        gpu = getattr(est.target, "device", "cpu") == "gpu"
+        gpu = self._on_gpu
         if gpu:
             self.notes.append(f"sparsity: {est.target.name}'s cost model has no sparse kernels (2:4 sparse tensor "
                               "cores are not modelled): sparse alternatives are priced as dense")
@@ -355,7 +355,7 @@ class Plan:
             rw = dynamic_int8(self.graph, lambda n: n in q, pr, groups, materialize, pre_process=touched)
         else:
             rw = static_qdq(self.graph, lambda n: n not in off, pr, groups, materialize, pre_process=touched,
-                            symmetric=getattr(self.estimator.target, "device", "cpu") == "gpu")
+                            symmetric=self._on_gpu)
         if materialize and sparsity is not None and np.any(np.asarray(sparsity) > 0):
             _sparsify(rw, st, sparsity, family)
         return rw
@@ -515,7 +515,7 @@ class Plan:
                 raise InvalidChoice(f"{prec} has no matrix code and no Pareto front (it is priced by converting the "
                                     f"model with the tool): ask evaluate / evaluate_batch with dict choices; "
                                     f"families here: {', '.join(self.families)}")
-            is_gpu = getattr(self.estimator.target, "device", "cpu") == "gpu"
+            is_gpu = self._on_gpu
             gpu = "" if prec != "best" else \
                 " (best is the builder's choice for the whole model: ask {'precision': 'best'} alone)" if is_gpu else \
                 f" (best is a GPU builder's per-layer choice; {self.estimator.target.name} is not a GPU target)"
@@ -666,7 +666,7 @@ class Plan:
         notes = list(self._choice_notes(choice)) if isinstance(choice, dict) else []
         if any(v.get("sparsity", "model") != "model" for v in choice_out.values()):
             notes += [n for n in self.notes if n.startswith("sparsity")]
-        if fam == "int8" and getattr(self.estimator.target, "device", "cpu") == "gpu":
+        if fam == "int8" and self._on_gpu:
             notes.append("priced as explicit Q/DQ placement with symmetric activations (zero points 0, all TensorRT's "
                          "parser takes): quantize_static(..., extra_options={'ActivationSymmetric': True}) with these "
                          "nodes_to_exclude")
@@ -714,13 +714,18 @@ class Plan:
                             "kernels_before": was[1]})
         return out
 
+    @property
+    def _on_gpu(self) -> bool:
+        """Whether the target is a GPU (its runtime's builder picks precisions: see :meth:`_builder_precision`)."""
+        return getattr(self.estimator.target, "device", "cpu") == "gpu"
+
     def _builder_precision(self, choice):
         """The builder precision a whole-model choice asks of a GPU target (``{"precision": P}`` and nothing
         else, P one of the target's builder precisions), else None: TensorRT builds the whole model in P
         (``latency estimate --precision P``); per-node choices are priced as explicit Q/DQ placement."""
         if not isinstance(choice, dict) or set(choice) != {"precision"}:
             return None
-        if getattr(self.estimator.target, "device", "cpu") != "gpu":
+        if not self._on_gpu:
             return None
         p = choice["precision"]
         return p if p in getattr(self.rules, "precisions", ()) and p != "int8-dynamic" else None
