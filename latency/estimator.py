@@ -476,10 +476,11 @@ class Estimator:
                     self.regs_[kind] = KindRegressor.load(self.reg_dir_, kind)
         return self.regs_[kind]
 
-    def _dense_equivalent(self, c: Config, batch: dict | None = None, i: int = -1):
+    def _dense_equivalent(self, c: Config, batch: dict, i: int):
         """A sparse config priced as its dense twin where this target measured sparsity no faster (None:
-        it did not, or nothing prices the twin). With ``batch``: a twin that needs the regressor is queued
-        there as ``(i, dense config, evidence)`` under its kind and ``_BATCHED`` returned."""
+        it did not, or nothing prices the twin). A twin that needs the regressor is queued in ``batch`` as
+        ``(i, dense config, evidence)`` under its kind (priced in one call by :meth:`_price_many`) and
+        ``_BATCHED`` returned."""
         self._evidence()
         ev = self.sparsity_ratio_.get((c.kind, c.precision))
         if not ev or not (0.9 <= ev[0] <= 1.1):
@@ -490,11 +491,8 @@ class Estimator:
             return self._dense_result(lat, self._table_label(dense.hash)[0] + ":dense-equivalent", ev, c.sparsity)
         if self._reg(c.kind) is None:
             return None
-        if batch is not None:
-            batch.setdefault(c.kind, []).append((i, dense, ev))
-            return _BATCHED
-        return self._dense_result(float(self._reg(c.kind).predict([dense])[0]), "regressor:dense-equivalent", ev,
-                                  c.sparsity)
+        batch.setdefault(c.kind, []).append((i, dense, ev))
+        return _BATCHED
 
     @staticmethod
     def _dense_result(lat: float, src: str, ev: tuple, sparsity: str) -> tuple:

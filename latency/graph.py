@@ -500,11 +500,18 @@ def _shape_str(dims):
     return "x".join(str(v) if v is not None else f"<{p or '?'}>" for v, p in dims)
 
 
+def _spec_dims(spec) -> list:
+    """The dims of a whole-input --shape value ("1x128", "1,128" or a sequence); TypeError / ValueError when
+    it holds something that is not an integer."""
+    if isinstance(spec, str):
+        spec = [p for p in spec.replace(",", "x").split("x") if p.strip()]
+    return [int(v) for v in spec]
+
+
 def _lead_of(spec):
     """The leading dim of a whole-input --shape value (None where it cannot be read)."""
     try:
-        parts = [p for p in spec.replace(",", "x").split("x") if p.strip()] if isinstance(spec, str) else list(spec)
-        return int(parts[0])
+        return _spec_dims(spec)[0]
     except (TypeError, ValueError, IndexError):
         return None
 
@@ -594,9 +601,7 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
         if vi.name in shapes:
             spec = orig = shapes[vi.name]
             try:
-                if isinstance(spec, str):  # "1x128" or "1,128"
-                    spec = [p for p in spec.replace(",", "x").split("x") if p.strip()]
-                want = [int(v) for v in spec]
+                want = _spec_dims(spec)
             except (TypeError, ValueError):
                 raise ModelError(f"{label}: --shape {vi.name}={orig!r}: give integers like 1x128") from None
             if any(v < 0 or (v == 0 and not (_past_like(vi.name) and i > 0)) for i, v in enumerate(want)):

@@ -257,7 +257,9 @@ class Plan:
                     t.learn(data)
 
     def _fusion_sets(self) -> list:
-        """Sets of nodes one kernel covers in the plain model or in a whole-model reduced variant."""
+        """Sets of nodes one kernel covers in the plain model or in a whole-model reduced variant. On a GPU
+        target a family whose whole-model variant holds ops the runtime cannot parse is dropped here (its
+        reason in ``missing_data``): that variant is fused here anyway."""
         from ..fusion import fuse
 
         st = self.structure

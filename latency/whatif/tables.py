@@ -465,6 +465,7 @@ class _Trie:
                     break
             if node is not None:
                 self.ambiguous[node] = True
+        self.any_ambiguous = bool(self.ambiguous.any())  # known once, not scanned on every lookup
         # below which depth every subtree holds one value: a walk for the value can stop there
         depth = [0] * n
         sub = [None] * n
@@ -511,7 +512,7 @@ class _Trie:
             ex &= same.take(at)
             at = nxt.take(at)
         leaf = at // w
-        if self.ambiguous.any():
+        if self.any_ambiguous:
             ex &= ~self.ambiguous.take(leaf)
         return self.value.take(leaf), ex
 

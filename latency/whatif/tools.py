@@ -203,7 +203,14 @@ class ToolPath:
         if why is None:
             valid = ["fp32"] + list(self.plan.families) + [p for p in TOOL_PRECISIONS if p != prec
                                                            and self._checked.get(p) in (None, "")]
-            if prec == "fp16" and self.fp16_kinds() is not None and not self.fp16_kinds():
+            if prec == "fp16" and self.plan._on_gpu:
+                # TensorRT's builder picks each layer's precision itself: with --fp16 every layer may run fp16,
+                # without it the converted fp16 layers run as fp32; a per-node fp16 choice has no build to price
+                # (the whole model in fp16 is the builder's precision: Plan._evaluate_builder)
+                why = (f"on {self.plan.estimator.target.name} fp16 is the builder's whole-model precision: ask "
+                       "{'precision': 'fp16'} alone (latency estimate --precision fp16); per-node choices there: "
+                       "int8 with fp32_nodes (explicit Q/DQ placement)")
+            elif prec == "fp16" and self.fp16_kinds() is not None and not self.fp16_kinds():
                 why = (f"target {self.plan.estimator.target.name} has no fp16 measurements in its profile; valid: "
                        f"{', '.join(valid)}")
             elif prec == "int4-weight" and not self.candidates(prec):
@@ -285,16 +292,8 @@ class ToolPath:
                 self.check(prec)
             from ..graph import load_graph
 
-            est = self.plan.estimator
-            if prec == "fp16" and getattr(est.target, "device", "cpu") == "gpu":
-                from .plan import InvalidChoice
-
-                # TensorRT's builder picks each layer's precision itself: with --fp16 every layer may run fp16,
-                # without it the converted fp16 layers run as fp32; a per-node fp16 choice has no build to price
-                raise InvalidChoice(f"on {est.target.name} fp16 is the builder's whole-model precision: ask "
-                                    "{'precision': 'fp16'} alone (latency estimate --precision fp16); per-node choices "
-                                    "there: int8 with fp32_nodes (explicit Q/DQ placement)")
-            e = est.estimate(load_graph(self.convert(prec, on, kept), shapes=self.shapes, batch=self.batch))
+            e = self.plan.estimator.estimate(load_graph(self.convert(prec, on, kept), shapes=self.shapes,
+                                                        batch=self.batch))
             self._cache[key] = e
         if check:
             before = {(u.op_type, u.reason) for u in self.plan.baseline.uncovered}
