@@ -186,6 +186,21 @@ def main(argv=None) -> int:
         else:
             lines.append(f"DRAM: measured {bw:.0f} GB/s")
         del a, b
+        # L2: two buffers of a quarter of the L2 together, copied again and again (every read an L2 hit after
+        # the warm-up); the per-kernel time measured above taken off these few-microsecond copies
+        l2_mb = spec["l2_mb"] if spec else props.L2_cache_size / 1e6 if hasattr(props, "L2_cache_size") else None
+        if l2_mb:
+            n2 = int(l2_mb * 1e6 / 8) // 4
+            a, b = torch.empty(n2, device=dev), torch.empty(n2, device=dev)
+            us2 = timer(lambda: b.copy_(a), reps=reps, inner=20)
+            launch_rows = report["sections"].get("launch") or []
+            per_kernel = launch_rows[0]["measured_us"] if launch_rows else 0.0
+            l2 = 2 * n2 * 4 / max(us2 - per_kernel, 1e-3) / 1e3
+            rows.append({"what": f"L2-resident copy {n2 * 4 / 1e6:.1f} MB", "measured_us": us2, "gbs": l2})
+            derived_l2 = f", derived {model.l2_bw / 1e3:.0f} GB/s ({model.terms()['l2_gbs']['basis'][:90]})" if model \
+                else ""
+            lines.append(f"L2: measured {l2:.0f} GB/s{derived_l2}")
+            del a, b
 
     # 3. GEMMs
     rows = section("gemm")
@@ -327,7 +342,8 @@ def main(argv=None) -> int:
     # runs it: its rows, its fitted terms and the measured-terms file that makes the derived target calibrated
     if tname and time.time() - t0 < BUDGET_S:
         runner = gpu_backend.TorchRunner(reps=5 if args.quick else 20)
-        mb_rows = gpu_backend.microbenchmark(runner, budget_s=max(10.0, BUDGET_S - (time.time() - t0)))
+        mb_rows = gpu_backend.microbenchmark(runner, budget_s=max(10.0, BUDGET_S - (time.time() - t0)),
+                                             l2_mb=spec.get("l2_mb") if spec else None)
         mb_fit = gpu_backend.fit_terms(spec, mb_rows)
         report["profiler_backend"] = {"rows": mb_rows, "fitted": mb_fit, "backend": gpu_backend.available()[0]}
         lines.append(f"profiler backend (profilers/gpu.py, {runner.version}): fitted {mb_fit['terms']}")

@@ -10,8 +10,8 @@ Backends, in order of preference (:func:`available`):
   per-node times on the CUDA EP measure the asynchronous launch, not the kernel), the GPU's record
   (name, driver, clocks, runtime versions) in every row;
 * ``torch`` / ``cupy``: neither onnxruntime-gpu nor TensorRT, but PyTorch or CuPy with CUDA: the
-  micro-benchmark mode (:func:`microbenchmark`): achievable DRAM bandwidth, GEMM throughput per
-  precision across shapes, convolution throughput, launch cost, timed with CUDA events; then
+  micro-benchmark mode (:func:`microbenchmark`): achievable DRAM bandwidth, L2 bandwidth, GEMM
+  throughput per precision across shapes, convolution throughput, launch cost, timed with CUDA events; then
   :func:`fit_terms` fits the cost model's terms and :func:`write_terms` stores them, labelled
   ``measured`` with what measured them, where :func:`latency.cost.gpu.load_terms` finds them: the
   derived target becomes a calibrated one.
@@ -36,6 +36,8 @@ GEMM_SHAPES = ((256, 256, 256), (1024, 1024, 1024), (2048, 2048, 2048), (4096, 4
                (128, 4096, 4096), (16, 4096, 4096))
 CONV_SHAPES = ((1, 64, 56, 56, 64, 3), (1, 256, 14, 14, 256, 3), (8, 128, 28, 28, 128, 3), (32, 256, 14, 14, 256, 3))
 COPY_BYTES = (1 << 20, 16 << 20, 256 << 20, 1 << 30)
+#: L2-resident copies: each buffer this share of the card's L2 (both together a quarter, then half of it)
+L2_COPY_SHARES = (1 / 8, 1 / 4)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -141,9 +143,11 @@ class TorchRunner:
         return self._time_us(lambda: t.nn.functional.conv2d(x, wt, padding=r // 2))
 
 
-def microbenchmark(runner, precisions=PRECISIONS, budget_s: float = 300.0) -> list[dict]:
+def microbenchmark(runner, precisions=PRECISIONS, budget_s: float = 300.0, l2_mb: float | None = None) -> list[dict]:
     """Measure launch cost, copy bandwidth, GEMM and convolution throughput with ``runner`` (rows of
-    ``{"term", "shape", "precision", "us"}``; a shape the runner cannot run is recorded with its error)."""
+    ``{"term", "shape", "precision", "us"}``; a shape the runner cannot run is recorded with its error).
+    With ``l2_mb`` (the card's L2), also copies small enough to stay in L2 (term ``l2copy``): the same
+    two buffers copied again and again, so that after the warm-up every read hits L2."""
     rows, t0 = [], time.monotonic()
 
     def add(term, shape, prec, fn):
@@ -158,6 +162,9 @@ def microbenchmark(runner, precisions=PRECISIONS, budget_s: float = 300.0) -> li
     add("launch", (), "", runner.launch_us)
     for nb in COPY_BYTES:
         add("copy", (nb,), "", lambda nb=nb: runner.copy_us(nb))
+    for share in (L2_COPY_SHARES if l2_mb else ()):
+        nb = int(l2_mb * 1e6 * share) // 4 * 4
+        add("l2copy", (nb,), "", lambda nb=nb: runner.copy_us(nb))
     for prec in precisions:
         for s in GEMM_SHAPES:
             add("gemm", s, prec, lambda s=s, prec=prec: runner.gemm_us(*s, prec))
@@ -178,7 +185,11 @@ def fit_terms(spec: dict, rows: list[dict]) -> dict:
     """The cost model's terms (:data:`latency.cost.gpu.ACHIEVABLE`, ``launch_us``, ``min_kernel_us``) from
     micro-benchmark rows on the GPU of ``spec``:
 
-    * ``dram``: the best copy rate (read + write bytes per second) over the quoted bandwidth;
+    * ``dram``: the best copy rate (read + write bytes per second) over the quoted bandwidth, of the
+      copies whose two buffers are at least twice the L2 (a smaller copy is partly served by L2: on an
+      H100 a 16 MB copy never leaves its 50 MB L2);
+    * ``l2_gbs``: the best rate of the L2-resident copies (``l2copy``), each less the back-to-back
+      launch time (these copies last a few microseconds), where that rate beats DRAM's;
     * ``tensor``: the best GEMM / convolution rate in fp16 and int8 over the tensor-core peak of that
       precision (the model's tiles reach their full efficiency on the largest shapes), the lower of
       the two, as the model uses one fraction for both;
@@ -190,10 +201,18 @@ def fit_terms(spec: dict, rows: list[dict]) -> dict:
     ok = [r for r in rows if r.get("us")]
     peaks = spec["peak_tflops"]
     out, basis = {}, {}
-    copies = [2.0 * r["shape"][0] / r["us"] / 1e3 for r in ok if r["term"] == "copy"]  # GB/s
+    l2_bytes = float(spec.get("l2_mb") or 0.0) * 1e6
+    copies = [2.0 * r["shape"][0] / r["us"] / 1e3 for r in ok  # GB/s
+              if r["term"] == "copy" and 2.0 * r["shape"][0] >= 2.0 * l2_bytes]
     if copies:
         out["dram"] = min(1.0, max(0.05, max(copies) / float(spec["mem_gbs"])))
         basis["dram"] = f"best copy {max(copies):.0f} GB/s of {spec['mem_gbs']} GB/s quoted"
+    launch = [r["us"] for r in ok if r["term"] == "launch"]
+    fixed = launch[0] if launch else 0.0
+    l2 = [2.0 * r["shape"][0] / (r["us"] - fixed) / 1e3 for r in ok if r["term"] == "l2copy" and r["us"] > 1.5 * fixed]
+    if l2 and max(l2) > (max(copies) if copies else 0.0):
+        out["l2_gbs"] = round(max(l2), 1)
+        basis["l2_gbs"] = (f"best L2-resident copy {max(l2):.0f} GB/s (read + write, less {fixed:.2f} us of launch)")
     tensor = []
     for prec in ("fp16", "int8"):
         rates = [_flops(r) / r["us"] / 1e6 for r in ok if r["term"] in ("gemm", "conv") and r["precision"] == prec]
@@ -206,7 +225,6 @@ def fit_terms(spec: dict, rows: list[dict]) -> dict:
     if fp32 and "tf32" not in peaks:
         out["cuda"] = min(1.0, max(0.05, max(fp32) / peaks["fp32"]))
         basis["cuda"] = f"best fp32 {max(fp32):.1f} TFLOPS of {peaks['fp32']} CUDA-core peak"
-    launch = [r["us"] for r in ok if r["term"] == "launch"]
     if launch:
         out["launch_us"] = out["min_kernel_us"] = round(launch[0], 3)
         basis["launch_us"] = f"back-to-back one-element kernels: {launch[0]:.2f} us each"
@@ -242,7 +260,7 @@ def calibrate_target(target, budget_s: float = 300.0, path: Path | None = None) 
         raise LatencyError("the micro-benchmark mode needs PyTorch with CUDA; with onnxruntime-gpu use the "
                            "operator sweep (latency profile --target ... --db FILE)")
     runner = runner_for("torch" if backend == "ort-gpu" else backend)
-    rows = microbenchmark(runner, budget_s=budget_s)
+    rows = microbenchmark(runner, budget_s=budget_s, l2_mb=target.spec.get("l2_mb"))
     return write_terms(target, fit_terms(target.spec, rows), rows, f"micro-benchmark, {runner.version}", path)
 
 

@@ -22,14 +22,15 @@ class FakeRunner:
 
     name, version = "fake", "fake runner 1"
 
-    def __init__(self, dram=0.9, tensor=0.6, launch=3.0):
-        self.dram, self.tensor, self.launch = dram, tensor, launch
+    def __init__(self, dram=0.9, tensor=0.6, launch=3.0, l2_gbs=8000.0):
+        self.dram, self.tensor, self.launch, self.l2_gbs = dram, tensor, launch, l2_gbs
 
     def launch_us(self):
         return self.launch
 
-    def copy_us(self, nbytes):
-        return self.launch + 2.0 * nbytes / (H100["mem_gbs"] * self.dram * 1e3)
+    def copy_us(self, nbytes):  # both buffers in L2 when they fit: served at the L2 rate
+        rate = self.l2_gbs if 2 * nbytes <= H100["l2_mb"] * 1e6 else H100["mem_gbs"] * self.dram
+        return self.launch + 2.0 * nbytes / (rate * 1e3)
 
     def gemm_us(self, m, n, k, prec):
         peak = H100["peak_tflops"]["tf32" if prec == "fp32" else prec]
@@ -49,6 +50,41 @@ def test_fit_recovers_the_fractions_of_a_fake_gpu():
     assert fit["tensor"] == pytest.approx(0.6, rel=0.02)
     assert fit["launch_us"] == pytest.approx(3.0)
     assert "cuda" not in fit  # the H100 runs fp32 on TF32 tensor cores: no CUDA-core term measured
+
+
+def test_fit_reads_dram_only_from_copies_larger_than_l2_and_l2_from_resident_ones():
+    rows = gpu.microbenchmark(FakeRunner(dram=0.7, l2_gbs=9000.0, launch=3.0), precisions=(), l2_mb=H100["l2_mb"])
+    assert [r["term"] for r in rows].count("l2copy") == 2
+    assert any(r["term"] == "copy" and 2 * r["shape"][0] <= H100["l2_mb"] * 1e6 for r in rows)  # 16 MB: in L2
+    fit = gpu.fit_terms(H100, rows)["terms"]
+    assert fit["dram"] == pytest.approx(0.7, rel=0.03)     # not the L2 rate of the 16 MB copy (clipped to 1.0)
+    assert fit["l2_gbs"] == pytest.approx(9000.0, rel=0.01)  # the launch taken off the few-us copies
+    # without the L2 rows (or an L2 no faster than DRAM) no L2 term is claimed
+    assert "l2_gbs" not in gpu.fit_terms(H100, [r for r in rows if r["term"] != "l2copy"])["terms"]
+    slow = gpu.microbenchmark(FakeRunner(dram=0.9, l2_gbs=100.0), precisions=(), l2_mb=H100["l2_mb"])
+    assert "l2_gbs" not in gpu.fit_terms(H100, slow)["terms"]
+
+
+def test_l2_bandwidth_from_the_spec_sheet_or_a_measurement_prices_l2_hits(tmp_path, monkeypatch):
+    from latency.ops import Config
+
+    # an M128 x N3072 x K768 fp16 GEMM re-reads its activation from L2 once per tile column
+    cfg = Config("MatMul", {"a": [1, 128, 768], "b": [768, 3072], "const_b": 1}, "fp16")
+    spec = get_target("l4").spec
+    assert spec["l2_gbs"] == 1740 and "l2_gbs" in spec["sources"]
+    fast = GpuCostModel(spec)
+    slow = GpuCostModel({k: v for k, v in spec.items() if k != "l2_gbs"})  # the 3x-DRAM rule
+    assert fast.l2_bw == pytest.approx(1740e3) and slow.l2_bw == pytest.approx(3 * 300e3 * 0.8)
+    assert fast.price(cfg)[0] < slow.price(cfg)[0]
+    assert "from L2 at 1740 GB/s" in fast.price(cfg)[2]
+    assert fast.terms()["l2_gbs"]["value"] == 1740 and "L40" in fast.terms()["l2_gbs"]["basis"]
+    assert "3x the achievable DRAM" in GpuCostModel(get_target("t4").spec).terms()["l2_gbs"]["basis"]
+    # a measured L2 rate (the micro-benchmark's) overrides the derived one
+    monkeypatch.setenv("LATENCY_HOME", str(tmp_path))
+    rows = gpu.microbenchmark(FakeRunner(dram=0.9, l2_gbs=4000.0), precisions=(), l2_mb=spec["l2_mb"])
+    gpu.write_terms(get_target("l4"), gpu.fit_terms(spec, rows), rows, "fake runner 1")
+    model = get_target("l4").cost()
+    assert model.l2_bw == pytest.approx(4000e3, rel=0.01) and "measured" in model.terms()["l2_gbs"]["basis"]
 
 
 def test_fit_leaves_out_what_was_not_measured_and_clips_nonsense():

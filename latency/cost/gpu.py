@@ -16,8 +16,10 @@ Per kernel, in microseconds::
   CUDA-core rate.
 * ``memory``: the bytes a kernel moves, from DRAM at an achievable fraction of the quoted
   bandwidth. An input activation small enough to stay in L2 since its producer wrote it is read
-  from L2 at :data:`L2_SPEEDUP` times that rate; a GEMM whose operands do not fit in L2 re-reads
-  them once per row or column of tiles.
+  from L2 at the card's L2 bandwidth (``l2_gbs`` of its spec sheet: measured on the card or on a
+  chip of its architecture scaled by SMs x clock; :data:`L2_SPEEDUP` times the DRAM rate where no
+  figure is known); a GEMM re-reads its operands once per row or column of tiles, from L2 when they
+  fit there, else from DRAM.
 * ``min_kernel``: however little a kernel does it occupies the GPU this long (small kernels are
   latency-bound).
 * ``launch``: what every kernel adds beyond its modelled work: the gap between two dependent kernels
@@ -66,9 +68,10 @@ CONV_EFFICIENCY = {
                        "the 2x of the int8 peak; fitted on the T4 (benchmarks/gpu_published.py --fit)"),
 }
 
-#: how much faster an L2 hit is read than DRAM, and its basis
+#: how much faster an L2 hit is read than DRAM where the spec sheet gives no L2 bandwidth (``l2_gbs``), and its basis
 L2_SPEEDUP = (3.0, "A100 whitepaper: L2 read bandwidth 5120 B/clk (7.2 TB/s at 1410 MHz), 4.6x its HBM2; "
-                   "taken as 3x for the narrower L2 of the smaller parts")
+                   "taken as 3x for the narrower L2 of the smaller parts; used only for a card whose spec sheet "
+                   "has no l2_gbs")
 #: the share of L2 an activation may use and still be there for its consumer, and its basis
 L2_SHARE = (0.5, "assumed: half the L2; the rest holds the weights and tiles streaming through it")
 
@@ -157,6 +160,8 @@ class GpuCostModel:
         self.peak = {u: float(v) for u, v in spec["peak_tflops"].items() if v}
         self.bw = float(spec["mem_gbs"]) * 1e3 * self.eff["dram"]          # bytes per us
         self.l2 = float(spec["l2_mb"]) * 1e6 * L2_SHARE[0]
+        l2_gbs = over.get("l2_gbs", spec.get("l2_gbs"))
+        self.l2_bw = float(l2_gbs) * 1e3 if l2_gbs else self.bw * L2_SPEEDUP[0]   # bytes per us
         self.name = spec.get("name", "GPU")
 
     # -- units -----------------------------------------------------------------------------------
@@ -183,7 +188,7 @@ class GpuCostModel:
     # -- memory ----------------------------------------------------------------------------------
 
     def _memory_us(self, dram_bytes: float, l2_bytes: float) -> float:
-        return dram_bytes / self.bw + l2_bytes / (self.bw * L2_SPEEDUP[0])
+        return dram_bytes / self.bw + l2_bytes / self.l2_bw
 
     def _split_input(self, input_bytes: float) -> tuple[float, float]:
         """(DRAM, L2) bytes of reading an activation its producer just wrote."""
@@ -303,9 +308,8 @@ class GpuCostModel:
                        + f"), tile {tm}x{tn} (efficiency {eff:.2f})"
                        + (f", split-K {s}" if s > 1 else "") + f", {ntiles} tiles on {self.sms} SMs = {waves} wave(s) "
                        f"of {self.lat['wave_us']:g} us fixed each",
-            "memory": f"memory {memory:.2f} us: {dram / 1e6:.3f} MB DRAM" + (f" + {l2 / 1e6:.3f} MB from L2" if l2
-                                                                             else "") +
-                      f" at {self.bw / 1e3:.0f} GB/s achievable",
+            "memory": f"memory {memory:.2f} us: {dram / 1e6:.3f} MB DRAM at {self.bw / 1e3:.0f} GB/s achievable"
+                      + (f" + {l2 / 1e6:.3f} MB from L2 at {self.l2_bw / 1e3:.0f} GB/s" if l2 else ""),
             "bound": "compute-bound" if compute >= memory else "memory-bound",
         }
         return t, terms
@@ -388,7 +392,15 @@ class GpuCostModel:
         out = {f"achievable_{u}": {"value": self.eff[u], "basis": ACHIEVABLE[u][1]} for u in ACHIEVABLE}
         out.update({t: {"value": self.lat[t], "basis": LATENCY[t][1]} for t in LATENCY})
         out.update({t: {"value": self.conv[t], "basis": CONV_EFFICIENCY[t][1]} for t in CONV_EFFICIENCY})
-        out["l2_speedup"] = {"value": L2_SPEEDUP[0], "basis": L2_SPEEDUP[1]}
+        over = self.spec.get("model") or {}
+        if "l2_gbs" in over:
+            out["l2_gbs"] = {"value": float(over["l2_gbs"]), "basis": self.spec.get("model_basis", "overridden")}
+        elif self.spec.get("l2_gbs"):
+            out["l2_gbs"] = {"value": float(self.spec["l2_gbs"]),
+                             "basis": (self.spec.get("sources") or {}).get("l2_gbs", "the spec sheet")}
+        else:
+            out["l2_gbs"] = {"value": round(self.l2_bw / 1e3, 1),
+                             "basis": f"{L2_SPEEDUP[0]:g}x the achievable DRAM rate: {L2_SPEEDUP[1]}"}
         out["l2_share"] = {"value": L2_SHARE[0], "basis": L2_SHARE[1]}
         if self.spec.get("model"):
             for t, v in self.spec["model"].items():
@@ -421,7 +433,8 @@ def calibrated_spec(spec: dict, doc: dict | None) -> dict:
     """``spec`` with measured terms (``load_terms``) over its derived ones; ``spec`` itself when none."""
     if not doc:
         return spec
-    terms = {k: float(v) for k, v in doc["terms"].items() if k in ACHIEVABLE or k in LATENCY or k in CONV_EFFICIENCY}
+    terms = {k: float(v) for k, v in doc["terms"].items()
+             if k in ACHIEVABLE or k in LATENCY or k in CONV_EFFICIENCY or k == "l2_gbs"}
     return {**spec, "model": {**(spec.get("model") or {}), **terms},
             "model_basis": f"measured ({doc.get('measured_with', '?')}, {doc.get('measured_at', '?')}) on "
                            f"{(doc.get('device') or {}).get('gpu_name', 'this GPU')}"}

@@ -55,9 +55,24 @@ _H200_DIE = ("the H200 is the H100 SXM5's GH100 die (132 SMs, 16,896 FP32 cores,
 _H100_CLOCKS = ("H100 SXM5 clocks: 1.83 GHz at which the tensor peaks are quoted, 1.98 GHz max boost, "
                 "https://glennklockwood.com/garden/processors/h100")
 
+_GPU_BENCHES = "te42kyfo/gpu-benches at commit 3088b333 (https://github.com/te42kyfo/gpu-benches)"
+_L2_A100 = (f"A100 80GB measured: gpu-l2-cache/a100_80.txt of {_GPU_BENCHES}, 5.35-5.48 TB/s from 2 to 25 MB "
+            "(every SM reading 512 kB chunks of an L2-resident buffer; DRAM 1.73-1.87 TB/s in the same run); the "
+            "40 GB SXM4 card has the same GA100 with 108 SMs at 1410 MHz. Chips and Cheese measured 4.5 TB/s across "
+            "the whole 40 MB of an A100-SXM4-40GB ('Nvidia's H100: Funny L2, and Tons of Bandwidth', 2023)")
+_L2_HOPPER = (f"H200 measured (the same GH100 die, 132 SMs): gpu-l2-cache/h200.txt of {_GPU_BENCHES}, 9.5-10.3 "
+              "TB/s from 5 to 40 MB (DRAM 3.89 TB/s in the same run); NVIDIA publishes no L2 bandwidth for Hopper")
+_L2_GA102 = (f"derived: the A40 (GA102, 84 SMs at 1725-1740 MHz) measured 2.39-2.44 TB/s from 0.3 to 10 MB "
+             f"(gpu-cache/a40.txt of {_GPU_BENCHES}), 16.7 bytes per SM per clock, times this card's SMs x boost "
+             "clock; no measurement of this card found")
+_L2_AD10X = (f"derived: the L40 (AD102, 142 SMs at 2490 MHz) measured 5.10-5.33 TB/s from 1.5 to 92 MB "
+             f"(gpu-l2-cache/l40.txt of {_GPU_BENCHES}; DRAM 0.80-0.85 TB/s in the same run), 14.7 bytes per SM per "
+             "clock, times this card's SMs x boost clock (the 72 W card may hold a lower clock); no measurement of "
+             "the L4 or another AD104 found")
+
 
 def _spec(name, docs, arch, sm, sm_count, boost_mhz, peaks, mem_gbs, l2_mb, memory, power_w, sources, notes="",
-          model=None, model_basis="", pcie_gbs=None):
+          model=None, model_basis="", pcie_gbs=None, l2_gbs=None):
     """A GPU spec sheet: the figures the cost model reads, each with its source (``sources``); ``model``:
     this card's values of the cost model's terms where they were fitted (``model_basis`` says on what)."""
     peak_gflops = {"fp32": 1000.0 * peaks.get("tf32", peaks["fp32"]), "fp16": 1000.0 * peaks["fp16"],
@@ -72,6 +87,8 @@ def _spec(name, docs, arch, sm, sm_count, boost_mhz, peaks, mem_gbs, l2_mb, memo
         **({"model": dict(model), "model_basis": model_basis} if model else {}),
         # host link, one direction (GB/s): what copying a network's inputs / outputs costs
         **({"pcie_gbs": pcie_gbs} if pcie_gbs else {}),
+        # L2 read bandwidth (GB/s) where a figure is known: the cost model's rate for L2 hits
+        **({"l2_gbs": l2_gbs} if l2_gbs else {}),
     }
 
 
@@ -102,7 +119,7 @@ A10_SPEC = _spec("NVIDIA A10", "NVIDIA A10 datasheet and GA102 whitepaper", "Amp
                   "tf32": f"{_A10_DATASHEET} (125 with sparsity, halved)",
                   "fp16": f"{_A10_DATASHEET} (250 with sparsity, halved)",
                   "int8": f"{_A10_DATASHEET} (500 with sparsity, halved)", "mem_gbs": _A10_DATASHEET,
-                  "l2_mb": _A10_CARD})
+                  "l2_mb": _A10_CARD, "l2_gbs": f"{_L2_GA102}: 72 x 1.695 GHz x 16.7 B"}, l2_gbs=2040)
 
 #: NVIDIA L4 (Ada AD104, sm_89), 72 W, 24 GB GDDR6
 L4_SPEC = _spec("NVIDIA L4", "NVIDIA L4 datasheet and Ada whitepaper", "Ada Lovelace", 89, 58, 2040,
@@ -113,7 +130,7 @@ L4_SPEC = _spec("NVIDIA L4", "NVIDIA L4 datasheet and Ada whitepaper", "Ada Love
                  "tf32": f"{_L4_DATASHEET} (120 with sparsity, halved)",
                  "fp16": f"{_L4_DATASHEET} (242 with sparsity, halved)",
                  "int8": f"{_L4_DATASHEET} (485 with sparsity, halved)", "mem_gbs": _L4_DATASHEET,
-                 "l2_mb": f"{_ADA_WP}; {_L4_CARD}"})
+                 "l2_mb": f"{_ADA_WP}; {_L4_CARD}", "l2_gbs": f"{_L2_AD10X}: 58 x 2.04 GHz x 14.7 B"}, l2_gbs=1740)
 
 #: NVIDIA A100 SXM4 40 GB (Ampere GA100, sm_80), 400 W, HBM2 (the 80 GB card: 2039 GB/s, same SMs and L2)
 A100_SPEC = _spec("NVIDIA A100-SXM4-40GB", "NVIDIA A100 datasheet and whitepaper", "Ampere", 80, 108, 1410,
@@ -121,8 +138,8 @@ A100_SPEC = _spec("NVIDIA A100-SXM4-40GB", "NVIDIA A100 datasheet and whitepaper
                   "40 GB HBM2", 400,
                   {"sm_count": _A100_WP, "boost_mhz": _A100_WP, "fp32": _A100_DATASHEET, "fp16_cuda": _A100_WP,
                    "tf32": _A100_DATASHEET, "fp16": _A100_DATASHEET, "int8": _A100_DATASHEET,
-                   "mem_gbs": _A100_DATASHEET, "l2_mb": _A100_WP},
-                  "the 80 GB card has 2039 GB/s (A100 80GB datasheet); everything else the same")
+                   "mem_gbs": _A100_DATASHEET, "l2_mb": _A100_WP, "l2_gbs": _L2_A100},
+                  "the 80 GB card has 2039 GB/s (A100 80GB datasheet); everything else the same", l2_gbs=5400)
 
 #: NVIDIA H100 SXM5 80 GB (Hopper GH100, sm_90), 700 W, HBM3 (the PCIe card: 114 SMs, 2.0 TB/s)
 H100_SPEC = _spec("NVIDIA H100-SXM5-80GB", "NVIDIA H100 datasheet and whitepaper", "Hopper", 90, 132, 1980,
@@ -133,9 +150,9 @@ H100_SPEC = _spec("NVIDIA H100-SXM5-80GB", "NVIDIA H100 datasheet and whitepaper
                    "tf32": f"{_H100_DATASHEET} (989 with sparsity, halved)",
                    "fp16": f"{_H100_DATASHEET} (1979 with sparsity, halved)",
                    "int8": f"{_H100_DATASHEET} (3958 with sparsity, halved)", "mem_gbs": _H100_DATASHEET,
-                   "l2_mb": _H100_WP},
+                   "l2_mb": _H100_WP, "l2_gbs": _L2_HOPPER},
                   "the PCIe card (H100 PCIe) has 114 SMs, 2.0 TB/s HBM2e and 756/1513 dense fp16/int8 peaks: "
-                  "a different target")
+                  "a different target", l2_gbs=9800)
 
 
 #: NVIDIA H200 SXM 141 GB (Hopper GH100, sm_90), 700 W, HBM3e: the H100 SXM5's compute with 43% more bandwidth
@@ -147,9 +164,9 @@ H200_SPEC = _spec("NVIDIA H200", "NVIDIA H200 datasheet and the H100 whitepaper 
                    "tf32": f"{_H200_DATASHEET} (989 with sparsity, halved)",
                    "fp16": f"{_H200_DATASHEET} (1,979 with sparsity, halved)",
                    "int8": f"{_H200_DATASHEET} (3,958 with sparsity, halved)", "mem_gbs": _H200_DATASHEET,
-                   "l2_mb": f"{_H200_DIE}; {_H100_WP}"},
+                   "l2_mb": f"{_H200_DIE}; {_H100_WP}", "l2_gbs": _L2_HOPPER},
                   "the H200 NVL (PCIe, 600 W) has the same memory but lower quoted peaks (FP16 1,671 with sparsity): "
-                  "a different target")
+                  "a different target", l2_gbs=9800)
 
 
 def _spec_of(name, spec):
