@@ -13,7 +13,10 @@ split in two halves by a rule fixed before their errors were seen (see the comme
 other cards check them with nothing fitted there. T4 figures found after that split was fixed form a third
 group, ``added`` (never fitted, and not moved into either half): they are scored with the same terms. Figures
 found after ``added`` was settled form a fourth group, ``added2`` (T4 and other cards alike; never fitted):
-scored the same way and summarised apart, T4 and each other card on a line of its own.
+scored the same way and summarised apart, T4 and each other card on a line of its own. ``added3`` (found after
+``added2``, never fitted): detection CNNs, YOLOv5 v6.1 N/S/M/L at 640x640 fp16 on a T4 from five sources (the
+YOLOv6 report at TensorRT 7.2 and 8.2, mmyolo, PaddleYOLO, DAMO-YOLO), whose spread for one network (YOLOv5-N
+1.14-2.23 ms) shows how far published figures of one model move with the runtime version and the harness.
 
     python benchmarks/gpu_published.py            # errors of the targets as declared
     python benchmarks/gpu_published.py --fit      # fit the T4 terms on the fit half, score both halves
@@ -89,6 +92,20 @@ DEMOBERT_L4 = ("NVIDIA/TensorRT demo/BERT/README.md at commit 37c01d41 (TensorRT
                "L4', average latency ('scripts/inference_benchmark.sh --gpu Ampere on NVIDIA L4')")
 #: the vit-small README's first version: 't4上执行' perf_g.sh, whose trtexec --fp16 --shapes=image:1x3x224x224 run
 #: it turns into 'gpu bs1 fps' as 1000 / GPU Compute mean; the README reports it as the '基准性能' (baseline) column
+#: YOLOv5 v6.1 at 640x640 on a T4 (``added3``: detection CNNs, found after ``added2``; never fitted)
+YOLOV6_T4_TRT72 = ("YOLOv6 report, arXiv 2209.02976, Table 1 (YOLOv5 release v6.1 against YOLOv6: 'FP16-precision on a "
+                   "Tesla T4 in the same environment with TensorRT', 7.2.1.6 per its appendix A.1), batch-1 latency; "
+                   "pre-processing and NMS excluded (meituan/YOLOv6 docs/Test_speed.md at commit e98bc81a: trtexec "
+                   "--fp16 with fp16 inputs and outputs)")
+YOLOV6_T4_TRT82 = ("YOLOv6 report, arXiv 2209.02976, appendix Table 18 (the same comparison 'on a T4 GPU with a higher "
+                   "version of TensorRT (8.2)'), batch-1 latency")
+MMYOLO_T4 = ("open-mmlab/mmyolo docs/en/model_zoo.md at commit 8c4d9dc5 ('TRT-FP16-GPU-Latency(ms) is the GPU Compute "
+             "time on NVIDIA Tesla T4 device with TensorRT 8.4, a batch size of 1, a test shape of 640x640 and only model "
+             "forward': its own YOLOv5 v6.1 re-implementation, priced without the box decode)")
+PADDLEYOLO_T4 = ("PaddlePaddle/PaddleYOLO configs/yolov5/README.md at commit 0b5e7907 (T4, TensorRT 8.0.3.4 through Paddle "
+                 "Inference, FP16, batch 1, pre-processing and NMS excluded; Paddle's own retrained YOLOv5 weights)")
+DAMOYOLO_T4 = ("DAMO-YOLO's model card as copied in jp-lan/AdaDet docs/models/object_detection_EN.md at commit 221de1f0 "
+               "(T4, TensorRT 7.2.1.6, CUDA 10.2, FP16, batch 1, 'does not include post-processing (nms)')")
 ASCEND_VIT_SMALL = ("Ascend/ModelZoo-PyTorch ACL_PyTorch/contrib/cv/classfication/vit-small/README.md at commit 05360171 "
                     "(timm vit_small_patch16_224: 'vit-small bs1 ... 基准性能 222.4976' fps, from perf_g.sh run on the T4: "
                     "trtexec --fp16, batch 1, GPU Compute mean; the README gives no TensorRT version, and its rewrite at "
@@ -118,7 +135,7 @@ class Published:
     ms: float
     source: str
     half: str        # "fit" | "held-out" | "check" (another card) | "added" (T4, found later) | "added2" (any card,
-    #                  found after "added"); only "fit" is fitted
+    #                  found after "added") | "added3" (T4 detection CNNs, after "added2"); only "fit" is fitted
     #: bytes copied host -> device and device -> host inside the published figure (0: it excludes copies)
     io: tuple = (0, 0)
 
@@ -223,6 +240,27 @@ PUBLISHED = (
     Published("l4", "bert_large", 128, "int8", 1.78, DEMOBERT_L4, "added2"),
     Published("l4", "bert_large", 384, "fp16", 6.43, DEMOBERT_L4, "added2"),
     Published("l4", "bert_large", 384, "int8", 3.45, DEMOBERT_L4, "added2"),
+    # YOLOv5 v6.1 N / S / M / L at 640x640, fp16, batch 1 on a T4: five sources of the same four networks
+    # (latency columns: 1.7 / 2.7 / 5.5 / 8.8 ms at TensorRT 7.2, 1.4 / 2.3 / 4.9 / 7.9 at 8.2)
+    Published("t4", "yolov5n", 640, "fp16", 1.7, YOLOV6_T4_TRT72, "added3"),
+    Published("t4", "yolov5s", 640, "fp16", 2.7, YOLOV6_T4_TRT72, "added3"),
+    Published("t4", "yolov5m", 640, "fp16", 5.5, YOLOV6_T4_TRT72, "added3"),
+    Published("t4", "yolov5l", 640, "fp16", 8.8, YOLOV6_T4_TRT72, "added3"),
+    Published("t4", "yolov5n", 640, "fp16", 1.4, YOLOV6_T4_TRT82, "added3"),
+    Published("t4", "yolov5s", 640, "fp16", 2.3, YOLOV6_T4_TRT82, "added3"),
+    Published("t4", "yolov5m", 640, "fp16", 4.9, YOLOV6_T4_TRT82, "added3"),
+    Published("t4", "yolov5l", 640, "fp16", 7.9, YOLOV6_T4_TRT82, "added3"),
+    Published("t4", "yolov5n_raw", 640, "fp16", 1.14, MMYOLO_T4, "added3"),
+    Published("t4", "yolov5s_raw", 640, "fp16", 1.89, MMYOLO_T4, "added3"),
+    Published("t4", "yolov5m_raw", 640, "fp16", 4.28, MMYOLO_T4, "added3"),
+    Published("t4", "yolov5l_raw", 640, "fp16", 6.8, MMYOLO_T4, "added3"),
+    Published("t4", "yolov5n", 640, "fp16", 1.5, PADDLEYOLO_T4, "added3"),
+    Published("t4", "yolov5s", 640, "fp16", 2.6, PADDLEYOLO_T4, "added3"),
+    Published("t4", "yolov5m", 640, "fp16", 5.2, PADDLEYOLO_T4, "added3"),
+    Published("t4", "yolov5l", 640, "fp16", 7.9, PADDLEYOLO_T4, "added3"),
+    Published("t4", "yolov5n", 640, "fp16", 2.23, DAMOYOLO_T4, "added3"),
+    Published("t4", "yolov5s", 640, "fp16", 3.04, DAMOYOLO_T4, "added3"),
+    Published("t4", "yolov5m", 640, "fp16", 5.71, DAMOYOLO_T4, "added3"),
 )
 
 #: the grid --fit searches: the T4's achievable tensor-core and DRAM fractions, its per-kernel launch gap and
@@ -383,6 +421,88 @@ def _srcnn(net, size=32):
     return _classifier_output(net, net.conv(x, 32, 3, 5, bias=True))
 
 
+def _yolov5(net, size, depth, width, decode=True):
+    """ultralytics/yolov5 (v6.x, the models/yolov5{n,s,m,l}.yaml): a 6x6/2 stem, C3 stages of 3, 6, 9 and 3
+    bottlenecks (times ``depth``, at least 1), SPPF, the PAN neck (nearest 2x upsampling, Concat, C3 without
+    shortcuts), and the Detect head as export.py writes it for ONNX: per scale a 1x1 conv to 3 x 85
+    channels, Reshape + Transpose to [1, 3, H, W, 85], Sigmoid, the box decode (xy * 2 - 0.5 + grid times
+    the stride, (wh * 2)^2 times the anchors: Split, Mul, Add, Pow, Concat), Reshape to [1, 3HW, 85]; the
+    three scales concatenated (``decode=False``: the three 1x1 convs' outputs, the model forward alone).
+    Every conv is Conv + BN + SiLU (x * Sigmoid(x)); widths rounded up to 8."""
+    import math
+
+    import numpy as np
+    from profilers.zoo import _classifier_output, _image_input
+
+    def ch(c):
+        return int(math.ceil(c * width / 8) * 8)
+
+    def reps(n):
+        return max(round(n * depth), 1)
+
+    def conv(x, cin, cout, k=1, s=1):
+        return net.cba(x, cin, cout, k, s, act="swish")
+
+    def c3(x, cin, cout, n, shortcut=True):
+        c_ = cout // 2
+        a = conv(x, cin, c_)
+        for _ in range(n):
+            y = conv(conv(a, c_, c_), c_, c_, 3)
+            a = net.op("Add", [a, y]) if shortcut else y
+        b = conv(x, cin, c_)
+        return conv(net.op("Concat", [a, b], axis=1), 2 * c_, cout)
+
+    def up(x):
+        return net.op("Resize", [x, "", net.const([1.0, 1.0, 2.0, 2.0], np.float32)], mode="nearest")
+
+    x = conv(_image_input(net, size), 3, ch(64), 6, 2)
+    x = conv(x, ch(64), ch(128), 3, 2)
+    x = c3(x, ch(128), ch(128), reps(3))
+    x = conv(x, ch(128), ch(256), 3, 2)
+    p3 = c3(x, ch(256), ch(256), reps(6))
+    x = conv(p3, ch(256), ch(512), 3, 2)
+    p4 = c3(x, ch(512), ch(512), reps(9))
+    x = conv(p4, ch(512), ch(1024), 3, 2)
+    x = c3(x, ch(1024), ch(1024), reps(3))
+    c_ = ch(1024) // 2                                     # SPPF(k=5)
+    y0 = conv(x, ch(1024), c_)
+    y1 = net.maxpool(y0, 5, 1, p=2)
+    y2 = net.maxpool(y1, 5, 1, p=2)
+    y3 = net.maxpool(y2, 5, 1, p=2)
+    x = conv(net.op("Concat", [y0, y1, y2, y3], axis=1), 4 * c_, ch(1024))
+    h10 = conv(x, ch(1024), ch(512))
+    x = c3(net.op("Concat", [up(h10), p4], axis=1), 2 * ch(512), ch(512), reps(3), False)
+    h14 = conv(x, ch(512), ch(256))
+    o3 = c3(net.op("Concat", [up(h14), p3], axis=1), 2 * ch(256), ch(256), reps(3), False)
+    x = conv(o3, ch(256), ch(256), 3, 2)
+    o4 = c3(net.op("Concat", [x, h14], axis=1), 2 * ch(256), ch(512), reps(3), False)
+    x = conv(o4, ch(512), ch(512), 3, 2)
+    o5 = c3(net.op("Concat", [x, h10], axis=1), 2 * ch(512), ch(1024), reps(3), False)
+    outs = []
+    for o, c, stride in ((o3, ch(256), 8), (o4, ch(512), 16), (o5, ch(1024), 32)):
+        g = size // stride
+        y = net.conv(o, c, 3 * 85, 1, bias=True)
+        if not decode:
+            outs.append(y)
+            continue
+        y = net.op("Transpose", [net.op("Reshape", [y, net.const([1, 3, 85, g, g])])], perm=[0, 1, 3, 4, 2])
+        y = net.op("Sigmoid", [y])
+        xy, wh, conf = net.op("Split", [y, net.const([2, 2, 81])], n_out=3, axis=4)
+        grid = net.const(np.zeros((1, 3, g, g, 2), np.float32), np.float32)
+        xy = net.op("Mul", [net.op("Add", [net.op("Mul", [xy, net.const(2.0, np.float32)]), grid]),
+                            net.const(float(stride), np.float32)])
+        anchors = net.const(np.ones((1, 3, 1, 1, 2), np.float32), np.float32)
+        wh = net.op("Mul", [net.op("Pow", [net.op("Mul", [wh, net.const(2.0, np.float32)]),
+                                           net.const(2.0, np.float32)]), anchors])
+        y = net.op("Concat", [xy, wh, conf], axis=4)
+        outs.append(net.op("Reshape", [y, net.const([1, 3 * g * g, 85])]))
+    if not decode:
+        for i, y in enumerate(outs):
+            net.output(y, f"p{i + 3}")
+        return net.finish()
+    return _classifier_output(net, net.op("Concat", outs, axis=1))
+
+
 #: architectures built here (not named zoo entries), each as the network its published figure ran
 BUILDERS = {
     "resnext50_32x4d": lambda net, size: _resnet_family(net, size, (3, 4, 6, 3), _resnext_block),
@@ -397,6 +517,15 @@ BUILDERS = {
         net, size, (3, 4, 23, 3), lambda *a: _resnext_block(*a, width_per_group=8)),
     # timm / torchvision RegNetX-1.6GF: stage widths and depths of regnetx_016, group width 24
     "regnetx_016": lambda net, size: _regnet_x016(net, size),
+    # ultralytics/yolov5 v6.x at depth / width multiples of the n, s, m, l yamls
+    "yolov5n": lambda net, size: _yolov5(net, size, 0.33, 0.25),
+    "yolov5s": lambda net, size: _yolov5(net, size, 0.33, 0.50),
+    "yolov5m": lambda net, size: _yolov5(net, size, 0.67, 0.75),
+    "yolov5l": lambda net, size: _yolov5(net, size, 1.0, 1.0),
+    "yolov5n_raw": lambda net, size: _yolov5(net, size, 0.33, 0.25, decode=False),
+    "yolov5s_raw": lambda net, size: _yolov5(net, size, 0.33, 0.50, decode=False),
+    "yolov5m_raw": lambda net, size: _yolov5(net, size, 0.67, 0.75, decode=False),
+    "yolov5l_raw": lambda net, size: _yolov5(net, size, 1.0, 1.0, decode=False),
 }
 
 
@@ -500,9 +629,15 @@ def main(argv=None) -> int:
     print(f"{'added2':9s} {summary(t4_added2)} (T4, found after 'added')")
     for tgt in sorted({p.target for p, _, _ in added2} - {"t4"}):
         print(f"{'added2 ' + tgt:9s} {summary([r for r in added2 if r[0].target == tgt])} (nothing fitted on this card)")
-    print(f"{'T4+all':9s} {summary(t4 + halves.get('added', []) + t4_added2)} (fit + held-out + added + added2)")
+    print(f"{'T4+add2':9s} {summary(t4 + halves.get('added', []) + t4_added2)} (fit + held-out + added + added2)")
     for src in sorted({p.source.split(" (")[0] for p, _, _ in added2}):
         print(f"  added2 from {src}: {summary([r for r in added2 if r[0].source.split(' (')[0] == src])}")
+    added3 = halves.get("added3", [])
+    print(f"{'added3':9s} {summary(added3)} (T4 detection CNNs, YOLOv5, found after 'added2')")
+    for src in sorted({p.source.split(" (")[0] for p, _, _ in added3}):
+        print(f"  added3 from {src}: {summary([r for r in added3 if r[0].source.split(' (')[0] == src])}")
+    t4_all = t4 + halves.get("added", []) + t4_added2 + added3
+    print(f"{'T4+all':9s} {summary(t4_all)} (fit + held-out + added + added2 + added3)")
     print()
     print("sources:")
     for s in sorted({p.source for p in PUBLISHED}):
