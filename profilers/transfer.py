@@ -107,6 +107,25 @@ def resolve_base(spec: str, target) -> ProfileInfo:
     return info
 
 
+def _target_of(name: str):
+    from latency.targets import get_target
+
+    return get_target(name)
+
+
+def base_vs_here(base: str, target) -> str:
+    """One line: the base profile's device and this host's side by side, and what differs between them
+    (:func:`latency.profiles.device_distance`: ISA flags, vendor, CPU model, caches, runtime version)."""
+    from latency.profiles import device_distance
+
+    info = resolve_base(base, target)
+    here = host_device()
+    _, diffs = device_distance(info.device, here)
+    return (f"base {_fingerprint_line(info.target, _family(_target_of(info.target)), info.device)} vs here "
+            f"{_fingerprint_line(target.name, _family(target), here)}: "
+            + ("; ".join(diffs) if diffs else "no difference in their descriptions"))
+
+
 def _fingerprint_line(name: str, family: tuple, dev: dict) -> str:
     """A target's family and the device of a fingerprint, in one clause (for side-by-side errors)."""
     isa = [f for f in dev.get("cpu_flags") or [] if f.startswith(("avx", "amx", "asimd", "sve", "i8mm"))]
@@ -361,6 +380,7 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
             if tid0 is not None:
                 _same_device(st, tid0, target, db)
     db.parent.mkdir(parents=True, exist_ok=True)
+    say(base_vs_here(base, target))  # every check passed: the two devices side by side, then the work
     with Store(info.path, readonly=True) as st:
         bdf = st.measurements(st.find_target(info.target), ok_only=True)
     base_rows = [(k, float(v)) for k, v in zip(bdf["key"], bdf["latency_us"]) if v and v > 0]

@@ -393,6 +393,10 @@ def test_a_new_device_name_is_a_profile_of_its_own_named_by_it(dirs, tmp_path):
     assert r.exit_code == 0, r.output
     db = user / "x86-avx512-ort.mine.db"
     assert db.exists() and f"profile  {db}" in r.output
+    # the two devices side by side before anything is done, and what differs between them
+    first = r.output.splitlines()[0]
+    assert first.startswith("base x86-avx512-ort [") and " vs here x86-avx512-ort [" in first
+    assert "onnxruntime" in first and ("no difference" in first or ";" in first or "host" in first)
     mine = get_target("mine")
     assert mine.name == "x86-avx512-ort" and mine.profile_path() == db
     assert get_target("x86-avx512-ort.mine").profile_path() == db
