@@ -16,7 +16,8 @@ found after ``added`` was settled form a fourth group, ``added2`` (T4 and other 
 scored the same way and summarised apart, T4 and each other card on a line of its own. ``added3`` (found after
 ``added2``, never fitted): detection CNNs, YOLOv5 v6.1 N/S/M/L at 640x640 fp16 on a T4 from five sources (the
 YOLOv6 report at TensorRT 7.2 and 8.2, mmyolo, PaddleYOLO, DAMO-YOLO), whose spread for one network (YOLOv5-N
-1.14-2.23 ms) shows how far published figures of one model move with the runtime version and the harness.
+1.14-2.23 ms) shows how far published figures of one model move with the runtime version and the harness, and
+ultralytics YOLO11 N/S/M/L/X on TensorRT 10 (its docs' table).
 
     python benchmarks/gpu_published.py            # errors of the targets as declared
     python benchmarks/gpu_published.py --fit      # fit the T4 terms on the fit half, score both halves
@@ -106,6 +107,10 @@ PADDLEYOLO_T4 = ("PaddlePaddle/PaddleYOLO configs/yolov5/README.md at commit 0b5
                  "Inference, FP16, batch 1, pre-processing and NMS excluded; Paddle's own retrained YOLOv5 weights)")
 DAMOYOLO_T4 = ("DAMO-YOLO's model card as copied in jp-lan/AdaDet docs/models/object_detection_EN.md at commit 221de1f0 "
                "(T4, TensorRT 7.2.1.6, CUDA 10.2, FP16, batch 1, 'does not include post-processing (nms)')")
+ULTRALYTICS_T4 = ("ultralytics/ultralytics docs/en/models/yolo11.md at commit 040502be (the detection table's 'Speed T4 "
+                  "TensorRT10 (ms)': 1.5 / 2.5 / 4.7 / 6.2 / 11.3; batch 1, 640x640, FP16 per the docs' chart label "
+                  "'Latency T4 TensorRT10 FP16 (ms/img)'; the inference time of 'yolo val', whether NMS is in it "
+                  "is not stated)")
 ASCEND_VIT_SMALL = ("Ascend/ModelZoo-PyTorch ACL_PyTorch/contrib/cv/classfication/vit-small/README.md at commit 05360171 "
                     "(timm vit_small_patch16_224: 'vit-small bs1 ... 基准性能 222.4976' fps, from perf_g.sh run on the T4: "
                     "trtexec --fp16, batch 1, GPU Compute mean; the README gives no TensorRT version, and its rewrite at "
@@ -261,6 +266,12 @@ PUBLISHED = (
     Published("t4", "yolov5n", 640, "fp16", 2.23, DAMOYOLO_T4, "added3"),
     Published("t4", "yolov5s", 640, "fp16", 3.04, DAMOYOLO_T4, "added3"),
     Published("t4", "yolov5m", 640, "fp16", 5.71, DAMOYOLO_T4, "added3"),
+    # ultralytics YOLO11 N / S / M / L / X at 640x640 on a T4, TensorRT 10, fp16 (its docs' detection table)
+    Published("t4", "yolo11n", 640, "fp16", 1.5, ULTRALYTICS_T4, "added3"),
+    Published("t4", "yolo11s", 640, "fp16", 2.5, ULTRALYTICS_T4, "added3"),
+    Published("t4", "yolo11m", 640, "fp16", 4.7, ULTRALYTICS_T4, "added3"),
+    Published("t4", "yolo11l", 640, "fp16", 6.2, ULTRALYTICS_T4, "added3"),
+    Published("t4", "yolo11x", 640, "fp16", 11.3, ULTRALYTICS_T4, "added3"),
 )
 
 #: the grid --fit searches: the T4's achievable tensor-core and DRAM fractions, its per-kernel launch gap and
@@ -503,6 +514,123 @@ def _yolov5(net, size, depth, width, decode=True):
     return _classifier_output(net, net.op("Concat", outs, axis=1))
 
 
+def _yolo11(net, size, depth, width, max_channels):
+    """ultralytics YOLO11 detection (yolo11.yaml at a scale: depth, width, max channels), as exported to ONNX:
+    Conv = Conv + BN + SiLU; C3k2 (a C2f whose blocks are Bottlenecks at half width, or C3k blocks of two
+    Bottlenecks on the m/l/x scales); SPPF; C2PSA (a position-sensitive attention block: 1x1 qkv conv, per-head
+    Q^T K softmax attention over the H*W positions, V's 3x3 depthwise positional conv, 1x1 projection, a
+    two-conv FFN, both residual); the PAN neck; the Detect head (per scale a box branch of two 3x3 convs and a
+    1x1 to 4 x 16 DFL bins, a class branch of two depthwise-separable pairs and a 1x1 to 80 classes) with the
+    export-time decode (DFL softmax and its 1x1 conv, distance to box, times the strides, class sigmoid)."""
+    import math
+
+    import numpy as np
+    from profilers.zoo import _classifier_output, _image_input
+
+    def ch(c):
+        return int(math.ceil(min(c, max_channels) * width / 8) * 8)
+
+    def reps(n):
+        return max(round(n * depth), 1) if n > 1 else n
+
+    def conv(x, cin, cout, k=1, s=1, g=1, act="swish"):
+        return net.cba(x, cin, cout, k, s, g=g, act=act)
+
+    def split(x, sizes, axis=1):
+        return net.op("Split", [x, net.const(list(sizes))], n_out=len(sizes), axis=axis)
+
+    def bottleneck(x, c, e=0.5):
+        c_ = int(c * e)
+        return net.op("Add", [x, conv(conv(x, c, c_, 3), c_, c, 3)])
+
+    def c3k(x, c):
+        c_ = c // 2
+        a = conv(x, c, c_)
+        for _ in range(2):
+            a = bottleneck(a, c_, e=1.0)
+        return conv(net.op("Concat", [a, conv(x, c, c_)], axis=1), 2 * c_, c)
+
+    def c3k2(x, cin, cout, n, use_c3k, e=0.5):
+        c = int(cout * e)
+        ys = list(split(conv(x, cin, 2 * c), (c, c)))
+        for _ in range(n):
+            ys.append(c3k(ys[-1], c) if use_c3k else bottleneck(ys[-1], c))
+        return conv(net.op("Concat", ys, axis=1), (2 + n) * c, cout)
+
+    def attention(x, dim, hw):
+        heads = max(dim // 64, 1)
+        hd, kd = dim // heads, int(dim // heads * 0.5)
+        qkv = conv(x, dim, dim + 2 * kd * heads, act=None)
+        q, k, v = split(net.op("Reshape", [qkv, net.const([1, heads, 2 * kd + hd, hw])]), (kd, kd, hd), axis=2)
+        a = net.op("MatMul", [net.op("Transpose", [q], perm=[0, 1, 3, 2]), k])
+        a = net.op("Softmax", [net.op("Mul", [a, net.const(kd ** -0.5, np.float32)])], axis=-1)
+        o = net.op("MatMul", [v, net.op("Transpose", [a], perm=[0, 1, 3, 2])])
+        side = int(round(hw ** 0.5))
+        o = net.op("Reshape", [o, net.const([1, dim, side, side])])
+        vi = net.op("Reshape", [v, net.const([1, dim, side, side])])
+        o = net.op("Add", [o, conv(vi, dim, dim, 3, g=dim, act=None)])
+        return conv(o, dim, dim, act=None)
+
+    def c2psa(x, c1, n, hw):
+        c = c1 // 2
+        a, b = split(conv(x, c1, 2 * c), (c, c))
+        for _ in range(n):
+            b = net.op("Add", [b, attention(b, c, hw)])
+            b = net.op("Add", [b, conv(conv(b, c, 2 * c), 2 * c, c, act=None)])
+        return conv(net.op("Concat", [a, b], axis=1), 2 * c, c1)
+
+    def up(x):
+        return net.op("Resize", [x, "", net.const([1.0, 1.0, 2.0, 2.0], np.float32)], mode="nearest")
+
+    big = max_channels < 1024 or width > 0.5   # the m / l / x scales: every C3k2 with C3k blocks
+    x = conv(_image_input(net, size), 3, ch(64), 3, 2)
+    x = conv(x, ch(64), ch(128), 3, 2)
+    x = c3k2(x, ch(128), ch(256), reps(2), big, e=0.25)
+    x = conv(x, ch(256), ch(256), 3, 2)
+    p3 = c3k2(x, ch(256), ch(512), reps(2), big, e=0.25)
+    x = conv(p3, ch(512), ch(512), 3, 2)
+    p4 = c3k2(x, ch(512), ch(512), reps(2), True)
+    x = conv(p4, ch(512), ch(1024), 3, 2)
+    x = c3k2(x, ch(1024), ch(1024), reps(2), True)
+    c_ = ch(1024) // 2                                     # SPPF(k=5)
+    y0 = conv(x, ch(1024), c_)
+    y1 = net.maxpool(y0, 5, 1, p=2)
+    y2 = net.maxpool(y1, 5, 1, p=2)
+    y3 = net.maxpool(y2, 5, 1, p=2)
+    x = conv(net.op("Concat", [y0, y1, y2, y3], axis=1), 4 * c_, ch(1024))
+    p5 = c2psa(x, ch(1024), reps(2), (size // 32) ** 2)
+    h13 = c3k2(net.op("Concat", [up(p5), p4], axis=1), ch(1024) + ch(512), ch(512), reps(2), big)
+    o3 = c3k2(net.op("Concat", [up(h13), p3], axis=1), ch(512) + ch(512), ch(256), reps(2), big)
+    x = conv(o3, ch(256), ch(256), 3, 2)
+    o4 = c3k2(net.op("Concat", [x, h13], axis=1), ch(256) + ch(512), ch(512), reps(2), big)
+    x = conv(o4, ch(512), ch(512), 3, 2)
+    o5 = c3k2(net.op("Concat", [x, p5], axis=1), ch(512) + ch(1024), ch(1024), reps(2), True)
+    chans = (ch(256), ch(512), ch(1024))
+    c2, c3 = max(16, chans[0] // 4, 64), max(chans[0], 80)
+    flat = []
+    for o, c in zip((o3, o4, o5), chans):
+        box = net.conv(conv(conv(o, c, c2, 3), c2, c2, 3), c2, 64, 1, bias=True)
+        cls = conv(conv(o, c, c, 3, g=c), c, c3)
+        cls = conv(conv(cls, c3, c3, 3, g=c3), c3, c3)
+        cls = net.conv(cls, c3, 80, 1, bias=True)
+        flat.append(net.op("Reshape", [net.op("Concat", [box, cls], axis=1), net.const([1, 144, -1])]))
+    x = net.op("Concat", flat, axis=2)
+    anchors = sum((size // s) ** 2 for s in (8, 16, 32))
+    box, cls = split(x, (64, 80))
+    d = net.op("Softmax", [net.op("Transpose", [net.op("Reshape", [box, net.const([1, 4, 16, anchors])])],
+                                  perm=[0, 2, 1, 3])], axis=1)
+    d = net.op("Conv", [d, net.const(np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1), np.float32)],
+               kernel_shape=[1, 1])                        # the DFL's fixed 1x1 conv (expectation of the bins)
+    lt, rb = split(net.op("Reshape", [d, net.const([1, 4, anchors])]), (2, 2))
+    grid = net.const(np.zeros((1, 2, anchors), np.float32), np.float32)
+    x1y1, x2y2 = net.op("Sub", [grid, lt]), net.op("Add", [grid, rb])
+    cxy = net.op("Div", [net.op("Add", [x1y1, x2y2]), net.const(2.0, np.float32)])
+    wh = net.op("Sub", [x2y2, x1y1])
+    dbox = net.op("Mul", [net.op("Concat", [cxy, wh], axis=1), net.const(np.ones((1, anchors), np.float32),
+                                                                           np.float32)])
+    return _classifier_output(net, net.op("Concat", [dbox, net.op("Sigmoid", [cls])], axis=1))
+
+
 #: architectures built here (not named zoo entries), each as the network its published figure ran
 BUILDERS = {
     "resnext50_32x4d": lambda net, size: _resnet_family(net, size, (3, 4, 6, 3), _resnext_block),
@@ -522,6 +650,12 @@ BUILDERS = {
     "yolov5s": lambda net, size: _yolov5(net, size, 0.33, 0.50),
     "yolov5m": lambda net, size: _yolov5(net, size, 0.67, 0.75),
     "yolov5l": lambda net, size: _yolov5(net, size, 1.0, 1.0),
+    # ultralytics YOLO11 at the (depth, width, max channels) of the n, s, m, l, x scales of yolo11.yaml
+    "yolo11n": lambda net, size: _yolo11(net, size, 0.50, 0.25, 1024),
+    "yolo11s": lambda net, size: _yolo11(net, size, 0.50, 0.50, 1024),
+    "yolo11m": lambda net, size: _yolo11(net, size, 0.50, 1.00, 512),
+    "yolo11l": lambda net, size: _yolo11(net, size, 1.00, 1.00, 512),
+    "yolo11x": lambda net, size: _yolo11(net, size, 1.00, 1.50, 512),
     "yolov5n_raw": lambda net, size: _yolov5(net, size, 0.33, 0.25, decode=False),
     "yolov5s_raw": lambda net, size: _yolov5(net, size, 0.33, 0.50, decode=False),
     "yolov5m_raw": lambda net, size: _yolov5(net, size, 0.67, 0.75, decode=False),
@@ -633,7 +767,7 @@ def main(argv=None) -> int:
     for src in sorted({p.source.split(" (")[0] for p, _, _ in added2}):
         print(f"  added2 from {src}: {summary([r for r in added2 if r[0].source.split(' (')[0] == src])}")
     added3 = halves.get("added3", [])
-    print(f"{'added3':9s} {summary(added3)} (T4 detection CNNs, YOLOv5, found after 'added2')")
+    print(f"{'added3':9s} {summary(added3)} (T4 detection CNNs, YOLOv5 and YOLO11, found after 'added2')")
     for src in sorted({p.source.split(" (")[0] for p, _, _ in added3}):
         print(f"  added3 from {src}: {summary([r for r in added3 if r[0].source.split(' (')[0] == src])}")
     t4_all = t4 + halves.get("added", []) + t4_added2 + added3

@@ -411,3 +411,49 @@ def test_gpu_check_compares_each_device_machine_card_with_its_own_derived_target
     assert h200["sm_count"] == h100["sm_count"] and h200["mem_gbs"] > h100["mem_gbs"]
     m = small_cnn(c=64, h=64)
     assert Estimator("h200").estimate(m, precision="fp16").total_ms <= Estimator("h100").estimate(m, precision="fp16").total_ms
+
+
+def _silu_conv(name, x, y, cin, cout):
+    conv, inits = _conv(name, x, f"{name}.o", cin, cout)
+    return [conv, helper.make_node("Sigmoid", [f"{name}.o"], [f"{name}.s"], name=f"{name}.sig"),
+            helper.make_node("Mul", [f"{name}.o", f"{name}.s"], [y], name=f"{name}.mul")], inits
+
+
+def test_trt_concat_writes_movable_inputs_in_place_and_copies_the_rest_and_split_is_a_view():
+    """A C2f block (YOLOv8 / YOLO11): cv1 -> Split in two halves -> the second half through a bottleneck
+    (SiLU convs, residual Add) -> Concat(half 0, half 1, bottleneck) -> cv2. TensorRT removes the Split
+    (the halves are views of cv1's output), fuses the residual Add into the second conv's SiLU epilogue,
+    and eliminates the Concat: the bottleneck writes into it, the two halves cannot move (cv1's output is
+    read by the bottleneck too) and are copied, one copy kernel each."""
+    n1, i1 = _silu_conv("cv1", "x", "a", 16, 16)
+    nb1, ib1 = _silu_conv("m.cv1", "h1", "b1", 8, 8)
+    nb2, ib2 = _silu_conv("m.cv2", "b1", "b2", 8, 8)
+    n2, i2 = _silu_conv("cv2", "cat", "y", 24, 16)
+    split = helper.make_node("Split", ["a", "sizes"], ["h0", "h1"], axis=1, name="split")
+    add = helper.make_node("Add", ["h1", "b2"], ["r"], name="m.add")
+    cat = helper.make_node("Concat", ["h0", "h1", "r"], ["cat"], axis=1, name="concat")
+    inits = i1 + ib1 + ib2 + i2 + [numpy_helper.from_array(np.array([8, 8], np.int64), "sizes")]
+    m = _model(n1 + [split] + nb1 + nb2 + [add, cat] + n2, [("x", F, [1, 16, 8, 8])], ["y"], inits)
+    ks, unc = _kernels(m, "fp16")
+    assert not unc
+    kinds = [k.kind for k in ks]
+    assert "Split" not in kinds and kinds.count("Conv") == 4 and "Elementwise" not in kinds
+    assert [k.params for k in ks if k.kind == "Concat"] == [{"inputs": [[1, 8, 8, 8]], "axis": 1}] * 2
+    fused = next(k for k in ks if "m.add" in k.nodes)
+    assert fused.kind == "Conv" and fused.params["act"] == "Swish" and fused.params["sum"] == 1
+    free = {n for k in fuse(load_graph(m), get_target("t4").fusion_rules())[0] if k.kind == "Free" for n in k.nodes}
+    assert "split" in free
+
+
+def test_trt_concat_of_single_consumer_producers_is_free_and_shared_inputs_stay_copies():
+    c1, i1 = _conv("c1", "x", "a", 8, 8)
+    c2, i2 = _conv("c2", "x", "b", 8, 8)
+    cat = helper.make_node("Concat", ["a", "b"], ["y"], axis=1, name="concat")
+    ks, _ = _kernels(_model([c1, c2, cat], [("x", F, [1, 8, 8, 8])], ["y"], i1 + i2), "fp16")
+    ks = [k for k in ks if k.kind != "Activation"]  # not the fp32 network I/O's reformats
+    assert [k.kind for k in ks] == ["Conv", "Conv"]   # both convs write into the concatenation
+    # the network input cannot move: the Concat copies it, the conv writes in place
+    cat2 = helper.make_node("Concat", ["x", "a"], ["y"], axis=1, name="concat")
+    ks, _ = _kernels(_model([c1, cat2], [("x", F, [1, 8, 8, 8])], ["y"], i1), "fp16")
+    ks = [k for k in ks if k.kind != "Activation"]
+    assert [(k.kind, k.params.get("inputs")) for k in ks] == [("Conv", None), ("Concat", [[1, 8, 8, 8]])]

@@ -201,5 +201,12 @@ def test_yolov5_builders_have_the_published_parameter_counts():
         n = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
                 if "running" not in t.name and "Constant" not in t.name)
         assert round(n / 1e6, 2) == millions, name
+    # ultralytics YOLO11: the parameter counts its model summaries print (yolo11.yaml, unfused)
+    for name, count in (("yolo11n", 2624080), ("yolo11s", 9458752), ("yolo11m", 20114688), ("yolo11l", 25372160),
+                        ("yolo11x", 56966176)):
+        proto = gp.BUILDERS[name](zoo._Net(name, seed=0, batch=1), 640)
+        n = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
+                if "running" not in t.name and "Constant" not in t.name)
+        assert n + 16 == count, name   # + the DFL's fixed 16-weight conv, a constant here
     raw = gp.build("yolov5n_raw", 640)
     assert len(raw.outputs) == 3  # the model forward alone: the three heads' convs, no box decode

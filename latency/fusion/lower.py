@@ -251,6 +251,14 @@ def lower_node(state: FusionState, w: WorkNode) -> list:
             p = allowed[0]
         return Kernel(name or w.name, kind, ops.canonical_params(kind, params), p, sparsity, nodes, op_types)
 
+    if w.info.get("view"):  # a layer the runtime runs as a view of its input (TensorRT: slice removal)
+        return [make_kernel("Free", {"op": op})]
+    if w.info.get("concat_copy") is not None:  # an eliminated concatenation: one copy per input that cannot move
+        ins = [state.need_shape(w.inputs[i]) for i in w.info["concat_copy"]]
+        ax = normalize_axis(w.attr("axis", 0), len(ins[0]))
+        return [make_kernel("Concat", {"inputs": [x], "axis": ax}, name=w.name if j == 0 else f"{w.name}/copy{j}",
+                            nodes=nodes if j == 0 else (), op_types=op_types if j == 0 else ("Concat",))
+                for j, x in enumerate(ins)]
     if op in ops.QUANTIZED_OPS and w.domain in ("", "com.microsoft") and not w.info.get("dyn"):
         return _lower_quantized_op(state, w, make_kernel)
     if w.info.get("as_conv"):

@@ -22,9 +22,12 @@ documentation or source code (in the docstring of the function that applies it):
     trt_gemm_epilogue    GEMM + activation (incl. GELU) epilogue
     trt_conv_activation  Convolution + activation
     trt_conv_add         Convolution + residual Add [+ activation]
-    trt_conv_pointwise   Convolution + SiLU / HardSwish written as x * gate(x) (Conv + PWN)
+    trt_conv_pointwise   Convolution + SiLU / HardSwish written as x * gate(x) (Conv + PWN) [+ the
+                         residual Add that reads only its output]
     trt_pointwise        adjacent pointwise layers -> one pointwise kernel; a Q after a conv / GEMM fused
                          into its output
+    trt_concat           concatenation elimination (producers write in place; a copy per input that
+                         cannot move) and slice removal (a Split into contiguous blocks is a view)
     trt_precision        every layer's precision from the builder precision (--precision), reformat
                          kernels where fp32 network inputs / outputs meet lower-precision layers
 
@@ -91,6 +94,16 @@ TRT_CONV_ACTS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "HardSi
 #: openppl-public/ppq ppq/samples/Yolo/03_Profile.py at commit bcf3d1d0 (Nsight profile of a TensorRT engine)
 CONV_PWN_EVIDENCE = ("openppl-public/ppq ppq/samples/Yolo/03_Profile.py at commit bcf3d1d0: 'Conv_41 + "
                      "PWN(PWN(Sigmoid_42), Mul_43)'")
+#: a residual Add in the same epilogue: a TensorRT 10.0.1.6 engine's layer list (RT-DETR on a GTX 1650 Ti, sm_75)
+CONV_PWN_ADD_EVIDENCE = ("NVIDIA/TensorRT issue #4048 (TensorRT 10.0.1.6): '.../bottlenecks.2/conv/Conv + "
+                         "PWN(PWN(PWN(.../act/Sigmoid), PWN(.../act/Mul)), PWN(..., PWN(.../fpn_blocks.0/Add)))'")
+#: concatenation elimination and slice removal, as TensorRT's builder logs them
+CONCAT_EVIDENCE = ("NVIDIA/TensorRT issue #3254 (a YOLOv8 build's verbose log: 'After slice removal', 'Eliminating "
+                   "concatenation /model.21/Concat', 'Generating copy for /model.21/cv1/act/Mul_output_0 to "
+                   "/model.21/Concat_output_0 because input is not movable', 'Retargeting /model.21/m.0/cv2/act/"
+                   "Mul_output_0 to /model.21/Concat_output_0'); ultralytics/ultralytics issue #6471 (the engine's "
+                   "layers: 'COPY: /model.21/Split_output_0 copy', no Split or Concat layer); dusty-nv/jetson-inference "
+                   "issue #1630 (GoogLeNet: 'Eliminating concatenation inception_5b/output')")
 #: activations a GEMM computes in its epilogue (cuBLASLt epilogues RELU_BIAS and GELU_BIAS, and the
 #: activation fusions of the catalog)
 TRT_GEMM_ACTS = ("Relu", "Gelu", "FastGelu", "Sigmoid", "Tanh", "Clip", "LeakyRelu")
@@ -561,7 +574,82 @@ def trt_conv_pointwise(state: FusionState) -> None:
         w.op = "FusedConv"
         state.absorb(w, gate, outputs=False)
         state.absorb(w, mul)
+        _residual_after_act(state, w)
     state.reindex()
+
+
+def _residual_after_act(state: FusionState, w) -> None:
+    """A convolution whose epilogue computes x * gate(x) also takes a residual Add that reads only its
+    output (a bottleneck's shortcut after the SiLU): TensorRT 10 builds "Conv + PWN(PWN(Sigmoid, Mul), Add)"
+    as one layer (``CONV_PWN_ADD_EVIDENCE``)."""
+    a = state.out_single(w)
+    if not state.is_op(a, "Add") or a.domain != "" or w.info.get("sum") or a.outputs[0] in state.graph_outputs:
+        return
+    ins = [t for t in a.inputs if t]
+    if len(ins) != 2 or ins[0] == ins[1] or w.outputs[0] not in ins:
+        return
+    other = ins[1] if ins[0] == w.outputs[0] else ins[0]
+    if state.shape(other) is None or state.shape(other) != state.shape(w.outputs[0]):
+        return
+    w.info["sum"] = other
+    w.inputs = list(w.inputs) + [other]
+    state.absorb(w, a)
+
+
+def _views_through(state: FusionState, t):
+    """The node whose kernel writes tensor ``t`` when the metadata-only layers (Reshape & co) between are
+    followed back, each tensor on the way read by one layer only; None where something else reads it."""
+    while True:
+        if not t or t in state.graph_outputs or state.const(t):
+            return None
+        p = state.producer(t)
+        if p is None or p.dead:
+            return None
+        if p.op in ops.FREE_OPS and p.domain in ("", "ai.onnx") and p.inputs and p.inputs[0]:
+            if len(state.consumers(p.inputs[0])) != 1:
+                return None
+            t = p.inputs[0]
+            continue
+        return p
+
+
+def trt_concat(state: FusionState) -> None:
+    """Concatenations are eliminated: each input's producer writes its output straight into its place in
+    the concatenation's buffer ("retargeting"), and a copy kernel is generated only for the inputs that
+    cannot move, those another layer reads too, a network input or constant, a removed slice. Split layers
+    along an axis with nothing but ones before it (each part a contiguous block) are removed: their
+    readers read the parts in place.
+
+    Mirrors TensorRT's concatenation elimination and slice removal (the builder's log: "Eliminating
+    concatenation X", "Retargeting Y to X", "Generating copy for Z to X because input is not movable",
+    "After slice removal"; engine layers "COPY: .../Split_output_0 copy"). Source: ``CONCAT_EVIDENCE``.
+    """
+    for w in list(state.live):
+        if w.dead or not state.is_op(w, "Split") or w.domain != "" or not w.inputs or not w.inputs[0]:
+            continue
+        x = state.shape(w.inputs[0])
+        if x is None or w.info.get("qdq"):
+            continue
+        ax = int(w.attr("axis", 0)) % len(x)
+        if all(d == 1 for d in x[:ax]):
+            w.info["view"] = True
+    for w in list(state.live):
+        if w.dead or not state.is_op(w, "Concat") or w.domain != "" or w.info.get("qdq"):
+            continue
+        ins = list(w.inputs)
+        if not ins or any(not t or state.shape(t) is None for t in ins) or len(set(ins)) != len(ins):
+            continue
+        copy = []
+        for i, t in enumerate(ins):
+            p = _views_through(state, t)
+            if p is None or p.info.get("view") or p.op == "Concat" or len(state.consumers(t)) != 1:
+                copy.append(i)
+        if len(copy) == len(ins):
+            continue  # nothing moves: the concatenation runs as it is
+        if copy:
+            w.info["concat_copy"] = copy
+        else:
+            w.info["view"] = True
 
 
 def _pointwise(state: FusionState, w) -> bool:
@@ -770,10 +858,13 @@ TRT_CONV_ACTIVATION = _trt_pass("trt_conv_activation", "float Conv -> activation
 TRT_CONV_ADD = _trt_pass("trt_conv_add", "Conv -> residual Add (same shapes) [-> activation]", ("FusedConv",),
                          "TensorRT Convolution and ElementWise Operation", trt_conv_add, ("conv_add",))
 TRT_CONV_POINTWISE = _trt_pass("trt_conv_pointwise", "float Conv -> x * Sigmoid(x) | x * HardSigmoid(x) reading only "
-                               "the conv's output", ("FusedConv",), "TensorRT Convolution and PointWise (Conv + PWN)",
+                               "the conv's output [-> residual Add reading only that]", ("FusedConv",), "TensorRT Convolution and PointWise (Conv + PWN)",
                                trt_conv_pointwise)
 TRT_POINTWISE = _trt_pass("trt_pointwise", "pointwise -> pointwise (single consumer); Conv / GEMM -> Q",
                           ("PointWise",), "TensorRT PointWise fusion", trt_pointwise)
+TRT_CONCAT = _trt_pass("trt_concat", "Concat (inputs written in place; copies of the inputs that cannot move); "
+                      "Split along an axis with only ones before it", ("Concat", "Split"),
+                      "TensorRT concatenation elimination and slice removal", trt_concat)
 TRT_PRECISION = _trt_pass("trt_precision", "every layer (builder precision); fp32 network I/O next to fp16 / int8 "
                           "layers", ("Reformat",), "TensorRT builder precision flags and I/O reformats",
                           trt_precision)
@@ -782,7 +873,7 @@ TRT_PRECISION = _trt_pass("trt_precision", "every layer (builder precision); fp3
 #: epilogues, pointwise fusion, then the precision of every layer
 TENSORRT_PASSES = (TRT_PARSE, TRT_ELIMINATE, TRT_SHUFFLE, TRT_CONV_SCALE, TRT_QDQ, TRT_GEMM_BIAS, TRT_GELU,
                    TRT_LAYERNORM, TRT_SKIP_LAYERNORM, TRT_MHA, TRT_GEMM_TRANSPOSE, TRT_GEMM_EPILOGUE,
-                   TRT_CONV_ACTIVATION, TRT_CONV_ADD, TRT_CONV_POINTWISE, TRT_POINTWISE, TRT_PRECISION)
+                   TRT_CONV_ACTIVATION, TRT_CONV_ADD, TRT_CONV_POINTWISE, TRT_POINTWISE, TRT_CONCAT, TRT_PRECISION)
 
 
 def tensorrt_rules(sm: int = 75, tf32: bool = False, pricer: Callable | None = None,
