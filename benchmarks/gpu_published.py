@@ -16,8 +16,9 @@ found after ``added`` was settled form a fourth group, ``added2`` (T4 and other 
 scored the same way and summarised apart, T4 and each other card on a line of its own. ``added3`` (found after
 ``added2``, never fitted): detection CNNs, YOLOv5 v6.1 N/S/M/L at 640x640 fp16 on a T4 from five sources (the
 YOLOv6 report at TensorRT 7.2 and 8.2, mmyolo, PaddleYOLO, DAMO-YOLO), whose spread for one network (YOLOv5-N
-1.14-2.23 ms) shows how far published figures of one model move with the runtime version and the harness, and
-ultralytics YOLO11 N/S/M/L/X on TensorRT 10 (its docs' table).
+1.14-2.23 ms) shows how far published figures of one model move with the runtime version and the harness,
+ultralytics YOLO11 N/S/M/L/X on TensorRT 10 (its docs' table), and BERT-Base / -Large on TensorRT 7.0 in fp16 and
+FP32 (DeepLearningExamples).
 
     python benchmarks/gpu_published.py            # errors of the targets as declared
     python benchmarks/gpu_published.py --fit      # fit the T4 terms on the fit half, score both halves
@@ -107,6 +108,10 @@ PADDLEYOLO_T4 = ("PaddlePaddle/PaddleYOLO configs/yolov5/README.md at commit 0b5
                  "Inference, FP16, batch 1, pre-processing and NMS excluded; Paddle's own retrained YOLOv5 weights)")
 DAMOYOLO_T4 = ("DAMO-YOLO's model card as copied in jp-lan/AdaDet docs/models/object_detection_EN.md at commit 221de1f0 "
                "(T4, TensorRT 7.2.1.6, CUDA 10.2, FP16, batch 1, 'does not include post-processing (nms)')")
+DLE_BERT_T4_TRT70 = ("NVIDIA/DeepLearningExamples TensorFlow/LanguageModeling/BERT/trt/README.md at commit e159774d "
+                     "(TensorRT 7.0.0.1, CUDA 10.2; 'Inference performance: NVIDIA T4 (16GB)', batch 1, average of 200 "
+                     "runs after one warm-up, 'the time measurements do not include the time required to copy inputs "
+                     "to the device and copy outputs to the host'; mixed precision and FP32 engines)")
 ULTRALYTICS_T4 = ("ultralytics/ultralytics docs/en/models/yolo11.md at commit 040502be (the detection table's 'Speed T4 "
                   "TensorRT10 (ms)': 1.5 / 2.5 / 4.7 / 6.2 / 11.3; batch 1, 640x640, FP16 per the docs' chart label "
                   "'Latency T4 TensorRT10 FP16 (ms/img)'; the inference time of 'yolo val', whether NMS is in it "
@@ -266,6 +271,16 @@ PUBLISHED = (
     Published("t4", "yolov5n", 640, "fp16", 2.23, DAMOYOLO_T4, "added3"),
     Published("t4", "yolov5s", 640, "fp16", 3.04, DAMOYOLO_T4, "added3"),
     Published("t4", "yolov5m", 640, "fp16", 5.71, DAMOYOLO_T4, "added3"),
+    # BERT on TensorRT 7.0 (the demoBERT engines' predecessor in DeepLearningExamples): fp16 and FP32 (CUDA cores),
+    # '| 128 | 1 | 1.97 | 1.97 | 1.93 | 6.47 | 6.51 | 6.12 |' ... average columns
+    Published("t4", "bert_base", 128, "fp16", 1.93, DLE_BERT_T4_TRT70, "added3"),
+    Published("t4", "bert_base", 128, "fp32", 6.12, DLE_BERT_T4_TRT70, "added3"),
+    Published("t4", "bert_base", 384, "fp16", 4.97, DLE_BERT_T4_TRT70, "added3"),
+    Published("t4", "bert_base", 384, "fp32", 18.44, DLE_BERT_T4_TRT70, "added3"),
+    Published("t4", "bert_large", 128, "fp16", 5.39, DLE_BERT_T4_TRT70, "added3"),
+    Published("t4", "bert_large", 128, "fp32", 20.74, DLE_BERT_T4_TRT70, "added3"),
+    Published("t4", "bert_large", 384, "fp16", 15.49, DLE_BERT_T4_TRT70, "added3"),
+    Published("t4", "bert_large", 384, "fp32", 61.96, DLE_BERT_T4_TRT70, "added3"),
     # ultralytics YOLO11 N / S / M / L / X at 640x640 on a T4, TensorRT 10, fp16 (its docs' detection table)
     Published("t4", "yolo11n", 640, "fp16", 1.5, ULTRALYTICS_T4, "added3"),
     Published("t4", "yolo11s", 640, "fp16", 2.5, ULTRALYTICS_T4, "added3"),
@@ -767,7 +782,7 @@ def main(argv=None) -> int:
     for src in sorted({p.source.split(" (")[0] for p, _, _ in added2}):
         print(f"  added2 from {src}: {summary([r for r in added2 if r[0].source.split(' (')[0] == src])}")
     added3 = halves.get("added3", [])
-    print(f"{'added3':9s} {summary(added3)} (T4 detection CNNs, YOLOv5 and YOLO11, found after 'added2')")
+    print(f"{'added3':9s} {summary(added3)} (T4: YOLOv5, YOLO11, BERT fp16/FP32 on TensorRT 7.0; found after 'added2')")
     for src in sorted({p.source.split(" (")[0] for p, _, _ in added3}):
         print(f"  added3 from {src}: {summary([r for r in added3 if r[0].source.split(' (')[0] == src])}")
     t4_all = t4 + halves.get("added", []) + t4_added2 + added3
