@@ -48,7 +48,8 @@ def test_fit_recovers_the_fractions_of_a_fake_gpu():
     fit = gpu.fit_terms(H100, rows)["terms"]
     assert fit["dram"] == pytest.approx(0.9, rel=0.02)   # the largest copy hides the launch
     assert fit["tensor"] == pytest.approx(0.6, rel=0.02)
-    assert fit["launch_us"] == pytest.approx(3.0)
+    assert fit["launch_us"] == pytest.approx(0.5)  # 3.0 measured less the 2.5 of min_kernel_us: a tiny kernel 3.0
+    assert "min_kernel_us" not in fit                # not fitted: the model prices a tiny kernel at both terms
     assert "cuda" not in fit  # the H100 runs fp32 on TF32 tensor cores: no CUDA-core term measured
 
 
@@ -103,7 +104,9 @@ def test_measured_terms_make_the_derived_target_calibrated(tmp_path, monkeypatch
     assert doc["provenance"] == "measured" and doc["measured_with"] == "fake runner 1"
     assert load_terms("h100")["terms"]["tensor"] == pytest.approx(0.2, rel=0.02)
     model = get_target("h100").cost()
-    assert model.eff["tensor"] == pytest.approx(0.2, rel=0.02) and model.lat["launch_us"] == pytest.approx(8.0)
+    assert model.eff["tensor"] == pytest.approx(0.2, rel=0.02) and model.lat["launch_us"] == pytest.approx(5.5)
+    # a tiny kernel is then priced at what was measured back to back (8 us), not twice that
+    assert model.lat["launch_us"] + model.lat["min_kernel_us"] == pytest.approx(8.0)
     assert "measured" in model.terms()["achievable_tensor"]["basis"]
     slower = Estimator("h100").estimate(m, precision="fp16").total_ms
     assert slower > derived  # a slower GPU than the spec sheet's assumptions: a slower estimate
