@@ -380,16 +380,16 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
             if tid0 is not None:
                 _same_device(st, tid0, target, db)
     db.parent.mkdir(parents=True, exist_ok=True)
-    say(base_vs_here(base, target))  # every check passed: the two devices side by side, then the work
     with Store(info.path, readonly=True) as st:
         bdf = st.measurements(st.find_target(info.target), ok_only=True)
     base_rows = [(k, float(v)) for k, v in zip(bdf["key"], bdf["latency_us"]) if v and v > 0]
-    if budget_s == 0:
-        return _describe(target, info, db, base_rows, do_train, say, argv, t0)
     dense = sum(Config.from_key(k).sparsity == "0" for k, _ in base_rows)
-    if dense < MIN_PROBES:
+    if budget_s != 0 and dense < MIN_PROBES:
         raise TransferError(f"base profile {info.path} has {dense} measured dense row(s) to probe: a transfer needs at "
                             f"least {MIN_PROBES}; transfer from a fuller profile")
+    say(base_vs_here(base, target))  # every check passed: the two devices side by side, then the work
+    if budget_s == 0:
+        return _describe(target, info, db, base_rows, do_train, say, argv, t0)
     base_lat = {Config.from_key(k).hash: (k, v) for k, v in base_rows}  # key hash -> (key, base us)
     n_cap = int(min(max_probes or 1e9, probe_s * MAX_PROBES_PER_S))
     say(f"base {info.path} ({info.target}, {len(base_rows)} rows, {info.describe()}); choosing up to {n_cap} probes")
