@@ -596,6 +596,10 @@ def _residual_after_act(state: FusionState, w) -> None:
     state.absorb(w, a)
 
 
+#: layers whose output is their input's data under another shape (a Shape's output is not)
+_RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
 def _views_through(state: FusionState, t):
     """The node whose kernel writes tensor ``t`` when the metadata-only layers (Reshape & co) between are
     followed back, each tensor on the way read by one layer only; None where something else reads it."""
@@ -605,7 +609,7 @@ def _views_through(state: FusionState, t):
         p = state.producer(t)
         if p is None or p.dead:
             return None
-        if p.op in ops.FREE_OPS and p.domain in ("", "ai.onnx") and p.inputs and p.inputs[0]:
+        if p.op in _RESHAPES and p.domain in ("", "ai.onnx") and p.inputs and p.inputs[0]:
             if len(state.consumers(p.inputs[0])) != 1:
                 return None
             t = p.inputs[0]
