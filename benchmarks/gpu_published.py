@@ -17,7 +17,7 @@ scored the same way and summarised apart, T4 and each other card on a line of it
 ``added2``, never fitted): detection CNNs, YOLOv5 v6.1 N/S/M/L at 640x640 fp16 on a T4 from five sources (the
 YOLOv6 report at TensorRT 7.2 and 8.2, mmyolo, PaddleYOLO, DAMO-YOLO), whose spread for one network (YOLOv5-N
 1.14-2.23 ms) shows how far published figures of one model move with the runtime version and the harness,
-ultralytics YOLO11 N/S/M/L/X on TensorRT 10 (its docs' table), and BERT-Base / -Large on TensorRT 7.0 in fp16 and
+ultralytics YOLOv8 and YOLO11 N/S/M/L/X on TensorRT 10 (its docs), YOLOv8 on an A100, and BERT-Base / -Large on TensorRT 7.0 in fp16 and
 FP32 (DeepLearningExamples).
 
     python benchmarks/gpu_published.py            # errors of the targets as declared
@@ -116,6 +116,13 @@ ULTRALYTICS_T4 = ("ultralytics/ultralytics docs/en/models/yolo11.md at commit 04
                   "TensorRT10 (ms)': 1.5 / 2.5 / 4.7 / 6.2 / 11.3; batch 1, 640x640, FP16 per the docs' chart label "
                   "'Latency T4 TensorRT10 FP16 (ms/img)'; the inference time of 'yolo val', whether NMS is in it "
                   "is not stated)")
+ULTRALYTICS_V8_T4 = ("ultralytics/ultralytics docs/en/compare/yolo11-vs-yolov8.md at commit 95d73b19 (YOLOv8 'Speed T4 "
+                     "TensorRT10 (ms)': 1.47 / 2.66 / 5.86 / 9.06 / 14.37, the same in docs/model_data.py, the docs' "
+                     "chart data, 'Latency T4 TensorRT10 FP16'; params 3.2 / 11.2 / 25.9 / 43.7 / 68.2 M, the original "
+                     "head; the page states no method)")
+ULTRALYTICS_V8_A100 = ("ultralytics/ultralytics docs/en/models/yolov8.md at commit 0059318a ('Speed A100 TensorRT (ms)': "
+                       "0.99 / 1.20 / 1.83 / 2.39 / 3.53; 'averaged over COCO val images using an Amazon EC2 P4d "
+                       "instance', batch 1; precision not stated, taken as fp16)")
 ASCEND_VIT_SMALL = ("Ascend/ModelZoo-PyTorch ACL_PyTorch/contrib/cv/classfication/vit-small/README.md at commit 05360171 "
                     "(timm vit_small_patch16_224: 'vit-small bs1 ... 基准性能 222.4976' fps, from perf_g.sh run on the T4: "
                     "trtexec --fp16, batch 1, GPU Compute mean; the README gives no TensorRT version, and its rewrite at "
@@ -281,6 +288,11 @@ PUBLISHED = (
     Published("t4", "bert_large", 128, "fp32", 20.74, DLE_BERT_T4_TRT70, "added3"),
     Published("t4", "bert_large", 384, "fp16", 15.49, DLE_BERT_T4_TRT70, "added3"),
     Published("t4", "bert_large", 384, "fp32", 61.96, DLE_BERT_T4_TRT70, "added3"),
+    # ultralytics YOLOv8 N / S / M / L / X at 640x640, fp16: on a T4 (TensorRT 10) and on an A100 (nothing fitted there)
+    *(Published("t4", f"yolov8{s}", 640, "fp16", ms, ULTRALYTICS_V8_T4, "added3")
+      for s, ms in zip("nsmlx", (1.47, 2.66, 5.86, 9.06, 14.37))),
+    *(Published("a100", f"yolov8{s}", 640, "fp16", ms, ULTRALYTICS_V8_A100, "added3")
+      for s, ms in zip("nsmlx", (0.99, 1.20, 1.83, 2.39, 3.53))),
     # ultralytics YOLO11 N / S / M / L / X at 640x640 on a T4, TensorRT 10, fp16 (its docs' detection table)
     Published("t4", "yolo11n", 640, "fp16", 1.5, ULTRALYTICS_T4, "added3"),
     Published("t4", "yolo11s", 640, "fp16", 2.5, ULTRALYTICS_T4, "added3"),
@@ -529,54 +541,148 @@ def _yolov5(net, size, depth, width, decode=True):
     return _classifier_output(net, net.op("Concat", outs, axis=1))
 
 
-def _yolo11(net, size, depth, width, max_channels):
-    """ultralytics YOLO11 detection (yolo11.yaml at a scale: depth, width, max channels), as exported to ONNX:
-    Conv = Conv + BN + SiLU; C3k2 (a C2f whose blocks are Bottlenecks at half width, or C3k blocks of two
-    Bottlenecks on the m/l/x scales); SPPF; C2PSA (a position-sensitive attention block: 1x1 qkv conv, per-head
-    Q^T K softmax attention over the H*W positions, V's 3x3 depthwise positional conv, 1x1 projection, a
-    two-conv FFN, both residual); the PAN neck; the Detect head (per scale a box branch of two 3x3 convs and a
-    1x1 to 4 x 16 DFL bins, a class branch of two depthwise-separable pairs and a 1x1 to 80 classes) with the
-    export-time decode (DFL softmax and its 1x1 conv, distance to box, times the strides, class sigmoid)."""
-    import math
+class _Ultralytics:
+    """The building blocks of ultralytics' YOLOv8 / YOLO11 as exported to ONNX (Conv = Conv + BN + SiLU)."""
 
-    import numpy as np
+    def __init__(self, net, width, max_channels):
+        import numpy as np
+
+        self.net, self.width, self.max_channels, self.np = net, width, max_channels, np
+
+    def ch(self, c):
+        import math
+
+        return int(math.ceil(min(c, self.max_channels) * self.width / 8) * 8)
+
+    def conv(self, x, cin, cout, k=1, s=1, g=1, act="swish"):
+        return self.net.cba(x, cin, cout, k, s, g=g, act=act)
+
+    def split(self, x, sizes, axis=1):
+        return self.net.op("Split", [x, self.net.const(list(sizes))], n_out=len(sizes), axis=axis)
+
+    def bottleneck(self, x, c, e=0.5, shortcut=True):
+        c_ = int(c * e)
+        y = self.conv(self.conv(x, c, c_, 3), c_, c, 3)
+        return self.net.op("Add", [x, y]) if shortcut else y
+
+    def c2f(self, x, cin, cout, n, block, e=0.5):
+        """C2f (YOLOv8) / C3k2 (YOLO11): cv1 to 2c, split in halves, ``n`` blocks on the last part, every part
+        concatenated, cv2 to cout; ``block(x, c)`` is one block."""
+        c = int(cout * e)
+        ys = list(self.split(self.conv(x, cin, 2 * c), (c, c)))
+        for _ in range(n):
+            ys.append(block(ys[-1], c))
+        return self.conv(self.net.op("Concat", ys, axis=1), (2 + n) * c, cout)
+
+    def sppf(self, x, c1, c2):
+        c_ = c1 // 2
+        y0 = self.conv(x, c1, c_)
+        y1 = self.net.maxpool(y0, 5, 1, p=2)
+        y2 = self.net.maxpool(y1, 5, 1, p=2)
+        y3 = self.net.maxpool(y2, 5, 1, p=2)
+        return self.conv(self.net.op("Concat", [y0, y1, y2, y3], axis=1), 4 * c_, c2)
+
+    def up(self, x):
+        return self.net.op("Resize", [x, "", self.net.const([1.0, 1.0, 2.0, 2.0], self.np.float32)], mode="nearest")
+
+    def detect(self, outs, chans, size, dw):
+        """The Detect head and its export-time decode: per scale a box branch (two 3x3 convs, a 1x1 to 4 x 16
+        DFL bins) and a class branch (two 3x3 convs, or with ``dw`` two depthwise-separable pairs, as YOLO11's;
+        a 1x1 to 80 classes); the DFL softmax and its fixed 1x1 conv, distance to box, times the strides, the
+        class sigmoid."""
+        net, np = self.net, self.np
+        c2, c3 = max(16, chans[0] // 4, 64), max(chans[0], 80)
+        flat = []
+        for o, c in zip(outs, chans):
+            box = net.conv(self.conv(self.conv(o, c, c2, 3), c2, c2, 3), c2, 64, 1, bias=True)
+            if dw:
+                cls = self.conv(self.conv(o, c, c, 3, g=c), c, c3)
+                cls = self.conv(self.conv(cls, c3, c3, 3, g=c3), c3, c3)
+            else:
+                cls = self.conv(self.conv(o, c, c3, 3), c3, c3, 3)
+            cls = net.conv(cls, c3, 80, 1, bias=True)
+            flat.append(net.op("Reshape", [net.op("Concat", [box, cls], axis=1), net.const([1, 144, -1])]))
+        x = net.op("Concat", flat, axis=2)
+        anchors = sum((size // s) ** 2 for s in (8, 16, 32))
+        box, cls = self.split(x, (64, 80))
+        d = net.op("Softmax", [net.op("Transpose", [net.op("Reshape", [box, net.const([1, 4, 16, anchors])])],
+                                      perm=[0, 2, 1, 3])], axis=1)
+        d = net.op("Conv", [d, net.const(np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1), np.float32)],
+                   kernel_shape=[1, 1])                        # the DFL's fixed 1x1 conv (expectation of the bins)
+        lt, rb = self.split(net.op("Reshape", [d, net.const([1, 4, anchors])]), (2, 2))
+        grid = net.const(np.zeros((1, 2, anchors), np.float32), np.float32)
+        x1y1, x2y2 = net.op("Sub", [grid, lt]), net.op("Add", [grid, rb])
+        cxy = net.op("Div", [net.op("Add", [x1y1, x2y2]), net.const(2.0, np.float32)])
+        wh = net.op("Sub", [x2y2, x1y1])
+        dbox = net.op("Mul", [net.op("Concat", [cxy, wh], axis=1),
+                              net.const(np.ones((1, anchors), np.float32), np.float32)])
+        return net.op("Concat", [dbox, net.op("Sigmoid", [cls])], axis=1)
+
+
+def _yolov8(net, size, depth, width, max_channels):
+    """ultralytics YOLOv8 detection (yolov8.yaml at a scale, the original head of ultralytics < 8.3): C2f
+    stages of 3, 6, 6, 3 Bottlenecks (times ``depth``) with shortcuts in the backbone, SPPF, the PAN neck with C2f
+    without shortcuts, the Detect head with its export-time decode."""
     from profilers.zoo import _classifier_output, _image_input
 
-    def ch(c):
-        return int(math.ceil(min(c, max_channels) * width / 8) * 8)
+    u = _Ultralytics(net, width, max_channels)
+    ch = u.ch
 
     def reps(n):
         return max(round(n * depth), 1) if n > 1 else n
 
-    def conv(x, cin, cout, k=1, s=1, g=1, act="swish"):
-        return net.cba(x, cin, cout, k, s, g=g, act=act)
+    def blk(shortcut):
+        return lambda x, c: u.bottleneck(x, c, e=1.0, shortcut=shortcut)
 
-    def split(x, sizes, axis=1):
-        return net.op("Split", [x, net.const(list(sizes))], n_out=len(sizes), axis=axis)
+    x = u.conv(_image_input(net, size), 3, ch(64), 3, 2)
+    x = u.conv(x, ch(64), ch(128), 3, 2)
+    x = u.c2f(x, ch(128), ch(128), reps(3), blk(True))
+    x = u.conv(x, ch(128), ch(256), 3, 2)
+    p3 = u.c2f(x, ch(256), ch(256), reps(6), blk(True))
+    x = u.conv(p3, ch(256), ch(512), 3, 2)
+    p4 = u.c2f(x, ch(512), ch(512), reps(6), blk(True))
+    x = u.conv(p4, ch(512), ch(1024), 3, 2)
+    x = u.c2f(x, ch(1024), ch(1024), reps(3), blk(True))
+    p5 = u.sppf(x, ch(1024), ch(1024))
+    h12 = u.c2f(net.op("Concat", [u.up(p5), p4], axis=1), ch(1024) + ch(512), ch(512), reps(3), blk(False))
+    o3 = u.c2f(net.op("Concat", [u.up(h12), p3], axis=1), ch(512) + ch(256), ch(256), reps(3), blk(False))
+    x = u.conv(o3, ch(256), ch(256), 3, 2)
+    o4 = u.c2f(net.op("Concat", [x, h12], axis=1), ch(256) + ch(512), ch(512), reps(3), blk(False))
+    x = u.conv(o4, ch(512), ch(512), 3, 2)
+    o5 = u.c2f(net.op("Concat", [x, p5], axis=1), ch(512) + ch(1024), ch(1024), reps(3), blk(False))
+    return _classifier_output(net, u.detect((o3, o4, o5), (ch(256), ch(512), ch(1024)), size, dw=False))
 
-    def bottleneck(x, c, e=0.5):
-        c_ = int(c * e)
-        return net.op("Add", [x, conv(conv(x, c, c_, 3), c_, c, 3)])
+
+def _yolo11(net, size, depth, width, max_channels):
+    """ultralytics YOLO11 detection (yolo11.yaml at a scale: depth, width, max channels), as exported to ONNX:
+    C3k2 (a C2f whose blocks are Bottlenecks at half width, or C3k blocks of two Bottlenecks on the m/l/x
+    scales); SPPF; C2PSA (a position-sensitive attention block: 1x1 qkv conv, per-head Q^T K softmax attention
+    over the H*W positions, V's 3x3 depthwise positional conv, 1x1 projection, a two-conv FFN, both residual);
+    the PAN neck; the Detect head with depthwise-separable class branches and its export-time decode."""
+    import numpy as np
+    from profilers.zoo import _classifier_output, _image_input
+
+    u = _Ultralytics(net, width, max_channels)
+    ch, conv = u.ch, u.conv
+
+    def reps(n):
+        return max(round(n * depth), 1) if n > 1 else n
 
     def c3k(x, c):
         c_ = c // 2
         a = conv(x, c, c_)
         for _ in range(2):
-            a = bottleneck(a, c_, e=1.0)
+            a = u.bottleneck(a, c_, e=1.0)
         return conv(net.op("Concat", [a, conv(x, c, c_)], axis=1), 2 * c_, c)
 
     def c3k2(x, cin, cout, n, use_c3k, e=0.5):
-        c = int(cout * e)
-        ys = list(split(conv(x, cin, 2 * c), (c, c)))
-        for _ in range(n):
-            ys.append(c3k(ys[-1], c) if use_c3k else bottleneck(ys[-1], c))
-        return conv(net.op("Concat", ys, axis=1), (2 + n) * c, cout)
+        return u.c2f(x, cin, cout, n, c3k if use_c3k else (lambda y, c: u.bottleneck(y, c)), e=e)
 
     def attention(x, dim, hw):
         heads = max(dim // 64, 1)
         hd, kd = dim // heads, int(dim // heads * 0.5)
         qkv = conv(x, dim, dim + 2 * kd * heads, act=None)
-        q, k, v = split(net.op("Reshape", [qkv, net.const([1, heads, 2 * kd + hd, hw])]), (kd, kd, hd), axis=2)
+        q, k, v = u.split(net.op("Reshape", [qkv, net.const([1, heads, 2 * kd + hd, hw])]), (kd, kd, hd), axis=2)
         a = net.op("MatMul", [net.op("Transpose", [q], perm=[0, 1, 3, 2]), k])
         a = net.op("Softmax", [net.op("Mul", [a, net.const(kd ** -0.5, np.float32)])], axis=-1)
         o = net.op("MatMul", [v, net.op("Transpose", [a], perm=[0, 1, 3, 2])])
@@ -588,14 +694,11 @@ def _yolo11(net, size, depth, width, max_channels):
 
     def c2psa(x, c1, n, hw):
         c = c1 // 2
-        a, b = split(conv(x, c1, 2 * c), (c, c))
+        a, b = u.split(conv(x, c1, 2 * c), (c, c))
         for _ in range(n):
             b = net.op("Add", [b, attention(b, c, hw)])
             b = net.op("Add", [b, conv(conv(b, c, 2 * c), 2 * c, c, act=None)])
         return conv(net.op("Concat", [a, b], axis=1), 2 * c, c1)
-
-    def up(x):
-        return net.op("Resize", [x, "", net.const([1.0, 1.0, 2.0, 2.0], np.float32)], mode="nearest")
 
     big = max_channels < 1024 or width > 0.5   # the m / l / x scales: every C3k2 with C3k blocks
     x = conv(_image_input(net, size), 3, ch(64), 3, 2)
@@ -607,43 +710,15 @@ def _yolo11(net, size, depth, width, max_channels):
     p4 = c3k2(x, ch(512), ch(512), reps(2), True)
     x = conv(p4, ch(512), ch(1024), 3, 2)
     x = c3k2(x, ch(1024), ch(1024), reps(2), True)
-    c_ = ch(1024) // 2                                     # SPPF(k=5)
-    y0 = conv(x, ch(1024), c_)
-    y1 = net.maxpool(y0, 5, 1, p=2)
-    y2 = net.maxpool(y1, 5, 1, p=2)
-    y3 = net.maxpool(y2, 5, 1, p=2)
-    x = conv(net.op("Concat", [y0, y1, y2, y3], axis=1), 4 * c_, ch(1024))
+    x = u.sppf(x, ch(1024), ch(1024))
     p5 = c2psa(x, ch(1024), reps(2), (size // 32) ** 2)
-    h13 = c3k2(net.op("Concat", [up(p5), p4], axis=1), ch(1024) + ch(512), ch(512), reps(2), big)
-    o3 = c3k2(net.op("Concat", [up(h13), p3], axis=1), ch(512) + ch(512), ch(256), reps(2), big)
+    h13 = c3k2(net.op("Concat", [u.up(p5), p4], axis=1), ch(1024) + ch(512), ch(512), reps(2), big)
+    o3 = c3k2(net.op("Concat", [u.up(h13), p3], axis=1), ch(512) + ch(512), ch(256), reps(2), big)
     x = conv(o3, ch(256), ch(256), 3, 2)
     o4 = c3k2(net.op("Concat", [x, h13], axis=1), ch(256) + ch(512), ch(512), reps(2), big)
     x = conv(o4, ch(512), ch(512), 3, 2)
     o5 = c3k2(net.op("Concat", [x, p5], axis=1), ch(512) + ch(1024), ch(1024), reps(2), True)
-    chans = (ch(256), ch(512), ch(1024))
-    c2, c3 = max(16, chans[0] // 4, 64), max(chans[0], 80)
-    flat = []
-    for o, c in zip((o3, o4, o5), chans):
-        box = net.conv(conv(conv(o, c, c2, 3), c2, c2, 3), c2, 64, 1, bias=True)
-        cls = conv(conv(o, c, c, 3, g=c), c, c3)
-        cls = conv(conv(cls, c3, c3, 3, g=c3), c3, c3)
-        cls = net.conv(cls, c3, 80, 1, bias=True)
-        flat.append(net.op("Reshape", [net.op("Concat", [box, cls], axis=1), net.const([1, 144, -1])]))
-    x = net.op("Concat", flat, axis=2)
-    anchors = sum((size // s) ** 2 for s in (8, 16, 32))
-    box, cls = split(x, (64, 80))
-    d = net.op("Softmax", [net.op("Transpose", [net.op("Reshape", [box, net.const([1, 4, 16, anchors])])],
-                                  perm=[0, 2, 1, 3])], axis=1)
-    d = net.op("Conv", [d, net.const(np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1), np.float32)],
-               kernel_shape=[1, 1])                        # the DFL's fixed 1x1 conv (expectation of the bins)
-    lt, rb = split(net.op("Reshape", [d, net.const([1, 4, anchors])]), (2, 2))
-    grid = net.const(np.zeros((1, 2, anchors), np.float32), np.float32)
-    x1y1, x2y2 = net.op("Sub", [grid, lt]), net.op("Add", [grid, rb])
-    cxy = net.op("Div", [net.op("Add", [x1y1, x2y2]), net.const(2.0, np.float32)])
-    wh = net.op("Sub", [x2y2, x1y1])
-    dbox = net.op("Mul", [net.op("Concat", [cxy, wh], axis=1), net.const(np.ones((1, anchors), np.float32),
-                                                                           np.float32)])
-    return _classifier_output(net, net.op("Concat", [dbox, net.op("Sigmoid", [cls])], axis=1))
+    return _classifier_output(net, u.detect((o3, o4, o5), (ch(256), ch(512), ch(1024)), size, dw=True))
 
 
 #: architectures built here (not named zoo entries), each as the network its published figure ran
@@ -665,6 +740,12 @@ BUILDERS = {
     "yolov5s": lambda net, size: _yolov5(net, size, 0.33, 0.50),
     "yolov5m": lambda net, size: _yolov5(net, size, 0.67, 0.75),
     "yolov5l": lambda net, size: _yolov5(net, size, 1.0, 1.0),
+    # ultralytics YOLOv8 (original head) at the scales of yolov8.yaml
+    "yolov8n": lambda net, size: _yolov8(net, size, 0.33, 0.25, 1024),
+    "yolov8s": lambda net, size: _yolov8(net, size, 0.33, 0.50, 1024),
+    "yolov8m": lambda net, size: _yolov8(net, size, 0.67, 0.75, 768),
+    "yolov8l": lambda net, size: _yolov8(net, size, 1.00, 1.00, 512),
+    "yolov8x": lambda net, size: _yolov8(net, size, 1.00, 1.25, 512),
     # ultralytics YOLO11 at the (depth, width, max channels) of the n, s, m, l, x scales of yolo11.yaml
     "yolo11n": lambda net, size: _yolo11(net, size, 0.50, 0.25, 1024),
     "yolo11s": lambda net, size: _yolo11(net, size, 0.50, 0.50, 1024),
@@ -781,10 +862,14 @@ def main(argv=None) -> int:
     print(f"{'T4+add2':9s} {summary(t4 + halves.get('added', []) + t4_added2)} (fit + held-out + added + added2)")
     for src in sorted({p.source.split(" (")[0] for p, _, _ in added2}):
         print(f"  added2 from {src}: {summary([r for r in added2 if r[0].source.split(' (')[0] == src])}")
-    added3 = halves.get("added3", [])
-    print(f"{'added3':9s} {summary(added3)} (T4: YOLOv5, YOLO11, BERT fp16/FP32 on TensorRT 7.0; found after 'added2')")
+    added3_all = halves.get("added3", [])
+    added3 = [r for r in added3_all if r[0].target == "t4"]
+    print(f"{'added3':9s} {summary(added3)} (T4: YOLOv5, YOLOv8, YOLO11, BERT fp16/FP32 on TensorRT 7.0; found after "
+          f"'added2')")
     for src in sorted({p.source.split(" (")[0] for p, _, _ in added3}):
         print(f"  added3 from {src}: {summary([r for r in added3 if r[0].source.split(' (')[0] == src])}")
+    for tgt in sorted({p.target for p, _, _ in added3_all} - {"t4"}):
+        print(f"{'added3 ' + tgt:9s} {summary([r for r in added3_all if r[0].target == tgt])} (nothing fitted on this card)")
     t4_all = t4 + halves.get("added", []) + t4_added2 + added3
     print(f"{'T4+all':9s} {summary(t4_all)} (fit + held-out + added + added2 + added3)")
     print()
