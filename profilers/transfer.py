@@ -107,21 +107,16 @@ def resolve_base(spec: str, target) -> ProfileInfo:
     return info
 
 
-def _target_of(name: str):
-    from latency.targets import get_target
-
-    return get_target(name)
-
-
 def base_vs_here(base: str, target) -> str:
     """One line: the base profile's device and this host's side by side, and what differs between them
     (:func:`latency.profiles.device_distance`: ISA flags, vendor, CPU model, caches, runtime version)."""
     from latency.profiles import device_distance
+    from latency.targets import get_target
 
     info = resolve_base(base, target)
     here = host_device()
     _, diffs = device_distance(info.device, here)
-    return (f"base {_fingerprint_line(info.target, _family(_target_of(info.target)), info.device)} vs here "
+    return (f"base {_fingerprint_line(info.target, _family(get_target(info.target)), info.device)} vs here "
             f"{_fingerprint_line(target.name, _family(target), here)}: "
             + ("; ".join(diffs) if diffs else "no difference in their descriptions"))
 
