@@ -17,6 +17,12 @@ _DEBUG = os.environ.get("LATENCY_DEBUG") == "1"
 class _Group(click.Group):
     """Turns library errors into one line and a non-zero exit (no traceback)."""
 
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            _refuse_repeated(cmd, rest)
+        return name, cmd, rest
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -51,6 +57,23 @@ class _Group(click.Group):
             msg = str(e).splitlines()[0] if str(e) else ""
             click.echo(f"error: {type(e).__name__}: {msg} (set LATENCY_DEBUG=1 for details)", err=True)
             sys.exit(1)
+
+
+def _refuse_repeated(cmd, args) -> None:
+    """An option that takes one value given more than once (click keeps the last and drops the others
+    without a word): a usage error naming it."""
+    for p in cmd.params:
+        if not isinstance(p, click.Option) or p.multiple or p.count or p.is_flag:
+            continue
+        seen = []
+        for tok in args:
+            if tok == "--":
+                break
+            for o in p.opts:
+                if tok == o or (o.startswith("--") and tok.startswith(o + "=")):
+                    seen.append(tok.split("=", 1)[0])
+        if len(seen) > 1:
+            raise click.UsageError(f"{seen[0]} given {len(seen)} times: it takes one value, give it once")
 
 
 def _parse_duration(s: str | None) -> float | None:

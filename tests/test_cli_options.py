@@ -299,3 +299,24 @@ def test_db_export_takes_its_format_from_the_suffix(tmp_path):
     r = cli("db", "export", "--db", db, "--out", tmp_path / "x.csv")
     assert r.exit_code == 0 and (tmp_path / "x.csv").read_text().startswith("target_name,device_provenance")
     assert (tmp_path / "x.jsonl").read_text() == ""  # no rows: JSON lines write nothing, CSV its header
+
+
+def test_an_option_of_one_value_given_twice_is_refused_not_last_wins(tmp_path):
+    """click keeps the last of a repeated single-value option and drops the others silently: refused, naming
+    it (both spellings counted); repeatable options and flags are not affected."""
+    from click.testing import CliRunner
+
+    from latency.cli import main
+
+    m = tmp_path / "m.onnx"
+    import onnx
+
+    from models import small_cnn
+
+    onnx.save(small_cnn(), m)
+    for args in (["--target", "t4", "--target", "a100"], ["--target=t4", "--target", "a100"]):
+        r = CliRunner().invoke(main, ["estimate", str(m), *args])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "--target given 2 times" in r.output
+    r = CliRunner().invoke(main, ["estimate", str(m), "--target", "t4", "--json", "--json"])
+    assert r.exit_code == 0, r.output
