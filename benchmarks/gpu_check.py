@@ -1,4 +1,4 @@
-"""A prepared GPU check (at most ~10 minutes): the derived GPU target of this machine's GPU against
+r"""A prepared GPU check (at most ~10 minutes): the derived GPU target of this machine's GPU against
 measurements taken here with PyTorch (cuBLAS / cuDNN), timed with CUDA events.
 
 For a machine with an NVIDIA GPU, PyTorch and CUDA but no onnxruntime-gpu or TensorRT. It measures
