@@ -659,3 +659,7 @@ def test_whatif_on_a_gpu_target_prices_builder_precisions_and_refuses_what_tenso
         plan.evaluate({"precision": "fp16", "fp32_nodes": [plan.units[0]]})
     mixed = plan.evaluate({"precision": "int8", "fp32_nodes": [plan.units[0]]})
     assert mixed.nodes_to_exclude and mixed.total_ms > 0 and not mixed.uncovered
+    # the answer says what the runtime's own int8 build of the whole model costs, beside this placement's price
+    built = est.estimate(model, precision="int8").total_ms
+    assert any("ActivationSymmetric" in n for n in mixed.notes)
+    assert any(f"{built:.3f} ms" in n and "int8 build of the whole model" in n for n in mixed.notes)

@@ -672,6 +672,12 @@ class Plan:
             notes.append("priced as explicit Q/DQ placement with symmetric activations (zero points 0, all TensorRT's "
                          "parser takes): quantize_static(..., extra_options={'ActivationSymmetric': True}) with these "
                          "nodes_to_exclude")
+            if "int8" in getattr(self.rules, "precisions", ()):
+                built = self._evaluate_builder("int8").total_ms
+                notes.append(f"for comparison, the runtime's own int8 build of the whole model ({{'precision': 'int8'}} "
+                             f"alone, latency estimate --precision int8): {built:.3f} ms; quantize_static quantizes the "
+                             "inputs of every op it knows, so activations and other pointwise layers between the "
+                             "convolutions run as int8 kernels of their own")
         if not exact[0]:
             notes.append("priced from the most similar situations the plan has fused (not this exact model): "
                          "plan.verify(choice) fuses and prices this one whole")
