@@ -104,6 +104,8 @@ class Timer:
 
     def __call__(self, fn, reps: int = 20, warmup: int = 5, inner: int = 1) -> float:
         cuda = self.torch.cuda
+        from profilers.gpu import SPIN_CYCLES
+
         spin = getattr(cuda, "_sleep", None)
         for _ in range(warmup):
             fn()
@@ -123,21 +125,9 @@ class Timer:
 
     def graph_per_op(self, fn, n: int = 200, reps: int = 20) -> float:
         """One op's GPU time as replays of a CUDA graph of ``n`` of it, us per op (no host dispatch)."""
-        torch = self.torch
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(n):
-                fn()
-        return self(g.replay, reps=reps, warmup=2) / n
+        from profilers.gpu import cuda_graph_of
 
-
-#: cycles of the spin kernel queued before each timed run (about 0.5 ms at 2 GHz)
-SPIN_CYCLES = 1_000_000
+        return self(cuda_graph_of(self.torch, fn, n).replay, reps=reps, warmup=2) / n
 
 
 def _price(model, cfg) -> float:
@@ -479,17 +469,10 @@ def main(argv=None) -> int:
 def _graph_time(torch, timer, net, feed, reps):
     """(the model replayed as one CUDA graph (no per-kernel host launches) in us, None) or (None, why capture
     failed)."""
+    from profilers.gpu import cuda_graph_of
+
     try:
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                net(*feed)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            net(*feed)
-        return timer(g.replay, reps=reps), None
+        return timer(cuda_graph_of(torch, lambda: net(*feed), n=1, warmup=3).replay, reps=reps), None
     except Exception as e:  # noqa: BLE001 - capture is not possible everywhere (old drivers, some ops)
         try:
             torch.cuda.synchronize()

@@ -306,16 +306,15 @@ class Estimator:
     def _fit_prior(self, cfgs) -> None:
         """Per (kind, precision): latency_us ~ a + flops/F + bytes/B, a non-negative least squares over the
         dense rows of ``cfgs`` ((Config, latency_us) pairs)."""
-        from .ops import elem_bytes
+        from .ops import work_bytes
 
         groups: dict = {}
         for cfg, lat in cfgs:
             if cfg.sparsity != "0":
                 continue
             f = get_kind(cfg.kind).work(cfg.params)
-            moved = ((f["in_elems"] + f["out_elems"]) * elem_bytes(cfg.precision)
-                     + f["w_elems"] * elem_bytes(cfg.precision, True))  # ops.bytes_moved, work computed once
-            groups.setdefault((cfg.kind, cfg.precision), []).append((1.0, f["flops"] / 1e6, moved / 1e6, lat))
+            groups.setdefault((cfg.kind, cfg.precision), []).append(
+                (1.0, f["flops"] / 1e6, work_bytes(f, cfg.precision) / 1e6, lat))
         for k, rows in groups.items():
             if len(rows) < 3:
                 continue

@@ -466,7 +466,7 @@ class OpKind:
         w = self.work(params)
         f = dict(w)
         f.update({k: float(v) for k, v in self.extra(params).items()})
-        f["bytes"] = bytes_moved(self, params, precision)
+        f["bytes"] = work_bytes(w, precision)
         f["log_flops"] = math.log1p(w["flops"])
         f["log_bytes"] = math.log1p(f["bytes"])
         f["intensity"] = w["flops"] / max(1.0, f["bytes"])
@@ -487,7 +487,11 @@ def elem_bytes(precision: str, weights: bool = False) -> int:
 
 def bytes_moved(kind: OpKind, params: dict, precision: str = "fp32") -> float:
     """Bytes read + written by one kernel, assuming each tensor is touched once."""
-    w = kind.work(params)
+    return work_bytes(kind.work(params), precision)
+
+
+def work_bytes(w: dict, precision: str = "fp32") -> float:
+    """:func:`bytes_moved` of a kernel whose :meth:`OpKind.work` ``w`` is already computed."""
     return float((w["in_elems"] + w["out_elems"]) * elem_bytes(precision) + w["w_elems"] * elem_bytes(precision, True))
 
 

@@ -82,6 +82,26 @@ def device_record() -> dict:
 
 # ---- the micro-benchmark mode ------------------------------------------------------------------------------
 
+#: cycles of the spin kernel (``torch.cuda._sleep``) queued before each timed run, about 0.5 ms at 2 GHz: the GPU
+#: stays busy while the host enqueues, so CUDA events bracket GPU work only
+SPIN_CYCLES = 1_000_000
+
+
+def cuda_graph_of(torch, fn, n: int = 1, warmup: int = 1):
+    """A CUDA graph of ``n`` calls of ``fn`` (after ``warmup`` calls on a side stream, as capture needs);
+    replaying it runs them without host dispatch. Raises where capture is refused."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            fn()
+    return g
+
 
 class TorchRunner:
     """Times the cost model's terms with PyTorch on CUDA (CUDA events, median of ``reps`` after warm-up)."""
@@ -107,7 +127,7 @@ class TorchRunner:
         for _ in range(self.reps):
             a, b = t.cuda.Event(enable_timing=True), t.cuda.Event(enable_timing=True)
             if spin is not None:
-                spin(1_000_000)  # the GPU busy while the host enqueues: the events bracket GPU work only
+                spin(SPIN_CYCLES)
             a.record()
             fn()
             b.record()
@@ -122,16 +142,7 @@ class TorchRunner:
         x = t.zeros(1, device=self.dev)
         n = 100
         try:
-            s = t.cuda.Stream()
-            s.wait_stream(t.cuda.current_stream())
-            with t.cuda.stream(s):
-                x.add_(1)
-            t.cuda.current_stream().wait_stream(s)
-            g = t.cuda.CUDAGraph()
-            with t.cuda.graph(g):
-                for _ in range(n):
-                    x.add_(1)
-            return self._time_us(g.replay) / n
+            return self._time_us(cuda_graph_of(t, lambda: x.add_(1), n).replay) / n
         except Exception:  # noqa: BLE001 - capture refused: eager launches
             return self._time_us(lambda: [x.add_(1) for _ in range(n)]) / n
 

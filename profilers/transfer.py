@@ -107,13 +107,13 @@ def resolve_base(spec: str, target) -> ProfileInfo:
     return info
 
 
-def base_vs_here(base: str, target) -> str:
-    """One line: the base profile's device and this host's side by side, and what differs between them
-    (:func:`latency.profiles.device_distance`: ISA flags, vendor, CPU model, caches, runtime version)."""
+def base_vs_here(info: ProfileInfo, target) -> str:
+    """One line: the base profile's device (``info``, as :func:`resolve_base` found it) and this host's side by
+    side, and what differs between them (:func:`latency.profiles.device_distance`: ISA flags, vendor, CPU
+    model, caches, runtime version)."""
     from latency.profiles import device_distance
     from latency.targets import get_target
 
-    info = resolve_base(base, target)
     here = host_device()
     _, diffs = device_distance(info.device, here)
     return (f"base {_fingerprint_line(info.target, _family(get_target(info.target)), info.device)} vs here "
@@ -382,7 +382,7 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
     if budget_s != 0 and dense < MIN_PROBES:
         raise TransferError(f"base profile {info.path} has {dense} measured dense row(s) to probe: a transfer needs at "
                             f"least {MIN_PROBES}; transfer from a fuller profile")
-    say(base_vs_here(base, target))  # every check passed: the two devices side by side, then the work
+    say(base_vs_here(info, target))  # every check passed: the two devices side by side, then the work
     if budget_s == 0:
         return _describe(target, info, db, base_rows, do_train, say, argv, t0)
     base_lat = {Config.from_key(k).hash: (k, v) for k, v in base_rows}  # key hash -> (key, base us)

@@ -189,30 +189,28 @@ def test_trt_conv_pointwise_leaves_a_gate_of_another_tensor_alone():
     assert any(k.kind in ("Elementwise", "PointWise") for k in ks)
 
 
-def test_yolov5_builders_have_the_published_parameter_counts():
-    """The YOLOv5 v6.1 networks the detection figures ran: parameters (conv weights and biases, BN scale and
-    shift) as mmyolo's model zoo lists them (1.87 / 7.24 / 21.19 / 46.56 M), so the layers are the real ones."""
+def _parameters(name) -> int:
+    """Parameters of a builder's network (conv weights and biases, BN scale and shift; not BN statistics or
+    constants)."""
     import numpy as np
 
     from profilers import zoo
 
+    proto = gp.BUILDERS[name](zoo._Net(name, seed=0, batch=1), 640)
+    return sum(int(np.prod(t.dims)) for t in proto.graph.initializer
+               if "running" not in t.name and "Constant" not in t.name)
+
+
+def test_yolov5_builders_have_the_published_parameter_counts():
+    """The YOLOv5 v6.1 networks the detection figures ran: parameters (conv weights and biases, BN scale and
+    shift) as mmyolo's model zoo lists them (1.87 / 7.24 / 21.19 / 46.56 M), so the layers are the real ones."""
     for name, millions in (("yolov5n", 1.87), ("yolov5s", 7.24), ("yolov5m", 21.19), ("yolov5l", 46.56)):
-        proto = gp.BUILDERS[name](zoo._Net(name, seed=0, batch=1), 640)
-        n = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
-                if "running" not in t.name and "Constant" not in t.name)
-        assert round(n / 1e6, 2) == millions, name
-    # ultralytics YOLOv8 (original head) and YOLO11: the parameter counts their model summaries print (unfused)
+        assert round(_parameters(name) / 1e6, 2) == millions, name
+    # ultralytics YOLOv8 (original head) and YOLO11: the parameter counts their model summaries print (unfused),
+    # less the DFL's fixed 16-weight conv, a constant here
     for name, count in (("yolov8n", 3157200), ("yolov8s", 11166560), ("yolov8m", 25902640), ("yolov8l", 43691520),
-                        ("yolov8x", 68229648)):
-        proto = gp.BUILDERS[name](zoo._Net(name, seed=0, batch=1), 640)
-        n = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
-                if "running" not in t.name and "Constant" not in t.name)
-        assert n + 16 == count, name
-    for name, count in (("yolo11n", 2624080), ("yolo11s", 9458752), ("yolo11m", 20114688), ("yolo11l", 25372160),
-                        ("yolo11x", 56966176)):
-        proto = gp.BUILDERS[name](zoo._Net(name, seed=0, batch=1), 640)
-        n = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
-                if "running" not in t.name and "Constant" not in t.name)
-        assert n + 16 == count, name   # + the DFL's fixed 16-weight conv, a constant here
+                        ("yolov8x", 68229648), ("yolo11n", 2624080), ("yolo11s", 9458752), ("yolo11m", 20114688),
+                        ("yolo11l", 25372160), ("yolo11x", 56966176)):
+        assert _parameters(name) + 16 == count, name
     raw = gp.build("yolov5n_raw", 640)
     assert len(raw.outputs) == 3  # the model forward alone: the three heads' convs, no box decode

@@ -392,10 +392,7 @@ class GpuCostModel:
         out = {f"achievable_{u}": {"value": self.eff[u], "basis": ACHIEVABLE[u][1]} for u in ACHIEVABLE}
         out.update({t: {"value": self.lat[t], "basis": LATENCY[t][1]} for t in LATENCY})
         out.update({t: {"value": self.conv[t], "basis": CONV_EFFICIENCY[t][1]} for t in CONV_EFFICIENCY})
-        over = self.spec.get("model") or {}
-        if "l2_gbs" in over:
-            out["l2_gbs"] = {"value": float(over["l2_gbs"]), "basis": self.spec.get("model_basis", "overridden")}
-        elif self.spec.get("l2_gbs"):
+        if self.spec.get("l2_gbs"):  # a measured override (spec["model"]) replaces it below, as every term
             out["l2_gbs"] = {"value": float(self.spec["l2_gbs"]),
                              "basis": (self.spec.get("sources") or {}).get("l2_gbs", "the spec sheet")}
         else:
