@@ -80,7 +80,7 @@ sys.path.insert(0, ROOT)
 from latency.estimator import Estimator  # noqa: E402
 from latency.errors import LatencyError  # noqa: E402
 from latency.ops import Config  # noqa: E402
-from latency.profiles import companion, host_device, read_cpu, read_profile, shipped_dir  # noqa: E402
+from latency.profiles import closest, companion, device_distance, host_device, read_cpu, read_profile, shipped_dir  # noqa: E402
 from latency.regressor import train_all  # noqa: E402
 from latency.store import Store  # noqa: E402
 from latency.targets import get_target  # noqa: E402
@@ -181,8 +181,26 @@ def refit_context(path, target, raw_path, fit_models):
     calibrate(target, profile=str(path), refit=True, models={n: fit_models[n] for n in raw["e2e"] if ":" not in n})
 
 
-#: this host's own full sweep (tables/<target>.<FULL_SWEEP>.db), evaluation only
-FULL_SWEEP = "epyc-zen5"
+def full_sweep_here(host) -> str:
+    """The shipped TARGET profile measured on this host's device (its device record differs from the host
+    in nothing :func:`latency.profiles.device_distance` weighs), or "" when none was: evaluation only."""
+    for p in sorted(shipped_dir().glob(f"{TARGET}*.db")):
+        info = read_profile(p, "shipped")[0]
+        if info.provenance == "measured" and device_distance(info.device, host)[0] == 0:
+            return str(p)
+    return ""
+
+
+def base_for(host, full_path: str) -> str:
+    """Pair 1's base: the shipped TARGET profile closest to this host among those measured elsewhere."""
+    others = [i for p in sorted(shipped_dir().glob(f"{TARGET}*.db")) if str(p) != full_path
+              for i in read_profile(p, "shipped") if i.provenance == "measured"]
+    best, _ = closest(others, host)
+    if best is None:
+        raise SystemExit(f"no shipped {TARGET} profile measured on another device to transfer from")
+    return str(best.path)
+
+
 ROW_GROUPS = ("Conv/fp32", "MatMul/fp32", "Conv/int8", "MatMul/int8", "Conv/int8_dynamic", "memory-bound")
 SIZE_BINS = ((0, 10), (10, 100), (100, 1000), (1000, float("inf")))
 
@@ -348,9 +366,9 @@ def cli_run(a):
         print(line, flush=True)
         lines.append(line)
 
-    base_path = str(shipped_dir() / f"{TARGET}.db")
+    full_path = full_sweep_here(host)
+    base_path = base_for(host, full_path)
     base = read_profile(base_path, "shipped")[0]
-    full_path = os.path.join(ROOT, "tables", f"{TARGET}.{FULL_SWEEP}.db")
     budget_s = _parse_budget(a.budget)
     cached = a.cached and os.path.exists(os.path.join(work, "ground_truth_2.json"))
     out(f"# transfer, the command a user runs: `latency calibrate --target {TARGET} --from {os.path.relpath(base_path, ROOT)} "
@@ -475,7 +493,7 @@ def cli_run(a):
         c, o = os.path.join(tmp, "desc.context.json"), os.path.join(tmp, "desc.overhead.json")
         transfer_calibration(desc, base_ctx["context"], base_ctx["overhead"], c, o)
         score("0 probes: description (as --budget 0)", profile=p, context=c, overhead=o)
-        if os.path.exists(full_path):
+        if full_path:
             score("full sweep here, its own context (ceiling)", profile=full_path)
             p = os.path.join(tmp, "full.db")
             import sqlite3
@@ -562,12 +580,14 @@ def main():
         print(line, flush=True)
         out_lines.append(line)
 
-    full_path = os.path.join(ROOT, "tables", f"{TARGET}.{FULL_SWEEP}.db")
+    full_path = full_sweep_here(host_device()) if a.pair == "avx2" else full_sweep_here(host)
     if a.pair == "avx2":
+        if not full_path:
+            raise SystemExit(f"--pair avx2 transfers from this host's own full {TARGET} sweep: none is shipped")
         base_path = full_path
         base = read_profile(base_path, "user")[0]
     else:
-        base_path = str(shipped_dir() / f"{TARGET}.db")
+        base_path = base_for(host, full_path)
         base = read_profile(base_path, "shipped")[0]
     out(f"# transfer: {PAIRS[a.pair]} ({time.strftime('%Y-%m-%d %H:%M')} UTC, load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} vCPUs)")
@@ -677,7 +697,7 @@ def main():
 
     score("0 probes: closest profile as is", profile=base_path, target=TARGET)
     full = None
-    if a.pair == "host" and os.path.exists(full_path):
+    if a.pair == "host" and full_path:
         # the ceiling: this host's own full sweep with the context and overhead calibrated here
         score("full sweep here (its own context)", profile=full_path)
         full = RowScore(full_path, base_path, models, names)

@@ -39,7 +39,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.transfer import FULL_SWEEP, TARGET, held_models, make_profile, metrics, uptime  # noqa: E402
+from benchmarks.transfer import TARGET, held_models, make_profile, metrics, uptime  # noqa: E402
 from latency.estimator import Estimator  # noqa: E402
 from latency.ops import Config  # noqa: E402
 from latency.profiles import companion, host_device, read_cpu, read_profile, shipped_dir  # noqa: E402
@@ -107,7 +107,8 @@ def main():
 
     models = held_models()
     names = list(models)
-    full_path = os.path.join(ROOT, "tables", f"{TARGET}.{FULL_SWEEP}.db")
+    # the kept ground truths were measured on the Zen 5 host; pair 2's base is that host's own sweep
+    full_path = os.path.join(ROOT, "tables", f"{TARGET}.epyc-zen5.db")
     host = {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")}
     out(f"# no probe: the base scaled by the device descriptions, scored against every kept held-out ground truth "
         f"({time.strftime('%Y-%m-%d %H:%M')} UTC; nothing measured)")

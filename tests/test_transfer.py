@@ -15,7 +15,7 @@ from latency.estimator import Estimator
 from latency.ops import Config
 from latency.store import Store
 from latency.targets import choose_default, get_target
-from latency.transfer import (MIN_PROBES, TransferError, TransferModel, description_model, fit_transfer, log_intensity,
+from latency.transfer import (AMX_INT8, MIN_PROBES, TransferError, TransferModel, description_model, fit_transfer, log_intensity,
                               identity_model, probe_order, transfer_calibration, variant)
 from profilers.measure import Protocol
 from profilers.plans import model_kernels, plan
@@ -134,6 +134,29 @@ def test_description_model_uses_what_is_known():
     clocked = description_model(dict(EPYC4, cpu_mhz=2000), dict(EPYC4, cpu_mhz=4000))
     assert abs(float(clocked.ratio("MatMul", "int8", 50)[0]) - 0.5) < 1e-9
     assert float(identity_model().ratio("Conv", "fp32", 10)[0]) == 1.0
+
+
+def test_intel_server_cores_are_known_by_model_or_by_flags():
+    """An Intel host is no longer an unknown core (counted as streaming at its full load width, twice a
+    Zen 5's L2): Sapphire Rapids by its model, a virtual machine's odd model by its AMX flags, an AVX-512
+    part without AMX as a Skylake/Ice Lake-SP-class core; AMX speeds int8 compute-bound kernels only."""
+    zen5 = dict(EPYC4, cpu_family_model="26/2", cpu_flags=EPYC4["cpu_flags"] + ["avx_vnni"])
+    amx_flags = zen5["cpu_flags"] + ["amx_bf16", "amx_int8", "amx_tile", "avx512_fp16"]
+    spr = dict(EPYC4, vendor="Intel", cpu_model="Intel(R) Xeon(R) Processor", cpu_family_model="6/143",
+               cpu_flags=amx_flags)
+    vm = dict(spr, cpu_family_model="6/167")  # a model number the guest made up, Sapphire-Rapids-class flags
+    icx = dict(spr, cpu_family_model="6/106", cpu_flags=zen5["cpu_flags"])
+    for dev, name, how in ((spr, "Golden Cove", "family/model 6/143"), (vm, "Golden Cove", "inferred"),
+                           (icx, "Ice Lake", "family/model 6/106")):
+        known = " ".join(description_model(zen5, dev).spec["known"])
+        assert name in known and how in known, known
+    m = description_model(zen5, vm)
+    assert abs(float(m.ratio("Elementwise", "fp32", 1000)[0]) - 1.0) < 1e-9  # same L2 fill width as Zen 5
+    assert abs(float(m.ratio("Conv", "fp32", 1000)[0]) - 1.0) < 1e-9
+    assert abs(float(m.ratio("Conv", "int8", 1000)[0]) * AMX_INT8 - 1.0) < 1e-9
+    assert abs(float(m.ratio("Elementwise", "int8", 1000)[0]) - 1.0) < 1e-9  # not a GEMM: no AMX
+    assert "AMX no vs yes" in m.spec["known"]
+    assert float(description_model(vm, icx).ratio("MatMul", "int8", 1000)[0]) > 2.0  # AMX taken away
 
 
 def test_transfer_calibration_moves_the_microsecond_terms(tmp_path):
