@@ -21,7 +21,7 @@ calibration G), frozen (23, defined after calibration N), and blind to blind9 (2
 defined and committed before the change or choice it judged and first scored right after the
 calibration that followed; the comment above each set says when it was defined.
 
-    python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure | --cached] [--core 0] [--fit-overhead] [--no-context]
+    python benchmarks/accuracy.py [--target x86-avx2-ort] [--remeasure | --cached] [--core 0] [--sets fit,held] [--fit-overhead] [--no-context]
     python benchmarks/accuracy.py --calibration DIR --ground-truth FILE    # another calibration vs another run
 
 The shipped context and overhead models come from `latency calibrate` (FIT models only).
@@ -369,6 +369,8 @@ def main():
     ap.add_argument("--calibration", default=None, metavar="DIR",
                     help="use the <profile>.context.json and <profile>.overhead.json kept in DIR instead of the shipped ones")
     ap.add_argument("--core", type=int, default=0)
+    ap.add_argument("--sets", default=None, metavar="A,B",
+                    help="only these sets of the corpus (e.g. fit,held: a new device's first check; default: all)")
     ap.add_argument("--fit-overhead", action="store_true",
                     help="ablation: refit the overhead on this run's FIT models (in memory, not saved)")
     ap.add_argument("--no-context", action="store_true",
@@ -377,6 +379,12 @@ def main():
     pin_to_core(a.core)
     target = get_target(a.target) if a.target else host_target()
     models = corpus()
+    if a.sets:
+        want = [x.strip() for x in a.sets.split(",") if x.strip()]
+        unknown = [x for x in want if x not in {s for _, s in SETS}]
+        if unknown or not want:
+            sys.exit(f"error: --sets {a.sets!r}: valid sets are {', '.join(s for _, s in SETS)}")
+        models = {n: m for n, m in models.items() if set_of(n) in want}
     if a.calibration and (a.no_context or a.fit_overhead):
         sys.exit("error: --calibration picks a kept context and overhead; --no-context and --fit-overhead replace them")
     if a.ground_truth and not os.path.exists(a.ground_truth):

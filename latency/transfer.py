@@ -448,10 +448,12 @@ FMA_PIPES = 2
 FAMILY_BY_FLAGS = ((("AMD", frozenset({"avx512f", "avx_vnni"})), "26"), (("AMD", frozenset({"avx512f"})), "25"),
                    (("Intel", frozenset({"avx512f", "amx_int8"})), "gnr-class"),
                    (("Intel", frozenset({"avx512f"})), "skx-class"))
-#: int8 GEMM throughput of onnxruntime's AMX kernels against its AVX-512 VNNI ones, where the runtime uses
-#: AMX (int8 matrix products and convolutions): measured on a Sapphire-Rapids-class Xeon with a CPUID
-#: mask hiding AMX (int8 MatMul 128x768x768: 106 us with AMX, 251 us without; the tiles' peak is 8x VNNI's,
-#: the runtime's packing and the rest of the kernel keep it far below)
+#: int8 GEMM throughput of onnxruntime's AMX kernels against its AVX-512 VNNI ones on the same Intel core:
+#: measured on a Sapphire-Rapids-class Xeon with a CPUID mask hiding AMX (int8 MatMul 128x768x768: 106 us
+#: with AMX, 251 us without; the tiles' peak is 8x VNNI's, the runtime's packing and the rest of the kernel
+#: keep it far below). Between vendors it does not hold: that Xeon against the Zen 5 profile (20,256 rows
+#: measured on both), int8 convolutions and GEMMs ran 1.28-1.42x the Zen 5's time, fp32 ones 1.29-1.45x:
+#: the Zen 5's VNNI kernels keep up with the Xeon's AMX ones. So the factor applies between Intel cores only.
 AMX_INT8 = 251.0 / 106.0
 #: the flag under which the AVX-512 datapath width decides the speed of compute kernels
 WIDE_FLAG = "avx512f"
@@ -512,8 +514,7 @@ def _roof(device: dict, core: dict | None) -> dict:
     """The device's roofline per cycle: FLOPs (fp) and int8 ops (int8) of its vector units, bytes
     streamed from L2 (:func:`_stream_bits`)."""
     lanes = _vector_bits(device, core) / 32
-    int8 = FMA_PIPES * lanes * 8 / (1.0 if _has_vnni(device) else NO_VNNI_INT8) * (AMX_INT8 if _has_amx(device) else 1.0)
-    return {"fp": FMA_PIPES * lanes * 2, "int8": int8,
+    return {"fp": FMA_PIPES * lanes * 2, "int8": FMA_PIPES * lanes * 8 / (1.0 if _has_vnni(device) else NO_VNNI_INT8),
             "bytes": _stream_bits(device, core) / 8}
 
 
@@ -614,7 +615,8 @@ def description_model(base: dict, new: dict) -> TransferModel:
     log_int8 = math.log(NO_VNNI_INT8) * ((not _has_vnni(new)) - (not _has_vnni(base)))
     if log_int8:
         known.append(f"VNNI {'yes' if _has_vnni(base) else 'no'} vs {'yes' if _has_vnni(new) else 'no'}")
-    log_amx = math.log(AMX_INT8) * (_has_amx(base) - _has_amx(new))
+    same_vendor_intel = base.get("vendor") == new.get("vendor") == "Intel"
+    log_amx = math.log(AMX_INT8) * (_has_amx(base) - _has_amx(new)) if same_vendor_intel else 0.0
     if log_amx:
         known.append(f"AMX {'yes' if _has_amx(base) else 'no'} vs {'yes' if _has_amx(new) else 'no'}")
     log_int8 += log_amx
@@ -636,6 +638,9 @@ def description_model(base: dict, new: dict) -> TransferModel:
             out.append(disp + t * ((big if x > 3.0 else top) + log_clock - disp))
         return tuple(out)
 
+    rb, rn = _roof(base, cb), _roof(new, cn)
+    if log_amx:  # AMX on one Intel side only: its int8 GEMMs at AMX_INT8 times the VNNI rate
+        (rn if _has_amx(new) else rb)["int8"] *= AMX_INT8
     curves = {}
     for k in COMPUTE_KINDS:
         for p in ("fp32", "fp16", "int8", "int8_dynamic"):
@@ -646,11 +651,12 @@ def description_model(base: dict, new: dict) -> TransferModel:
             "compute_ratio": round(math.exp(log_clock + log_vec), 4),
             "compute_int8_ratio": round(math.exp(log_clock + log_vec + log_int8), 4),
             "other_ratio": round(math.exp(log_clock + log_load), 4),
-            "roofline": {"base": _roof(base, cb), "new": _roof(new, cn),
+            "roofline": {"base": rb, "new": rn,
                          "units": "FLOPs (fp), int8 ops (int8) and bytes streamed from L2 per cycle"},
-            "rationale": "ratios of described resources (clock, IPC, vector width, L1 load and L2 fill widths, VNNI) "
+            "rationale": "ratios of described resources (clock, IPC, vector width, L1 load and L2 fill widths, VNNI, "
+                         "AMX between Intel cores) "
                          "on each kernel's arithmetic intensity; none fitted"}
-    roof = {"base": _roof(base, cb), "new": _roof(new, cn), "dispatch": disp, "log_clock": log_clock,
+    roof = {"base": rb, "new": rn, "dispatch": disp, "log_clock": log_clock,
             "big_flat": big_flat}
     return DescriptionModel(other, {}, curves, {}, spec, roof=roof)
 
