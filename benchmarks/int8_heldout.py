@@ -80,19 +80,10 @@ def main() -> int:
 
 def _state_reference(est):
     """24 of the profile's measured fp32 rows of 20-2000 us (a fixed sample), re-measured with the profile's
-    protocol around each pass (:class:`profilers.transfer.StateReference`)."""
-    import random
-
-    from latency.store import Store
+    protocol around each pass (:meth:`profilers.transfer.StateReference.of_profile`)."""
     from profilers.transfer import StateReference
 
-    with Store(est.profile_path_, readonly=True) as st:
-        df = st.measurements(est.target_id_, ok_only=True)
-    df = df[(df["source"] == "measured") & (df["precision"] == "fp32")]
-    rows = dict(zip(df["key"], map(float, df["latency_us"])))
-    order = sorted(rows)
-    random.Random(0).shuffle(order)
-    return StateReference.from_rows(est.target, rows, order)
+    return StateReference.of_profile(est.target, est.profile_path_)
 
 
 if __name__ == "__main__":

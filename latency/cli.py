@@ -548,7 +548,9 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
             else:
                 bar.echo(msg)
 
-        r = run(t, profile=path, progress=say, refit=refit,
+        # the runs divided by the machine's state against the profile's (24 of its rows re-measured around
+        # them): a calibration taken in a fast or slow minute of a shared host would shift every estimate
+        r = run(t, profile=path, progress=say, refit=refit, reference="profile",
                 step=lambda done, total, what: bar.update(done, total=total, note=what))
     click.echo(f"context model: {r['pairs']} kernel pairs from {r['models']} models, cache gate from the "
                f"{r['gate']} -> {r['context']}")

@@ -131,7 +131,9 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
     bound tried), for a progress bar. ``reference``: called as ``reference(label)`` before the end-to-end
     run, between it and the in-model run and after it, returns a dict with ``ratio`` (this moment's
     state against the profile's, :class:`profilers.transfer.StateReference`); the runs' times are
-    normalised by it (:func:`state_scales`). Returns a summary dict.
+    normalised by it (:func:`state_scales`); ``"profile"``: 24 of the profile's own measured rows
+    (:meth:`profilers.transfer.StateReference.of_profile`), what ``latency calibrate`` passes. Returns a
+    summary dict.
     """
     say = progress or (lambda msg: None)
     n_steps = len(PRIVATE_GATE_SCALES) + (0 if refit else 2)
@@ -143,6 +145,13 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             step(stepped[0], n_steps, what)
 
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
+    if reference == "profile" and not refit:  # the profile's own rows (a plain calibration of a full sweep)
+        from .transfer import StateReference
+
+        reference = StateReference.of_profile(base.target, base.profile_path_)
+        reference = reference if reference.rows else None
+    elif reference == "profile":
+        reference = None
     stem = Path(base.profile_path_)
     paths = {k: stem.with_name(stem.stem + f".{k}.json") for k in ("context", "overhead", "calibration")}
     host = base.target.fingerprint()

@@ -293,6 +293,21 @@ class StateReference:
                 if k in measured and bounds[0] <= measured[k] <= bounds[1]]
         return cls(target, [(k, measured[k]) for k in keys[:n]], protocol)
 
+    @classmethod
+    def of_profile(cls, target, profile_path, n: int = REFERENCE_N) -> "StateReference":
+        """``n`` of the profile's own measured fp32 rows within :data:`REFERENCE_US` (a fixed random
+        sample, the same every time): the reference a plain calibration and the benchmarks measure the
+        machine's state against."""
+        import random
+
+        with Store(profile_path, readonly=True) as st:
+            df = st.measurements(st.find_target(target.name), ok_only=True)
+        df = df[(df["source"] == "measured") & (df["precision"] == "fp32")]
+        rows = dict(zip(df["key"], map(float, df["latency_us"])))
+        order = sorted(rows)
+        random.Random(0).shuffle(order)
+        return cls.from_rows(target, rows, order, n=n)
+
     def __call__(self, label: str = "") -> dict:
         from .backends import measure
 
