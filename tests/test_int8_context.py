@@ -11,13 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-STEM = "x86-avx512-ort.epyc-zen5"
+def _stem() -> str:
+    """The shipped x86-avx512-ort profile closest to this host (the Zen 5's on that AMD host, the Xeon's on an
+    Intel one with AMX): the in-model times measured here are compared with its prices."""
+    from latency.profiles import closest, host_device, read_profile, shipped_dir
+
+    infos = [i for p in sorted(shipped_dir().glob("x86-avx512-ort*.db")) for i in read_profile(p, "shipped")]
+    best, _ = closest([i for i in infos if i.provenance == "measured"], host_device())
+    return Path(best.path).stem
 
 
 @pytest.fixture
 def profile(tmp_path):
-    """A private copy of the Zen 5 profile (its rows, regressors and calibrated context and overhead)."""
+    """A private copy of the shipped profile closest to this host (its rows, regressors and calibrated
+    context and overhead)."""
     tables = ROOT / "latency" / "tables"
+    STEM = _stem()
     for suffix in (".db", ".context.json", ".overhead.json"):
         shutil.copy(tables / f"{STEM}{suffix}", tmp_path / f"p{suffix}")
     shutil.copytree(tables / f"{STEM}.regressors", tmp_path / "p.regressors")
