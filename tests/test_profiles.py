@@ -148,8 +148,9 @@ def test_wheel_installs_outside_the_checkout_and_estimates(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheel_dir), ROOT], check=True, capture_output=True)
     wheel = next(wheel_dir.glob("latency-*.whl"))
-    # four measured x86 profiles (two AMD EPYC generations, AVX2, AVX2 emulated) and two derived arm64 ones: 47 MB
-    assert wheel.stat().st_size < 60e6
+    # five measured x86 profiles (two AMD EPYC generations, an Intel Xeon with AMX, AVX2, AVX2 emulated) and two
+    # derived arm64 ones: 64 MB; each full profile adds about 15 MB (PyPI takes up to 100 MB a file)
+    assert wheel.stat().st_size < 75e6
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     vpy = venv / "bin" / "python"
     site = subprocess.run([vpy, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
