@@ -96,7 +96,7 @@ from profilers.transfer import StateReference, _slug, choose_probes, write_trans
 TARGET = "x86-avx512-ort"
 #: the target the transfer writes (pair "avx2": x86-avx2-ort, measured under the CPUID mask)
 NEW_TARGET = TARGET
-PAIRS = {"host": "the shipped x86-avx512-ort profile -> this host",
+PAIRS = {"host": "the closest shipped x86-avx512-ort profile measured on another device -> this host",
          "avx2": "this host's full x86-avx512-ort sweep -> this host with AVX-512 hidden (emulated AVX2, CPUID mask)"}
 #: held-out architectures at modest sizes (1-30 ms here): none is in zoo.FIT
 HELD = (("resnet34", 128, 1), ("regnet_x_400mf", 160, 1), ("mobilenet_v3_small", 160, 1), ("mnasnet1_0", 160, 1),
