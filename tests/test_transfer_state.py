@@ -221,3 +221,36 @@ def test_too_few_probes_for_a_fit_is_one_line(dirs, tmp_path):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
     assert f"has {MIN_PROBES - 3} measured dense row(s) to probe: a transfer needs at least {MIN_PROBES}" in r.output
     assert not out.exists()
+
+
+def test_plain_calibration_is_normalised_by_the_profiles_own_rows(tmp_path, monkeypatch):
+    """`latency calibrate` on a full sweep takes its state reference from the profile's own measured fp32
+    rows (a fixed sample within the reference's bounds, with their stored times)."""
+    from click.testing import CliRunner
+
+    import profilers.calibrate as C
+    from latency.cli import main
+    from profilers.transfer import REFERENCE_N, REFERENCE_US, StateReference
+
+    db = tmp_path / "p.db"
+    _fake_profile(db)
+    t = get_target("fake")
+    ref = StateReference.of_profile(t, db)
+    with Store(db, readonly=True) as st:
+        df = st.measurements(st.find_target("fake"), ok_only=True)
+    lat = dict(zip(df["key"], df["latency_us"]))
+    assert 0 < len(ref.rows) <= REFERENCE_N
+    assert all(REFERENCE_US[0] <= lat[k] <= REFERENCE_US[1] and v == lat[k] for k, v in ref.rows)
+    assert StateReference.of_profile(t, db).rows == ref.rows  # the same sample every time
+    got = {}
+
+    def calibrate(target, profile=None, progress=None, refit=False, reference=None, **kw):
+        got["reference"] = reference
+        return {"pairs": 0, "models": 0, "context": "c", "gate": "g", "stream_us_per_mb": 0.0,
+                "private_gate_scale": 1, "footprint_scale": 1, "per_run_us": 0.0, "per_kernel_us": 0.0,
+                "per_lowint_conv_mb_us": 0.0, "per_weight_mb_us": 0.0, "overhead": "o", "raw": "r", "seconds": 0.0,
+                "residual_rel_median": 0.0}
+
+    monkeypatch.setattr(C, "calibrate", calibrate)
+    r = CliRunner().invoke(main, ["calibrate", "--target", "fake", "--db", str(db)])
+    assert got["reference"] == "profile", r.output
