@@ -53,7 +53,9 @@ def main() -> int:
         name, _, size = spec.partition(":")
         files[spec] = qdq_int8(zoo.build(name, size=int(size)) if size else zoo.build(name))
         pred[spec] = est.estimate(files[spec]).total_ms
-    ref = _state_reference(est)
+    from profilers.transfer import StateReference
+
+    ref = StateReference.of_profile(est.target, est.profile_path_)  # 24 of its fp32 rows, re-measured around each pass
     states = [ref("before pass 1")["ratio"]]
     errs = {k: [] for k in files}
     for p in range(a.passes):
@@ -76,14 +78,6 @@ def main() -> int:
               f"median {100 * np.median(eb):+.1f}%")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0
-
-
-def _state_reference(est):
-    """24 of the profile's measured fp32 rows of 20-2000 us (a fixed sample), re-measured with the profile's
-    protocol around each pass (:meth:`profilers.transfer.StateReference.of_profile`)."""
-    from profilers.transfer import StateReference
-
-    return StateReference.of_profile(est.target, est.profile_path_)
 
 
 if __name__ == "__main__":

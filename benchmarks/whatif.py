@@ -295,9 +295,9 @@ def main() -> None:
     print("predicted: plan prepared from the fp32 model alone, plan.evaluate(choice).total_ms\n")
     rows, refused, loops, prep = [], [], [], {}
     kw = {} if a.rounds is None else {"rounds": a.rounds, "phases": a.rounds}
-    from int8_heldout import _state_reference
+    from profilers.transfer import StateReference
 
-    ref = _state_reference(est)
+    ref = StateReference.of_profile(est.target, est.profile_path_)
     states = [ref("before the first model")["ratio"]]
     print(f"machine state before: x{states[0]:.3f} (24 of the profile's fp32 rows re-measured, now / profile, "
           f"median)\n", flush=True)

@@ -145,13 +145,11 @@ def calibrate(target, profile=None, models=None, repeats: int = 5, runs: int = 2
             step(stepped[0], n_steps, what)
 
     base = Estimator(target, profile=profile, overhead=False, context=False, check_host=False).prepare()
-    if reference == "profile" and not refit:  # the profile's own rows (a plain calibration of a full sweep)
+    if reference == "profile":  # the profile's own rows (a plain calibration of a full sweep); a refit measures none
         from .transfer import StateReference
 
-        reference = StateReference.of_profile(base.target, base.profile_path_)
-        reference = reference if reference.rows else None
-    elif reference == "profile":
-        reference = None
+        own = None if refit else StateReference.of_profile(base.target, base.profile_path_)
+        reference = own if own is not None and own.rows else None
     stem = Path(base.profile_path_)
     paths = {k: stem.with_name(stem.stem + f".{k}.json") for k in ("context", "overhead", "calibration")}
     host = base.target.fingerprint()

@@ -14,10 +14,10 @@ if str(ROOT) not in sys.path:
 def _stem() -> str:
     """The shipped x86-avx512-ort profile closest to this host (the Zen 5's on that AMD host, the Xeon's on an
     Intel one with AMX): the in-model times measured here are compared with its prices."""
-    from latency.profiles import closest, host_device, read_profile, shipped_dir
+    from latency.profiles import closest, host_device
+    from latency.targets import get_target
 
-    infos = [i for p in sorted(shipped_dir().glob("x86-avx512-ort*.db")) for i in read_profile(p, "shipped")]
-    best, _ = closest([i for i in infos if i.provenance == "measured"], host_device())
+    best, _ = closest([c for c in get_target("x86-avx512-ort").profiles() if c.origin == "shipped"], host_device())
     return Path(best.path).stem
 
 
