@@ -80,7 +80,7 @@ sys.path.insert(0, ROOT)
 from latency.estimator import Estimator  # noqa: E402
 from latency.errors import LatencyError  # noqa: E402
 from latency.ops import Config  # noqa: E402
-from latency.profiles import closest, companion, device_distance, host_device, read_cpu, read_profile, shipped_dir  # noqa: E402
+from latency.profiles import closest, companion, device_distance, host_device, read_cpu, read_profile  # noqa: E402
 from latency.regressor import train_all  # noqa: E402
 from latency.store import Store  # noqa: E402
 from latency.targets import get_target  # noqa: E402
@@ -181,21 +181,30 @@ def refit_context(path, target, raw_path, fit_models):
     calibrate(target, profile=str(path), refit=True, models={n: fit_models[n] for n in raw["e2e"] if ":" not in n})
 
 
+def _shipped_measured() -> list:
+    """The shipped TARGET profiles measured on a device (not emulated, derived or transferred)."""
+    return [i for i in get_target(TARGET).profiles() if i.origin == "shipped" and i.provenance == "measured"]
+
+
 def full_sweep_here(host) -> str:
     """The shipped TARGET profile measured on this host's device (its device record differs from the host
     in nothing :func:`latency.profiles.device_distance` weighs), or "" when none was: evaluation only."""
-    for p in sorted(shipped_dir().glob(f"{TARGET}*.db")):
-        info = read_profile(p, "shipped")[0]
-        if info.provenance == "measured" and device_distance(info.device, host)[0] == 0:
-            return str(p)
-    return ""
+    return next((i.path for i in _shipped_measured() if device_distance(i.device, host)[0] == 0), "")
+
+
+def unmasked_host() -> dict:
+    """This host's device record as it is, also under the CPUID mask (which hides flags from it)."""
+    level = os.environ.pop("CPUIDMASK_LEVEL", None)
+    try:
+        return host_device()
+    finally:
+        if level is not None:
+            os.environ["CPUIDMASK_LEVEL"] = level
 
 
 def base_for(host, full_path: str) -> str:
     """Pair 1's base: the shipped TARGET profile closest to this host among those measured elsewhere."""
-    others = [i for p in sorted(shipped_dir().glob(f"{TARGET}*.db")) if str(p) != full_path
-              for i in read_profile(p, "shipped") if i.provenance == "measured"]
-    best, _ = closest(others, host)
+    best, _ = closest([i for i in _shipped_measured() if i.path != full_path], host)
     if best is None:
         raise SystemExit(f"no shipped {TARGET} profile measured on another device to transfer from")
     return str(best.path)
@@ -580,7 +589,7 @@ def main():
         print(line, flush=True)
         out_lines.append(line)
 
-    full_path = full_sweep_here(host_device()) if a.pair == "avx2" else full_sweep_here(host)
+    full_path = full_sweep_here(unmasked_host() if a.pair == "avx2" else host)
     if a.pair == "avx2":
         if not full_path:
             raise SystemExit(f"--pair avx2 transfers from this host's own full {TARGET} sweep: none is shipped")
