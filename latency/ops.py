@@ -24,9 +24,9 @@ from .errors import InvalidConfig, LatencyError, UnknownOpKind
 FEATURE_SCHEMA_VERSION = 3
 #: features added to schema 3 without a version bump: a regressor trained before them (every training row
 #: at the default, 0) prices configs without them; see latency.regressor
-OPTIONAL_FEATURES = frozenset({"runtime_w", "nhwc"})
+OPTIONAL_FEATURES = frozenset({"runtime_w", "nhwc", "wzp"})
 #: the config param behind each optional feature
-OPTIONAL_FEATURE_PARAMS = {"runtime_w": "runtime_w", "nhwc": "layout"}
+OPTIONAL_FEATURE_PARAMS = {"runtime_w": "runtime_w", "nhwc": "layout", "wzp": "wzp"}
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 SPARSITIES = ("0", "50", "75", "90", "95", "2:4")
@@ -287,7 +287,7 @@ def _x_conv(p):
             "cin_per_group": cin // g, "depthwise": float(g == cin and g > 1),
             "act": float(p["act"] != "none"), "act_id": float(_ACT_ID.get(p["act"], 0)),
             **{f"act_{a}": float(p["act"] == a) for a in CONV_ACTS},
-            "sum": float(p["sum"]), "runtime_w": float(p.get("runtime_w", 0)),
+            "sum": float(p["sum"]), "runtime_w": float(p.get("runtime_w", 0)), "wzp": float(p.get("wzp", 0)),
             "cin_mod8": cin % 8, "cout_mod8": p["cout"] % 8,
             "cin_mod16": cin % 16, "cout_mod16": p["cout"] % 16,
             "log_pflops": math.log1p(_padded_conv_flops(p, 16)),
@@ -507,9 +507,12 @@ _register(OpKind("Conv", _with_variants(("Conv", "FusedConv", "QLinearConv", "Co
                  precisions=("fp32", "fp16", "int8", "int8_dynamic"),
                  doc="Conv (dense/grouped/depthwise/dilated) with fused bias, activation, residual sum; "
                      "runtime_w=1: weights computed at run time (a DequantizeLinear's output), which the "
-                     "runtime can neither pre-pack nor run blocked",
+                     "runtime can neither pre-pack nor run blocked; wzp=1 (int8): weights with a non-zero zero "
+                     "point (quantized asymmetric, e.g. by the runtime's own WeightBiasQuantization for a "
+                     "float conv between a DequantizeLinear and a QuantizeLinear), which take the int8 kernel's "
+                     "zero-point path",
                  fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "act", "sum",
-                         "runtime_w"), optional=("runtime_w",)))
+                         "runtime_w", "wzp"), optional=("runtime_w", "wzp")))
 _register(OpKind("ConvTranspose", ("ConvTranspose",), _f_convt, _x_convt, has_weights=True,
                  doc="transposed convolution",
                  fields=("x", "cout", "kernel", "strides", "pads", "dilations", "group", "output_padding")))

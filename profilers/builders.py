@@ -603,8 +603,11 @@ def _qdq(g: _G, x: str, edge_first: bool) -> str:
     return g.node("DequantizeLinear", [q, s, z], name=g.name("dq" if edge_first else "edge_dq"))
 
 
-def _to_qdq(m: onnx.ModelProto, transposed_weight: bool = False, quantize_weight: bool = True) -> onnx.ModelProto:
-    """Static QDQ int8: Q->DQ on every float input and output, int8 weights behind a DQ."""
+def _to_qdq(m: onnx.ModelProto, transposed_weight: bool = False, quantize_weight: bool = True,
+            asym_weight: bool = False) -> onnx.ModelProto:
+    """Static QDQ int8: Q->DQ on every float input and output, int8 weights behind a DQ. ``asym_weight``:
+    the weight per tensor with a non-zero zero point (its range mapped onto [-128, 127]), as onnxruntime's
+    WeightBiasQuantization quantizes a float weight it finds between a DQ and a Q."""
     g = _G(tag="_q")
     g.domains = {o.domain: o.version for o in m.opset_import}
     g.inputs = list(m.graph.input)
@@ -618,7 +621,16 @@ def _to_qdq(m: onnx.ModelProto, transposed_weight: bool = False, quantize_weight
     for t in m.graph.initializer:
         if t.name == "W" and t.data_type == TensorProto.FLOAT and quantize_weight:
             w = numpy_helper.to_array(t)
-            if w.ndim == 4 and not transposed_weight:  # Conv [O, I, kh, kw]: per output channel, as quantizers do
+            w_zero = None
+            if asym_weight:  # per tensor, asymmetric: zero point = round(-128 - min / scale)
+                lo, hi = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+                w_scale = np.float32((hi - lo) / 255.0 + 1e-8)
+                zp = int(np.clip(np.round(-128.0 - lo / float(w_scale)), -128, 127))
+                if zp == 0:  # a weight centred exactly on zero: the kernel's zero-point path needs zp != 0
+                    zp = -1
+                wq = np.clip(np.round(w / w_scale) + zp, -128, 127).astype(np.int8)
+                w_zero = np.int8(zp)
+            elif w.ndim == 4 and not transposed_weight:  # Conv [O, I, kh, kw]: per output channel, as quantizers do
                 w_axis = 0
                 w_scale = (np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127.0 + 1e-8).astype(np.float32)
                 wq = np.clip(np.round(w / w_scale.reshape([-1, 1, 1, 1])), -127, 127).astype(np.int8)
@@ -627,8 +639,8 @@ def _to_qdq(m: onnx.ModelProto, transposed_weight: bool = False, quantize_weight
                 wq = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
             g.inits.append(numpy_helper.from_array(wq, "Wq"))
             attrs = {} if w_axis is None else {"axis": w_axis}
-            g.nodes.append(helper.make_node("DequantizeLinear", ["Wq", g.const(w_scale),
-                                                                 g.const(np.zeros(np.shape(w_scale), np.int8))],
+            zero = w_zero if w_zero is not None else np.zeros(np.shape(w_scale), np.int8)
+            g.nodes.append(helper.make_node("DequantizeLinear", ["Wq", g.const(w_scale), g.const(zero)],
                                             ["W"], name="w_dq", **attrs))
         elif t.name == "B" and t.data_type == TensorProto.FLOAT:
             # the runtime fuses a quantized bias only when its scale is input scale x weight scale
@@ -754,6 +766,8 @@ def build(cfg: Config, seed: int = 0) -> onnx.ModelProto:
         raise NotBuildable(f"{cfg.kind} has no {cfg.precision} variant")
     if cfg.sparsity != "0" and not kind.has_weights:
         raise NotBuildable(f"{cfg.kind} has no weights to sparsify")
+    if cfg.params.get("wzp") and cfg.precision != "int8":
+        raise NotBuildable("wzp (a weight zero point) is a static int8 variant; precision int8 only")
     if cfg.precision == "int8_dynamic":
         m = _dynamic_int8(cfg)
     elif cfg.kind == "Pool" and cfg.params.get("layout") == "nhwc":
@@ -770,7 +784,8 @@ def build(cfg: Config, seed: int = 0) -> onnx.ModelProto:
             m = _qembed_ln(cfg.params)
         elif cfg.precision == "int8" and cfg.kind != "Quant":
             m = _to_qdq(m, transposed_weight=cfg.kind == "ConvTranspose",
-                        quantize_weight=cfg.kind in ("Conv", "ConvTranspose", "MatMul"))
+                        quantize_weight=cfg.kind in ("Conv", "ConvTranspose", "MatMul"),
+                        asym_weight=bool(cfg.params.get("wzp")))
     if cfg.sparsity != "0":
         _sparsify(m, cfg.sparsity, cfg.kind, np.random.default_rng(seed))
     return m

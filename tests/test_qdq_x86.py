@@ -228,3 +228,93 @@ def test_excluded_conv_between_quantized_neighbours_runs_on_dequantized_weights(
     runtime_w = [k for k in ks if k.kind == "Conv" and k.params.get("runtime_w") == 1]
     assert any(set(k.nodes) & set(convs[1::2]) for k in runtime_w)
     assert check_fusion(str(dst), X86) == {}
+
+
+def _ort_optimized(path, tmp_path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return onnx.load(so.optimized_model_filepath)
+
+
+def test_a_weight_the_runtime_quantizes_has_a_zero_point_and_its_kernel_says_so(tmp_path):
+    # WeightBiasQuantization quantizes the excluded conv's float weight per tensor with a non-zero zero
+    # point (the quantizer's own weights are symmetric): its QLinearConv takes the zero-point path, a
+    # kernel of its own (wzp=1); the quantizer's convs stay without it
+    from onnx import numpy_helper
+
+    excluded = "/layer2.1/Conv_1"
+    _, dst = _quantized(tmp_path, "resnet20_cifar", exclude=[excluded])
+    opt = _ort_optimized(dst, tmp_path)
+    inits = {t.name: numpy_helper.to_array(t) for t in opt.graph.initializer}
+    zps = {}
+    for n in opt.graph.node:
+        if n.op_type == "QLinearConv" and len(n.input) > 5 and n.input[5] in inits:
+            zps[n.input[3]] = bool((inits[n.input[5]] != 0).any())
+    runtime_q = [w for w in zps if w.startswith(excluded)]
+    assert runtime_q and all(zps[w] for w in runtime_q)  # the runtime's own weight: a zero point
+    assert any(not v for w, v in zps.items() if w not in runtime_q)  # the quantizer's: none
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    convs = [k for k in ks if k.kind == "Conv" and k.precision == "int8"]
+    mine = [k for k in convs if excluded in k.nodes]
+    assert len(mine) == 1 and mine[0].params.get("wzp") == 1
+    assert all("wzp" not in k.params for k in convs if k not in mine)
+
+
+def test_a_file_with_asymmetric_weights_runs_every_int8_conv_on_the_zero_point_path(tmp_path):
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from profilers.e2e import make_inputs
+
+    src, pre, dst = tmp_path / "m.onnx", tmp_path / "m.pre.onnx", tmp_path / "m.int8.onnx"
+    onnx.save(zoo.build("resnet20_cifar"), src)
+    quant_pre_process(str(src), str(pre))
+    sess = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
+    feeds = iter([make_inputs(sess, onnx.load(str(pre)), seed=i) for i in range(2)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    extra_options={"WeightSymmetric": False})
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    convs = [k for k in ks if k.kind == "Conv" and k.precision == "int8"]
+    assert convs and all(k.params.get("wzp") == 1 for k in convs)
+
+
+def test_asymmetric_weight_conv_builds_runs_and_is_int8_only():
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from latency.ops import Config
+    from profilers.builders import NotBuildable, build, feeds
+
+    p = {"x": [1, 16, 10, 10], "cout": 16, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+         "dilations": [1, 1], "group": 1, "act": "none", "sum": 0, "wzp": 1}
+    m = build(Config("Conv", p, "int8"))
+    dq = next(n for n in m.graph.node if n.name == "w_dq")
+    zero = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}[dq.input[2]]
+    assert zero.dtype == np.int8 and zero.size == 1 and int(zero) != 0
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert s.run(None, feeds(m))[0].shape == (1, 16, 10, 10)
+    assert Config("Conv", p, "int8").key != Config("Conv", {k: v for k, v in p.items() if k != "wzp"}, "int8").key
+    with pytest.raises(NotBuildable, match="int8 only"):
+        build(Config("Conv", p, "fp32"))
+
+
+def test_a_profile_without_asymmetric_weight_rows_prices_them_as_symmetric_and_says_so(tmp_path):
+    # the Zen 5 profile was measured before the zero-point kernels had rows of their own
+    from latency import Estimator
+    from latency.profiles import shipped_dir
+
+    excluded = "/layer2.1/Conv_1"
+    _, dst = _quantized(tmp_path, "resnet20_cifar", exclude=[excluded])
+    e = Estimator("x86-avx512-ort", profile=str(shipped_dir() / "x86-avx512-ort.epyc-zen5.db")).estimate(str(dst))
+    k = next(k for k in e.kernels if excluded in k.nodes)
+    assert '"wzp":1' in k.key and k.source == "regressor" and "before wzp existed" in k.detail

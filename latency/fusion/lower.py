@@ -356,6 +356,8 @@ def _lower_conv(state: FusionState, w: WorkNode, make_kernel) -> Kernel:
     weights_known = state.const(w.inputs[1]) or state.producer(w.inputs[1]) is None
     if not state.const(w.inputs[1]) and not (w.info.get("precision") or "").startswith("int8"):
         p["runtime_w"] = 1  # e.g. a float conv reading a DequantizeLinear: no pre-packed weights
+    if w.info.get("wzp") and w.info.get("precision") == "int8":
+        p["wzp"] = 1  # an int8 weight with a non-zero zero point (fusion/passes/quant.py)
     sparsity = weight_sparsity(state.graph, w.inputs[1]) if weights_known else "0"
     return make_kernel("Conv", p, sparsity)
 

@@ -137,6 +137,14 @@ def _weight_bias_quantized(state: FusionState, w) -> bool:
         cur = nxt
 
 
+def _weight_zero_point(state: FusionState, d) -> bool:
+    """Whether weight DequantizeLinear ``d`` has a constant zero point that is not all zero."""
+    if d is None or not state.is_op(d, "DequantizeLinear") or len(d.inputs) < 3 or not d.inputs[2]:
+        return False
+    z = state.value(d.inputs[2])
+    return z is not None and bool((z != 0).any())
+
+
 def _types_ok(state: FusionState, w, dqs, idx, q, weight_type=None) -> bool:
     """onnxruntime's selector type rules for a unit of ``w`` with input DQs ``dqs`` (at ``idx``) and
     output Q ``q`` (None: float output); ``weight_type``: a weight the runtime quantizes itself."""
@@ -225,6 +233,11 @@ def _unit(state: FusionState, w) -> tuple:
     new_inputs = list(w.inputs)
     # the unit's DQs, then the bias / extra DQs of constants
     absorbed = list(zip(idx, dqs)) + [(i, state.producer(t)) for i, t in enumerate(w.inputs) if i not in idx and t]
+    # a weight with a non-zero zero point: WeightBiasQuantization quantizes a float weight asymmetric
+    # (onnxruntime 1.32: per tensor, the zero point from the weight's range), and a file's own weight
+    # DequantizeLinear may carry one; the int8 conv then takes its zero-point path (read before the
+    # weight's DQ is absorbed)
+    asym = w.op == "Conv" and (quantized_weight or _weight_zero_point(state, dict(absorbed).get(1)))
     for i, d in absorbed:
         if i not in idx and not (state.is_op(d, "DequantizeLinear") and state.const(d.inputs[0])):
             continue
@@ -242,6 +255,8 @@ def _unit(state: FusionState, w) -> tuple:
     w.info["qdq"] = True
     w.info["precision"] = "int8"
     w.info["qdq_acts"] = [c.op for c in chain]
+    if asym:
+        w.info["wzp"] = True
     if has_q:
         members += q.members
         w.outputs = list(q.outputs)
