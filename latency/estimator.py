@@ -623,7 +623,8 @@ class Estimator:
         unseen = sum(1 for e in ests if UNSEEN_VARIANT in (e.detail or ""))
         if unseen:
             warnings.append(f"{unseen} kernel(s) are a variant this profile has no rows for (float convs on run-time "
-                            "weights, NHWC int8 pools of a QDQ model) and are priced as the plain kernel, likely under: "
+                            "weights, NHWC int8 pools of a QDQ model, int8 convs with a weight zero point) and are priced as "
+                            "the plain kernel, likely under: "
                             "'latency profile --plan zoo' on the device measures them")
         if total > _ABSURD_US:
             big = max(ests, key=lambda e: e.latency_us)
