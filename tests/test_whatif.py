@@ -663,3 +663,21 @@ def test_whatif_on_a_gpu_target_prices_builder_precisions_and_refuses_what_tenso
     built = est.estimate(model, precision="int8").total_ms
     assert any("ActivationSymmetric" in n for n in mixed.notes)
     assert any(f"{built:.3f} ms" in n and "int8 build of the whole model" in n for n in mixed.notes)
+
+
+def test_a_conv_kept_fp32_between_int8_neighbours_is_said_to_run_int8(est, plan18):
+    # a basic block's second conv kept fp32 sits between its first conv's Q and its own output's Q: the
+    # runtime quantizes its weight itself (WeightBiasQuantization) and runs it on the zero-point kernel; the
+    # model's first conv (the float input) and a block's first conv (its input, the int8 Q after a residual
+    # Add, read twice, is refused on x86) stay float and get no such note
+    convs = [u.name for u in plan18.structure.units if u.op == "Conv" and "int8" in u.families]
+    middle, first = "/layer2.1/Conv_1", convs[0]
+    assert middle in convs
+    w = plan18.evaluate({"precision": "int8", "fp32_nodes": [middle]})
+    said = [n for n in w.notes if "run int8 all the same" in n]
+    assert said and middle in said[0]
+    assert any('"wzp":1' in k.key and middle in k.nodes for k in w.estimate.kernels)
+    for kept in (first, "/layer2.1/Conv"):
+        w0 = plan18.evaluate({"precision": "int8", "fp32_nodes": [kept]})
+        assert not any("run int8 all the same" in n for n in w0.notes)
+    assert not any("run int8 all the same" in n for n in plan18.evaluate({"precision": "int8"}).notes)

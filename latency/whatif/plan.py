@@ -678,6 +678,8 @@ class Plan:
                              f"alone, latency estimate --precision int8): {built:.3f} ms; quantize_static quantizes the "
                              "inputs of every op it knows, so activations and other pointwise layers between the "
                              "convolutions run as int8 kernels of their own")
+        if fam == "int8" and not self._on_gpu:
+            notes += self._requantized_notes(choice_out, est)
         if not exact[0]:
             notes.append("priced from the most similar situations the plan has fused (not this exact model): "
                          "plan.verify(choice) fuses and prices this one whole")
@@ -761,6 +763,26 @@ class Plan:
                 out[u] = {"precision": PRECISIONS[int(pi)], "sparsity": SPARSITY_LEVELS[int(si)],
                           "prune": PRUNE_LEVELS[int(ri)]}
         return out
+
+    def _requantized_notes(self, choice_out: dict, est) -> list:
+        """A note when convs the choice keeps fp32 run int8 all the same: onnxruntime quantizes the float weight of
+        a conv between a DequantizeLinear and a QuantizeLinear itself (WeightBiasQuantization), with a zero point,
+        and runs the slower zero-point int8 kernel (``Conv`` ``wzp=1``)."""
+        fp32 = {u for u in self.units if choice_out.get(u, {}).get("precision", "fp32") == "fp32"}
+        if not fp32:
+            return []
+        tool = self._tool_names
+        names = {tool.get(u, u): u for u in fp32}
+        hit = []
+        for k in est.kernels:
+            if '"wzp":1' in (k.key or ""):
+                hit += [names[n] for n in k.nodes if n in names and names[n] not in hit]
+        if not hit:
+            return []
+        return [f"{len(hit)} of the nodes kept fp32 run int8 all the same (e.g. {hit[0]}): between quantized "
+                "neighbours onnxruntime quantizes a conv's float weight itself (WeightBiasQuantization), with a zero "
+                "point, and runs it on the slower zero-point int8 kernel; to keep such a conv float, keep a "
+                "neighbour fp32 too"]
 
     def _choice_notes(self, choice):
         st = self.structure.units
