@@ -681,3 +681,17 @@ def test_a_conv_kept_fp32_between_int8_neighbours_is_said_to_run_int8(est, plan1
         w0 = plan18.evaluate({"precision": "int8", "fp32_nodes": [kept]})
         assert not any("run int8 all the same" in n for n in w0.notes)
     assert not any("run int8 all the same" in n for n in plan18.evaluate({"precision": "int8"}).notes)
+
+
+def test_pareto_keeps_the_score_of_a_node_the_runtime_quantizes_all_the_same(plan18):
+    # the most sensitive node by the caller's scores is a block's second conv: kept fp32 alone it runs int8
+    # all the same, so the first point of the front saves none of its score and says why
+    scores = {u: 0.0 for u in plan18.units}
+    scores["/layer2.1/Conv_1"] = 5.0
+    scores["/layer2.1/Conv"] = 1.0
+    pts = plan18.pareto(scores).points
+    one = pts[pts.n_fp32 == 1].iloc[0]
+    assert one.fp32_nodes == ["/layer2.1/Conv_1"] and one.fp32_run_int8 == ["/layer2.1/Conv_1"]
+    assert one.score == pytest.approx(pts.score.iloc[0])  # nothing saved
+    two = pts[pts.n_fp32 == 2].iloc[0]  # with the block's first conv fp32 too, the second one is float
+    assert two.fp32_run_int8 == [] and two.score == pytest.approx(one.score - 6.0)

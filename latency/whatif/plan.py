@@ -764,6 +764,28 @@ class Plan:
                           "prune": PRUNE_LEVELS[int(ri)]}
         return out
 
+    def _requantized_units(self, rows, order) -> list:
+        """Per row of ``rows`` (k nodes of ``order`` fp32): the indices among those k whose conv runs int8 all the
+        same (a ``wzp`` kernel holds it), read from each candidate's kernels as the tables price it."""
+        first = {i for i in order}
+        _, _, states = self._eval(rows, want_state=True, need_exact=False)
+        out = [[] for _ in range(len(rows))]
+        tool = self._tool_names
+        index = {tool.get(self.units[i], self.units[i]): i for i in first}
+        for (name, _), (idx, state, bits, pr, sp) in states.items():
+            t = self.tables[name]
+            for j, row in enumerate(idx):
+                kept = set(order[:int(row)]) if len(rows) == len(order) + 1 else set()
+                if not kept:
+                    continue
+                mine, _ = t.kernels_of(state[j], bits[j], pr[j], sp[j])
+                hit = []
+                for _, pk in mine:
+                    if '"wzp":1' in (getattr(pk, "key", "") or ""):
+                        hit += [index[n] for n in getattr(pk, "nodes", ()) if n in index and index[n] in kept]
+                out[int(row)] = sorted(set(hit), key=list(order).index)
+        return out
+
     def _requantized_notes(self, choice_out: dict, est) -> list:
         """A note when convs the choice keeps fp32 run int8 all the same: onnxruntime quantizes the float weight of
         a conv between a DequantizeLinear and a QuantizeLinear itself (WeightBiasQuantization), with a zero point,
@@ -986,8 +1008,10 @@ class Plan:
         """The mixed-precision front from all-``family`` to all-fp32: nodes fall back to fp32 in order of
         ``scores`` (per node, higher = more sensitive to quantization: any label-free proxy), every
         point priced as :meth:`evaluate_batch` prices it (boundary Q/DQ kernels and fusion changes included,
-        not a sum of per-node savings). With ``budget_ms``: the lowest-score point within it, confirmed by fusing
-        the candidates near the budget whole (at most :data:`_PARETO_REFINES`)."""
+        not a sum of per-node savings). A node kept fp32 that the runtime quantizes all the same (a conv between
+        quantized neighbours: WeightBiasQuantization) keeps its score in the point's and is listed in
+        ``fp32_run_int8``. With ``budget_ms``: the lowest-score point within it, confirmed by fusing the
+        candidates near the budget whole (at most :data:`_PARETO_REFINES`)."""
         import pandas as pd
 
         if family not in self.families:
@@ -1040,6 +1064,10 @@ class Plan:
                     break
                 self._eval(rows[near[0]:near[0] + 1], refine=1)
                 ms, exact, _ = self._eval(rows)
+        # a node kept fp32 between quantized neighbours runs int8 all the same (the runtime quantizes its
+        # weight: WeightBiasQuantization): its score stays in the point's risk, and the point says which
+        requant = self._requantized_units(rows, order)
+        risk = risk + np.array([sum(vals[i] for i in r) for r in requant])
         on = np.ones(len(ms), bool)
         for k in range(len(ms)):
             # dominated: another point is at least as fast and no riskier, and better in one
@@ -1047,7 +1075,8 @@ class Plan:
             on[k] = not dom.any()
         pts = pd.DataFrame({"n_fp32": np.arange(len(ms)), "fp32_nodes": [[self.units[i] for i in order[:k]]
                                                                           for k in range(len(ms))],
-                            "latency_ms": ms, "score": risk, "on_front": on, "exact": exact})
+                            "latency_ms": ms, "score": risk, "on_front": on, "exact": exact,
+                            "fp32_run_int8": [[self.units[i] for i in r] for r in requant]})
         front = ParetoFront(pts, budget_ms, family=family)
         if budget_ms is not None:
             ok = pts[(pts.latency_ms <= budget_ms) & pts.on_front]
