@@ -765,25 +765,25 @@ class Plan:
         return out
 
     def _requantized_units(self, rows, order) -> list:
-        """Per row of ``rows`` (k nodes of ``order`` fp32): the indices among those k whose conv runs int8 all the
-        same (a ``wzp`` kernel holds it), read from each candidate's kernels as the tables price it."""
-        first = {i for i in order}
-        _, _, states = self._eval(rows, want_state=True, need_exact=False)
-        out = [[] for _ in range(len(rows))]
+        """Per candidate of the code matrix ``rows``: the indices among ``order`` it keeps fp32 (precision code
+        0) whose conv runs int8 all the same (a ``wzp`` kernel holds it), read from the candidate's kernels as
+        the tables price it, in ``order``'s order."""
+        p, _, _ = _digits(rows)
+        rank = {i: n for n, i in enumerate(order)}
         tool = self._tool_names
-        index = {tool.get(self.units[i], self.units[i]): i for i in first}
+        index = {tool.get(self.units[i], self.units[i]): i for i in order}
+        out = [[] for _ in range(len(rows))]
+        _, _, states = self._eval(rows, want_state=True, need_exact=False)
         for (name, _), (idx, state, bits, pr, sp) in states.items():
             t = self.tables[name]
             for j, row in enumerate(idx):
-                kept = set(order[:int(row)]) if len(rows) == len(order) + 1 else set()
+                kept = {i for i in order if not p[row, i]}
                 if not kept:
                     continue
                 mine, _ = t.kernels_of(state[j], bits[j], pr[j], sp[j])
-                hit = []
-                for _, pk in mine:
-                    if '"wzp":1' in (getattr(pk, "key", "") or ""):
-                        hit += [index[n] for n in getattr(pk, "nodes", ()) if n in index and index[n] in kept]
-                out[int(row)] = sorted(set(hit), key=list(order).index)
+                hit = {index[n] for _, pk in mine if '"wzp":1' in (getattr(pk, "key", "") or "")
+                       for n in getattr(pk, "nodes", ()) if n in index and index[n] in kept}
+                out[int(row)] = sorted(hit, key=rank.__getitem__)
         return out
 
     def _requantized_notes(self, choice_out: dict, est) -> list:
