@@ -15,8 +15,8 @@ from profilers.runtime_graph import check_fusion
 X86 = ORT_CPU_X86_RULES(16)
 
 
-def _quantized(tmp_path, name, size=None, exclude=()):
-    """(fp32 path, QDQ path): quant_pre_process then quantize_static with its defaults."""
+def _quantized(tmp_path, name, size=None, exclude=(), extra_options=None):
+    """(fp32 path, QDQ path): quant_pre_process then quantize_static with its defaults (and ``extra_options``)."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -33,7 +33,8 @@ def _quantized(tmp_path, name, size=None, exclude=()):
         def get_next(self):
             return next(feeds, None)
 
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, nodes_to_exclude=list(exclude))
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, nodes_to_exclude=list(exclude),
+                    extra_options=extra_options)
     return src, dst
 
 
@@ -230,16 +231,6 @@ def test_excluded_conv_between_quantized_neighbours_runs_on_dequantized_weights(
     assert check_fusion(str(dst), X86) == {}
 
 
-def _ort_optimized(path, tmp_path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.optimized_model_filepath = str(tmp_path / "ort_optimized.onnx")
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return onnx.load(so.optimized_model_filepath)
-
-
 def test_a_weight_the_runtime_quantizes_has_a_zero_point_and_its_kernel_says_so(tmp_path):
     # WeightBiasQuantization quantizes the excluded conv's float weight per tensor with a non-zero zero
     # point (the quantizer's own weights are symmetric): its QLinearConv takes the zero-point path, a
@@ -248,7 +239,10 @@ def test_a_weight_the_runtime_quantizes_has_a_zero_point_and_its_kernel_says_so(
 
     excluded = "/layer2.1/Conv_1"
     _, dst = _quantized(tmp_path, "resnet20_cifar", exclude=[excluded])
-    opt = _ort_optimized(dst, tmp_path)
+    from profilers.runtime_graph import runtime_kernel_summary
+
+    runtime_kernel_summary(str(dst), optimized_path=str(tmp_path / "ort_optimized.onnx"))
+    opt = onnx.load(str(tmp_path / "ort_optimized.onnx"))
     inits = {t.name: numpy_helper.to_array(t) for t in opt.graph.initializer}
     zps = {}
     for n in opt.graph.node:
@@ -265,24 +259,7 @@ def test_a_weight_the_runtime_quantizes_has_a_zero_point_and_its_kernel_says_so(
 
 
 def test_a_file_with_asymmetric_weights_runs_every_int8_conv_on_the_zero_point_path(tmp_path):
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from profilers.e2e import make_inputs
-
-    src, pre, dst = tmp_path / "m.onnx", tmp_path / "m.pre.onnx", tmp_path / "m.int8.onnx"
-    onnx.save(zoo.build("resnet20_cifar"), src)
-    quant_pre_process(str(src), str(pre))
-    sess = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
-    feeds = iter([make_inputs(sess, onnx.load(str(pre)), seed=i) for i in range(2)])
-
-    class Reader(CalibrationDataReader):
-        def get_next(self):
-            return next(feeds, None)
-
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    extra_options={"WeightSymmetric": False})
+    _, dst = _quantized(tmp_path, "resnet20_cifar", extra_options={"WeightSymmetric": False})
     ks, _ = fuse(load_graph(str(dst)), X86)
     convs = [k for k in ks if k.kind == "Conv" and k.precision == "int8"]
     assert convs and all(k.params.get("wzp") == 1 for k in convs)

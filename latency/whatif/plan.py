@@ -764,41 +764,40 @@ class Plan:
                           "prune": PRUNE_LEVELS[int(ri)]}
         return out
 
-    def _requantized_units(self, rows, order) -> list:
-        """Per candidate of the code matrix ``rows``: the indices among ``order`` it keeps fp32 (precision code
-        0) whose conv runs int8 all the same (a ``wzp`` kernel holds it), read from the candidate's kernels as
-        the tables price it, in ``order``'s order."""
-        p, _, _ = _digits(rows)
-        rank = {i: n for n, i in enumerate(order)}
+    def _wzp_units(self, kernels, among) -> list:
+        """The units of ``among`` (unit names) that a zero-point int8 conv kernel (``Conv`` ``wzp=1``) of
+        ``kernels`` holds, in first-seen order: kept fp32 by a choice, they run int8 all the same (the runtime
+        quantizes the float weight of a conv between a DequantizeLinear and a QuantizeLinear itself:
+        WeightBiasQuantization)."""
         tool = self._tool_names
-        index = {tool.get(self.units[i], self.units[i]): i for i in order}
-        out = [[] for _ in range(len(rows))]
-        _, _, states = self._eval(rows, want_state=True, need_exact=False)
+        names = {tool.get(u, u): u for u in among}
+        hit: dict = {}
+        for k in kernels:
+            if '"wzp":1' in (k.key or ""):
+                hit.update((names[n], None) for n in k.nodes if n in names)
+        return list(hit)
+
+    def _requantized_units(self, states, order) -> list:
+        """Per candidate of a code matrix (``states``: what :meth:`_eval` returned for it with ``want_state``):
+        the indices among ``order`` it keeps fp32 that run int8 all the same (:meth:`_wzp_units`), read from
+        the candidate's kernels as the tables price it, in ``order``'s order."""
+        rank = {i: n for n, i in enumerate(order)}
+        n_rows = sum(len(v[0]) for v in states.values())
+        out = [[] for _ in range(n_rows)]
         for (name, _), (idx, state, bits, pr, sp) in states.items():
             t = self.tables[name]
             for j, row in enumerate(idx):
-                kept = {i for i in order if not p[row, i]}
-                if not kept:
-                    continue
-                mine, _ = t.kernels_of(state[j], bits[j], pr[j], sp[j])
-                hit = {index[n] for _, pk in mine if '"wzp":1' in (getattr(pk, "key", "") or "")
-                       for n in getattr(pk, "nodes", ()) if n in index and index[n] in kept}
-                out[int(row)] = sorted(hit, key=rank.__getitem__)
+                kept = [self.units[i] for i in order if not bits[j][i]]
+                if kept:
+                    mine, _ = t.kernels_of(state[j], bits[j], pr[j], sp[j])
+                    hit = self._wzp_units([pk for _, pk in mine], kept)
+                    out[int(row)] = sorted((self._unit_index[u] for u in hit), key=rank.__getitem__)
         return out
 
     def _requantized_notes(self, choice_out: dict, est) -> list:
-        """A note when convs the choice keeps fp32 run int8 all the same: onnxruntime quantizes the float weight of
-        a conv between a DequantizeLinear and a QuantizeLinear itself (WeightBiasQuantization), with a zero point,
-        and runs the slower zero-point int8 kernel (``Conv`` ``wzp=1``)."""
-        fp32 = {u for u in self.units if choice_out.get(u, {}).get("precision", "fp32") == "fp32"}
-        if not fp32:
-            return []
-        tool = self._tool_names
-        names = {tool.get(u, u): u for u in fp32}
-        hit = []
-        for k in est.kernels:
-            if '"wzp":1' in (k.key or ""):
-                hit += [names[n] for n in k.nodes if n in names and names[n] not in hit]
+        """A note when convs the choice keeps fp32 run int8 all the same (:meth:`_wzp_units`)."""
+        fp32 = [u for u in self.units if choice_out.get(u, {}).get("precision", "fp32") == "fp32"]
+        hit = self._wzp_units(est.kernels, fp32) if fp32 else []
         if not hit:
             return []
         return [f"{len(hit)} of the nodes kept fp32 run int8 all the same (e.g. {hit[0]}): between quantized "
@@ -1050,7 +1049,7 @@ class Plan:
         for k in range(len(order) + 1):
             for i in order[k:]:
                 rows[k, i] = code_of(q, 0, 0)
-        ms, exact, _ = self._eval(rows)
+        ms, exact, states = self._eval(rows, want_state=True)
         risk = np.array([sum(vals[i] for i in order[k:]) for k in range(len(order) + 1)])
         if budget_ms is not None:
             # the pick must hold under its own fusion, not only by the most similar situations: the
@@ -1063,10 +1062,10 @@ class Plan:
                 if not near or exact[near[0]]:
                     break
                 self._eval(rows[near[0]:near[0] + 1], refine=1)
-                ms, exact, _ = self._eval(rows)
+                ms, exact, states = self._eval(rows, want_state=True)
         # a node kept fp32 between quantized neighbours runs int8 all the same (the runtime quantizes its
         # weight: WeightBiasQuantization): its score stays in the point's risk, and the point says which
-        requant = self._requantized_units(rows, order)
+        requant = self._requantized_units(states, order)
         risk = risk + np.array([sum(vals[i] for i in r) for r in requant])
         on = np.ones(len(ms), bool)
         for k in range(len(ms)):
