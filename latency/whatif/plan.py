@@ -197,6 +197,7 @@ class Plan:
         self.rules = estimator.rules_
         self.pricer = Pricer(estimator)
         self._configs: dict = {}
+        self._priced: dict = {}  # (kernel as fused, original nodes) -> price_kernels' entry, shared by probes
         self.warm = warm
         self.structure = analyse(graph)
         self.node_order = {r.name: i for i, r in enumerate(graph.ops)}
@@ -388,6 +389,21 @@ class Plan:
         per sparsity digit (0: the weight as the model holds it), every other kernel one row; ``rows``
         holds a :class:`PricedKernel` (or None: no source prices it) per row, ``coef`` rows x COEFS,
         ``unit`` the unit whose sparsity picks the row (-1: one row)."""
+        # probes of one plan fuse mostly the same kernels (a flipped unit changes its neighbours only): an
+        # entry depends on nothing but the kernel and its nodes, so it is made once and shared (read-only)
+        memo = self._priced
+        keys = [(k.name, k.kind, k.precision, k.sparsity, repr(k.params), k.nodes, k.op_types, k.branch, k.repeat,
+                 tuple(nodes)) for k, nodes in items]
+        todo = {}
+        for it, key in zip(items, keys):
+            if key not in memo and key not in todo:
+                todo[key] = it
+        if todo:
+            for key, entry in zip(todo, self._price_new(list(todo.values()))):
+                memo[key] = entry
+        return [memo[key] for key in keys]
+
+    def _price_new(self, items) -> list:
         jobs, plans = [], []
         for k, nodes in items:
             head = None
@@ -419,6 +435,7 @@ class Plan:
                 key = jobs[at + j].key
                 rows.append(PricedKernel(v, nodes, iso, rr[1], rr[2], key))
                 coef[j] = self.pricer.coefficients(v.kind, tuple(v.op_types), iso, rr[1], key, v.repeat)
+            coef.setflags(write=False)
             out.append((rows, coef, unc, unit))
         return out
 
@@ -1143,9 +1160,11 @@ class Plan:
         can = np.array([family in u.families for u in self.structure.units], bool)
         reduced = can.astype(np.int64)
 
+        specs = []  # (bits, prune) of every probe, in order: fused one by one, priced in one batch
+
         def from_both(cut):  # the same cut from the all-fp32 and from the all-reduced model
-            t.probe(z, cut)
-            t.probe(reduced, cut)
+            specs.append((z, cut))
+            specs.append((reduced, cut))
 
         from_both(z)
         # one factor at a time, many at once: units no owner sees together are flipped in the same probe,
@@ -1155,8 +1174,8 @@ class Plan:
         for color in colors:
             flip = np.zeros(U, np.int64)
             flip[color] = 1
-            t.probe(flip, z)
-            t.probe(reduced - flip, z)
+            specs.append((flip, z))
+            specs.append((reduced - flip, z))
             if prunable[color].any():
                 for level in range(1, _NP):
                     from_both(np.where(prunable & (flip > 0), level, 0))
@@ -1169,7 +1188,8 @@ class Plan:
         for k in range(self.warm):
             bits = ((rng.random(U) < rng.random()) & can).astype(np.int64)
             pr = np.where((rng.random(U) < 0.3) & prunable, rng.integers(1, _NP, U), 0) if k % 2 else z
-            t.probe(bits, pr)
+            specs.append((bits, pr))
+        t.probe_many(specs)
         self._regroup()
 
     def _colors(self, t, family) -> list:

@@ -201,6 +201,12 @@ class Tables:
         self.plan.log_probe(self.family, data)
         self.learn(data)
 
+    def probe_many(self, specs) -> None:
+        """:meth:`probe` of every (bits, prune) in ``specs``, in that order, their kernels priced in one batch."""
+        for data in run_probes(self.plan, self.family, specs):
+            self.plan.log_probe(self.family, data)
+            self.learn(data)
+
     def learn(self, data) -> None:
         """Learn from one probe's record (see :func:`run_probe`); the plan replays its records when it
         regroups its owners."""
@@ -545,6 +551,19 @@ def run_probe(plan, family: str, bits, prune) -> dict:
     ``layout``: original tensor -> which of its aliases ran NCHWc-blocked / NHWC (what the producer
     side decides: a DequantizeLinear output exists only when some consumer does not absorb it, and has
     its input's layout anyway); ``quantized``: tensors given a quantize pair (or a DQ, constants)."""
+    return finish_probe(plan, fuse_probe(plan, family, bits, prune))
+
+
+def run_probes(plan, family: str, specs) -> list:
+    """:func:`run_probe` of every (bits, prune) in ``specs``, their kernels priced in one batch (one
+    regressor call per op kind for all of them, not one per probe)."""
+    fronts = [fuse_probe(plan, family, bits, prune) for bits, prune in specs]
+    plan.price_kernels([it for f in fronts for it in f["items"]])
+    return [finish_probe(plan, f) for f in fronts]
+
+
+def fuse_probe(plan, family: str, bits, prune) -> dict:
+    """The first half of :func:`run_probe`: the candidate rewritten and fused, its kernels not priced yet."""
     from ..fusion.driver import fused_graph
     from ..fusion.lower import emit
 
@@ -559,13 +578,7 @@ def run_probe(plan, family: str, bits, prune) -> dict:
                 continue
             marks.setdefault(rw.tensor_origin.get(name, name), set()).add((tag, name))
     marks = {t: tuple(sorted(v)) for t, v in marks.items()}
-    items = []
-    for k in kernels:
-        names, tensors = _origins(k, rw)
-        items.append((k, names))
-    priced = plan.price_kernels(items)
-    out = [(k, names, tensors, pr) for (k, names), (_, tensors), pr in
-           zip(items, (_origins(k, rw) for k in kernels), priced)]
+    origins = [_origins(k, rw) for k in kernels]
     unc = []
     for u in uncovered:
         n = rw.node_origin.get(u.node, u.node)
@@ -577,8 +590,19 @@ def run_probe(plan, family: str, bits, prune) -> dict:
             if name.endswith(suffix):
                 t = name[: -len(suffix)]
                 quantized.add(rw.tensor_origin.get(t, t))
-    return {"bits": np.array(bits, np.int64), "prune": np.array(prune, np.int64), "kernels": out,
-            "uncovered": unc, "layout": marks, "quantized": quantized}
+    return {"bits": np.array(bits, np.int64), "prune": np.array(prune, np.int64),
+            "items": [(k, names) for k, (names, _) in zip(kernels, origins)],
+            "tensors": [tensors for _, tensors in origins], "uncovered": unc,
+            "layout": {t: v for t, v in marks.items()}, "quantized": quantized}
+
+
+def finish_probe(plan, front: dict) -> dict:
+    """The second half of :func:`run_probe`: ``front``'s kernels priced."""
+    items = front["items"]
+    priced = plan.price_kernels(items)
+    out = [(k, names, tensors, pr) for (k, names), tensors, pr in zip(items, front["tensors"], priced)]
+    return {"bits": front["bits"], "prune": front["prune"], "kernels": out, "uncovered": front["uncovered"],
+            "layout": front["layout"], "quantized": front["quantized"]}
 
 
 def _origins(k, rw):
