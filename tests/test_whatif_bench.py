@@ -103,3 +103,34 @@ def test_report_counts(capsys):
     assert "sign of the change vs fp32 right: 0/1" in out
     assert "m int4 weight-only: not priced (no data)" in out
     assert np.isclose(float(out.split("MAPE ")[1].split("%")[0]), 100 * (0.05 / 1.05 + 0.7 / 1.2) / 2, atol=0.06)
+
+
+def _timed(ms_by_phase):
+    return {"rounds_phase": list(range(len(ms_by_phase))), "rounds_ms": list(ms_by_phase)}
+
+
+def test_a_change_is_resolved_only_when_its_phases_agree():
+    base = _timed([1.0] * 9)
+    assert bench.resolved(_timed([0.95] * 8 + [1.01]), base) is True
+    assert bench.resolved(_timed([0.99, 1.01] * 4 + [0.98]), base) is False  # 5 of 9 below: noise
+    assert bench.resolved(_timed([0.9] * 3), base) is None  # too few phases to say
+    assert np.isclose(bench.paired_change(_timed([0.95] * 8 + [1.01]), base), -0.05)
+
+
+def test_report_leaves_the_control_out_and_judges_unresolved_signs(capsys):
+    from scipy.stats import kendalltau
+
+    common = {"model": "m", "base_pred": 1.0, "base_meas": 1.0, "spread": 0.0}
+    rows = [{**common, "variant": "fp32", "pred_ms": 1.0, "meas_ms": 1.0},
+            {**common, "variant": bench.CONTROL, "pred_ms": 1.0, "meas_ms": 0.5, "meas_change": -0.03,
+             "resolved": False},
+            {**common, "variant": "sparsity 50%", "pred_ms": 1.0, "meas_ms": 0.95, "meas_change": -0.05,
+             "resolved": False},
+            {**common, "variant": "int8 static", "pred_ms": 0.8, "meas_ms": 1.1, "meas_change": 0.1,
+             "resolved": True}]
+    bench.report(rows, [], [], {"m": 1.0}, kendalltau)
+    out = capsys.readouterr().out
+    assert "variants compared: 3 over 1 models" in out  # the control is not a variant
+    assert "resolved as a change (>= 80% of phases on one side): 0/1" in out
+    assert "sign of the change vs fp32 right: 0/2" in out  # the 2% rule: both wrong
+    assert "judged by resolution instead" in out and ": 1/2 (1 unresolved)" in out
