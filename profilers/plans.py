@@ -660,6 +660,10 @@ def _plan_items(name: str) -> list[tuple[int, Config]]:
     if name != "quick":
         items += _cfgs([(5, "Conv", asym_weight_params(p)) for p in convs[::2] + rand_convs[::9]], "int8")
     items += _cfgs([(4, "MatMul", p) for p in rand_mms[::3] if p["const_b"]], "int8")
+    # products of two activations (attention scores and context): quantize_static quantizes them too, and the
+    # int8 kernel packs its B operand on every run where a constant B is packed once
+    if name != "quick":
+        items += _cfgs([(4, "MatMul", p) for p in mms + rand_mms[::3] if not p["const_b"] and not p["scale"]], "int8")
     # dynamic int8: MatMul with constant untransposed B, and some Conv
     items += _cfgs([(2, "MatMul", p) for p in mms if p["const_b"] and not p["trans_b"]], "int8_dynamic")
     items += _cfgs([(3, "Conv", p) for p in convs[::6]], "int8_dynamic")
