@@ -442,19 +442,23 @@ def rescore(path, kendalltau):
                       r"(?:.*measured \(paired\)\s+([-+0-9.]+)%)?")
     rows, prep, cur, base = [], {}, None, {}
     with open(path) as f:
-        for ln in f:
-            m = head.match(ln)
-            if m:
-                cur = m.group(1)
-                prep[cur] = float(m.group(2))
-                continue
-            m = line.match(ln)
-            if m and cur:
-                label, p, ms = m.group(1).strip(), float(m.group(2)), float(m.group(3))
-                if label == "fp32":
-                    base[cur] = (p, ms)
-                rows.append({"model": cur, "variant": label, "pred_ms": p, "meas_ms": ms, "spread": float("nan"),
-                             "meas_change": float(m.group(4)) / 100 if m.group(4) else None})
+        text = f.read()
+    controlled = CONTROL in text
+    for ln in text.splitlines(keepends=True):
+        m = head.match(ln)
+        if m:
+            cur = m.group(1)
+            prep[cur] = float(m.group(2))
+            continue
+        m = line.match(ln)
+        if m and cur:
+            label, p, ms = m.group(1).strip(), float(m.group(2)), float(m.group(3))
+            if label == "fp32":
+                base[cur] = (p, ms)
+            # runs with the noise control mark unresolved changes; older runs say nothing either way
+            res = (("(unresolved)" not in ln) if m.group(4) else None) if controlled else None
+            rows.append({"model": cur, "variant": label, "pred_ms": p, "meas_ms": ms, "spread": float("nan"),
+                         "meas_change": float(m.group(4)) / 100 if m.group(4) else None, "resolved": res})
     if not rows:
         raise SystemExit(f"{path}: no variant rows to re-score")
     for r in rows:

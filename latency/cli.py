@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -189,6 +190,10 @@ def ops():
         click.echo(f"{k.name:14s} {', '.join(k.onnx_ops)}")
 
 
+#: the largest input `latency zoo` writes (batch x size^2): 64 images of 1024 x 1024
+MAX_ZOO_PIXELS = 64 * 1024 * 1024
+
+
 @main.command()
 @click.argument("name", required=False)
 @click.option("-o", "--out", default=None, type=click.Path(dir_okay=False), help="ONNX file to write")
@@ -199,6 +204,10 @@ def zoo(name, out, batch, size):
     from profilers import zoo as z
 
     if not name:
+        given = [f for f, v in (("-o", out), ("--batch", batch != 1), ("--size", size)) if v]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to the model NAME writes; without NAME the command "
+                                   "only lists the architectures")
         click.echo("\n".join(z.NAMES))
         return
     if name not in z.NAMES:
@@ -212,8 +221,14 @@ def zoo(name, out, batch, size):
     out = out or f"{name}.onnx"
     if not Path(out).parent.is_dir():
         raise LatencyError(f"cannot write {out}: the folder {Path(out).parent} does not exist")
+    if batch * (size or 1) ** 2 > MAX_ZOO_PIXELS:  # a resolution no real input has: refused before allocating
+        raise LatencyError(f"--batch {batch} --size {size}: beyond what the zoo writes (batch x size^2 at most "
+                           f"{MAX_ZOO_PIXELS:,}); give a smaller --size or --batch")
     try:
         m = z.build(name, batch=batch, size=size)
+    except MemoryError:
+        raise LatencyError(f"--size {size} --batch {batch}: {name} at that size does not fit in this host's memory; "
+                           "give a smaller --size or --batch") from None
     except onnx.shape_inference.InferenceError:
         if size is None:
             raise
@@ -223,6 +238,16 @@ def zoo(name, out, batch, size):
         raise LatencyError(f"--size {size} for {name}: {e}") from None
     onnx.save(m, out)
     click.echo(f"wrote {out}")
+
+
+def _refuse_shipped(db) -> None:
+    """A LatencyError when ``db`` lies inside the shipped profiles (an installed package's data), unless
+    LATENCY_CURATE_SHIPPED=1 says a maintainer is curating them in a source checkout."""
+    from .profiles import is_shipped
+
+    if is_shipped(db) and os.environ.get("LATENCY_CURATE_SHIPPED") != "1":
+        raise LatencyError(f"{db} is a shipped profile, which is never written to: copy it and pass the copy as --db "
+                           "(maintainers curating the shipped profiles set LATENCY_CURATE_SHIPPED=1)")
 
 
 def _gpu_backend():
@@ -264,6 +289,7 @@ def profile(target_name, db, plan, models, ops_, precision, budget, workers, ret
     from .targets import get_target
 
     target = get_target(target_name)
+    _refuse_shipped(db)
     budget_s = _parse_duration(budget)  # bad input fails before the database is created
     if budget_s is not None and budget_s <= 0:
         raise LatencyError(f"--budget {budget} measures nothing: give a duration > 0 (e.g. 90s, 30m)")
@@ -419,11 +445,27 @@ def merge(path, others, keep_both):
 
     from .store import Store
 
+    _refuse_shipped(path)
     for o in others:  # checked before anything is written
         if not Path(o).is_file():
             raise LatencyError(f"profile database {o} does not exist")
-        if Path(path).exists() and Path(o).resolve() == Path(path).resolve():
+        if Path(path).exists() and (Path(o).resolve() == Path(path).resolve() or os.path.samefile(o, path)):
             raise LatencyError(f"{o} is the database merged into (--db): nothing to merge")
+        with Store(o, readonly=True):  # a file that is not a profile fails here, before --db is created
+            pass
+    new = not Path(path).exists()
+    try:
+        _merge_all(path, others, keep_both)
+    except BaseException:
+        if new:  # a merge that failed leaves no database of its own behind
+            for f in (path, f"{path}-wal", f"{path}-shm"):
+                Path(f).unlink(missing_ok=True)
+        raise
+
+
+def _merge_all(path, others, keep_both):
+    from .store import Store
+
     with Store(path) as st:
         for o in others:
             c = st.merge_from(o, keep_both=keep_both, counts=True)
@@ -496,6 +538,8 @@ def calibrate(target_name, path, core, refit, base, budget, max_probes, int8_ctx
 
     from .profiles import is_shipped
 
+    if path is not None and not Path(path).parent.is_dir():
+        raise LatencyError(f"--db {path}: the folder {Path(path).parent} does not exist")
     t = _calibrate_target(target_name, base, path)
     if t.pinned_profile and path is None:
         path = t.pinned_profile  # a device-named profile: it is the one written
@@ -662,6 +706,10 @@ def estimate(model, target_name, profile_path, shapes, batch, top, as_json, stri
     estimator = Estimator(tname, profile=profile_path, check_host=target_name is not None)
     est = estimator.estimate(model, shapes=shapes or None, batch=batch, strict=strict,
                              trip_counts=_parse_trip_counts(trip_counts) or None, precision=precision)
+    if est.uncovered and not any(k.source != "free" for k in est.kernels):
+        u = est.uncovered[0]
+        raise LatencyError(f"nothing in the model could be priced ({len(est.uncovered)} node(s) uncovered, e.g. "
+                           f"{u.node} ({u.op_type}): {u.reason}): a total of 0 ms would mean nothing")
     fusion_check = None
     if check_fusion:
         from profilers.runtime_graph import runtime_kernel_summary  # runs onnxruntime: the measuring side
@@ -889,9 +937,15 @@ def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_
     if target_name is None:
         t, info, _ = choose_default()
         target_name, profile_path = t.name, profile_path or (info.path if info else None)
+    # an option that would do nothing is refused, never ignored: an empty value included
+    for flag, given in (("--fp32-nodes", fp32_nodes), ("--prune-nodes", prune_nodes)):
+        if given and not any(n.strip() for v in given for n in v.split(",")):
+            raise click.UsageError(f"{flag} names no node (an empty list); give node names, comma-separated")
+    for flag, given in (("--precision", precision), ("--sparsity", sparsity), ("--prune", prune)):
+        if given is not None and not given.strip():
+            raise click.UsageError(f"{flag} is empty; give a value or leave the option out")
     fp32_nodes = ",".join(fp32_nodes) or None
     prune_nodes = ",".join(prune_nodes) or None
-    # an option that would do nothing is refused, never ignored
     if fp32_nodes and precision in (None, "", "fp32"):
         raise click.UsageError("--fp32-nodes keeps nodes fp32 under a reduced --precision (int8, int8-dynamic, fp16, "
                                "int4-weight); give one")

@@ -389,11 +389,13 @@ def transfer(target, base: str, db=None, budget_s: float = 600.0, core: int | No
             tid0 = st.find_target(target.name)
             if tid0 is not None:
                 _same_device(st, tid0, target, db)
-    db.parent.mkdir(parents=True, exist_ok=True)
     with Store(info.path, readonly=True) as st:
         bdf = st.measurements(st.find_target(info.target), ok_only=True)
     base_rows = [(k, float(v)) for k, v in zip(bdf["key"], bdf["latency_us"]) if v and v > 0]
     dense = sum(Config.from_key(k).sparsity == "0" for k, _ in base_rows)
+    if not base_rows:
+        raise TransferError(f"base profile {info.path} holds no measured row: there is nothing to transfer")
+    db.parent.mkdir(parents=True, exist_ok=True)
     if budget_s != 0 and dense < MIN_PROBES:
         raise TransferError(f"base profile {info.path} has {dense} measured dense row(s) to probe: a transfer needs at "
                             f"least {MIN_PROBES}; transfer from a fuller profile")

@@ -320,3 +320,92 @@ def test_an_option_of_one_value_given_twice_is_refused_not_last_wins(tmp_path):
         assert "--target given 2 times" in r.output
     r = CliRunner().invoke(main, ["estimate", str(m), "--target", "t4", "--json", "--json"])
     assert r.exit_code == 0, r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# data types no profile measures, empty values, shipped profiles, failed merges
+
+
+def _one_matmul(tmp_path, elem, np_type):
+    w = helper.make_tensor("w", elem, [64, 64], np.ones((64, 64), np_type).ravel().tolist()) \
+        if elem != TensorProto.BFLOAT16 else helper.make_tensor("w", elem, [64, 64], [16256] * 4096)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", elem, [64, 64])],
+                          [helper.make_tensor_value_info("y", elem, [64, 64])], [w])
+    p = tmp_path / f"mm_{elem}.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
+    return p
+
+
+@pytest.mark.parametrize("elem, np_type, needle", [(TensorProto.DOUBLE, np.float64, "float64 data"),
+                                                   (TensorProto.BFLOAT16, None, "bfloat16 data"),
+                                                   (TensorProto.INT32, np.int32, "int32 data")])
+def test_a_product_in_an_unmeasured_type_is_uncovered_not_priced_as_fp32(elem, np_type, needle, tmp_path):
+    p = _one_matmul(tmp_path, elem, np_type)
+    one_line_error(cli("estimate", p, "--target", "x86-avx512-ort"), "nothing in the model could be priced", needle)
+    from latency import Estimator
+
+    e = Estimator("x86-avx512-ort").estimate(str(p))
+    assert not [k for k in e.kernels if k.source != "free"] and needle in e.uncovered[0].reason
+
+
+@pytest.mark.parametrize("args, needle", [(("--precision", ""), "--precision is empty"),
+                                          (("--precision", "fp16", "--fp32-nodes", ""), "--fp32-nodes names no node"),
+                                          (("--precision", "fp16", "--fp32-nodes", ",,"), "--fp32-nodes names no node"),
+                                          (("--prune", "0.5", "--prune-nodes", ""), "--prune-nodes names no node"),
+                                          (("--sparsity", " "), "--sparsity is empty")])
+def test_whatif_refuses_an_empty_value(args, needle, lenet):
+    one_line_error(cli("whatif", lenet, "--target", "x86-avx512-ort", *args), needle)
+
+
+def test_zoo_refuses_options_without_a_name_and_an_absurd_size(tmp_path):
+    one_line_error(cli("zoo", "-o", tmp_path / "x.onnx"), "without NAME")
+    one_line_error(cli("zoo", "lenet5", "-o", tmp_path / "x.onnx", "--size", 100000), "beyond what the zoo writes")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_profile_and_merge_never_write_a_shipped_profile(tmp_path, monkeypatch):
+    from latency.profiles import shipped_dir
+
+    shipped = next(shipped_dir().glob("*.db"))
+    before = shipped.stat().st_mtime_ns
+    monkeypatch.delenv("LATENCY_CURATE_SHIPPED", raising=False)
+    one_line_error(cli("profile", "--target", "x86-avx512-ort", "--db", shipped, "--ops", "Softmax"), "shipped profile")
+    other = tmp_path / "other.db"
+    from latency.store import Store
+
+    with Store(other) as st:
+        st.ensure_target("x86-avx512-ort", {"cpu_model": "test"})
+    one_line_error(cli("db", "merge", "--db", shipped, other), "shipped profile")
+    assert shipped.stat().st_mtime_ns == before
+
+
+def test_a_failed_merge_leaves_no_new_database_and_a_hard_link_is_the_same_file(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database\n")
+    one_line_error(cli("db", "merge", "--db", tmp_path / "new.db", bad), "not a database")
+    assert not (tmp_path / "new.db").exists()
+    from latency.store import Store
+
+    with Store(tmp_path / "a.db") as st:
+        st.ensure_target("x86-avx512-ort", {"cpu_model": "test"})
+    os.link(tmp_path / "a.db", tmp_path / "b.db")
+    one_line_error(cli("db", "merge", "--db", tmp_path / "a.db", tmp_path / "b.db"), "nothing to merge")
+
+
+def test_calibrate_refuses_an_empty_base_and_a_missing_folder(tmp_path):
+    from latency.store import Store
+
+    empty = tmp_path / "empty.db"
+    with Store(empty) as st:
+        st.ensure_target("x86-avx512-ort", {"cpu_model": "test"})
+    one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "nope" / "x.db", "--from",
+                       "x86-avx2-ort", "--budget", "0"), "does not exist")
+    assert not (tmp_path / "nope").exists()
+    from latency.targets import get_target
+
+    if not get_target("x86-avx512-ort").host_supported()[0]:
+        pytest.skip(get_target("x86-avx512-ort").host_supported()[1])
+    one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "c.db", "--from", empty,
+                       "--budget", "0"), "holds no measured row")
+    assert not (tmp_path / "c.db").exists()

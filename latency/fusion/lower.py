@@ -232,6 +232,12 @@ def _fp16_inline_casts(state: FusionState, w: WorkNode, ks: list, reads: tuple, 
     return out
 
 
+#: float element types no target measures kernels in: a node computing on them is uncovered, never priced as fp32
+UNMEASURED_FLOATS = frozenset({"float64", "bfloat16"})
+#: float products: on integer data (not a quantized form) onnxruntime runs a generic kernel, nothing like MLAS's
+_FLOAT_GEMMS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+
+
 def lower_node(state: FusionState, w: WorkNode) -> list:
     """The kernels of one live work node (one, or more: a HardSwish run inlined, a Gemm on N-D A with
     its Reshapes, a shared DequantizeLinear once per consumer); Unpriceable when none prices it."""
@@ -243,6 +249,16 @@ def lower_node(state: FusionState, w: WorkNode) -> list:
     nodes = tuple(r.name for r in w.members)
     op_types = tuple(r.op_type for r in w.members)
     prec = state.precision_of(w)
+    if op not in ops.FREE_OPS and op != "Cast":  # a Cast's cost is its bytes: priced as a copy whatever the types
+        odd = sorted({state.dtype(t) for t in list(w.inputs) + list(w.outputs) if t} & UNMEASURED_FLOATS)
+        if odd:
+            raise Unpriceable(f"{odd[0]} data: no profile measures {odd[0]} kernels (fp32, fp16 and int8 are "
+                              "measured)")
+        if op in _FLOAT_GEMMS and w.domain in ("", "ai.onnx") and op_types == (op,) and not w.info and \
+                w.inputs and state.dtype(w.inputs[0]).startswith(("int", "uint")):
+            dt = state.dtype(w.inputs[0])
+            raise Unpriceable(f"{op} on {dt} data: the runtime's generic integer kernel, which no profile "
+                              "measures (quantized products are MatMulInteger / QLinearMatMul / Q-DQ pairs)")
 
     def make_kernel(kind, params, sparsity="0", name=None, precision=None, nodes=nodes, op_types=op_types):
         p = precision or prec

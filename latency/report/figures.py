@@ -148,7 +148,7 @@ def targets(ests: dict, path, model: str, derived: dict | None = None) -> Figure
         ax.set_ylim(len(names) - 0.5, -0.5)
         ax.grid(True, axis="x", which="major", alpha=0.3)
     else:
-        ax.set_xlim(0, max(totals) * 1.25)
+        ax.set_xlim(0, max(max(totals) * 1.25, 1e-3))  # every total 0 (nothing priced): still a valid axis
     ax.set_xlabel("estimated total latency (ms" + (", log scale)" if log else ")"))
     ax.set_title("total per target", fontsize=10)
     kinds_all: dict = {}

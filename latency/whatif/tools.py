@@ -269,7 +269,14 @@ class ToolPath:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return float16.convert_float_to_float16(m, keep_io_types=True, node_block_list=list(kept) or None)
+                try:
+                    return float16.convert_float_to_float16(m, keep_io_types=True,
+                                                            node_block_list=list(kept) or None)
+                except ValueError as e:  # the tool refuses a model it has converted before
+                    from .plan import InvalidChoice
+
+                    raise InvalidChoice(f"--precision fp16: the tool refuses this model ({' '.join(str(e).split())}); price "
+                                        "the fp32 model it came from") from None
         try:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
         except ImportError as e:
