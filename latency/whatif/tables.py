@@ -593,7 +593,7 @@ def fuse_probe(plan, family: str, bits, prune) -> dict:
     return {"bits": np.array(bits, np.int64), "prune": np.array(prune, np.int64),
             "items": [(k, names) for k, (names, _) in zip(kernels, origins)],
             "tensors": [tensors for _, tensors in origins], "uncovered": unc,
-            "layout": {t: v for t, v in marks.items()}, "quantized": quantized}
+            "layout": marks, "quantized": quantized}
 
 
 def finish_probe(plan, front: dict) -> dict:

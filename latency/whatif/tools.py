@@ -275,8 +275,9 @@ class ToolPath:
                 except ValueError as e:  # the tool refuses a model it has converted before
                     from .plan import InvalidChoice
 
-                    raise InvalidChoice(f"--precision fp16: the tool refuses this model ({' '.join(str(e).split())}); price "
-                                        "the fp32 model it came from") from None
+                    why = " ".join(str(e).split())
+                    raise InvalidChoice(f"--precision fp16: the tool refuses this model ({why}); price the fp32 "
+                                        "model it came from") from None
         try:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
         except ImportError as e:
