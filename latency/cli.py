@@ -18,6 +18,15 @@ _DEBUG = os.environ.get("LATENCY_DEBUG") == "1"
 class _Group(click.Group):
     """Turns library errors into one line and a non-zero exit (no traceback)."""
 
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:  # an unknown option of `latency` itself: one line, as for a command's
+            if type(e).__name__ == "NoArgsIsHelpError":
+                raise
+            click.echo(f"error: {' '.join(e.format_message().split())} (see '{ctx.command_path} --help')", err=True)
+            sys.exit(2)
+
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
         if cmd is not None:

@@ -610,6 +610,11 @@ def bind_input_shapes(model, shapes, batch, label, init=None, notes=None):
             if dims is not None and len(dims) != len(want):
                 raise ModelError(f"{label}: input {vi.name!r} has rank {len(dims)} "
                                  f"({_shape_str(dims)}) but --shape gives {len(want)} dims")
+            clash = [i for i, ((v, _), w) in enumerate(zip(dims or (), want)) if v is not None and v != w]
+            if clash and notes is not None:  # a fully convolutional net takes it; a graph's own constants may not
+                notes.append(f"--shape {_show(vi.name)}={'x'.join(map(str, want))} changes dims the model fixes "
+                             f"({_shape_str(dims)}): any node whose constants were exported for the old size loses "
+                             "its shape and is listed as uncovered; export the model at the size you want")
             _check_size(vi.name, want, label)
             tt.shape.Clear()
             for v in want:

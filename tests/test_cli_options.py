@@ -409,3 +409,16 @@ def test_calibrate_refuses_an_empty_base_and_a_missing_folder(tmp_path):
     one_line_error(cli("calibrate", "--target", "x86-avx512-ort", "--db", tmp_path / "c.db", "--from", empty,
                        "--budget", "0"), "holds no measured row")
     assert not (tmp_path / "c.db").exists()
+
+
+def test_an_unknown_option_of_latency_itself_is_one_line():
+    one_line_error(cli("--bogus"), "No such option '--bogus'")
+    one_line_error(cli("nosuchcommand"), "No such command")
+
+
+def test_a_shape_that_changes_a_fixed_dim_is_said(lenet):
+    from latency import Estimator
+
+    e = Estimator("x86-avx512-ort").estimate(str(lenet), shapes={"input": [2, 1, 28, 28]})
+    assert any("changes dims the model fixes" in w for w in e.warnings)
+    assert not any("changes dims" in w for w in Estimator("x86-avx512-ort").estimate(str(lenet)).warnings)
