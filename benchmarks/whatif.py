@@ -345,7 +345,9 @@ def main() -> None:
             meas = measure_models(files, progress=None, **kw)
             mt = time.perf_counter() - t
         base = meas["fp32"]["latency_ms"]
-        print(f"{tag}: plan prepared in {prep[tag]:.2f} s, {len(files)} variants measured in {mt:.0f} s")
+        serial = any(r.get("one_at_a_time") for r in meas.values())
+        print(f"{tag}: plan prepared in {prep[tag]:.2f} s, {len(files)} variants measured in {mt:.0f} s"
+              + (" (sessions one at a time: together they would not fit in memory)" if serial else ""))
         for label, p in preds.items():
             m = meas[label]
             if m["error"]:

@@ -160,8 +160,51 @@ def _confirmed(rounds_ms, confirm) -> bool:
     return b <= a * (1.0 + confirm)
 
 
+#: memory per model measured, in times its file: the caller's copy, the serialized bytes, the session's weights and
+#: their prepacked copies, the arena (the what-if benchmark's eleven distilgpt2@16 variants, 2.7 GB of files,
+#: reached 19 GB of resident memory)
+SESSION_MEMORY_FACTOR = 6.0
+
+
+def _model_bytes(model) -> int:
+    """Bytes of a model given as bytes, a path or a ModelProto (its external data files not counted)."""
+    if isinstance(model, (bytes, bytearray)):
+        return len(model)
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            return os.path.getsize(model)
+        except OSError:
+            return 0
+    try:
+        return model.ByteSize()
+    except AttributeError:
+        return 0
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where unreadable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for ln in f:
+                if ln.startswith("MemAvailable:"):
+                    return int(ln.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def sessions_fit(models, available: int | None = None) -> bool:
+    """Whether every model's session fits in memory at once (half of what is available now, each session at
+    SESSION_MEMORY_FACTOR times its file): the protocol keeps one session per model alive in a phase."""
+    avail = _available_bytes() if available is None else available
+    if not avail:
+        return True
+    return SESSION_MEMORY_FACTOR * sum(_model_bytes(m) for m in models.values()) <= 0.5 * avail
+
+
 def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, level="all", budget_ms_per_round=20.0,
-                   progress=None, feeds=None, confirm=CONFIRM, max_phases=MAX_PHASES, session=None):
+                   progress=None, feeds=None, confirm=CONFIRM, max_phases=MAX_PHASES, session=None,
+                   one_at_a_time=None):
     """End-to-end latency of every model in ``models`` (name -> ONNX bytes, path or ModelProto).
 
     In each of ``phases`` phases, fresh sessions are created for all models and warmed up
@@ -184,6 +227,12 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
     ``confirmed`` (a second round within ``confirm`` of the fastest), ``first_run_ms`` (first
     warm-up run of the first phase, ms), ``session_s`` (session creation in the first phase, s) and
     ``error`` (None, or why the model failed; then ``latency_ms`` and ``median_ms`` are None).
+
+    ``one_at_a_time`` (default: when the sessions would not fit in memory together, :func:`sessions_fit`):
+    in each phase one model's session is created, warmed up, timed for the phase's rounds and released
+    before the next model's (the same fresh sessions per phase, a model's rounds of a phase back to back);
+    each result then says so in ``one_at_a_time``. A set of LLM-sized variants measured side by side
+    otherwise holds a session of each (eleven 330 MB decoders: ~19 GB, killed for memory on a 24 GB host).
     """
     if phases < 1 or rounds < phases:
         raise ValueError(f"need phases >= 1 and rounds >= phases, got rounds={rounds}, "
@@ -193,15 +242,19 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
     res = {name: {"latency_ms": None, "median_ms": None, "rounds_ms": [], "n_runs": 0,
                   "runs_per_round": None, "rounds_phase": [], "spread": None, "phases": 0, "confirmed": False, "first_run_ms": None,
                   "session_s": None, "error": None} for name in models}
+    serial = (not sessions_fit(models)) if one_at_a_time is None else bool(one_at_a_time)
+    if serial:
+        for r in res.values():
+            r["one_at_a_time"] = True
+        say("sessions one at a time: all of them together would not fit in memory")
     todo, p = list(models), 0
     while todo:
         n_rounds = _rounds_in_phase(rounds, phases, p) if p < phases else max(1, rounds // phases)
         label = f"{p + 1}/{phases}" if p < phases else f"{p + 1} (extra, {len(todo)} models)"
         live = {}
-        for name in todo:
+
+        def open_session(name):
             model, r = models[name], res[name]
-            if r["error"] is not None:
-                continue
             try:
                 t0 = time.perf_counter()
                 sess = (session or _session)(model, threads, level)
@@ -216,13 +269,40 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
                     warm.append((time.perf_counter_ns() - t0) / 1e6)
             except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
                 r["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                continue
+                return None
             if r["runs_per_round"] is None:
                 r["runs_per_round"] = _runs_per_round(min(warm), budget_ms_per_round)
                 r["first_run_ms"] = warm[0]
                 r["session_s"] = created
             r["phases"] += 1
-            live[name] = (sess, feed)
+            return sess, feed
+
+        if serial:  # one session alive at a time: each model's rounds of this phase, then the next model
+            names = [n for n in todo if res[n]["error"] is None]
+            turn = p % len(names) if names else 0
+            for name in names[turn:] + names[:turn]:
+                opened = open_session(name)
+                if opened is None:
+                    continue
+                for _ in range(n_rounds):
+                    if not _time_round(res[name], *opened, p):
+                        break
+                opened = None
+                gc.collect()
+            say(f"phase {label}: {len(names)} models one at a time, {n_rounds} rounds each")
+            p += 1
+            if p < phases:
+                continue
+            todo = [] if confirm is None else [n for n in models if res[n]["error"] is None and res[n]["rounds_ms"]
+                                               and res[n]["phases"] < max_phases
+                                               and not _confirmed(res[n]["rounds_ms"], confirm)]
+            continue
+        for name in todo:
+            if res[name]["error"] is not None:
+                continue
+            opened = open_session(name)
+            if opened is not None:
+                live[name] = opened
         say(f"phase {label}: {len(live)} sessions, {n_rounds} rounds")
         # the model timed first after the phase's session creation runs a few % slower (bert_mini@64:
         # +3 to +7% in three runs of 8 identical sessions): the order turns by one model a phase so that
@@ -236,20 +316,8 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
             for name, (sess, feed) in order:
                 if name not in live:
                     continue
-                r = res[name]
-                times = []
-                try:
-                    for _ in range(r["runs_per_round"]):
-                        t0 = time.perf_counter_ns()
-                        sess.run(None, feed)
-                        times.append(time.perf_counter_ns() - t0)
-                except Exception as exc:  # noqa: BLE001
-                    r["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                if not _time_round(res[name], sess, feed, p):
                     del live[name]
-                    continue
-                r["rounds_ms"].append(statistics.median(times) / 1e6)
-                r["rounds_phase"].append(p)
-                r["n_runs"] += len(times)
             say(f"phase {label} round {k + 1}/{n_rounds}: {time.perf_counter() - t_round:.2f} s")
         live.clear()
         gc.collect()
@@ -268,6 +336,24 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
                 r["spread"] = ordered[1] / ordered[0] - 1.0
             r["confirmed"] = confirm is not None and _confirmed(ordered, confirm)
     return res
+
+
+def _time_round(r, sess, feed, phase) -> bool:
+    """One round of a model: ``r["runs_per_round"]`` runs, their median kept in ``r`` (False: it failed, the
+    error kept in ``r``)."""
+    times = []
+    try:
+        for _ in range(r["runs_per_round"]):
+            t0 = time.perf_counter_ns()
+            sess.run(None, feed)
+            times.append(time.perf_counter_ns() - t0)
+    except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
+        r["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        return False
+    r["rounds_ms"].append(statistics.median(times) / 1e6)
+    r["rounds_phase"].append(phase)
+    r["n_runs"] += len(times)
+    return True
 
 
 def _top_level_kernels(kernels):

@@ -84,3 +84,18 @@ def test_kernel_profile_sums_kernels():
     assert prof["n_kernels"] == len(prof["kernels"]) > 5
     assert 0 < prof["kernel_sum_us"] <= prof["model_run_us"] * 1.05
     assert {"name", "op_name", "dur_us"} <= set(prof["kernels"][0])
+
+
+def test_measure_models_one_session_at_a_time_when_they_would_not_fit_together():
+    models = {"lenet5": zoo.build("lenet5").SerializeToString(), "mlp": zoo.build("mlp_mnist"),
+              "corrupt": b"\x08\x07not an onnx model"}
+    assert e2e.sessions_fit(models, available=10**9)
+    assert not e2e.sessions_fit(models, available=1000)  # three small models, a host of 1 kB
+    res = e2e.measure_models(models, rounds=4, phases=2, confirm=None, one_at_a_time=True)
+    for name in ("lenet5", "mlp"):
+        r = res[name]
+        assert r["error"] is None and r["one_at_a_time"] and r["phases"] == 2
+        assert r["rounds_phase"] == [0, 0, 1, 1] and r["latency_ms"] == min(r["rounds_ms"]) > 0
+    assert res["corrupt"]["error"] and res["corrupt"]["latency_ms"] is None
+    side = e2e.measure_models(models, rounds=2, phases=2, confirm=None)  # they fit: side by side, as always
+    assert "one_at_a_time" not in side["lenet5"] and side["lenet5"]["rounds_phase"] == [0, 1]
