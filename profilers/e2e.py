@@ -247,36 +247,38 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
         for r in res.values():
             r["one_at_a_time"] = True
         say("sessions one at a time: all of them together would not fit in memory")
+    def open_session(name):
+        """A fresh session of model ``name``, warmed up: (session, feed), or None (the error kept)."""
+        model, r = models[name], res[name]
+        try:
+            t0 = time.perf_counter()
+            sess = (session or _session)(model, threads, level)
+            created = time.perf_counter() - t0
+            if name not in feeds:
+                feeds[name] = make_inputs(sess, model)
+            feed = feeds[name]
+            warm = []
+            for _ in range(WARMUP_RUNS):
+                t0 = time.perf_counter_ns()
+                sess.run(None, feed)
+                warm.append((time.perf_counter_ns() - t0) / 1e6)
+        except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
+            r["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            return None
+        if r["runs_per_round"] is None:
+            r["runs_per_round"] = _runs_per_round(min(warm), budget_ms_per_round)
+            r["first_run_ms"] = warm[0]
+            r["session_s"] = created
+        r["phases"] += 1
+        return sess, feed
+
     todo, p = list(models), 0
     while todo:
         n_rounds = _rounds_in_phase(rounds, phases, p) if p < phases else max(1, rounds // phases)
         label = f"{p + 1}/{phases}" if p < phases else f"{p + 1} (extra, {len(todo)} models)"
-        live = {}
-
-        def open_session(name):
-            model, r = models[name], res[name]
-            try:
-                t0 = time.perf_counter()
-                sess = (session or _session)(model, threads, level)
-                created = time.perf_counter() - t0
-                if name not in feeds:
-                    feeds[name] = make_inputs(sess, model)
-                feed = feeds[name]
-                warm = []
-                for _ in range(WARMUP_RUNS):
-                    t0 = time.perf_counter_ns()
-                    sess.run(None, feed)
-                    warm.append((time.perf_counter_ns() - t0) / 1e6)
-            except Exception as exc:  # noqa: BLE001 - a failed model is a result, not a crash
-                r["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                return None
-            if r["runs_per_round"] is None:
-                r["runs_per_round"] = _runs_per_round(min(warm), budget_ms_per_round)
-                r["first_run_ms"] = warm[0]
-                r["session_s"] = created
-            r["phases"] += 1
-            return sess, feed
-
+        # the model timed first after the phase's session creation runs a few % slower (bert_mini@64:
+        # +3 to +7% in three runs of 8 identical sessions): the order turns by one model a phase so that
+        # no model holds that place in every phase
         if serial:  # one session alive at a time: each model's rounds of this phase, then the next model
             names = [n for n in todo if res[n]["error"] is None]
             turn = p % len(names) if names else 0
@@ -290,37 +292,26 @@ def measure_models(models, rounds=E2E_ROUNDS, phases=E2E_PHASES, threads=1, leve
                 opened = None
                 gc.collect()
             say(f"phase {label}: {len(names)} models one at a time, {n_rounds} rounds each")
-            p += 1
-            if p < phases:
-                continue
-            todo = [] if confirm is None else [n for n in models if res[n]["error"] is None and res[n]["rounds_ms"]
-                                               and res[n]["phases"] < max_phases
-                                               and not _confirmed(res[n]["rounds_ms"], confirm)]
-            continue
-        for name in todo:
-            if res[name]["error"] is not None:
-                continue
-            opened = open_session(name)
-            if opened is not None:
-                live[name] = opened
-        say(f"phase {label}: {len(live)} sessions, {n_rounds} rounds")
-        # the model timed first after the phase's session creation runs a few % slower (bert_mini@64:
-        # +3 to +7% in three runs of 8 identical sessions): the order turns by one model a phase so that
-        # no model holds that place in every phase
-        order = list(live.items())
-        if order:
-            turn = p % len(order)
-            order = order[turn:] + order[:turn]
-        for k in range(n_rounds):
-            t_round = time.perf_counter()
-            for name, (sess, feed) in order:
-                if name not in live:
-                    continue
-                if not _time_round(res[name], sess, feed, p):
-                    del live[name]
-            say(f"phase {label} round {k + 1}/{n_rounds}: {time.perf_counter() - t_round:.2f} s")
-        live.clear()
-        gc.collect()
+        else:
+            live = {}
+            for name in todo:
+                opened = open_session(name) if res[name]["error"] is None else None
+                if opened is not None:
+                    live[name] = opened
+            say(f"phase {label}: {len(live)} sessions, {n_rounds} rounds")
+            order = list(live.items())
+            if order:
+                turn = p % len(order)
+                order = order[turn:] + order[:turn]
+            for k in range(n_rounds):
+                t_round = time.perf_counter()
+                for name, (sess, feed) in order:
+                    if name in live and not _time_round(res[name], sess, feed, p):
+                        del live[name]
+                say(f"phase {label} round {k + 1}/{n_rounds}: {time.perf_counter() - t_round:.2f} s")
+            live.clear()
+            order = None
+            gc.collect()
         p += 1
         if p < phases:
             continue

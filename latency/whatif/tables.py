@@ -197,9 +197,7 @@ class Tables:
     # -- probes --------------------------------------------------------------------------------
     def probe(self, bits: np.ndarray, prune: np.ndarray) -> None:
         """Price one candidate exactly (whole rewritten model) and learn every owner's share."""
-        data = run_probe(self.plan, self.family, bits, prune)
-        self.plan.log_probe(self.family, data)
-        self.learn(data)
+        self.probe_many([(bits, prune)])
 
     def probe_many(self, specs) -> None:
         """:meth:`probe` of every (bits, prune) in ``specs``, in that order, their kernels priced in one batch."""
@@ -208,7 +206,7 @@ class Tables:
             self.learn(data)
 
     def learn(self, data) -> None:
-        """Learn from one probe's record (see :func:`run_probe`); the plan replays its records when it
+        """Learn from one probe's record (see :func:`run_probes`); the plan replays its records when it
         regroups its owners."""
         plan = self.plan
         st = plan.structure
@@ -545,25 +543,20 @@ def _cand_key(bits, prune) -> bytes:
     return np.asarray(bits, np.int8).tobytes() + b"|" + np.asarray(prune, np.int8).tobytes()
 
 
-def run_probe(plan, family: str, bits, prune) -> dict:
-    """One candidate rewritten as the tool would, fused and priced: a record that does not depend on
-    how the plan groups owners. ``kernels``: (kernel, original nodes, tensors it sits on, prices);
-    ``layout``: original tensor -> which of its aliases ran NCHWc-blocked / NHWC (what the producer
-    side decides: a DequantizeLinear output exists only when some consumer does not absorb it, and has
-    its input's layout anyway); ``quantized``: tensors given a quantize pair (or a DQ, constants)."""
-    return finish_probe(plan, fuse_probe(plan, family, bits, prune))
-
-
 def run_probes(plan, family: str, specs) -> list:
-    """:func:`run_probe` of every (bits, prune) in ``specs``, their kernels priced in one batch (one
-    regressor call per op kind for all of them, not one per probe)."""
+    """Each (bits, prune) of ``specs`` rewritten as the tool would, fused and priced (its kernels priced in one
+    batch with the others': one regressor call per op kind): a record per candidate that does not depend on how
+    the plan groups owners. ``kernels``: (kernel, original nodes, tensors it sits on, prices); ``layout``:
+    original tensor -> which of its aliases ran NCHWc-blocked / NHWC (what the producer side decides: a
+    DequantizeLinear output exists only when some consumer does not absorb it, and has its input's layout
+    anyway); ``quantized``: tensors given a quantize pair (or a DQ, constants)."""
     fronts = [fuse_probe(plan, family, bits, prune) for bits, prune in specs]
     plan.price_kernels([it for f in fronts for it in f["items"]])
     return [finish_probe(plan, f) for f in fronts]
 
 
 def fuse_probe(plan, family: str, bits, prune) -> dict:
-    """The first half of :func:`run_probe`: the candidate rewritten and fused, its kernels not priced yet."""
+    """The first half of :func:`run_probes`: the candidate rewritten and fused, its kernels not priced yet."""
     from ..fusion.driver import fused_graph
     from ..fusion.lower import emit
 
@@ -597,7 +590,7 @@ def fuse_probe(plan, family: str, bits, prune) -> dict:
 
 
 def finish_probe(plan, front: dict) -> dict:
-    """The second half of :func:`run_probe`: ``front``'s kernels priced."""
+    """The second half of :func:`run_probes`: ``front``'s kernels priced."""
     items = front["items"]
     priced = plan.price_kernels(items)
     out = [(k, names, tensors, pr) for (k, names), tensors, pr in zip(items, front["tensors"], priced)]
