@@ -17,6 +17,7 @@ The curve: piecewise linear in x = log10(base latency, us) through fixed knots (
 :data:`KNOTS`), y = log(new / base). Three levels, each shrunk toward the one above in proportion
 to how few probes it has: one pooled curve (all probes), one per precision, one per (kind,
 precision). With no probe in a group its curve is its precision's, then the pooled one.
+MatMuls that stream their operands (GEMVs) have a curve group of their own (:func:`curve_group`).
 What the curves leave is fitted, per level and shrunk the same way, as a slope against the kernel's
 arithmetic intensity (log10 FLOPs per byte): a wider or faster vector unit speeds up compute-bound
 kernels of a given latency more than memory-bound ones (on the Zen 4 -> Zen 5 pair, -0.07 per decade
@@ -26,7 +27,11 @@ The defaults (:data:`SHRINK`, :data:`SMOOTH`, not monotone) were chosen by 5-fol
 1,250 probes of the shipped AVX-512 profile measured on a Zen 5 EPYC (median |log error| of a held-out
 probe 0.103 with all, 0.140 with 100, 0.156 with 30 probes; shrink 0.1-2, smooth 0.1-8 and the
 monotone projection were within 0.01 of it, the per-probe noise of two shared-VM measurements
-being ~0.2).
+being ~0.2). Last, one footprint curve for all groups (log10 MB moved, :data:`FOOT_KNOTS`) takes
+what curves and slopes leave of memory-bound kernels (:func:`memory_weight`): where their data lives
+(L2, last-level cache, DRAM) is a matter of size, not of latency or kind. Both were chosen on rows
+measured on three devices (``benchmarks/transfer_rows.py``: 40 zoo models' kernel sums against each
+device's own sweep).
 """
 
 from __future__ import annotations
@@ -55,6 +60,15 @@ SLOPE_SHRINK = 5.0
 MIN_PROBES = 8
 #: Huber threshold on log residuals (a probe taken in the slow state of a shared VM is down-weighted)
 HUBER = 0.15
+#: knots of the footprint curve, log10 of the bytes a kernel moves in MB (0.1 MB .. 316 MB): where a
+#: memory-bound kernel's data lives (L2, the last-level cache, DRAM) differs between devices by size,
+#: not by latency or kind
+FOOT_KNOTS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)
+#: the footprint curve's pull toward 0 (in probes per knot) and its smoothness penalty
+FOOT_SHRINK = 2.0
+FOOT_SMOOTH = 1.0
+#: backfitting passes between the per-group curves and the footprint curve
+FOOT_PASSES = 3
 
 TRANSFERRED = "transferred"
 
@@ -63,7 +77,26 @@ class TransferError(LatencyError):
     """The transfer cannot be fitted or applied (too few probes, another family, ...)."""
 
 
+#: a MatMul below this arithmetic intensity (log10 FLOPs per byte: 3 FLOPs per byte) streams its
+#: operands (a GEMV: batch-1 fully connected layers, a decoder's weights) rather than computing on them
+STREAM_Z = 0.5
+#: the curve group of such MatMuls (:func:`curve_group`)
+STREAMING = "MatMul.streaming"
+
+
 def group_of(cfg: Config) -> tuple[str, str]:
+    """(kind, precision): the group probes are shared between."""
+    return cfg.kind, cfg.precision
+
+
+def curve_group(cfg: Config) -> tuple[str, str]:
+    """The group whose curve prices ``cfg``: :func:`group_of`, but MatMuls that stream their operands
+    (:data:`STREAM_Z`) have a curve of their own. A GEMV of 8 MB and a GEMM may take the same time on
+    the base device, and the other device may run one from L2 and the other from DRAM: a Zen 5 EPYC ->
+    a Xeon guest, GEMVs of 4-16 MB 3.6x, GEMMs of those latencies 1.3x. Fitted on one curve, the
+    GEMMs (many more) set it and batch-1 fully connected layers came out 28-33% under (AlexNet)."""
+    if cfg.kind == "MatMul" and log_intensity(cfg) < STREAM_Z:
+        return STREAMING, cfg.precision
     return cfg.kind, cfg.precision
 
 
@@ -78,6 +111,8 @@ def variant(cfg: Config) -> str:
             return "grouped"
         return "pointwise" if all(k == 1 for k in p["kernel"]) else "dense"
     if cfg.kind == "MatMul":
+        if log_intensity(cfg) < STREAM_Z:
+            return "streaming"  # probes spread over them: they have a curve of their own
         return "weights" if p.get("const_b", 1) else "activations"
     if "op" in p:
         return str(p["op"])
@@ -88,6 +123,20 @@ def log_intensity(cfg: Config) -> float:
     """log10 of the kernel's arithmetic intensity (FLOPs per byte moved; 0.01 added so copies count)."""
     kind = get_kind(cfg.kind)
     return math.log10(kind.work(cfg.params)["flops"] / max(1.0, bytes_moved(kind, cfg.params, cfg.precision)) + 0.01)
+
+
+def log_mb(cfg: Config) -> float:
+    """log10 of the bytes the kernel reads and writes, in MB."""
+    return math.log10(max(1.0, bytes_moved(get_kind(cfg.kind), cfg.params, cfg.precision)) / 1e6)
+
+
+def memory_weight(log_intensity, log_us) -> np.ndarray:
+    """How much a kernel's time is moving its data, for the footprint curve: by arithmetic intensity
+    (log10 FLOPs per byte) 1 at 1 FLOP per byte or less (elementwise ops, a GEMV streaming its
+    weights), 0 from 10 (dense convolutions, GEMMs), linear between; by base latency (log10 us) 0 up
+    to ``DISPATCH_US`` (the runtime's fixed per-call work) and fully from ten times it."""
+    ramp = np.clip(np.asarray(log_us, float) - math.log10(DISPATCH_US), 0.0, 1.0)
+    return np.clip(1.0 - np.asarray(log_intensity, float), 0.0, 1.0) * ramp
 
 
 # -- probe selection ---------------------------------------------------------------------------
@@ -189,9 +238,10 @@ def probe_order(rows, n: int | None = None, seed: int = 0, group_weights: dict |
 
 # -- the fit -----------------------------------------------------------------------------------
 
-def _basis(x: np.ndarray) -> np.ndarray:
-    """Hat functions of :data:`KNOTS` at x (log10 us), clamped to the knot range: (len(x), len(KNOTS))."""
-    k = np.asarray(KNOTS)
+def _basis(x: np.ndarray, knots=KNOTS) -> np.ndarray:
+    """Hat functions of ``knots`` (default :data:`KNOTS`, log10 us) at x, clamped to the knot range:
+    (len(x), len(knots))."""
+    k = np.asarray(knots)
     x = np.clip(x, k[0], k[-1])
     b = np.zeros((len(x), len(k)))
     j = np.clip(np.searchsorted(k, x, side="right") - 1, 0, len(k) - 2)
@@ -221,19 +271,11 @@ def _monotone(v: np.ndarray, w: np.ndarray) -> np.ndarray:
     return up if np.sum(w * (up - v) ** 2) <= np.sum(w * (down - v) ** 2) else down
 
 
-def _fit_curve(x, y, prior: np.ndarray, shrink: float, smooth: float, monotone: bool):
-    """Knot values minimising Huber(y - B v) + shrink-weighted (v - prior)^2 + smooth * |D2 v|^2;
-    returns (values, probe weight per knot)."""
-    nk = len(KNOTS)
+def _fit_design(b: np.ndarray, y: np.ndarray, prior: np.ndarray, shrink: float, smooth: float) -> np.ndarray:
+    """Knot values v minimising Huber(y - b v) + shrink * |v - prior|^2 + smooth * |D2 (v - prior)|^2
+    (``b``: one row of knot weights per probe)."""
+    nk = b.shape[1]
     d2 = np.diff(np.eye(nk), 2, axis=0)
-    if len(x) == 0:
-        return prior.copy(), np.zeros(nk)
-    b = _basis(np.asarray(x, float))
-    y = np.asarray(y, float)
-    support = b.sum(axis=0)
-    # every knot is pulled toward the parent's value with the weight of ``shrink`` probes, so a group
-    # with many probes at 10-100 us but none at 10 ms follows its parent at 10 ms; the smoothness term
-    # penalises bends relative to the parent's shape, not the shape itself
     w = np.ones(len(y))
     v = prior.copy()
     for _ in range(8):  # iteratively reweighted least squares with Huber weights
@@ -242,6 +284,22 @@ def _fit_curve(x, y, prior: np.ndarray, shrink: float, smooth: float, monotone: 
         v = np.linalg.solve(a, rhs)
         r = np.abs(y - b @ v)
         w = np.where(r <= HUBER, 1.0, HUBER / np.maximum(r, 1e-12))
+    return v
+
+
+def _fit_curve(x, y, prior: np.ndarray, shrink: float, smooth: float, monotone: bool):
+    """Knot values minimising Huber(y - B v) + shrink-weighted (v - prior)^2 + smooth * |D2 v|^2;
+    returns (values, probe weight per knot)."""
+    nk = len(KNOTS)
+    if len(x) == 0:
+        return prior.copy(), np.zeros(nk)
+    b = _basis(np.asarray(x, float))
+    support = b.sum(axis=0)
+    # every knot is pulled toward the parent's value with the weight of ``shrink`` probes, so a group
+    # with many probes at 10-100 us but none at 10 ms follows its parent at 10 ms; the smoothness term
+    # penalises bends relative to the parent's shape, not the shape itself
+    y = np.asarray(y, float)
+    v = _fit_design(b, y, prior, shrink, smooth)
     if monotone:
         v = _monotone(v, support + 1e-3)
     return v, support
@@ -263,6 +321,9 @@ class TransferModel:
     #: ``intensity_center``: "kind/precision", "precision:<p>" and "pooled" -> slope
     slopes: dict = field(default_factory=dict)
     intensity_center: float = 0.0
+    #: knot values (at :data:`FOOT_KNOTS`) of log(new / base) left by the curves and slopes, against the
+    #: kernel's footprint (log10 MB moved), applied in proportion to :func:`memory_weight`; () = none
+    foot: tuple = ()
 
     def curve(self, kind: str, precision: str) -> np.ndarray:
         v = self.curves.get(f"{kind}/{precision}")
@@ -276,22 +337,27 @@ class TransferModel:
             s = self.slopes.get(f"precision:{precision}", self.slopes.get("pooled", 0.0))
         return float(s)
 
-    def log_ratio(self, kind: str, precision: str, base_us, log_intensity=None) -> np.ndarray:
+    def log_ratio(self, kind: str, precision: str, base_us, log_intensity=None, log_mb=None) -> np.ndarray:
         base = np.atleast_1d(np.asarray(base_us, float))
-        out = _basis(np.log10(np.maximum(base, 1e-3))) @ self.curve(kind, precision)
+        x = np.log10(np.maximum(base, 1e-3))
+        out = _basis(x) @ self.curve(kind, precision)
         if log_intensity is not None:
             out = out + self.slope(kind, precision) * (np.asarray(log_intensity, float) - self.intensity_center)
+            if log_mb is not None and len(self.foot):
+                out = out + memory_weight(log_intensity, x) * (
+                    _basis(np.atleast_1d(np.asarray(log_mb, float)), FOOT_KNOTS) @ np.asarray(self.foot, float))
         return out
 
-    def ratio(self, kind: str, precision: str, base_us, log_intensity=None) -> np.ndarray:
+    def ratio(self, kind: str, precision: str, base_us, log_intensity=None, log_mb=None) -> np.ndarray:
         """new / base for kernels of ``kind`` at ``precision`` taking ``base_us`` on the base device, of
-        ``log_intensity`` (:func:`log_intensity`; None: the centre, the curve alone)."""
-        return np.exp(self.log_ratio(kind, precision, base_us, log_intensity))
+        ``log_intensity`` (:func:`log_intensity`; None: the centre, the curve alone) and footprint
+        ``log_mb`` (:func:`log_mb`; None: no footprint term)."""
+        return np.exp(self.log_ratio(kind, precision, base_us, log_intensity, log_mb))
 
-    def apply(self, kind: str, precision: str, base_us, log_intensity=None) -> np.ndarray:
+    def apply(self, kind: str, precision: str, base_us, log_intensity=None, log_mb=None) -> np.ndarray:
         """Latency on the new device (us) of kernels taking ``base_us`` on the base device."""
         base = np.atleast_1d(np.asarray(base_us, float))
-        return base * self.ratio(kind, precision, base, log_intensity)
+        return base * self.ratio(kind, precision, base, log_intensity, log_mb)
 
     def apply_keys(self, items) -> np.ndarray:
         """Latency on the new device (us) of ``items``: (key, base us) pairs of any kinds."""
@@ -300,10 +366,12 @@ class TransferModel:
         groups: dict = {}
         for i, (k, _) in enumerate(items):
             c = Config.from_key(k)
-            groups.setdefault(group_of(c), []).append((i, log_intensity(c)))
+            g = curve_group(c) if self.spec.get("streaming_group") else group_of(c)
+            groups.setdefault(g, []).append((i, log_intensity(c), log_mb(c)))
         for (kind, prec), idx in groups.items():
-            ii = [i for i, _ in idx]
-            out[ii] = self.apply(kind, prec, [items[i][1] for i in ii], [z for _, z in idx])
+            ii = [i for i, _, _ in idx]
+            out[ii] = self.apply(kind, prec, [items[i][1] for i in ii], [z for _, z, _ in idx],
+                                 [f for _, _, f in idx])
         return out
 
     def to_dict(self) -> dict:
@@ -312,15 +380,21 @@ class TransferModel:
                 "curves": {k: [round(float(x), 6) for x in v] for k, v in self.curves.items()},
                 "slopes_per_decade_of_intensity": {k: round(float(v), 6) for k, v in self.slopes.items()},
                 "intensity_center_log10": round(float(self.intensity_center), 6),
+                "footprint_knots_log10_mb": list(FOOT_KNOTS), "footprint": [round(float(v), 6) for v in self.foot],
                 "n_probes": dict(self.n_probes), "spec": self.spec}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransferModel":
         if list(d.get("knots_log10_us", [])) != list(KNOTS):
             raise TransferError("transfer model was fitted on other knots than this version of latency uses")
+        foot = tuple(d.get("footprint", ()))
+        if foot and list(d.get("footprint_knots_log10_mb", [])) != list(FOOT_KNOTS):
+            raise TransferError("transfer model's footprint curve was fitted on other knots than this version of "
+                                "latency uses")
         return cls(tuple(d["pooled"]), dict(d.get("precision_curves", {})), dict(d.get("curves", {})),
                    dict(d.get("n_probes", {})), dict(d.get("spec", {})),
-                   dict(d.get("slopes_per_decade_of_intensity", {})), float(d.get("intensity_center_log10", 0.0)))
+                   dict(d.get("slopes_per_decade_of_intensity", {})), float(d.get("intensity_center_log10", 0.0)),
+                   foot)
 
     def save(self, path) -> None:
         with open(path, "w") as f:
@@ -339,13 +413,28 @@ class TransferModel:
             r = self.ratio(k, p, [10, 100, 1000, 10000])
             out.append(f"{g:24s} {self.n_probes.get(g, 0):4d} probes  new/base at 10us {r[0]:.2f}  100us {r[1]:.2f}  "
                        f"1ms {r[2]:.2f}  10ms {r[3]:.2f}  x{math.exp(self.slope(k, p)):.2f} per 10x FLOPs/byte")
+        if len(self.foot):
+            f = np.exp(_basis(np.log10([0.3, 3.0, 30.0, 300.0]), FOOT_KNOTS) @ np.asarray(self.foot, float))
+            out.append(f"footprint (memory-bound kernels, on top of their group's curve): x{f[0]:.2f} at 0.3 MB  "
+                       f"x{f[1]:.2f} at 3 MB  x{f[2]:.2f} at 30 MB  x{f[3]:.2f} at 300 MB")
         return out
 
 
 def fit_transfer(probes, monotone: bool = False, shrink: float = SHRINK, smooth: float = SMOOTH,
-                 min_probes: int = MIN_PROBES, slope_shrink: float = SLOPE_SHRINK) -> TransferModel:
+                 min_probes: int = MIN_PROBES, slope_shrink: float = SLOPE_SHRINK,
+                 footprint: bool = True, streaming_group: bool = True) -> TransferModel:
     """Fit the curves from ``probes``: iterable of (key, base_us, new_us) (a probe's base latency is
     the base profile's row of the same key; new_us measured on the new device).
+
+    Three terms: per group a curve of log(new / base) against log10(base us); what it leaves, a slope
+    against arithmetic intensity; and (``footprint``) one curve for all groups against the kernel's
+    footprint (log10 MB moved), weighted by how memory-bound it is (:func:`memory_weight`): a GEMV
+    streaming 150 MB of weights and one reading 1 MB have the same intensity and may take the same
+    base latency as a convolution, but on another device one runs from DRAM and the other from L2,
+    which need not scale alike (a Zen 5 EPYC -> a Xeon guest: memory-bound kernels of 0.1-1 MB 1.3x,
+    of 4-16 MB 2.3-3.5x, compute-bound ones of those latencies 1.3-1.4x). The terms are fitted in
+    turn (:data:`FOOT_PASSES` passes), the curves on what the footprint term leaves and back. Groups
+    are :func:`curve_group`'s (``streaming_group``; else :func:`group_of`'s, as before it existed).
 
     TransferError when fewer than ``min_probes`` usable probes are given."""
     data: dict = {}
@@ -353,44 +442,64 @@ def fit_transfer(probes, monotone: bool = False, shrink: float = SHRINK, smooth:
         if not (base and new and base > 0 and new > 0 and math.isfinite(base) and math.isfinite(new)):
             continue
         c = Config.from_key(key)
-        data.setdefault(group_of(c), []).append((math.log10(base), math.log(new / base), log_intensity(c)))
+        data.setdefault(curve_group(c) if streaming_group else group_of(c), []).append((math.log10(base), math.log(new / base), log_intensity(c),
+                                                    log_mb(c)))
     n = sum(len(v) for v in data.values())
     if n < min_probes:
         raise TransferError(f"{n} usable probe(s): a transfer needs at least {min_probes} (a bigger budget, or "
                             "a base profile that shares kernels with this plan)")
-    alla = np.array([r for v in data.values() for r in v])
-    flat = np.full(len(KNOTS), float(np.median(alla[:, 1])))
-    pooled, _ = _fit_curve(alla[:, 0], alla[:, 1], flat, shrink, smooth, monotone)
-    prec_data: dict = {}
-    for (k, p), v in data.items():
-        prec_data.setdefault(p, []).extend(v)
-    prec = {}
-    for p, v in prec_data.items():
-        a = np.array(v)
-        prec[p], _ = _fit_curve(a[:, 0], a[:, 1], pooled, shrink, smooth, monotone)
-    curves, counts, resid = {}, {}, {}
-    for (k, p), v in data.items():
-        a = np.array(v)
-        curves[f"{k}/{p}"], _ = _fit_curve(a[:, 0], a[:, 1], prec[p], shrink, smooth, monotone)
-        counts[f"{k}/{p}"] = len(v)
-        resid[k, p] = np.c_[a[:, 2], a[:, 1] - _basis(a[:, 0]) @ curves[f"{k}/{p}"]]
-    # second stage: what the curves leave, against arithmetic intensity (a wider vector unit speeds up
-    # compute-bound kernels of one latency more than memory-bound ones), one slope per level, shrunk
-    center = float(np.median(alla[:, 2]))
-    slopes = {"pooled": _slope(np.concatenate(list(resid.values())), center, 0.0, slope_shrink)}
-    by_prec: dict = {}
-    for (k, p), r in resid.items():
-        by_prec.setdefault(p, []).append(r)
-    for p, rs in by_prec.items():
-        slopes[f"precision:{p}"] = _slope(np.concatenate(rs), center, slopes["pooled"], slope_shrink)
-    for (k, p), r in resid.items():
-        slopes[f"{k}/{p}"] = _slope(r, center, slopes[f"precision:{p}"], slope_shrink)
-    err = np.abs(np.concatenate([r[:, 1] - slopes[f"{k}/{p}"] * (r[:, 0] - center) for (k, p), r in resid.items()]))
+    arr = {g: np.array(v) for g, v in data.items()}
+    # what a kernel's footprint adds to its group's curve, in proportion to how memory-bound it is
+    mw = {g: memory_weight(a[:, 2], a[:, 0]) for g, a in arr.items()}
+    foot_b = {g: _basis(a[:, 3], FOOT_KNOTS) for g, a in arr.items()}
+    ally = np.concatenate([a[:, 1] for a in arr.values()])
+    foot = np.zeros(len(FOOT_KNOTS))
+    for _ in range(FOOT_PASSES if footprint else 1):
+        adj = {g: a[:, 1] - mw[g] * (foot_b[g] @ foot) for g, a in arr.items()}
+        allx = np.concatenate([a[:, 0] for a in arr.values()])
+        flat = np.full(len(KNOTS), float(np.median(ally)))
+        pooled, _ = _fit_curve(allx, np.concatenate(list(adj.values())), flat, shrink, smooth, monotone)
+        prec_groups: dict = {}
+        for g in arr:
+            prec_groups.setdefault(g[1], []).append(g)
+        prec = {}
+        for p, gs in prec_groups.items():
+            prec[p], _ = _fit_curve(np.concatenate([arr[g][:, 0] for g in gs]), np.concatenate([adj[g] for g in gs]),
+                                    pooled, shrink, smooth, monotone)
+        curves, counts, resid = {}, {}, {}
+        for (k, p), a in arr.items():
+            curves[f"{k}/{p}"], _ = _fit_curve(a[:, 0], adj[k, p], prec[p], shrink, smooth, monotone)
+            counts[f"{k}/{p}"] = len(a)
+            resid[k, p] = np.c_[a[:, 2], adj[k, p] - _basis(a[:, 0]) @ curves[f"{k}/{p}"]]
+        # second stage: what the curves leave, against arithmetic intensity (a wider vector unit speeds up
+        # compute-bound kernels of one latency more than memory-bound ones), one slope per level, shrunk
+        center = float(np.median(np.concatenate([a[:, 2] for a in arr.values()])))
+        slopes = {"pooled": _slope(np.concatenate(list(resid.values())), center, 0.0, slope_shrink)}
+        by_prec: dict = {}
+        for (k, p), r in resid.items():
+            by_prec.setdefault(p, []).append(r)
+        for p, rs in by_prec.items():
+            slopes[f"precision:{p}"] = _slope(np.concatenate(rs), center, slopes["pooled"], slope_shrink)
+        for (k, p), r in resid.items():
+            slopes[f"{k}/{p}"] = _slope(r, center, slopes[f"precision:{p}"], slope_shrink)
+        if not footprint:
+            break
+        # third stage: the footprint curve, on what the groups' curves and slopes leave
+        target = {g: arr[g][:, 1] - _basis(arr[g][:, 0]) @ curves[f"{g[0]}/{g[1]}"]
+                  - slopes[f"{g[0]}/{g[1]}"] * (arr[g][:, 2] - center) for g in arr}
+        foot = _fit_design(np.vstack([mw[g][:, None] * foot_b[g] for g in arr]),
+                           np.concatenate([target[g] for g in arr]), np.zeros(len(FOOT_KNOTS)), FOOT_SHRINK,
+                           FOOT_SMOOTH)
+    err = np.abs(np.concatenate([arr[g][:, 1] - (_basis(arr[g][:, 0]) @ curves[f"{g[0]}/{g[1]}"])
+                                 - slopes[f"{g[0]}/{g[1]}"] * (arr[g][:, 2] - center) - mw[g] * (foot_b[g] @ foot)
+                                 for g in arr]))
     spec = {"monotone": monotone, "shrink": shrink, "smooth": smooth, "slope_shrink": slope_shrink, "huber": HUBER,
+            "footprint": footprint, "streaming_group": streaming_group, "foot_shrink": FOOT_SHRINK, "foot_smooth": FOOT_SMOOTH,
             "n_probes": n, "in_sample_abs_log_error": {"median": round(float(np.median(err)), 4),
                                                        "p90": round(float(np.percentile(err, 90)), 4)},
-            "median_ratio": round(float(np.exp(np.median(alla[:, 1]))), 4)}
-    return TransferModel(tuple(pooled), prec, curves, counts, spec, slopes, center)
+            "median_ratio": round(float(np.exp(np.median(np.concatenate([a[:, 1] for a in arr.values()])))), 4)}
+    return TransferModel(tuple(pooled), prec, curves, counts, spec, slopes, center,
+                         tuple(float(v) for v in foot) if footprint else ())
 
 
 def _slope(zr: np.ndarray, center: float, prior: float, lam: float) -> float:
@@ -527,7 +636,7 @@ class DescriptionModel(TransferModel):
 
     roof: dict = field(default_factory=dict)
 
-    def log_ratio(self, kind: str, precision: str, base_us, log_intensity=None) -> np.ndarray:
+    def log_ratio(self, kind: str, precision: str, base_us, log_intensity=None, log_mb=None) -> np.ndarray:
         if log_intensity is None or not self.roof:
             return super().log_ratio(kind, precision, base_us)
         r = self.roof

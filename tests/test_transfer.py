@@ -15,8 +15,9 @@ from latency.estimator import Estimator
 from latency.ops import Config
 from latency.store import Store
 from latency.targets import choose_default, get_target
-from latency.transfer import (AMX_INT8, MIN_PROBES, TransferError, TransferModel, description_model, fit_transfer, log_intensity,
-                              identity_model, probe_order, transfer_calibration, variant)
+from latency.transfer import (AMX_INT8, MIN_PROBES, STREAMING, TransferError, TransferModel, curve_group, description_model,
+                              fit_transfer, identity_model, log_intensity, log_mb, memory_weight, probe_order,
+                              transfer_calibration, variant)
 from profilers.measure import Protocol
 from profilers.plans import model_kernels, plan
 from tests.models import small_cnn
@@ -97,6 +98,48 @@ def test_fit_recovers_the_synthetic_device_and_shrinks_small_groups():
     m3 = TransferModel.from_dict(json.loads(json.dumps(m.to_dict())))
     assert np.allclose(m3.apply("Conv", "fp32", [10, 1000]), m.apply("Conv", "fp32", [10, 1000]))
     assert m.summary() and "probes" in m.summary()[0]
+
+
+def test_streaming_matmuls_and_big_footprints_get_their_own_ratio():
+    """A device whose memory-bound kernels of more than 4 MB run 3x the base's time and everything
+    else 1.3x, whatever its latency: the streaming MatMuls' curve and the footprint curve find it; the
+    per-kind curves alone (GEMVs among the kind's GEMMs of the same latencies) do not."""
+    cfgs = [c for c in plan("standard", precisions=["fp32"]) if c.sparsity == "0" and c.kind in
+            ("MatMul", "Conv", "Elementwise", "Activation", "Pool")]
+    rng = random.Random(3)
+    rng.shuffle(cfgs)
+
+    def base_us(c):  # one roofline for every kind: 50 GFLOP/s, 20 GB/s, 2 us per call
+        w = c.flops()
+        return 2.0 + w / 5e4 + 10 ** log_mb(c) * 1e6 / 2e4
+
+    def slow(c):
+        return memory_weight(log_intensity(c), math.log10(base_us(c))) > 0.5 and log_mb(c) > math.log10(4)
+
+    probes = [(c.key, base_us(c), base_us(c) * (3.0 if slow(c) else 1.3)) for c in cfgs[:1500]]
+    assert sum(slow(Config.from_key(k)) for k, _, _ in probes) >= 20
+    held = [c for c in cfgs[1500:] if c.kind == "MatMul" and curve_group(c)[0] == STREAMING and slow(c)]
+    dense = [c for c in cfgs[1500:] if c.kind == "Conv" and log_intensity(c) > 1.5 and base_us(c) > 50]
+    assert held and dense
+    new = fit_transfer(probes)
+    assert new.spec["streaming_group"] and len(new.foot) and "footprint" in new.to_dict()
+    old = fit_transfer(probes, footprint=False, streaming_group=False)
+
+    def ratios(m, cs):
+        return m.apply_keys([(c.key, base_us(c)) for c in cs]) / np.array([base_us(c) for c in cs])
+
+    assert abs(np.median(ratios(new, held)) / 3.0 - 1) < 0.15, np.median(ratios(new, held))
+    assert abs(np.median(ratios(new, dense)) / 1.3 - 1) < 0.1, np.median(ratios(new, dense))
+    assert np.median(ratios(old, held)) < 0.8 * 3.0  # what the two terms are for
+    # a transfer saved before either existed is applied as it was fitted (its groups, no footprint)
+    d = old.to_dict()
+    d.pop("footprint")
+    d.pop("footprint_knots_log10_mb")
+    d["spec"].pop("streaming_group")
+    again = TransferModel.from_dict(d)
+    assert np.allclose(ratios(again, held), ratios(old, held))
+    rt = TransferModel.from_dict(json.loads(json.dumps(new.to_dict())))
+    assert np.allclose(ratios(rt, held), ratios(new, held))
 
 
 def test_too_few_probes_is_an_error():
