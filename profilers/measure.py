@@ -10,6 +10,9 @@ discarding outliers). The headline ``latency_us`` is the minimum over rounds (th
 state); every round's value, a reference-kernel (canary) value per round and the edge kernels the
 runtime adds around an isolated op (layout reorders, casts, edge (de)quantization) are kept.
 Configs whose two lowest rounds differ by more than ``unstable_spread`` get one more phase.
+v2 (the default) skips a config's third phase when its first two settled it (``settle_after``) and
+runs kernels of 10 ms or more 3 times a round instead of 5 (``long_kernel_us``); :data:`V1` is the
+protocol before, which the shipped profiles were measured with.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from .builders import NotBuildable, build, feeds
 
 @dataclass(frozen=True)
 class Protocol:
-    name: str = "rr-fresh-iqm-v1"
+    name: str = "rr-fresh-iqm-v2"
     phases: int = 3
     rounds_per_phase: int = 3
     warmup: int = 3
@@ -40,12 +43,35 @@ class Protocol:
     round_budget_us: float = 16000.0
     unstable_spread: float = 0.05
     remeasure_phases: int = 1
+    #: adaptive length: after this many phases (0: off, every phase runs) a config whose two lowest
+    #: rounds came from different phases (fresh sessions) and agree within ``settled_spread`` is done;
+    #: the others run the remaining phases
+    settle_after: int = 2
+    settled_spread: float = 0.02
+    #: kernels of at least this latency (us; 0: off) run ``long_min_runs`` per round, not ``min_runs``
+    long_kernel_us: float = 10000.0
+    long_min_runs: int = 3
     threads: int = 1
     opt_level: str = "all"
     statistic: str = "iqm of per-run kernel-time sums; headline = min over rounds"
 
     def spec(self) -> dict:
-        return asdict(self)
+        """The fields, less the adaptive ones where they are off (so :data:`V1`'s record is the one
+        the profiles measured before they existed carry)."""
+        d = asdict(self)
+        if not self.settle_after:
+            d.pop("settle_after"), d.pop("settled_spread")
+        if not self.long_kernel_us:
+            d.pop("long_kernel_us"), d.pop("long_min_runs")
+        return d
+
+
+#: the protocol the shipped profiles were measured with: every config 3 phases, 5-31 runs per round.
+#: The default (v2) stops a config after 2 phases when its two lowest rounds, from two sessions, agree
+#: within 2%, and runs kernels of 10 ms or more 3 times per round: on the Xeon guest, configs drawn from
+#: the plan's four latency bands and measured by both alternately gave v2 / v1 x0.98-1.00 per band, the
+#: same pass-to-pass spread, and a full sweep ~24% shorter (benchmarks/results/protocol_compare_*.txt)
+V1 = Protocol(name="rr-fresh-iqm-v1", settle_after=0, long_kernel_us=0.0)
 
 
 #: ops the runtime inserts around an isolated kernel that do not belong to it inside a network
@@ -170,6 +196,8 @@ class _Item:
     kernel_ops: set | None = None
     error: str | None = None
     remeasured: int = 0
+    phase_of: list | None = None
+    phases: int = 0
 
 
 def _phase(items: list[_Item], protocol: Protocol, tmp: str, canary: _Canary, canary_vals: list) -> None:
@@ -178,6 +206,7 @@ def _phase(items: list[_Item], protocol: Protocol, tmp: str, canary: _Canary, ca
     for it in items:
         if it.error:
             continue
+        it.phases += 1
         try:
             sess = _session(it.model, protocol, os.path.join(tmp, f"p{id(it)}_{len(it.rounds)}"))
             walls = []
@@ -187,7 +216,9 @@ def _phase(items: list[_Item], protocol: Protocol, tmp: str, canary: _Canary, ca
                 walls.append((time.perf_counter_ns() - t0) / 1000.0)
             if not it.n:
                 lat = max(1.0, min(walls))
-                it.n = int(min(protocol.max_runs, max(protocol.min_runs, protocol.round_budget_us / lat)))
+                lo = (protocol.long_min_runs if protocol.long_kernel_us and lat >= protocol.long_kernel_us
+                      else protocol.min_runs)
+                it.n = int(min(protocol.max_runs, max(lo, protocol.round_budget_us / lat)))
             live.append((it, sess))
         except Exception as e:  # a failed measurement is data
             it.error = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -212,6 +243,7 @@ def _phase(items: list[_Item], protocol: Protocol, tmp: str, canary: _Canary, ca
                     it.error = f"profile has {len(timed)} timed runs, expected {protocol.rounds_per_phase * it.n}"
                     break
                 it.rounds.append(iqm([c[0] for c in chunk]))
+                it.phase_of.append(it.phases)
                 it.runs += len(chunk)
                 for c in chunk:
                     for op, us in c[1].items():
@@ -221,6 +253,16 @@ def _phase(items: list[_Item], protocol: Protocol, tmp: str, canary: _Canary, ca
                 os.remove(path)
             except OSError:
                 pass
+
+
+def _settled(it: _Item, protocol: Protocol) -> bool:
+    """Its two lowest rounds come from two phases (two sessions) and agree within ``settled_spread``."""
+    if it.error:
+        return True
+    if len(it.rounds) < 2:
+        return False
+    lo = sorted(range(len(it.rounds)), key=it.rounds.__getitem__)[:2]
+    return it.phase_of[lo[0]] != it.phase_of[lo[1]] and _spread(it.rounds) <= protocol.settled_spread
 
 
 def _spread(rounds: list[float]) -> float:
@@ -238,7 +280,7 @@ def measure_chunk(configs: list[Config], protocol: Protocol = Protocol(), seed: 
     """
     items = []
     for cfg in configs:
-        it = _Item(cfg, rounds=[], edges={}, kernel_ops=set())
+        it = _Item(cfg, rounds=[], edges={}, kernel_ops=set(), phase_of=[])
         try:
             m = build(cfg, seed)
             it.model = m.SerializeToString()
@@ -252,8 +294,13 @@ def measure_chunk(configs: list[Config], protocol: Protocol = Protocol(), seed: 
     canary_vals: list[float] = []
     with tempfile.TemporaryDirectory(prefix="latency-prof-") as tmp:
         canary = _Canary(protocol)
-        for _ in range(protocol.phases):
-            _phase(items, protocol, tmp, canary, canary_vals)
+        for ph in range(protocol.phases):
+            todo = items
+            if protocol.settle_after and ph >= protocol.settle_after:
+                todo = [it for it in items if not _settled(it, protocol)]
+                if not todo:
+                    break
+            _phase(todo, protocol, tmp, canary, canary_vals)
         for _ in range(protocol.remeasure_phases):
             again = [it for it in items if not it.error and _spread(it.rounds) > protocol.unstable_spread]
             if not again:
@@ -277,7 +324,7 @@ def measure_chunk(configs: list[Config], protocol: Protocol = Protocol(), seed: 
             "kernel_ops": sorted(it.kernel_ops),
             "error": None if ok else (it.error or "no timed runs"),
             "extra": {"edge_us": {op: round(float(np.median(v)), 2) for op, v in it.edges.items()},
-                      "runs_per_round": it.n},
+                      "runs_per_round": it.n, "phases": it.phases},
         }
         out.append(row)
     return out

@@ -17,7 +17,7 @@ from latency.ops import Config, SPARSITIES, get_kind
 from latency.store import Store
 from latency.targets import get_target
 from profilers.builders import build, buildable_kinds
-from profilers.measure import Protocol, measure_chunk
+from profilers.measure import V1, Protocol, _Item, _settled, measure_chunk
 from profilers.plans import plan
 from profilers.sweep import run_sweep
 
@@ -75,6 +75,30 @@ def test_real_measurement_small_scale():
     assert "ReorderInput" in rows[0]["extra"]["edge_us"]
     assert rows[0]["kernel_ops"] == ["Conv"] and "QLinearConv" in rows[1]["kernel_ops"]
     assert rows[4]["error"] and rows[4]["latency_us"] is None
+
+
+def test_adaptive_protocol_settles_on_two_sessions_and_keeps_the_v1_record():
+    """v2 stops a config after two phases only when its two lowest rounds come from two sessions and
+    agree; v1 (the shipped profiles' protocol) keeps its stored record (the same spec, the same id)."""
+    from latency.store import _hash16
+
+    assert _hash16(V1.spec()) == "5fe000d0bec2db1d"  # the id in tables/*.MANIFEST.md
+    assert "settle_after" not in V1.spec() and Protocol().spec()["settle_after"] == 2
+    p = Protocol()
+    assert _settled(_Item(None, rounds=[100.0, 101.0, 130.0], phase_of=[1, 2, 2]), p)
+    assert not _settled(_Item(None, rounds=[100.0, 101.0, 130.0], phase_of=[1, 1, 2]), p)  # one session
+    assert not _settled(_Item(None, rounds=[100.0, 104.0, 130.0], phase_of=[1, 2, 2]), p)  # 4% apart
+    assert _settled(_Item(None, error="boom"), p)
+    conv = {"x": [1, 16, 16, 16], "cout": 16, "kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
+            "dilations": [1, 1], "group": 1, "act": "Relu", "sum": 0}
+    quick = Protocol(phases=3, rounds_per_phase=1, warmup=1, min_runs=3, max_runs=5, settle_after=2,
+                     settled_spread=10.0, remeasure_phases=0)  # anything settles: two phases each
+    rows = measure_chunk([Config("Conv", conv), Config("Conv", dict(conv, cout=8))], quick)
+    assert [r["extra"]["phases"] for r in rows] == [2, 2] and all(len(r["rounds_us"]) == 2 for r in rows)
+    never = Protocol(phases=3, rounds_per_phase=1, warmup=1, min_runs=3, max_runs=5, settle_after=2,
+                     settled_spread=-1.0, remeasure_phases=0)
+    rows = measure_chunk([Config("Conv", conv)], never)
+    assert rows[0]["extra"]["phases"] == 3 and len(rows[0]["rounds_us"]) == 3
 
 
 def test_conv_hardswish_is_timed_as_the_fused_kernel_networks_run():
