@@ -950,6 +950,10 @@ def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_
     for flag, given in (("--fp32-nodes", fp32_nodes), ("--prune-nodes", prune_nodes)):
         if given and not any(n.strip() for v in given for n in v.split(",")):
             raise click.UsageError(f"{flag} names no node (an empty list); give node names, comma-separated")
+        names = [n.strip() for v in given for n in v.split(",") if n.strip()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise click.UsageError(f"{flag} names {', '.join(twice)} more than once; name each node once")
     for flag, given in (("--precision", precision), ("--sparsity", sparsity), ("--prune", prune)):
         if given is not None and not given.strip():
             raise click.UsageError(f"{flag} is empty; give a value or leave the option out")

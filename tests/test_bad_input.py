@@ -491,6 +491,8 @@ def test_whatif_refusals_found_by_a_bad_input_battery(tmp_path):
     r = cli("whatif", m, "--precision", "int8", "--fp32-nodes", "/Conv", "--fp32-nodes", "/layer1.0/Conv", "--json")
     assert r.exit_code == 0, r.output
     assert {"/Conv", "/layer1.0/Conv"} <= set(json.loads(r.stdout)["nodes_to_exclude"])  # both, not the last
+    one_line_error(cli("whatif", m, "--precision", "int8", "--fp32-nodes", "/Conv,/layer1.0/Conv", "--fp32-nodes",
+                       "/Conv"), "/Conv more than once")
     r = cli("whatif", m, "--sparsity", "0.3", "--json")
     assert r.exit_code == 0 and any("priced as 50% zeros" in n for n in json.loads(r.stdout)["notes"])
     one_line_error(cli("profile", "--target", "fake", "--db", tmp_path / "p.db", "--workers", 9999), "--workers")
