@@ -428,10 +428,11 @@ class Estimator:
         for kind, idx in need_reg.items():
             reg = self.regs_[kind]
             preds = reg.predict([cfgs[i] for i in idx])
-            lacking = [OPTIONAL_FEATURE_PARAMS[f] for f in OPTIONAL_FEATURES if f not in reg.feature_names_]
+            lacking = [f for f in OPTIONAL_FEATURES if f not in reg.feature_names_]
             for i, p in zip(idx, preds):
                 res = (float(p), "regressor", f"{kind} XGBoost model")
-                unseen = [q for q in lacking if q in cfgs[i].params]
+                feats = cfgs[i].features() if lacking else {}
+                unseen = [OPTIONAL_FEATURE_PARAMS[f] for f in lacking if feats.get(f)]
                 if unseen:
                     res = (float(p), "regressor", f"{kind} XGBoost model trained before {', '.join(unseen)} "
                                                   f"existed: priced as without it ({UNSEEN_VARIANT})")
@@ -623,8 +624,8 @@ class Estimator:
         unseen = sum(1 for e in ests if UNSEEN_VARIANT in (e.detail or ""))
         if unseen:
             warnings.append(f"{unseen} kernel(s) are a variant this profile has no rows for (float convs on run-time "
-                            "weights, NHWC int8 pools of a QDQ model, int8 convs with a weight zero point) and are priced as "
-                            "the plain kernel, likely under: "
+                            "weights, NHWC int8 pools of a QDQ model, int8 convs with a weight zero point, Transposes "
+                            "the runtime runs element by element) and are priced as the plain kernel, likely under: "
                             "'latency profile --plan zoo' on the device measures them")
         if total > _ABSURD_US:
             big = max(ests, key=lambda e: e.latency_us)

@@ -24,9 +24,11 @@ from .errors import InvalidConfig, LatencyError, UnknownOpKind
 FEATURE_SCHEMA_VERSION = 3
 #: features added to schema 3 without a version bump: a regressor trained before them (every training row
 #: at the default, 0) prices configs without them; see latency.regressor
-OPTIONAL_FEATURES = frozenset({"runtime_w", "nhwc", "wzp"})
-#: the config param behind each optional feature
-OPTIONAL_FEATURE_PARAMS = {"runtime_w": "runtime_w", "nhwc": "layout", "wzp": "wzp"}
+OPTIONAL_FEATURES = frozenset({"runtime_w", "nhwc", "wzp", "eltwise_perm"})
+#: what each optional feature describes (a kernel with it non-zero, priced by a regressor trained before it, is
+#: flagged as a variant the profile has no rows for)
+OPTIONAL_FEATURE_PARAMS = {"runtime_w": "runtime_w", "nhwc": "layout", "wzp": "wzp",
+                           "eltwise_perm": "a permutation moving more than one axis"}
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic")
 SPARSITIES = ("0", "50", "75", "90", "95", "2:4")
@@ -394,11 +396,31 @@ def _x_split(p):
     return d
 
 
+def moves_one_axis(x, perm) -> bool:
+    """Whether ``perm`` of a tensor of shape ``x`` moves at most one axis once axes of size 1 are dropped
+    and axes adjacent in both orders are merged (NCHW <-> NHWC, a channel shuffle's [0, 2, 1, 3, 4],
+    attention's [0, 2, 1, 3]). onnxruntime's CPU Transpose runs those as block copies or a 2-D
+    transpose and any other permutation element by element, 10-15x slower per byte: ShuffleNetV2's
+    merged layout-and-shuffle transpose [0, 4, 3, 1, 2] of 12k int8 elements took 52 us alone, the
+    shuffle's own [0, 2, 1, 3, 4] of the same tensor 3 us."""
+    order = [a for a in perm if x[a] != 1]
+    groups: list = []
+    for a in order:
+        if groups and a == groups[-1][-1] + 1:
+            groups[-1].append(a)
+        else:
+            groups.append([a])
+    rank = {g[0]: i for i, g in enumerate(sorted(groups))}
+    seq = [rank[g[0]] for g in groups]
+    return any(all(u < v for u, v in zip(rest, rest[1:])) for rest in (seq[:i] + seq[i + 1:] for i in range(len(seq)))) \
+        or len(seq) <= 1
+
+
 def _x_transpose(p):
     perm = p["perm"]
     moved = sum(1 for i, q in enumerate(perm) if i != q)
     d = {"moved": moved, "last_moved": float(perm[-1] != len(perm) - 1),
-         "inner": p["x"][perm[-1]]}
+         "inner": p["x"][perm[-1]], "eltwise_perm": float(not moves_one_axis(p["x"], perm))}
     d.update(_x_shape(p["x"]))
     return d
 

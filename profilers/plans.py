@@ -267,6 +267,9 @@ def _simple_kinds(rng: random.Random):
         if c % 2 == 0:
             out.append((1, "Split", {"x": s, "axis": 1, "splits": [c // 2, c // 2]}))
             out.append((1, "Transpose", {"x": [n, 2, c // 2, h, w], "perm": [0, 2, 1, 3, 4]}))
+            # the same shuffle merged with an NHWC int8 region's transpose back to NCHW (onnxruntime's
+            # transpose optimizer; latency.fusion.passes.layout): element by element in the runtime
+            out.append((1, "Transpose", {"x": [n, h, w, 2, c // 2], "perm": [0, 4, 3, 1, 2]}))
         out.append((1, "Transpose", {"x": s, "perm": [0, 2, 3, 1]}))
         out.append((1, "Transpose", {"x": [n, h, w, c], "perm": [0, 3, 1, 2]}))
         out.append((1, "Resize", {"op": "Resize", "x": s, "y": [n, c, 2 * h, 2 * w], "mode": "nearest"}))

@@ -86,3 +86,16 @@ def test_public_api_imports_lazily_and_resolves():
             "; assert callable(host_target) and targets.__name__ == 'latency.targets'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-500:]
+
+
+def test_transposes_the_runtime_runs_element_by_element_are_a_feature():
+    from latency.ops import moves_one_axis
+
+    one = (([1, 2, 24, 16, 16], [0, 2, 1, 3, 4]), ([1, 16, 16, 24], [0, 3, 1, 2]), ([1, 24, 16, 16], [0, 2, 3, 1]),
+           ([1, 128, 4, 64], [0, 2, 1, 3]), ([64, 32], [1, 0]), ([1, 4, 1, 5], [0, 3, 2, 1]), ([3, 4], [0, 1]))
+    many = (([1, 16, 16, 2, 24], [0, 4, 3, 1, 2]), ([2, 3, 4, 5], [3, 2, 1, 0]), ([2, 3, 4, 5], [1, 3, 0, 2]))
+    assert all(moves_one_axis(x, p) for x, p in one)
+    assert not any(moves_one_axis(x, p) for x, p in many)
+    f = Config("Transpose", {"x": [1, 16, 16, 2, 24], "perm": [0, 4, 3, 1, 2]}).features()
+    assert f["eltwise_perm"] == 1.0
+    assert Config("Transpose", {"x": [1, 2, 24, 16, 16], "perm": [0, 2, 1, 3, 4]}).features()["eltwise_perm"] == 0.0

@@ -126,6 +126,34 @@ def test_mobilenet_residual_adds_requantize_their_nhwc_operand(tmp_path):
     assert check_fusion(str(dst), X86) == {}
 
 
+def test_shufflenet_first_blocks_merge_the_layout_transpose_into_the_channel_shuffle(tmp_path):
+    # each stage's first block concatenates two NHWC int8 branches: the QLinearConcat runs NHWC and the
+    # transpose back to NCHW is pushed through the shuffle's Reshape into its Transpose, one 5-D perm
+    # [0, 4, 3, 1, 2] (onnxruntime 1.32's optimized graph); the later blocks keep [0, 2, 1, 3, 4]
+    _, dst = _quantized(tmp_path, "shufflenet_v2_x0_5", size=64)
+    ks, _ = fuse(load_graph(str(dst)), X86)
+    shuffles = [k for k in ks if k.kind == "Transpose" and len(k.params["perm"]) == 5]
+    merged = [k for k in shuffles if k.params["perm"] == [0, 4, 3, 1, 2]]
+    assert len(merged) == 3 and len(shuffles) == 16
+    assert all(k.params["x"][3] == 2 for k in merged)  # [N, H, W, groups, C / groups]
+    concats = [k for k in ks if k.kind == "Concat" and k.params["axis"] == 3]
+    assert len(concats) == 3
+    assert check_fusion(str(dst), X86) == {}
+    # priced: the Xeon profile measured such transposes (element by element in the runtime, 12-164 us alone
+    # where the shuffle's own takes 3-4 us); a profile measured before they were planned says it lacks them
+    from latency import Estimator
+    from latency.profiles import shipped_dir
+
+    e = Estimator("x86-avx512-ort", profile=str(shipped_dir() / "x86-avx512-ort.xeon-amx.db")).estimate(str(dst))
+    merged_us = [k.isolated_us for k in e.kernels if k.kind == "Transpose" and '"perm":[0,4,3,1,2]' in k.key]
+    plain_us = [k.isolated_us for k in e.kernels if k.kind == "Transpose" and '"perm":[0,2,1,3,4]' in k.key]
+    assert len(merged_us) == 3 and min(merged_us) > max(plain_us) and max(merged_us) > 5 * max(plain_us)
+    old = Estimator("x86-avx512-ort", profile=str(shipped_dir() / "x86-avx512-ort.epyc-zen5.db")).estimate(str(dst))
+    flagged = [k for k in old.kernels if '"perm":[0,4,3,1,2]' in k.key]
+    assert len(flagged) == 3 and all("no rows" in k.detail for k in flagged)
+    assert any("element by element" in w for w in old.warnings)
+
+
 def test_dynamic_quant_shared_input_is_one_quantization_and_unfused_matmuls(tmp_path):
     # quant_pre_process writes one input Reshape per projection; CommonSubexpressionElimination makes
     # them (and then their DynamicQuantizeLinears) one, and a shared DynamicQuantizeLinear leaves its

@@ -520,8 +520,11 @@ def lower_by_kind(state: FusionState, w: WorkNode, kind: str, make_kernel, preci
         return make_kernel("Pool", p, precision=precision)
     if kind == "Concat":
         shapes = [state.need_shape(t) for t in ins if t]
-        return make_kernel("Concat", {"inputs": shapes, "axis": normalize_axis(attrs.get("axis", 0), len(shapes[0]))},
-                           precision=precision)
+        axis = normalize_axis(attrs.get("axis", 0), len(shapes[0]))
+        if w.info.get("nhwc") and axis == 1 and all(len(s) == 4 for s in shapes):
+            # a channel concat in an NHWC int8 region (layout.nhwc_int8): the channels are innermost
+            shapes, axis = [[s[0], s[2], s[3], s[1]] for s in shapes], 3
+        return make_kernel("Concat", {"inputs": shapes, "axis": axis}, precision=precision)
     if kind == "Split":
         x = state.need_shape(ins[0])
         ax = normalize_axis(attrs.get("axis", 0), len(x))
@@ -542,7 +545,7 @@ def lower_by_kind(state: FusionState, w: WorkNode, kind: str, make_kernel, preci
         return make_kernel("Pad", {"op": op, "x": state.need_shape(ins[0]), "y": state.need_shape(outs[0]),
                          "mode": attrs.get("mode", "constant") or "constant"}, precision=precision)
     if kind == "Transpose":
-        x = state.need_shape(ins[0])
+        x = w.info.get("x") or state.need_shape(ins[0])
         perm = w.info.get("perm", attrs.get("perm"))
         perm = [int(v) for v in perm] if perm is not None else list(range(len(x)))[::-1]
         return make_kernel("Transpose", {"x": x, "perm": perm}, precision=precision)

@@ -330,6 +330,33 @@ def _stays_nhwc(state: FusionState, w, data, layout: dict, transparent) -> bool:
     return True
 
 
+def _merge_into_shuffle(state: FusionState, t, w) -> bool:
+    """A channel shuffle (Reshape [N, C, H, W] -> [N, g, C/g, H, W], Transpose, Reshape) reading the NHWC
+    tensor ``t``: onnxruntime's transpose optimizer pushes the transpose back to NCHW through the Reshape
+    (which then splits the NHWC channel axis, [N, H, W, g, C/g]) and merges it into the shuffle's
+    Transpose, one 5-D permutation that also moves the channels out of the innermost axis (perm
+    [0, 4, 3, 1, 2] for the usual [0, 2, 1, 3, 4]; ShuffleNetV2's first block of each stage, whose
+    QLinearConcat of two NHWC branches runs NHWC, in onnxruntime 1.32's optimized graph). Marks the
+    Transpose with the merged perm and its NHWC input shape; True when it applies (no layout transpose)."""
+    if w is None or w.op != "Reshape" or w.inputs[0] != t or len(state.consumers(t)) != 1 or \
+            t in state.graph_outputs:
+        return False
+    x, y = state.shape(t), state.shape(w.outputs[0])
+    if not x or not y or len(x) != 4 or len(y) != 5 or y[0] != x[0] or y[3:] != x[2:] or y[1] * y[2] != x[1]:
+        return False
+    nxt = state.consumers(w.outputs[0])
+    if len(nxt) != 1 or nxt[0][0].op != "Transpose" or w.outputs[0] in state.graph_outputs:
+        return False
+    tr = nxt[0][0]
+    perm = tr.attr("perm")
+    if perm is None or len(perm) != 5:
+        return False
+    where = (0, 3, 4, 1, 2)  # the axes (n, g, c, h, w) of the shuffle's input in [N, H, W, g, C/g]
+    tr.info["perm"] = [where[int(a)] for a in perm]
+    tr.info["x"] = [x[0], x[2], x[3], y[1], y[2]]
+    return True
+
+
 def nhwc_int8(state: FusionState) -> None:
     """Transposes around NHWC int8 regions: int8 convs and pools run NHWC, int8 elementwise ops and
     Q/DQ between them stay NHWC, and a Transpose kernel is inserted where a region starts and where
@@ -349,6 +376,8 @@ def nhwc_int8(state: FusionState) -> None:
     def need_nchw(t, w):
         if layout.get(t) == "NHWC" and t not in to_nchw:
             to_nchw.add(t)
+            if _merge_into_shuffle(state, t, w):
+                return
             p = state.producer(t)
             # the transpose stays on the int8 side of a DequantizeLinear read by this one consumer
             if state.is_op(p, "DequantizeLinear") and layout.get(p.inputs[0]) == "NHWC" and \
@@ -387,6 +416,11 @@ def nhwc_int8(state: FusionState) -> None:
             _mark_nhwc(w, layout)
             continue
         if _stays_nhwc(state, w, data, layout, transparent):
+            continue
+        if int8 and w.op in ("Concat", "QLinearConcat") and data and len(data) == len([t for t in w.inputs if t]) \
+                and w.attr("axis") in (1, -3) and all(layout.get(t) == "NHWC" for t in data) \
+                and all(len(state.shape(t) or []) == 4 for t in data):
+            _mark_nhwc(w, layout)  # a QLinearConcat of NHWC tensors runs NHWC (on its last axis)
             continue
         for t in data:
             need_nchw(t, w)
