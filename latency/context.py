@@ -207,6 +207,47 @@ def fit_small_quant_curve(pair_us: dict, isolated: dict, per_short_us: float, st
     return {"log_elements": kx, "log_ratio": ky, "pairs": len(kx)}
 
 
+#: element counts (log) of the small Q / DQ curve fitted from real models' kernel pairs: 16 x 4^k
+SMALL_KNOTS = tuple(math.log(16 * 4 ** k) for k in range(9))
+#: fewest pairs near a knot for it to be kept (a factor of 2 in elements either side)
+SMALL_MIN_PAIRS = 8
+
+
+def fit_small_quant_from_pairs(int8_pairs: list, fp32_pairs: list, min_us: float) -> dict | None:
+    """The ``"Quant:int8"`` curve for Q / DQ kernels shorter than ``min_us`` alone, from kernel pairs of real
+    int8 models and their fp32 originals timed in one run (in-model per-node profile against the price alone).
+
+    At each knot of :data:`SMALL_KNOTS` (elements), the median in-model / alone of the Q / DQ kernels within a
+    factor of 2 of it, divided by the median in-model / alone of the fp32 originals' short kernels (every kind):
+    the estimate prices those at their time alone plus the overhead model's per-kernel term, so a Q / DQ that
+    runs like them gets a factor of 1 and its own excess or saving beside them otherwise. That takes the
+    machine's state and the profiler's in-model cost per kernel out the same way for both. (A chain of
+    [Q -> DQ -> Tanh] on [1, C] made the Q / DQ look 30-45% cheaper than alone; in real models they ran
+    0.8-1.1x the fp32 short kernels' ratio, and the chain curve put int8 CNNs 5-13% under.) None when fewer
+    than three knots have enough pairs."""
+    fp = [x["in_model_us"] / x["isolated_us"] for x in fp32_pairs
+          if 0 < x.get("isolated_us", 0) < min_us and x.get("in_model_us", 0) > 0]
+    q = [(key_elements(x["key"]), x["in_model_us"] / x["isolated_us"]) for x in int8_pairs
+         if x.get("kind") == "Quant" and 0 < x.get("isolated_us", 0) < min_us and x.get("in_model_us", 0) > 0]
+    q = [(math.log(n), r) for n, r in q if n]
+    if len(fp) < 16 or not q:
+        return None
+    base = float(np.median(fp))
+    le = np.array([a for a, _ in q])
+    r = np.array([b for _, b in q])
+    kx, ky, n = [], [], 0
+    for k in SMALL_KNOTS:
+        near = np.abs(le - k) <= math.log(2.0)
+        if near.sum() >= SMALL_MIN_PAIRS:
+            kx.append(float(k))
+            ky.append(float(np.clip(math.log(float(np.median(r[near])) / base), -_CLAMP, _CLAMP)))
+            n += int(near.sum())
+    if len(kx) < 3:
+        return None
+    return {"log_elements": kx, "log_ratio": ky, "pairs": n, "fp32_short_ratio": round(base, 4),
+            "basis": "real int8 models' Q / DQ kernel pairs over their fp32 originals' short kernels"}
+
+
 @lru_cache(maxsize=65536)
 def key_elements(key: str) -> int | None:
     """Elements of the input of the kernel of config ``key`` (the op registry's ``in_elems``), None where the
@@ -424,9 +465,9 @@ class ContextModel:
         return per_mb * weight_mb * gate
 
     def small_factor(self, kind: str, isolated_us: float, precision: str | None, key: str | None) -> float | None:
-        """In-model / alone from a chain-fitted curve (``small_kinds``) for a kernel shorter than ``min_us``
-        alone, read at the elements of ``key``; None where none applies. Not scaled by a cache gate: the chains
-        measured it in models whose data stays in the private caches, and a small Q / DQ reads little."""
+        """In-model / alone from a curve of its own (``small_kinds``: fitted from real models' kernel pairs, or
+        from chains in calibrations made before) for a kernel shorter than ``min_us`` alone, read at the
+        elements of ``key``; None where none applies. Not scaled by a cache gate: a small Q / DQ reads little."""
         if not self._small or precision is None or key is None:
             return None
         c = self._small.get(f"{kind}:{precision}")

@@ -321,7 +321,7 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
     by it. The fp32 curves, the weight fetch and the gates stay as calibrated. Writes the context model back
     (with the run's provenance under ``precision_curves``) and keeps the pairs in ``<profile>.int8-context.json``.
     """
-    from latency.context import SMALL_CURVE_KINDS, fit_precision_curves, fit_small_quant_curve
+    from latency.context import SMALL_CURVE_KINDS, fit_precision_curves, fit_small_quant_curve, fit_small_quant_from_pairs
 
     from .chains import QDQ_SIZES, qdq_chains, qdq_pair_us
     from .quantized import qdq_int8
@@ -381,7 +381,10 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
             alone[c] = (float(q[0]), float(dq[0]))
     ov = OverheadModel.load(stem.with_name(stem.stem + ".overhead.json"))  # the profile's, as the estimate reads it
     per_short = float(ov.get("per_short_kernel_us", ov.get("per_kernel_us", 0.0)) or 0.0)
-    small = fit_small_quant_curve(pair, alone, per_short, state=state)
+    # the curve from the real models' own Q / DQ pairs (the chains only where those are too few: a chain keeps
+    # its data hot and made them look 30-45% cheaper than they run in real int8 models)
+    small = fit_small_quant_from_pairs(pairs["int8"], pairs["fp32"], MIN_US) or \
+        fit_small_quant_curve(pair, alone, per_short, state=state)
     spec = dict(cm.spec)
     spec["kinds"] = {**{k: v for k, v in spec.get("kinds", {}).items() if not k.endswith(":int8")}, **curves}
     spec.pop("small_kinds", None)
@@ -394,7 +397,8 @@ def int8_context(target, profile=None, models=None, repeats: int = 3, runs: int 
                  f"{repeats} round-robin repeats of {runs} runs, minimum) against their price alone, the weight fetch "
                  "taken off, per kind for kernels of at least MIN_US alone; the in-model times divided by 'state', the "
                  "median in-model / priced of the fp32 originals' Conv and MatMul kernels in the same run",
-        "small": {"curve": SMALL_CURVE_KINDS[0] if small else None, "per_short_kernel_us": round(per_short, 4),
+        "small": {"curve": SMALL_CURVE_KINDS[0] if small else None, "curve_from": (small or {}).get("basis", "chains"),
+                  "per_short_kernel_us": round(per_short, 4),
                   "pair_us": {str(c): round(v, 4) for c, v in pair.items()},
                   "alone_us": {str(c): [round(x, 4) for x in v] for c, v in alone.items()},
                   "basis": "Q / DQ kernels shorter than min_us alone: chains x -> [Q -> DQ -> Tanh] x n against "

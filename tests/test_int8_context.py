@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from latency.context import fit_small_quant_from_pairs
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -66,11 +68,14 @@ def test_int8_context_measures_int8_curves_and_leaves_fp32_alone(profile):
     e = after.estimate(int8)
     assert e.total_ms != pytest.approx(int8_before, rel=1e-6)
     assert any("in-model context" in k.detail for k in e.kernels if k.precision == "int8")
-    # small Q / DQ: the chains measured (one pair inside a model well under their ~4 us alone at 1k elements)
+    # small Q / DQ: fitted from the models' own Q / DQ pairs against their fp32 originals' short kernels, the
+    # chains measured and kept beside them
     small = new["small_kinds"]["Quant:int8"]
-    assert small["pairs"] == 6 and all(-0.7 <= r < 0.3 for r in small["log_ratio"])
-    assert 0 < r["small"]["pair_us"][1024] < sum(r["small"]["alone_us"][1024])
-    assert json.loads(Path(r["raw"]).read_text())["qdq_chains"]["pair_us"]
+    raw = json.loads(Path(r["raw"]).read_text())
+    assert small["basis"].startswith("real int8 models") and small["pairs"] >= 3 * 8
+    assert small == fit_small_quant_from_pairs(raw["pairs"]["int8"], raw["pairs"]["fp32"], 30.0)
+    assert all(-1.5 <= v <= 1.5 for v in small["log_ratio"])
+    assert 0 < r["small"]["pair_us"][1024] and raw["qdq_chains"]["pair_us"]
 
     with pytest.raises(LatencyError, match="too few|pass larger models"):
         int8_context(t, profile=profile, models=("lenet5",), repeats=1, runs=3)
@@ -85,3 +90,26 @@ def test_int8_context_cli_refuses_a_shipped_profile():
     assert r.exit_code != 0 and "shipped profile" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["calibrate", "--target", "x86-avx512-ort", "--int8-context", "--from", "x86-avx512-ort"])
     assert r.exit_code != 0 and "do not go together" in r.output and "Traceback" not in r.output
+
+
+def test_small_quant_curve_from_pairs_is_relative_to_the_fp32_short_kernels():
+    """A Q / DQ running like the fp32 originals' short kernels gets a factor of 1; one running 20% slower than
+    they do (in-model over alone) gets 1.2; knots with fewer than SMALL_MIN_PAIRS pairs near them are left out."""
+    import math
+
+    from latency.context import SMALL_KNOTS, SMALL_MIN_PAIRS, fit_small_quant_from_pairs
+    from latency.ops import Config
+
+    def q(n, r):
+        return {"kind": "Quant", "key": Config("Quant", {"op": "DequantizeLinear", "x": [1, n]}, "int8").key,
+                "isolated_us": 2.0, "in_model_us": 2.0 * r}
+
+    fp32 = [{"kind": "Conv", "key": "k", "isolated_us": 5.0, "in_model_us": 5.0 * 1.5} for _ in range(20)]
+    pairs = [q(1024, 1.5) for _ in range(10)] + [q(4096, 1.8) for _ in range(10)] + [q(65536, 1.5) for _ in range(9)]
+    pairs += [q(16, 9.0) for _ in range(SMALL_MIN_PAIRS - 1)]  # too few there
+    c = fit_small_quant_from_pairs(pairs, fp32, 30.0)
+    got = dict(zip(c["log_elements"], c["log_ratio"]))
+    assert math.log(16) not in got and len(got) == 3
+    assert abs(got[SMALL_KNOTS[3]]) < 1e-9 and abs(got[SMALL_KNOTS[4]] - math.log(1.2)) < 1e-9
+    assert fit_small_quant_from_pairs(pairs[:10], fp32, 30.0) is None  # one knot: too few
+    assert fit_small_quant_from_pairs(pairs, fp32[:3], 30.0) is None  # no base to compare with
