@@ -948,9 +948,9 @@ def whatif_cmd(model, target_name, profile_path, shapes, batch, precision, fp32_
         target_name, profile_path = t.name, profile_path or (info.path if info else None)
     # an option that would do nothing is refused, never ignored: an empty value included
     for flag, given in (("--fp32-nodes", fp32_nodes), ("--prune-nodes", prune_nodes)):
-        if given and not any(n.strip() for v in given for n in v.split(",")):
-            raise click.UsageError(f"{flag} names no node (an empty list); give node names, comma-separated")
         names = [n.strip() for v in given for n in v.split(",") if n.strip()]
+        if given and not names:
+            raise click.UsageError(f"{flag} names no node (an empty list); give node names, comma-separated")
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise click.UsageError(f"{flag} names {', '.join(twice)} more than once; name each node once")

@@ -428,7 +428,10 @@ class Estimator:
         for kind, idx in need_reg.items():
             reg = self.regs_[kind]
             preds = reg.predict([cfgs[i] for i in idx])
-            lacking = [f for f in OPTIONAL_FEATURES if f not in reg.feature_names_]
+            # optional features this kind has and this regressor was trained before (a kernel that sets one is
+            # flagged); features computed per kernel only for those
+            own = cfgs[idx[0]].features()
+            lacking = [f for f in OPTIONAL_FEATURES if f in own and f not in reg.feature_names_]
             for i, p in zip(idx, preds):
                 res = (float(p), "regressor", f"{kind} XGBoost model")
                 feats = cfgs[i].features() if lacking else {}

@@ -452,16 +452,16 @@ def fit_transfer(probes, monotone: bool = False, shrink: float = SHRINK, smooth:
     # what a kernel's footprint adds to its group's curve, in proportion to how memory-bound it is
     mw = {g: memory_weight(a[:, 2], a[:, 0]) for g, a in arr.items()}
     foot_b = {g: _basis(a[:, 3], FOOT_KNOTS) for g, a in arr.items()}
-    ally = np.concatenate([a[:, 1] for a in arr.values()])
+    allx = np.concatenate([a[:, 0] for a in arr.values()])
+    flat = np.full(len(KNOTS), float(np.median(np.concatenate([a[:, 1] for a in arr.values()]))))
+    center = float(np.median(np.concatenate([a[:, 2] for a in arr.values()])))
+    prec_groups: dict = {}
+    for g in arr:
+        prec_groups.setdefault(g[1], []).append(g)
     foot = np.zeros(len(FOOT_KNOTS))
     for _ in range(FOOT_PASSES if footprint else 1):
         adj = {g: a[:, 1] - mw[g] * (foot_b[g] @ foot) for g, a in arr.items()}
-        allx = np.concatenate([a[:, 0] for a in arr.values()])
-        flat = np.full(len(KNOTS), float(np.median(ally)))
         pooled, _ = _fit_curve(allx, np.concatenate(list(adj.values())), flat, shrink, smooth, monotone)
-        prec_groups: dict = {}
-        for g in arr:
-            prec_groups.setdefault(g[1], []).append(g)
         prec = {}
         for p, gs in prec_groups.items():
             prec[p], _ = _fit_curve(np.concatenate([arr[g][:, 0] for g in gs]), np.concatenate([adj[g] for g in gs]),
@@ -473,7 +473,6 @@ def fit_transfer(probes, monotone: bool = False, shrink: float = SHRINK, smooth:
             resid[k, p] = np.c_[a[:, 2], adj[k, p] - _basis(a[:, 0]) @ curves[f"{k}/{p}"]]
         # second stage: what the curves leave, against arithmetic intensity (a wider vector unit speeds up
         # compute-bound kernels of one latency more than memory-bound ones), one slope per level, shrunk
-        center = float(np.median(np.concatenate([a[:, 2] for a in arr.values()])))
         slopes = {"pooled": _slope(np.concatenate(list(resid.values())), center, 0.0, slope_shrink)}
         by_prec: dict = {}
         for (k, p), r in resid.items():

@@ -590,7 +590,8 @@ def fuse_probe(plan, family: str, bits, prune) -> dict:
 
 
 def finish_probe(plan, front: dict) -> dict:
-    """The second half of :func:`run_probes`: ``front``'s kernels priced."""
+    """The second half of :func:`run_probes`: ``front``'s kernels with their prices (read from the plan's memo,
+    which :func:`run_probes` filled for every probe in one batch)."""
     items = front["items"]
     priced = plan.price_kernels(items)
     out = [(k, names, tensors, pr) for (k, names), tensors, pr in zip(items, front["tensors"], priced)]
