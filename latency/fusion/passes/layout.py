@@ -299,15 +299,25 @@ def nchwc(state: FusionState) -> None:
     state.reindex()
 
 
-def _requantized(state: FusionState, c, pos: int) -> bool:
-    """Whether the transpose back to NCHW of a DQ read by float op ``c`` (at input ``pos``) runs in float
-    between a new Q -> DQ pair: onnxruntime 1.32's transpose optimizer does so when ``c`` is a float Add
-    or Mul reading the NHWC branch as its second operand and feeding a Q (seen in MobileNetV2's residual
-    Adds and EfficientNet's squeeze-excitation Muls; a first operand keeps its transpose on the int8
-    side, as in ResNet's residual Adds)."""
-    if c is None or c.info.get("qdq") or c.op not in ("Add", "Mul") or pos < 1:
-        return False
-    return state.is_op(state.out_single(c), "QuantizeLinear")
+def _leading(state: FusionState, transparent) -> set:
+    """Tensors that lead to the data input of an int8 conv through ops a layout transpose can be pushed
+    through (``transparent``, int8 pools and concats): onnxruntime's transpose optimizer computes this set
+    (``outputs_leading_to_transpose`` in onnx_transpose_optimization.cc's OptimizeImpl) once, right after
+    the NhwcTransformer wrapped every QLinearConv in transposes, and its cost check pushes a transpose
+    through a node only when that does not leave a new one in front of a reader that will not cancel it."""
+    lead: set = set()
+    for w in reversed(state.live):
+        int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear")
+        if int8 and w.op in ("Conv", "FusedConv", "QLinearConv") and w.inputs and w.inputs[0] and \
+                len(state.shape(w.inputs[0]) or []) == 4:
+            lead.add(w.inputs[0])
+            continue
+        passes = w.op in transparent or (int8 and w.op in ("Concat", "QLinearConcat", "MaxPool", "AveragePool",
+                                                           "GlobalAveragePool", "QLinearAveragePool",
+                                                           "QLinearGlobalAveragePool"))
+        if passes and any(o in lead for o in w.outputs if o):
+            lead.update(t for t in w.inputs if t and not state.const(t))
+    return lead
 
 
 def _mark_nhwc(w, layout: dict) -> None:
@@ -318,16 +328,43 @@ def _mark_nhwc(w, layout: dict) -> None:
     w.info["nhwc"] = True
 
 
-def _stays_nhwc(state: FusionState, w, data, layout: dict, transparent) -> bool:
+def _stays_nhwc(state: FusionState, w, data, layout: dict, transparent, lead: set | None = None) -> bool:
     """Whether ``w`` (one of the ``transparent`` ops) reads only 4-D NHWC tensors and so stays in the region;
-    if so its outputs are marked NHWC."""
+    if so its outputs are marked NHWC. onnxruntime's cost check (DefaultCostCheck) pushes the transpose
+    through an op with one non-constant input only when the op's output leads on to an int8 conv
+    (``lead``): otherwise the push would just move the transpose past it. Q and DQ always stay (the
+    transpose in front of their reader is placed by ``need_nchw``, on the int8 side when the DQ does not
+    lead on: the same kernels). ``lead`` None: no such check (the fp16 regions, matched on their own)."""
     if not (w.op in transparent and data and all(layout.get(t) == "NHWC" for t in data)
             and all(len(state.shape(t) or []) == 4 for t in data)):
+        return False
+    if lead is not None and len(data) == 1 and w.op not in ("QuantizeLinear", "DequantizeLinear") and \
+            not any(o in lead for o in w.outputs if o):
         return False
     for o in w.outputs:
         if o:
             layout[o] = "NHWC"
     return True
+
+
+def _concat_nhwc(state: FusionState, w, data, layout: dict, lead: set) -> bool:
+    """Whether int8 concat ``w`` (on the channel axis of 4-D tensors, every input a tensor) runs NHWC: the
+    transpose optimizer's cost of pushing the layout transposes through it, minus the dims (!= 1) of each
+    NHWC input, plus those of each NCHW input and of the output unless it leads on to an int8 conv, is
+    negative (GoogLeNet's last two Inception blocks: three NHWC branches and one NCHW)."""
+    if not data or len(data) != len([t for t in w.inputs if t]) or w.attr("axis") not in (1, -3) or \
+            not all(len(state.shape(t) or []) == 4 for t in data):
+        return False
+    if not any(layout.get(t) == "NHWC" for t in data):
+        return False
+
+    def rank(t):
+        return sum(1 for d in (state.shape(t) or []) if d != 1)
+
+    cost = sum(-rank(t) if layout.get(t) == "NHWC" else rank(t) for t in data)
+    if not any(o in lead for o in w.outputs if o):
+        cost += max(rank(o) for o in w.outputs if o)
+    return cost < 0
 
 
 def _merge_into_shuffle(state: FusionState, t, w) -> bool:
@@ -367,11 +404,14 @@ def nhwc_int8(state: FusionState) -> None:
     """
     nhwc_ops = ("Conv", "FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
                 "QLinearConv", "QLinearAveragePool", "QLinearGlobalAveragePool")
-    transparent = ("Add", "Mul", "Relu", "Clip", "Sigmoid", "LeakyRelu", "QuantizeLinear", "DequantizeLinear",
-                   "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu")
+    # ops the transpose optimizer has a handler for (elementwise, Q/DQ, the QLinear elementwise ops)
+    transparent = ("Add", "Mul", "Sub", "Div", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+                   "LeakyRelu", "QuantizeLinear", "DequantizeLinear", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
+                   "QLinearLeakyRelu")
     layout: dict = {}
     to_nhwc: set = set()
     to_nchw: set = set()
+    lead = _leading(state, transparent)
 
     def need_nchw(t, w):
         if layout.get(t) == "NHWC" and t not in to_nchw:
@@ -382,10 +422,11 @@ def nhwc_int8(state: FusionState) -> None:
             # the transpose stays on the int8 side of a DequantizeLinear read by this one consumer
             if state.is_op(p, "DequantizeLinear") and layout.get(p.inputs[0]) == "NHWC" and \
                     len(state.consumers(t)) == 1 and t not in state.graph_outputs:
-                if _requantized(state, *state.consumers(t)[0]):
-                    # the transpose optimizer moves this transpose through the DQ towards the int8 conv
-                    # downstream, stops at the float op, and keeps the op's QDQ unit with a new Q -> DQ pair
-                    # after the (float) transpose
+                if t in lead:
+                    # the DQ leads on to an int8 conv, so the transpose optimizer pushes the transpose through
+                    # it; the float reader refuses it (its other operand is NCHW, or the push would not pay),
+                    # and FixQDQNodeUnits puts a new Q -> DQ pair after the float transpose
+                    # (TryFixTransposeMissingQ -> MakeQDQNodeUnit)
                     state.inserted.append(InsertedKernel(p.pos + 0.25, TO_NCHW, t))
                     state.inserted.append(InsertedKernel(p.pos + 0.3, "QuantizeLinear", t))
                     state.inserted.append(InsertedKernel(p.pos + 0.35, "DequantizeLinear", t))
@@ -415,12 +456,17 @@ def nhwc_int8(state: FusionState) -> None:
                 need_nchw(t, w)
             _mark_nhwc(w, layout)
             continue
-        if _stays_nhwc(state, w, data, layout, transparent):
+        if _stays_nhwc(state, w, data, layout, transparent, lead):
             continue
-        if int8 and w.op in ("Concat", "QLinearConcat") and data and len(data) == len([t for t in w.inputs if t]) \
-                and w.attr("axis") in (1, -3) and all(layout.get(t) == "NHWC" for t in data) \
-                and all(len(state.shape(t) or []) == 4 for t in data):
-            _mark_nhwc(w, layout)  # a QLinearConcat of NHWC tensors runs NHWC (on its last axis)
+        if int8 and w.op in ("Concat", "QLinearConcat") and _concat_nhwc(state, w, data, layout, lead):
+            # a QLinearConcat runs NHWC (on its last axis) when most of its inputs are NHWC: the NCHW ones
+            # get a transpose of their own
+            for t in data:
+                if layout.get(t) != "NHWC" and t not in to_nhwc:
+                    to_nhwc.add(t)
+                    p = state.producer(t)
+                    state.inserted.append(InsertedKernel((p.pos if p else w.pos) + 0.25, TO_NHWC, t))
+            _mark_nhwc(w, layout)
             continue
         for t in data:
             need_nchw(t, w)
