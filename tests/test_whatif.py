@@ -23,8 +23,8 @@ TARGET = "x86-avx512-ort"
 
 @pytest.fixture(scope="module")
 def est():
-    # the earlier EPYC's profile, whatever this host is (the Zen 5 one would be chosen on a Zen 5 host):
-    # these tests rely on what it has and lacks (no MatMulNBits rows)
+    # the AMD EPYC (Zen 4) profile, whatever this host is (the Zen 5 one would be chosen on a Zen 5 host):
+    # these tests rely on what it has
     from latency.profiles import shipped_dir
 
     return Estimator(TARGET, profile=str(shipped_dir() / f"{TARGET}.db")).prepare()
@@ -396,7 +396,8 @@ def _mlp(d=128, h=256, layers=2, tokens=16, softmax=False):
     return m
 
 
-def _fake_est(tmp_path_factory, precisions=None):
+def _fake_est(tmp_path_factory, precisions=None, ops=("MatMulNBits", "MatMul", "Elementwise", "Activation", "Softmax",
+                                                     "Reduce")):
     from latency.store import Store
     from latency.targets import get_target
     from profilers.plans import plan
@@ -405,8 +406,7 @@ def _fake_est(tmp_path_factory, precisions=None):
     fake = get_target("fake")
     db = tmp_path_factory.mktemp("whatif_fake") / "fake.db"
     with Store(db) as st:
-        run_sweep(st, fake, plan("quick", ops=["MatMulNBits", "MatMul", "Elementwise", "Activation", "Softmax",
-                                               "Reduce"], precisions=precisions))
+        run_sweep(st, fake, plan("quick", ops=list(ops), precisions=precisions))
     return Estimator(fake, profile=db, overhead=False, context=False)
 
 
@@ -473,14 +473,15 @@ def test_sensitivity_has_every_alternative_and_says_where_there_is_no_data(tmp_p
     assert df.loc[mm, "int4-weight"].notna().all() and df.loc[~mm, "int4-weight"].isna().all()
     assert df["fp16"].notna().all()
     assert _fake_est(tmp_path_factory).plan(_mlp()).sensitivity(tools=False)[["fp16", "int4-weight"]].isna().all().all()
-    # the shipped x86 profile has no MatMulNBits rows: int4-weight is refused, never priced as fp32
-    plan = est.plan(_mlp())
+    # a profile with no MatMulNBits rows: int4-weight is refused, never priced as fp32
+    plan = _fake_est(tmp_path_factory, ops=("MatMul", "Elementwise", "Activation", "Softmax", "Reduce")).plan(_mlp())
     with pytest.raises(InvalidChoice) as e:
         plan.evaluate({"precision": "int4-weight"})
     assert "no data for int4-weight (MatMulNBits" in str(e.value) and "valid: fp32" in str(e.value)
     df = plan.sensitivity()
     assert df["int4-weight"].isna().all() and any(n.startswith("int4-weight: ") for n in df.attrs["notes"])
     # this CPU's measured sparsity curves show no gain: the answer says so
+    df = est.plan(_mlp()).sensitivity()
     assert df.attrs["sparsity_gain"] is False and any(n.startswith("sparsity:") for n in df.attrs["notes"])
 
 
