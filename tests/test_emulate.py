@@ -85,7 +85,7 @@ def _run(env):
 
 def test_mask_makes_onnxruntime_run_avx2_kernels_and_the_bare_shim_does_not(home):
     """FACTS 8: with AVX-512 hidden, MLAS falls back to its AVX2/FMA kernels (~1.6x slower on a Xeon,
-    ~1.9x on a Zen 5 EPYC); the same library loaded without a level changes nothing."""
+    ~1.9x on a Zen 5 EPYC, about as fast on a Zen 4 one); the same library loaded without a level changes nothing."""
     _needs_mask()
     lib = emulate.library()
     assert lib.exists() and str(lib).startswith(str(home))
@@ -94,9 +94,16 @@ def test_mask_makes_onnxruntime_run_avx2_kernels_and_the_bare_shim_does_not(home
     masked = _run(emulate.emulated_env("avx2"))
     assert plain["trapped"] is None and control["trapped"] == 0 and masked["trapped"] > 10
     assert plain["numpy_avx512f"] and control["numpy_avx512f"] and not masked["numpy_avx512f"]
+    # Zen 4 (AMD family 25) runs AVX-512 on two 256-bit halves: its AVX2 kernels are as fast (0.93x measured on
+    # one), so the slow-down only tells on cores with full-width AVX-512; the mask itself is checked above
+    from latency.profiles import host_device
+
+    dev = host_device()
+    full_width = not (dev.get("vendor") == "AMD" and str(dev.get("cpu_family_model") or "").startswith("25/"))
     for k in ("conv", "matmul"):
         slow, same = masked["us"][k] / plain["us"][k], control["us"][k] / plain["us"][k]
-        assert slow > 1.25, (k, plain, masked)
+        if full_width:
+            assert slow > 1.25, (k, plain, masked)
         assert 0.8 < same < 1.25, (k, plain, control)
 
 

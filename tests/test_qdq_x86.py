@@ -235,12 +235,12 @@ def test_cse_merges_equal_nodes_only():
 
 
 def test_a_profile_without_runtime_weight_rows_says_so(resnet20_qdq):
-    # the earlier EPYC profile was measured before float convs on run-time weights had their own rows:
+    # the AVX2 EPYC profile was measured before float convs on run-time weights had their own rows:
     # its regressor prices them as plain convs, and the estimate says so
     from latency import Estimator
     from latency.profiles import shipped_dir
 
-    est = Estimator("x86-avx512-ort", profile=str(shipped_dir() / "x86-avx512-ort.db"))
+    est = Estimator("x86-avx2-ort", profile=str(shipped_dir() / "x86-avx2-ort.db"))
     e = est.estimate(str(resnet20_qdq))
     flagged = [k for k in e.kernels if '"runtime_w":1' in k.key]
     assert flagged and all("no rows" in k.detail for k in flagged)
