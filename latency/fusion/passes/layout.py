@@ -307,7 +307,8 @@ def _leading(state: FusionState, transparent) -> set:
     through a node only when that does not leave a new one in front of a reader that will not cancel it."""
     lead: set = set()
     for w in reversed(state.live):
-        int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear")
+        int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear") or \
+            (w.op == "MaxPool" and bool(w.inputs) and state.dtype(w.inputs[0]) in INT8_DTYPES)
         if int8 and w.op in ("Conv", "FusedConv", "QLinearConv") and w.inputs and w.inputs[0] and \
                 len(state.shape(w.inputs[0]) or []) == 4:
             lead.add(w.inputs[0])
