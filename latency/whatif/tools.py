@@ -263,8 +263,8 @@ class ToolPath:
             try:
                 from onnxconverter_common import float16
             except ImportError:
-                raise LatencyError("pricing fp16 needs onnxconverter-common (pip install onnxconverter-common)") \
-                    from None
+                raise LatencyError("pricing fp16 needs onnxconverter-common (pip install 'latency[whatif]', or "
+                                   "pip install onnxconverter-common)") from None
             import warnings
 
             with warnings.catch_warnings():
@@ -281,7 +281,8 @@ class ToolPath:
         try:
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
         except ImportError as e:
-            raise LatencyError(f"pricing int4-weight needs onnxruntime's MatMulNBitsQuantizer ({e})") from None
+            raise LatencyError(f"pricing int4-weight needs onnxruntime's MatMulNBitsQuantizer, which needs onnx-ir ({e}): "
+                             "pip install 'latency[whatif]', or pip install onnx-ir") from None
         log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
         level = log.level
         log.setLevel(logging.WARNING)
