@@ -696,3 +696,18 @@ def test_pareto_keeps_the_score_of_a_node_the_runtime_quantizes_all_the_same(pla
     assert one.score == pytest.approx(pts.score.iloc[0])  # nothing saved
     two = pts[pts.n_fp32 == 2].iloc[0]  # with the block's first conv fp32 too, the second one is float
     assert two.fp32_run_int8 == [] and two.score == pytest.approx(one.score - 6.0)
+
+
+def test_a_missing_tool_says_how_to_get_it(tmp_path_factory, monkeypatch):
+    # a wheel installed without the whatif extra: the 4-bit and fp16 tools cannot be imported
+    import sys
+
+    from latency.errors import LatencyError
+
+    plan = _fake_est(tmp_path_factory).plan(_mlp())
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization.matmul_nbits_quantizer", None)
+    monkeypatch.setitem(sys.modules, "onnxconverter_common", None)
+    for prec in ("int4-weight", "fp16"):
+        with pytest.raises(LatencyError) as e:
+            plan.evaluate({"precision": prec})
+        assert "pip install 'latency[whatif]'" in str(e.value) and len(str(e.value).splitlines()) == 1, prec
