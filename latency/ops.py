@@ -412,8 +412,9 @@ def moves_one_axis(x, perm) -> bool:
             groups.append([a])
     rank = {g[0]: i for i, g in enumerate(sorted(groups))}
     seq = [rank[g[0]] for g in groups]
-    return any(all(u < v for u, v in zip(rest, rest[1:])) for rest in (seq[:i] + seq[i + 1:] for i in range(len(seq)))) \
-        or len(seq) <= 1
+    # at most one axis moved: taking one group out leaves the others in order
+    return len(seq) <= 1 or any(all(u < v for u, v in zip(rest, rest[1:]))
+                                for rest in (seq[:i] + seq[i + 1:] for i in range(len(seq))))
 
 
 def _x_transpose(p):

@@ -69,8 +69,9 @@ class Protocol:
 #: the protocol the shipped profiles were measured with: every config 3 phases, 5-31 runs per round.
 #: The default (v2) stops a config after 2 phases when its two lowest rounds, from two sessions, agree
 #: within 2%, and runs kernels of 10 ms or more 3 times per round: on the Xeon guest, configs drawn from
-#: the plan's four latency bands and measured by both alternately gave v2 / v1 x0.98-1.00 per band, the
-#: same pass-to-pass spread, and a full sweep ~24% shorter (benchmarks/results/protocol_compare_*.txt)
+#: the plan's four latency bands and measured by both alternately gave v2 / v1 x0.98-1.01 per band, a
+#: pass-to-pass spread of 1.8-3.3% (v1 1.4-4.3%), and a full sweep 22% shorter (1.81 -> 1.41 h at that hour's
+#: cost per config; benchmarks/results/protocol_compare_x86-avx512-ort.xeon-amx.txt)
 V1 = Protocol(name="rr-fresh-iqm-v1", settle_after=0, long_kernel_us=0.0)
 
 

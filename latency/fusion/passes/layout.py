@@ -299,6 +299,19 @@ def nchwc(state: FusionState) -> None:
     state.reindex()
 
 
+#: int8 ops that run channels-last in an NHWC int8 region (onnxruntime's NhwcTransformer): the convs start one
+#: wherever they are, the pools only where their input already is NHWC
+_NHWC_INT8_CONVS = ("Conv", "FusedConv", "QLinearConv")
+_NHWC_INT8_POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "QLinearAveragePool",
+                    "QLinearGlobalAveragePool")
+
+
+def _is_int8(state: FusionState, w) -> bool:
+    """Whether ``w`` runs as an int8 kernel: a QDQ unit, a QLinear op, or a MaxPool of int8 data."""
+    return w.info.get("precision") == "int8" or w.op.startswith("QLinear") or \
+        (w.op == "MaxPool" and bool(w.inputs) and state.dtype(w.inputs[0]) in INT8_DTYPES)
+
+
 def _leading(state: FusionState, transparent) -> set:
     """Tensors that lead to the data input of an int8 conv through ops a layout transpose can be pushed
     through (``transparent``, int8 pools and concats): onnxruntime's transpose optimizer computes this set
@@ -307,15 +320,11 @@ def _leading(state: FusionState, transparent) -> set:
     through a node only when that does not leave a new one in front of a reader that will not cancel it."""
     lead: set = set()
     for w in reversed(state.live):
-        int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear") or \
-            (w.op == "MaxPool" and bool(w.inputs) and state.dtype(w.inputs[0]) in INT8_DTYPES)
-        if int8 and w.op in ("Conv", "FusedConv", "QLinearConv") and w.inputs and w.inputs[0] and \
-                len(state.shape(w.inputs[0]) or []) == 4:
+        int8 = _is_int8(state, w)
+        if int8 and w.op in _NHWC_INT8_CONVS and w.inputs and w.inputs[0] and len(state.shape(w.inputs[0]) or []) == 4:
             lead.add(w.inputs[0])
             continue
-        passes = w.op in transparent or (int8 and w.op in ("Concat", "QLinearConcat", "MaxPool", "AveragePool",
-                                                           "GlobalAveragePool", "QLinearAveragePool",
-                                                           "QLinearGlobalAveragePool"))
+        passes = w.op in transparent or (int8 and w.op in ("Concat", "QLinearConcat") + _NHWC_INT8_POOLS)
         if passes and any(o in lead for o in w.outputs if o):
             lead.update(t for t in w.inputs if t and not state.const(t))
     return lead
@@ -403,8 +412,7 @@ def nhwc_int8(state: FusionState) -> None:
     Mirrors onnxruntime's NhwcTransformer (level 3), which turns QLinearConv, int8 MaxPool
     (NhwcMaxPool) and the QLinear pools channels-last.
     """
-    nhwc_ops = ("Conv", "FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-                "QLinearConv", "QLinearAveragePool", "QLinearGlobalAveragePool")
+    nhwc_ops = _NHWC_INT8_CONVS + _NHWC_INT8_POOLS
     # ops the transpose optimizer has a handler for (elementwise, Q/DQ, the QLinear elementwise ops)
     transparent = ("Add", "Mul", "Sub", "Div", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
                    "LeakyRelu", "QuantizeLinear", "DequantizeLinear", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
@@ -442,11 +450,10 @@ def nhwc_int8(state: FusionState) -> None:
             state.inserted.append(InsertedKernel((p.pos if p else w.pos) + 0.25, TO_NCHW, t))
 
     for w in state.live:
-        int8 = w.info.get("precision") == "int8" or w.op.startswith("QLinear") or \
-            (w.op == "MaxPool" and state.dtype(w.inputs[0]) in INT8_DTYPES)
+        int8 = _is_int8(state, w)
         data = [t for t in w.inputs if t and not state.const(t)]
         # a conv turns NHWC wherever it is; a pool only where its input already is (no transpose for it)
-        starts = w.op in ("Conv", "FusedConv", "QLinearConv") or (w.inputs and layout.get(w.inputs[0]) == "NHWC")
+        starts = w.op in _NHWC_INT8_CONVS or (w.inputs and layout.get(w.inputs[0]) == "NHWC")
         if int8 and w.op in nhwc_ops and starts and w.inputs and w.inputs[0] and \
                 (len(state.shape(w.inputs[0]) or []) == 4):
             x = w.inputs[0]
