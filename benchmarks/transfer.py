@@ -360,9 +360,14 @@ def cli_run(a):
     the written profile's estimates exactly: the same fit, the same regressors, the same context fit)."""
     from profilers.transfer import transfer
 
+    from latency.targets import host_target
+
     pin_to_core(a.core)
     t_all = time.time()
-    target = get_target(TARGET)
+    # the target the command writes is this host's family target, as `latency calibrate --target NAME --from`
+    # makes it (x86-avx2-ort on a host without AVX-512: onnxruntime's AVX2 kernels and NCHWc8 layout); the base
+    # is a TARGET profile of the same family
+    target = host_target()
     host = {**host_device(), "cpu_mhz": read_cpu().get("cpu_mhz")}
     slug = _slug(f"{host['cpu_model']} {host.get('cpu_family_model') or ''}") + f".{a.tag or 'cli'}"
     work = os.path.join(ROOT, "benchmarks", "results", "runs", f"transfer_{slug}")
@@ -380,7 +385,7 @@ def cli_run(a):
     base = read_profile(base_path, "shipped")[0]
     budget_s = _parse_budget(a.budget)
     cached = a.cached and os.path.exists(os.path.join(work, "ground_truth_2.json"))
-    out(f"# transfer, the command a user runs: `latency calibrate --target {TARGET} --from {os.path.relpath(base_path, ROOT)} "
+    out(f"# transfer, the command a user runs: `latency calibrate --target {target.name} --from {os.path.relpath(base_path, ROOT)} "
         f"--budget {a.budget} --core {a.core}` (profilers.transfer.transfer), then the held-out models measured right "
         f"after ({time.strftime('%Y-%m-%d %H:%M')} UTC)")
     out(f"uptime at start: {uptime()}")
@@ -400,13 +405,14 @@ def cli_run(a):
         say(f"running the command into {db}")
         t0 = time.time()
         r = transfer(target, base_path, db=db, budget_s=budget_s, core=a.core, progress=say,
-                     argv=f"latency calibrate --target {TARGET} --from {base_path} --budget {a.budget} --core {a.core}")
+                     argv=f"latency calibrate --target {target.name} --from {base_path} --budget {a.budget} "
+                          f"--core {a.core}")
         summ = {k: r[k] for k in ("probes", "probes_new", "failed", "transferred_rows", "regressors", "context",
                                   "timings") if k in r}
         run = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 1), "summary": summ,
                "uptime_after": uptime()}
         with Store(db, readonly=True) as st:  # the probes alone, with their rounds, for --cached
-            d = st.measurements(st.find_target(TARGET), ok_only=True)
+            d = st.measurements(st.find_target(target.name), ok_only=True)
         d = d[d["source"] == "measured"]
         pdb = os.path.join(work, "probes.db")
         if os.path.exists(pdb):
@@ -414,7 +420,7 @@ def cli_run(a):
         cols = ("key", "latency_us", "median_us", "spread", "n_rounds", "n_runs", "rounds_us", "canary_us", "unstable",
                 "remeasured", "kernel_ops", "measured_at", "extra")
         with Store(pdb) as st:
-            tid = st.ensure_target(TARGET, target.fingerprint())
+            tid = st.ensure_target(target.name, target.fingerprint())
             st.upsert_measurements([{**{c: rec[c] for c in cols if c in rec}, "target_id": tid}
                                     for rec in d.to_dict("records")])
         import sqlite3
@@ -452,7 +458,7 @@ def cli_run(a):
         + ", ".join(f"{k} x{v['ratio']}" for k, v in rs.items() if v.get("ratio")))
 
     with Store(os.path.join(work, "probes.db"), readonly=True) as st:
-        pdf = st.measurements(st.find_target(TARGET), ok_only=True)
+        pdf = st.measurements(st.find_target(target.name), ok_only=True)
     probe_rows = {rec["key"]: rec for rec in pdf.to_dict("records")}
     with Store(base_path, readonly=True) as st:
         bdf = st.measurements(st.find_target(TARGET), ok_only=True)
@@ -467,7 +473,7 @@ def cli_run(a):
     results, per_model = {}, {}
 
     def score(label, **kw):
-        est = Estimator(TARGET, check_host=False, **kw)
+        est = Estimator(kw.pop("target", target.name), check_host=False, **kw)
         pred = np.array([est.estimate(models[n]).total_ms for n in names])
         m = results[label] = metrics(pred, meas)
         m["passes"] = [metrics(pred, p)["within10"] for p in (p1, p2)]
@@ -502,6 +508,10 @@ def cli_run(a):
         c, o = os.path.join(tmp, "desc.context.json"), os.path.join(tmp, "desc.overhead.json")
         transfer_calibration(desc, base_ctx["context"], base_ctx["overhead"], c, o)
         score("0 probes: description (as --budget 0)", profile=p, context=c, overhead=o)
+        if target.name != TARGET:  # what this host gets with no calibration: its family target's shipped profiles
+            for info in target.profiles():
+                if info.origin == "shipped" and info.provenance in ("measured", "emulated"):
+                    score(f"shipped {os.path.basename(info.path)} as is", target=target.name, profile=str(info.path))
         if full_path:
             score("full sweep here, its own context (ceiling)", profile=full_path)
             p = os.path.join(tmp, "full.db")

@@ -528,24 +528,31 @@ def identity_model(note: str = "") -> TransferModel:
 #: (EPYC 9004: the 128-core 9754 2.25 GHz base / 3.10 GHz boost, the 64-core 9554 3.10 / 3.75 GHz, as the
 #: vendor's table is listed at hpctech.co.jp/product/amd-epyc-9004-series) and come from the device record only.
 MICROARCH = {
-    ("AMD", "25"): {"name": "Zen 3/Zen 4", "avx512_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.0},
-    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.16},
+    # Zen 3 (no AVX-512) and Zen 4 share family 25 and the datapath widths; AMD states +13% IPC for Zen 4 over
+    # Zen 3 (Ryzen 7000 launch, 2022) and +16% for Zen 5 over Zen 4 (Zen 5 launch, 2024)
+    ("AMD", "zen3"): {"name": "Zen 3", "avx512_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.0},
+    ("AMD", "25"): {"name": "Zen 4", "avx512_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.13},
+    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13 * 1.16},
     # Intel server cores (family 6 spans every Intel core since 2006: these are found by model or flags).
     # Golden Cove and its successors in Sapphire/Emerald/Granite Rapids: two 512-bit FMA units and AMX
     # (C. Ho, "Sapphire Rapids: Golden Cove Hits Servers", chipsandcheese.com/p/a-peek-at-sapphire-rapids),
     # two 512-bit loads per cycle and a 64-byte-per-cycle L2 (Intel 64 and IA-32 Architectures
     # Optimization Reference Manual, Golden Cove chapter); Skylake-SP to Ice Lake-SP: two 512-bit FMA
     # units on the Gold 6xxx/Platinum parts (one on some lower bins: the description cannot tell), the same
-    # loads and L2 width. Per-clock scalar speed is not published across vendors: counted equal to Zen 3/4.
+    # loads and L2 width. Per-clock scalar speed is not published across vendors: counted equal to Zen 4.
     ("Intel", "gnr-class"): {"name": "Golden Cove-class server core (Sapphire/Emerald/Granite Rapids)",
-                             "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.0},
+                             "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13},
     ("Intel", "skx-class"): {"name": "Skylake-SP/Ice Lake-SP-class server core",
-                             "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.0},
+                             "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13},
 }
 #: Intel family 6 models of the entries above (Intel's own list, as in the Linux kernel's
 #: arch/x86/include/asm/intel-family.h): Sapphire Rapids 0x8F, Emerald Rapids 0xCF, Granite Rapids 0xAD/0xAE;
 #: Skylake/Cascade/Cooper Lake-SP 0x55, Ice Lake-SP 0x6A/0x6C. A virtual machine may report another model
 #: (one seen here reported 167 with Sapphire-Rapids-class flags): then the flags decide.
+#: AMD family 25 models that are Zen 3 (the rest of the family is Zen 4), as the Linux kernel sorts them
+#: (arch/x86/kernel/cpu/amd.c, bsp_init_amd: family 0x19 models 0x00-0x0f and 0x20-0x5f set X86_FEATURE_ZEN3,
+#: 0x10-0x1f and 0x60-0xaf X86_FEATURE_ZEN4); EPYC 7003 (Milan) reports model 1
+ZEN3_MODELS = frozenset(range(0x00, 0x10)) | frozenset(range(0x20, 0x60))
 INTEL_MODELS = {"143": "gnr-class", "207": "gnr-class", "173": "gnr-class", "174": "gnr-class",
                 "85": "skx-class", "106": "skx-class", "108": "skx-class"}
 #: FMA pipes of the cores above (all have two): the compute roof is pipes x lanes x 2 FLOPs per cycle
@@ -659,6 +666,8 @@ def _core(device: dict) -> tuple[dict | None, str]:
     vendor, fm = device.get("vendor") or "", device.get("cpu_family_model") or ""
     flags = set(device.get("cpu_flags") or [])
     fam, _, model = fm.partition("/") if fm else ("", "", "")
+    if vendor == "AMD" and fam == "25" and model.isdigit() and int(model) in ZEN3_MODELS:
+        return MICROARCH[vendor, "zen3"], f"family/model {fm}"
     if (vendor, fam) in MICROARCH:
         return MICROARCH[vendor, fam], f"family {fam}"
     if vendor == "Intel" and model in INTEL_MODELS:

@@ -179,6 +179,22 @@ def test_description_model_uses_what_is_known():
     assert float(identity_model().ratio("Conv", "fp32", 10)[0]) == 1.0
 
 
+def test_zen3_is_told_from_zen4_by_its_model():
+    """AMD family 25 holds Zen 3 (EPYC 7003, model 1; no AVX-512, no VNNI) and Zen 4 (model 17): the model
+    decides, so Zen 4 -> Zen 3 moves dispatch by IPC (AMD's +13%) and int8 compute by the missing VNNI,
+    while an fp32 convolution on the same 256-bit FMA units moves by the clock alone."""
+    zen4 = dict(EPYC4, cpu_family_model="25/17", cpu_mhz=2600.0)
+    zen3 = dict(EPYC4, cpu_family_model="25/1", cpu_mhz=2600.0, cpu_flags=["avx", "avx2", "f16c", "fma", "sse4_1"])
+    m = description_model(zen4, zen3)
+    known = " ".join(m.spec["known"])
+    assert "Zen 4 (family 25) vs Zen 3 (family/model 25/1)" in known and "VNNI yes vs no" in known
+    assert abs(float(m.ratio("Elementwise", "fp32", 1)[0]) - 1.13) < 1e-9
+    assert abs(float(m.ratio("Conv", "fp32", 1000)[0]) - 1.0) < 1e-9
+    assert abs(float(m.ratio("Conv", "int8", 1000)[0]) - 2.0) < 1e-9
+    # a family 25 model outside the Zen 3 ranges is Zen 4
+    assert "Zen 4" in " ".join(description_model(zen3, dict(zen4, cpu_family_model="25/97")).spec["known"])
+
+
 def test_intel_server_cores_are_known_by_model_or_by_flags():
     """An Intel host is no longer an unknown core (counted as streaming at its full load width, twice a
     Zen 5's L2): Sapphire Rapids by its model, a virtual machine's odd model by its AMX flags, an AVX-512
