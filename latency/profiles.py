@@ -215,11 +215,25 @@ class ProfileInfo:
     origin: str                      # "shipped" | "user"
     provenance: str                  # "measured" | "emulated" | "derived" | "transferred" | "incomplete"
     device: dict = field(hash=False, compare=False)   # vendor, cpu_model, arch, cpu_flags, l2_mb, llc_mb, runtime...
-    rows_ok: int = 0
-    rows_failed: int = 0
+    #: (rows ok, rows failed), or a function giving them: counting is a scan of the rows, which choosing
+    #: a profile for an estimate does not need (:attr:`rows_ok`, :attr:`rows_failed` count on first use)
+    rows: object = field(default=(0, 0), hash=False, compare=False, repr=False)
     measured_from: str | None = None
     measured_to: str | None = None
     note: str = ""                   # how an emulated or derived profile was made
+
+    def _counts(self) -> tuple[int, int]:
+        if callable(self.rows):
+            object.__setattr__(self, "rows", tuple(self.rows()))
+        return self.rows
+
+    @property
+    def rows_ok(self) -> int:
+        return self._counts()[0]
+
+    @property
+    def rows_failed(self) -> int:
+        return self._counts()[1]
 
     def describe(self) -> str:
         """One line: the device, caches and runtime this profile describes."""
@@ -260,11 +274,17 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
     """The targets in the profile database at ``path`` with their device records."""
     from .store import Store
 
+    def counter(tid):
+        def count():
+            with Store(path, readonly=True) as st:
+                return st.target_counts(tid)
+        return count
+
     out = []
     with Store(path, readonly=True) as st:
         meta = st.meta()
         for t in st.targets():
-            fp, span = t["fingerprint"], st.target_summary(t["target_id"])
+            fp, span = t["fingerprint"], st.target_span(t["target_id"])
             try:
                 rec = json.loads(meta.get(DEVICE_META_KEY.format(target=t["name"]), "{}"))
             except (TypeError, ValueError):
@@ -278,7 +298,7 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
                 device = {**{k: rec.get(k) for k in GPU_RECORD_KEYS}, **{k: fp.get(k) for k in fp}, "kind": "gpu",
                           "vendor": rec.get("vendor") or "NVIDIA"}
                 out.append(ProfileInfo(str(path), t["name"], origin, rec.get("provenance", "measured"), device,
-                                       span["rows_ok"], span["rows_failed"], span["first"], span["last"],
+                                       counter(t["target_id"]), span["first"], span["last"],
                                        rec.get("note", "")))
                 continue
             device = {"kind": "cpu", "vendor": rec.get("vendor", ""), "cpu_model": fp.get("cpu_model"),
@@ -290,7 +310,7 @@ def read_profile(path, origin: str) -> list[ProfileInfo]:
                       "cpu_mhz": rec.get("cpu_mhz"), "cpu_mhz_source": rec.get("cpu_mhz_source"),
                       "cores": rec.get("cores"), "cores_used": rec.get("cores_used") or fp.get("threads")}
             out.append(ProfileInfo(str(path), t["name"], origin, rec.get("provenance", "measured"), device,
-                                   span["rows_ok"], span["rows_failed"], span["first"], span["last"],
+                                   counter(t["target_id"]), span["first"], span["last"],
                                    rec.get("note", "")))
     return out
 

@@ -591,13 +591,23 @@ class Store:
 
     def target_summary(self, target_id: str) -> dict:
         """Rows ok / failed and the span of the runs that measured them (ISO times) for one target."""
+        ok, failed = self.target_counts(target_id)
+        return {"rows_ok": ok, "rows_failed": failed, **self.target_span(target_id)}
+
+    def target_counts(self, target_id: str) -> tuple[int, int]:
+        """(rows ok, rows failed) of one target: a scan of its rows (tens of ms on a shipped profile, so
+        :func:`latency.profiles.read_profile` asks only when the counts are shown)."""
         counts = dict(self.conn.execute(
             "SELECT error IS NULL, count(*) FROM measurements WHERE target_id=? GROUP BY error IS NULL",
             (target_id,)).fetchall())
+        return int(counts.get(1, 0)), int(counts.get(0, 0))
+
+    def target_span(self, target_id: str) -> dict:
+        """The first start and last end (ISO times) of the runs that measured one target."""
         first, last = self.conn.execute(
             "SELECT min(started_at), max(COALESCE(finished_at, started_at)) FROM runs WHERE target_id=?",
             (target_id,)).fetchone()
-        return {"rows_ok": int(counts.get(1, 0)), "rows_failed": int(counts.get(0, 0)), "first": first, "last": last}
+        return {"first": first, "last": last}
 
     def integrity_check(self) -> str:
         """'ok', or SQLite's integrity_check messages joined by '; '."""

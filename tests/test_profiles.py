@@ -35,6 +35,23 @@ def _profile(path, target, device, provenance="measured"):
     return path
 
 
+def test_row_counts_are_read_when_asked(tmp_path):
+    """Choosing a profile reads device records only; the row counts (a scan of every row) come on first use,
+    from the file as it is then, and stay."""
+    db = tmp_path / "p.db"
+    with Store(db) as st:
+        tid = st.ensure_target("fake", {"cpu_model": "x", "arch": "x86_64"})
+        st.upsert_measurements([{"target_id": tid, "key": f'{{"kind":"Relu","n":{i}}}', "latency_us": 1.0 + i}
+                                for i in range(3)])
+    (info,) = P.read_profile(db, "user")
+    assert callable(info.rows)
+    with Store(db) as st:
+        st.upsert_measurements([{"target_id": tid, "key": '{"kind":"Relu","n":9}', "latency_us": None,
+                                 "error": "boom"}])
+    assert (info.rows_ok, info.rows_failed) == (3, 1) and info.rows == (3, 1)
+    assert info.to_dict()["rows_ok"] == 3
+
+
 def test_shipped_profiles_are_package_data_and_readable_read_only(tmp_path):
     from importlib.resources import files
 
