@@ -515,24 +515,28 @@ def identity_model(note: str = "") -> TransferModel:
 
 # -- no probe: what the device descriptions say -------------------------------------------------
 
-#: x86 cores by (vendor, family), from the vendors' public descriptions: ``avx512_bits``, the width of
-#: the FMA datapath an AVX-512 instruction runs on (Zen 4 splits a 512-bit instruction over 256-bit
-#: pipes, Zen 5 server cores have full 512-bit pipes); ``load_bits``, the bits the core loads from L1
-#: per cycle (Zen 4: two 256-bit loads; Zen 5: two 512-bit loads, and AMD doubled the L2 -> L1 fill
-#: bandwidth with it); ``l2_fill_bits``, the bits per cycle the L2 fills into L1 (Zen 3/Zen 4 32 bytes,
-#: Zen 5 64 bytes): a kernel whose data does not fit L1 streams no faster than that, whatever its
-#: loads; ``ipc``, integer/scalar IPC relative to the vendor's first entry (AMD states +16% for Zen 5
-#: over Zen 4). The datapath widths: A. J. Yee, "Zen5's AVX512 Teardown" (numberworld.org/blogs/
-#: 2024_8_7_zen5_avx512_teardown: Zen 4 runs a 512-bit instruction by double-pumping its 256-bit units,
-#: Zen 5 widens them to 512 bits). Clocks are not in this table: they differ between parts of one family
+#: x86 cores by (vendor, core), from the vendors' public descriptions: ``simd_bits``, the width of the
+#: FMA datapath a vector instruction runs on (Zen 1 splits a 256-bit AVX2 instruction over 128-bit pipes,
+#: Zen 2 to Zen 4 have 256-bit pipes and Zen 4 splits a 512-bit instruction over them, Zen 5 server cores
+#: have full 512-bit pipes); ``load_bits``, the bits the core loads from L1 per cycle (Zen 1: two 128-bit
+#: loads; Zen 2 to Zen 4: two 256-bit loads; Zen 5: two 512-bit loads, and AMD doubled the L2 -> L1 fill
+#: bandwidth with it); ``l2_fill_bits``, the bits per cycle the L2 fills into L1 (Zen 1 to Zen 4 32 bytes,
+#: Zen 5 64 bytes): a kernel whose data does not fit L1 streams no faster than that, whatever its loads;
+#: ``ipc``, integer/scalar IPC relative to Zen 3, from AMD's launch statements: Zen 2 +15% over Zen 1
+#: (Computex 2019), Zen 3 +19% over Zen 2 (Ryzen 5000 launch, 2020), Zen 4 +13% over Zen 3 (Ryzen 7000
+#: launch, 2022), Zen 5 +16% over Zen 4 (2024). The datapath widths: A. Fog, "The microarchitecture of
+#: Intel, AMD and VIA CPUs" (agner.org/optimize, the Zen chapters: 256-bit instructions as two 128-bit
+#: micro-ops on Zen 1, full 256-bit units from Zen 2); A. J. Yee, "Zen5's AVX512 Teardown"
+#: (numberworld.org/blogs/2024_8_7_zen5_avx512_teardown: Zen 4 double-pumps its 256-bit units, Zen 5
+#: widens them to 512 bits). Clocks are not in this table: they differ between parts of one family
 #: (EPYC 9004: the 128-core 9754 2.25 GHz base / 3.10 GHz boost, the 64-core 9554 3.10 / 3.75 GHz, as the
 #: vendor's table is listed at hpctech.co.jp/product/amd-epyc-9004-series) and come from the device record only.
 MICROARCH = {
-    # Zen 3 (no AVX-512) and Zen 4 share family 25 and the datapath widths; AMD states +13% IPC for Zen 4 over
-    # Zen 3 (Ryzen 7000 launch, 2022) and +16% for Zen 5 over Zen 4 (Zen 5 launch, 2024)
-    ("AMD", "zen3"): {"name": "Zen 3", "avx512_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.0},
-    ("AMD", "25"): {"name": "Zen 4", "avx512_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.13},
-    ("AMD", "26"): {"name": "Zen 5", "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13 * 1.16},
+    ("AMD", "zen1"): {"name": "Zen 1", "simd_bits": 128, "load_bits": 256, "l2_fill_bits": 256, "ipc": 1 / 1.19 / 1.15},
+    ("AMD", "zen2"): {"name": "Zen 2", "simd_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1 / 1.19},
+    ("AMD", "zen3"): {"name": "Zen 3", "simd_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.0},
+    ("AMD", "zen4"): {"name": "Zen 4", "simd_bits": 256, "load_bits": 512, "l2_fill_bits": 256, "ipc": 1.13},
+    ("AMD", "zen5"): {"name": "Zen 5", "simd_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13 * 1.16},
     # Intel server cores (family 6 spans every Intel core since 2006: these are found by model or flags).
     # Golden Cove and its successors in Sapphire/Emerald/Granite Rapids: two 512-bit FMA units and AMX
     # (C. Ho, "Sapphire Rapids: Golden Cove Hits Servers", chipsandcheese.com/p/a-peek-at-sapphire-rapids),
@@ -541,18 +545,22 @@ MICROARCH = {
     # units on the Gold 6xxx/Platinum parts (one on some lower bins: the description cannot tell), the same
     # loads and L2 width. Per-clock scalar speed is not published across vendors: counted equal to Zen 4.
     ("Intel", "gnr-class"): {"name": "Golden Cove-class server core (Sapphire/Emerald/Granite Rapids)",
-                             "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13},
+                             "simd_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13},
     ("Intel", "skx-class"): {"name": "Skylake-SP/Ice Lake-SP-class server core",
-                             "avx512_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13},
+                             "simd_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13},
 }
 #: Intel family 6 models of the entries above (Intel's own list, as in the Linux kernel's
 #: arch/x86/include/asm/intel-family.h): Sapphire Rapids 0x8F, Emerald Rapids 0xCF, Granite Rapids 0xAD/0xAE;
 #: Skylake/Cascade/Cooper Lake-SP 0x55, Ice Lake-SP 0x6A/0x6C. A virtual machine may report another model
 #: (one seen here reported 167 with Sapphire-Rapids-class flags): then the flags decide.
-#: AMD family 25 models that are Zen 3 (the rest of the family is Zen 4), as the Linux kernel sorts them
-#: (arch/x86/kernel/cpu/amd.c, bsp_init_amd: family 0x19 models 0x00-0x0f and 0x20-0x5f set X86_FEATURE_ZEN3,
-#: 0x10-0x1f and 0x60-0xaf X86_FEATURE_ZEN4); EPYC 7003 (Milan) reports model 1
-ZEN3_MODELS = frozenset(range(0x00, 0x10)) | frozenset(range(0x20, 0x60))
+#: AMD cores by family and model, as the Linux kernel sorts them (arch/x86/kernel/cpu/amd.c, bsp_init_amd:
+#: family 0x17 models 0x00-0x2f and 0x50-0x5f Zen 1, 0x30-0x4f, 0x60-0x7f, 0x90-0x91 and 0xa0-0xaf Zen 2;
+#: family 0x19 models 0x00-0x0f and 0x20-0x5f Zen 3, 0x10-0x1f and 0x60-0xaf Zen 4; family 0x1a Zen 5).
+#: EPYC 7001 reports family 23 model 1, 7002 (Rome) 23/49, 7003 (Milan) 25/1, 9004 (Genoa) 25/17. A model
+#: outside these ranges takes the family's last entry.
+AMD_CORES = {"23": ((range(0x00, 0x30), "zen1"), (range(0x50, 0x60), "zen1"), (range(0x00, 0x100), "zen2")),
+             "25": ((range(0x00, 0x10), "zen3"), (range(0x20, 0x60), "zen3"), (range(0x00, 0x100), "zen4")),
+             "26": ((range(0x00, 0x100), "zen5"),)}
 INTEL_MODELS = {"143": "gnr-class", "207": "gnr-class", "173": "gnr-class", "174": "gnr-class",
                 "85": "skx-class", "106": "skx-class", "108": "skx-class"}
 #: FMA pipes of the cores above (all have two): the compute roof is pipes x lanes x 2 FLOPs per cycle
@@ -560,7 +568,7 @@ FMA_PIPES = 2
 #: a family not recorded (or an Intel model not in INTEL_MODELS), inferred from the ISA flags (the first
 #: row whose flags a device has all of; Zen 5 added AVX-VNNI, Zen 4 added AVX-512; AMX came with
 #: Sapphire Rapids)
-FAMILY_BY_FLAGS = ((("AMD", frozenset({"avx512f", "avx_vnni"})), "26"), (("AMD", frozenset({"avx512f"})), "25"),
+FAMILY_BY_FLAGS = ((("AMD", frozenset({"avx512f", "avx_vnni"})), "zen5"), (("AMD", frozenset({"avx512f"})), "zen4"),
                    (("Intel", frozenset({"avx512f", "amx_int8"})), "gnr-class"),
                    (("Intel", frozenset({"avx512f"})), "skx-class"))
 #: int8 GEMM throughput of onnxruntime's AMX kernels against its AVX-512 VNNI ones on the same Intel core:
@@ -597,7 +605,7 @@ def _vector_bits(device: dict, core: dict | None) -> int:
     (AVX-512 512, AVX2 256, else 128), no wider than the core's datapath when it is known."""
     flags = set(device.get("cpu_flags") or [])
     bits = 512 if WIDE_FLAG in flags else 256 if "avx2" in flags else 128
-    return min(bits, core["avx512_bits"]) if core and bits == 512 else bits
+    return min(bits, core["simd_bits"]) if core else bits
 
 
 def _has_vnni(device: dict) -> bool:
@@ -666,10 +674,10 @@ def _core(device: dict) -> tuple[dict | None, str]:
     vendor, fm = device.get("vendor") or "", device.get("cpu_family_model") or ""
     flags = set(device.get("cpu_flags") or [])
     fam, _, model = fm.partition("/") if fm else ("", "", "")
-    if vendor == "AMD" and fam == "25" and model.isdigit() and int(model) in ZEN3_MODELS:
-        return MICROARCH[vendor, "zen3"], f"family/model {fm}"
-    if (vendor, fam) in MICROARCH:
-        return MICROARCH[vendor, fam], f"family {fam}"
+    if vendor == "AMD" and fam in AMD_CORES:
+        m = int(model) if model.isdigit() else -1
+        core = next((c for r, c in AMD_CORES[fam] if m in r), AMD_CORES[fam][-1][1])
+        return MICROARCH[vendor, core], f"family/model {fm}" if m >= 0 else f"family {fam}"
     if vendor == "Intel" and model in INTEL_MODELS:
         return MICROARCH[vendor, INTEL_MODELS[model]], f"family/model {fm}"
     if not fam or vendor == "Intel":

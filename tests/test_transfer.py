@@ -187,12 +187,19 @@ def test_zen3_is_told_from_zen4_by_its_model():
     zen3 = dict(EPYC4, cpu_family_model="25/1", cpu_mhz=2600.0, cpu_flags=["avx", "avx2", "f16c", "fma", "sse4_1"])
     m = description_model(zen4, zen3)
     known = " ".join(m.spec["known"])
-    assert "Zen 4 (family 25) vs Zen 3 (family/model 25/1)" in known and "VNNI yes vs no" in known
+    assert "Zen 4 (family/model 25/17) vs Zen 3 (family/model 25/1)" in known and "VNNI yes vs no" in known
     assert abs(float(m.ratio("Elementwise", "fp32", 1)[0]) - 1.13) < 1e-9
     assert abs(float(m.ratio("Conv", "fp32", 1000)[0]) - 1.0) < 1e-9
     assert abs(float(m.ratio("Conv", "int8", 1000)[0]) - 2.0) < 1e-9
     # a family 25 model outside the Zen 3 ranges is Zen 4
     assert "Zen 4" in " ".join(description_model(zen3, dict(zen4, cpu_family_model="25/97")).spec["known"])
+    # Zen 2 (EPYC 7002, 23/49): the same widths as Zen 3, 19% less IPC; Zen 1 (23/1) runs AVX2 on 128-bit pipes
+    rome = dict(zen3, cpu_family_model="23/49")
+    m2 = description_model(zen3, rome)
+    assert "Zen 2" in " ".join(m2.spec["known"]) and abs(float(m2.ratio("Elementwise", "fp32", 1)[0]) - 1.19) < 1e-9
+    assert abs(float(m2.ratio("Conv", "fp32", 1000)[0]) - 1.0) < 1e-9
+    m1 = description_model(rome, dict(zen3, cpu_family_model="23/1"))
+    assert "Zen 1" in " ".join(m1.spec["known"]) and abs(float(m1.ratio("Conv", "fp32", 1000)[0]) - 2.0) < 1e-9
 
 
 def test_intel_server_cores_are_known_by_model_or_by_flags():
