@@ -181,15 +181,15 @@ def refit_context(path, target, raw_path, fit_models):
     calibrate(target, profile=str(path), refit=True, models={n: fit_models[n] for n in raw["e2e"] if ":" not in n})
 
 
-def _shipped_measured() -> list:
-    """The shipped TARGET profiles measured on a device (not emulated, derived or transferred)."""
-    return [i for i in get_target(TARGET).profiles() if i.origin == "shipped" and i.provenance == "measured"]
+def _shipped_measured(target: str = TARGET) -> list:
+    """The shipped profiles of ``target`` measured on a device (not emulated, derived or transferred)."""
+    return [i for i in get_target(target).profiles() if i.origin == "shipped" and i.provenance == "measured"]
 
 
-def full_sweep_here(host) -> str:
-    """The shipped TARGET profile measured on this host's device (its device record differs from the host
+def full_sweep_here(host, target: str = TARGET) -> str:
+    """The shipped ``target`` profile measured on this host's device (its device record differs from the host
     in nothing :func:`latency.profiles.device_distance` weighs), or "" when none was: evaluation only."""
-    return next((i.path for i in _shipped_measured() if device_distance(i.device, host)[0] == 0), "")
+    return next((i.path for i in _shipped_measured(target) if device_distance(i.device, host)[0] == 0), "")
 
 
 def unmasked_host() -> dict:
@@ -380,7 +380,7 @@ def cli_run(a):
         print(line, flush=True)
         lines.append(line)
 
-    full_path = full_sweep_here(host)
+    full_path = full_sweep_here(host, target.name)
     base_path = base_for(host, full_path)
     base = read_profile(base_path, "shipped")[0]
     budget_s = _parse_budget(a.budget)
@@ -510,7 +510,7 @@ def cli_run(a):
         score("0 probes: description (as --budget 0)", profile=p, context=c, overhead=o)
         if target.name != TARGET:  # what this host gets with no calibration: its family target's shipped profiles
             for info in target.profiles():
-                if info.origin == "shipped" and info.provenance in ("measured", "emulated"):
+                if info.origin == "shipped" and info.provenance in ("measured", "emulated") and info.path != full_path:
                     score(f"shipped {os.path.basename(info.path)} as is", target=target.name, profile=str(info.path))
         if full_path:
             score("full sweep here, its own context (ceiling)", profile=full_path)

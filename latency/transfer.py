@@ -549,10 +549,6 @@ MICROARCH = {
     ("Intel", "skx-class"): {"name": "Skylake-SP/Ice Lake-SP-class server core",
                              "simd_bits": 512, "load_bits": 1024, "l2_fill_bits": 512, "ipc": 1.13},
 }
-#: Intel family 6 models of the entries above (Intel's own list, as in the Linux kernel's
-#: arch/x86/include/asm/intel-family.h): Sapphire Rapids 0x8F, Emerald Rapids 0xCF, Granite Rapids 0xAD/0xAE;
-#: Skylake/Cascade/Cooper Lake-SP 0x55, Ice Lake-SP 0x6A/0x6C. A virtual machine may report another model
-#: (one seen here reported 167 with Sapphire-Rapids-class flags): then the flags decide.
 #: AMD cores by family and model, as the Linux kernel sorts them (arch/x86/kernel/cpu/amd.c, bsp_init_amd:
 #: family 0x17 models 0x00-0x2f and 0x50-0x5f Zen 1, 0x30-0x4f, 0x60-0x7f, 0x90-0x91 and 0xa0-0xaf Zen 2;
 #: family 0x19 models 0x00-0x0f and 0x20-0x5f Zen 3, 0x10-0x1f and 0x60-0xaf Zen 4; family 0x1a Zen 5).
@@ -561,6 +557,10 @@ MICROARCH = {
 AMD_CORES = {"23": ((range(0x00, 0x30), "zen1"), (range(0x50, 0x60), "zen1"), (range(0x00, 0x100), "zen2")),
              "25": ((range(0x00, 0x10), "zen3"), (range(0x20, 0x60), "zen3"), (range(0x00, 0x100), "zen4")),
              "26": ((range(0x00, 0x100), "zen5"),)}
+#: Intel family 6 models of the entries above (Intel's own list, as in the Linux kernel's
+#: arch/x86/include/asm/intel-family.h): Sapphire Rapids 0x8F, Emerald Rapids 0xCF, Granite Rapids 0xAD/0xAE;
+#: Skylake/Cascade/Cooper Lake-SP 0x55, Ice Lake-SP 0x6A/0x6C. A virtual machine may report another model
+#: (one seen here reported 167 with Sapphire-Rapids-class flags): then the flags decide.
 INTEL_MODELS = {"143": "gnr-class", "207": "gnr-class", "173": "gnr-class", "174": "gnr-class",
                 "85": "skx-class", "106": "skx-class", "108": "skx-class"}
 #: FMA pipes of the cores above (all have two): the compute roof is pipes x lanes x 2 FLOPs per cycle
