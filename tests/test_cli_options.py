@@ -216,7 +216,9 @@ def test_report_core_without_validate_is_refused(lenet, tmp_path):
 
 
 def test_check_fusion_goes_into_the_json(lenet):
-    r = cli("estimate", lenet, "--target", "x86-avx512-ort", "--check-fusion", "--json")
+    from latency.targets import host_target
+
+    r = cli("estimate", lenet, "--target", host_target().name, "--check-fusion", "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["fusion_check"]["agrees"] is True and d["fusion_check"]["differences"] == {}

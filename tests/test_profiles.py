@@ -165,9 +165,10 @@ def test_wheel_installs_outside_the_checkout_and_estimates(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheel_dir), ROOT], check=True, capture_output=True)
     wheel = next(wheel_dir.glob("latency-*.whl"))
-    # five measured x86 profiles (two AMD EPYC generations, an Intel Xeon with AMX, AVX2, AVX2 emulated) and two
-    # derived arm64 ones: 64 MB; each full profile adds about 15 MB (PyPI takes up to 100 MB a file)
-    assert wheel.stat().st_size < 75e6
+    # six measured x86 profiles (AMD EPYC Zen 3, Zen 4 and Zen 5, an Intel Xeon with AMX, the older AVX2 one, AVX2
+    # emulated) and two derived arm64 ones: 83 MB; each full profile adds about 15 MB, most of it its regressors'
+    # JSON. PyPI takes up to 100 MB a file: one more profile needs smaller regressors (XGBoost's UBJSON) first
+    assert wheel.stat().st_size < 95e6
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     vpy = venv / "bin" / "python"
     site = subprocess.run([vpy, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
