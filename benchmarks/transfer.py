@@ -342,7 +342,7 @@ def cli_run(a):
     """``--cli``: the path a user runs, then the held-out models measured right after it.
 
     1. ``profilers.transfer.transfer`` with ``--budget`` (default 10m): the function ``latency calibrate
-       --target x86-avx512-ort --from tables/x86-avx512-ort.db --budget 10m`` calls, unchanged (probes for
+       --target <this host's target> --from tables/x86-avx512-ort.db --budget 10m`` calls, unchanged (probes for
        what the budget leaves, transfer, regressors, the calibration normalised by its state reference);
        the profile is written under benchmarks/out/ (ignored by git: 11 MB); its measured rows
        (probes.db), calibration.json and transfer.json are copied into the run folder;
@@ -473,7 +473,7 @@ def cli_run(a):
     results, per_model = {}, {}
 
     def score(label, **kw):
-        est = Estimator(kw.pop("target", target.name), check_host=False, **kw)
+        est = Estimator(target.name, check_host=False, **kw)
         pred = np.array([est.estimate(models[n]).total_ms for n in names])
         m = results[label] = metrics(pred, meas)
         m["passes"] = [metrics(pred, p)["within10"] for p in (p1, p2)]
@@ -511,7 +511,7 @@ def cli_run(a):
         if target.name != TARGET:  # what this host gets with no calibration: its family target's shipped profiles
             for info in target.profiles():
                 if info.origin == "shipped" and info.provenance in ("measured", "emulated") and info.path != full_path:
-                    score(f"shipped {os.path.basename(info.path)} as is", target=target.name, profile=str(info.path))
+                    score(f"shipped {os.path.basename(info.path)} as is", profile=str(info.path))
         if full_path:
             score("full sweep here, its own context (ceiling)", profile=full_path)
             p = os.path.join(tmp, "full.db")
