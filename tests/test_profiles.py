@@ -35,6 +35,19 @@ def _profile(path, target, device, provenance="measured"):
     return path
 
 
+def test_runtime_version_is_the_modules_without_importing_it():
+    import subprocess
+    import sys
+
+    import onnxruntime
+
+    assert P.runtime_version_installed() == onnxruntime.__version__
+    code = ("import sys; from latency.profiles import host_device; v = host_device()['runtime_version']; "
+            "print(v, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [onnxruntime.__version__, "False"]
+
+
 def test_row_counts_are_read_when_asked(tmp_path):
     """Choosing a profile reads device records only; the row counts (a scan of every row) come on first use,
     from the file as it is then, and stay."""
