@@ -552,11 +552,11 @@ MICROARCH = {
 #: AMD cores by family and model, as the Linux kernel sorts them (arch/x86/kernel/cpu/amd.c, bsp_init_amd:
 #: family 0x17 models 0x00-0x2f and 0x50-0x5f Zen 1, 0x30-0x4f, 0x60-0x7f, 0x90-0x91 and 0xa0-0xaf Zen 2;
 #: family 0x19 models 0x00-0x0f and 0x20-0x5f Zen 3, 0x10-0x1f and 0x60-0xaf Zen 4; family 0x1a Zen 5).
-#: EPYC 7001 reports family 23 model 1, 7002 (Rome) 23/49, 7003 (Milan) 25/1, 9004 (Genoa) 25/17. A model
-#: outside these ranges takes the family's last entry.
-AMD_CORES = {"23": ((range(0x00, 0x30), "zen1"), (range(0x50, 0x60), "zen1"), (range(0x00, 0x100), "zen2")),
-             "25": ((range(0x00, 0x10), "zen3"), (range(0x20, 0x60), "zen3"), (range(0x00, 0x100), "zen4")),
-             "26": ((range(0x00, 0x100), "zen5"),)}
+#: EPYC 7001 reports family 23 model 1, 7002 (Rome) 23/49, 7003 (Milan) 25/1, 9004 (Genoa) 25/17. Per family:
+#: (the earlier core, its models, the core of every other model or of an unrecorded one).
+AMD_CORES = {"23": ("zen1", (range(0x00, 0x30), range(0x50, 0x60)), "zen2"),
+             "25": ("zen3", (range(0x00, 0x10), range(0x20, 0x60)), "zen4"),
+             "26": (None, (), "zen5")}
 #: Intel family 6 models of the entries above (Intel's own list, as in the Linux kernel's
 #: arch/x86/include/asm/intel-family.h): Sapphire Rapids 0x8F, Emerald Rapids 0xCF, Granite Rapids 0xAD/0xAE;
 #: Skylake/Cascade/Cooper Lake-SP 0x55, Ice Lake-SP 0x6A/0x6C. A virtual machine may report another model
@@ -669,15 +669,16 @@ class DescriptionModel(TransferModel):
         return r["dispatch"] + t * (cls + r["log_clock"] - r["dispatch"])
 
 
-def _core(device: dict) -> tuple[dict | None, str]:
-    """The MICROARCH entry of ``device`` and how it was found ("" when unknown)."""
+def core_of(device: dict) -> tuple[dict | None, str]:
+    """The MICROARCH entry of ``device`` (a device record) and how it was found ("" when unknown)."""
     vendor, fm = device.get("vendor") or "", device.get("cpu_family_model") or ""
     flags = set(device.get("cpu_flags") or [])
     fam, _, model = fm.partition("/") if fm else ("", "", "")
     if vendor == "AMD" and fam in AMD_CORES:
+        first, models, other = AMD_CORES[fam]
         m = int(model) if model.isdigit() else -1
-        core = next((c for r, c in AMD_CORES[fam] if m in r), AMD_CORES[fam][-1][1])
-        return MICROARCH[vendor, core], f"family/model {fm}" if m >= 0 else f"family {fam}"
+        return (MICROARCH[vendor, first if any(m in r for r in models) else other],
+                f"family/model {fm}" if m >= 0 else f"family {fam}")
     if vendor == "Intel" and model in INTEL_MODELS:
         return MICROARCH[vendor, INTEL_MODELS[model]], f"family/model {fm}"
     if not fam or vendor == "Intel":
@@ -719,8 +720,8 @@ def description_model(base: dict, new: dict) -> TransferModel:
     if mb and mn:
         log_clock = math.log(mb / mn)
         known.append(f"clock {mb:g} vs {mn:g} MHz")
-    cb, how_b = _core(base)
-    cn, how_n = _core(new)
+    cb, how_b = core_of(base)
+    cn, how_n = core_of(new)
     log_ipc = 0.0
     if cb and cn:
         log_ipc = math.log(cb["ipc"] / cn["ipc"])
